@@ -1,0 +1,48 @@
+# rpstream. `make test` is what CI runs (.ci/run) and what README gives a
+# new user; `make demo` is the main job on embedded defaults.
+GO      ?= go
+PKGS    := ./...
+BIN     := bin
+
+.PHONY: all deps build demo test lint unit build-variants bench fuzz clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+demo: build
+	@scripts/demo.sh
+
+# Every test: formatting, vet, the unit/crash/kill/conformance tests under
+# the race detector, and the builds that must keep compiling.
+test: deps lint build-variants unit
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needs to run on:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) vet -tags verbs $(PKGS)
+
+build-variants:
+	CGO_ENABLED=0 $(GO) build $(PKGS)
+	$(GO) build -tags verbs $(PKGS)
+	$(GO) test -tags invariants -count=1 -run 'Invariant' $(PKGS) >/dev/null
+
+unit:
+	$(GO) test -race -count=1 -timeout 12m $(PKGS)
+
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchtime 1s $(PKGS)
+
+# Short fuzzing of every parser of outside bytes (FUZZTIME each).
+FUZZTIME ?= 30s
+fuzz: deps
+	@scripts/fuzz.sh $(FUZZTIME)
+
+clean:
+	rm -rf $(BIN)
