@@ -31,7 +31,6 @@ lint:
 build-variants:
 	CGO_ENABLED=0 $(GO) build $(PKGS)
 	$(GO) build -tags verbs $(PKGS)
-	$(GO) test -tags invariants -count=1 -run 'Invariant' $(PKGS) >/dev/null
 
 unit:
 	$(GO) test -race -count=1 -timeout 12m $(PKGS)

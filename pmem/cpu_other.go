@@ -18,5 +18,5 @@ var fenceWord atomic.Uint64
 // fence is a full barrier through an atomic read-modify-write.
 func fence() { fenceWord.Add(1) }
 
-func memmoveNT(dst, src unsafe.Pointer, n uintptr) {}
+func memmoveNT(dst, src unsafe.Pointer, n uintptr)   {}
 func memsetNT(dst unsafe.Pointer, c byte, n uintptr) {}
