@@ -46,6 +46,7 @@ var (
 	_ Memory    = (*File)(nil)
 	_ Discarder = (*File)(nil)
 	_ Describer = (*File)(nil)
+	_ Refresher = (*File)(nil)
 )
 
 // Create creates a new file of size bytes (it must not exist) and maps it.
@@ -289,6 +290,24 @@ func (m *File) Persist(off, n int) error {
 	if err := unix.Msync(m.data[start:end], unix.MS_SYNC); err != nil {
 		return fmt.Errorf("pmem: msync: %w", err)
 	}
+	return nil
+}
+
+// Refresh implements Refresher.
+func (m *File) Refresh() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	st, err := m.f.Stat()
+	if err != nil {
+		return fmt.Errorf("pmem: %w", err)
+	}
+	if st.Size() > int64(len(m.data)) {
+		return fmt.Errorf("%w: file grew to %d bytes, beyond the reservation of %d", ErrOutOfRange, st.Size(), len(m.data))
+	}
+	m.size.Store(st.Size())
 	return nil
 }
 

@@ -81,6 +81,12 @@ type Discarder interface {
 	Discard(off, n int) error
 }
 
+// Refresher is implemented by memories whose size another process may
+// change: Refresh learns the current size (a reader following a writer).
+type Refresher interface {
+	Refresh() error
+}
+
 // Describer is implemented by memories that can say why they chose their
 // Mode ("MAP_SYNC mapping on a DAX file system", "tmpfs", ...).
 type Describer interface {

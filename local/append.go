@@ -1,0 +1,228 @@
+package local
+
+import (
+	"context"
+	"fmt"
+)
+
+// Reservation is space for one entry, handed out in index order by Reserve.
+// The caller fills Bytes and then calls Publish exactly once. Until it is
+// published, no later entry can be committed: publish promptly.
+type Reservation struct {
+	s     *Stream
+	Index uint64 // the entry's position in the stream
+	r     *region
+	off   int // entry offset within the region
+	n     int
+	buf   []byte // payload space in the mapping
+	done  bool
+}
+
+// Bytes is the payload space, len n, inside the mapped file. It may be
+// written until Publish; it must not be used after.
+func (v *Reservation) Bytes() []byte { return v.buf }
+
+// Reserve hands out space for an entry of n payload bytes at the tail,
+// allocating a new region when the tail region is full. It does not wait
+// for earlier reservations.
+func (s *Stream) Reserve(n int) (*Reservation, error) {
+	v := &Reservation{}
+	if err := s.reserve(n, v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func (s *Stream) reserve(n int, v *Reservation) error {
+	if err := s.writable(); err != nil {
+		return err
+	}
+	if n < 0 || n > MaxEntrySize(s.sb.regionSize) {
+		return fmt.Errorf("%w: %d bytes, at most %d in regions of %d", ErrTooLarge, n, MaxEntrySize(s.sb.regionSize), s.sb.regionSize)
+	}
+	size := entrySize(n)
+	s.mu.Lock()
+	if s.next-s.committed.Load() >= MaxInFlight {
+		s.mu.Unlock()
+		return ErrTooManyReservations
+	}
+	tail := s.regions[len(s.regions)-1]
+	if s.tailOff+size > s.sb.regionSize {
+		r, err := s.allocRegionLocked(s.next)
+		if err != nil {
+			s.mu.Unlock()
+			return err
+		}
+		tail.end.Store(int64(s.tailOff))
+		tail.next.Store(r)
+		s.regions = append(s.regions, r)
+		s.tailOff = RegionHeaderSize
+		tail = r
+	}
+	*v = Reservation{s: s, Index: s.next, r: tail, off: s.tailOff, n: n}
+	s.tailOff += size
+	s.next++
+	s.mu.Unlock()
+	b := s.regionBytes(tail)
+	v.buf = b[v.off+EntryHeaderSize : v.off+EntryHeaderSize+n : v.off+EntryHeaderSize+n]
+	return nil
+}
+
+// Publish seals the entry with its header and commits it in index order:
+// it becomes visible to readers once every earlier entry is published too.
+// It does not wait for durability: see Sync. It returns the entry's index.
+func (v *Reservation) Publish() (uint64, error) {
+	if v.done {
+		return v.Index, fmt.Errorf("local: reservation %d published twice", v.Index)
+	}
+	v.done = true
+	s := v.s
+	if s.closed.Load() {
+		return v.Index, ErrClosed
+	}
+	writeEntryHeader(s.regionBytes(v.r), v.r.seq, v.off, v.n)
+	s.commit(v.Index, loc{v.r, v.off + entrySize(v.n)})
+	return v.Index, nil
+}
+
+// commit marks index i published and advances the committed position over
+// the contiguous run of published entries.
+func (s *Stream) commit(i uint64, end loc) {
+	s.pub.Lock()
+	c := s.committed.Load()
+	if i != c {
+		s.ring[i%MaxInFlight] = ringSlot{done: true, end: end}
+		s.pub.Unlock()
+		return
+	}
+	c++
+	for {
+		sl := &s.ring[c%MaxInFlight]
+		if !sl.done {
+			break
+		}
+		end = sl.end
+		*sl = ringSlot{}
+		c++
+	}
+	s.commitLoc = end
+	s.committed.Store(c)
+	s.pub.Unlock()
+	s.live.publish(c)
+	s.notify.wake()
+}
+
+// Append writes p as one entry and returns its index once the entry is
+// durable (Sync). Concurrent appenders share persists (group commit).
+func (s *Stream) Append(p []byte) (uint64, error) {
+	var v Reservation
+	if err := s.reserve(len(p), &v); err != nil {
+		return 0, err
+	}
+	copy(v.buf, p)
+	i, err := v.Publish()
+	if err != nil {
+		return i, err
+	}
+	return i, s.Sync(i)
+}
+
+// AppendNoSync writes p as one entry and commits it without waiting for it
+// to be durable: a later Sync of it or of any later index makes it so.
+func (s *Stream) AppendNoSync(p []byte) (uint64, error) {
+	var v Reservation
+	if err := s.reserve(len(p), &v); err != nil {
+		return 0, err
+	}
+	copy(v.buf, p)
+	return v.Publish()
+}
+
+// Sync returns once entry i and every entry before it are durable. It
+// waits for i to be committed first (earlier reservations to be
+// published). Goroutines syncing at the same time share one persist.
+func (s *Stream) Sync(i uint64) error {
+	if s.persisted.Load() > i {
+		return nil
+	}
+	if s.committed.Load() <= i {
+		if err := s.waitCommitted(context.Background(), i); err != nil {
+			return err
+		}
+	}
+	for s.persisted.Load() <= i {
+		if e := s.failed.Load(); e != nil {
+			return *e
+		}
+		s.syncMu.Lock()
+		err := s.persistCommittedLocked()
+		s.syncMu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncAll makes every committed entry durable.
+func (s *Stream) syncAll() error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	return s.persistCommittedLocked()
+}
+
+// persistCommittedLocked persists everything from the persisted position
+// to the committed position. s.syncMu is held: one goroutine persists for
+// all waiting ones.
+func (s *Stream) persistCommittedLocked() error {
+	if e := s.failed.Load(); e != nil {
+		return *e
+	}
+	s.pub.Lock()
+	target, end := s.committed.Load(), s.commitLoc
+	s.pub.Unlock()
+	if target <= s.persisted.Load() {
+		return nil
+	}
+	from := s.persistLoc
+	for r := from.r; ; r = r.next.Load() {
+		lo := RegionHeaderSize
+		if r == from.r {
+			lo = from.off
+		}
+		hi := end.off
+		if r != end.r {
+			hi = int(r.end.Load())
+		}
+		if hi > lo {
+			if err := s.mem.Persist(r.base+lo, hi-lo); err != nil {
+				return s.fail(err)
+			}
+		}
+		if r == end.r {
+			break
+		}
+		// Every entry of r is durable now, and r has a successor.
+		if err := s.sealRegion(r); err != nil {
+			return err
+		}
+	}
+	s.persistLoc = end
+	s.persisted.Store(target)
+	return nil
+}
+
+// waitCommitted blocks until entry i is committed.
+func (s *Stream) waitCommitted(ctx context.Context, i uint64) error {
+	for {
+		ch := s.notify.arm()
+		if s.committed.Load() > i {
+			s.notify.disarm()
+			return nil
+		}
+		err := s.notify.wait(ctx, ch)
+		if err != nil {
+			return err
+		}
+	}
+}

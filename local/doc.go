@@ -1,0 +1,78 @@
+// Package local is the stream on one node, in the manner of PMDK's
+// libpmemstream: one mapped file per stream, holding a sequence of regions,
+// each holding entries of any size appended atomically.
+//
+// # On-media format (version 1)
+//
+// All integers are little-endian. Checksums are CRC-32C (Castagnoli). These
+// constants never change without a bump of FormatVersion.
+//
+//	file:    [ superblock 4096 B ][ slot 0 ][ slot 1 ] ... [ slot n-1 ]
+//	         slot k starts at 4096 + k*RegionSize; the file grows by whole
+//	         slots, with blocks reserved (fallocate) before use.
+//
+//	superblock (offset 0):
+//	    0  magic        "rpstream"
+//	    8  version      u32 = 1
+//	   12  flags        u32 = 0
+//	   16  region size  u64 (multiple of 4096, 16 KiB .. 1 GiB)
+//	   24  stream id    u64 random, non-zero; every region repeats it
+//	   32  created      u64 unix nanoseconds
+//	   40  reserved     zero up to 124
+//	  124  crc          u32 over [0, 124)
+//	 2048  live area:   written by a running writer for reader processes,
+//	                    never persisted on purpose, never trusted by recovery
+//	        2048 committed  u64 entries committed so far (also a futex word)
+//	        2056 waiters    u32 reader processes waiting on it
+//
+//	region (a slot in use), line 0, written once when allocated:
+//	    0  magic        "rpregion"
+//	    8  seq          u64 region sequence number, from 1, +1 per region
+//	   16  first        u64 index of the region's first entry
+//	   24  stream id    u64
+//	   32  epoch        u64 epoch of the writer that allocated the region
+//	   40  reserved     zero up to 60
+//	   60  crc          u32 over [0, 60)
+//	region, line 1, zeroed and persisted before line 0 is written:
+//	   64  commit       u64 commit word, written by a remote leader with one
+//	                    8-byte atomic write: the end offset (within the
+//	                    region) of the entries it has committed
+//	   72  seal         u64 count<<32 | end, written once every entry of the
+//	                    region is durable and the next region exists
+//	  128  entries, each starting at an 8-byte aligned offset:
+//	    0  length       u32 payload bytes
+//	    4  crc          u32 over seq u64, offset u32, length u32, payload
+//	    8  payload      padded with zeroes to a multiple of 8
+//
+// A region allocated in a slot is a byte-identical copy wherever it lives:
+// nothing in it depends on the slot number or the file, so a leader can
+// write the same bytes at the same offsets into a replica's region.
+//
+// # Atomicity and recovery
+//
+// An entry is valid only if its checksum, which covers the region's
+// sequence number and the entry's offset, matches; so torn entries, bytes
+// left by an earlier use of the slot and entries shifted to another offset
+// are all rejected. Entries are made durable in index order (the persisted
+// position advances only over a contiguous run), so after a crash each
+// region holds a valid prefix followed by rejected bytes. Recovery scans the
+// regions that are not sealed; the first region whose valid prefix is
+// shorter than its successor's first index says becomes the tail, and every
+// region after it is freed (last first, so a crash during recovery leaves a
+// contiguous sequence). Bytes after the tail are zeroed, so entries lost in
+// a crash can never reappear after a later one. A region's header is
+// durable before any entry in it is written, and a slot is freed by
+// invalidating line 0, so region sequence numbers are always contiguous;
+// a gap, a checksum error in the superblock or inconsistent region headers
+// are corruption (ErrCorrupt), reported without changing the file.
+//
+// # Concurrency
+//
+// One process writes a stream (it holds an exclusive flock on the file);
+// any number of processes may open it read-only and follow it through the
+// live area. In the writing process, Append, Reserve, Publish, Sync,
+// iterators and Trim may all be called from many goroutines at once.
+// Reservations are handed out in index order and committed in index order:
+// the committed position advances over the contiguous run of published
+// entries, and readers see only committed entries.
+package local

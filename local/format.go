@@ -1,0 +1,180 @@
+package local
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+)
+
+// Format constants. They never change without a bump of FormatVersion.
+const (
+	FormatVersion = 1
+
+	SuperblockSize   = 4096
+	RegionHeaderSize = 128 // lines 0 and 1
+	EntryHeaderSize  = 8
+	EntryAlign       = 8
+
+	MinRegionSize     = 16 << 10
+	MaxRegionSize     = 1 << 30
+	DefaultRegionSize = 4 << 20
+
+	superMagic  = "rpstream"
+	regionMagic = "rpregion"
+
+	superCRCOff    = 124
+	liveCommitted  = 2048
+	liveWaiters    = 2056
+	regionCRCOff   = 60
+	regionCommitAt = 64
+	regionSealAt   = 72
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+var le = binary.LittleEndian
+
+// superblock is the decoded fixed part of the superblock.
+type superblock struct {
+	regionSize int
+	streamID   uint64
+	created    uint64
+}
+
+func (sb superblock) encode(b []byte) {
+	clear(b[:SuperblockSize])
+	copy(b, superMagic)
+	le.PutUint32(b[8:], FormatVersion)
+	le.PutUint32(b[12:], 0)
+	le.PutUint64(b[16:], uint64(sb.regionSize))
+	le.PutUint64(b[24:], sb.streamID)
+	le.PutUint64(b[32:], sb.created)
+	le.PutUint32(b[superCRCOff:], crc32.Checksum(b[:superCRCOff], castagnoli))
+}
+
+func decodeSuperblock(b []byte) (superblock, error) {
+	if len(b) < SuperblockSize {
+		return superblock{}, fmt.Errorf("%w: %d bytes, shorter than a superblock", ErrNotStream, len(b))
+	}
+	if string(b[:8]) != superMagic {
+		return superblock{}, ErrNotStream
+	}
+	if v := le.Uint32(b[8:]); v != FormatVersion {
+		return superblock{}, fmt.Errorf("%w: format version %d, this build reads %d", ErrVersion, v, FormatVersion)
+	}
+	if got, want := le.Uint32(b[superCRCOff:]), crc32.Checksum(b[:superCRCOff], castagnoli); got != want {
+		return superblock{}, fmt.Errorf("%w: superblock checksum %08x, want %08x", ErrCorrupt, got, want)
+	}
+	sb := superblock{
+		regionSize: int(le.Uint64(b[16:])),
+		streamID:   le.Uint64(b[24:]),
+		created:    le.Uint64(b[32:]),
+	}
+	if flags := le.Uint32(b[12:]); flags != 0 {
+		return superblock{}, fmt.Errorf("%w: unknown superblock flags %#x", ErrCorrupt, flags)
+	}
+	if err := validRegionSize(sb.regionSize); err != nil {
+		return superblock{}, fmt.Errorf("%w: superblock: %w", ErrCorrupt, err)
+	}
+	if sb.streamID == 0 {
+		return superblock{}, fmt.Errorf("%w: superblock: stream id is zero", ErrCorrupt)
+	}
+	return sb, nil
+}
+
+func validRegionSize(n int) error {
+	if n < MinRegionSize || n > MaxRegionSize || n%4096 != 0 {
+		return fmt.Errorf("region size %d: must be a multiple of 4096 from %d to %d", n, MinRegionSize, MaxRegionSize)
+	}
+	return nil
+}
+
+// regionHeader is the decoded line 0 of a region.
+type regionHeader struct {
+	seq      uint64
+	first    uint64
+	streamID uint64
+	epoch    uint64
+}
+
+func (h regionHeader) encode(b []byte) {
+	clear(b[:64])
+	copy(b, regionMagic)
+	le.PutUint64(b[8:], h.seq)
+	le.PutUint64(b[16:], h.first)
+	le.PutUint64(b[24:], h.streamID)
+	le.PutUint64(b[32:], h.epoch)
+	le.PutUint32(b[regionCRCOff:], crc32.Checksum(b[:regionCRCOff], castagnoli))
+}
+
+// decodeRegionHeader returns the header in b and whether it is a valid
+// region header at all (a free slot is not).
+func decodeRegionHeader(b []byte) (regionHeader, bool) {
+	if string(b[:8]) != regionMagic {
+		return regionHeader{}, false
+	}
+	if le.Uint32(b[regionCRCOff:]) != crc32.Checksum(b[:regionCRCOff], castagnoli) {
+		return regionHeader{}, false
+	}
+	h := regionHeader{
+		seq:      le.Uint64(b[8:]),
+		first:    le.Uint64(b[16:]),
+		streamID: le.Uint64(b[24:]),
+		epoch:    le.Uint64(b[32:]),
+	}
+	return h, h.seq != 0
+}
+
+// seal packs a sealed region's entry count and data end.
+func seal(count uint32, end int) uint64 { return uint64(count)<<32 | uint64(uint32(end)) }
+
+func unseal(w uint64) (count uint32, end int) { return uint32(w >> 32), int(uint32(w)) }
+
+// entrySize is the bytes an entry of n payload bytes occupies.
+func entrySize(n int) int { return EntryHeaderSize + (n+EntryAlign-1)&^(EntryAlign-1) }
+
+// MaxEntrySize is the largest payload a region of regionSize bytes holds.
+func MaxEntrySize(regionSize int) int {
+	return (regionSize - RegionHeaderSize - EntryHeaderSize) &^ (EntryAlign - 1)
+}
+
+// entryCRC is the checksum of an entry of region seq at offset off.
+func entryCRC(seq uint64, off int, payload []byte) uint32 {
+	var h [16]byte
+	le.PutUint64(h[0:], seq)
+	le.PutUint32(h[8:], uint32(off))
+	le.PutUint32(h[12:], uint32(len(payload)))
+	c := crc32.Update(0, castagnoli, h[:])
+	return crc32.Update(c, castagnoli, payload)
+}
+
+// readEntry validates the entry at offset off of region r (r is the
+// region's bytes, seq its sequence number) and returns its payload (aliasing
+// r) and the offset after it. ok is false where no valid entry stands.
+func readEntry(r []byte, seq uint64, off int) (payload []byte, next int, ok bool) {
+	if off+EntryHeaderSize > len(r) {
+		return nil, 0, false
+	}
+	n := int(le.Uint32(r[off:]))
+	if n > len(r)-off-EntryHeaderSize {
+		return nil, 0, false
+	}
+	p := r[off+EntryHeaderSize : off+EntryHeaderSize+n]
+	if le.Uint32(r[off+4:]) != entryCRC(seq, off, p) {
+		return nil, 0, false
+	}
+	next = off + entrySize(n)
+	if next > len(r) {
+		next = len(r)
+	}
+	return p, next, true
+}
+
+// writeEntryHeader stores the header of an entry whose payload is already in
+// place at r[off+EntryHeaderSize:], and zeroes its padding.
+func writeEntryHeader(r []byte, seq uint64, off, n int) {
+	p := r[off+EntryHeaderSize : off+EntryHeaderSize+n]
+	clear(r[off+EntryHeaderSize+n : off+entrySize(n)])
+	le.PutUint32(r[off+4:], entryCRC(seq, off, p))
+	le.PutUint32(r[off:], uint32(n))
+}

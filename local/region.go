@@ -1,0 +1,162 @@
+package local
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/rpstream/rpstream/pmem"
+)
+
+func (s *Stream) slotBase(k int) int { return SuperblockSize + k*s.sb.regionSize }
+
+// regionBytes is the whole slot of r.
+func (s *Stream) regionBytes(r *region) []byte {
+	return s.mem.Bytes()[r.base : r.base+s.sb.regionSize]
+}
+
+// allocRegionLocked allocates the region after the current tail (or the
+// first region), whose first entry will have index first. s.mu is held (or
+// the stream is not yet shared). The header is durable when it returns.
+func (s *Stream) allocRegionLocked(first uint64) (*region, error) {
+	seq := uint64(1)
+	if n := len(s.regions); n > 0 {
+		seq = s.regions[n-1].seq + 1
+	}
+	slot := s.nslots
+	if len(s.free) > 0 {
+		slot = s.free[0]
+	}
+	base := s.slotBase(slot)
+	// Reserve blocks first: a full disk is an error here, not a fault on
+	// a later store. For a freed slot it re-reserves what Discard gave up.
+	if err := s.mem.Allocate(base, s.sb.regionSize); err != nil {
+		return nil, wrapAlloc(err)
+	}
+	if slot == s.nslots {
+		s.nslots++
+	} else {
+		s.free = s.free[1:]
+	}
+	b := s.mem.Bytes()[base : base+s.sb.regionSize]
+	// Line 1 (commit and seal words) and the first entry header must be
+	// zero and durable before line 0 makes the region valid.
+	clear(b[64 : RegionHeaderSize+EntryHeaderSize])
+	if err := s.mem.Persist(base+64, RegionHeaderSize+EntryHeaderSize-64); err != nil {
+		return nil, s.fail(err)
+	}
+	regionHeader{seq: seq, first: first, streamID: s.sb.streamID, epoch: s.epoch}.encode(b)
+	if err := s.mem.Persist(base, 64); err != nil {
+		return nil, s.fail(err)
+	}
+	r := &region{slot: slot, base: base, seq: seq, first: first}
+	r.end.Store(-1)
+	return r, nil
+}
+
+// freeRegion invalidates r's header durably and gives its storage back.
+// The caller has removed r from s.regions (or never added it).
+func (s *Stream) freeRegion(r *region) error {
+	b := s.mem.Bytes()[r.base:]
+	atomic.StoreUint64((*uint64)(unsafe.Pointer(&b[0])), 0) // the magic
+	if err := s.mem.Persist(r.base, 8); err != nil {
+		return s.fail(err)
+	}
+	if d, ok := s.mem.(pmem.Discarder); ok {
+		// Only storage is at stake: the slot is free either way.
+		_ = d.Discard(r.base, s.sb.regionSize)
+	}
+	s.free = append(s.free, r.slot)
+	sort.Ints(s.free)
+	return nil
+}
+
+// sealRegion records durably that every entry of r is durable; recovery then
+// trusts the count instead of scanning. Called by the persisting goroutine
+// once the persisted position has passed r.
+func (s *Stream) sealRegion(r *region) error {
+	end := int(r.end.Load())
+	count := r.next.Load().first - r.first
+	w := (*uint64)(unsafe.Pointer(&s.mem.Bytes()[r.base+regionSealAt]))
+	atomic.StoreUint64(w, seal(uint32(count), end))
+	if err := s.mem.Persist(r.base+regionSealAt, 8); err != nil {
+		return s.fail(err)
+	}
+	r.sealed.Store(true)
+	return nil
+}
+
+// Trim frees every region all of whose entries have indexes below before,
+// oldest first, never the tail region, and returns the new head. Readers of
+// freed positions get ErrTrimmed. Only durable regions are freed.
+func (s *Stream) Trim(before uint64) (uint64, error) {
+	if err := s.writable(); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.regions) > 1 {
+		r := s.regions[0]
+		nf := s.regions[1].first
+		if nf > before || nf > s.persisted.Load() {
+			break
+		}
+		// Move the head first so that readers stop using r.
+		s.head.Store(nf)
+		s.regions = s.regions[1:]
+		if err := s.freeRegion(r); err != nil {
+			return s.head.Load(), err
+		}
+	}
+	return s.head.Load(), nil
+}
+
+// RegionInfo describes one live region.
+type RegionInfo struct {
+	Seq    uint64 // sequence number, from 1
+	Slot   int    // slot in the file
+	Offset int    // file offset of the region
+	First  uint64 // index of its first entry
+	Count  uint64 // entries committed in it
+	Used   int    // bytes used, header included
+	Sealed bool   // all entries durable and recorded as such
+}
+
+// Regions describes the live regions, head first.
+func (s *Stream) Regions() []RegionInfo {
+	if s.readOnly {
+		s.roRefresh()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	committed := s.Committed()
+	var out []RegionInfo
+	for i, r := range s.regions {
+		ri := RegionInfo{Seq: r.seq, Slot: r.slot, Offset: r.base, First: r.first, Sealed: r.sealed.Load()}
+		if i+1 < len(s.regions) {
+			ri.Count = s.regions[i+1].first - r.first
+			ri.Used = int(r.end.Load())
+		} else {
+			ri.Count = committed - r.first
+			ri.Used = s.tailUsedLocked()
+		}
+		out = append(out, ri)
+	}
+	return out
+}
+
+// regionOf returns the live region holding index i, or ErrTrimmed, or nil
+// if i is beyond the tail.
+func (s *Stream) regionOf(i uint64) (*region, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.regions) == 0 || i < s.regions[0].first || i < s.head.Load() {
+		return nil, fmt.Errorf("%w: index %d, head %d", ErrTrimmed, i, s.head.Load())
+	}
+	k := sort.Search(len(s.regions), func(k int) bool { return s.regions[k].first > i }) - 1
+	return s.regions[k], nil
+}
+
+var errNoEntry = errors.New("local: no entry there")
