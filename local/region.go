@@ -100,7 +100,9 @@ func (s *Stream) Trim(before uint64) (uint64, error) {
 	for len(s.regions) > 1 {
 		r := s.regions[0]
 		nf := s.regions[1].first
-		if nf > before || nf > s.persisted.Load() {
+		// Strictly below persisted: the persisting goroutine has then
+		// moved past r and sealed it, and never touches it again.
+		if nf > before || nf >= s.persisted.Load() {
 			break
 		}
 		// Move the head first so that readers stop using r.

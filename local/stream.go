@@ -37,8 +37,10 @@ var (
 	ErrTooLarge = errors.New("local: entry larger than a region")
 	// ErrTrimmed is returned for a position that retention has freed.
 	ErrTrimmed = errors.New("local: position was trimmed")
-	// ErrNoSpace is returned when the file system is full. Nothing already
-	// appended is lost; appends may be retried after space is freed.
+	// ErrNoSpace is returned when a new region cannot be allocated: the
+	// file system is full, or the file reached Options.MaxSize. Nothing
+	// already appended is lost; appends may be retried after space is freed
+	// (by Trim, for instance).
 	ErrNoSpace = errors.New("local: no space for a new region")
 	// ErrFailed is returned by every write after a persist failed: what
 	// reached the media is unknown, so the stream must be reopened (which
@@ -90,12 +92,12 @@ type Stream struct {
 	epoch    uint64
 
 	// mu guards the reservation state and the region list.
-	mu       sync.Mutex
-	regions  []*region // live regions by sequence number, head first
-	free     []int     // free slots, ascending
-	nslots   int
-	tailOff  int    // next free offset in the tail region
-	next     uint64 // index of the next reservation
+	mu      sync.Mutex
+	regions []*region // live regions by sequence number, head first
+	free    []int     // free slots, ascending
+	nslots  int
+	tailOff int    // next free offset in the tail region
+	next    uint64 // index of the next reservation
 
 	// pub guards in-order commit.
 	pub       sync.Mutex
@@ -368,6 +370,9 @@ func (s *Stream) writable() error {
 func wrapAlloc(err error) error {
 	if errors.Is(err, pmem.ErrNoSpace) {
 		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	}
+	if errors.Is(err, pmem.ErrOutOfRange) {
+		return fmt.Errorf("%w: the stream reached its maximum size (MaxSize): %w", ErrNoSpace, err)
 	}
 	return err
 }
