@@ -20,6 +20,10 @@
 //	   32  created      u64 unix nanoseconds
 //	   40  reserved     zero up to 124
 //	  124  crc          u32 over [0, 124)
+//	  128  trim records two of {head u64, gen u32, crc u32 over both}, at
+//	                    128 and 144; Trim writes generation g into record
+//	                    g%2 and persists it before freeing any region, so
+//	                    recovery knows where the stream's head must be
 //	 2048  live area:   written by a running writer for reader processes,
 //	                    never persisted on purpose, never trusted by recovery
 //	        2048 committed  u64 entries committed so far (also a futex word)
@@ -63,8 +67,11 @@
 // a crash can never reappear after a later one. A region's header is
 // durable before any entry in it is written, and a slot is freed by
 // invalidating line 0, so region sequence numbers are always contiguous;
-// a gap, a checksum error in the superblock or inconsistent region headers
-// are corruption (ErrCorrupt), reported without changing the file.
+// a gap, a checksum error in the superblock, inconsistent region headers,
+// a first region that starts after the recorded head, or a last region that
+// is sealed (so its successor existed) are corruption (ErrCorrupt), reported
+// without changing the file: damage never silently drops entries that come
+// before it. A trim interrupted by a crash is finished by recovery.
 //
 // # Concurrency
 //

@@ -23,6 +23,7 @@ const (
 	regionMagic = "rpregion"
 
 	superCRCOff    = 124
+	trimRecordAt   = 128 // two records of 16 bytes: head u64, gen u32, crc u32
 	liveCommitted  = 2048
 	liveWaiters    = 2056
 	regionCRCOff   = 60
@@ -177,4 +178,35 @@ func writeEntryHeader(r []byte, seq uint64, off, n int) {
 	clear(r[off+EntryHeaderSize+n : off+entrySize(n)])
 	le.PutUint32(r[off+4:], entryCRC(seq, off, p))
 	le.PutUint32(r[off:], uint32(n))
+}
+
+// trimRecord is the head of the stream as Trim last recorded it. Two slots
+// are written alternately (by generation), so a torn write leaves the
+// previous record intact.
+type trimRecord struct {
+	head uint64
+	gen  uint32
+}
+
+func (t trimRecord) encode(b []byte) {
+	le.PutUint64(b[0:], t.head)
+	le.PutUint32(b[8:], t.gen)
+	le.PutUint32(b[12:], crc32.Checksum(b[:12], castagnoli))
+}
+
+// decodeTrimRecords returns the newest valid record (the zero record if
+// none: nothing was ever trimmed).
+func decodeTrimRecords(sb []byte) trimRecord {
+	var best trimRecord
+	for k := 0; k < 2; k++ {
+		b := sb[trimRecordAt+16*k:]
+		if le.Uint32(b[12:]) != crc32.Checksum(b[:12], castagnoli) {
+			continue
+		}
+		t := trimRecord{head: le.Uint64(b[0:]), gen: le.Uint32(b[8:])}
+		if t.gen > best.gen {
+			best = t
+		}
+	}
+	return best
 }

@@ -45,6 +45,7 @@ type scanState struct {
 	tailEnd   int    // offset after the last valid entry of the tail
 	next      uint64 // index after the last valid entry
 	dirtyTo   int    // tail region bytes up to here may be non-zero after tailEnd
+	trim      trimRecord
 }
 
 // scanHeaders finds every valid region of this stream and the free slots.
@@ -84,12 +85,25 @@ func (s *Stream) scan() (*scanState, error) {
 		return nil, err
 	}
 	st := &scanState{free: free, nslots: nslots}
+	st.trim = decodeTrimRecords(s.mem.Bytes())
 	if len(found) == 0 {
-		return st, nil // crashed between the superblock and the first region
+		// Only a crash between formatting and the first region's header
+		// leaves no region; anything else lost every region.
+		if st.trim.gen != 0 || nslots > 1 {
+			return nil, fmt.Errorf("%w: no valid region in %d slots", ErrCorrupt, nslots)
+		}
+		return st, nil
+	}
+	if found[0].first > st.trim.head {
+		return nil, fmt.Errorf("%w: the oldest region (%d, slot %d) starts at index %d, but the stream's head is %d: a region is missing",
+			ErrCorrupt, found[0].seq, found[0].slot, found[0].first, st.trim.head)
 	}
 	for i, r := range found {
 		rb := s.regionBytes(r)
 		if i == len(found)-1 {
+			if atomic.LoadUint64((*uint64)(unsafe.Pointer(&rb[regionSealAt]))) != 0 {
+				return nil, fmt.Errorf("%w: the last region (%d, slot %d) is sealed, so the region after it is missing", ErrCorrupt, r.seq, r.slot)
+			}
 			n, end := scanEntries(rb, r.seq, ^uint64(0))
 			st.regions, st.tailEnd, st.next = found, end, r.first+n
 			st.dirtyTo = lastNonZero(rb, end)
@@ -158,6 +172,13 @@ func (s *Stream) repair(st *scanState) error {
 		}
 	}
 	st.free = s.free
+	// Finish a trim that a crash interrupted.
+	s.trim = st.trim
+	s.regions = st.regions
+	if err := s.trimToLocked(st.trim.head); err != nil {
+		return err
+	}
+	st.regions, st.free = s.regions, s.free
 	if len(st.regions) == 0 {
 		r, err := s.allocRegionLocked(0)
 		if err != nil {
@@ -186,7 +207,8 @@ func (s *Stream) install(st *scanState) {
 	}
 	tail := s.regions[len(s.regions)-1]
 	s.tailOff, s.next = st.tailEnd, st.next
-	s.head.Store(s.regions[0].first)
+	s.trim = st.trim
+	s.head.Store(max(s.regions[0].first, st.trim.head))
 	s.commitLoc = loc{tail, st.tailEnd}
 	s.persistLoc = s.commitLoc
 	s.committed.Store(st.next)

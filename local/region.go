@@ -97,22 +97,51 @@ func (s *Stream) Trim(before uint64) (uint64, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for len(s.regions) > 1 {
-		r := s.regions[0]
-		nf := s.regions[1].first
-		// Strictly below persisted: the persisting goroutine has then
-		// moved past r and sealed it, and never touches it again.
+	// The new head: the first index of the oldest region to keep.
+	// Strictly below persisted: the persisting goroutine has then moved
+	// past every region freed and sealed it, and never touches it again.
+	k := 0
+	for k+1 < len(s.regions) {
+		nf := s.regions[k+1].first
 		if nf > before || nf >= s.persisted.Load() {
 			break
 		}
+		k++
+	}
+	if k == 0 {
+		return s.head.Load(), nil
+	}
+	head := s.regions[k].first
+	if err := s.recordHead(head); err != nil {
+		return s.head.Load(), err
+	}
+	return head, s.trimToLocked(head)
+}
+
+// recordHead durably records head as the stream's head before any region
+// below it is freed.
+func (s *Stream) recordHead(head uint64) error {
+	s.trim.gen++
+	s.trim.head = head
+	s.trim.encode(s.mem.Bytes()[trimRecordAt+16*int(s.trim.gen%2):])
+	if err := s.mem.Persist(trimRecordAt+16*int(s.trim.gen%2), 16); err != nil {
+		return s.fail(err)
+	}
+	return nil
+}
+
+// trimToLocked frees the regions wholly below head, oldest first.
+func (s *Stream) trimToLocked(head uint64) error {
+	for len(s.regions) > 1 && s.regions[1].first <= head {
+		r := s.regions[0]
 		// Move the head first so that readers stop using r.
-		s.head.Store(nf)
+		s.head.Store(s.regions[1].first)
 		s.regions = s.regions[1:]
 		if err := s.freeRegion(r); err != nil {
-			return s.head.Load(), err
+			return err
 		}
 	}
-	return s.head.Load(), nil
+	return nil
 }
 
 // RegionInfo describes one live region.

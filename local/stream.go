@@ -112,6 +112,7 @@ type Stream struct {
 	persisted  atomic.Uint64
 
 	head   atomic.Uint64 // index of the oldest entry not trimmed
+	trim   trimRecord    // last recorded head, under mu
 	failed atomic.Pointer[error]
 	closed atomic.Bool
 
