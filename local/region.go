@@ -59,9 +59,14 @@ func (s *Stream) allocRegionLocked(first uint64) (*region, error) {
 // freeRegion invalidates r's header durably and gives its storage back.
 // The caller has removed r from s.regions (or never added it).
 func (s *Stream) freeRegion(r *region) error {
+	// Wipe the whole of line 0, not just the magic: a later torn write of
+	// a new header into this slot could otherwise restore the magic and
+	// bring the old header back to life.
 	b := s.mem.Bytes()[r.base:]
-	atomic.StoreUint64((*uint64)(unsafe.Pointer(&b[0])), 0) // the magic
-	if err := s.mem.Persist(r.base, 8); err != nil {
+	for k := 0; k < 64; k += 8 {
+		atomic.StoreUint64((*uint64)(unsafe.Pointer(&b[k])), 0)
+	}
+	if err := s.mem.Persist(r.base, 64); err != nil {
 		return s.fail(err)
 	}
 	if d, ok := s.mem.(pmem.Discarder); ok {
