@@ -66,7 +66,8 @@
 // contiguous sequence). Bytes after the tail are zeroed, so entries lost in
 // a crash can never reappear after a later one. A region's header is
 // durable before any entry in it is written, and a slot is freed by
-// zeroing the whole of line 0 (so no torn rewrite can revive it), so region sequence numbers are always contiguous;
+// zeroing the whole of line 0 (so no torn rewrite can revive it), so
+// region sequence numbers are always contiguous;
 // a gap, a checksum error in the superblock, inconsistent region headers,
 // a first region that starts after the recorded head, or a last region that
 // is sealed (so its successor existed) are corruption (ErrCorrupt), reported

@@ -25,21 +25,23 @@ func (s *Stream) allocRegionLocked(first uint64) (*region, error) {
 	if n := len(s.regions); n > 0 {
 		seq = s.regions[n-1].seq + 1
 	}
-	slot := s.nslots
-	if len(s.free) > 0 {
-		slot = s.free[0]
+	var slot int
+	if len(s.spares) > 0 {
+		slot = s.spares[0] // allocated ahead by the preparer
+		s.spares = s.spares[1:]
+		s.wakePreparer()
+	} else {
+		slot = s.takeSlotLocked()
+		// Reserve blocks first: a full disk is an error here, not a
+		// fault on a later store. For a freed slot it re-reserves what
+		// Discard gave up.
+		if err := s.mem.Allocate(s.slotBase(slot), s.sb.regionSize); err != nil {
+			s.free = append(s.free, slot)
+			sort.Ints(s.free)
+			return nil, wrapAlloc(err)
+		}
 	}
 	base := s.slotBase(slot)
-	// Reserve blocks first: a full disk is an error here, not a fault on
-	// a later store. For a freed slot it re-reserves what Discard gave up.
-	if err := s.mem.Allocate(base, s.sb.regionSize); err != nil {
-		return nil, wrapAlloc(err)
-	}
-	if slot == s.nslots {
-		s.nslots++
-	} else {
-		s.free = s.free[1:]
-	}
 	b := s.mem.Bytes()[base : base+s.sb.regionSize]
 	// Line 1 (commit and seal words) and the first entry header must be
 	// zero and durable before line 0 makes the region valid.

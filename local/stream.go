@@ -68,6 +68,11 @@ type Options struct {
 	// Epoch is recorded in the header of every region this opener
 	// allocates.
 	Epoch uint64
+	// SpareRegions is how many regions a background goroutine keeps
+	// allocated (and prefaulted on memory-speed media) beyond the tail of a
+	// stream file, so that appends do not wait for a new region's blocks
+	// and page faults. Zero means 1; negative means none.
+	SpareRegions int
 }
 
 // Validate reports whether the options are usable.
@@ -115,6 +120,12 @@ type Stream struct {
 	trim   trimRecord    // last recorded head, under mu
 	failed atomic.Pointer[error]
 	closed atomic.Bool
+
+	spares      []int // slots allocated ahead by the preparer; under mu
+	spareTarget int   // how many to keep ready; under mu
+	prepWake    chan struct{}
+	prepStop    chan struct{}
+	prepDone    chan struct{}
 
 	notify notifier
 	live   *liveArea
@@ -178,6 +189,7 @@ func Create(path string, opts Options) (*Stream, error) {
 		return nil, fmt.Errorf("local: create %s: %w", path, err)
 	}
 	s.lockFile = lf
+	s.startPreparer()
 	return s, nil
 }
 
@@ -210,6 +222,7 @@ func Open(path string, opts Options) (*Stream, error) {
 		return nil, fmt.Errorf("local: open %s: %w", path, err)
 	}
 	s.lockFile = lf
+	s.startPreparer()
 	return s, nil
 }
 
@@ -279,10 +292,11 @@ func format(mem pmem.Memory, regionSize int, opts Options) (*Stream, error) {
 
 func newStream(mem pmem.Memory, sb superblock, opts Options) *Stream {
 	s := &Stream{
-		mem:      mem,
-		sb:       sb,
-		readOnly: opts.ReadOnly,
-		epoch:    opts.Epoch,
+		mem:         mem,
+		sb:          sb,
+		readOnly:    opts.ReadOnly,
+		epoch:       opts.Epoch,
+		spareTarget: spareTarget(opts.SpareRegions),
 	}
 	if !opts.ReadOnly {
 		s.ring = make([]ringSlot, MaxInFlight)
@@ -327,6 +341,7 @@ func (s *Stream) Close() error {
 	if s.closed.Swap(true) {
 		return ErrClosed
 	}
+	s.stopPreparer()
 	var err error
 	if !s.readOnly && s.failed.Load() == nil {
 		err = s.syncAll()
@@ -376,4 +391,14 @@ func wrapAlloc(err error) error {
 		return fmt.Errorf("%w: the stream reached its maximum size (MaxSize): %w", ErrNoSpace, err)
 	}
 	return err
+}
+
+func spareTarget(n int) int {
+	switch {
+	case n == 0:
+		return 1
+	case n < 0:
+		return 0
+	}
+	return n
 }
