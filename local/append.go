@@ -140,7 +140,9 @@ func (s *Stream) AppendNoSync(p []byte) (uint64, error) {
 
 // Sync returns once entry i and every entry before it are durable. It
 // waits for i to be committed first (earlier reservations to be
-// published). Goroutines syncing at the same time share one persist.
+// published). Goroutines syncing at the same time share one persist: one
+// of them persists everything committed so far while the others wait, and
+// all of them are woken at once when it is done (group commit).
 func (s *Stream) Sync(i uint64) error {
 	if s.persisted.Load() > i {
 		return nil
@@ -151,30 +153,48 @@ func (s *Stream) Sync(i uint64) error {
 		}
 	}
 	for s.persisted.Load() <= i {
-		if e := s.failed.Load(); e != nil {
-			return *e
-		}
-		s.syncMu.Lock()
-		err := s.persistCommittedLocked()
-		s.syncMu.Unlock()
-		if err != nil {
+		if err := s.persistRound(false); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// syncAll makes every committed entry durable.
-func (s *Stream) syncAll() error {
+// persistRound persists everything committed, unless another goroutine is
+// doing so: then it waits for that round to end (and, with always, then
+// runs a round itself).
+func (s *Stream) persistRound(always bool) error {
 	s.syncMu.Lock()
-	defer s.syncMu.Unlock()
-	return s.persistCommittedLocked()
+	if e := s.failed.Load(); e != nil {
+		s.syncMu.Unlock()
+		return *e
+	}
+	if s.syncing {
+		for s.syncing {
+			s.syncCond.Wait()
+		}
+		if !always {
+			s.syncMu.Unlock()
+			return nil // the caller checks whether that round covered it
+		}
+	}
+	s.syncing = true
+	s.syncMu.Unlock()
+	err := s.persistCommittedLeader()
+	s.syncMu.Lock()
+	s.syncing = false
+	s.syncCond.Broadcast()
+	s.syncMu.Unlock()
+	return err
 }
 
-// persistCommittedLocked persists everything from the persisted position
-// to the committed position. s.syncMu is held: one goroutine persists for
-// all waiting ones.
-func (s *Stream) persistCommittedLocked() error {
+// syncAll makes every committed entry durable.
+func (s *Stream) syncAll() error { return s.persistRound(true) }
+
+// persistCommittedLeader persists everything from the persisted position
+// to the committed position. Only the goroutine that set s.syncing calls
+// it; it alone touches persistLoc and seals regions.
+func (s *Stream) persistCommittedLeader() error {
 	if e := s.failed.Load(); e != nil {
 		return *e
 	}

@@ -110,9 +110,12 @@ type Stream struct {
 	commitLoc loc        // end of the last committed entry
 	committed atomic.Uint64
 
-	// syncMu is held by the goroutine persisting on everyone's behalf
-	// (group commit).
+	// syncMu guards syncing; syncCond is signalled when a persist round
+	// ends. The goroutine that set syncing owns persistLoc until it clears
+	// it (group commit: it persists on behalf of everyone waiting).
 	syncMu     sync.Mutex
+	syncCond   *sync.Cond
+	syncing    bool
 	persistLoc loc
 	persisted  atomic.Uint64
 
@@ -298,6 +301,7 @@ func newStream(mem pmem.Memory, sb superblock, opts Options) *Stream {
 		epoch:       opts.Epoch,
 		spareTarget: spareTarget(opts.SpareRegions),
 	}
+	s.syncCond = sync.NewCond(&s.syncMu)
 	if !opts.ReadOnly {
 		s.ring = make([]ringSlot, MaxInFlight)
 	}
