@@ -108,7 +108,9 @@ func (d dataDir) explain(name, path string, err error) error {
 	case errors.Is(err, local.ErrLocked):
 		return fmt.Errorf("stream %q is locked: another process is appending to it (%s); only one writer at a time, try again when it exits", name, path)
 	case errors.Is(err, local.ErrCorrupt):
-		return fmt.Errorf("stream file %s is corrupt: %s", path, detail(err))
+		d := strings.ReplaceAll(detail(err), "open "+path+": ", "")
+		d = strings.ReplaceAll(d, strings.TrimPrefix(local.ErrCorrupt.Error(), "local: ")+": ", "")
+		return fmt.Errorf("stream file %s is corrupt: %s", path, d)
 	case errors.Is(err, local.ErrNotStream):
 		return fmt.Errorf("%s is not an rpstream stream file (corrupt or another format): %s", path, detail(err))
 	case errors.Is(err, local.ErrVersion):
