@@ -57,7 +57,7 @@ func (r *Result) Print(w io.Writer) {
 	if !r.Sync {
 		sync = "appends not synced one by one; one sync at the end"
 	}
-	fmt.Fprintf(w, "bench %s: %d entries of %d bytes, %d writers, region size %d\n", r.Kind, r.Count, r.Size, r.Writers, r.RegionSize)
+	fmt.Fprintf(w, "bench %s: %d entries of %d bytes, %d writer(s), region size %d bytes\n", r.Kind, r.Count, r.Size, r.Writers, r.RegionSize)
 	fmt.Fprintf(w, "  directory   %s\n", r.Dir)
 	if r.ModeDetail != "" {
 		fmt.Fprintf(w, "  persistence %s\n", r.ModeDetail)

@@ -54,7 +54,7 @@ and the persistence mode; --json prints one JSON object instead.`,
 				if dir == "" {
 					dir, why = bench.DefaultDir()
 				}
-				fmt.Fprintf(c.Stderr, "bench local: %d entries of %d bytes from %d writers in %s (%s)...\n", cfg.Count, cfg.Size, cfg.Writers, dir, why)
+				fmt.Fprintf(c.Stderr, "bench local: running in %s (%s)...\n", dir, why)
 			}
 			r, err := cfg.Run(ctx)
 			if err != nil {
