@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"math"
 	"slices"
 )
 
@@ -25,10 +26,12 @@ type Result struct {
 	P99us         float64 `json:"p99_us"`
 	P999us        float64 `json:"p999_us"`
 	MaxUs         float64 `json:"max_us"`
+	Clock         string  `json:"latency_clock,omitempty"` // tsc or nanotime
 }
 
-// fill computes rates and percentiles from the per-writer latencies (ns).
-func (r *Result) fill(lat [][]uint32) {
+// fill computes rates and percentiles from the per-writer latencies, in
+// clock ticks of nsPerTick nanoseconds.
+func (r *Result) fill(lat [][]uint32, nsPerTick float64) {
 	var all []uint32
 	for _, l := range lat {
 		all = append(all, l...)
@@ -42,14 +45,16 @@ func (r *Result) fill(lat [][]uint32) {
 		if k >= len(all) {
 			k = len(all) - 1
 		}
-		return float64(all[k]) / 1e3
+		return round3(float64(all[k]) * nsPerTick / 1e3)
 	}
 	r.P50us, r.P99us, r.P999us, r.MaxUs = pct(0.50), pct(0.99), pct(0.999), pct(1)
 	if r.Seconds > 0 {
-		r.EntriesPerSec = float64(r.Count) / r.Seconds
-		r.MBPerSec = float64(r.Count) * float64(r.Size) / r.Seconds / 1e6
+		r.EntriesPerSec = math.Round(float64(r.Count) / r.Seconds)
+		r.MBPerSec = round3(float64(r.Count) * float64(r.Size) / r.Seconds / 1e6)
 	}
 }
+
+func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
 
 // Print writes the result for a person to read.
 func (r *Result) Print(w io.Writer) {
@@ -67,5 +72,9 @@ func (r *Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "  durability  %s\n", sync)
 	fmt.Fprintf(w, "  time        %.3f s\n", r.Seconds)
 	fmt.Fprintf(w, "  throughput  %.0f entries/s, %.1f MB/s\n", r.EntriesPerSec, r.MBPerSec)
+	if r.P50us == 0 {
+		fmt.Fprintf(w, "  latency     not measured (--latency=false)\n")
+		return
+	}
 	fmt.Fprintf(w, "  latency     p50 %.2f us, p99 %.2f us, p99.9 %.2f us, max %.0f us\n", r.P50us, r.P99us, r.P999us, r.MaxUs)
 }

@@ -42,10 +42,12 @@ and the persistence mode; --json prints one JSON object instead.`,
 		cfg.Sync = true
 		fs.BoolVar(&cfg.Sync, "sync", true, "make each append durable before it returns; false: one sync at the end")
 		fs.BoolVar(&asJSON, "json", false, "print one JSON object")
+		latency := fs.Bool("latency", true, "read the clock after each append for latency percentiles (false: bare throughput)")
 		return func(ctx context.Context, c *invocation, args []string) error {
 			if len(args) != 0 {
 				return usagef("bench local takes no arguments, got %q", args)
 			}
+			cfg.NoLatency = !*latency
 			if err := cfg.Validate(); err != nil {
 				return usagef("%s", err)
 			}
