@@ -73,3 +73,29 @@ func BenchmarkClock(b *testing.B) {
 	}
 	_ = sink
 }
+
+// BenchmarkAppendDisk64Writers is 64 goroutines appending durably to a
+// file on the disk of os.TempDir (group commit).
+func BenchmarkAppendDisk64Writers(b *testing.B) {
+	d, err := os.MkdirTemp(os.TempDir(), "rpstream-gobench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(d)
+	s, err := local.Create(filepath.Join(d, "s"), local.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	p := make([]byte, 64)
+	b.SetParallelism(32)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.Append(p); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
