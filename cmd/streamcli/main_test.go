@@ -491,3 +491,40 @@ func TestFullDisk(t *testing.T) {
 		t.Errorf("after a second failed append: %d entries, want %d", n, len(printed))
 	}
 }
+
+// TestAppendSignal: an append waiting on its standard input ends on
+// SIGTERM (only tail -f and bench stop gracefully), and what it printed
+// stays appended.
+func TestAppendSignal(t *testing.T) {
+	d := t.TempDir()
+	ok(t, "", "create", "s", "--data", d)
+	w := exec.Command(bin, "append", "s", "--data", d)
+	w.Env = env()
+	in, _ := w.StdinPipe()
+	out, _ := w.StdoutPipe()
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	fmt.Fprintln(in, "kept")
+	if l, err := bufio.NewReader(out).ReadString('\n'); err != nil || l != "0\n" {
+		t.Fatalf("append printed %q, %v", l, err)
+	}
+	go func() { done <- w.Wait() }()
+	syscall.Kill(w.Process.Pid, syscall.SIGTERM)
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
+			t.Errorf("append after SIGTERM: %v, want killed by SIGTERM", err)
+		}
+	case <-time.After(10 * time.Second):
+		syscall.Kill(w.Process.Pid, syscall.SIGKILL)
+		<-done
+		t.Fatal("append waiting on stdin ignored SIGTERM")
+	}
+	in.Close()
+	if got := ok(t, "", "tail", "s", "--data", d); got != "kept\n" {
+		t.Errorf("after SIGTERM: %q", got)
+	}
+}

@@ -20,9 +20,10 @@ var benchCmd = &command{
 }
 
 var benchLocalCmd = &command{
-	name:    "bench local",
-	args:    "--count N --size S --writers C [--dir DIR] [--region-size SIZE] [--sync=true|false] [--json]",
-	summary: "Append N entries of S bytes from C concurrent writers to a fresh stream file.",
+	graceful: true,
+	name:     "bench local",
+	args:     "--count N --size S --writers C [--dir DIR] [--region-size SIZE] [--sync=true|false] [--json]",
+	summary:  "Append N entries of S bytes from C concurrent writers to a fresh stream file.",
 	detail: `
 The stream lives in a fresh temporary directory under --dir, removed
 afterwards; by default --dir is /dev/shm (tmpfs: memory speed) if it exists.

@@ -24,6 +24,11 @@ type Env struct {
 	Stderr io.Writer
 	// Getenv reads the environment (RPSTREAM_DATA); nil means os.Getenv.
 	Getenv func(string) string
+	// DefaultSignals, if not nil, gives SIGINT and SIGTERM back their
+	// default action (ending the process). Main calls it before running a
+	// command that does not stop gracefully when its context ends: an
+	// append waiting on a terminal must still end on Ctrl-C.
+	DefaultSignals func()
 }
 
 // command is one subcommand of streamcli.
@@ -39,6 +44,9 @@ type command struct {
 	// subs are the subcommands ("bench local"), chosen by the first
 	// positional argument; their names include the parent's.
 	subs []*command
+	// graceful commands watch their context and return when it ends
+	// (tail -f, bench); for the others SIGINT and SIGTERM end the process.
+	graceful bool
 }
 
 type runFunc func(ctx context.Context, c *invocation, args []string) error
@@ -165,6 +173,9 @@ func dispatch(ctx context.Context, env Env, cmd *command, args []string) int {
 }
 
 func run(ctx context.Context, env Env, cmd *command, args []string) int {
+	if !cmd.graceful && env.DefaultSignals != nil {
+		env.DefaultSignals()
+	}
 	fs := newFlagSet(cmd.name)
 	inv := &invocation{Env: env, out: bufio.NewWriterSize(env.Stdout, 64<<10)}
 	defDir := env.Getenv("RPSTREAM_DATA")

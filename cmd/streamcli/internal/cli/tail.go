@@ -13,9 +13,10 @@ import (
 )
 
 var tailCmd = &command{
-	name:    "tail",
-	args:    "STREAM [--from POSITION] [-f] [--output text|json]",
-	summary: "Print the entries of a stream, and with -f follow new ones.",
+	graceful: true,
+	name:     "tail",
+	args:     "STREAM [--from POSITION] [-f] [--output text|json]",
+	summary:  "Print the entries of a stream, and with -f follow new ones.",
 	detail: `
 Text output prints the data of each entry as it is, followed by a newline
 (an entry that holds newlines or binary bytes is printed raw: use
