@@ -182,7 +182,7 @@ func run(ctx context.Context, env Env, cmd *command, args []string) int {
 	if defDir == "" {
 		defDir = "./rpstream-data"
 	}
-	fs.StringVar(&inv.data.dir, "data", defDir, "data `DIR`ectory holding the streams ($RPSTREAM_DATA)")
+	fs.StringVar(&inv.data.dir, "data", defDir, "`DIR`, the data directory holding the streams ($RPSTREAM_DATA)")
 	runf := cmd.flags(fs)
 	pos, err := parseArgs(fs, args)
 	if err == nil {
@@ -245,7 +245,7 @@ func commandUsage(w io.Writer, c *command) {
 		return
 	}
 	fs := newFlagSet(c.name)
-	fs.String("data", "", "data `DIR`ectory holding the streams (default $RPSTREAM_DATA, else ./rpstream-data)")
+	fs.String("data", "", "`DIR`, the data directory holding the streams (default $RPSTREAM_DATA, else ./rpstream-data)")
 	c.flags(fs)
 	fmt.Fprintf(w, "\nflags:\n")
 	printFlags(w, fs)
