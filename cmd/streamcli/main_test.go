@@ -490,6 +490,10 @@ func TestFullDisk(t *testing.T) {
 	if n := len(lines(ok(t, "", "tail", "full", "--data", d))); n != len(printed) {
 		t.Errorf("after a second failed append: %d entries, want %d", n, len(printed))
 	}
+	fails(t, 1, "", []string{"create", "another", "--data", d}, "is full", `cannot create stream "another"`)
+	if _, err := os.Stat(filepath.Join(d, "another.stream")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a failed create left its file: %v", err)
+	}
 }
 
 // TestAppendSignal: an append waiting on its standard input ends on

@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/rpstream/rpstream/local"
+	"github.com/rpstream/rpstream/pmem"
 )
 
 var createCmd = &command{
@@ -52,6 +53,9 @@ func (c *invocation) create(name string, regionSize int) error {
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("stream %q already exists in %s", name, c.data.dir)
+		}
+		if errors.Is(err, local.ErrNoSpace) || errors.Is(err, pmem.ErrNoSpace) {
+			return fmt.Errorf("the disk holding %s is full: cannot create stream %q (%s)", c.data.dir, name, detail(err))
 		}
 		return c.data.explain(name, path, err)
 	}
