@@ -126,8 +126,7 @@ func Main(ctx context.Context, env Env, args []string) int {
 	}
 	cmd := lookup(args[k])
 	if cmd == nil {
-		fmt.Fprintf(env.Stderr, "streamcli: unknown command %q\n", args[k])
-		topUsage(env.Stderr)
+		fmt.Fprintf(env.Stderr, "streamcli: unknown command %q (commands: %s; see streamcli --help)\n", args[k], names(commands, ""))
 		return 2
 	}
 	rest := append(append([]string{}, args[:k]...), args[k+1:]...)
@@ -163,8 +162,7 @@ func dispatch(ctx context.Context, env Env, cmd *command, args []string) int {
 				return run(ctx, env, sub, rest)
 			}
 		}
-		fmt.Fprintf(env.Stderr, "streamcli %s: unknown kind %q\n", cmd.name, a)
-		commandUsage(env.Stderr, cmd)
+		fmt.Fprintf(env.Stderr, "streamcli %s: unknown kind %q (kinds: %s; see streamcli %s --help)\n", cmd.name, a, names(cmd.subs, cmd.name+" "), cmd.name)
 		return 2
 	}
 	fmt.Fprintf(env.Stderr, "streamcli %s: say which kind\n", cmd.name)
@@ -206,6 +204,15 @@ func run(ctx context.Context, env Env, cmd *command, args []string) int {
 		fmt.Fprintf(env.Stderr, "streamcli %s: %s\n", cmd.name, oneLine(err.Error()))
 		return 1
 	}
+}
+
+// names lists the names of cmds without prefix, for messages.
+func names(cmds []*command, prefix string) string {
+	var ns []string
+	for _, c := range cmds {
+		ns = append(ns, strings.TrimPrefix(c.name, prefix))
+	}
+	return strings.Join(ns, ", ")
 }
 
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", "; ") }
