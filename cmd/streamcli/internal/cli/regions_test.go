@@ -72,7 +72,7 @@ func TestTailTrimmed(t *testing.T) {
 		t.Errorf("tail --from 0 of a trimmed stream: exit %d, %q", c, e)
 	}
 	o, _, c = run("ls")
-	if f := strings.Fields(o); c != 0 || len(f) < 12 || f[10] != fmt.Sprint(head) || f[11] != "100" {
+	if f := strings.Fields(o); c != 0 || len(f) < 14 || f[12] != fmt.Sprint(head) || f[13] != "100" {
 		t.Errorf("ls of a trimmed stream: %q", o)
 	}
 }
