@@ -1,0 +1,121 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rpstream/rpstream/local"
+)
+
+func TestLocalRun(t *testing.T) {
+	dir := t.TempDir()
+	for _, sync := range []bool{true, false} {
+		r, err := Local{Count: 1000, Size: 100, Writers: 3, Dir: dir, Sync: sync}.Run(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Count != 1000 || r.EntriesPerSec <= 0 || r.P50us <= 0 || r.P99us < r.P50us || r.Mode == "" {
+			t.Errorf("result %+v", r)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("%d files left behind", len(ents))
+	}
+	if _, err := (Local{Count: 10, Size: 1 << 20, Writers: 1, RegionSize: 64 << 10}).Run(context.Background()); err == nil {
+		t.Error("entries larger than a region accepted")
+	}
+}
+
+// The benchmarks below measure local.Stream.Append without the command
+// around it, to tell the cost of the stream from that of the measurement.
+
+func benchAppend(b *testing.B, dir string, size int, regionSize int) {
+	if dir == "" {
+		dir, _ = DefaultDir()
+	}
+	d, err := os.MkdirTemp(dir, "rpstream-gobench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(d)
+	s, err := local.Create(filepath.Join(d, "s"), local.Options{RegionSize: regionSize})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	p := make([]byte, size)
+	b.SetBytes(int64(size))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := s.Append(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkAppendTmpfs64(b *testing.B)      { benchAppend(b, "", 64, 0) }
+func BenchmarkAppendTmpfs4K(b *testing.B)      { benchAppend(b, "", 4096, 0) }
+func BenchmarkAppendTmpfs4K64MiB(b *testing.B) { benchAppend(b, "", 4096, 64<<20) }
+func BenchmarkAppendDisk64(b *testing.B)       { benchAppend(b, os.TempDir(), 64, 0) }
+
+// BenchmarkClock is the cost of the one clock reading per append that
+// bench local makes.
+func BenchmarkClock(b *testing.B) {
+	var sink time.Duration
+	prev := time.Now()
+	for i := 0; i < b.N; i++ {
+		now := time.Now()
+		sink += now.Sub(prev)
+		prev = now
+	}
+	_ = sink
+}
+
+// BenchmarkAppendDisk64Writers is 64 goroutines appending durably to a
+// file on the disk of os.TempDir (group commit).
+func BenchmarkAppendDisk64Writers(b *testing.B) {
+	d, err := os.MkdirTemp(os.TempDir(), "rpstream-gobench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(d)
+	s, err := local.Create(filepath.Join(d, "s"), local.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	p := make([]byte, 64)
+	b.SetParallelism(32)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.Append(p); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// TestLocalAppendAllocs shows a cost in package local found by these
+// benchmarks: every Append allocates 16 bytes, because entryCRC's [16]byte
+// header buffer escapes to the heap through crc32.Update. That is about a
+// tenth of a 200 ns append, plus garbage collections. Run with
+// RPSTREAM_LOCAL_BUGS=1.
+func TestLocalAppendAllocs(t *testing.T) {
+	if os.Getenv("RPSTREAM_LOCAL_BUGS") == "" {
+		t.Skip("known allocation in local.Stream.Append; set RPSTREAM_LOCAL_BUGS=1 to run")
+	}
+	s, err := local.Create(filepath.Join(t.TempDir(), "s"), local.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := make([]byte, 64)
+	if n := testing.AllocsPerRun(1000, func() { s.Append(p) }); n != 0 {
+		t.Errorf("local.Stream.Append allocates %.0f times per call, want 0", n)
+	}
+}

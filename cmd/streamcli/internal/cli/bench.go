@@ -1,0 +1,81 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+
+	"github.com/rpstream/rpstream/cmd/streamcli/internal/bench"
+)
+
+// benchCmd is "bench KIND": one subcommand per kind of benchmark. A new
+// kind (rdma, cluster) is one more entry in subs; a new option of a kind
+// (--mover, --inflight) is one more flag and config field.
+var benchCmd = &command{
+	name:    "bench",
+	args:    "KIND [FLAGS]",
+	summary: "Measure append throughput and latency.",
+	subs:    []*command{benchLocalCmd},
+}
+
+var benchLocalCmd = &command{
+	graceful: true,
+	name:     "bench local",
+	args:     "--count N --size S --writers C [--dir DIR] [--region-size SIZE] [--sync=true|false] [--json]",
+	summary:  "Append N entries of S bytes from C concurrent writers to a fresh stream file.",
+	detail: `
+The stream lives in a fresh temporary directory under --dir, removed
+afterwards; by default --dir is /dev/shm (tmpfs: memory speed) if it exists.
+Give --dir /tmp or a directory on a disk to measure durable appends to a
+file (msync), where concurrent writers share each msync (group commit).
+Prints entries/s, MB/s (payload, 10^6 bytes), append latency percentiles
+and the persistence mode; --json prints one JSON object instead.`,
+	flags: func(fs *flag.FlagSet) runFunc {
+		var cfg bench.Local
+		var asJSON bool
+		fs.IntVar(&cfg.Count, "count", 1000000, "`N` entries to append in all")
+		fs.Var(sizeFlag{&cfg.Size}, "size", "`S` bytes per entry, such as 64 or 4k (default 64)")
+		cfg.Size = 64
+		fs.IntVar(&cfg.Writers, "writers", 1, "`C` concurrent writers (goroutines)")
+		fs.StringVar(&cfg.Dir, "dir", "", "`DIR` to make the temporary stream in (default /dev/shm if it exists, else the system temporary directory)")
+		fs.Var(sizeFlag{&cfg.RegionSize}, "region-size", "`SIZE` of the stream's regions (default 4MiB)")
+		cfg.Sync = true
+		fs.BoolVar(&cfg.Sync, "sync", true, "make each append durable before it returns; false: one sync at the end")
+		fs.BoolVar(&asJSON, "json", false, "print one JSON object")
+		latency := fs.Bool("latency", true, "read the clock after each append for latency percentiles (false: bare throughput)")
+		return func(ctx context.Context, c *invocation, args []string) error {
+			if len(args) != 0 {
+				return usagef("bench local takes no arguments, got %q", args)
+			}
+			cfg.NoLatency = !*latency
+			if err := cfg.Validate(); err != nil {
+				return usagef("%s", err)
+			}
+			if !asJSON {
+				dir, why := cfg.Dir, "given by --dir"
+				if dir == "" {
+					dir, why = bench.DefaultDir()
+				}
+				fmt.Fprintf(c.Stderr, "bench local: running in %s (%s)...\n", dir, why)
+			}
+			r, err := cfg.Run(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return fmt.Errorf("interrupted")
+				}
+				return fmt.Errorf("%s", detail(err))
+			}
+			if asJSON {
+				b, err := json.Marshal(r)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.out, "%s\n", b)
+				return nil
+			}
+			r.Print(c.out)
+			return nil
+		}
+	},
+}

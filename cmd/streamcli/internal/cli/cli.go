@@ -1,0 +1,259 @@
+// Package cli is streamcli: the commands, their flags and their messages.
+// Main is the whole program; cmd/streamcli only hands it the process's
+// arguments, standard streams and a context cancelled by SIGINT/SIGTERM.
+//
+// Exit codes: 0 success, 1 an operation failed (the message says why),
+// 2 bad usage (the usage of the command follows the message).
+package cli
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// Env is what a command may use of the world.
+type Env struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	// Getenv reads the environment (RPSTREAM_DATA); nil means os.Getenv.
+	Getenv func(string) string
+	// DefaultSignals, if not nil, gives SIGINT and SIGTERM back their
+	// default action (ending the process). Main calls it before running a
+	// command that does not stop gracefully when its context ends: an
+	// append waiting on a terminal must still end on Ctrl-C.
+	DefaultSignals func()
+}
+
+// command is one subcommand of streamcli.
+type command struct {
+	name    string
+	args    string // positional arguments, for the usage line
+	summary string
+	detail  string // more usage text, may be empty
+	// flags defines the command's own flags on fs and returns the function
+	// that runs it with the positional arguments. Nil for a command made
+	// of subcommands.
+	flags func(fs *flag.FlagSet) runFunc
+	// subs are the subcommands ("bench local"), chosen by the first
+	// positional argument; their names include the parent's.
+	subs []*command
+	// graceful commands watch their context and return when it ends
+	// (tail -f, bench); for the others SIGINT and SIGTERM end the process.
+	graceful bool
+}
+
+type runFunc func(ctx context.Context, c *invocation, args []string) error
+
+// invocation is one run of a command: its environment and global flags.
+type invocation struct {
+	Env
+	data dataDir
+	out  *bufio.Writer
+}
+
+// commands is the table of subcommands, in the order usage lists them.
+var commands []*command
+
+func init() {
+	commands = []*command{createCmd, appendCmd, tailCmd, lsCmd, benchCmd}
+}
+
+func lookup(name string) *command {
+	for _, c := range commands {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// globalValueFlags are the global flags that take a value; Main must know
+// them to find the command name among the arguments.
+var globalValueFlags = map[string]bool{"data": true}
+
+// Main runs streamcli with args (without the program name) and returns the
+// exit code.
+func Main(ctx context.Context, env Env, args []string) int {
+	if env.Getenv == nil {
+		env.Getenv = os.Getenv
+	}
+	// The command is the first argument that is neither a global flag nor
+	// its value; every other argument, before or after it, goes to the
+	// command, which knows the global flags too.
+	k := -1
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			break
+		}
+		if len(a) > 1 && a[0] == '-' {
+			name, hasValue := flagName(a)
+			if name == "h" || name == "help" {
+				topUsage(env.Stderr)
+				return 0
+			}
+			if globalValueFlags[name] && !hasValue {
+				i++
+			} else if !globalValueFlags[name] {
+				fmt.Fprintf(env.Stderr, "streamcli: unknown flag %s before the command\n", a)
+				topUsage(env.Stderr)
+				return 2
+			}
+			continue
+		}
+		k = i
+		break
+	}
+	if k < 0 {
+		fmt.Fprintln(env.Stderr, "streamcli: no command given")
+		topUsage(env.Stderr)
+		return 2
+	}
+	if args[k] == "help" {
+		if k+1 < len(args) && lookup(args[k+1]) != nil {
+			commandUsage(env.Stderr, lookup(args[k+1]))
+		} else {
+			topUsage(env.Stderr)
+		}
+		return 0
+	}
+	cmd := lookup(args[k])
+	if cmd == nil {
+		fmt.Fprintf(env.Stderr, "streamcli: unknown command %q (commands: %s; see streamcli --help)\n", args[k], names(commands, ""))
+		return 2
+	}
+	rest := append(append([]string{}, args[:k]...), args[k+1:]...)
+	return dispatch(ctx, env, cmd, rest)
+}
+
+// dispatch runs cmd, or the subcommand of cmd named by the first
+// positional argument.
+func dispatch(ctx context.Context, env Env, cmd *command, args []string) int {
+	if len(cmd.subs) == 0 {
+		return run(ctx, env, cmd, args)
+	}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if len(a) > 1 && a[0] == '-' && a != "--" {
+			name, hasValue := flagName(a)
+			if name == "h" || name == "help" {
+				commandUsage(env.Stderr, cmd)
+				return 0
+			}
+			if globalValueFlags[name] && !hasValue {
+				i++
+			}
+			continue
+		}
+		if a == "--" && i+1 < len(args) {
+			i++
+			a = args[i]
+		}
+		for _, sub := range cmd.subs {
+			if sub.name == cmd.name+" "+a {
+				rest := append(append([]string{}, args[:i]...), args[i+1:]...)
+				return run(ctx, env, sub, rest)
+			}
+		}
+		fmt.Fprintf(env.Stderr, "streamcli %s: unknown kind %q (kinds: %s; see streamcli %s --help)\n", cmd.name, a, names(cmd.subs, cmd.name+" "), cmd.name)
+		return 2
+	}
+	fmt.Fprintf(env.Stderr, "streamcli %s: say which kind\n", cmd.name)
+	commandUsage(env.Stderr, cmd)
+	return 2
+}
+
+func run(ctx context.Context, env Env, cmd *command, args []string) int {
+	if !cmd.graceful && env.DefaultSignals != nil {
+		env.DefaultSignals()
+	}
+	fs := newFlagSet(cmd.name)
+	inv := &invocation{Env: env, out: bufio.NewWriterSize(env.Stdout, 64<<10)}
+	defDir := env.Getenv("RPSTREAM_DATA")
+	if defDir == "" {
+		defDir = "./rpstream-data"
+	}
+	fs.StringVar(&inv.data.dir, "data", defDir, "`DIR`, the data directory holding the streams ($RPSTREAM_DATA)")
+	runf := cmd.flags(fs)
+	pos, err := parseArgs(fs, args)
+	if err == nil {
+		err = runf(ctx, inv, pos)
+	}
+	if ferr := inv.out.Flush(); err == nil && ferr != nil {
+		err = fmt.Errorf("write output: %w", ferr)
+	}
+	var ue *usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errHelp):
+		commandUsage(env.Stderr, cmd)
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(env.Stderr, "streamcli %s: %s\n", cmd.name, ue.msg)
+		fmt.Fprintf(env.Stderr, "usage: streamcli %s %s (streamcli %s --help for more)\n", cmd.name, cmd.args, cmd.name)
+		return 2
+	default:
+		fmt.Fprintf(env.Stderr, "streamcli %s: %s\n", cmd.name, oneLine(err.Error()))
+		return 1
+	}
+}
+
+// names lists the names of cmds without prefix, for messages.
+func names(cmds []*command, prefix string) string {
+	var ns []string
+	for _, c := range cmds {
+		ns = append(ns, strings.TrimPrefix(c.name, prefix))
+	}
+	return strings.Join(ns, ", ")
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", "; ") }
+
+func topUsage(w io.Writer) {
+	fmt.Fprint(w, `streamcli works with rpstream streams. In embedded mode it opens the
+stream files of a data directory directly: no server is needed.
+
+usage: streamcli [--data DIR] COMMAND [ARGUMENTS] [FLAGS]
+
+commands:
+`)
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-7s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, `
+global flags (before or after the command):
+  --data DIR  data directory holding the streams, one file DIR/NAME.stream each
+              (default $RPSTREAM_DATA, else ./rpstream-data)
+
+Flags may stand before or after the arguments; "--" ends the flags.
+Run "streamcli COMMAND --help" for the flags of a command.
+`)
+}
+
+func commandUsage(w io.Writer, c *command) {
+	fmt.Fprintf(w, "usage: streamcli %s %s\n\n%s\n", c.name, c.args, c.summary)
+	if c.detail != "" {
+		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(c.detail))
+	}
+	if len(c.subs) > 0 {
+		fmt.Fprintf(w, "\nkinds:\n")
+		for _, sub := range c.subs {
+			fmt.Fprintf(w, "  %s %s\n      %s\n", sub.name, sub.args, sub.summary)
+		}
+		fmt.Fprintf(w, "\nRun \"streamcli %s KIND --help\" for the flags of a kind.\n", c.name)
+		return
+	}
+	fs := newFlagSet(c.name)
+	fs.String("data", "", "`DIR`, the data directory holding the streams (default $RPSTREAM_DATA, else ./rpstream-data)")
+	c.flags(fs)
+	fmt.Fprintf(w, "\nflags:\n")
+	printFlags(w, fs)
+}

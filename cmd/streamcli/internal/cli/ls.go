@@ -1,0 +1,137 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/rpstream/rpstream/local"
+	"github.com/rpstream/rpstream/pmem"
+)
+
+var lsCmd = &command{
+	name:    "ls",
+	args:    "[STREAM]",
+	summary: "List the streams of the data directory, or the regions of one stream.",
+	detail: `
+Without STREAM: one line per stream with its regions, the positions of its
+oldest entry (HEAD) and of the next entry to be appended (NEXT), its number
+of entries, the bytes its file takes on disk, its region size and how its
+memory persists (msync: an ordinary file; fence: tmpfs or eADR persistent
+memory; flush: persistent memory with cache flushes).
+
+With STREAM: the stream's details and one line per region: its sequence
+number, slot in the file, first position, entries, bytes used (header
+included) and whether it is sealed (full and durable).
+
+ls only reads: it works beside a process appending to the streams.`,
+	flags: func(fs *flag.FlagSet) runFunc {
+		return func(ctx context.Context, c *invocation, args []string) error {
+			switch len(args) {
+			case 0:
+				return c.lsAll()
+			case 1:
+				return c.lsOne(args[0])
+			}
+			return usagef("ls takes at most one stream name, got %d arguments", len(args))
+		}
+	},
+}
+
+// streamInfo is what ls shows of a stream.
+type streamInfo struct {
+	regions    []local.RegionInfo
+	head, next uint64
+	disk, size int64 // bytes on disk, file length
+	regionSize int
+	mode       string
+	why        string
+}
+
+func (c *invocation) info(name string) (*streamInfo, error) {
+	s, err := c.data.openReader(name)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	path, _ := c.data.path(name)
+	in := &streamInfo{
+		head:       s.Head(),
+		next:       s.Committed(),
+		regionSize: s.RegionSize(),
+		mode:       s.Mode().String(),
+		why:        s.Mode().String(),
+	}
+	// Not s.Regions(): it deadlocks on a reader (see readRegions).
+	if in.regions, err = readRegions(path, s.RegionSize(), s.StreamID(), in.next); err != nil {
+		return nil, c.data.explain(name, path, err)
+	}
+	if d, ok := s.Memory().(pmem.Describer); ok {
+		in.why = d.Describe()
+	}
+	if fi, err := os.Stat(path); err == nil {
+		in.size = fi.Size()
+		in.disk = fi.Size()
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			in.disk = st.Blocks * 512
+		}
+	}
+	return in, nil
+}
+
+func (c *invocation) lsAll() error {
+	names, err := c.data.names()
+	if err != nil {
+		return err
+	}
+	if len(names) == 0 {
+		fmt.Fprintf(c.Stderr, "no streams in %s\n", c.data.dir)
+		return nil
+	}
+	tw := tabwriter.NewWriter(c.out, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "STREAM\tREGIONS\tHEAD\tNEXT\tENTRIES\tON DISK\tREGION SIZE\tPERSIST")
+	var failed error
+	for _, n := range names {
+		in, err := c.info(n)
+		if err != nil {
+			fmt.Fprintf(tw, "%s\t(error: see below)\n", n)
+			if failed == nil {
+				failed = err
+			}
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", n, len(in.regions), in.head, in.next,
+			in.next-in.head, formatSize(in.disk), formatSize(int64(in.regionSize)), in.mode)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return failed
+}
+
+func (c *invocation) lsOne(name string) error {
+	in, err := c.info(name)
+	if err != nil {
+		return err
+	}
+	path, _ := c.data.path(name)
+	w := c.out
+	fmt.Fprintf(w, "stream      %s\n", name)
+	fmt.Fprintf(w, "file        %s (%s on disk, %s long)\n", path, formatSize(in.disk), formatSize(in.size))
+	if in.next > in.head {
+		fmt.Fprintf(w, "entries     %d (positions %d to %d; the next is %d)\n", in.next-in.head, in.head, in.next-1, in.next)
+	} else {
+		fmt.Fprintf(w, "entries     0 (the next position is %d)\n", in.next)
+	}
+	fmt.Fprintf(w, "region size %s (largest entry %d bytes)\n", formatSize(int64(in.regionSize)), local.MaxEntrySize(in.regionSize))
+	fmt.Fprintf(w, "persistence %s\n\n", in.why)
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tSLOT\tFIRST\tCOUNT\tUSED\tSEALED")
+	for _, r := range in.regions {
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%v\n", r.Seq, r.Slot, r.First, r.Count, r.Used, r.Sealed)
+	}
+	return tw.Flush()
+}

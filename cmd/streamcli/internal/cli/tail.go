@@ -1,0 +1,150 @@
+package cli
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/rpstream/rpstream/local"
+)
+
+var tailCmd = &command{
+	graceful: true,
+	name:     "tail",
+	args:     "STREAM [--from POSITION] [-f] [--output text|json]",
+	summary:  "Print the entries of a stream, and with -f follow new ones.",
+	detail: `
+Text output prints the data of each entry as it is, followed by a newline
+(an entry that holds newlines or binary bytes is printed raw: use
+--output json to read such entries unambiguously). JSON output prints one
+object per line: {"position":N,"size":BYTES,"data":"BASE64"}, data in
+standard base64.
+
+--from is a position (the first is 0; positions freed by retention are
+gone) or -N for the last N entries. Without --from, tail starts at the
+oldest entry.
+
+With -f, tail waits for new entries, also while another process appends,
+until it is interrupted (SIGINT or SIGTERM), and then exits with code 0.
+tail only reads: it never takes the writer lock.`,
+	flags: func(fs *flag.FlagSet) runFunc {
+		from := fs.String("from", "", "first `POSITION` to print, or -N for the last N entries (default: the oldest entry)")
+		follow := fs.Bool("f", false, "follow: keep printing new entries until interrupted")
+		fs.BoolVar(follow, "follow", false, "same as -f")
+		output := fs.String("output", "text", "output `FORMAT`: text or json")
+		return func(ctx context.Context, c *invocation, args []string) error {
+			if len(args) != 1 {
+				return usagef("tail takes one stream name, got %d arguments", len(args))
+			}
+			if *output != "text" && *output != "json" {
+				return usagef("--output must be text or json, not %q", *output)
+			}
+			var start startAt
+			if err := start.parse(*from); err != nil {
+				return err
+			}
+			return c.tail(ctx, args[0], start, *follow, *output == "json")
+		}
+	},
+}
+
+// startAt is where tail starts: the oldest entry, a position, or the last
+// n entries.
+type startAt struct {
+	set  bool
+	last bool
+	n    uint64
+}
+
+func (p *startAt) parse(s string) error {
+	if s == "" {
+		return nil
+	}
+	p.set = true
+	if rest, ok := strings.CutPrefix(s, "-"); ok {
+		p.last = true
+		s = rest
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return usagef("--from must be a position (0, 1, ...) or -N for the last N entries, not %q", s)
+	}
+	p.n = n
+	return nil
+}
+
+// resolve is the first position to read of a stream whose entries are
+// [head, committed).
+func (p startAt) resolve(head, committed uint64) uint64 {
+	switch {
+	case !p.set:
+		return head
+	case p.last:
+		if committed-head < p.n {
+			return head
+		}
+		return committed - p.n
+	}
+	return p.n
+}
+
+func (c *invocation) tail(ctx context.Context, name string, start startAt, follow, json bool) error {
+	s, err := c.data.openReader(name)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	path, _ := c.data.path(name)
+	from := start.resolve(s.Head(), s.Committed())
+	if from < s.Head() {
+		return fmt.Errorf("position %d of stream %q was trimmed: the oldest entry is %d", from, name, s.Head())
+	}
+	it := s.Iterator(from)
+	var line []byte
+	for {
+		for it.Next() {
+			e := it.Entry()
+			line = formatEntry(line[:0], e, json)
+			if _, err := c.out.Write(line); err != nil {
+				return fmt.Errorf("write output: %w", err)
+			}
+		}
+		if err := it.Err(); err != nil {
+			if errors.Is(err, local.ErrTrimmed) {
+				return fmt.Errorf("stream %q: retention freed entries while tail read them (%s)", name, detail(err))
+			}
+			return c.data.explain(name, path, err)
+		}
+		if !follow {
+			return nil
+		}
+		if err := c.out.Flush(); err != nil {
+			return fmt.Errorf("write output: %w", err)
+		}
+		if err := it.Wait(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil // interrupted: the normal end of tail -f
+			}
+			return c.data.explain(name, path, err)
+		}
+	}
+}
+
+// formatEntry appends the output line of e to b.
+func formatEntry(b []byte, e local.Entry, json bool) []byte {
+	if !json {
+		b = append(b, e.Data...)
+		return append(b, '\n')
+	}
+	b = append(b, `{"position":`...)
+	b = strconv.AppendUint(b, e.Index, 10)
+	b = append(b, `,"size":`...)
+	b = strconv.AppendInt(b, int64(len(e.Data)), 10)
+	b = append(b, `,"data":"`...)
+	b = base64.StdEncoding.AppendEncode(b, e.Data)
+	return append(b, "\"}\n"...)
+}
