@@ -153,46 +153,57 @@ func (s *Stream) Sync(i uint64) error {
 		}
 	}
 	for s.persisted.Load() <= i {
-		if err := s.persistRound(false); err != nil {
-			return err
+		if e := s.failed.Load(); e != nil {
+			return *e
 		}
+		// Take the round's channel before trying to lead: a leader
+		// that holds persistMu now closes this channel (or a later
+		// one) when it is done.
+		s.syncWaiters.Add(1)
+		ch := s.roundCh.Load()
+		if s.persisted.Load() > i {
+			s.syncWaiters.Add(-1)
+			return nil
+		}
+		if s.persistMu.TryLock() {
+			s.syncWaiters.Add(-1)
+			err := s.persistCommittedLeader()
+			s.endRound()
+			s.persistMu.Unlock()
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		<-*ch
+		s.syncWaiters.Add(-1)
 	}
 	return nil
 }
 
-// persistRound persists everything committed, unless another goroutine is
-// doing so: then it waits for that round to end (and, with always, then
-// runs a round itself).
-func (s *Stream) persistRound(always bool) error {
-	s.syncMu.Lock()
-	if e := s.failed.Load(); e != nil {
-		s.syncMu.Unlock()
-		return *e
+// endRound wakes everyone waiting for the round that just ended. The
+// channel is replaced only when someone waits, so a lone writer does not
+// allocate. persistMu is held.
+func (s *Stream) endRound() {
+	if s.syncWaiters.Load() == 0 {
+		return
 	}
-	if s.syncing {
-		for s.syncing {
-			s.syncCond.Wait()
-		}
-		if !always {
-			s.syncMu.Unlock()
-			return nil // the caller checks whether that round covered it
-		}
-	}
-	s.syncing = true
-	s.syncMu.Unlock()
-	err := s.persistCommittedLeader()
-	s.syncMu.Lock()
-	s.syncing = false
-	s.syncCond.Broadcast()
-	s.syncMu.Unlock()
-	return err
+	next := make(chan struct{})
+	old := s.roundCh.Swap(&next)
+	close(*old)
 }
 
 // syncAll makes every committed entry durable.
-func (s *Stream) syncAll() error { return s.persistRound(true) }
+func (s *Stream) syncAll() error {
+	s.persistMu.Lock()
+	defer s.persistMu.Unlock()
+	err := s.persistCommittedLeader()
+	s.endRound()
+	return err
+}
 
 // persistCommittedLeader persists everything from the persisted position
-// to the committed position. Only the goroutine that set s.syncing calls
+// to the committed position. Only the goroutine holding s.persistMu calls
 // it; it alone touches persistLoc and seals regions.
 func (s *Stream) persistCommittedLeader() error {
 	if e := s.failed.Load(); e != nil {

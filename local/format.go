@@ -141,12 +141,22 @@ func MaxEntrySize(regionSize int) int {
 
 // entryCRC is the checksum of an entry of region seq at offset off.
 func entryCRC(seq uint64, off int, payload []byte) uint32 {
-	var h [16]byte
-	le.PutUint64(h[0:], seq)
-	le.PutUint32(h[8:], uint32(off))
-	le.PutUint32(h[12:], uint32(len(payload)))
-	c := crc32.Update(0, castagnoli, h[:])
-	return crc32.Update(c, castagnoli, payload)
+	// The 16 header bytes go through the table by hand: a buffer passed
+	// to crc32.Update would escape and cost an allocation per append.
+	c := ^uint32(0)
+	c = crcWord(c, seq)
+	c = crcWord(c, uint64(uint32(off))|uint64(uint32(len(payload)))<<32)
+	return crc32.Update(^c, castagnoli, payload)
+}
+
+// crcWord feeds the 8 little-endian bytes of w into a running (inverted)
+// CRC-32C.
+func crcWord(c uint32, w uint64) uint32 {
+	for k := 0; k < 8; k++ {
+		c = castagnoli[byte(c)^byte(w)] ^ c>>8
+		w >>= 8
+	}
+	return c
 }
 
 // readEntry validates the entry at offset off of region r (r is the

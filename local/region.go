@@ -164,12 +164,9 @@ type RegionInfo struct {
 
 // Regions describes the live regions, head first.
 func (s *Stream) Regions() []RegionInfo {
-	if s.readOnly {
-		s.roRefresh()
-	}
+	committed := s.Committed() // refreshes a reader's view: before s.mu
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	committed := s.Committed()
 	var out []RegionInfo
 	for i, r := range s.regions {
 		ri := RegionInfo{Seq: r.seq, Slot: r.slot, Offset: r.base, First: r.first, Sealed: r.sealed.Load()}

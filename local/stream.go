@@ -110,14 +110,15 @@ type Stream struct {
 	commitLoc loc        // end of the last committed entry
 	committed atomic.Uint64
 
-	// syncMu guards syncing; syncCond is signalled when a persist round
-	// ends. The goroutine that set syncing owns persistLoc until it clears
-	// it (group commit: it persists on behalf of everyone waiting).
-	syncMu     sync.Mutex
-	syncCond   *sync.Cond
-	syncing    bool
-	persistLoc loc
-	persisted  atomic.Uint64
+	// persistMu is held by the goroutine persisting on behalf of everyone
+	// (group commit); it owns persistLoc. Waiters wait on the channel in
+	// roundCh, which the persisting goroutine closes and replaces when its
+	// round ends and syncWaiters says anyone waits.
+	persistMu   sync.Mutex
+	roundCh     atomic.Pointer[chan struct{}]
+	syncWaiters atomic.Int32
+	persistLoc  loc
+	persisted   atomic.Uint64
 
 	head   atomic.Uint64 // index of the oldest entry not trimmed
 	trim   trimRecord    // last recorded head, under mu
@@ -301,7 +302,8 @@ func newStream(mem pmem.Memory, sb superblock, opts Options) *Stream {
 		epoch:       opts.Epoch,
 		spareTarget: spareTarget(opts.SpareRegions),
 	}
-	s.syncCond = sync.NewCond(&s.syncMu)
+	ch := make(chan struct{})
+	s.roundCh.Store(&ch)
 	if !opts.ReadOnly {
 		s.ring = make([]ringSlot, MaxInFlight)
 	}

@@ -308,3 +308,46 @@ func TestFullDisk(t *testing.T) {
 		t.Fatalf("after a full disk: %d entries, want %d", len(got), last)
 	}
 }
+
+// A reader process's view: Regions must not deadlock (it once held the
+// stream's lock while refreshing the view, which takes it again).
+func TestReaderRegions(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s")
+	w, err := local.Create(path, local.Options{RegionSize: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 300; i++ {
+		w.Append(payload(uint64(i), 100))
+	}
+	want := w.Regions()
+	r, err := local.OpenReader(path, local.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	done := make(chan []local.RegionInfo, 1)
+	go func() { done <- r.Regions() }()
+	select {
+	case got := <-done:
+		if len(got) != len(want) || got[len(got)-1].Count != want[len(want)-1].Count || got[0].First != want[0].First {
+			t.Errorf("reader regions %+v, writer %+v", got, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Regions on a reader deadlocked")
+	}
+	w.Close()
+}
+
+// Appends allocate nothing on the hot path.
+func TestAppendAllocs(t *testing.T) {
+	s, err := local.Create(filepath.Join(shmDir(t), "s"), local.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := make([]byte, 64)
+	if n := testing.AllocsPerRun(1000, func() { s.Append(p) }); n != 0 {
+		t.Errorf("Append allocates %.0f times per call, want 0", n)
+	}
+}

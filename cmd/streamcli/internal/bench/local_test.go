@@ -99,23 +99,3 @@ func BenchmarkAppendDisk64Writers(b *testing.B) {
 		}
 	})
 }
-
-// TestLocalAppendAllocs shows a cost in package local found by these
-// benchmarks: every Append allocates 16 bytes, because entryCRC's [16]byte
-// header buffer escapes to the heap through crc32.Update. That is about a
-// tenth of a 200 ns append, plus garbage collections. Run with
-// RPSTREAM_LOCAL_BUGS=1.
-func TestLocalAppendAllocs(t *testing.T) {
-	if os.Getenv("RPSTREAM_LOCAL_BUGS") == "" {
-		t.Skip("known allocation in local.Stream.Append; set RPSTREAM_LOCAL_BUGS=1 to run")
-	}
-	s, err := local.Create(filepath.Join(t.TempDir(), "s"), local.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	p := make([]byte, 64)
-	if n := testing.AllocsPerRun(1000, func() { s.Append(p) }); n != 0 {
-		t.Errorf("local.Stream.Append allocates %.0f times per call, want 0", n)
-	}
-}

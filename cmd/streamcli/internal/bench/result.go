@@ -27,6 +27,9 @@ type Result struct {
 	P999us        float64 `json:"p999_us"`
 	MaxUs         float64 `json:"max_us"`
 	Clock         string  `json:"latency_clock,omitempty"` // tsc or nanotime
+	// PreparedRegions were allocated before the clock started (0: the
+	// run allocated every region as it went, page faults included).
+	PreparedRegions int `json:"prepared_regions"`
 }
 
 // fill computes rates and percentiles from the per-writer latencies, in
@@ -70,6 +73,11 @@ func (r *Result) Print(w io.Writer) {
 		fmt.Fprintf(w, "  persistence %s\n", r.Mode)
 	}
 	fmt.Fprintf(w, "  durability  %s\n", sync)
+	if r.PreparedRegions > 0 {
+		fmt.Fprintf(w, "  regions     %d prepared before timing (--prepare=false to time their allocation too)\n", r.PreparedRegions)
+	} else {
+		fmt.Fprintf(w, "  regions     allocated while appending (first touch of every page included)\n")
+	}
 	fmt.Fprintf(w, "  time        %.3f s\n", r.Seconds)
 	fmt.Fprintf(w, "  throughput  %.0f entries/s, %.1f MB/s\n", r.EntriesPerSec, r.MBPerSec)
 	if r.P50us == 0 {

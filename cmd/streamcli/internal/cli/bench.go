@@ -22,7 +22,7 @@ var benchCmd = &command{
 var benchLocalCmd = &command{
 	graceful: true,
 	name:     "bench local",
-	args:     "--count N --size S --writers C [--dir DIR] [--region-size SIZE] [--sync=true|false] [--json]",
+	args:     "--count N --size S --writers C [--dir DIR] [--region-size SIZE] [--sync=true|false] [--prepare=true|false] [--json]",
 	summary:  "Append N entries of S bytes from C concurrent writers to a fresh stream file.",
 	detail: `
 The stream lives in a fresh temporary directory under --dir, removed
@@ -44,11 +44,13 @@ and the persistence mode; --json prints one JSON object instead.`,
 		fs.BoolVar(&cfg.Sync, "sync", true, "make each append durable before it returns; false: one sync at the end")
 		fs.BoolVar(&asJSON, "json", false, "print one JSON object")
 		latency := fs.Bool("latency", true, "read the clock after each append for latency percentiles (false: bare throughput)")
+		prepare := fs.Bool("prepare", true, "prepare (allocate, prefault) the regions the run fills before timing; false: time their allocation too")
 		return func(ctx context.Context, c *invocation, args []string) error {
 			if len(args) != 0 {
 				return usagef("bench local takes no arguments, got %q", args)
 			}
 			cfg.NoLatency = !*latency
+			cfg.NoPrepare = !*prepare
 			if err := cfg.Validate(); err != nil {
 				return usagef("%s", err)
 			}

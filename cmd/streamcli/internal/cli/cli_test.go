@@ -7,12 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/rpstream/rpstream/local"
 )
 
 func TestParseSize(t *testing.T) {
@@ -143,38 +140,5 @@ func TestMainInProcess(t *testing.T) {
 	var out bytes.Buffer
 	if c := Main(ctx, Env{Stdout: &out, Stderr: &out, Getenv: os.Getenv}, []string{"tail", "-f", "s", "--data", d}); c != 0 || out.String() != "a\nb\n" {
 		t.Errorf("tail -f: exit %d, %q", c, out.String())
-	}
-}
-
-// TestLocalReaderRegions shows a bug in package local: Regions on a
-// read-only stream deadlocks (it holds Stream.mu and calls Committed,
-// which on a reader calls roRefresh, which locks Stream.mu again). ls works
-// around it with readRegions. Run with RPSTREAM_LOCAL_BUGS=1 to see it
-// fail; then ls can go back to s.Regions().
-func TestLocalReaderRegions(t *testing.T) {
-	if os.Getenv("RPSTREAM_LOCAL_BUGS") == "" {
-		t.Skip("known bug in local.Stream.Regions on a reader; set RPSTREAM_LOCAL_BUGS=1 to run")
-	}
-	path := filepath.Join(t.TempDir(), "s.stream")
-	w, err := local.Create(path, local.Options{RegionSize: 16 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Append([]byte("x"))
-	w.Close()
-	r, err := local.OpenReader(path, local.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	done := make(chan []local.RegionInfo, 1)
-	go func() { done <- r.Regions() }()
-	select {
-	case got := <-done:
-		if len(got) != 1 || got[0].Count != 1 {
-			t.Errorf("Regions of a reader: %+v", got)
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("local: (*Stream).Regions on a reader opened with OpenReader deadlocks")
 	}
 }

@@ -39,7 +39,7 @@ func (c *invocation) create(name string, regionSize int) error {
 	if err != nil {
 		return err
 	}
-	opts := local.Options{RegionSize: regionSize}
+	opts := local.Options{RegionSize: regionSize, SpareRegions: -1}
 	if err := opts.Validate(); err != nil {
 		return usagef("bad --region-size %s: %s", formatSize(int64(regionSize)), detail(err))
 	}

@@ -65,10 +65,7 @@ func (c *invocation) info(name string) (*streamInfo, error) {
 		mode:       s.Mode().String(),
 		why:        s.Mode().String(),
 	}
-	// Not s.Regions(): it deadlocks on a reader (see readRegions).
-	if in.regions, err = readRegions(path, s.RegionSize(), s.StreamID(), in.next); err != nil {
-		return nil, c.data.explain(name, path, err)
-	}
+	in.regions = s.Regions()
 	if d, ok := s.Memory().(pmem.Describer); ok {
 		in.why = d.Describe()
 	}

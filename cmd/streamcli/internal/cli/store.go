@@ -61,7 +61,8 @@ func (d dataDir) openWriter(name string) (*local.Stream, error) {
 	if err := d.mustExist(name, path); err != nil {
 		return nil, err
 	}
-	s, err := local.Open(path, local.Options{})
+	// One command appends and exits: no region prepared ahead for it.
+	s, err := local.Open(path, local.Options{SpareRegions: -1})
 	if err != nil {
 		return nil, d.explain(name, path, err)
 	}
