@@ -168,8 +168,8 @@ func (s *Stream) Sync(i uint64) error {
 		if s.persistMu.TryLock() {
 			s.syncWaiters.Add(-1)
 			err := s.persistCommittedLeader()
-			s.endRound()
 			s.persistMu.Unlock()
+			s.endRound()
 			if err != nil {
 				return err
 			}
@@ -183,7 +183,11 @@ func (s *Stream) Sync(i uint64) error {
 
 // endRound wakes everyone waiting for the round that just ended. The
 // channel is replaced only when someone waits, so a lone writer does not
-// allocate. persistMu is held.
+// allocate. It runs after persistMu is released: a waiter that failed to
+// take persistMu counted itself before trying, so the leader that held it
+// sees the count here and closes its channel (or a later leader already
+// has). Checking before the release would miss a waiter arriving between
+// the check and the release, which then sleeps forever.
 func (s *Stream) endRound() {
 	if s.syncWaiters.Load() == 0 {
 		return
@@ -196,8 +200,8 @@ func (s *Stream) endRound() {
 // syncAll makes every committed entry durable.
 func (s *Stream) syncAll() error {
 	s.persistMu.Lock()
-	defer s.persistMu.Unlock()
 	err := s.persistCommittedLeader()
+	s.persistMu.Unlock()
 	s.endRound()
 	return err
 }

@@ -351,3 +351,46 @@ func TestAppendAllocs(t *testing.T) {
 		t.Errorf("Append allocates %.0f times per call, want 0", n)
 	}
 }
+
+// Many writers syncing tiny appends make persist rounds short, which once
+// exposed a lost wake-up in group commit: a waiter arriving as the leader
+// finished slept forever. On a disk file (msync rounds, found there) and on
+// tmpfs (fence rounds). Bounded in count and time.
+func TestGroupCommitNoLostWakeup(t *testing.T) {
+	for _, tc := range []struct {
+		dir           string
+		writers, each int
+	}{{t.TempDir(), 4, 400}, {shmDir(t), 16, 3000}} {
+		s, err := local.Create(filepath.Join(tc.dir, "s"), local.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			var wg sync.WaitGroup
+			for g := 0; g < tc.writers; g++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for k := 0; k < tc.each; k++ {
+						if _, err := s.Append([]byte{byte(k)}); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+		}()
+		select {
+		case <-done:
+		case <-time.After(60 * time.Second):
+			t.Fatalf("%s: appenders hung in Sync", tc.dir)
+		}
+		if want := uint64(tc.writers * tc.each); s.Persisted() != want {
+			t.Fatalf("persisted %d, want %d", s.Persisted(), want)
+		}
+		s.Close()
+	}
+}
