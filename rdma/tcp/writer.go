@@ -19,6 +19,7 @@ type writer struct {
 	mu        sync.Mutex // guards items and readResps
 	items     []item
 	readResps int           // read responses queued (bounded by the peer's in-flight limit)
+	stopped   bool          // the writer goroutine has exited: push releases at once
 	wake      chan struct{} // one token while items is non-empty
 }
 
@@ -33,6 +34,13 @@ func (w *writer) signal() {
 
 func (w *writer) push(it item) {
 	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		if it.release != nil {
+			it.release()
+		}
+		return
+	}
 	w.items = append(w.items, it)
 	if it.h.typ == frameReadResp {
 		w.readResps++
@@ -45,6 +53,10 @@ func (w *writer) push(it item) {
 // follows (acks are cumulative).
 func (w *writer) pushAck(id uint64) {
 	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		return
+	}
 	if n := len(w.items); n > 0 && w.items[n-1].h.typ == frameAck {
 		w.items[n-1].h.id = id
 		w.mu.Unlock()
@@ -61,9 +73,10 @@ func (w *writer) queuedReadResps() int {
 	return w.readResps
 }
 
-func (w *writer) take(spare []item) []item {
+func (w *writer) take(spare []item, stop bool) []item {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.stopped = w.stopped || stop
 	batch := w.items
 	w.items = spare[:0]
 	w.readResps = 0
@@ -110,22 +123,15 @@ func (c *conn) writeLoop() {
 	for {
 		select {
 		case <-c.w.wake:
-			batch := c.w.take(spare)
+			batch := c.w.take(spare, false)
 			if err := send(batch); err != nil {
 				c.fail(lostErr(err))
 			}
 			spare = batch
 		case <-c.dead:
 			c.nc.SetWriteDeadline(time.Now().Add(lingerTimeout))
-			send(c.w.take(spare))
+			send(c.w.take(spare, true)) // releases even when the write fails
 			c.nc.Close()
-			// Frames queued later (the reader may still be finishing a
-			// request) are only released.
-			for _, it := range c.w.take(nil) {
-				if it.release != nil {
-					it.release()
-				}
-			}
 			return
 		}
 	}
