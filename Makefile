@@ -4,7 +4,7 @@ GO      ?= go
 PKGS    := ./...
 BIN     := bin
 
-.PHONY: all deps build demo test lint unit build-variants bench fuzz clean
+.PHONY: all deps build demo test lint unit build-variants bench fuzz clean proto test-softroce
 
 all: build
 
@@ -42,6 +42,10 @@ bench: deps
 FUZZTIME ?= 30s
 fuzz: deps
 	@scripts/fuzz.sh $(FUZZTIME)
+
+# Regenerate the committed protobuf code with the pinned protoc-gen-go.
+proto: deps
+	@scripts/proto.sh
 
 clean:
 	rm -rf $(BIN)

@@ -1,0 +1,272 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rpstream/rpstream/rdma"
+	"github.com/rpstream/rpstream/remote/remotepb"
+)
+
+// Config configures a Target.
+type Config struct {
+	// Provider is the rdma provider (tcp.Provider{} where there is no
+	// RDMA device).
+	Provider rdma.Provider
+	// RDMA configures the Peer. Secret is required; DirectWriteToPmem
+	// must be set for writers to flush to persistence (the Target then
+	// persists with the store's Memory).
+	RDMA rdma.Config
+	// Addr is the address to listen on ("127.0.0.1:0", ":7300").
+	Addr string
+	// DeviceAddr selects the RDMA device by local IP (verbs); "" for tcp.
+	DeviceAddr string
+}
+
+// Validate checks c.
+func (c *Config) Validate() error {
+	if c.Provider == nil {
+		return fmt.Errorf("%w: no rdma provider", ErrConfig)
+	}
+	if c.Addr == "" {
+		return fmt.Errorf("%w: no listen address", ErrConfig)
+	}
+	if err := c.RDMA.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return nil
+}
+
+// regionUsage is what a writer may do to a region.
+const regionUsage = rdma.UsageWriteDst | rdma.UsageReadSrc | rdma.UsageFlushVisibility |
+	rdma.UsageFlushPersistence | rdma.UsageAtomicWrite
+
+// Target serves a RegionStore to one writer per epoch.
+type Target struct {
+	store RegionStore
+	cfg   Config
+	peer  rdma.Peer
+	ln    rdma.Listener
+	wg    sync.WaitGroup // connection goroutines
+
+	mu     sync.Mutex // guards the fields below
+	epoch  uint64
+	writer rdma.Conn       // holder of epoch; nil before the first Grant
+	mrs    map[int]rdma.MR // registrations of the current epoch, by slot
+	conns  map[rdma.Conn]struct{}
+	closed bool
+}
+
+// NewTarget opens the rdma peer and listens. Call Serve to accept.
+func NewTarget(ctx context.Context, store RegionStore, cfg Config) (*Target, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	peer, err := cfg.Provider.NewPeer(cfg.DeviceAddr, cfg.RDMA)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := peer.Listen(ctx, cfg.Addr)
+	if err != nil {
+		peer.Close()
+		return nil, err
+	}
+	return &Target{store: store, cfg: cfg, peer: peer, ln: ln,
+		mrs: map[int]rdma.MR{}, conns: map[rdma.Conn]struct{}{}}, nil
+}
+
+// Addr is where writers dial.
+func (t *Target) Addr() string { return t.ln.Addr() }
+
+// Epoch is the current epoch (0 before the first Grant).
+func (t *Target) Epoch() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.epoch
+}
+
+// Serve accepts writers until Close or ctx ends. Peers that fail the
+// handshake are dropped and the loop goes on.
+func (t *Target) Serve(ctx context.Context) error {
+	for {
+		c, err := t.ln.Accept(ctx)
+		if err != nil {
+			if errors.Is(err, rdma.ErrAuth) || errors.Is(err, rdma.ErrVersion) || errors.Is(err, rdma.ErrHandshake) {
+				continue
+			}
+			if errors.Is(err, rdma.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		t.mu.Lock()
+		if t.closed {
+			t.mu.Unlock()
+			c.Close()
+			return nil
+		}
+		t.conns[c] = struct{}{}
+		t.wg.Add(1)
+		t.mu.Unlock()
+		go func() {
+			defer t.wg.Done()
+			t.serveConn(c)
+		}()
+	}
+}
+
+// Close stops Serve, closes every connection and the peer (which revokes
+// every registration), and waits for the connection goroutines.
+func (t *Target) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	conns := t.conns
+	t.conns = nil
+	t.mu.Unlock()
+	t.ln.Close()
+	for c := range conns {
+		c.Close()
+	}
+	t.wg.Wait()
+	return t.peer.Close()
+}
+
+// serveConn answers one connection's control requests until it fails.
+func (t *Target) serveConn(c rdma.Conn) {
+	defer func() {
+		c.Close()
+		t.mu.Lock()
+		delete(t.conns, c)
+		t.mu.Unlock()
+	}()
+	max := c.Remote().MaxMessage
+	if m := t.cfg.RDMA.MaxMessage; m < max {
+		max = m
+	}
+	buf, err := rdma.Alloc(2 * max)
+	if err != nil {
+		return
+	}
+	defer buf.Free()
+	mr, err := t.peer.Register(buf.Bytes(), rdma.UsageSend|rdma.UsageRecv, nil)
+	if err != nil {
+		return
+	}
+	defer mr.Deregister()
+	ctx := context.Background() // ops end when the Conn fails or closes
+	for {
+		r := c.Recv(mr, 0, max)
+		if r.Wait(ctx) != nil {
+			return
+		}
+		resp := t.Handle(c, buf.Bytes()[:r.Len()])
+		out, err := proto.MarshalOptions{}.MarshalAppend(buf.Bytes()[max:max], resp)
+		if err != nil || len(out) > max {
+			return
+		}
+		copy(buf.Bytes()[max:], out) // MarshalAppend may have reallocated
+		if c.Send(mr, max, len(out)).Wait(ctx) != nil {
+			return
+		}
+	}
+}
+
+// Handle answers one control request from c. It is the pure core of the
+// control protocol: a malformed request gets CODE_MALFORMED and changes
+// nothing.
+func (t *Target) Handle(c rdma.Conn, raw []byte) *remotepb.Response {
+	var req remotepb.Request
+	if err := proto.Unmarshal(raw, &req); err != nil {
+		return errResp(0, remotepb.Code_CODE_MALFORMED, fmt.Sprintf("request does not parse: %v", err))
+	}
+	if req.Id == 0 {
+		return errResp(0, remotepb.Code_CODE_MALFORMED, "request id 0")
+	}
+	switch b := req.Body.(type) {
+	case *remotepb.Request_Info:
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		return &remotepb.Response{Id: req.Id, Body: &remotepb.Response_Info{Info: &remotepb.InfoResponse{
+			SuperblockSize: SuperblockSize, RegionSize: uint64(t.store.RegionSize()),
+			Regions: uint32(t.store.Regions()), Epoch: t.epoch, Persistent: t.cfg.RDMA.DirectWriteToPmem,
+		}}}
+	case *remotepb.Request_Grant:
+		if b.Grant == nil || b.Grant.Epoch == 0 {
+			return errResp(req.Id, remotepb.Code_CODE_MALFORMED, "grant without an epoch")
+		}
+		return t.grant(req.Id, c, b.Grant.Epoch)
+	case *remotepb.Request_Region:
+		if b.Region == nil || b.Region.Epoch == 0 {
+			return errResp(req.Id, remotepb.Code_CODE_MALFORMED, "region request without an epoch")
+		}
+		return t.region(req.Id, c, b.Region.Epoch, int(b.Region.Index))
+	}
+	return errResp(req.Id, remotepb.Code_CODE_MALFORMED, "request without a body")
+}
+
+func errResp(id uint64, code remotepb.Code, msg string) *remotepb.Response {
+	return &remotepb.Response{Id: id, Error: &remotepb.Error{Code: code, Message: msg}}
+}
+
+// grant switches permission to c for epoch.
+func (t *Target) grant(id uint64, c rdma.Conn, epoch uint64) *remotepb.Response {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case epoch < t.epoch || (epoch == t.epoch && t.writer != c):
+		return errResp(id, remotepb.Code_CODE_STALE_EPOCH, fmt.Sprintf("epoch %d, current %d", epoch, t.epoch))
+	case epoch == t.epoch:
+		// The holder asks again: idempotent.
+	default:
+		// Revoke before answering: once the new writer hears yes, the old
+		// one can no longer write.
+		for k, mr := range t.mrs {
+			mr.Deregister()
+			delete(t.mrs, k)
+		}
+		t.epoch, t.writer = epoch, c
+	}
+	return &remotepb.Response{Id: id, Body: &remotepb.Response_Grant{Grant: &remotepb.GrantResponse{Epoch: epoch}}}
+}
+
+// region registers slot k for the current epoch, once, and describes it.
+func (t *Target) region(id uint64, c rdma.Conn, epoch uint64, k int) *remotepb.Response {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.writer != c || epoch != t.epoch {
+		return errResp(id, remotepb.Code_CODE_NOT_WRITER, fmt.Sprintf("epoch %d is not held by this connection (current %d)", epoch, t.epoch))
+	}
+	rs := t.store.RegionSize()
+	off := RegionOffset(k, rs)
+	mr := t.mrs[k]
+	if mr == nil {
+		if err := t.store.EnsureRegion(k); err != nil {
+			return errResp(id, remotepb.Code_CODE_NO_REGION, err.Error())
+		}
+		mem := t.store.Memory()
+		b := mem.Bytes()
+		if off+rs > len(b) {
+			return errResp(id, remotepb.Code_CODE_NO_REGION, fmt.Sprintf("slot %d beyond the mapping", k))
+		}
+		var err error
+		mr, err = t.peer.Register(b[off:off+rs:off+rs], regionUsage, rdma.PersisterAt(mem, off))
+		if err != nil {
+			return errResp(id, remotepb.Code_CODE_INTERNAL, err.Error())
+		}
+		t.mrs[k] = mr
+	}
+	desc, err := mr.Descriptor().MarshalBinary()
+	if err != nil {
+		return errResp(id, remotepb.Code_CODE_INTERNAL, err.Error())
+	}
+	return &remotepb.Response{Id: id, Body: &remotepb.Response_Region{Region: &remotepb.RegionResponse{
+		Index: uint32(k), Offset: uint64(off), RdmaDescriptor: desc, Epoch: epoch}}}
+}
