@@ -198,6 +198,20 @@ func (c *conn) serveSend(h *header) error {
 		return lostErr(err)
 	}
 	c.pendMu.Lock()
+	if len(c.posted) > 0 {
+		// A Recv was posted while the message was being read.
+		r := c.posted[0]
+		c.posted = c.posted[1:]
+		c.pendMu.Unlock()
+		if len(msg) > len(r.buf) {
+			err := fmt.Errorf("%w: message of %d bytes for a %d-byte receive", rdma.ErrTooLarge, len(msg), len(r.buf))
+			r.complete(0, err)
+			c.violate(h.id, codeRecvTooBig, "")
+			return err
+		}
+		r.complete(copy(r.buf, msg), nil)
+		return nil
+	}
 	c.early = append(c.early, msg)
 	c.pendMu.Unlock()
 	return nil
