@@ -191,6 +191,11 @@ type Config struct {
 	MaxTransfer int
 	// HandshakeTimeout bounds Dial's and Accept's handshake.
 	HandshakeTimeout time.Duration
+	// AckTimeout is how long the oldest pending Op may wait for any sign
+	// of life from the peer before the Conn is declared lost (the
+	// emulation of a reliable connection's retry budget; a peer that is
+	// frozen but keeps its socket open would otherwise stall Ops forever).
+	AckTimeout time.Duration
 }
 
 // MinSecret is the shortest Secret accepted.
@@ -204,6 +209,7 @@ func DefaultConfig() Config {
 		RecvQueue:        64,
 		MaxTransfer:      1 << 30,
 		HandshakeTimeout: 5 * time.Second,
+		AckTimeout:       30 * time.Second,
 	}
 }
 
@@ -231,6 +237,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: MaxTransfer %d not in [1, 2 GiB)", ErrConfig, c.MaxTransfer)
 	case c.HandshakeTimeout <= 0:
 		return fmt.Errorf("%w: HandshakeTimeout must be positive", ErrConfig)
+	case c.AckTimeout <= 0:
+		return fmt.Errorf("%w: AckTimeout must be positive", ErrConfig)
 	}
 	return nil
 }

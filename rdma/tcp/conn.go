@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/rpstream/rpstream/rdma"
 	"github.com/rpstream/rpstream/rdma/internal/hs"
@@ -36,6 +38,10 @@ type conn struct {
 
 	// target state, reader goroutine only
 	lastReq uint64 // id of the peer's last request
+
+	// lastHeard is when a frame last arrived (unix nanoseconds); the
+	// writer's watchdog compares it with AckTimeout.
+	lastHeard atomic.Int64
 }
 
 // pend is an initiator Op waiting for its response.
@@ -63,6 +69,7 @@ func newConn(p *peer, nc net.Conn, remote hs.Hello) *conn {
 		slots:  make(chan struct{}, p.cfg.MaxInflight),
 	}
 	c.w.init()
+	c.lastHeard.Store(time.Now().UnixNano())
 	c.events <- rdma.Event{Kind: rdma.Established}
 	c.wg.Add(2)
 	go func() { defer c.wg.Done(); c.readLoop() }()
@@ -121,6 +128,15 @@ func (c *conn) fail(cause error) {
 		ev = rdma.Event{Kind: rdma.Closed}
 	}
 	c.events <- ev
+}
+
+// stalled reports whether Ops have waited longer than AckTimeout without
+// any frame from the peer.
+func (c *conn) stalled(now time.Time) bool {
+	c.pendMu.Lock()
+	waiting := len(c.pending) > 0
+	c.pendMu.Unlock()
+	return waiting && now.Sub(time.Unix(0, c.lastHeard.Load())) > c.p.cfg.AckTimeout
 }
 
 // failedErr is the error for an Op posted after fail.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"encoding/binary"
@@ -28,6 +29,7 @@ func (c *conn) readLoop() {
 			c.fail(lostErr(err))
 			return
 		}
+		c.lastHeard.Store(time.Now().UnixNano())
 		h := parseHeader(&hb)
 		if err := c.handle(&h); err != nil {
 			c.fail(err)

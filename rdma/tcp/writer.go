@@ -1,9 +1,12 @@
 package tcp
 
 import (
+	"fmt"
 	"net"
 	"sync"
 	"time"
+
+	"github.com/rpstream/rpstream/rdma"
 )
 
 // item is one frame to send.
@@ -120,8 +123,14 @@ func (c *conn) writeLoop() {
 		}
 		return err
 	}
+	watchdog := time.NewTicker(max(c.p.cfg.AckTimeout/4, time.Millisecond))
+	defer watchdog.Stop()
 	for {
 		select {
+		case now := <-watchdog.C:
+			if c.stalled(now) {
+				c.fail(fmt.Errorf("%w: no response from the peer in %v", rdma.ErrConnLost, c.p.cfg.AckTimeout))
+			}
 		case <-c.w.wake:
 			batch := c.w.take(spare, false)
 			if err := send(batch); err != nil {
