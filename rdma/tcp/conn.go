@@ -68,7 +68,7 @@ func newConn(p *peer, nc net.Conn, remote hs.Hello) *conn {
 		dead:   make(chan struct{}),
 		slots:  make(chan struct{}, p.cfg.MaxInflight),
 	}
-	c.w.init()
+	c.w.init(nc)
 	c.lastHeard.Store(time.Now().UnixNano())
 	c.events <- rdma.Event{Kind: rdma.Established}
 	c.wg.Add(2)
@@ -163,10 +163,10 @@ func (c *conn) post(kind rdma.OpKind, h header, payload []byte, dst []byte) *rdm
 		return op
 	}
 	c.postMu.Lock()
-	defer c.postMu.Unlock()
 	c.pendMu.Lock()
 	if c.failed {
 		c.pendMu.Unlock()
+		c.postMu.Unlock()
 		<-c.slots
 		complete(0, c.failedErr())
 		return op
@@ -175,10 +175,25 @@ func (c *conn) post(kind rdma.OpKind, h header, payload []byte, dst []byte) *rdm
 	h.id = c.nextID
 	c.pending = append(c.pending, pend{id: h.id, kind: kind, dst: dst, complete: complete})
 	c.lastID = h.id
+	// Send at once, from this goroutine, an op that ends a run of writes
+	// on an otherwise idle connection: that is the latency path (write +
+	// flush), where the hand-off to the writer goroutine costs as much as
+	// the syscall. Under load the writer goroutine coalesces instead.
+	direct := kind != rdma.OpWrite && len(c.pending) <= directPending
 	c.pendMu.Unlock()
-	c.w.push(item{h: h, payload: payload})
+	c.w.enqueue(item{h: h, payload: payload})
+	c.postMu.Unlock()
+	if direct {
+		c.w.kick()
+	} else {
+		c.w.signal()
+	}
 	return op
 }
+
+// directPending is the most pending Ops (this one included) for which a
+// post writes directly.
+const directPending = 2
 
 func (c *conn) Write(dst rdma.Descriptor, dstOff int, src rdma.MR, srcOff, n int) *rdma.Op {
 	if err := c.check(dst, dstOff, n, rdma.UsageWriteDst, src, srcOff, rdma.UsageWriteSrc); err != nil {

@@ -53,7 +53,8 @@ func (c *conn) handle(h *header) error {
 		}
 		// Acknowledge once no further request is already buffered.
 		if c.br.Buffered() < hdrSize {
-			c.w.pushAck(h.id)
+			c.w.enqueueAck(h.id)
+			c.w.kick()
 		}
 		return nil
 	case frameAck:
