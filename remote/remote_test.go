@@ -270,11 +270,11 @@ func TestNoRegion(t *testing.T) {
 // with no stream of its own, and reads the file back after closing.
 func TestBackupTargetAlone(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "stream")
-	f, err := pmem.Create(path, SuperblockSize, pmem.Options{Reserve: SuperblockSize + maxRegions*regionSize})
+	store, err := OpenFileStore(path, regionSize, maxRegions)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t, f)
+	e := newEnv(t, store.Memory())
 	w := e.dial()
 	if err := w.cl.Grant(ctx(t), 1, "leader"); err != nil {
 		t.Fatal(err)
@@ -287,7 +287,7 @@ func TestBackupTargetAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.target.Close()
-	f.Close()
+	store.Close()
 	g, err := pmem.Open(path, pmem.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)

@@ -30,6 +30,7 @@ package remote
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 
 	"github.com/rpstream/rpstream/pmem"
 )
@@ -92,6 +93,32 @@ type FileStore struct {
 }
 
 var _ RegionStore = (*FileStore)(nil)
+
+// OpenFileStore opens the stream file at path for a backup target,
+// creating it (with an empty superblock) if it does not exist. The mapping
+// reserves room for maxRegions slots.
+func OpenFileStore(path string, regionSize, maxRegions int) (*FileStore, error) {
+	if regionSize <= 0 || regionSize%4096 != 0 || maxRegions <= 0 || maxRegions > (1<<46)/regionSize {
+		return nil, fmt.Errorf("%w: region size %d, max regions %d", ErrConfig, regionSize, maxRegions)
+	}
+	opts := pmem.Options{Reserve: SuperblockSize + maxRegions*regionSize}
+	mem, err := pmem.Open(path, opts)
+	if errors.Is(err, fs.ErrNotExist) {
+		mem, err = pmem.Create(path, SuperblockSize, opts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrTarget, err)
+	}
+	s, err := NewFileStore(mem, regionSize, maxRegions)
+	if err != nil {
+		mem.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close unmaps the file.
+func (s *FileStore) Close() error { return s.mem.Close() }
 
 // NewFileStore serves mem (a fresh or existing stream file) with slots of
 // regionSize bytes, at most maxRegions of them.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -223,21 +224,26 @@ var _ rdma.Listener = (*listener)(nil)
 func (l *listener) Addr() string { return l.ln.Addr().String() }
 
 func (l *listener) Accept(ctx context.Context) (rdma.Conn, error) {
-	stop := context.AfterFunc(ctx, func() { l.ln.SetDeadline(time.Unix(1, 0)) })
-	nc, err := l.ln.Accept()
-	if !stop() {
-		l.ln.SetDeadline(time.Time{})
-	}
-	if err != nil {
+	for {
+		stop := context.AfterFunc(ctx, func() { l.ln.SetDeadline(time.Unix(1, 0)) })
+		nc, err := l.ln.Accept()
+		if !stop() {
+			l.ln.SetDeadline(time.Time{})
+		}
+		if err == nil {
+			return l.p.handshake(ctx, nc, false)
+		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		if errors.Is(err, net.ErrClosed) {
 			return nil, rdma.ErrClosed
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			continue // a concurrent Accept's context ended, not ours
+		}
 		return nil, fmt.Errorf("rdma/tcp: accept: %w", err)
 	}
-	return l.p.handshake(ctx, nc, false)
 }
 
 func (l *listener) Close() error {

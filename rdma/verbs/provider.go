@@ -39,11 +39,10 @@ func (Provider) NewPeer(addr string, cfg rdma.Config) (rdma.Peer, error) {
 	p := &peer{cfg: cfg, mrs: map[*mr]struct{}{}, conns: map[*conn]struct{}{}, lns: map[*listener]struct{}{}}
 	if addr == "" {
 		var e C.int
-		p.ctx = C.rp_open_first(&e)
+		p.ctx = C.rp_first_device(&e)
 		if p.ctx == nil {
-			return nil, fmt.Errorf("%w: open the first device: %v", rdma.ErrNoDevice, errnoErr("ibv_open_device", e))
+			return nil, fmt.Errorf("%w: %v", rdma.ErrNoDevice, errnoErr("rdma_get_devices", e))
 		}
-		p.ownCtx = true
 	} else {
 		// Bind a throw-away id to the address: rdma_cm finds the device.
 		ch, err := newEventChannel()
@@ -78,7 +77,7 @@ func (Provider) NewPeer(addr string, cfg rdma.Config) (rdma.Peer, error) {
 	p.nativeAtomic = haveAtomicWrite && flags&devAtomicWrite != 0
 	p.nativeFlush = haveFlush && flags&devFlushGlobal != 0 && flags&devFlushPersistent != 0
 	p.depth = min(cfg.MaxInflight+cfg.RecvQueue+4, int(caps.max_qp_wr))
-	p.rdAtom = min(16, int(caps.max_rd_atom), int(caps.max_init_rd_atom))
+	p.rdAtom = max(1, min(16, int(caps.max_rd_atom), int(caps.max_init_rd_atom)))
 	p.pd = C.ibv_alloc_pd(p.ctx)
 	if p.pd == nil {
 		p.closeCtx()
@@ -89,8 +88,7 @@ func (Provider) NewPeer(addr string, cfg rdma.Config) (rdma.Peer, error) {
 
 type peer struct {
 	cfg          rdma.Config
-	ctx          *C.struct_ibv_context
-	ownCtx       bool // opened by us (else owned by librdmacm)
+	ctx          *C.struct_ibv_context // librdmacm's: it stays open for the process
 	pd           *C.struct_ibv_pd
 	nativeAtomic bool
 	nativeFlush  bool
@@ -106,12 +104,7 @@ type peer struct {
 
 var _ rdma.Peer = (*peer)(nil)
 
-func (p *peer) closeCtx() {
-	if p.ownCtx && p.ctx != nil {
-		C.ibv_close_device(p.ctx)
-	}
-	p.ctx = nil
-}
+func (p *peer) closeCtx() { p.ctx = nil }
 
 func (p *peer) caps() rdma.Caps {
 	var c rdma.Caps

@@ -203,7 +203,10 @@ static int rp_post(struct rp_conn *c, struct rp_wr *w) {
 			ibv_wr_set_inline_data(q, &w->value, 8);
 			break;
 #if RP_HAVE_ATOMIC_WRITE
-		case RP_ATOMIC: ibv_wr_atomic_write(q, w->rkey, w->raddr, &w->value); break;
+		case RP_ATOMIC:
+			q->wr_flags |= IBV_SEND_FENCE; // after earlier reads too, not only writes
+			ibv_wr_atomic_write(q, w->rkey, w->raddr, &w->value);
+			break;
 #endif
 #if RP_HAVE_FLUSH
 		case RP_FLUSH: ibv_wr_flush(q, w->rkey, w->raddr, w->len, (uint8_t)w->flush_type, IBV_FLUSH_RANGE); break;
@@ -282,13 +285,15 @@ static struct ibv_mr *rp_reg_mr(struct ibv_pd *pd, uintptr_t addr, size_t len, i
 static uint32_t rp_mr_lkey(struct ibv_mr *mr) { return mr->lkey; }
 static uint32_t rp_mr_rkey(struct ibv_mr *mr) { return mr->rkey; }
 
-static struct ibv_context *rp_open_first(int *err) {
+// rp_first_device returns librdmacm's context of the first RDMA device:
+// the same context rdma_cm ids on that device report, so that the peer's
+// protection domain is usable on their queue pairs.
+static struct ibv_context *rp_first_device(int *err) {
 	int n = 0;
-	struct ibv_device **l = ibv_get_device_list(&n);
-	struct ibv_context *ctx = NULL;
-	if (l && n > 0) ctx = ibv_open_device(l[0]);
+	struct ibv_context **l = rdma_get_devices(&n);
+	struct ibv_context *ctx = (l && n > 0) ? l[0] : NULL;
 	*err = ctx ? 0 : (errno ? errno : ENODEV);
-	if (l) ibv_free_device_list(l);
+	if (l) rdma_free_devices(l);
 	return ctx;
 }
 
