@@ -1,0 +1,143 @@
+package rdmatest
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/rpstream/rpstream/rdma"
+)
+
+func testPersistenceRefused(t *testing.T, p rdma.Provider, addr string) {
+	cfgB := rdma.LoopbackConfig(Secret)
+	cfgB.DirectWriteToPmem = false
+	pr := Connect(t, p, addr, nil, &cfgB)
+	dst := pr.Buffer(4096)
+	tmr := Register(t, pr.PB, dst, targetUsage, rdma.PersistFunc(func(int, int) error { return nil }))
+	err := wait(t, pr.A.Flush(tmr.Descriptor(), 0, 64, rdma.Persistence))
+	if !errors.Is(err, rdma.ErrPersistUnsupported) {
+		t.Fatalf("persistence flush to a target without pmem: %v, want ErrPersistUnsupported", err)
+	}
+	mustOK(t, pr.A.Flush(tmr.Descriptor(), 0, 64, rdma.Visibility))
+	// A registration without the usage bit is refused as well.
+	vis := Register(t, pr.PB, dst, rdma.UsageFlushVisibility, nil)
+	pr2 := Connect(t, p, addr, nil, nil)
+	if err := wait(t, pr2.A.Flush(vis.Descriptor(), 0, 8, rdma.Persistence)); !errors.Is(err, rdma.ErrPersistUnsupported) {
+		t.Fatalf("persistence flush of a visibility-only registration: %v", err)
+	}
+}
+
+func testArgumentErrors(t *testing.T, p rdma.Provider, addr string) {
+	pr := Connect(t, p, addr, nil, nil)
+	src := pr.Buffer(4096)
+	dst := pr.Buffer(4096)
+	lmr := Register(t, pr.PA, src, localUsage, nil)
+	tmr := Register(t, pr.PB, dst, targetUsage, rdma.PersistFunc(func(int, int) error { return nil }))
+	d := tmr.Descriptor()
+	roOnly := Register(t, pr.PA, src, rdma.UsageReadDst, nil)
+	cases := []struct {
+		op   *rdma.Op
+		want error
+	}{
+		{pr.A.Write(d, 4000, lmr, 0, 100), rdma.ErrBounds},
+		{pr.A.Write(d, -1, lmr, 0, 1), rdma.ErrBounds},
+		{pr.A.Write(d, 0, lmr, 4000, 100), rdma.ErrBounds},
+		{pr.A.Write(d, 0, roOnly, 0, 8), rdma.ErrUsage},
+		{pr.A.AtomicWrite(d, 4, [8]byte{}), rdma.ErrAlign},
+		{pr.A.AtomicWrite(d, 4096, [8]byte{}), rdma.ErrBounds},
+		{pr.A.Send(lmr, 0, 1<<20), rdma.ErrBounds},
+		{pr.A.Write(rdma.Descriptor{Provider: 99, Usage: rdma.UsageWriteDst, Len: 8}, 0, lmr, 0, 8), rdma.ErrBadDescriptor},
+	}
+	for i, c := range cases {
+		if err := wait(t, c.op); !errors.Is(err, c.want) {
+			t.Errorf("case %d: %v, want %v", i, err, c.want)
+		}
+	}
+	fill(src[:64], 5)
+	mustOK(t, pr.A.Write(d, 0, lmr, 0, 64))
+	mustOK(t, pr.A.Flush(d, 0, 64, rdma.Visibility))
+	if !bytes.Equal(dst[:64], src[:64]) {
+		t.Fatal("write after argument errors lost")
+	}
+}
+
+func testViolation(t *testing.T, p rdma.Provider, addr, kind string) {
+	pr := Connect(t, p, addr, nil, nil)
+	src := pr.Buffer(8192)
+	dst := pr.Buffer(8192)
+	lmr := Register(t, pr.PA, src, localUsage, nil)
+	// The target registers only the first page, read-only for "access".
+	usage := targetUsage
+	if kind == "access" {
+		usage = rdma.UsageReadSrc
+	}
+	tmr := Register(t, pr.PB, dst[:4096], usage, rdma.PersistFunc(func(int, int) error { return nil }))
+	d := tmr.Descriptor() // forged below: the initiator's own checks pass
+	switch kind {
+	case "key":
+		d.Key ^= 0x5a5a
+	case "bounds":
+		d.Len = 8192
+	case "access":
+		d.Usage |= rdma.UsageWriteDst
+	}
+	fill(src, 3)
+	off := 0
+	if kind == "bounds" {
+		off = 4096
+	}
+	err := wait(t, pr.A.Write(d, off, lmr, 0, 4096))
+	if err == nil {
+		// A provider may report the violation on the next operation that
+		// needs a response (RDMA writes complete when sent on some NICs).
+		err = wait(t, pr.A.Flush(d, 0, 8, rdma.Visibility))
+	}
+	if !errors.Is(err, rdma.ErrRemoteAccess) {
+		t.Fatalf("%s violation: %v, want ErrRemoteAccess", kind, err)
+	}
+	if kind == "bounds" && !bytes.Equal(dst[4096:], make([]byte, 4096)) {
+		t.Fatal("bytes beyond the registration were written")
+	}
+	if kind == "access" && !bytes.Equal(dst[:4096], make([]byte, 4096)) {
+		t.Fatal("read-only registration was written")
+	}
+	if err := wait(t, pr.A.Write(d, 0, lmr, 0, 8)); !errors.Is(err, rdma.ErrPoisoned) {
+		t.Fatalf("op after a violation: %v, want ErrPoisoned", err)
+	}
+	if pr.A.Err() == nil {
+		t.Fatal("Err() nil after a violation")
+	}
+	if ev := waitEvent(t, pr.A, rdma.Lost); ev.Err == nil {
+		t.Fatal("Lost event without a cause")
+	}
+	waitEvent(t, pr.B, rdma.Lost)
+}
+
+func testDeregister(t *testing.T, p rdma.Provider, addr string) {
+	pr := Connect(t, p, addr, nil, nil)
+	src := pr.Buffer(4096)
+	dst := pr.Buffer(4096)
+	lmr := Register(t, pr.PA, src, localUsage, nil)
+	tmr := Register(t, pr.PB, dst, targetUsage, rdma.PersistFunc(func(int, int) error { return nil }))
+	d := tmr.Descriptor()
+	mustOK(t, pr.A.Write(d, 0, lmr, 0, 8))
+	mustOK(t, pr.A.Flush(d, 0, 8, rdma.Visibility))
+	if err := tmr.Deregister(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tmr.Deregister(); !errors.Is(err, rdma.ErrRegistered) {
+		t.Fatalf("second Deregister: %v", err)
+	}
+	clear(dst)
+	fill(src, 1)
+	err := wait(t, pr.A.Write(d, 0, lmr, 0, 64))
+	if err == nil {
+		err = wait(t, pr.A.Flush(d, 0, 8, rdma.Visibility))
+	}
+	if !errors.Is(err, rdma.ErrRemoteAccess) {
+		t.Fatalf("write with a revoked key: %v, want ErrRemoteAccess", err)
+	}
+	if !bytes.Equal(dst, make([]byte, 4096)) {
+		t.Fatal("revoked memory was written")
+	}
+}
