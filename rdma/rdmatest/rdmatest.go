@@ -15,6 +15,7 @@ package rdmatest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -118,13 +119,14 @@ func Register(t testing.TB, p rdma.Peer, mem []byte, u rdma.Usage, pers rdma.Per
 	return mr
 }
 
+// wait waits for op (30 s at most: a hung Op is an error). It may be
+// called from any goroutine.
 func wait(t testing.TB, op *rdma.Op) error {
-	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := op.Wait(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("%v did not complete in 30s", op.Kind())
+		return fmt.Errorf("%v did not complete in 30s", op.Kind())
 	}
 	return err
 }
@@ -183,6 +185,7 @@ func Run(t *testing.T, p rdma.Provider, addr string) {
 		{"BoundsPoisons", func(t *testing.T, p rdma.Provider, a string) { testViolation(t, p, a, "bounds") }},
 		{"AccessPoisons", func(t *testing.T, p rdma.Provider, a string) { testViolation(t, p, a, "access") }},
 		{"DeregisterRevokes", testDeregister},
+		{"DeregisterUnderLoad", testDeregisterUnderLoad},
 		{"ManyInFlight", testManyInFlight},
 		{"CompletionQueue", testCQ},
 		{"SendRecv", testSendRecv},

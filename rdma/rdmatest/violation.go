@@ -141,3 +141,42 @@ func testDeregister(t *testing.T, p rdma.Provider, addr string) {
 		t.Fatal("revoked memory was written")
 	}
 }
+
+// testDeregisterUnderLoad: once Deregister returns, no request touches the
+// memory, so the target may unmap it at once although writes keep coming.
+func testDeregisterUnderLoad(t *testing.T, p rdma.Provider, addr string) {
+	pr := Connect(t, p, addr, nil, nil)
+	src := pr.Buffer(64 << 10)
+	lmr := Register(t, pr.PA, src, localUsage, nil)
+	target, err := rdma.Alloc(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmr := Register(t, pr.PB, target.Bytes(), targetUsage, rdma.PersistFunc(func(int, int) error { return nil }))
+	d := tmr.Descriptor()
+	done := make(chan error, 1)
+	go func() {
+		var last *rdma.Op
+		for i := 0; i < 2000; i++ {
+			last = pr.A.Write(d, (i%16)*(64<<10), lmr, 0, 64<<10)
+			if i%64 == 0 {
+				if err := wait(t, last); err != nil {
+					done <- err
+					return
+				}
+			}
+		}
+		done <- wait(t, pr.A.Flush(d, 0, 8, rdma.Visibility))
+	}()
+	mustOK(t, pr.A.Write(d, 0, lmr, 0, 8)) // traffic has started
+	if err := tmr.Deregister(); err != nil {
+		t.Fatal(err)
+	}
+	if err := target.Free(); err != nil { // a late store would now fault
+		t.Fatal(err)
+	}
+	err = <-done
+	if err != nil && !errors.Is(err, rdma.ErrRemoteAccess) && !errors.Is(err, rdma.ErrPoisoned) {
+		t.Fatalf("writes racing Deregister: %v", err)
+	}
+}
