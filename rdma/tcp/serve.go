@@ -51,10 +51,17 @@ func (c *conn) handle(h *header) error {
 		if err := c.serve(h); err != nil {
 			return err
 		}
-		// Acknowledge once no further request is already buffered.
+		// Acknowledge once no further request is already buffered. The
+		// ack of a flush, atomic write, read or send is what a caller
+		// waits for: send it now. Acks of plain writes go through the
+		// writer goroutine, which coalesces them under load.
 		if c.br.Buffered() < hdrSize {
 			c.w.enqueueAck(h.id)
-			c.w.kick()
+			if h.typ == frameWrite {
+				c.w.signal()
+			} else {
+				c.w.kick()
+			}
 		}
 		return nil
 	case frameAck:
