@@ -28,6 +28,8 @@ lint:
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags verbs $(PKGS)
 	$(GO) vet -tags "$$(scripts/verbs-tags.sh)" ./rdma/verbs/
+	@scripts/proto.sh && git diff --exit-code -- '*.pb.go' >/dev/null || \
+	  { echo "generated protobuf code is stale: run make proto and commit"; exit 1; }
 
 build-variants:
 	CGO_ENABLED=0 $(GO) build $(PKGS)

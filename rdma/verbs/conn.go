@@ -491,7 +491,11 @@ func (c *conn) Close() error {
 		close(c.stop)
 		c.wg.Wait()
 		c.p.forget(c)
+		// A post that passed its failed check before fail may still be
+		// inside rp_post: postMu keeps destroy from freeing under it.
+		c.postMu.Lock()
 		c.destroy()
+		c.postMu.Unlock()
 	})
 	return nil
 }
