@@ -367,3 +367,15 @@ type Event struct {
 	Kind EventKind
 	Err  error
 }
+
+// AccessSwitcher is implemented by Conns whose target side can stop and
+// resume serving the peer's one-sided requests on that connection alone,
+// the permission switch of the Mu system (a queue-pair access change, much
+// cheaper than re-registering memory). Once SetRemoteAccess(false) has
+// returned, every later Write, Read, AtomicWrite or Flush the peer sends
+// on this Conn is rejected as an access violation (which poisons the
+// peer's connection), and no Write, AtomicWrite or Flush of the peer is
+// still being executed; Send and Recv keep working. Access is allowed when a Conn is established.
+type AccessSwitcher interface {
+	SetRemoteAccess(allowed bool) error
+}

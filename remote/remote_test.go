@@ -332,3 +332,28 @@ func FuzzHandle(f *testing.F) {
 		}
 	})
 }
+
+// TestUngrantedConnectionCannotWrite: a connection that was never granted
+// an epoch has no one-sided access even with the writer's descriptor (a
+// leaked key), and its rejected attempt does not disturb the writer.
+func TestUngrantedConnectionCannotWrite(t *testing.T) {
+	e := newEnv(t, nil)
+	w, x := e.dial(), e.dial()
+	if err := w.cl.Grant(ctx(t), 1, "writer"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := w.cl.Region(ctx(t), 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = x.put(t, r, 0, []byte("intruder"))
+	if !errors.Is(err, rdma.ErrRemoteAccess) && !errors.Is(err, rdma.ErrPoisoned) {
+		t.Fatalf("write by an ungranted connection: %v, want an access error", err)
+	}
+	if err := w.put(t, r, 0, []byte("writer!!")); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.sim.Media()[r.Offset : r.Offset+8]; string(got) != "writer!!" {
+		t.Fatalf("region holds %q", got)
+	}
+}

@@ -12,11 +12,15 @@
 // # Permission switching
 //
 // The Target holds the current epoch and the connection that was granted
-// it. Every region descriptor it hands out is a registration made for that
-// epoch. When a Grant with a higher epoch arrives, every registration of the
-// old epoch is deregistered before the Grant is answered: from then on the
-// old writer's writes, flushes and atomic writes name revoked keys, the
-// target rejects them, and the old writer's connection is poisoned. The
+// it. Connections start without one-sided access (rdma.AccessSwitcher);
+// the granted one gets it. Every region descriptor handed out is a
+// registration made for the current epoch. When a Grant with a higher epoch
+// arrives, before it is answered the old writer's connection loses access
+// (a queue-pair access change, as Mu does; the connection is closed if a
+// request of it is stuck for revokeTimeout) and every registration of the
+// old epoch is deregistered: from then on the old writer's writes, flushes
+// and atomic writes are rejected and its connection is poisoned. Grants are
+// serialised, so racing grants cannot hand access back to a deposed writer. The
 // epoch lives in memory: a restarted target accepts the first Grant it
 // gets, so the cluster layer must only grant epochs it has made durable.
 //

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -52,6 +53,8 @@ type Target struct {
 	peer  rdma.Peer
 	ln    rdma.Listener
 	wg    sync.WaitGroup // connection goroutines
+
+	grantMu sync.Mutex // serialises grants, which revoke outside mu
 
 	mu     sync.Mutex // guards the fields below
 	epoch  uint64
@@ -102,6 +105,13 @@ func (t *Target) Serve(ctx context.Context) error {
 				return nil
 			}
 			return err
+		}
+		// No one-sided access until this connection is granted an epoch.
+		if sw, ok := c.(rdma.AccessSwitcher); ok {
+			if err := sw.SetRemoteAccess(false); err != nil {
+				c.Close()
+				continue
+			}
 		}
 		t.mu.Lock()
 		if t.closed {
@@ -216,25 +226,68 @@ func errResp(id uint64, code remotepb.Code, msg string) *remotepb.Response {
 	return &remotepb.Response{Id: id, Error: &remotepb.Error{Code: code, Message: msg}}
 }
 
-// grant switches permission to c for epoch.
+// revokeTimeout bounds the wait for a deposed writer's request in
+// progress (it may be frozen mid-frame); after it the connection is closed,
+// which ends the request.
+const revokeTimeout = time.Second
+
+// grant switches permission to c for epoch: the previous writer's
+// connection loses one-sided access and every registration of the old
+// epoch is revoked before the answer leaves, so once the new writer hears
+// yes the old one can no longer write.
 func (t *Target) grant(id uint64, c rdma.Conn, epoch uint64) *remotepb.Response {
+	t.grantMu.Lock()
+	defer t.grantMu.Unlock()
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	switch {
 	case epoch < t.epoch || (epoch == t.epoch && t.writer != c):
-		return errResp(id, remotepb.Code_CODE_STALE_EPOCH, fmt.Sprintf("epoch %d, current %d", epoch, t.epoch))
+		cur := t.epoch
+		t.mu.Unlock()
+		return errResp(id, remotepb.Code_CODE_STALE_EPOCH, fmt.Sprintf("epoch %d, current %d", epoch, cur))
 	case epoch == t.epoch:
-		// The holder asks again: idempotent.
-	default:
-		// Revoke before answering: once the new writer hears yes, the old
-		// one can no longer write.
-		for k, mr := range t.mrs {
-			mr.Deregister()
-			delete(t.mrs, k)
-		}
-		t.epoch, t.writer = epoch, c
+		t.mu.Unlock() // the holder asks again: idempotent
+		return grantResp(id, epoch)
 	}
+	old, oldMRs := t.writer, t.mrs
+	t.epoch, t.writer, t.mrs = epoch, c, map[int]rdma.MR{}
+	t.mu.Unlock()
+
+	if old != nil && old != c {
+		revoke(old)
+	}
+	for _, mr := range oldMRs {
+		mr.Deregister()
+	}
+	if sw, ok := c.(rdma.AccessSwitcher); ok {
+		if err := sw.SetRemoteAccess(true); err != nil {
+			return errResp(id, remotepb.Code_CODE_INTERNAL, err.Error())
+		}
+	}
+	return grantResp(id, epoch)
+}
+
+func grantResp(id, epoch uint64) *remotepb.Response {
 	return &remotepb.Response{Id: id, Body: &remotepb.Response_Grant{Grant: &remotepb.GrantResponse{Epoch: epoch}}}
+}
+
+// revoke switches a deposed writer's one-sided access off, or closes its
+// connection when that does not complete in revokeTimeout.
+func revoke(c rdma.Conn) {
+	sw, ok := c.(rdma.AccessSwitcher)
+	if !ok {
+		return // deregistration alone revokes
+	}
+	done := make(chan error, 1)
+	go func() { done <- sw.SetRemoteAccess(false) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			return
+		}
+	case <-time.After(revokeTimeout):
+	}
+	c.Close()
+	<-done
 }
 
 // region registers slot k for the current epoch, once, and describes it.

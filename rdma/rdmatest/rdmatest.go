@@ -186,6 +186,7 @@ func Run(t *testing.T, p rdma.Provider, addr string) {
 		{"AccessPoisons", func(t *testing.T, p rdma.Provider, a string) { testViolation(t, p, a, "access") }},
 		{"DeregisterRevokes", testDeregister},
 		{"DeregisterUnderLoad", testDeregisterUnderLoad},
+		{"AccessSwitch", testAccessSwitch},
 		{"ManyInFlight", testManyInFlight},
 		{"CompletionQueue", testCQ},
 		{"SendRecv", testSendRecv},

@@ -180,3 +180,42 @@ func testDeregisterUnderLoad(t *testing.T, p rdma.Provider, addr string) {
 		t.Fatalf("writes racing Deregister: %v", err)
 	}
 }
+
+// testAccessSwitch: a target that switches a connection's remote access
+// off rejects the peer's next write (poisoning it); switched back on, a
+// new connection's writes work. Providers without the ability skip.
+func testAccessSwitch(t *testing.T, p rdma.Provider, addr string) {
+	pr := Connect(t, p, addr, nil, nil)
+	sw, ok := pr.B.(rdma.AccessSwitcher)
+	if !ok {
+		t.Skipf("provider %s has no rdma.AccessSwitcher", p.Name())
+	}
+	src := pr.Buffer(4096)
+	dst := pr.Buffer(4096)
+	lmr := Register(t, pr.PA, src, localUsage, nil)
+	tmr := Register(t, pr.PB, dst, targetUsage, rdma.PersistFunc(func(int, int) error { return nil }))
+	d := tmr.Descriptor()
+	if err := sw.SetRemoteAccess(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := sw.SetRemoteAccess(true); err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, pr.A.Write(d, 0, lmr, 0, 8))
+	mustOK(t, pr.A.Flush(d, 0, 8, rdma.Visibility))
+	if err := sw.SetRemoteAccess(false); err != nil {
+		t.Fatal(err)
+	}
+	clear(dst)
+	fill(src, 9)
+	err := wait(t, pr.A.Write(d, 0, lmr, 0, 64))
+	if err == nil {
+		err = wait(t, pr.A.Flush(d, 0, 8, rdma.Visibility))
+	}
+	if !errors.Is(err, rdma.ErrRemoteAccess) {
+		t.Fatalf("write with access switched off: %v, want ErrRemoteAccess", err)
+	}
+	if !bytes.Equal(dst[:64], make([]byte, 64)) {
+		t.Fatal("a write landed after access was switched off")
+	}
+}

@@ -39,6 +39,11 @@ type conn struct {
 	// target state, reader goroutine only
 	lastReq uint64 // id of the peer's last request
 
+	// access is read-locked while the reader executes a one-sided request
+	// of the peer; SetRemoteAccess write-locks it to switch denied.
+	access sync.RWMutex
+	denied bool // guarded by access
+
 	// lastHeard is when a frame last arrived (unix nanoseconds); the
 	// writer's watchdog compares it with AckTimeout.
 	lastHeard atomic.Int64
@@ -57,7 +62,19 @@ type recvPost struct {
 	complete rdma.Completer
 }
 
-var _ rdma.Conn = (*conn)(nil)
+var (
+	_ rdma.Conn           = (*conn)(nil)
+	_ rdma.AccessSwitcher = (*conn)(nil)
+)
+
+// SetRemoteAccess implements rdma.AccessSwitcher. It waits for a request
+// being executed to finish.
+func (c *conn) SetRemoteAccess(allowed bool) error {
+	c.access.Lock()
+	defer c.access.Unlock()
+	c.denied = !allowed
+	return nil
+}
 
 func newConn(p *peer, nc net.Conn, remote hs.Hello) *conn {
 	c := &conn{

@@ -115,6 +115,11 @@ func (c *conn) serve(h *header) error {
 	if int64(h.n) > int64(cfg.MaxTransfer) {
 		return c.violate(h.id, codeTooLarge, "")
 	}
+	c.access.RLock()
+	defer c.access.RUnlock()
+	if c.denied {
+		return c.violate(h.id, codeAccess, "remote access to this connection is switched off")
+	}
 	m := c.p.lookup(h.key)
 	if m == nil {
 		return c.violate(h.id, codeBadKey, "")

@@ -66,7 +66,31 @@ type vpend struct {
 	slot     bool
 }
 
-var _ rdma.Conn = (*conn)(nil)
+var (
+	_ rdma.Conn           = (*conn)(nil)
+	_ rdma.AccessSwitcher = (*conn)(nil)
+)
+
+// SetRemoteAccess implements rdma.AccessSwitcher by changing the queue
+// pair's access flags (what Mu does to switch permission between leaders).
+func (c *conn) SetRemoteAccess(allowed bool) error {
+	c.postMu.Lock() // keeps Close from freeing the queue pair meanwhile
+	defer c.postMu.Unlock()
+	if c.rc == nil {
+		return rdma.ErrClosed
+	}
+	flags := 0
+	if allowed {
+		flags = accessRemoteWrite | accessRemoteRead | accessRemoteAtomic
+		if c.nativeFl {
+			flags |= accessFlushGlobal | accessFlushPersistent
+		}
+	}
+	if e := C.rp_qp_access(c.rc, C.int(flags)); e != 0 {
+		return errnoErr("ibv_modify_qp access flags", e)
+	}
+	return nil
+}
 
 // newConn makes the queue pair of id, trying the extended API (native
 // atomic write or flush) first, then the classic one, then without

@@ -273,6 +273,15 @@ static int rp_peer_addr(struct rdma_cm_id *id, char *buf, int len) {
 	return 0;
 }
 
+// rp_qp_access changes which one-sided operations the peer may perform on
+// this queue pair (RTS to RTS with IBV_QP_ACCESS_FLAGS).
+static int rp_qp_access(struct rp_conn *c, int flags) {
+	struct ibv_qp_attr a;
+	memset(&a, 0, sizeof a);
+	a.qp_access_flags = flags;
+	return ibv_modify_qp(c->id->qp, &a, IBV_QP_ACCESS_FLAGS);
+}
+
 static int rp_comp_fd(struct rp_conn *c) { return c->cch->fd; }
 static struct ibv_context *rp_id_verbs(struct rdma_cm_id *id) { return id->verbs; }
 static int rp_ech_fd(struct rdma_event_channel *ch) { return ch->fd; }
