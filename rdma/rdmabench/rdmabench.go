@@ -81,6 +81,14 @@ type Result struct {
 	BwFraction float64 `json:"mb_per_sec_vs_raw"` // MBPerSec / RawMBPerS
 }
 
+// String is the human form, one line:
+//
+//	tcp 4096 B x 16 in flight: write+flush p50 43.4 us p99 171 us (raw ping-pong p50 7.9 us, 5.49x); 1111 MB/s (raw stream 1696 MB/s, 0.66x)
+func (r Result) String() string {
+	return fmt.Sprintf("%s %d B x %d in flight: write+flush p50 %.1f us p99 %.0f us (raw ping-pong p50 %.1f us, %.2fx); %.0f MB/s (raw stream %.0f MB/s, %.2fx)",
+		r.Provider, r.Size, r.Inflight, r.P50us, r.P99us, r.RawP50us, r.LatRatio, r.MBPerSec, r.RawMBPerS, r.BwFraction)
+}
+
 // Run measures the rdma path, then the raw ping-pong, then the raw stream.
 func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := cfg.Validate(); err != nil {

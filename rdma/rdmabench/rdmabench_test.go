@@ -18,6 +18,7 @@ func TestRun(t *testing.T) {
 	if r.Ops == 0 || r.P50us <= 0 || r.RawP50us <= 0 || r.MBPerSec <= 0 || r.RawMBPerS <= 0 {
 		t.Fatalf("empty result %+v", r)
 	}
+	t.Log(r)
 	bad := Config{Size: 0, Inflight: 1, Duration: time.Second}
 	if _, err := Run(context.Background(), bad); err == nil {
 		t.Fatal("size 0 accepted")
