@@ -184,3 +184,50 @@ func TestPeerKilled(t *testing.T) {
 		t.Fatal("no Lost event")
 	}
 }
+
+// TestSilentClientDoesNotBlockAccept: a client that connects and never
+// says hello must not delay other peers' handshakes.
+func TestSilentClientDoesNotBlockAccept(t *testing.T) {
+	cfg := rdma.LoopbackConfig(secret)
+	cfg.HandshakeTimeout = 10 * time.Second
+	p, err := Provider{}.NewPeer("", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ln, err := p.Listen(ctx, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for i := 0; i < 3; i++ {
+		silent, err := net.Dial("tcp", ln.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer silent.Close()
+	}
+	q, err := Provider{}.NewPeer("", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	dialed := make(chan error, 1)
+	go func() {
+		c, err := q.Dial(ctx, ln.Addr())
+		if c != nil {
+			defer c.Close()
+		}
+		dialed <- err
+	}()
+	c, err := ln.Accept(ctx)
+	if err != nil {
+		t.Fatalf("accept behind silent clients: %v", err)
+	}
+	c.Close()
+	if err := <-dialed; err != nil {
+		t.Fatal(err)
+	}
+}

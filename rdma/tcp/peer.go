@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"sync"
 	"time"
 
@@ -130,14 +129,19 @@ func (p *peer) Listen(ctx context.Context, addr string) (rdma.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rdma/tcp: listen: %w", err)
 	}
-	l := &listener{p: p, ln: ln.(*net.TCPListener)}
+	l := &listener{p: p, ln: ln.(*net.TCPListener),
+		ready: make(chan accepted, maxHandshakes), slots: make(chan struct{}, maxHandshakes)}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.closed {
+		p.mu.Unlock()
 		ln.Close()
 		return nil, rdma.ErrClosed
 	}
 	p.lns[l] = struct{}{}
+	p.mu.Unlock()
+	l.wg.Add(1)
+	go func() { defer l.wg.Done(); l.acceptLoop() }()
 	return l, nil
 }
 
@@ -156,6 +160,8 @@ func (p *peer) handshake(ctx context.Context, nc net.Conn, client bool) (rdma.Co
 		deadline = d
 	}
 	nc.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	mine := hs.NewHello(rdma.ProviderTCP, caps, p.cfg)
 	var (
 		remote hs.Hello
@@ -168,6 +174,9 @@ func (p *peer) handshake(ctx context.Context, nc net.Conn, client bool) (rdma.Co
 	}
 	if err == nil && remote.Provider != rdma.ProviderTCP {
 		err = fmt.Errorf("%w: peer runs provider %d", rdma.ErrHandshake, remote.Provider)
+	}
+	if err == nil && !stop() {
+		err = fmt.Errorf("%w: %w", rdma.ErrHandshake, ctx.Err())
 	}
 	if err != nil {
 		nc.Close()
@@ -214,41 +223,105 @@ func (p *peer) Close() error {
 	return nil
 }
 
+// maxHandshakes bounds the handshakes a listener runs at once, and the
+// connections it holds for Accept.
+const maxHandshakes = 64
+
+// listener owns an accept-loop goroutine and one goroutine per handshake
+// in progress (at most maxHandshakes), so that a peer that connects and
+// stays silent delays no one but itself. Close stops and waits for them.
 type listener struct {
-	p  *peer
-	ln *net.TCPListener
+	p      *peer
+	ln     *net.TCPListener
+	ready  chan accepted // handshakes done, for Accept
+	slots  chan struct{} // one token per handshake or ready result
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+type accepted struct {
+	c   rdma.Conn
+	err error
 }
 
 var _ rdma.Listener = (*listener)(nil)
 
 func (l *listener) Addr() string { return l.ln.Addr().String() }
 
-func (l *listener) Accept(ctx context.Context) (rdma.Conn, error) {
+func (l *listener) acceptLoop() {
 	for {
-		stop := context.AfterFunc(ctx, func() { l.ln.SetDeadline(time.Unix(1, 0)) })
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.ctx.Done():
+			return
+		}
 		nc, err := l.ln.Accept()
-		if !stop() {
-			l.ln.SetDeadline(time.Time{})
+		if err != nil {
+			<-l.slots
+			if l.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Transient (out of file descriptors): back off a little.
+			select {
+			case <-time.After(10 * time.Millisecond):
+			case <-l.ctx.Done():
+				return
+			}
+			continue
 		}
-		if err == nil {
-			return l.p.handshake(ctx, nc, false)
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if errors.Is(err, net.ErrClosed) {
-			return nil, rdma.ErrClosed
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			continue // a concurrent Accept's context ended, not ours
-		}
-		return nil, fmt.Errorf("rdma/tcp: accept: %w", err)
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			c, err := l.p.handshake(l.ctx, nc, false)
+			select {
+			case l.ready <- accepted{c, err}:
+			case <-l.ctx.Done():
+				if c != nil {
+					c.Close()
+				}
+				<-l.slots
+			}
+		}()
 	}
 }
 
+// Accept implements rdma.Listener: it returns the next connection whose
+// handshake finished, or the next handshake failure.
+func (l *listener) Accept(ctx context.Context) (rdma.Conn, error) {
+	select {
+	case a := <-l.ready:
+		<-l.slots
+		return a.c, a.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-l.ctx.Done():
+		return nil, rdma.ErrClosed
+	}
+}
+
+// Close stops accepting, closes the connections not yet returned by
+// Accept and waits for the listener's goroutines. Accepted Conns stay open.
 func (l *listener) Close() error {
-	l.p.mu.Lock()
-	delete(l.p.lns, l)
-	l.p.mu.Unlock()
-	return l.ln.Close()
+	l.once.Do(func() {
+		l.p.mu.Lock()
+		delete(l.p.lns, l)
+		l.p.mu.Unlock()
+		l.cancel()
+		l.ln.Close()
+		l.wg.Wait()
+		for {
+			select {
+			case a := <-l.ready:
+				if a.c != nil {
+					a.c.Close()
+				}
+				continue
+			default:
+			}
+			break
+		}
+	})
+	return nil
 }
