@@ -55,6 +55,9 @@
 //
 // # Goroutines
 //
+// Each Listener owns an accept loop and one goroutine per handshake in
+// progress (at most 64); Close cancels them and waits.
+//
 // Each Conn owns two, started by newConn and stopped by Close or by the
 // first failure (fail closes the socket; Close waits for both):
 //   - the reader executes the peer's requests and completes this side's
@@ -66,4 +69,12 @@
 // Acks are cumulative and coalesced: the reader acknowledges only when it
 // has no further complete request header buffered, so a burst of writes and
 // the flush behind it cost one ack.
+//
+// Latency path: when no one is sending, the op that ends a run of writes
+// (flush, atomic write, read, send) on an idle connection, and the ack of
+// such an op, are written by the goroutine that produced them with one
+// non-blocking writev instead of being handed to the writer goroutine;
+// what the socket does not take goes back to the head of the queue. The
+// writer's watchdog ends a Conn whose peer answered nothing for AckTimeout
+// while Ops were pending.
 package tcp
