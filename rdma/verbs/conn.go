@@ -578,7 +578,7 @@ func (c *conn) AtomicWrite(dst rdma.Descriptor, dstOff int, v [8]byte) *rdma.Op 
 		return rdma.FailedOp(rdma.OpAtomicWrite, err)
 	}
 	kind := C.uint32_t(C.RP_ATOMIC)
-	if !c.nativeAtom {
+	if !c.nativeAtom || c.remote.Caps&rdma.CapNativeAtomicWrite == 0 { // both ends must have it
 		if !c.inline {
 			return rdma.FailedOp(rdma.OpAtomicWrite, fmt.Errorf("%w: device has neither atomic write nor inline data", rdma.ErrUsage))
 		}
