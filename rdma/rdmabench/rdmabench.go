@@ -18,9 +18,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"time"
 
+	"github.com/rpstream/rpstream/pmem"
 	"github.com/rpstream/rpstream/rdma"
 	"github.com/rpstream/rpstream/rdma/tcp"
 )
@@ -39,6 +41,11 @@ type Config struct {
 	// Persister, if set, is run by the target on each persistence flush;
 	// the default does nothing (memory as fast as tmpfs).
 	Persister rdma.Persister
+	// Dir, if set, puts the target memory in a pmem file created there
+	// (and removed after) and persists with its Persist: on /dev/shm the
+	// stand-in for real persistent memory, elsewhere msync. It overrides
+	// Persister.
+	Dir string
 }
 
 // DefaultConfig is 4 KiB, 16 in flight, one second each.
@@ -141,8 +148,24 @@ type Pair struct {
 }
 
 // NewPair connects two tcp peers over loopback with srcSize bytes of
-// local and dstSize bytes of target memory.
+// local and dstSize bytes of target memory (anonymous mappings).
 func NewPair(ctx context.Context, srcSize, dstSize, inflight int, pers rdma.Persister) (*Pair, error) {
+	dst, err := rdma.Alloc(dstSize)
+	if err != nil {
+		return nil, err
+	}
+	p, err := NewPairOn(ctx, srcSize, dst.Bytes(), inflight, pers)
+	if err != nil {
+		dst.Free()
+		return nil, err
+	}
+	p.dst = dst
+	return p, nil
+}
+
+// NewPairOn is NewPair with the target memory given (it must stay mapped
+// until Close) and persisted by pers (nil: nothing to do).
+func NewPairOn(ctx context.Context, srcSize int, dst []byte, inflight int, pers rdma.Persister) (*Pair, error) {
 	cfg := rdma.LoopbackConfig("rdmabench loopback secret")
 	cfg.MaxInflight = max(2*inflight, 64)
 	p := &Pair{}
@@ -157,16 +180,13 @@ func NewPair(ctx context.Context, srcSize, dstSize, inflight int, pers rdma.Pers
 	if p.src, err = rdma.Alloc(srcSize); err != nil {
 		return fail(err)
 	}
-	if p.dst, err = rdma.Alloc(dstSize); err != nil {
-		return fail(err)
-	}
 	if pers == nil {
 		pers = rdma.PersistFunc(func(int, int) error { return nil })
 	}
 	if p.Local, err = p.pa.Register(p.src.Bytes(), rdma.UsageWriteSrc|rdma.UsageReadDst, nil); err != nil {
 		return fail(err)
 	}
-	tmr, err := p.pb.Register(p.dst.Bytes(), rdma.RemoteUsage, pers)
+	tmr, err := p.pb.Register(dst, rdma.RemoteUsage, pers)
 	if err != nil {
 		return fail(err)
 	}
@@ -221,7 +241,28 @@ func (p *Pair) WriteFlush(slot, size int, t rdma.FlushType) *rdma.Op {
 
 func runRDMA(ctx context.Context, cfg Config) ([]time.Duration, int64, time.Duration, error) {
 	n := cfg.Inflight
-	p, err := NewPair(ctx, cfg.Size*n, cfg.Size*n, n, cfg.Persister)
+	var (
+		p   *Pair
+		err error
+	)
+	if cfg.Dir != "" {
+		f, ferr := os.CreateTemp(cfg.Dir, "rdmabench-*.stream")
+		if ferr != nil {
+			return nil, 0, 0, ferr
+		}
+		path := f.Name()
+		f.Close()
+		os.Remove(path)
+		defer os.Remove(path)
+		mem, merr := pmem.Create(path, cfg.Size*n, pmem.Options{Reserve: cfg.Size * n})
+		if merr != nil {
+			return nil, 0, 0, merr
+		}
+		defer mem.Close()
+		p, err = NewPairOn(ctx, cfg.Size*n, mem.Bytes(), n, mem)
+	} else {
+		p, err = NewPair(ctx, cfg.Size*n, cfg.Size*n, n, cfg.Persister)
+	}
 	if err != nil {
 		return nil, 0, 0, err
 	}

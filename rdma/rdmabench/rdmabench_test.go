@@ -3,6 +3,7 @@ package rdmabench
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -91,4 +92,37 @@ func BenchmarkRun(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkRunTmpfs is BenchmarkRun with the target in a pmem file on
+// /dev/shm, persisted (a fence) on every flush.
+func BenchmarkRunTmpfs(b *testing.B) {
+	if _, err := os.Stat("/dev/shm"); err != nil {
+		b.Skip("no /dev/shm")
+	}
+	for _, size := range sizes {
+		for _, inflight := range []int{1, 64} {
+			b.Run(fmt.Sprintf("size=%d/inflight=%d", size, inflight), func(b *testing.B) {
+				r, err := Run(context.Background(), Config{Size: size, Inflight: inflight, Duration: 300 * time.Millisecond, Dir: "/dev/shm"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(r.P50us, "p50-us")
+				b.ReportMetric(r.MBPerSec, "MB/s")
+				b.ReportMetric(r.RawP50us, "raw-p50-us")
+				b.ReportMetric(r.RawMBPerS, "raw-MB/s")
+			})
+		}
+	}
+}
+
+func TestRunOnFile(t *testing.T) {
+	r, err := Run(context.Background(), Config{Size: 4096, Inflight: 2, Duration: 20 * time.Millisecond, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Ops == 0 {
+		t.Fatal("no ops")
+	}
+	t.Log(r)
 }
