@@ -191,6 +191,12 @@ type Config struct {
 	MaxTransfer int
 	// HandshakeTimeout bounds Dial's and Accept's handshake.
 	HandshakeTimeout time.Duration
+	// DenyOnAccept makes Conns accepted by this Peer start with one-sided
+	// access switched off (rdma.AccessSwitcher) until SetRemoteAccess(true):
+	// a target that hands access to one writer at a time (remote/) needs
+	// connections to be born without it, since a Conn serves requests from
+	// the moment its handshake ends, before Accept returns it.
+	DenyOnAccept bool
 	// AckTimeout is how long the oldest pending Op may wait for any sign
 	// of life from the peer before the Conn is declared lost (the
 	// emulation of a reliable connection's retry budget; a peer that is

@@ -357,3 +357,41 @@ func TestUngrantedConnectionCannotWrite(t *testing.T) {
 		t.Fatalf("region holds %q", got)
 	}
 }
+
+// TestWriterReconnects: the holder of the current epoch whose connection
+// died regains the epoch on a new connection under its name; another name
+// cannot take it, and nor can anyone while the holder's connection lives.
+func TestWriterReconnects(t *testing.T) {
+	e := newEnv(t, nil)
+	a := e.dial()
+	if err := a.cl.Grant(ctx(t), 3, "node-a"); err != nil {
+		t.Fatal(err)
+	}
+	a2 := e.dial()
+	if err := a2.cl.Grant(ctx(t), 3, "node-a"); !errors.Is(err, ErrStaleEpoch) {
+		t.Fatalf("same epoch while the holder's connection lives: %v", err)
+	}
+	a.conn.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		// The target notices the closed connection asynchronously.
+		err := a2.cl.Grant(ctx(t), 3, "node-b")
+		if !errors.Is(err, ErrStaleEpoch) {
+			t.Fatalf("another name took the epoch: %v", err)
+		}
+		if err := a2.cl.Grant(ctx(t), 3, "node-a"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the holder could not reconnect")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r, err := a2.cl.Region(ctx(t), 3, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a2.put(t, r, 0, []byte("again")); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -59,6 +59,7 @@ type Target struct {
 	mu     sync.Mutex // guards the fields below
 	epoch  uint64
 	writer rdma.Conn       // holder of epoch; nil before the first Grant
+	name   string          // the holder\'s writer name, for a reconnect
 	mrs    map[int]rdma.MR // registrations of the current epoch, by slot
 	conns  map[rdma.Conn]struct{}
 	closed bool
@@ -69,6 +70,8 @@ func NewTarget(ctx context.Context, store RegionStore, cfg Config) (*Target, err
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	// Connections get one-sided access only when granted an epoch.
+	cfg.RDMA.DenyOnAccept = true
 	peer, err := cfg.Provider.NewPeer(cfg.DeviceAddr, cfg.RDMA)
 	if err != nil {
 		return nil, err
@@ -105,13 +108,6 @@ func (t *Target) Serve(ctx context.Context) error {
 				return nil
 			}
 			return err
-		}
-		// No one-sided access until this connection is granted an epoch.
-		if sw, ok := c.(rdma.AccessSwitcher); ok {
-			if err := sw.SetRemoteAccess(false); err != nil {
-				c.Close()
-				continue
-			}
 		}
 		t.mu.Lock()
 		if t.closed {
@@ -212,7 +208,7 @@ func (t *Target) Handle(c rdma.Conn, raw []byte) *remotepb.Response {
 		if b.Grant == nil || b.Grant.Epoch == 0 {
 			return errResp(req.Id, remotepb.Code_CODE_MALFORMED, "grant without an epoch")
 		}
-		return t.grant(req.Id, c, b.Grant.Epoch)
+		return t.grant(req.Id, c, b.Grant.Epoch, b.Grant.Writer)
 	case *remotepb.Request_Region:
 		if b.Region == nil || b.Region.Epoch == 0 {
 			return errResp(req.Id, remotepb.Code_CODE_MALFORMED, "region request without an epoch")
@@ -235,11 +231,16 @@ const revokeTimeout = time.Second
 // connection loses one-sided access and every registration of the old
 // epoch is revoked before the answer leaves, so once the new writer hears
 // yes the old one can no longer write.
-func (t *Target) grant(id uint64, c rdma.Conn, epoch uint64) *remotepb.Response {
+func (t *Target) grant(id uint64, c rdma.Conn, epoch uint64, name string) *remotepb.Response {
 	t.grantMu.Lock()
 	defer t.grantMu.Unlock()
 	t.mu.Lock()
+	// The holder of the current epoch may come back on a new connection
+	// once its old one is gone (closed or lost), under the same name.
+	reconnect := epoch == t.epoch && t.writer != nil && t.writer != c && name != "" &&
+		name == t.name && t.writer.Err() != nil
 	switch {
+	case reconnect:
 	case epoch < t.epoch || (epoch == t.epoch && t.writer != c):
 		cur := t.epoch
 		t.mu.Unlock()
@@ -248,6 +249,7 @@ func (t *Target) grant(id uint64, c rdma.Conn, epoch uint64) *remotepb.Response 
 		t.mu.Unlock() // the holder asks again: idempotent
 		return grantResp(id, epoch)
 	}
+	t.name = name
 	old, oldMRs := t.writer, t.mrs
 	t.epoch, t.writer, t.mrs = epoch, c, map[int]rdma.MR{}
 	t.mu.Unlock()

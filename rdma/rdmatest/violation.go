@@ -219,3 +219,34 @@ func testAccessSwitch(t *testing.T, p rdma.Provider, addr string) {
 		t.Fatal("a write landed after access was switched off")
 	}
 }
+
+// testDenyOnAccept: with Config.DenyOnAccept an accepted Conn serves no
+// one-sided request until its access is switched on.
+func testDenyOnAccept(t *testing.T, p rdma.Provider, addr string) {
+	cfgB := rdma.LoopbackConfig(Secret)
+	cfgB.DenyOnAccept = true
+	for _, enable := range []bool{false, true} {
+		pr := Connect(t, p, addr, nil, &cfgB)
+		sw, ok := pr.B.(rdma.AccessSwitcher)
+		if !ok {
+			t.Skipf("provider %s has no rdma.AccessSwitcher", p.Name())
+		}
+		src := pr.Buffer(4096)
+		dst := pr.Buffer(4096)
+		lmr := Register(t, pr.PA, src, localUsage, nil)
+		tmr := Register(t, pr.PB, dst, targetUsage, rdma.PersistFunc(func(int, int) error { return nil }))
+		if enable {
+			if err := sw.SetRemoteAccess(true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pr.A.Write(tmr.Descriptor(), 0, lmr, 0, 8)
+		err := wait(t, pr.A.Flush(tmr.Descriptor(), 0, 8, rdma.Visibility))
+		if enable && err != nil {
+			t.Fatalf("write after access was switched on: %v", err)
+		}
+		if !enable && !errors.Is(err, rdma.ErrRemoteAccess) && !errors.Is(err, rdma.ErrPoisoned) {
+			t.Fatalf("write to a Conn accepted without access: %v, want an access error", err)
+		}
+	}
+}

@@ -37,7 +37,9 @@ type conn struct {
 	err     error
 
 	// target state, reader goroutine only
-	lastReq uint64 // id of the peer's last request
+	lastReq    uint64 // id of the peer's last request
+	owedAck    uint64 // highest request served but not yet acknowledged
+	owedUrgent bool   // a request other than a plain write is among them
 
 	// access is read-locked while the reader executes a one-sided request
 	// of the peer; SetRemoteAccess write-locks it to switch denied.
@@ -76,7 +78,7 @@ func (c *conn) SetRemoteAccess(allowed bool) error {
 	return nil
 }
 
-func newConn(p *peer, nc net.Conn, remote hs.Hello) *conn {
+func newConn(p *peer, nc net.Conn, remote hs.Hello, denied bool) *conn {
 	c := &conn{
 		p: p, nc: nc,
 		br:     bufio.NewReaderSize(nc, 64<<10),
@@ -84,6 +86,7 @@ func newConn(p *peer, nc net.Conn, remote hs.Hello) *conn {
 		events: make(chan rdma.Event, 4),
 		dead:   make(chan struct{}),
 		slots:  make(chan struct{}, p.cfg.MaxInflight),
+		denied: denied,
 	}
 	c.w.init(nc)
 	c.lastHeard.Store(time.Now().UnixNano())

@@ -183,7 +183,7 @@ func (p *peer) handshake(ctx context.Context, nc net.Conn, client bool) (rdma.Co
 		return nil, err
 	}
 	nc.SetDeadline(time.Time{})
-	c := newConn(p, nc, remote)
+	c := newConn(p, nc, remote, !client && p.cfg.DenyOnAccept)
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()

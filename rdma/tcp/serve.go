@@ -35,6 +35,20 @@ func (c *conn) readLoop() {
 			c.fail(err)
 			return
 		}
+		// Acknowledge the peer's requests once no further frame header is
+		// already buffered (whatever kind the frames in between were). The
+		// ack of a flush, atomic write, read or send is what a caller waits
+		// for: send it now. Acks of plain writes only go through the writer
+		// goroutine, which coalesces them under load.
+		if c.owedAck != 0 && c.br.Buffered() < hdrSize {
+			c.w.enqueueAck(c.owedAck)
+			if c.owedUrgent {
+				c.w.kick()
+			} else {
+				c.w.signal()
+			}
+			c.owedAck, c.owedUrgent = 0, false
+		}
 	}
 }
 
@@ -51,18 +65,8 @@ func (c *conn) handle(h *header) error {
 		if err := c.serve(h); err != nil {
 			return err
 		}
-		// Acknowledge once no further request is already buffered. The
-		// ack of a flush, atomic write, read or send is what a caller
-		// waits for: send it now. Acks of plain writes go through the
-		// writer goroutine, which coalesces them under load.
-		if c.br.Buffered() < hdrSize {
-			c.w.enqueueAck(h.id)
-			if h.typ == frameWrite {
-				c.w.signal()
-			} else {
-				c.w.kick()
-			}
-		}
+		c.owedAck = h.id
+		c.owedUrgent = c.owedUrgent || h.typ != frameWrite
 		return nil
 	case frameAck:
 		if h.n != 0 || h.key != 0 || h.off != 0 {

@@ -264,6 +264,12 @@ func (p *peer) accept(ctx context.Context, child *C.struct_rdma_cm_id) (rdma.Con
 		c.destroy()
 		return nil, err
 	}
+	if p.cfg.DenyOnAccept {
+		if e := C.rp_qp_access(c.rc, 0); e != 0 {
+			c.destroy()
+			return nil, errnoErr("ibv_modify_qp access flags", e)
+		}
+	}
 	return c.handshake(ctx, false)
 }
 

@@ -236,13 +236,16 @@ func (*InfoRequest) Descriptor() ([]byte, []int) {
 }
 
 // GrantRequest makes the sender the only writer for epoch. An epoch lower
-// than the target's current one, or equal to it but held by another
-// connection, is refused (CODE_STALE_EPOCH). A higher one revokes every
-// registration handed out under the previous epoch.
+// than the target's current one, or equal to it but held by another live
+// connection, is refused (CODE_STALE_EPOCH). A higher one revokes the
+// previous writer's access and every registration of the previous epoch.
+// The holder of the current epoch may grant it again on a new connection
+// once its previous connection is gone, under the same writer name; the
+// registrations are then made anew.
 type GrantRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Epoch uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	// For logs only.
+	// Names the writer (the leader's node id); needed to reconnect.
 	Writer        string `protobuf:"bytes,2,opt,name=writer,proto3" json:"writer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
