@@ -27,7 +27,9 @@
 // (Done, Wait, Err) and may also be delivered to a CQ (Op.Notify).
 //
 // Ordering, per Conn:
-//   - operations reach the target in the order they were posted;
+//   - operations reach the target in the order they were posted (posts from
+//     several goroutines are ordered as their calls are serialised);
+//   - messages fill the posted Recvs in the order the Recvs were posted;
 //   - a Flush or an AtomicWrite is executed by the target only after every
 //     Write posted before it on the same Conn, so its completion covers them
 //     (a persistence Flush makes them durable if they fall in its range);
@@ -51,6 +53,18 @@
 // the Conn, as on a reliable-connected queue pair: the failing Op gets the
 // cause, every other pending and later Op gets ErrPoisoned wrapping it, and
 // the Conn's Events report Lost.
+//
+// A Conn whose peer sends nothing for Config.AckTimeout while Ops are
+// pending is lost (ErrConnLost), as a reliable connection gives up after
+// its retries.
+//
+// # Access
+//
+// Every Conn of a Peer may reach every MR of the Peer whose Descriptor
+// (key) the other side holds, within the MR's usage bits. Deregister
+// revokes a key. Conns implementing AccessSwitcher can also have their
+// one-sided access switched off and on as a whole (Mu's permission
+// switch); Config.DenyOnAccept makes accepted Conns start switched off.
 //
 // Concurrency: every method of Peer, Listener, Conn, MR, Op and CQ may be
 // called from any goroutine concurrently, except that MR.Deregister must
