@@ -27,8 +27,8 @@ type Client struct {
 // NewClient registers a message buffer with peer (the Peer conn belongs
 // to).
 func NewClient(peer rdma.Peer, conn rdma.Conn) (*Client, error) {
-	max := conn.Remote().MaxMessage
-	buf, err := rdma.Alloc(2 * max)
+	max := conn.Remote().MaxMessage // requests must fit the target's limit
+	buf, err := rdma.Alloc(max + MaxResponse)
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +131,7 @@ func (c *Client) roundTripLocked(ctx context.Context, raw []byte) (*remotepb.Res
 		return nil, fmt.Errorf("%w: request of %d bytes", rdma.ErrTooLarge, len(raw))
 	}
 	b := c.buf.Bytes()
-	r := c.conn.Recv(c.mr, c.max, c.max) // posted before the request leaves
+	r := c.conn.Recv(c.mr, c.max, MaxResponse) // posted before the request leaves
 	copy(b, raw)
 	if err := c.conn.Send(c.mr, 0, len(raw)).Wait(ctx); err != nil {
 		return nil, err

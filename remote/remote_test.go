@@ -395,3 +395,38 @@ func TestWriterReconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAsymmetricMessageLimits: a writer allowing smaller messages than the
+// target (and the other way round) still talks to it.
+func TestAsymmetricMessageLimits(t *testing.T) {
+	for _, writerMax := range []int{256, 64 << 10} {
+		e := newEnv(t, nil)
+		cfg := rdma.LoopbackConfig(secret)
+		cfg.MaxMessage = writerMax
+		p, err := tcp.Provider{}.NewPeer("", cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		c, err := p.Dial(ctx(t), e.target.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		cl, err := NewClient(p, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		if err := cl.Grant(ctx(t), 1, "w"); err != nil {
+			t.Fatalf("writer MaxMessage %d: %v", writerMax, err)
+		}
+		if _, err := cl.Region(ctx(t), 1, 0); err != nil {
+			t.Fatalf("writer MaxMessage %d: %v", writerMax, err)
+		}
+		// An error response with a long message still arrives.
+		if _, err := cl.Region(ctx(t), 1, maxRegions+1000); !errors.Is(err, ErrNoRegion) {
+			t.Fatalf("writer MaxMessage %d: %v", writerMax, err)
+		}
+	}
+}

@@ -153,11 +153,11 @@ func (t *Target) serveConn(c rdma.Conn) {
 		delete(t.conns, c)
 		t.mu.Unlock()
 	}()
-	max := c.Remote().MaxMessage
-	if m := t.cfg.RDMA.MaxMessage; m < max {
-		max = m
-	}
-	buf, err := rdma.Alloc(2 * max)
+	// Requests may be as long as our MaxMessage; responses must fit the
+	// writer's and are kept within MaxResponse.
+	recvMax := t.cfg.RDMA.MaxMessage
+	sendMax := min(c.Remote().MaxMessage, MaxResponse)
+	buf, err := rdma.Alloc(recvMax + sendMax)
 	if err != nil {
 		return
 	}
@@ -169,21 +169,29 @@ func (t *Target) serveConn(c rdma.Conn) {
 	defer mr.Deregister()
 	ctx := context.Background() // ops end when the Conn fails or closes
 	for {
-		r := c.Recv(mr, 0, max)
+		r := c.Recv(mr, 0, recvMax)
 		if r.Wait(ctx) != nil {
 			return
 		}
 		resp := t.Handle(c, buf.Bytes()[:r.Len()])
-		out, err := proto.MarshalOptions{}.MarshalAppend(buf.Bytes()[max:max], resp)
-		if err != nil || len(out) > max {
+		out, err := proto.Marshal(resp)
+		if e := resp.GetError(); err == nil && len(out) > sendMax && e != nil {
+			// Cut the error text to fit the writer's message limit.
+			e.Message = e.Message[:max(0, len(e.Message)-(len(out)-sendMax))]
+			out, err = proto.Marshal(resp)
+		}
+		if err != nil || len(out) > sendMax {
 			return
 		}
-		copy(buf.Bytes()[max:], out) // MarshalAppend may have reallocated
-		if c.Send(mr, max, len(out)).Wait(ctx) != nil {
+		copy(buf.Bytes()[recvMax:], out)
+		if c.Send(mr, recvMax, len(out)).Wait(ctx) != nil {
 			return
 		}
 	}
 }
+
+// MaxResponse bounds a control response; error messages are cut to fit.
+const MaxResponse = 4096
 
 // Handle answers one control request from c. It is the pure core of the
 // control protocol: a malformed request gets CODE_MALFORMED and changes
@@ -219,6 +227,9 @@ func (t *Target) Handle(c rdma.Conn, raw []byte) *remotepb.Response {
 }
 
 func errResp(id uint64, code remotepb.Code, msg string) *remotepb.Response {
+	if len(msg) > 1024 {
+		msg = msg[:1024]
+	}
 	return &remotepb.Response{Id: id, Error: &remotepb.Error{Code: code, Message: msg}}
 }
 
