@@ -43,6 +43,7 @@ type conn struct {
 	events     chan rdma.Event
 	dead       chan struct{} // closed by fail
 	stop       chan struct{} // closed by Close: the poller exits
+	wakeFd     int           // eventfd written by Close to wake the poller
 	slots      chan struct{}
 	wg         sync.WaitGroup
 	scratch    *rdma.Buffer
@@ -111,6 +112,9 @@ func (p *peer) newConn(ch *C.struct_rdma_event_channel, id *C.struct_rdma_cm_id)
 		inline int
 	}
 	var err error
+	if c.wakeFd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("rdma/verbs: eventfd: %w", err)
+	}
 	for _, t := range []try{{true, 64}, {false, 64}, {false, 0}} {
 		if t.ex && !p.nativeAtomic && !p.nativeFlush {
 			continue
@@ -128,6 +132,7 @@ func (p *peer) newConn(ch *C.struct_rdma_event_channel, id *C.struct_rdma_cm_id)
 		err = errnoErr("create queue pair", e)
 	}
 	if err != nil {
+		unix.Close(c.wakeFd)
 		return nil, err
 	}
 	c.wr = (*C.struct_rp_wr)(C.calloc(1, C.size_t(unsafe.Sizeof(C.struct_rp_wr{}))))
@@ -176,6 +181,10 @@ func (c *conn) destroy() {
 	C.free(unsafe.Pointer(c.wr))
 	C.free(unsafe.Pointer(c.wc))
 	c.wr, c.wc = nil, nil
+	if c.wakeFd > 0 {
+		unix.Close(c.wakeFd)
+		c.wakeFd = -1
+	}
 }
 
 func (p *peer) Dial(ctx context.Context, addr string) (rdma.Conn, error) {
@@ -460,11 +469,14 @@ func wcErr(status, vendor uint32) error {
 	return fmt.Errorf("%w: %s (vendor error %#x)", rdma.ErrConnLost, name, vendor)
 }
 
-// poll is the poller goroutine: completions and connection events.
+// poll is the poller goroutine: completions and connection events. It
+// sleeps in poll(2) on the completion channel, the event channel and the
+// wake eventfd, which Close writes.
 func (c *conn) poll() {
 	fds := []unix.PollFd{
 		{Fd: int32(C.rp_comp_fd(c.rc)), Events: unix.POLLIN},
 		{Fd: int32(C.rp_ech_fd(c.ch)), Events: unix.POLLIN},
+		{Fd: int32(c.wakeFd), Events: unix.POLLIN},
 	}
 	wcs := unsafe.Slice(c.wc, 32)
 	for {
@@ -473,7 +485,7 @@ func (c *conn) poll() {
 			return
 		default:
 		}
-		unix.Poll(fds, 100)
+		unix.Poll(fds, -1) // EINTR: just go round
 		for {
 			n := int(C.rp_poll(c.rc, c.wc, 32))
 			for i := 0; i < n; i++ {
@@ -519,6 +531,9 @@ func (c *conn) Close() error {
 	c.closeOnce.Do(func() {
 		c.fail(rdma.ErrClosed)
 		close(c.stop)
+		var one [8]byte
+		one[0] = 1 // eventfd counters are host-endian; any non-zero value wakes
+		unix.Write(c.wakeFd, one[:])
 		c.wg.Wait()
 		c.p.forget(c)
 		// A post that passed its failed check before fail may still be

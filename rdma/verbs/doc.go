@@ -41,9 +41,10 @@
 // # Goroutines
 //
 // Each Conn owns one poller goroutine, started when the Conn is made and
-// stopped by Close or by the first failure: it waits on the completion
-// channel's and the connection event channel's file descriptors with
-// poll(2) (100 ms timeout, so that a stop is noticed), drains the
-// completion queue in batches of 32 with one cgo call, and completes Ops.
+// stopped by Close: it sleeps in poll(2) on the completion channel's and
+// the connection event channel's file descriptors and on an eventfd that
+// Close writes to wake it, drains the completion queue in batches of 32
+// with one cgo call, and completes Ops. A Listener's Accept polls its event
+// channel in the caller's goroutine.
 // Posting happens in the caller's goroutine, one cgo call per operation.
 package verbs
