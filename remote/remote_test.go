@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -428,5 +429,62 @@ func TestAsymmetricMessageLimits(t *testing.T) {
 		if _, err := cl.Region(ctx(t), 1, maxRegions+1000); !errors.Is(err, ErrNoRegion) {
 			t.Fatalf("writer MaxMessage %d: %v", writerMax, err)
 		}
+	}
+}
+
+func TestAuthorizeAndDropRegion(t *testing.T) {
+	sim := simpmem.New(SuperblockSize + maxRegions*regionSize)
+	defer sim.Release()
+	store, err := NewFileStore(sim, regionSize, maxRegions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := map[uint64]string{1: "node-a", 2: "node-b"} // the cluster layer's view
+	cfg := Config{Provider: tcp.Provider{}, RDMA: rdma.LoopbackConfig(secret), Addr: "127.0.0.1:0",
+		Authorize: func(epoch uint64, writer string) error {
+			if leader[epoch] != writer {
+				return fmt.Errorf("%s does not lead epoch %d", writer, epoch)
+			}
+			return nil
+		}}
+	tg, err := NewTarget(context.Background(), store, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, target: tg, done: make(chan error, 1)}
+	go func() { e.done <- tg.Serve(context.Background()) }()
+	defer func() { tg.Close(); <-e.done }()
+
+	a, b := e.dial(), e.dial()
+	if err := a.cl.Grant(ctx(t), 1, "node-a"); err != nil {
+		t.Fatal(err)
+	}
+	// A writer claiming an epoch the cluster did not give it is refused
+	// and deposes no one.
+	if err := b.cl.Grant(ctx(t), 3, "node-b"); !errors.Is(err, ErrNotWriter) {
+		t.Fatalf("unauthorised epoch: %v", err)
+	}
+	if tg.Epoch() != 1 {
+		t.Fatalf("epoch %d after a refused grant", tg.Epoch())
+	}
+	r, err := a.cl.Region(ctx(t), 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.put(t, r, 0, []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	// The store recycles slot 0: the writer's next write there fails.
+	if err := tg.DropRegion(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := tg.DropRegion(0); !errors.Is(err, ErrNoRegion) {
+		t.Fatalf("second drop: %v", err)
+	}
+	if err := a.put(t, r, 0, []byte("late")); err == nil {
+		t.Fatal("write to a dropped slot succeeded")
+	}
+	if got := sim.Cache()[r.Offset : r.Offset+4]; string(got) != "kept" {
+		t.Fatalf("dropped slot holds %q", got)
 	}
 }

@@ -47,8 +47,11 @@ const SuperblockSize = 4096
 // RegionStore is what a Target needs of a local stream: one mapped file of
 // fixed-size region slots after a SuperblockSize header.
 //
-// Memory and RegionSize never change. Regions and EnsureRegion may be
-// called concurrently with each other and with the stream's own work.
+// Memory and RegionSize never change, and Memory stays mapped until the
+// Target is closed (registered slices of it are written by peers). A slot
+// the Target has handed out must not be discarded or reused before
+// Target.DropRegion. Regions and EnsureRegion may be called concurrently
+// with each other and with the stream's own work.
 type RegionStore interface {
 	// Memory is the mapped stream file. The Target registers slices of
 	// Memory().Bytes() and calls Memory().Persist on persistence flushes.

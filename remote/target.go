@@ -26,6 +26,13 @@ type Config struct {
 	Addr string
 	// DeviceAddr selects the RDMA device by local IP (verbs); "" for tcp.
 	DeviceAddr string
+	// Authorize, if set, is asked before a newer epoch is granted: the
+	// cluster layer says whether writer really leads under epoch. An error
+	// refuses the grant (CODE_NOT_WRITER, its text in the message) and
+	// changes nothing. Nil trusts every authenticated writer, which lets
+	// any of them depose the current one with a higher epoch. It runs with
+	// the Target locked: it must be quick and must not call the Target.
+	Authorize func(epoch uint64, writer string) error
 }
 
 // Validate checks c.
@@ -193,6 +200,21 @@ func (t *Target) serveConn(c rdma.Conn) {
 // MaxResponse bounds a control response; error messages are cut to fit.
 const MaxResponse = 4096
 
+// DropRegion revokes the current epoch's registration of slot k, if any,
+// so that the store may recycle or discard the slot: the writer's later
+// operations on it fail (and poison its connection), and it must ask for
+// the slot again. It waits for a request being served on the slot.
+func (t *Target) DropRegion(k int) error {
+	t.mu.Lock()
+	mr := t.mrs[k]
+	delete(t.mrs, k)
+	t.mu.Unlock()
+	if mr == nil {
+		return fmt.Errorf("%w: slot %d is not registered", ErrNoRegion, k)
+	}
+	return mr.Deregister()
+}
+
 // Handle answers one control request from c. It is the pure core of the
 // control protocol: a malformed request gets CODE_MALFORMED and changes
 // nothing.
@@ -259,6 +281,12 @@ func (t *Target) grant(id uint64, c rdma.Conn, epoch uint64, name string) *remot
 	case epoch == t.epoch:
 		t.mu.Unlock() // the holder asks again: idempotent
 		return grantResp(id, epoch)
+	}
+	if t.cfg.Authorize != nil {
+		if err := t.cfg.Authorize(epoch, name); err != nil {
+			t.mu.Unlock()
+			return errResp(id, remotepb.Code_CODE_NOT_WRITER, fmt.Sprintf("epoch %d for %q not authorised: %v", epoch, name, err))
+		}
 	}
 	t.name = name
 	old, oldMRs := t.writer, t.mrs
