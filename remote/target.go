@@ -66,7 +66,7 @@ type Target struct {
 	mu     sync.Mutex // guards the fields below
 	epoch  uint64
 	writer rdma.Conn       // holder of epoch; nil before the first Grant
-	name   string          // the holder\'s writer name, for a reconnect
+	name   string          // the holder's writer name, for a reconnect
 	mrs    map[int]rdma.MR // registrations of the current epoch, by slot
 	conns  map[rdma.Conn]struct{}
 	closed bool
