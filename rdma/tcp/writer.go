@@ -311,9 +311,24 @@ func (c *conn) writeLoop() {
 				c.fail(lostErr(err))
 			}
 		case <-c.dead:
+			// Send what tells the peer why (an error frame), but no payload:
+			// fail has handed the callers' buffers back, and a read
+			// response's memory may be deregistered. Whole frames are
+			// dropped, so the stream stays parseable.
 			c.nc.SetWriteDeadline(time.Now().Add(lingerTimeout))
 			if batch := c.w.take(spare, true); batch != nil {
-				send(batch) // releases even when the write fails
+				keep := batch[:0]
+				for _, it := range batch {
+					if it.payload != nil {
+						if it.release != nil {
+							it.release()
+						}
+						continue
+					}
+					keep = append(keep, it)
+				}
+				clear(batch[len(keep):])
+				send(keep)
 			}
 			c.nc.Close()
 			return
