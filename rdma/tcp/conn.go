@@ -129,6 +129,9 @@ func (c *conn) fail(cause error) {
 	c.pending, c.posted, c.early = nil, nil, nil
 	c.pendMu.Unlock()
 	close(c.dead)
+	// A writer blocked on a peer that does not read must give up soon, so
+	// that the socket gets closed and Close returns.
+	c.nc.SetWriteDeadline(time.Now().Add(lingerTimeout))
 	opErr := cause
 	if !errors.Is(cause, rdma.ErrClosed) {
 		opErr = fmt.Errorf("%w: %w", rdma.ErrPoisoned, cause)

@@ -231,3 +231,61 @@ func TestSilentClientDoesNotBlockAccept(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPeerStopsReading: a peer that stops reading while large writes are
+// queued fills the socket; the writer gives up after AckTimeout and Close
+// returns promptly instead of waiting for the peer forever.
+func TestPeerStopsReading(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	frozen := make(chan net.Conn, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			frozen <- nil
+			return
+		}
+		cfg := rdma.LoopbackConfig(secret)
+		hs.Server(nc, cfg.Secret, hs.NewHello(rdma.ProviderTCP, caps, cfg))
+		frozen <- nc // never reads again
+	}()
+	cfg := rdma.LoopbackConfig(secret)
+	cfg.AckTimeout = 300 * time.Millisecond
+	p, err := Provider{}.NewPeer("", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c, err := p.Dial(context.Background(), ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nc := <-frozen; nc != nil {
+		defer nc.Close()
+	}
+	buf, _ := rdma.Alloc(4 << 20)
+	defer buf.Free()
+	mr, _ := p.Register(buf.Bytes(), rdma.UsageWriteSrc, nil)
+	d := rdma.Descriptor{Provider: rdma.ProviderTCP, Usage: rdma.UsageWriteDst, Len: 4 << 20, Key: 1}
+	var ops []*rdma.Op
+	for i := 0; i < 16; i++ { // 64 MiB: far more than the socket buffers
+		ops = append(ops, c.Write(d, 0, mr, 0, 4<<20))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, op := range ops {
+		if err := op.Wait(ctx); err == nil {
+			t.Fatal("a write to a peer that reads nothing succeeded")
+		} else if errors.Is(err, context.DeadlineExceeded) {
+			t.Fatal("writes hung on a peer that stopped reading")
+		}
+	}
+	start := time.Now()
+	c.Close()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("Close took %v", d)
+	}
+}

@@ -259,9 +259,10 @@ const lingerTimeout = time.Second
 // socket. Its watchdog fails the Conn when the peer stops answering.
 func (c *conn) writeLoop() {
 	var (
-		spare []item
-		hdrs  [][hdrSize]byte
-		bufs  net.Buffers
+		spare    []item
+		hdrs     [][hdrSize]byte
+		bufs     net.Buffers
+		stopping bool // the linger deadline is set
 	)
 	send := func(batch []item) error {
 		if cap(hdrs) < len(batch) {
@@ -281,6 +282,10 @@ func (c *conn) writeLoop() {
 			}
 		}
 		b := bufs // WriteTo consumes its receiver
+		if !stopping {
+			// A peer that takes nothing for AckTimeout is gone.
+			c.nc.SetWriteDeadline(time.Now().Add(c.p.cfg.AckTimeout))
+		}
 		_, err := b.WriteTo(c.nc)
 		for i := range batch {
 			if r := batch[i].release; r != nil {
@@ -315,6 +320,7 @@ func (c *conn) writeLoop() {
 			// fail has handed the callers' buffers back, and a read
 			// response's memory may be deregistered. Whole frames are
 			// dropped, so the stream stays parseable.
+			stopping = true
 			c.nc.SetWriteDeadline(time.Now().Add(lingerTimeout))
 			if batch := c.w.take(spare, true); batch != nil {
 				keep := batch[:0]
