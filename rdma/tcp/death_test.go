@@ -289,3 +289,71 @@ func TestPeerStopsReading(t *testing.T) {
 		t.Fatalf("Close took %v", d)
 	}
 }
+
+// TestTricklingWriter: a peer that starts a large write and then sends its
+// payload too slowly loses the connection after AckTimeout, which releases
+// the registration so that Deregister returns.
+func TestTricklingWriter(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cfg := rdma.LoopbackConfig(secret)
+	cfg.AckTimeout = 300 * time.Millisecond
+	slow, err := Provider{}.NewPeer("", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	ln, err := slow.Listen(ctx, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan rdma.Conn, 1)
+	go func() {
+		c, _ := ln.Accept(ctx)
+		accepted <- c
+	}()
+	nc, err := net.Dial("tcp", ln.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := hs.Client(nc, cfg.Secret, hs.NewHello(rdma.ProviderTCP, 0, cfg)); err != nil {
+		t.Fatal(err)
+	}
+	c := <-accepted
+	if c == nil {
+		t.Fatal("accept failed")
+	}
+	defer c.Close()
+	<-c.Events()
+	// Register on the slow peer's side and start a 4 KiB write with 3 bytes.
+	buf, _ := rdma.Alloc(8192)
+	defer buf.Free()
+	mr, err := slow.Register(buf.Bytes(), rdma.UsageWriteDst, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Write(frame(header{typ: frameWrite, id: 1, key: mr.Descriptor().Key, n: 4096}, 1, 2, 3))
+	done := make(chan error, 1)
+	go func() {
+		time.Sleep(50 * time.Millisecond) // the write is being served
+		done <- mr.Deregister()
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Deregister blocked behind a trickling writer")
+	}
+	select {
+	case ev := <-c.Events():
+		if ev.Kind != rdma.Lost {
+			t.Fatalf("event %v", ev.Kind)
+		}
+	case <-ctx.Done():
+		t.Fatal("no Lost event")
+	}
+}

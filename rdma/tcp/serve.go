@@ -152,8 +152,8 @@ func (c *conn) serve(h *header) error {
 	dst := m.mem[h.off : h.off+uint64(h.n)]
 	switch h.typ {
 	case frameWrite:
-		if _, err := io.ReadFull(c.br, dst); err != nil {
-			return lostErr(err)
+		if err := c.readPayload(dst); err != nil {
+			return err
 		}
 	case frameRead:
 		if c.w.queuedReadResps() >= c.remote.MaxInflight {
@@ -182,6 +182,23 @@ func (c *conn) serve(h *header) error {
 	return nil
 }
 
+// readPayload reads a request's payload into dst while the registration
+// (or a posted receive) is held. When it must wait for the socket, the
+// whole payload has to arrive within AckTimeout (plus a second per 64 MiB):
+// a peer trickling bytes must not hold the registration, and so
+// Deregister, forever.
+func (c *conn) readPayload(dst []byte) error {
+	if c.br.Buffered() < len(dst) {
+		allow := c.p.cfg.AckTimeout + time.Duration(len(dst)>>26)*time.Second
+		c.nc.SetReadDeadline(time.Now().Add(allow))
+		defer c.nc.SetReadDeadline(time.Time{})
+	}
+	if _, err := io.ReadFull(c.br, dst); err != nil {
+		return lostErr(err)
+	}
+	return nil
+}
+
 func (c *conn) serveSend(h *header) error {
 	if h.key != 0 || h.off != 0 {
 		return c.violate(h.id, codeProtocol, "send with key or offset")
@@ -200,9 +217,9 @@ func (c *conn) serveSend(h *header) error {
 			c.violate(h.id, codeRecvTooBig, "")
 			return err
 		}
-		if _, err := io.ReadFull(c.br, r.buf[:h.n]); err != nil {
-			r.complete(0, lostErr(err))
-			return lostErr(err)
+		if err := c.readPayload(r.buf[:h.n]); err != nil {
+			r.complete(0, err)
+			return err
 		}
 		r.complete(int(h.n), nil)
 		return nil
