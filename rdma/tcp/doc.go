@@ -74,7 +74,12 @@
 // (flush, atomic write, read, send) on an idle connection, and the ack of
 // such an op, are written by the goroutine that produced them with one
 // non-blocking writev instead of being handed to the writer goroutine;
-// what the socket does not take goes back to the head of the queue. The
-// writer's watchdog ends a Conn whose peer answered nothing for AckTimeout
-// while Ops were pending.
+// what the socket does not take goes back to the head of the queue.
+//
+// Timeouts (all AckTimeout): the writer's watchdog ends a Conn whose peer
+// answered nothing while Ops were pending; every vectored write must make
+// progress (a peer that stops reading); a request payload the reader must
+// wait for must arrive (a peer trickling bytes would otherwise hold a
+// registration, and Deregister, forever). After a failure the writer has
+// one second to send the error frame.
 package tcp
