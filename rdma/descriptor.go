@@ -143,3 +143,24 @@ func CheckLocal(mr MR, off, n int, need Usage) error {
 	}
 	return nil
 }
+
+// CheckFlush checks a Flush of [off, off+n) of d to t on a connection whose
+// peer declared remote, as librpma does: a persistence flush needs a target
+// that declared DirectWriteToPmem and a registration with
+// UsageFlushPersistence (else ErrPersistUnsupported). The errors do not
+// poison.
+func CheckFlush(d Descriptor, provider uint8, remote PeerInfo, off, n int, t FlushType) error {
+	need := UsageFlushVisibility
+	switch t {
+	case Visibility:
+	case Persistence:
+		need = UsageFlushPersistence
+		if !remote.DirectWriteToPmem || d.Usage&need == 0 {
+			return fmt.Errorf("%w: target declared direct write to pmem %v, registration usage %#x",
+				ErrPersistUnsupported, remote.DirectWriteToPmem, uint32(d.Usage))
+		}
+	default:
+		return fmt.Errorf("%w: flush type %v", ErrUsage, t)
+	}
+	return CheckRemote(d, provider, off, n, need)
+}

@@ -245,19 +245,7 @@ func (c *conn) AtomicWrite(dst rdma.Descriptor, dstOff int, v [8]byte) *rdma.Op 
 }
 
 func (c *conn) Flush(dst rdma.Descriptor, off, n int, t rdma.FlushType) *rdma.Op {
-	need := rdma.UsageFlushVisibility
-	switch t {
-	case rdma.Visibility:
-	case rdma.Persistence:
-		need = rdma.UsageFlushPersistence
-		if !c.remote.DirectWriteToPmem || dst.Usage&need == 0 {
-			return rdma.FailedOp(rdma.OpFlush, fmt.Errorf("%w: target declared direct write to pmem %v, registration usage %#x",
-				rdma.ErrPersistUnsupported, c.remote.DirectWriteToPmem, uint32(dst.Usage)))
-		}
-	default:
-		return rdma.FailedOp(rdma.OpFlush, fmt.Errorf("%w: flush type %v", rdma.ErrUsage, t))
-	}
-	if err := rdma.CheckRemote(dst, rdma.ProviderTCP, off, n, need); err != nil {
+	if err := rdma.CheckFlush(dst, rdma.ProviderTCP, c.remote, off, n, t); err != nil {
 		return rdma.FailedOp(rdma.OpFlush, err)
 	}
 	if n > c.p.cfg.MaxTransfer {

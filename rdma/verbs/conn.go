@@ -619,20 +619,12 @@ const (
 )
 
 func (c *conn) Flush(dst rdma.Descriptor, off, n int, t rdma.FlushType) *rdma.Op {
-	need, ft := rdma.UsageFlushVisibility, flushGlobal
-	switch t {
-	case rdma.Visibility:
-	case rdma.Persistence:
-		need, ft = rdma.UsageFlushPersistence, flushPersistent
-		if !c.remote.DirectWriteToPmem || dst.Usage&need == 0 {
-			return rdma.FailedOp(rdma.OpFlush, fmt.Errorf("%w: target declared direct write to pmem %v, registration usage %#x",
-				rdma.ErrPersistUnsupported, c.remote.DirectWriteToPmem, uint32(dst.Usage)))
-		}
-	default:
-		return rdma.FailedOp(rdma.OpFlush, fmt.Errorf("%w: flush type %v", rdma.ErrUsage, t))
-	}
-	if err := rdma.CheckRemote(dst, rdma.ProviderVerbs, off, n, need); err != nil {
+	if err := rdma.CheckFlush(dst, rdma.ProviderVerbs, c.remote, off, n, t); err != nil {
 		return rdma.FailedOp(rdma.OpFlush, err)
+	}
+	ft := flushGlobal
+	if t == rdma.Persistence {
+		ft = flushPersistent
 	}
 	if c.nativeFl && c.remote.Caps&rdma.CapNativeFlush != 0 {
 		return c.post(rdma.OpFlush, true, func(w *C.struct_rp_wr) {
