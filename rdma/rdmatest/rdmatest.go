@@ -189,6 +189,7 @@ func Run(t *testing.T, p rdma.Provider, addr string) {
 		{"AccessSwitch", testAccessSwitch},
 		{"DenyOnAccept", testDenyOnAccept},
 		{"ManyInFlight", testManyInFlight},
+		{"MixedConcurrent", testMixedConcurrent},
 		{"CompletionQueue", testCQ},
 		{"SendRecv", testSendRecv},
 		{"MessagesBothWays", testMessagesBothWays},
