@@ -145,6 +145,7 @@ func (p *peer) newConn(ch *C.struct_rdma_event_channel, id *C.struct_rdma_cm_id)
 		}
 	}
 	if err != nil {
+		c.id, c.ch = nil, nil // the caller still owns and destroys them
 		c.destroy()
 		return nil, err
 	}
@@ -158,7 +159,8 @@ func cbool(b bool) C.int {
 	return 0
 }
 
-// destroy frees every resource; the poller must not run.
+// destroy frees every resource, the cm id and event channel included
+// unless detached (nil); the poller must not run.
 func (c *conn) destroy() {
 	if c.rc != nil {
 		C.rp_conn_free(c.rc)
