@@ -44,7 +44,8 @@
 // stopped by Close: it sleeps in poll(2) on the completion channel's and
 // the connection event channel's file descriptors and on an eventfd that
 // Close writes to wake it, drains the completion queue in batches of 32
-// with one cgo call, and completes Ops. A Listener's Accept polls its event
-// channel in the caller's goroutine.
+// with one cgo call, and completes Ops. Each Listener owns an accept loop
+// (polling its event channel every 100 ms so that Close is noticed) and one
+// goroutine per handshake in progress, at most 64.
 // Posting happens in the caller's goroutine, one cgo call per operation.
 package verbs

@@ -224,14 +224,30 @@ func (p *peer) track(c *conn) error {
 	return nil
 }
 
-type listener struct {
-	p    *peer
-	ch   *C.struct_rdma_event_channel
-	id   *C.struct_rdma_cm_id
-	addr string
+// maxHandshakes bounds the handshakes a listener runs at once, and the
+// connections it holds for Accept.
+const maxHandshakes = 64
 
-	mu     sync.Mutex // serialises Accept and Close
-	closed bool
+// listener owns an accept-loop goroutine, which takes connection requests
+// off the event channel, and one goroutine per handshake in progress (at
+// most maxHandshakes), so that a silent client delays no one but itself.
+// Close stops them and waits before it frees the cm id and channel.
+type listener struct {
+	p      *peer
+	ch     *C.struct_rdma_event_channel
+	id     *C.struct_rdma_cm_id
+	addr   string
+	ready  chan accepted
+	slots  chan struct{}
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+type accepted struct {
+	c   rdma.Conn
+	err error
 }
 
 var _ rdma.Listener = (*listener)(nil)
@@ -241,7 +257,7 @@ func (p *peer) Listen(ctx context.Context, addr string) (rdma.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &listener{p: p, ch: ch}
+	l := &listener{p: p, ch: ch, ready: make(chan accepted, maxHandshakes), slots: make(chan struct{}, maxHandshakes)}
 	fail := func(err error) (rdma.Listener, error) {
 		if l.id != nil {
 			C.rdma_destroy_id(l.id)
@@ -265,56 +281,87 @@ func (p *peer) Listen(ctx context.Context, addr string) (rdma.Listener, error) {
 	}
 	host, _, _ := net.SplitHostPort(addr)
 	l.addr = net.JoinHostPort(host, portOf(l.id))
+	l.ctx, l.cancel = context.WithCancel(context.Background())
 	p.mu.Lock()
 	p.lns[l] = struct{}{}
 	p.mu.Unlock()
+	l.wg.Add(1)
+	go func() { defer l.wg.Done(); l.acceptLoop() }()
 	return l, nil
 }
 
 func (l *listener) Addr() string { return l.addr }
 
-func (l *listener) Close() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return nil
+func (l *listener) acceptLoop() {
+	for {
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.ctx.Done():
+			return
+		}
+		var child *C.struct_rdma_cm_id
+		for child == nil {
+			ev, err := waitEvent(l.ctx, l.ch) // polls, so that cancel is seen
+			if err != nil {
+				<-l.slots
+				return
+			}
+			if ev.typ == C.RDMA_CM_EVENT_CONNECT_REQUEST {
+				child = ev.id
+			}
+		}
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			c, err := l.p.accept(l.ctx, child)
+			select {
+			case l.ready <- accepted{c, err}:
+			case <-l.ctx.Done():
+				if c != nil {
+					c.Close()
+				}
+				<-l.slots
+			}
+		}()
 	}
-	l.closed = true
-	l.p.mu.Lock()
-	delete(l.p.lns, l)
-	l.p.mu.Unlock()
-	C.rdma_destroy_id(l.id)
-	C.rdma_destroy_event_channel(l.ch)
-	return nil
 }
 
-// Accept implements rdma.Listener.
+// Accept implements rdma.Listener: the next connection whose handshake
+// finished, or the next handshake failure.
 func (l *listener) Accept(ctx context.Context) (rdma.Conn, error) {
-	var child *C.struct_rdma_cm_id
-	for child == nil {
-		l.mu.Lock()
-		if l.closed {
-			l.mu.Unlock()
-			return nil, rdma.ErrClosed
-		}
-		// Poll briefly with the lock held so Close cannot free the channel
-		// under us.
-		pctx, cancel := context.WithTimeout(ctx, 100e6)
-		ev, err := waitEvent(pctx, l.ch)
-		cancel()
-		l.mu.Unlock()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			if pctx.Err() != nil {
-				continue
-			}
-			return nil, err
-		}
-		if ev.typ == C.RDMA_CM_EVENT_CONNECT_REQUEST {
-			child = ev.id
-		}
+	select {
+	case a := <-l.ready:
+		<-l.slots
+		return a.c, a.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-l.ctx.Done():
+		return nil, rdma.ErrClosed
 	}
-	return l.p.accept(ctx, child)
+}
+
+// Close stops accepting, closes the connections not yet returned by Accept
+// and waits for the listener's goroutines. Accepted Conns stay open.
+func (l *listener) Close() error {
+	l.once.Do(func() {
+		l.p.mu.Lock()
+		delete(l.p.lns, l)
+		l.p.mu.Unlock()
+		l.cancel()
+		l.wg.Wait()
+		for {
+			select {
+			case a := <-l.ready:
+				if a.c != nil {
+					a.c.Close()
+				}
+				continue
+			default:
+			}
+			break
+		}
+		C.rdma_destroy_id(l.id)
+		C.rdma_destroy_event_channel(l.ch)
+	})
+	return nil
 }
