@@ -4,7 +4,7 @@ GO      ?= go
 PKGS    := ./...
 BIN     := bin
 
-.PHONY: all deps build demo test lint unit build-variants bench fuzz clean
+.PHONY: all deps build demo test lint unit build-variants bench fuzz clean proto test-softroce
 
 all: build
 
@@ -27,13 +27,18 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt needs to run on:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags verbs $(PKGS)
+	$(GO) vet -tags "$$(scripts/verbs-tags.sh)" ./rdma/verbs/
+	@scripts/proto.sh && git diff --exit-code -- '*.pb.go' >/dev/null || \
+	  { echo "generated protobuf code is stale: run make proto and commit"; exit 1; }
 
 build-variants:
 	CGO_ENABLED=0 $(GO) build $(PKGS)
 	$(GO) build -tags verbs $(PKGS)
+	$(GO) build -tags "$$(scripts/verbs-tags.sh)" $(PKGS)
 
 unit:
 	$(GO) test -race -count=1 -timeout 12m $(PKGS)
+	$(GO) test -race -count=1 -tags "$$(scripts/verbs-tags.sh)" ./rdma/verbs/
 
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 1s $(PKGS)
@@ -42,6 +47,15 @@ bench: deps
 FUZZTIME ?= 30s
 fuzz: deps
 	@scripts/fuzz.sh $(FUZZTIME)
+
+# The rdma conformance suite over the verbs provider on a SoftRoCE device
+# (needs root and a kernel with rdma_rxe; fails saying so elsewhere).
+test-softroce: deps
+	@scripts/softroce.sh
+
+# Regenerate the committed protobuf code with the pinned protoc-gen-go.
+proto: deps
+	@scripts/proto.sh
 
 clean:
 	rm -rf $(BIN)

@@ -23,3 +23,12 @@ if ! command -v go >/dev/null 2>&1; then
 	exit 1
 fi
 go mod download
+
+# Pinned Go tools. protoc-gen-go matches the google.golang.org/protobuf
+# version in go.mod; generated code is committed (make proto regenerates).
+PROTOC_GEN_GO_VERSION=v1.36.11
+gobin="$(go env GOPATH)/bin"
+if [ "$("$gobin/protoc-gen-go" --version 2>/dev/null | awk '{print $2}')" != "$PROTOC_GEN_GO_VERSION" ]; then
+	echo "deps: installing protoc-gen-go $PROTOC_GEN_GO_VERSION"
+	go install "google.golang.org/protobuf/cmd/protoc-gen-go@$PROTOC_GEN_GO_VERSION"
+fi

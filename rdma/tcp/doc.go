@@ -1,0 +1,85 @@
+// Package tcp is the pure-Go rdma provider: a faithful software emulation
+// of one-sided RDMA over one TCP connection per rdma.Conn. It is the default
+// wherever no RDMA device exists.
+//
+// Emulation, not approximation: the target side of every Conn checks each
+// request's key, usage bits and bounds against its Peer's registrations and,
+// on any violation, sends an error frame and tears the connection down (the
+// initiator's Conn is poisoned, as a reliable-connected queue pair goes to
+// the error state). Payload bytes of a Write go from the socket straight
+// into the registered memory (io.ReadFull into the registered slice, after
+// the bounds check; only what the 64 KiB read buffer already holds is
+// copied from it). A persistence Flush is acknowledged only after the
+// target called the registration's Persister on the range. Requests are
+// executed in arrival order by one goroutine, which gives the ordering
+// rdma promises: a Flush or AtomicWrite follows every earlier Write.
+//
+// # Frames (protocol version 1)
+//
+// After the handshake (package rdma/internal/hs) both directions carry
+// frames. Every frame starts with a 32-byte header, integers little-endian:
+//
+//	off size field
+//	0   1    type
+//	1   1    arg: FlushType for flush, error code for error, else 0
+//	2   2    reserved, zero
+//	4   4    n: length of the operation (write, read, flush, send, read
+//	         response); 8 for atomic write; 0 for ack and error
+//	8   8    id: the request's sequence number (each side numbers its own
+//	         requests 1, 2, 3, ... with no gap); for ack, the highest id
+//	         done; for read response and error, the request's id
+//	16  8    key of the target registration (requests), else 0
+//	24  8    offset in the target registration (requests), else 0
+//
+// and is followed by a payload of n bytes for write, send and read
+// response, and of 8 bytes for atomic write; other frames have none.
+//
+//	type  name           direction            meaning
+//	1     write          initiator -> target  store payload at key+offset
+//	2     read           initiator -> target  send n bytes at key+offset back
+//	3     flush          initiator -> target  make [offset, offset+n) visible (arg 1) or persistent (arg 2)
+//	4     atomic write   initiator -> target  one 8-byte store at key+offset (offset 8-aligned)
+//	5     send           initiator -> target  a message for the next posted Recv
+//	16    ack            target -> initiator  every request with id <= this id is done
+//	17    read response  target -> initiator  the data of read id (and ack of every earlier id)
+//	18    error          target -> initiator  request id was rejected (arg: code); the target closes next
+//
+// A receiver validates every field before it acts: unknown types, non-zero
+// reserved bytes, ids out of sequence, lengths beyond the registration,
+// MaxTransfer or MaxMessage, acks for requests never sent, and read responses
+// of the wrong length are protocol violations that end the connection. No
+// length from the peer sizes an allocation except a send payload, which is
+// bounded by MaxMessage and RecvQueue.
+//
+// This format must never change; a new one gets a new rdma.ProtocolVersion.
+//
+// # Goroutines
+//
+// Each Listener owns an accept loop and one goroutine per handshake in
+// progress (at most 64); Close cancels them and waits.
+//
+// Each Conn owns two, started by newConn and stopped by Close or by the
+// first failure (fail closes the socket; Close waits for both):
+//   - the reader executes the peer's requests and completes this side's
+//     Ops from the peer's responses;
+//   - the writer coalesces every queued frame (requests posted by callers,
+//     acks and read responses from the reader) into one vectored write
+//     (net.Buffers, writev), so many small operations share a syscall.
+//
+// Acks are cumulative and coalesced: the reader acknowledges only when it
+// has no further complete request header buffered, so a burst of writes and
+// the flush behind it cost one ack.
+//
+// Latency path: when no one is sending, the op that ends a run of writes
+// (flush, atomic write, read, send) on an idle connection, and the ack of
+// such an op, are written by the goroutine that produced them with one
+// non-blocking writev instead of being handed to the writer goroutine;
+// what the socket does not take goes back to the head of the queue.
+//
+// Timeouts (all AckTimeout): the writer's watchdog ends a Conn whose peer
+// answered nothing while Ops were pending; every vectored write must make
+// progress (a peer that stops reading); a request payload the reader must
+// wait for must arrive (a peer trickling bytes would otherwise hold a
+// registration, and Deregister, forever). After a failure the writer has
+// one second to send the error frame.
+package tcp

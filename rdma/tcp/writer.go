@@ -1,0 +1,343 @@
+package tcp
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/rpstream/rpstream/rdma"
+)
+
+// item is one frame to send.
+type item struct {
+	h       header
+	payload []byte
+	raw     []byte // if set, already-encoded bytes (the unsent tail of a direct write), sent instead of h and payload
+	release func() // called once the frame is written or dropped
+}
+
+func (it *item) size() int {
+	if it.raw != nil {
+		return len(it.raw)
+	}
+	return hdrSize + len(it.payload)
+}
+
+// writer is the queue between the goroutines that produce frames and the
+// ones that send them. Exactly one goroutine at a time sends (busy): the
+// writer goroutine, or a producer doing a direct write (tryDirect). Whoever
+// clears busy re-signals the writer goroutine if frames are queued, so no
+// frame is left behind.
+type writer struct {
+	mu        sync.Mutex // guards the fields below
+	items     []item
+	readResps int           // read responses queued (bounded by the peer's in-flight limit)
+	stopped   bool          // the writer goroutine has exited: push releases at once
+	busy      bool          // a goroutine is sending; only it may write to the socket
+	wake      chan struct{} // one token while items may be non-empty
+
+	// Used only by the holder of busy in tryDirect.
+	direct     []item
+	directHdrs [][hdrSize]byte
+	directIov  [][]byte
+	rc         syscall.RawConn
+}
+
+// directMax bounds a direct write: bigger batches go to the writer
+// goroutine, which may block on a full socket.
+const directMax = 16 << 10
+
+func (w *writer) init(nc net.Conn) {
+	w.wake = make(chan struct{}, 1)
+	if sc, ok := nc.(syscall.Conn); ok {
+		w.rc, _ = sc.SyscallConn()
+	}
+}
+
+func (w *writer) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// enqueue queues it without waking anyone; the caller then calls kick.
+func (w *writer) enqueue(it item) {
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		if it.release != nil {
+			it.release()
+		}
+		return
+	}
+	w.items = append(w.items, it)
+	if it.h.typ == frameReadResp {
+		w.readResps++
+	}
+	w.mu.Unlock()
+}
+
+// push queues it for the writer goroutine.
+func (w *writer) push(it item) {
+	w.enqueue(it)
+	w.signal()
+}
+
+// enqueueAck queues an ack of id, merging it into a queued ack that
+// nothing follows (acks are cumulative). The caller then calls kick.
+func (w *writer) enqueueAck(id uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return
+	}
+	if n := len(w.items); n > 0 && w.items[n-1].h.typ == frameAck && w.items[n-1].raw == nil {
+		w.items[n-1].h.id = id
+		return
+	}
+	w.items = append(w.items, item{h: header{typ: frameAck, id: id}})
+}
+
+// kick gets what is queued on its way: written at once by the calling
+// goroutine when no one is sending and the batch is small (saving the
+// hand-off to the writer goroutine on the latency path), else by the
+// writer goroutine.
+func (w *writer) kick() {
+	if !w.tryDirect() {
+		w.signal()
+	}
+}
+
+// tryDirect writes the queued frames with one non-blocking writev if no
+// one is sending and they are few and small. What the socket does not take
+// is put back at the head of the queue for the writer goroutine. It
+// returns false when the writer goroutine must be woken instead.
+func (w *writer) tryDirect() bool {
+	if w.rc == nil {
+		return false
+	}
+	w.mu.Lock()
+	if w.stopped || w.busy || len(w.items) == 0 {
+		w.mu.Unlock()
+		return true // the sender, if any, re-checks the queue when it is done
+	}
+	total := 0
+	for i := range w.items {
+		if w.items[i].release != nil {
+			w.mu.Unlock()
+			return false
+		}
+		total += w.items[i].size()
+	}
+	if total > directMax || len(w.items) > 64 {
+		w.mu.Unlock()
+		return false
+	}
+	w.busy = true
+	batch := append(w.direct[:0], w.items...)
+	clear(w.items)
+	w.items = w.items[:0]
+	w.mu.Unlock()
+
+	if cap(w.directHdrs) < len(batch) {
+		w.directHdrs = make([][hdrSize]byte, len(batch))
+	}
+	hdrs := w.directHdrs[:len(batch)]
+	iov := w.directIov[:0]
+	for i := range batch {
+		if batch[i].raw != nil {
+			iov = append(iov, batch[i].raw)
+			continue
+		}
+		batch[i].h.put(&hdrs[i])
+		iov = append(iov, hdrs[i][:])
+		if len(batch[i].payload) > 0 {
+			iov = append(iov, batch[i].payload)
+		}
+	}
+	var (
+		n    int
+		werr error
+	)
+	w.rc.Write(func(fd uintptr) bool {
+		n, werr = unix.Writev(int(fd), iov)
+		return true // never wait: the writer goroutine does the waiting
+	})
+	if werr != nil {
+		n = 0 // EAGAIN, or a broken socket the writer goroutine will report
+	}
+	var rest []byte
+	if n < total {
+		rest = make([]byte, 0, total-n)
+		skip := n
+		for _, b := range iov {
+			if skip >= len(b) {
+				skip -= len(b)
+				continue
+			}
+			rest = append(rest, b[skip:]...)
+			skip = 0
+		}
+	}
+	clear(batch)
+	clear(iov)
+	w.direct, w.directIov = batch[:0], iov[:0]
+	w.mu.Lock()
+	if rest != nil {
+		w.items = append(w.items, item{})
+		copy(w.items[1:], w.items)
+		w.items[0] = item{raw: rest}
+	}
+	w.busy = false
+	more := len(w.items) > 0
+	w.mu.Unlock()
+	if more {
+		w.signal()
+	}
+	return true
+}
+
+func (w *writer) queuedReadResps() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.readResps
+}
+
+// take returns the queued frames for the writer goroutine, marking it
+// busy, or nil when another goroutine is sending or nothing is queued.
+// With stop, the writer stops for good (it first waits for a direct
+// writer, which never blocks, to finish).
+func (w *writer) take(spare []item, stop bool) []item {
+	for {
+		w.mu.Lock()
+		if !w.busy {
+			break
+		}
+		w.mu.Unlock()
+		if !stop {
+			return nil
+		}
+		runtime.Gosched()
+	}
+	defer w.mu.Unlock()
+	w.stopped = w.stopped || stop
+	if len(w.items) == 0 {
+		return nil
+	}
+	w.busy = true
+	batch := w.items
+	w.items = spare[:0]
+	w.readResps = 0
+	return batch
+}
+
+// done ends the writer goroutine's turn as the sender.
+func (w *writer) done() {
+	w.mu.Lock()
+	w.busy = false
+	more := len(w.items) > 0
+	w.mu.Unlock()
+	if more {
+		w.signal()
+	}
+}
+
+// lingerTimeout bounds the last write of an error frame to a peer that
+// does not read.
+const lingerTimeout = time.Second
+
+// writeLoop is the writer goroutine: it sends every queued frame in one
+// vectored write per batch until the Conn fails, then sends what is still
+// queued (an error frame for the peer) within lingerTimeout and closes the
+// socket. Its watchdog fails the Conn when the peer stops answering.
+func (c *conn) writeLoop() {
+	var (
+		spare    []item
+		hdrs     [][hdrSize]byte
+		bufs     net.Buffers
+		stopping bool // the linger deadline is set
+	)
+	send := func(batch []item) error {
+		if cap(hdrs) < len(batch) {
+			hdrs = make([][hdrSize]byte, len(batch))
+		}
+		hdrs = hdrs[:len(batch)]
+		bufs = bufs[:0]
+		for i := range batch {
+			if batch[i].raw != nil {
+				bufs = append(bufs, batch[i].raw)
+				continue
+			}
+			batch[i].h.put(&hdrs[i])
+			bufs = append(bufs, hdrs[i][:])
+			if len(batch[i].payload) > 0 {
+				bufs = append(bufs, batch[i].payload)
+			}
+		}
+		b := bufs // WriteTo consumes its receiver
+		if !stopping {
+			// A peer that takes nothing for AckTimeout is gone.
+			c.nc.SetWriteDeadline(time.Now().Add(c.p.cfg.AckTimeout))
+		}
+		_, err := b.WriteTo(c.nc)
+		for i := range batch {
+			if r := batch[i].release; r != nil {
+				r()
+			}
+			batch[i] = item{}
+		}
+		clear(bufs)
+		return err
+	}
+	watchdog := time.NewTicker(max(c.p.cfg.AckTimeout/4, time.Millisecond))
+	defer watchdog.Stop()
+	for {
+		select {
+		case now := <-watchdog.C:
+			if c.stalled(now) {
+				c.fail(fmt.Errorf("%w: no response from the peer in %v", rdma.ErrConnLost, c.p.cfg.AckTimeout))
+			}
+		case <-c.w.wake:
+			batch := c.w.take(spare, false)
+			if batch == nil {
+				continue
+			}
+			err := send(batch)
+			spare = batch
+			c.w.done()
+			if err != nil && !errors.Is(err, net.ErrClosed) {
+				c.fail(lostErr(err))
+			}
+		case <-c.dead:
+			// Send what tells the peer why (an error frame), but no payload:
+			// fail has handed the callers' buffers back, and a read
+			// response's memory may be deregistered. Whole frames are
+			// dropped, so the stream stays parseable.
+			stopping = true
+			c.nc.SetWriteDeadline(time.Now().Add(lingerTimeout))
+			if batch := c.w.take(spare, true); batch != nil {
+				keep := batch[:0]
+				for _, it := range batch {
+					if it.payload != nil {
+						if it.release != nil {
+							it.release()
+						}
+						continue
+					}
+					keep = append(keep, it)
+				}
+				clear(batch[len(keep):])
+				send(keep)
+			}
+			c.nc.Close()
+			return
+		}
+	}
+}
