@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"runtime"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // cpuEngine runs requests on a bounded pool of worker goroutines fed by one
@@ -21,6 +24,7 @@ type cpuEngine struct {
 	nWorkers    int
 	inlineBelow int
 	inlineWhy   string
+	pieces      int // a large request is split into this many pieces
 	why         string
 }
 
@@ -40,6 +44,10 @@ func newCPU(cfg *Config, why string) *cpuEngine {
 		why:      why,
 	}
 	e.gate.init()
+	e.pieces = runtime.GOMAXPROCS(0)
+	if e.pieces > e.nWorkers+1 {
+		e.pieces = e.nWorkers + 1
+	}
 	switch {
 	case cfg.InlineBelow < 0:
 		e.inlineBelow, e.inlineWhy = 0, "never inline (configured)"
@@ -55,12 +63,39 @@ func newCPU(cfg *Config, why string) *cpuEngine {
 	return e
 }
 
+// work runs tasks until the queue is closed and drained. After a task it
+// polls the queue for up to spinFor before parking, because a parked
+// goroutine takes microseconds to wake on another core, which is the whole
+// gain on a request of a few tens of kilobytes; the spin is bounded so an
+// idle engine costs nothing.
 func (e *cpuEngine) work() {
 	defer e.workers.Done()
-	for t := range e.queue {
+	for {
+		t, ok := <-e.queue
+		if !ok {
+			return
+		}
 		t.run()
+	spin:
+		for deadline := time.Now().Add(spinFor); ; {
+			select {
+			case t, ok := <-e.queue:
+				if !ok {
+					return
+				}
+				t.run()
+				deadline = time.Now().Add(spinFor)
+			default:
+				if time.Now().After(deadline) {
+					break spin
+				}
+				runtime.Gosched()
+			}
+		}
 	}
 }
+
+const spinFor = 20 * time.Microsecond
 
 func (t *cpuTask) run() {
 	if t.batch == nil {
@@ -99,12 +134,69 @@ func (e *cpuEngine) Submit(ctx context.Context, r Request, c Completer) error {
 		return ErrClosed
 	}
 	defer e.gate.exit()
-	if r.Len() < e.inlineBelow {
+	n := r.Len()
+	if n < e.inlineBelow {
 		execCPU(&r)
 		c.Complete(r.Tag, nil)
 		return nil
 	}
+	if e.inlineBelow > 0 && e.pieces > 1 && n >= 2*pieceMin && (r.Kind != KindMove || !overlap(r.Dst[:n], r.Src)) {
+		e.split(&r, c)
+		return nil
+	}
 	return e.enqueue(ctx, cpuTask{it: batchItem{r, c}})
+}
+
+// pieceMin is the smallest piece a request is split into.
+const pieceMin = 16 << 10
+
+// split cuts a large request into pieces that run at once: all but one on
+// workers, the last on the caller, who would otherwise sit waiting (with
+// one operation in flight) or whose core would be idle (with many). A piece
+// that finds the queue full runs on the caller too, which is the
+// back-pressure. Each piece flushes and fences its own range; the request
+// completes when the last piece does.
+func (e *cpuEngine) split(r *Request, c Completer) {
+	n := r.Len()
+	k := e.pieces
+	if k > n/pieceMin {
+		k = n / pieceMin
+	}
+	s := &splitDone{c: c, tag: r.Tag}
+	s.left.Store(int32(k))
+	size := (n/k + 63) &^ 63
+	for i := 0; i < k; i++ {
+		lo, hi := i*size, (i+1)*size
+		if hi > n || i == k-1 {
+			hi = n
+		}
+		p := Request{Kind: r.Kind, Dst: r.Dst[lo:hi], Value: r.Value, Flags: r.Flags}
+		if r.Src != nil {
+			p.Src = r.Src[lo:hi]
+		}
+		if i < k-1 {
+			select {
+			case e.queue <- cpuTask{it: batchItem{p, s}}:
+				continue
+			default:
+			}
+		}
+		execCPU(&p)
+		s.Complete(0, nil)
+	}
+}
+
+// splitDone completes a split request when its last piece completes.
+type splitDone struct {
+	left atomic.Int32
+	c    Completer
+	tag  uint64
+}
+
+func (s *splitDone) Complete(uint64, error) {
+	if s.left.Add(-1) == 0 {
+		s.c.Complete(s.tag, nil)
+	}
 }
 
 func (e *cpuEngine) SubmitBatch(ctx context.Context, b *Batch) error {
@@ -137,6 +229,9 @@ func (e *cpuEngine) Describe() string {
 	inl := fmt.Sprintf("inline below %d B (%s)", e.inlineBelow, e.inlineWhy)
 	if e.inlineBelow == math.MaxInt {
 		inl = "always inline (" + e.inlineWhy + ")"
+	}
+	if e.inlineBelow > 0 && e.pieces > 1 {
+		inl += fmt.Sprintf(", larger ones split in %d pieces (the caller runs one)", e.pieces)
 	}
 	return fmt.Sprintf("cpu: %d workers, queue of %d, %s; %s", e.nWorkers, cap(e.queue), inl, e.why)
 }

@@ -1,0 +1,105 @@
+package mover
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/rpstream/rpstream/pmem"
+)
+
+// benchSizes run from one cache line to 1 MiB.
+var benchSizes = []int{64, 256, 1 << 10, 4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20}
+
+// slots is the number of destination slots, and the most operations kept
+// in flight, as local/'s asynchronous append does.
+const slots = 64
+
+// benchMemory maps a tmpfs file treated as persistent memory
+// (RPSTREAM_PMEM_FORCE=1: cache flushes, no msync), the stand-in for real
+// pmem speed on machines without it.
+func benchMemory(b *testing.B, size int) []byte {
+	b.Helper()
+	dir := "/dev/shm"
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		dir = b.TempDir()
+	}
+	path := filepath.Join(dir, fmt.Sprintf("rpstream-mover-bench-%d", os.Getpid()))
+	os.Remove(path)
+	b.Setenv("RPSTREAM_PMEM_FORCE", "1")
+	m, err := pmem.Create(path, size, pmem.Options{Reserve: size})
+	if err != nil {
+		b.Fatal(err)
+	}
+	os.Remove(path) // the mapping keeps it
+	b.Cleanup(func() { m.Close() })
+	buf := m.Bytes()
+	for i := 0; i < len(buf); i += 4096 { // prefault
+		buf[i] = 0
+	}
+	return buf
+}
+
+// semaphore is a Completer that frees an in-flight slot: the cheap way to
+// keep N operations in flight from one goroutine.
+type semaphore chan struct{}
+
+func (s semaphore) Complete(uint64, error) { <-s }
+
+// BenchmarkCopyDurable copies size bytes with the Durable flag into a
+// tmpfs-backed pmem mapping, per engine, one operation at a time
+// (inflight=1, Op handles) and with 64 in flight (Submit + Completer).
+func BenchmarkCopyDurable(b *testing.B) {
+	for _, inflight := range []int{1, slots} {
+		for _, size := range benchSizes {
+			for _, eng := range []Engine{EngineSync, EngineCPU} {
+				b.Run(fmt.Sprintf("inflight=%d/size=%d/%s", inflight, size, eng), func(b *testing.B) {
+					benchCopy(b, eng, size, inflight)
+				})
+			}
+		}
+	}
+}
+
+func benchCopy(b *testing.B, eng Engine, size, inflight int) {
+	m, err := New(Config{Engine: eng})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	n := inflight
+	if n > 1 && size >= 256<<10 {
+		n = 16 // keeps the mapping small; still enough to fill both cores
+	}
+	dst := benchMemory(b, n*size)
+	src := make([]byte, size)
+	for i := range src {
+		src[i] = byte(i)
+	}
+	ctx := context.Background()
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	if inflight == 1 {
+		for i := 0; i < b.N; i++ {
+			if err := Copy(ctx, m, dst[:size], src, Durable).Wait(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return
+	}
+	sem := make(semaphore, n)
+	for i := 0; i < b.N; i++ {
+		sem <- struct{}{}
+		k := i % n
+		r := Request{Kind: KindCopy, Dst: dst[k*size : (k+1)*size], Src: src, Flags: Durable, Tag: uint64(i)}
+		if err := m.Submit(ctx, r, sem); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := 0; i < n; i++ { // wait for the last ones
+		sem <- struct{}{}
+	}
+}
