@@ -103,3 +103,66 @@ func benchCopy(b *testing.B, eng Engine, size, inflight int) {
 		sem <- struct{}{}
 	}
 }
+
+// BenchmarkSubmitOverhead is the cost per operation of the API itself, on
+// 64-byte copies with 64 in flight: Submit with a Completer (the path for
+// local/'s asynchronous appends) against Op handles, per engine. dsa runs
+// on the device model (write() into a pipe, or MOVDIR64B into a polled
+// page), so its figure is the engine's software cost plus the model's, not
+// the device's.
+func BenchmarkSubmitOverhead(b *testing.B) {
+	engines := []string{"sync", "cpu", "dsa-model-write", "dsa-model-portal"}
+	for _, name := range engines {
+		for _, api := range []string{"completer", "handle"} {
+			b.Run(name+"/"+api, func(b *testing.B) {
+				var m Mover
+				switch name {
+				case "sync", "cpu":
+					var err error
+					if m, err = New(Config{Engine: Engine(name), InlineBelow: -1}); err != nil {
+						b.Fatal(err)
+					}
+					defer m.Close()
+				default:
+					m, _ = newModelEngine(b, fullModel, name[len("dsa-model-"):], DSAConfig{})
+				}
+				benchOverhead(b, m, api == "handle")
+			})
+		}
+	}
+}
+
+func benchOverhead(b *testing.B, m Mover, handles bool) {
+	const size = 64
+	dst, src := make([]byte, slots*size), make([]byte, size)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	if handles {
+		ops := make([]*Op, slots)
+		for i := 0; i < b.N; i++ {
+			k := i % slots
+			if ops[k] != nil {
+				ops[k].Wait(ctx)
+			}
+			ops[k] = Copy(ctx, m, dst[k*size:(k+1)*size], src, 0)
+		}
+		for _, o := range ops {
+			if o != nil {
+				o.Wait(ctx)
+			}
+		}
+		return
+	}
+	sem := make(semaphore, slots)
+	for i := 0; i < b.N; i++ {
+		sem <- struct{}{}
+		k := i % slots
+		if err := m.Submit(ctx, Request{Kind: KindCopy, Dst: dst[k*size : (k+1)*size], Src: src, Tag: uint64(i)}, sem); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := 0; i < slots; i++ {
+		sem <- struct{}{}
+	}
+}

@@ -52,7 +52,8 @@ type dsaEngine struct {
 	bfree   chan int32 // free descriptor lists
 	batchMu sync.Mutex // one batch at a time gathers several slots
 
-	subMu sync.Mutex // serialises sub.submit
+	subMu  sync.Mutex // serialises sub.submit
+	subBuf descriptor // guarded by subMu: what sub.submit reads
 
 	inflight   atomic.Int64 // slots taken
 	kick       chan struct{}
@@ -236,7 +237,8 @@ func (e *dsaEngine) submitDesc(d *descriptor) error {
 	var bo backoff
 	for i := 0; ; i++ {
 		e.subMu.Lock()
-		err := e.sub.submit(d)
+		e.subBuf = *d // so that d, on the caller's stack, does not escape
+		err := e.sub.submit(&e.subBuf)
 		e.subMu.Unlock()
 		if err == nil {
 			e.stats.descs.Add(1)
@@ -301,14 +303,29 @@ func (e *dsaEngine) slotDone(s int32, failAt int, err error) {
 		}
 		op.mu.Unlock()
 	}
-	if op.left.Add(-1) == 0 {
-		var err error
-		if op.err != nil {
-			err = &PartialError{Kind: op.r.Kind, Done: op.failAt, Len: op.r.Len(), Err: op.err}
-		}
-		op.c.Complete(op.r.Tag, err)
+	if op.left.Add(-1) != 0 {
+		e.release(s) // op is not touched again here: another slot finishes it
+		return
 	}
+	var result error
+	if op.err != nil {
+		result = &PartialError{Kind: op.r.Kind, Done: op.failAt, Len: op.r.Len(), Err: op.err}
+	}
+	op.c.Complete(op.r.Tag, result)
 	e.release(s) // after Complete, so that Close waits for it
+	op.r, op.c, op.err = Request{}, nil, nil
+	opPool.Put(op)
+}
+
+// opPool recycles dsaOps: a request in flight costs no allocation.
+var opPool = sync.Pool{New: func() any { return new(dsaOp) }}
+
+// newOp returns a dsaOp for r, counting the descriptors it will take.
+func (e *dsaEngine) newOp(r *Request, c Completer) *dsaOp {
+	op := opPool.Get().(*dsaOp)
+	op.r, op.c, op.failAt = *r, c, -1
+	op.left.Store(int32((r.Len() + e.maxXfer - 1) / e.maxXfer))
+	return op
 }
 
 // onCPU reports whether r is better done on the CPU.
@@ -334,11 +351,12 @@ func (e *dsaEngine) Submit(ctx context.Context, r Request, c Completer) error {
 		return nil
 	}
 	n := r.Len()
-	op := &dsaOp{r: r, c: c, failAt: -1}
-	op.left.Store(int32((n + e.maxXfer - 1) / e.maxXfer))
+	op := e.newOp(&r, c)
 	for off := 0; off < n; off += e.maxXfer {
 		s, err := e.acquire(ctx)
 		if err != nil {
+			op.r, op.c = Request{}, nil
+			opPool.Put(op)
 			return err // only on the first descriptor: nothing started
 		}
 		ctx = context.Background() // accepted: the rest must follow
@@ -362,8 +380,12 @@ func (e *dsaEngine) Describe() string {
 	if hasWAITPKG {
 		poll = "UMWAIT"
 	}
-	return fmt.Sprintf("dsa: %s on %s (%s, size %d, max transfer %d B, batches of %d), %s; %d completion records in mmap'd memory; below %d B on the CPU; %s; page faults: touch and resubmit up to %d times, then CPU; polling with %s; %s",
-		w.Name, w.Device, w.Mode, w.Size, e.maxXfer, e.maxBatch, e.sub.path(), e.nslots, e.cfg.CPUBelow, dur, e.cfg.FaultRetries, poll, e.why)
+	small := "every request to the device"
+	if e.cfg.CPUBelow > 0 {
+		small = fmt.Sprintf("requests below %d B on the CPU", e.cfg.CPUBelow)
+	}
+	return fmt.Sprintf("dsa: %s on %s (%s, size %d, max transfer %d B, batches of %d), %s; %d completion records in mmap'd memory; %s; %s; page faults: touch and resubmit up to %d times, then CPU; polling with %s; %s",
+		w.Name, w.Device, w.Mode, w.Size, e.maxXfer, e.maxBatch, e.sub.path(), e.nslots, small, dur, e.cfg.FaultRetries, poll, e.why)
 }
 
 // Close refuses new requests, waits for every descriptor to complete,

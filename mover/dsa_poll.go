@@ -150,8 +150,7 @@ func (e *dsaEngine) SubmitBatch(ctx context.Context, b *Batch) error {
 			continue
 		}
 		n := it.r.Len()
-		op := &dsaOp{r: it.r, c: it.c, failAt: -1}
-		op.left.Store(int32((n + e.maxXfer - 1) / e.maxXfer))
+		op := e.newOp(&it.r, it.c)
 		for off := 0; off < n; off += e.maxXfer {
 			parts = append(parts, part{op, off, min(e.maxXfer, n-off)})
 		}

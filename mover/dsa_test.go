@@ -18,7 +18,7 @@ var fullModel = dsamodel.Config{MaxTransfer: 64 << 10, MaxBatch: 16, Overlap: tr
 // newModelEngine starts the dsa engine on a device model reached through
 // path: "write" (a pipe), "portal" (MOVDIR64B into a mapped page) or
 // "enqcmd" (the model's software ENQCMD, shared mode).
-func newModelEngine(t *testing.T, mc dsamodel.Config, path string, dc DSAConfig) (*dsaEngine, *dsamodel.Device) {
+func newModelEngine(t testing.TB, mc dsamodel.Config, path string, dc DSAConfig) (*dsaEngine, *dsamodel.Device) {
 	t.Helper()
 	dev := dsamodel.New(mc)
 	t.Cleanup(func() {
