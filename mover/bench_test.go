@@ -11,7 +11,7 @@ import (
 )
 
 // benchSizes run from one cache line to 1 MiB.
-var benchSizes = []int{64, 256, 1 << 10, 4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20}
+var benchSizes = []int{64, 256, 1 << 10, 4 << 10, 8 << 10, 16 << 10, 32 << 10, 64 << 10, 256 << 10, 1 << 20}
 
 // slots is the number of destination slots, and the most operations kept
 // in flight, as local/'s asynchronous append does.
@@ -51,20 +51,29 @@ func (s semaphore) Complete(uint64, error) { <-s }
 // BenchmarkCopyDurable copies size bytes with the Durable flag into a
 // tmpfs-backed pmem mapping, per engine, one operation at a time
 // (inflight=1, Op handles) and with 64 in flight (Submit + Completer).
+// cpu-noinline is the cpu engine told never to run inline (InlineBelow 1):
+// where it beats sync is the crossover the cpu engine measures.
 func BenchmarkCopyDurable(b *testing.B) {
 	for _, inflight := range []int{1, slots} {
 		for _, size := range benchSizes {
-			for _, eng := range []Engine{EngineSync, EngineCPU} {
+			for _, eng := range []string{"sync", "cpu", "cpu-noinline"} {
+				cfg := Config{Engine: EngineSync}
+				switch eng {
+				case "cpu":
+					cfg.Engine = EngineCPU
+				case "cpu-noinline": // to find the crossover: everything handed off
+					cfg.Engine, cfg.InlineBelow = EngineCPU, 1
+				}
 				b.Run(fmt.Sprintf("inflight=%d/size=%d/%s", inflight, size, eng), func(b *testing.B) {
-					benchCopy(b, eng, size, inflight)
+					benchCopy(b, cfg, size, inflight)
 				})
 			}
 		}
 	}
 }
 
-func benchCopy(b *testing.B, eng Engine, size, inflight int) {
-	m, err := New(Config{Engine: eng})
+func benchCopy(b *testing.B, cfg Config, size, inflight int) {
+	m, err := New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -35,6 +35,7 @@ var _ Mover = (*cpuEngine)(nil)
 type cpuTask struct {
 	it    batchItem
 	batch []batchItem // non-nil for a batch; it is then unset
+	piece *splitOp    // non-nil: help with a split request
 }
 
 func newCPU(cfg *Config, why string) *cpuEngine {
@@ -45,9 +46,7 @@ func newCPU(cfg *Config, why string) *cpuEngine {
 	}
 	e.gate.init()
 	e.pieces = runtime.GOMAXPROCS(0)
-	if e.pieces > e.nWorkers+1 {
-		e.pieces = e.nWorkers + 1
-	}
+	e.pieces = min(e.pieces, e.nWorkers+1)
 	switch {
 	case cfg.InlineBelow < 0:
 		e.inlineBelow, e.inlineWhy = 0, "never inline (configured)"
@@ -98,6 +97,10 @@ func (e *cpuEngine) work() {
 const spinFor = 20 * time.Microsecond
 
 func (t *cpuTask) run() {
+	if t.piece != nil {
+		t.piece.work()
+		return
+	}
 	if t.batch == nil {
 		execCPU(&t.it.r)
 		t.it.c.Complete(t.it.r.Tag, nil)
@@ -140,62 +143,66 @@ func (e *cpuEngine) Submit(ctx context.Context, r Request, c Completer) error {
 		c.Complete(r.Tag, nil)
 		return nil
 	}
-	if e.inlineBelow > 0 && e.pieces > 1 && n >= 2*pieceMin && (r.Kind != KindMove || !overlap(r.Dst[:n], r.Src)) {
+	if e.inlineBelow > 0 && e.pieces > 1 && n >= 2*chunkSize && (r.Kind != KindMove || !overlap(r.Dst[:n], r.Src)) {
 		e.split(&r, c)
 		return nil
 	}
 	return e.enqueue(ctx, cpuTask{it: batchItem{r, c}})
 }
 
-// pieceMin is the smallest piece a request is split into.
-const pieceMin = 16 << 10
+// chunkSize is the unit in which a split request is shared out.
+const chunkSize = 32 << 10
 
-// split cuts a large request into pieces that run at once: all but one on
-// workers, the last on the caller, who would otherwise sit waiting (with
-// one operation in flight) or whose core would be idle (with many). A piece
-// that finds the queue full runs on the caller too, which is the
-// back-pressure. Each piece flushes and fences its own range; the request
-// completes when the last piece does.
+// split shares a large request out in chunks between the caller and up to
+// pieces-1 workers, each taking the next chunk from a counter until none
+// is left (dynamic scheduling). With a core free, a worker copies beside
+// the caller; with none (other processes hold it, or the worker is
+// descheduled mid-way), the caller goes on taking chunks itself and waits
+// for at most the one chunk a worker holds. Each chunk flushes and fences
+// its own range; the request completes when the last chunk does, on
+// whichever goroutine ran it.
 func (e *cpuEngine) split(r *Request, c Completer) {
 	n := r.Len()
-	k := e.pieces
-	if k > n/pieceMin {
-		k = n / pieceMin
+	s := &splitOp{r: *r, c: c, chunks: int32((n + chunkSize - 1) / chunkSize)}
+	s.r.Dst = s.r.Dst[:n]
+	s.left.Store(s.chunks)
+	helpers := min(e.pieces-1, int(s.chunks)-1)
+	for i := 0; i < helpers; i++ {
+		select {
+		case e.queue <- cpuTask{piece: s}:
+		default: // queue full: the caller does more itself
+		}
 	}
-	s := &splitDone{c: c, tag: r.Tag}
-	s.left.Store(int32(k))
-	size := (n/k + 63) &^ 63
-	for i := 0; i < k; i++ {
-		lo, hi := i*size, (i+1)*size
-		if hi > n || i == k-1 {
-			hi = n
+	s.work()
+}
+
+// splitOp is a request shared out in chunks.
+type splitOp struct {
+	r      Request
+	c      Completer
+	chunks int32
+	next   atomic.Int32 // next chunk to take
+	left   atomic.Int32 // chunks not yet done
+}
+
+// work takes and runs chunks until none is left.
+func (s *splitOp) work() {
+	for {
+		i := s.next.Add(1) - 1
+		if i >= s.chunks {
+			return
 		}
-		p := Request{Kind: r.Kind, Dst: r.Dst[lo:hi], Value: r.Value, Flags: r.Flags}
-		if r.Src != nil {
-			p.Src = r.Src[lo:hi]
-		}
-		if i < k-1 {
-			select {
-			case e.queue <- cpuTask{it: batchItem{p, s}}:
-				continue
-			default:
-			}
+		lo := int(i) * chunkSize
+		hi := min(lo+chunkSize, len(s.r.Dst))
+		p := Request{Kind: s.r.Kind, Dst: s.r.Dst[lo:hi], Value: s.r.Value, Flags: s.r.Flags}
+		if s.r.Src != nil {
+			p.Src = s.r.Src[lo:hi]
 		}
 		execCPU(&p)
-		s.Complete(0, nil)
-	}
-}
-
-// splitDone completes a split request when its last piece completes.
-type splitDone struct {
-	left atomic.Int32
-	c    Completer
-	tag  uint64
-}
-
-func (s *splitDone) Complete(uint64, error) {
-	if s.left.Add(-1) == 0 {
-		s.c.Complete(s.tag, nil)
+		if s.left.Add(-1) == 0 {
+			s.c.Complete(s.r.Tag, nil)
+			return
+		}
 	}
 }
 
@@ -231,7 +238,7 @@ func (e *cpuEngine) Describe() string {
 		inl = "always inline (" + e.inlineWhy + ")"
 	}
 	if e.inlineBelow > 0 && e.pieces > 1 {
-		inl += fmt.Sprintf(", larger ones split in %d pieces (the caller runs one)", e.pieces)
+		inl += fmt.Sprintf(", larger ones shared out in %d KiB chunks between the caller and up to %d workers", chunkSize>>10, e.pieces-1)
 	}
 	return fmt.Sprintf("cpu: %d workers, queue of %d, %s; %s", e.nWorkers, cap(e.queue), inl, e.why)
 }

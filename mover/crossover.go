@@ -30,7 +30,10 @@ func measuredCrossover() (int, string) {
 		h := handoffCost()
 		bpns := copyRate()
 		n := int(crossoverFactor * float64(h.Nanoseconds()) * bpns)
-		size := 4096
+		// Below two chunks a request cannot be shared out, and handing it
+		// whole to a worker loses whenever the caller waits for it (one
+		// operation in flight): start there.
+		size := 2 * chunkSize
 		for size < n && size < 1<<20 {
 			size *= 2
 		}
