@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-const waitSpin = 20 * time.Microsecond
+const waitSpin = 3 * time.Microsecond
 
 // Op is the handle of one operation started with Copy, Move, Fill or Flush
 // (or their Batch twins). Its methods may be called from any goroutine, any
@@ -46,8 +46,9 @@ func (o *Op) Done() <-chan struct{} {
 // Wait waits until the operation completes and returns its error, or until
 // ctx ends and returns ctx.Err() (the operation goes on regardless).
 //
-// It polls for a few microseconds before parking, since waking a parked
-// goroutine from another core costs about as much as a 64 KiB copy.
+// It polls for a few microseconds before parking: a split request's last
+// chunk usually finishes within that, and waking a parked goroutine from
+// another core costs more.
 func (o *Op) Wait(ctx context.Context) error {
 	for deadline := time.Now().Add(waitSpin); !o.done.Load() && time.Now().Before(deadline); {
 		runtime.Gosched()
