@@ -117,12 +117,14 @@ func touch(r *Request, off, n int, a uint64, write bool) {
 		lo := addr(unsafe.Pointer(&b[off]))
 		return a >= lo && a < lo+uint64(n)
 	}
-	p := (*uint32)(pointerAt(a &^ 3))
+	// The pointer is made only once a is known to lie in the request's
+	// memory: a stray address held as a pointer could upset the garbage
+	// collector.
 	switch {
 	case write && in(r.Dst):
-		atomic.AddUint32(p, 0)
+		atomic.AddUint32((*uint32)(pointerAt(a&^3)), 0)
 	case !write && r.Src != nil && in(r.Src):
-		_ = atomic.LoadUint32(p)
+		_ = atomic.LoadUint32((*uint32)(pointerAt(a &^ 3)))
 	}
 }
 
