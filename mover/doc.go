@@ -63,7 +63,10 @@
 // as bytes (the Go assembler lacks them) and used only when CPUID leaf 7
 // ECX reports them (MOVDIR64B bit 28, ENQCMD bit 29); an SFENCE precedes
 // each portal store. Requests are split at the queue's maximum transfer
-// size; batches go as batch descriptors. Completion records (and batch
+// size. A Batch goes as DSA batch descriptors on the portal paths, and as
+// several descriptors in one write() on the write() path: the idxd driver
+// refuses batch descriptors from user space on every device it does not
+// deem safe for user submission (all shipping ones, as of Linux 6.12). Completion records (and batch
 // descriptor lists) live in mmap'd memory outside the Go heap, 32-byte
 // (64-byte) aligned. One poller goroutine reads them with backoff: PAUSE
 // spins, then yields, then UMWAIT where the CPU has WAITPKG, else sleeps

@@ -52,8 +52,9 @@ type dsaEngine struct {
 	bfree   chan int32 // free descriptor lists
 	batchMu sync.Mutex // one batch at a time gathers several slots
 
-	subMu  sync.Mutex // serialises sub.submit
-	subBuf descriptor // guarded by subMu: what sub.submit reads
+	subMu  sync.Mutex               // serialises sub.submit
+	subBuf descriptor               // guarded by subMu: what sub.submit reads
+	vecBuf [maxBatchDesc]descriptor // guarded by subMu: what submitMany reads
 
 	inflight   atomic.Int64 // slots taken
 	kick       chan struct{}
@@ -126,6 +127,9 @@ func newDSAEngine(c *Config, w WorkQueue, sub submitter, why string) (*dsaEngine
 	// A batch needs its own slot plus one per descriptor, and may hold at
 	// most half of them so that single requests keep moving.
 	e.maxBatch = min(w.MaxBatchSize, maxBatchDesc, e.nslots/2-1)
+	if _, vector := sub.(vectorSubmitter); vector {
+		e.maxBatch = min(maxBatchDesc, e.nslots/2) // descriptors per write()
+	}
 	if e.maxBatch < 2 {
 		e.maxBatch = 0
 	}

@@ -2,6 +2,7 @@ package mover
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -157,10 +158,12 @@ func (e *dsaEngine) SubmitBatch(ctx context.Context, b *Batch) error {
 			parts = append(parts, part{op, off, min(e.maxXfer, n-off)})
 		}
 	}
+	_, vector := e.sub.(vectorSubmitter)
 	for first := true; len(parts) > 0; first = false {
 		g := min(len(parts), max(e.maxBatch, 1))
-		if g < 2 {
-			g = 1
+		need := g + 1 // the batch descriptor's own record
+		if g == 1 || vector {
+			need = g
 		}
 		// Take the slots (and a list) for the group; only the first group
 		// may give up, before anything is started.
@@ -169,19 +172,16 @@ func (e *dsaEngine) SubmitBatch(ctx context.Context, b *Batch) error {
 			actx = context.Background()
 		}
 		e.batchMu.Lock()
-		slots := make([]int32, 0, g+1)
+		slots := make([]int32, 0, need)
 		var err error
-		for len(slots) < cap(slots) && err == nil {
+		for len(slots) < need && err == nil {
 			var s int32
 			if s, err = e.acquire(actx); err == nil {
 				slots = append(slots, s)
 			}
-			if g == 1 && len(slots) == 1 {
-				break
-			}
 		}
 		list := int32(-1)
-		if err == nil && g > 1 {
+		if err == nil && need > g {
 			select {
 			case list = <-e.bfree:
 			case <-actx.Done():
@@ -202,11 +202,14 @@ func (e *dsaEngine) SubmitBatch(ctx context.Context, b *Batch) error {
 			e.build(s)
 		}
 		parts = parts[g:]
-		if g == 1 {
+		switch {
+		case g == 1:
 			e.push(slots[0])
-			continue
+		case vector:
+			e.pushMany(slots)
+		default:
+			e.pushBatch(slots[g], list, slots[:g])
 		}
-		e.pushBatch(slots[g], list, slots[:g])
 	}
 	for _, i := range onCPU {
 		it := &b.items[i]
@@ -214,6 +217,48 @@ func (e *dsaEngine) SubmitBatch(ctx context.Context, b *Batch) error {
 		it.c.Complete(it.r.Tag, nil)
 	}
 	return nil
+}
+
+// pushMany submits the descriptors of several slots in one call, for the
+// write() path: the kernel refuses batch descriptors there on every DSA
+// device it does not deem safe for user submission (all shipping ones, as
+// of Linux 6.12), but takes any number of descriptors per write(). Those
+// it does not take are submitted one by one.
+func (e *dsaEngine) pushMany(slots []int32) {
+	var local [maxBatchDesc]descriptor
+	for i, s := range slots {
+		local[i] = e.slots[s].desc // before active: see push
+	}
+	for _, s := range slots {
+		e.rec(s).reset()
+		e.active[s].Store(true)
+	}
+	vs := e.sub.(vectorSubmitter)
+	var bo backoff
+	taken := 0
+	for i := 0; ; i++ {
+		e.subMu.Lock()
+		e.vecBuf = local
+		n, err := vs.submitMany(e.vecBuf[:len(slots)])
+		e.subMu.Unlock()
+		taken = n
+		if err == nil || !errors.Is(err, errBusy) || n > 0 || i >= busyRetries {
+			break
+		}
+		e.stats.busy.Add(1)
+		bo.wait(nil)
+	}
+	e.stats.descs.Add(int64(taken))
+	if taken > 0 {
+		e.stats.batches.Add(1)
+	}
+	for _, s := range slots[taken:] {
+		e.push(s)
+	}
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
 }
 
 // pushBatch copies the sub-descriptors into descriptor list l and submits

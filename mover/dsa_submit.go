@@ -28,6 +28,13 @@ type submitter interface {
 // returned EAGAIN/EBUSY).
 var errBusy = errors.New("mover: dsa: work queue busy")
 
+// vectorSubmitter is a submitter that takes several descriptors in one
+// call and must not be given batch descriptors. submitMany returns how many
+// of ds, from the first, were submitted; errBusy with 0 means retry.
+type vectorSubmitter interface {
+	submitMany(ds []descriptor) (int, error)
+}
+
 // fileSubmitter writes each descriptor to the work queue's file. The idxd
 // driver checks and submits it; on kernels patched for CVE-2024-21823 this
 // is the only path that needs no CAP_SYS_RAWIO.
@@ -37,7 +44,31 @@ type fileSubmitter struct {
 	own  bool // close fd on close
 }
 
-var _ submitter = (*fileSubmitter)(nil)
+var (
+	_ submitter       = (*fileSubmitter)(nil)
+	_ vectorSubmitter = (*fileSubmitter)(nil)
+)
+
+// submitMany writes ds in one write(): the driver submits them in order
+// and stops at the first it cannot, returning the bytes of those it took.
+func (s *fileSubmitter) submitMany(ds []descriptor) (int, error) {
+	if len(ds) == 0 {
+		return 0, nil
+	}
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&ds[0])), len(ds)*descSize)
+	for {
+		n, err := unix.Write(s.fd, b)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN || err == unix.EBUSY:
+			return 0, errBusy
+		case err != nil:
+			return 0, fmt.Errorf("mover: dsa: write %s: %w", s.name, err)
+		}
+		return n / descSize, nil
+	}
+}
 
 func (s *fileSubmitter) submit(d *descriptor) error {
 	for {

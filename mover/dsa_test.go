@@ -78,8 +78,11 @@ func TestDSAConformance(t *testing.T) {
 			t.Log(e.Describe())
 			testEngineConformance(t, e)
 			st := dev.Stats()
-			if st.Descriptors == 0 || st.Batches == 0 || st.Readbacks == 0 {
-				t.Fatalf("model saw %+v", st)
+			if st.Descriptors == 0 || st.Readbacks == 0 || e.stats.batches.Load() == 0 {
+				t.Fatalf("model saw %+v, engine sent %d batches", st, e.stats.batches.Load())
+			}
+			if (st.Batches == 0) != (path == "write") { // write(): several descriptors per call instead
+				t.Fatalf("path %s: model saw %d batch descriptors", path, st.Batches)
 			}
 			via := map[string]int64{"write": st.ViaWrite, "portal": st.ViaPortal, "enqcmd": st.ViaEnqcmd}[path]
 			if via == 0 {
@@ -165,7 +168,7 @@ func TestDSABusyRetry(t *testing.T) {
 }
 
 func TestDSABatchListFault(t *testing.T) {
-	e, dev := newModelEngine(t, fullModel, "write", DSAConfig{})
+	e, dev := newModelEngine(t, fullModel, "enqcmd", DSAConfig{})
 	dev.InjectListFault(1)
 	var b Batch
 	src := bytes.Repeat([]byte{1, 2, 3}, 10000)

@@ -8,9 +8,11 @@
 // three submission paths:
 //
 //   - write(): Pipe returns the write end of a pipe; the engine write()s
-//     descriptors to it as to /dev/dsa/wqD.Q, and the model reads them
-//     from the other end (a FIFO made with Serve does the same through a
-//     path, for the engine's discovery and open code);
+//     descriptors to it as to /dev/dsa/wqD.Q, one or several per call,
+//     and the model reads them from the other end (a FIFO made with Serve
+//     does the same through a path, for the engine's discovery and open
+//     code). As the idxd driver, it does not accept batch descriptors
+//     this way;
 //   - MOVDIR64B: Portal returns a mapped page; the engine stores
 //     descriptors into its 64-byte slots in turn with the real MOVDIR64B
 //     instruction, and the model polls the slots;
@@ -227,6 +229,11 @@ func (d *Device) serveReader(r *os.File, closer func()) {
 				return // closed
 			}
 			d.count(func(s *Stats) { s.ViaWrite++ })
+			if buf[7] == opBatch {
+				// idxd_cdev_write refuses it (EINVAL) on every device
+				// whose user_submission_safe is false: all shipping ones.
+				d.violation("batch descriptor through write(): the idxd driver refuses it")
+			}
 			d.execute(&buf, false)
 		}
 	})
