@@ -66,9 +66,9 @@
 // size. A Batch goes as DSA batch descriptors on the portal paths, and as
 // several descriptors in one write() on the write() path: the idxd driver
 // refuses batch descriptors from user space on every device it does not
-// deem safe for user submission (all shipping ones, as of Linux 6.12). Completion records (and batch
-// descriptor lists) live in mmap'd memory outside the Go heap, 32-byte
-// (64-byte) aligned. One poller goroutine reads them with backoff: PAUSE
+// deem safe for user submission (all shipping ones, as of Linux 6.12).
+// Completion records (and batch descriptor lists) live in mmap'd memory
+// outside the Go heap, 32-byte (64-byte) aligned. One poller goroutine reads them with backoff: PAUSE
 // spins, then yields, then UMWAIT where the CPU has WAITPKG, else sleeps
 // growing to 64µs. A page fault (DSA_COMP_PAGE_FAULT_NOBOF) completes
 // part of a descriptor: the engine touches the faulting page and submits

@@ -137,6 +137,12 @@ func newDSAEngine(c *Config, w WorkQueue, sub submitter, why string) (*dsaEngine
 	e.listOff = (recBytes + descSize - 1) &^ (descSize - 1)
 	size := e.listOff + nLists*maxBatchDesc*descSize
 	size = (size + os.Getpagesize() - 1) &^ (os.Getpagesize() - 1)
+	// Completion records and descriptor lists: written and read by the
+	// device behind the Go runtime's back, so never Go heap memory (which
+	// the collector could free once unreferenced, and which the cgo
+	// pointer rules keep from foreign code). Page-aligned, so records are
+	// 32-byte and lists 64-byte aligned; populated, so the device never
+	// faults on them. Unmapped by Close only after a drain.
 	mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE|unix.MAP_POPULATE)
 	if err != nil {
 		return nil, fmt.Errorf("mover: dsa: mapping completion records: %w", err)

@@ -185,6 +185,38 @@ func TestDSABatchListFault(t *testing.T) {
 	}
 }
 
+// A descriptor of a batch that fails fails its own request only; the
+// batch's other requests complete.
+func TestDSABatchSubFailure(t *testing.T) {
+	e, dev := newModelEngine(t, fullModel, "enqcmd", DSAConfig{})
+	var b Batch
+	bufs := make([][]byte, 4)
+	ops := make([]*Op, 4)
+	for i := range bufs {
+		bufs[i] = make([]byte, 10000)
+		ops[i] = b.Fill(bufs[i], byte(i+1), 0)
+	}
+	dev.InjectError(dsamodel.StatusInvalidFlags)
+	if err := e.SubmitBatch(context.Background(), &b); err != nil {
+		t.Fatal(err)
+	}
+	failed := 0
+	for i, o := range ops {
+		err := o.Wait(context.Background())
+		switch {
+		case errors.Is(err, ErrDevice):
+			failed++
+		case err != nil:
+			t.Fatal(err)
+		case bufs[i][9999] != byte(i+1):
+			t.Fatalf("request %d not done", i)
+		}
+	}
+	if failed != 1 || dev.Stats().Batches != 1 {
+		t.Fatalf("%d failed, model %+v", failed, dev.Stats())
+	}
+}
+
 // A device without overlap support, readback or cache control must never
 // be sent what it cannot do: the model rejects it, and reports it.
 func TestDSAMinimalDevice(t *testing.T) {
