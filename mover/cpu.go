@@ -113,17 +113,23 @@ func (e *cpuEngine) Submit(ctx context.Context, r Request, c Completer) error {
 		return ErrClosed
 	}
 	defer e.gate.exit()
+	return e.dispatch(ctx, &r, c)
+}
+
+// dispatch runs r inline, shares it out, or queues it, by size. Only
+// queueing can fail (ctx ended while the queue was full).
+func (e *cpuEngine) dispatch(ctx context.Context, r *Request, c Completer) error {
 	n := r.Len()
 	if n < e.inlineBelow {
-		execCPU(&r)
+		execCPU(r)
 		c.Complete(r.Tag, nil)
 		return nil
 	}
 	if e.inlineBelow > 0 && e.pieces > 1 && n >= 2*chunkSize && (r.Kind != KindMove || !overlap(r.Dst[:n], r.Src)) {
-		e.split(&r, c)
+		e.split(r, c)
 		return nil
 	}
-	return e.enqueue(ctx, cpuTask{it: batchItem{r, c}})
+	return e.enqueue(ctx, cpuTask{it: batchItem{*r, c}})
 }
 
 // chunkSize is the unit in which a split request is shared out.
@@ -182,8 +188,15 @@ func (s *splitOp) work() {
 	}
 }
 
+// SubmitBatch runs a batch whose total is below the inline size inline;
+// otherwise each request goes its own way, as with Submit. ctx is checked
+// once, before anything starts: after that the batch is accepted, and
+// waits for queue room without giving up.
 func (e *cpuEngine) SubmitBatch(ctx context.Context, b *Batch) error {
 	if err := b.validate(); err != nil {
+		return b.reject(err)
+	}
+	if err := ctx.Err(); err != nil {
 		return b.reject(err)
 	}
 	if !e.gate.enter() {
@@ -199,9 +212,9 @@ func (e *cpuEngine) SubmitBatch(ctx context.Context, b *Batch) error {
 		t.run()
 		return nil
 	}
-	items := append([]batchItem(nil), b.items...)
-	if err := e.enqueue(ctx, cpuTask{batch: items}); err != nil {
-		return b.reject(err)
+	for i := range b.items {
+		it := b.items[i]
+		e.dispatch(context.Background(), &it.r, it.c) // cannot fail without a deadline
 	}
 	return nil
 }
