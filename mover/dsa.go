@@ -44,6 +44,7 @@ type dsaEngine struct {
 	bof       bool
 
 	mem     []byte // mmap'd: (nslots+1) records, then nbatch descriptor lists
+	locked  bool   // mem is mlock'ed
 	listOff int
 	nslots  int
 	slots   []dsaSlot
@@ -148,6 +149,11 @@ func newDSAEngine(c *Config, w WorkQueue, sub submitter, why string) (*dsaEngine
 		return nil, fmt.Errorf("mover: dsa: mapping completion records: %w", err)
 	}
 	e.mem = mem
+	// Locked, best effort, so the records are never swapped out: the
+	// device cannot take a page fault on a completion record and report
+	// it anywhere we would look. RLIMIT_MEMLOCK is usually far above the
+	// few KiB this needs.
+	e.locked = unix.Mlock(mem) == nil
 	e.slots = make([]dsaSlot, e.nslots)
 	e.active = make([]atomic.Bool, e.nslots)
 	e.free = make(chan int32, e.nslots)
@@ -394,8 +400,15 @@ func (e *dsaEngine) Describe() string {
 	if e.cfg.CPUBelow > 0 {
 		small = fmt.Sprintf("requests below %d B on the CPU", e.cfg.CPUBelow)
 	}
-	return fmt.Sprintf("dsa: %s on %s (%s, size %d, max transfer %d B, batches of %d), %s; %d completion records in mmap'd memory; %s; %s; page faults: touch and resubmit up to %d times, then CPU; polling with %s; %s",
-		w.Name, w.Device, w.Mode, w.Size, e.maxXfer, e.maxBatch, e.sub.path(), e.nslots, small, dur, e.cfg.FaultRetries, poll, e.why)
+	return fmt.Sprintf("dsa: %s on %s (%s, size %d, max transfer %d B, batches of %d), %s; %d completion records in mmap'd memory%s; %s; %s; page faults: touch and resubmit up to %d times, then CPU; polling with %s; %s",
+		w.Name, w.Device, w.Mode, w.Size, e.maxXfer, e.maxBatch, e.sub.path(), e.nslots, lockedNote(e.locked), small, dur, e.cfg.FaultRetries, poll, e.why)
+}
+
+func lockedNote(locked bool) string {
+	if locked {
+		return " (mlock'ed)"
+	}
+	return " (mlock failed: they could be swapped out)"
 }
 
 // Close refuses new requests, waits for every descriptor to complete,
