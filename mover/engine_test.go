@@ -278,36 +278,6 @@ func TestCPUBackPressure(t *testing.T) {
 	close(b.release)
 }
 
-// resubmitter submits a follow-up from its Complete: allowed on the
-// submitting goroutine (sync engine, inline cpu requests).
-type resubmitter struct {
-	m    Mover
-	left int
-	op   *Op
-}
-
-func (r *resubmitter) Complete(uint64, error) {
-	if r.left == 0 {
-		return
-	}
-	r.left--
-	if err := r.m.Submit(context.Background(), Request{Kind: KindFill, Dst: make([]byte, 8)}, r); err != nil {
-		panic(err)
-	}
-}
-
-func TestCompleterMaySubmitInline(t *testing.T) {
-	m, _ := New(Config{Engine: EngineSync})
-	r := &resubmitter{m: m, left: 5}
-	if err := m.Submit(context.Background(), Request{Kind: KindFill, Dst: make([]byte, 8)}, r); err != nil {
-		t.Fatal(err)
-	}
-	if r.left != 0 {
-		t.Fatal("chain stopped")
-	}
-	m.Close()
-}
-
 func TestOpHandle(t *testing.T) {
 	m, _ := New(Config{Engine: EngineCPU, Workers: 1, QueueDepth: 2, InlineBelow: -1})
 	defer m.Close()

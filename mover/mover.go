@@ -87,9 +87,9 @@ func (r *Request) Len() int {
 // goroutine: an engine worker, the DSA poller, or the submitting goroutine
 // itself before Submit returns (the sync engine, and the cpu engine below
 // its inline size). It must therefore be quick, must not block, and must
-// not call back into the mover's Submit from an engine goroutine (from the
-// submitting goroutine it may). Completions of different requests may
-// arrive in any order and concurrently.
+// not call Submit or SubmitBatch of the same Mover: on an engine goroutine
+// that can wait for room only that goroutine would make. Completions of
+// different requests may arrive in any order and concurrently.
 type Completer interface {
 	Complete(tag uint64, err error)
 }
