@@ -63,10 +63,12 @@ type Config struct {
 	// Engine to use; EngineUnset reads RPSTREAM_MOVER, else EngineAuto.
 	Engine Engine
 	// Workers is the number of cpu-engine worker goroutines (default:
-	// GOMAXPROCS, at most 8).
+	// GOMAXPROCS-1, at least 1, at most 8: the submitting goroutine works
+	// too).
 	Workers int
-	// QueueDepth is how many requests may wait for a cpu worker before
-	// Submit blocks (default 256).
+	// QueueDepth is how many requests may wait for a cpu worker (default
+	// 256). When it is full the caller runs the request itself; only with
+	// InlineBelow < 0 does Submit wait for room instead, until ctx ends.
 	QueueDepth int
 	// InlineBelow is the size below which the cpu engine runs a request in
 	// Submit instead of handing it to a worker: 0 measures the crossover
@@ -84,10 +86,9 @@ type Config struct {
 
 // DefaultConfig returns the configuration New uses for zero fields.
 func DefaultConfig() Config {
-	w := runtime.GOMAXPROCS(0)
-	if w > 8 {
-		w = 8
-	}
+	// The caller's goroutine works too (caller-runs), so one core is left
+	// to it.
+	w := min(max(runtime.GOMAXPROCS(0)-1, 1), 8)
 	return Config{
 		Workers:    w,
 		QueueDepth: 256,

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // cpuEngine runs requests on a bounded pool of worker goroutines fed by one
@@ -23,7 +24,9 @@ type cpuEngine struct {
 	nWorkers    int
 	inlineBelow int
 	inlineWhy   string
-	pieces      int // a large request is split into this many pieces
+	pieces      int          // the caller and up to pieces-1 workers share a large request
+	help        helpStats    // whether sharing out pays (see split)
+	idle        atomic.Int32 // workers parked on the queue
 	why         string
 }
 
@@ -52,22 +55,38 @@ func newCPU(cfg *Config, why string) *cpuEngine {
 	case cfg.InlineBelow > 0:
 		e.inlineBelow, e.inlineWhy = cfg.InlineBelow, "configured"
 	default:
-		e.inlineBelow, e.inlineWhy = measuredCrossover()
+		e.inlineBelow, e.inlineWhy = -1, "" // measured below, once the workers run
 	}
 	for i := 0; i < e.nWorkers; i++ {
 		e.workers.Add(1)
 		go e.work()
 	}
+	if e.inlineBelow < 0 {
+		e.inlineBelow, e.inlineWhy = measuredCrossover(e)
+	}
 	return e
 }
 
 // work runs tasks until the queue is closed and drained. It parks as soon
-// as the queue is empty: spinning for the next task was tried, and on a
-// machine shared with other processes it took the core the copying
-// goroutine needed (2x slower at 64 KiB).
+// as the queue is empty (spinning for the next task took, on a machine
+// shared with other processes, the core the copying goroutine needed), and
+// counts itself in idle while parked: a send to the queue then wakes it,
+// which on a virtual machine can cost tens of microseconds.
 func (e *cpuEngine) work() {
 	defer e.workers.Done()
-	for t := range e.queue {
+	for {
+		var t cpuTask
+		var ok bool
+		select {
+		case t, ok = <-e.queue:
+		default:
+			e.idle.Add(1)
+			t, ok = <-e.queue
+			e.idle.Add(-1)
+		}
+		if !ok {
+			return
+		}
 		t.run()
 	}
 }
@@ -116,8 +135,15 @@ func (e *cpuEngine) Submit(ctx context.Context, r Request, c Completer) error {
 	return e.dispatch(ctx, &r, c)
 }
 
-// dispatch runs r inline, shares it out, or queues it, by size. Only
-// queueing can fail (ctx ended while the queue was full).
+// dispatch runs r inline, queues it, or shares it out. Only queueing with
+// InlineBelow < 0 can fail (ctx ended while the queue was full).
+//
+//   - below the inline size: inline;
+//   - no worker parked: queue it, which wakes nobody; if the queue is full,
+//     run it on the caller (caller-runs back-pressure: both the caller's
+//     core and the workers' stay busy);
+//   - a worker parked: waking it is the expensive part, so split (and
+//     helpStats) decide from measurements whether that has been paying.
 func (e *cpuEngine) dispatch(ctx context.Context, r *Request, c Completer) error {
 	n := r.Len()
 	if n < e.inlineBelow {
@@ -125,11 +151,21 @@ func (e *cpuEngine) dispatch(ctx context.Context, r *Request, c Completer) error
 		c.Complete(r.Tag, nil)
 		return nil
 	}
-	if e.inlineBelow > 0 && e.pieces > 1 && n >= 2*chunkSize && (r.Kind != KindMove || !overlap(r.Dst[:n], r.Src)) {
-		e.split(r, c)
+	t := cpuTask{it: batchItem{*r, c}}
+	if e.inlineBelow == 0 {
+		return e.enqueue(ctx, t) // told never to inline
+	}
+	if e.idle.Load() == 0 {
+		select {
+		case e.queue <- t:
+		default:
+			execCPU(r)
+			c.Complete(r.Tag, nil)
+		}
 		return nil
 	}
-	return e.enqueue(ctx, cpuTask{it: batchItem{*r, c}})
+	e.split(r, c)
+	return nil
 }
 
 // chunkSize is the unit in which a split request is shared out.
@@ -144,35 +180,115 @@ const chunkSize = 32 << 10
 // its own range; the request completes when the last chunk does, on
 // whichever goroutine ran it.
 func (e *cpuEngine) split(r *Request, c Completer) {
+	// Waking a worker costs the caller microseconds, and pays only if the
+	// worker gets a core of its own soon; on a machine shared with other
+	// processes it often does not. So the engine times requests shared
+	// out and requests done inline, and shares out while that is faster
+	// (helpStats.choose).
 	n := r.Len()
-	s := &splitOp{r: *r, c: c, chunks: int32((n + chunkSize - 1) / chunkSize)}
+	if !e.help.choose() {
+		t := time.Now()
+		execCPU(r)
+		e.help.record(false, time.Since(t), n)
+		c.Complete(r.Tag, nil)
+		return
+	}
+	if e.pieces < 2 || n < 2*chunkSize || (r.Kind == KindMove && overlap(r.Dst[:n], r.Src)) {
+		select { // cannot be shared out: hand it over whole
+		case e.queue <- cpuTask{it: batchItem{*r, c}}:
+		default:
+			execCPU(r)
+			c.Complete(r.Tag, nil)
+		}
+		return
+	}
+	s := &splitOp{r: *r, c: c, chunks: int32((n + chunkSize - 1) / chunkSize), e: e, start: time.Now()}
 	s.r.Dst = s.r.Dst[:n]
 	s.left.Store(s.chunks)
-	helpers := min(e.pieces-1, int(s.chunks)-1)
-	for i := 0; i < helpers; i++ {
+	for i := 0; i < min(e.pieces-1, int(s.chunks)-1); i++ {
 		select {
 		case e.queue <- cpuTask{piece: s}:
 		default: // queue full: the caller does more itself
 		}
 	}
 	s.work()
+	// A worker still holds a chunk. Give it a few microseconds; if it has
+	// not finished by then (descheduled, or still waking), count the
+	// request as taking twice as long as it has so far, since a caller
+	// waiting for it pays that and a wake-up on top, which the worker's
+	// own timing would not show.
+	for deadline := time.Now().Add(5 * time.Microsecond); s.left.Load() != 0 && time.Now().Before(deadline); {
+		runtime.Gosched()
+	}
+	if s.left.Load() != 0 && s.late.CompareAndSwap(false, true) {
+		e.help.record(true, 2*time.Since(s.start), n)
+	}
+}
+
+// helpStats keeps moving averages of the time per KiB of large requests
+// shared out with workers and done inline (float64 bits; 0 until
+// measured).
+type helpStats struct {
+	alone, helped atomic.Uint64
+	n             atomic.Uint32
+}
+
+// choose says whether to share the next large request out: while requests
+// shared out have been clearly (10%) faster per KiB than requests done
+// inline. The other way is tried now and then to follow the load, less
+// often the worse it has been, so that trying costs at most about 3%.
+func (h *helpStats) choose() bool {
+	base := math.Float64frombits(h.alone.Load())
+	if base == 0 {
+		base = inlineNsPerKiB()
+	}
+	b := math.Float64frombits(h.helped.Load())
+	if b == 0 {
+		return true
+	}
+	pref := b < 0.9*base
+	every := uint32(32)
+	if !pref {
+		every = uint32(min(32*b/base, 1024))
+	}
+	if h.n.Add(1)%every == 0 {
+		return !pref
+	}
+	return pref
+}
+
+func (h *helpStats) record(helped bool, d time.Duration, n int) {
+	v := float64(d.Nanoseconds()) * 1024 / float64(n)
+	avg := &h.alone
+	if helped {
+		avg = &h.helped
+	}
+	old := math.Float64frombits(avg.Load())
+	if old != 0 {
+		v = old + (v-old)/8
+	}
+	avg.Store(math.Float64bits(v)) // a lost update only slows the average
 }
 
 // splitOp is a request shared out in chunks.
 type splitOp struct {
 	r      Request
 	c      Completer
+	e      *cpuEngine
+	start  time.Time
+	late   atomic.Bool // the caller recorded its timing (see split)
 	chunks int32
 	next   atomic.Int32 // next chunk to take
 	left   atomic.Int32 // chunks not yet done
 }
 
-// work takes and runs chunks until none is left.
-func (s *splitOp) work() {
+// work takes and runs chunks until none is left, and returns how many it
+// ran.
+func (s *splitOp) work() (ran int32) {
 	for {
 		i := s.next.Add(1) - 1
 		if i >= s.chunks {
-			return
+			return ran
 		}
 		lo := int(i) * chunkSize
 		hi := min(lo+chunkSize, len(s.r.Dst))
@@ -181,9 +297,13 @@ func (s *splitOp) work() {
 			p.Src = s.r.Src[lo:hi]
 		}
 		execCPU(&p)
+		ran++
 		if s.left.Add(-1) == 0 {
+			if s.late.CompareAndSwap(false, true) {
+				s.e.help.record(true, time.Since(s.start), len(s.r.Dst))
+			}
 			s.c.Complete(s.r.Tag, nil)
-			return
+			return ran
 		}
 	}
 }
@@ -226,8 +346,8 @@ func (e *cpuEngine) Describe() string {
 	if e.inlineBelow == math.MaxInt {
 		inl = "always inline (" + e.inlineWhy + ")"
 	}
-	if e.inlineBelow > 0 && e.pieces > 1 {
-		inl += fmt.Sprintf(", larger ones shared out in %d KiB chunks between the caller and up to %d workers", chunkSize>>10, e.pieces-1)
+	if e.inlineBelow > 0 && e.inlineBelow < math.MaxInt && e.pieces > 1 {
+		inl += fmt.Sprintf("; larger ones queued while a worker is awake (run by the caller when the queue is full), else shared out in %d KiB chunks with up to %d workers while that measures faster", chunkSize>>10, e.pieces-1)
 	}
 	return fmt.Sprintf("cpu: %d workers, queue of %d, %s; %s", e.nWorkers, cap(e.queue), inl, e.why)
 }
