@@ -71,14 +71,12 @@ type Config struct {
 	// InlineBelow < 0 does Submit wait for room instead, until ctx ends.
 	QueueDepth int
 	// InlineBelow is the size below which the cpu engine runs a request in
-	// Submit instead of handing it to a worker: 0 measures the crossover
-	// once per process at the first New (a few milliseconds; at least
-	// 64 KiB, where a request can be shared out between caller and
-	// workers, so that the engine is never slower than sync even for a
-	// caller that waits for each request), a negative value never inlines.
-	// A caller that always keeps many requests in flight gains from a
-	// smaller value: on our 2-vCPU machines handing off wins from 16 KiB
-	// with 64 in flight (see BenchmarkCopyDurable, cpu-noinline).
+	// Submit instead of handing it to a worker. 0 measures the crossover
+	// once per process at the first New (a few milliseconds: a durable
+	// copy of 64 KiB, 256 KiB and 1 MiB inline and shared out with a
+	// worker; the smallest size where sharing wins by 10%, else never); a
+	// negative value never inlines, and Submit then waits for queue room
+	// until ctx ends.
 	InlineBelow int
 	// DSA configures the dsa engine.
 	DSA DSAConfig

@@ -32,13 +32,15 @@
 // # Engines
 //
 //	sync  runs each operation inside Submit, on the caller's goroutine.
-//	cpu   a pool of Config.Workers goroutines behind a queue of
-//	      Config.QueueDepth requests (Submit blocks while it is full, until
-//	      ctx ends). Requests below Config.InlineBelow bytes run inline,
-//	      where a hand-off costs more than it saves; 0 measures that
-//	      crossover once per process (hand-off round trip against durable
-//	      copy rate). Larger requests are split into pieces run at once by
-//	      workers and by the caller.
+//	cpu   a pool of Config.Workers goroutines (GOMAXPROCS-1) beside the
+//	      caller's. Requests below Config.InlineBelow bytes run inline; 0
+//	      measures that crossover once per process by trying both ways
+//	      (always inline where handing off never wins, as on a busy or
+//	      virtual machine where waking a parked thread costs more than the
+//	      copy). Above it, a request is queued while a worker is awake
+//	      (no wake-up), run by the caller when the queue is full, and
+//	      otherwise shared out in 32 KiB chunks with a parked worker while
+//	      that measures faster than inline.
 //	dsa   an Intel Data Streaming Accelerator work queue (below).
 //	auto  dsa where a usable work queue exists, else cpu; Describe says
 //	      why.
@@ -97,12 +99,13 @@
 //
 //	cpu engine: Config.Workers workers, started by New, owned by the
 //	  engine, stopped by Close (queue closed once no Submit is inside,
-//	  workers drain it and exit). After a task a worker polls the queue
-//	  for 20µs before parking.
+//	  workers drain it and exit). They park as soon as the queue is
+//	  empty.
 //	dsa engine: one poller, started by New, stopped by Close once every
 //	  descriptor has completed.
 //	sync engine: none.
-//	Crossover measurement: one short-lived goroutine, once per process.
+//	Crossover measurement: runs on the first cpu engine's workers, once
+//	  per process, inside New.
 //
 // Completer.Complete runs on these goroutines or on the submitter's.
 package mover
