@@ -51,18 +51,19 @@ func (s semaphore) Complete(uint64, error) { <-s }
 // BenchmarkCopyDurable copies size bytes with the Durable flag into a
 // tmpfs-backed pmem mapping, per engine, one operation at a time
 // (inflight=1, Op handles) and with 64 in flight (Submit + Completer).
-// cpu-noinline is the cpu engine told never to run inline (InlineBelow 1):
-// where it beats sync is the crossover the cpu engine measures.
+// cpu is the default (crossover measured at start-up); cpu-handoff hands
+// every request to a worker (InlineBelow -1). Where cpu-handoff beats sync with 64 in flight is the
+// crossover for callers that always keep many requests in flight.
 func BenchmarkCopyDurable(b *testing.B) {
 	for _, inflight := range []int{1, slots} {
 		for _, size := range benchSizes {
-			for _, eng := range []string{"sync", "cpu", "cpu-noinline"} {
-				cfg := Config{Engine: EngineSync}
+			for _, eng := range []string{"sync", "cpu", "cpu-handoff"} {
+				cfg := Config{Engine: EngineCPU}
 				switch eng {
-				case "cpu":
-					cfg.Engine = EngineCPU
-				case "cpu-noinline": // to find the crossover: everything handed off
-					cfg.Engine, cfg.InlineBelow = EngineCPU, 1
+				case "sync":
+					cfg.Engine = EngineSync
+				case "cpu-handoff": // every request handed to a worker
+					cfg.InlineBelow = -1
 				}
 				b.Run(fmt.Sprintf("inflight=%d/size=%d/%s", inflight, size, eng), func(b *testing.B) {
 					benchCopy(b, cfg, size, inflight)

@@ -38,6 +38,10 @@ type cpuTask struct {
 	it    batchItem
 	batch []batchItem // non-nil for a batch; it is then unset
 	piece *splitOp    // non-nil: help with a split request
+	// timed: handed whole to a parked worker; the worker records the
+	// time since start in helpStats.
+	start time.Time
+	help  *helpStats
 }
 
 func newCPU(cfg *Config, why string) *cpuEngine {
@@ -99,6 +103,12 @@ func (t *cpuTask) run() {
 	if t.batch == nil {
 		execCPU(&t.it.r)
 		t.it.c.Complete(t.it.r.Tag, nil)
+		if t.help != nil {
+			// The caller, if it waits, pays a wake-up like the worker's
+			// own: count the wait twice.
+			d := time.Since(t.start)
+			t.help.record(true, 2*d, t.it.r.Len())
+		}
 		return
 	}
 	for i := range t.batch {
@@ -195,7 +205,7 @@ func (e *cpuEngine) split(r *Request, c Completer) {
 	}
 	if e.pieces < 2 || n < 2*chunkSize || (r.Kind == KindMove && overlap(r.Dst[:n], r.Src)) {
 		select { // cannot be shared out: hand it over whole
-		case e.queue <- cpuTask{it: batchItem{*r, c}}:
+		case e.queue <- cpuTask{it: batchItem{*r, c}, start: time.Now(), help: &e.help}:
 		default:
 			execCPU(r)
 			c.Complete(r.Tag, nil)
