@@ -304,3 +304,31 @@ func TestOpHandle(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// helpStats shares out while that has been 10% faster than inline, and
+// tries the other way now and then, rarely when it is much worse.
+func TestHelpStatsChoose(t *testing.T) {
+	h := new(helpStats)
+	if !h.choose() {
+		t.Fatal("with nothing measured, sharing out is tried")
+	}
+	count := func() (yes int) {
+		for i := 0; i < 1024; i++ {
+			if h.choose() {
+				yes++
+			}
+		}
+		return yes
+	}
+	h.record(false, 1000*time.Nanosecond, 1024)
+	h.record(true, 500*time.Nanosecond, 1024) // faster: share out
+	if y := count(); y < 1024-1024/32-1 || y == 1024 {
+		t.Fatalf("help faster: chosen %d of 1024", y)
+	}
+	h = new(helpStats)
+	h.record(false, 1000*time.Nanosecond, 1024)
+	h.record(true, 4000*time.Nanosecond, 1024) // 4x slower: rarely tried
+	if y := count(); y == 0 || y > 1024/128+1 {
+		t.Fatalf("help slower: chosen %d of 1024", y)
+	}
+}
