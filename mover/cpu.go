@@ -11,8 +11,9 @@ import (
 )
 
 // cpuEngine runs requests on a bounded pool of worker goroutines fed by one
-// buffered channel. Requests smaller than inlineBelow bytes run inline in
-// Submit, where handing them to a worker would cost more than it saves.
+// buffered channel, and on the caller's. Requests smaller than inlineBelow
+// bytes run inline in Submit, where handing them to a worker would cost
+// more than it saves; larger ones go as dispatch says.
 //
 // Goroutines: Workers workers, started by newCPU and owned by the engine;
 // Close closes the queue once no submitter is inside the gate, and waits for
