@@ -1,9 +1,6 @@
 package mover
 
-import (
-	"fmt"
-	"strings"
-)
+import "fmt"
 
 // DSAConfig configures the dsa engine.
 type DSAConfig struct {
@@ -67,38 +64,16 @@ func (c *DSAConfig) validate() error {
 	return nil
 }
 
-// openDSA finds a usable work queue and starts the dsa engine on it. Every
-// failure wraps ErrNoDevice and says what is missing.
-func openDSA(c *Config, why string) (Mover, error) {
-	wqs, err := FindWorkQueues(c.DSA.SysfsRoot, c.DSA.DevRoot)
-	if err != nil {
-		return nil, err
-	}
-	var reasons []string
-	for i := range wqs {
-		w := &wqs[i]
-		if c.DSA.WorkQueue != "" && c.DSA.WorkQueue != w.Name && c.DSA.WorkQueue != w.Path {
-			continue
-		}
-		if w.Unusable != "" {
-			reasons = append(reasons, w.Name+": "+w.Unusable)
-			continue
-		}
-		sub, err := openSubmitter(w, c.DSA.Submit)
-		if err != nil {
-			reasons = append(reasons, err.Error())
-			continue
-		}
-		e, err := newDSAEngine(c, *w, sub, why)
-		if err != nil {
-			sub.close()
-			reasons = append(reasons, err.Error())
-			continue
-		}
-		return e, nil
-	}
-	if len(reasons) == 0 {
-		return nil, fmt.Errorf("%w: no work queue named %q under %s", ErrNoDevice, c.DSA.WorkQueue, c.DSA.SysfsRoot)
-	}
-	return nil, fmt.Errorf("%w: %s", ErrNoDevice, strings.Join(reasons, "; "))
-}
+// SubmitMode chooses how the dsa engine submits descriptors.
+type SubmitMode string
+
+const (
+	// SubmitAuto maps the portal where the CPU has the instruction the
+	// queue's mode needs (MOVDIR64B: dedicated, ENQCMD: shared) and the
+	// process may map it (CAP_SYS_RAWIO on patched kernels), else write().
+	SubmitAuto SubmitMode = ""
+	// SubmitWrite always uses write() on the queue's file.
+	SubmitWrite SubmitMode = "write"
+	// SubmitPortal requires the mapped portal.
+	SubmitPortal SubmitMode = "portal"
+)

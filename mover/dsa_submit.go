@@ -1,3 +1,5 @@
+//go:build linux
+
 package mover
 
 import (
@@ -146,20 +148,6 @@ func (s *portalSubmitter) close() error {
 	}
 	return nil
 }
-
-// SubmitMode chooses how the dsa engine submits descriptors.
-type SubmitMode string
-
-const (
-	// SubmitAuto maps the portal where the CPU has the instruction the
-	// queue's mode needs (MOVDIR64B: dedicated, ENQCMD: shared) and the
-	// process may map it (CAP_SYS_RAWIO on patched kernels), else write().
-	SubmitAuto SubmitMode = ""
-	// SubmitWrite always uses write() on the queue's file.
-	SubmitWrite SubmitMode = "write"
-	// SubmitPortal requires the mapped portal.
-	SubmitPortal SubmitMode = "portal"
-)
 
 // openSubmitter opens w's character device and picks the submission path.
 func openSubmitter(w *WorkQueue, mode SubmitMode) (submitter, error) {

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package dsamodel is a software model of an Intel DSA work queue, for
 // testing the mover package's dsa engine on machines without the device.
 // It is test support: nothing outside tests imports it.
