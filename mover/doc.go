@@ -70,9 +70,11 @@
 // refuses batch descriptors from user space on every device it does not
 // deem safe for user submission (all shipping ones, as of Linux 6.12).
 // Completion records (and batch descriptor lists) live in mmap'd memory
-// outside the Go heap, 32-byte (64-byte) aligned. One poller goroutine reads them with backoff: PAUSE
-// spins, then yields, then UMWAIT where the CPU has WAITPKG, else sleeps
-// growing to 64µs. A page fault (DSA_COMP_PAGE_FAULT_NOBOF) completes
+// outside the Go heap, 32-byte (64-byte) aligned, mlock'ed. One poller
+// goroutine reads them with backoff: PAUSE spins, then yields, then UMWAIT
+// where the CPU has WAITPKG, else nanosleeps from 2µs growing to 64µs on
+// its own OS thread with 1µs timer slack (time.Sleep's granularity was
+// 0.3-1 ms here). A page fault (DSA_COMP_PAGE_FAULT_NOBOF) completes
 // part of a descriptor: the engine touches the faulting page and submits
 // the rest, and after DSAConfig.FaultRetries faults finishes on the CPU;
 // a batch whose descriptor list faulted has its descriptors resubmitted

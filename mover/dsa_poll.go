@@ -9,15 +9,25 @@ import (
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // poll is the poller goroutine: it scans the records of the slots in
 // flight, handles those the device has written, and backs off while none
 // is: spinning with PAUSE briefly, then yielding, then UMWAIT on the record
 // of a slot in flight where the CPU has WAITPKG, else sleeping for growing
-// intervals up to 64µs. It parks while nothing is in flight.
+// intervals from 2µs to 64µs. It parks while nothing is in flight.
+//
+// The poller keeps its OS thread and sets that thread's timer slack to
+// 1µs (best effort), so that its sleeps (nanosleep) last tens of
+// microseconds rather than the default slack's 50µs more, or
+// time.Sleep's timer granularity (0.3 to 1 ms measured here).
 func (e *dsaEngine) poll() {
 	defer close(e.pollerDone)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	unix.Prctl(unix.PR_SET_TIMERSLACK, 1000, 0, 0, 0)
 	var bo backoff
 	for {
 		busy, progress := false, false
@@ -331,7 +341,7 @@ func (b *backoff) wait(watch unsafe.Pointer) {
 	case hasWAITPKG && watch != nil:
 		umwaitOn(watch, 50000) // ~20µs; the OS may cut it shorter
 	default:
-		d := time.Microsecond << min(b.n-48, 6)
-		time.Sleep(d)
+		ts := unix.NsecToTimespec(int64(time.Microsecond << min(b.n-48, 6)))
+		unix.Nanosleep(&ts, nil) // blocks this thread only; see poll
 	}
 }
