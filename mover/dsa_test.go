@@ -358,3 +358,40 @@ func TestMOVDIR64B(t *testing.T) {
 		t.Fatal("MOVDIR64B stored the wrong bytes")
 	}
 }
+
+// Several goroutines at once, with faults and busy replies mixed in.
+func TestDSAConcurrent(t *testing.T) {
+	e, dev := newModelEngine(t, fullModel, "enqcmd", DSAConfig{MaxInflight: 8})
+	dev.InjectFaults(50)
+	dev.InjectBusy(50)
+	ctx := context.Background()
+	done := make(chan error, 4)
+	for g := 0; g < 4; g++ {
+		go func() {
+			src, dst := make([]byte, 150000), make([]byte, 150000)
+			for i := range src {
+				src[i] = byte(i + g)
+			}
+			for i := 0; i < 40; i++ {
+				n := 1 + (i*7919)%len(src)
+				if err := Copy(ctx, e, dst[:n], src[:n], Durable).Wait(ctx); err != nil {
+					done <- err
+					return
+				}
+				if !bytes.Equal(dst[:n], src[:n]) {
+					done <- errors.New("wrong bytes")
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for g := 0; g < 4; g++ {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e.stats.faults.Load() == 0 || e.stats.busy.Load() == 0 {
+		t.Fatalf("faults %d busy %d", e.stats.faults.Load(), e.stats.busy.Load())
+	}
+}
