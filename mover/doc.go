@@ -19,7 +19,7 @@
 //	err = m.Submit(ctx, mover.Request{Kind: mover.KindCopy, Dst: d, Src: s,
 //		Flags: mover.Durable, Tag: seq}, completer)
 //
-//	// Several at once (one DSA batch descriptor):
+//	// Several at once (on DSA: batch descriptors, or one write() of all):
 //	var b mover.Batch
 //	b.Copy(d1, s1, mover.Durable)
 //	b.Add(req, completer)
