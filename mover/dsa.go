@@ -96,6 +96,9 @@ type dsaOp struct {
 
 var _ Mover = (*dsaEngine)(nil)
 
+// closeTimeout bounds how long Close waits for the device.
+const closeTimeout = 10 * time.Second
+
 const (
 	maxSlots     = 256
 	maxBatchDesc = 32
@@ -422,8 +425,14 @@ func (e *dsaEngine) Close() error {
 		return e.closeErr
 	}
 	var bo backoff
-	for e.inflight.Load() > 0 {
-		bo.wait(nil)
+	for deadline := time.Now().Add(closeTimeout); e.inflight.Load() > 0; bo.wait(nil) {
+		if time.Now().After(deadline) {
+			// A hung device: its records and the poller must stay, as it
+			// may still write them; the requests never complete.
+			e.closeErr = fmt.Errorf("%w: close: %d descriptors still in flight after %v; records stay mapped", ErrDevice, e.inflight.Load(), closeTimeout)
+			close(e.closeDone)
+			return e.closeErr
+		}
 	}
 	err := e.drain()
 	close(e.stop)

@@ -133,7 +133,9 @@ type Mover interface {
 	Describe() string
 	// Close stops accepting requests (later ones get ErrClosed), waits for
 	// every accepted request to complete, then stops the engine's
-	// goroutines. It is safe to call more than once.
+	// goroutines. It is safe to call more than once. The dsa engine gives
+	// up after 10 s of a device that completes nothing, returning an error
+	// wrapping ErrDevice and leaving its poller and records in place.
 	Close() error
 }
 
