@@ -96,8 +96,9 @@ type dsaOp struct {
 
 var _ Mover = (*dsaEngine)(nil)
 
-// closeTimeout bounds how long Close waits for the device.
-const closeTimeout = 10 * time.Second
+// closeTimeout bounds how long Close waits for the device (a variable for
+// tests).
+var closeTimeout = 10 * time.Second
 
 const (
 	maxSlots     = 256

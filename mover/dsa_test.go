@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/rpstream/rpstream/mover/dsamodel"
@@ -393,5 +394,36 @@ func TestDSAConcurrent(t *testing.T) {
 	}
 	if e.stats.faults.Load() == 0 || e.stats.busy.Load() == 0 {
 		t.Fatalf("faults %d busy %d", e.stats.faults.Load(), e.stats.busy.Load())
+	}
+}
+
+// A device that never completes: Close gives up with ErrDevice instead of
+// hanging, and the request stays pending.
+func TestDSAHungDeviceClose(t *testing.T) {
+	old := closeTimeout
+	closeTimeout = 50 * time.Millisecond
+	defer func() { closeTimeout = old }()
+	dev := dsamodel.New(fullModel)
+	defer dev.Close()
+	w, err := dev.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	cfg := DefaultConfig()
+	cfg.DSA.CPUBelow = -1
+	cfg.fillDefaults()
+	wq := WorkQueue{Name: "wq0.0", Mode: "dedicated", Size: 8, MaxTransferSize: fullModel.MaxTransfer, MaxBatchSize: 8, GenCap: fullModel.GenCap()}
+	e, err := newDSAEngine(&cfg, wq, &fileSubmitter{fd: int(w.Fd()), name: "model pipe"}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev.InjectDrop(1)
+	op := Copy(context.Background(), e, make([]byte, 100), make([]byte, 100), 0)
+	if err := e.Close(); !errors.Is(err, ErrDevice) {
+		t.Fatalf("close: %v", err)
+	}
+	if !errors.Is(op.Err(), ErrPending) {
+		t.Fatalf("op: %v", op.Err())
 	}
 }

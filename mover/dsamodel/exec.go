@@ -127,6 +127,15 @@ func (d *Device) execute(b *[64]byte, inBatch bool) uint8 {
 		d.violation("completion record address %#x not 32-byte aligned", x.compl)
 		return 0
 	}
+	d.mu.Lock()
+	drop := d.dropNext > 0 && x.opcode != opDrain
+	if drop {
+		d.dropNext--
+	}
+	d.mu.Unlock()
+	if drop {
+		return 0
+	}
 	r := d.run(&x, inBatch)
 	if r.status != StatusSuccess {
 		d.count(func(s *Stats) { s.Errors++ })

@@ -116,6 +116,7 @@ type Device struct {
 	errNext   []uint8
 	busyNext  int
 	listFault int
+	dropNext  int
 	stats     Stats
 	err       error
 
@@ -153,6 +154,10 @@ func (d *Device) InjectError(status ...uint8) {
 
 // InjectBusy makes the next n Enqcmd calls report retry.
 func (d *Device) InjectBusy(n int) { d.mu.Lock(); d.busyNext += n; d.mu.Unlock() }
+
+// InjectDrop makes the next n descriptors vanish: no record is ever
+// written, as from a hung device.
+func (d *Device) InjectDrop(n int) { d.mu.Lock(); d.dropNext += n; d.mu.Unlock() }
 
 // InjectListFault makes the next n batch descriptors fail reading their
 // descriptor list (DSA_COMP_BATCH_PAGE_FAULT), executing none of it.
