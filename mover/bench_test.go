@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"testing"
+	"time"
 
 	"github.com/rpstream/rpstream/pmem"
 )
@@ -177,4 +179,92 @@ func benchOverhead(b *testing.B, m Mover, handles bool) {
 	for i := 0; i < slots; i++ {
 		sem <- struct{}{}
 	}
+}
+
+// BenchmarkCPUvsSync runs sync and a cpu engine in alternating blocks of
+// operations (order swapped every round) on the same buffers, and reports
+// the median of the per-round time ratios as ratio (cpu/sync, below 1:
+// cpu faster). On a machine shared with other processes, load changes
+// within a second; interleaving at the scale of a millisecond compares the
+// engines under the same load. engine=cpu is the default engine,
+// engine=handoff hands every request to a worker: where handoff's ratio
+// drops below 1 is the crossover.
+func BenchmarkCPUvsSync(b *testing.B) {
+	for _, eng := range []string{"cpu", "handoff"} {
+		for _, inflight := range []int{1, slots} {
+			for _, size := range benchSizes {
+				b.Run(fmt.Sprintf("engine=%s/inflight=%d/size=%d", eng, inflight, size), func(b *testing.B) {
+					cfg := Config{Engine: EngineCPU}
+					if eng == "handoff" {
+						cfg.InlineBelow = -1
+					}
+					benchRatio(b, cfg, size, inflight)
+				})
+			}
+		}
+	}
+}
+
+func benchRatio(b *testing.B, cfg Config, size, inflight int) {
+	engines := make([]Mover, 2)
+	for i, c := range []Config{{Engine: EngineSync}, cfg} {
+		m, err := New(c)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer m.Close()
+		engines[i] = m
+	}
+	n := inflight
+	if n > 1 && size >= 256<<10 {
+		n = 16
+	}
+	dst := benchMemory(b, n*size)
+	src := make([]byte, size)
+	ctx := context.Background()
+	block := max(1, (256<<10)/size) // about 256 KiB copied per block
+	run := func(m Mover) time.Duration {
+		t := time.Now()
+		if inflight == 1 {
+			for i := 0; i < block; i++ {
+				if err := Copy(ctx, m, dst[:size], src, Durable).Wait(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			return time.Since(t)
+		}
+		sem := make(semaphore, n)
+		for i := 0; i < block; i++ {
+			sem <- struct{}{}
+			k := i % n
+			if err := m.Submit(ctx, Request{Kind: KindCopy, Dst: dst[k*size : (k+1)*size], Src: src, Flags: Durable}, sem); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for i := 0; i < n; i++ {
+			sem <- struct{}{}
+		}
+		return time.Since(t)
+	}
+	run(engines[0]) // warm up both
+	run(engines[1])
+	var ratios []float64
+	var total [2]time.Duration
+	b.ResetTimer()
+	for r := 0; r < b.N; r++ {
+		var d [2]time.Duration
+		for j := 0; j < 2; j++ {
+			e := (j + r) % 2
+			d[e] = run(engines[e])
+		}
+		total[0] += d[0]
+		total[1] += d[1]
+		ratios = append(ratios, float64(d[1])/float64(d[0]))
+	}
+	sort.Float64s(ratios)
+	ops := float64(b.N * block)
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(float64(total[0].Nanoseconds())/ops, "sync-ns/op")
+	b.ReportMetric(float64(total[1].Nanoseconds())/ops, "other-ns/op")
+	b.ReportMetric(ratios[len(ratios)/2], "ratio")
 }
