@@ -56,7 +56,7 @@ func (s semaphore) Complete(uint64, error) { <-s }
 // tmpfs-backed pmem mapping, per engine, one operation at a time
 // (inflight=1, Op handles) and with 64 in flight (Submit + Completer).
 // cpu is the default (crossover measured at start-up); cpu-handoff hands
-// every request to a worker (InlineBelow -1). Where cpu-handoff beats sync with 64 in flight is the
+// every request to one of two workers (InlineBelow -1, Workers 2). Where cpu-handoff beats sync with 64 in flight is the
 // crossover for callers that always keep many requests in flight.
 func BenchmarkCopyDurable(b *testing.B) {
 	for _, inflight := range []int{1, slots} {
@@ -66,8 +66,8 @@ func BenchmarkCopyDurable(b *testing.B) {
 				switch eng {
 				case "sync":
 					cfg.Engine = EngineSync
-				case "cpu-handoff": // every request handed to a worker
-					cfg.InlineBelow = -1
+				case "cpu-handoff": // every request handed to one of two workers
+					cfg.InlineBelow, cfg.Workers = -1, 2
 				}
 				b.Run(fmt.Sprintf("inflight=%d/size=%d/%s", inflight, size, eng), func(b *testing.B) {
 					benchCopy(b, cfg, size, inflight)
@@ -187,7 +187,7 @@ func benchOverhead(b *testing.B, m Mover, handles bool) {
 // cpu faster). On a machine shared with other processes, load changes
 // within a second; interleaving at the scale of a millisecond compares the
 // engines under the same load. engine=cpu is the default engine,
-// engine=handoff hands every request to a worker: where handoff's ratio
+// engine=handoff hands every request to one of two workers: where its ratio
 // drops below 1 is the crossover.
 func BenchmarkCPUvsSync(b *testing.B) {
 	for _, eng := range []string{"cpu", "handoff"} {
@@ -196,7 +196,7 @@ func BenchmarkCPUvsSync(b *testing.B) {
 				b.Run(fmt.Sprintf("engine=%s/inflight=%d/size=%d", eng, inflight, size), func(b *testing.B) {
 					cfg := Config{Engine: EngineCPU}
 					if eng == "handoff" {
-						cfg.InlineBelow = -1
+						cfg.InlineBelow, cfg.Workers = -1, 2
 					}
 					benchRatio(b, cfg, size, inflight)
 				})

@@ -150,9 +150,10 @@ func (e *cpuEngine) Submit(ctx context.Context, r Request, c Completer) error {
 // InlineBelow < 0 can fail (ctx ended while the queue was full).
 //
 //   - below the inline size: inline;
-//   - no worker parked: queue it, which wakes nobody; if the queue is full,
-//     run it on the caller (caller-runs back-pressure: both the caller's
-//     core and the workers' stay busy);
+//   - no worker parked: queue it, which wakes nobody, while the workers
+//     have less than one request each waiting; else run it on the caller
+//     (caller-runs: the caller's core works too, and Submit slows down as
+//     back-pressure);
 //   - a worker parked: waking it is the expensive part, so split (and
 //     helpStats) decide from measurements whether that has been paying.
 func (e *cpuEngine) dispatch(ctx context.Context, r *Request, c Completer) error {
@@ -167,12 +168,17 @@ func (e *cpuEngine) dispatch(ctx context.Context, r *Request, c Completer) error
 		return e.enqueue(ctx, t) // told never to inline
 	}
 	if e.idle.Load() == 0 {
-		select {
-		case e.queue <- t:
-		default:
-			execCPU(r)
-			c.Complete(r.Tag, nil)
+		// Workers are awake: queue while they have less than a request
+		// each waiting, else work on the caller's core as well.
+		if len(e.queue) < e.nWorkers {
+			select {
+			case e.queue <- t:
+				return nil
+			default:
+			}
 		}
+		execCPU(r)
+		c.Complete(r.Tag, nil)
 		return nil
 	}
 	e.split(r, c)
