@@ -67,8 +67,9 @@ type Config struct {
 	// too).
 	Workers int
 	// QueueDepth is how many requests may wait for a cpu worker (default
-	// 256). When it is full the caller runs the request itself; only with
-	// InlineBelow < 0 does Submit wait for room instead, until ctx ends.
+	// 256). It bounds the queue only with InlineBelow < 0, where Submit
+	// waits for room until ctx ends; otherwise the caller runs a request
+	// itself as soon as each awake worker has one waiting.
 	QueueDepth int
 	// InlineBelow is the size below which the cpu engine runs a request in
 	// Submit instead of handing it to a worker. 0 measures the crossover

@@ -364,7 +364,7 @@ func (e *cpuEngine) Describe() string {
 		inl = "always inline (" + e.inlineWhy + ")"
 	}
 	if e.inlineBelow > 0 && e.inlineBelow < math.MaxInt && e.pieces > 1 {
-		inl += fmt.Sprintf("; larger ones queued while a worker is awake (run by the caller when the queue is full), else shared out in %d KiB chunks with up to %d workers while that measures faster", chunkSize>>10, e.pieces-1)
+		inl += fmt.Sprintf("; larger ones queued while a worker is awake and has none waiting (else run by the caller), else shared out in %d KiB chunks with up to %d workers while that measures faster", chunkSize>>10, e.pieces-1)
 	}
 	return fmt.Sprintf("cpu: %d workers, queue of %d, %s; %s", e.nWorkers, cap(e.queue), inl, e.why)
 }

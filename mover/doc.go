@@ -38,8 +38,8 @@
 //	      (always inline where handing off never wins, as on a busy or
 //	      virtual machine where waking a parked thread costs more than the
 //	      copy). Above it, a request is queued while a worker is awake
-//	      (no wake-up), run by the caller when the queue is full, and
-//	      otherwise shared out in 32 KiB chunks with a parked worker while
+//	      and has none waiting (no wake-up), else run by the caller when
+//	      workers are awake, and otherwise shared out in 32 KiB chunks with a parked worker while
 //	      that measures faster than inline.
 //	dsa   an Intel Data Streaming Accelerator work queue (below).
 //	auto  dsa where a usable work queue exists, else cpu; Describe says
