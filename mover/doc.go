@@ -37,10 +37,10 @@
 //	      measures that crossover once per process by trying both ways
 //	      (always inline where handing off never wins, as on a busy or
 //	      virtual machine where waking a parked thread costs more than the
-//	      copy). Above it, a request is queued while a worker is awake
-//	      and has none waiting (no wake-up), else run by the caller when
-//	      workers are awake, and otherwise shared out in 32 KiB chunks with a parked worker while
-//	      that measures faster than inline.
+//	      copy). Above it: while workers are awake, a request is queued
+//	      if each has less than one waiting (no wake-up), else run by the
+//	      caller; with a worker parked, it is shared out in 32 KiB chunks
+//	      with it while that measures faster than inline.
 //	dsa   an Intel Data Streaming Accelerator work queue (below).
 //	auto  dsa where a usable work queue exists, else cpu; Describe says
 //	      why.
