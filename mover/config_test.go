@@ -5,6 +5,8 @@ import (
 	"flag"
 	"strings"
 	"testing"
+
+	"github.com/rpstream/rpstream/pmem"
 )
 
 func TestParseEngine(t *testing.T) {
@@ -79,4 +81,13 @@ func TestEngineSelection(t *testing.T) {
 		t.Fatalf("dsa without device: %v", err)
 	}
 	t.Log(err)
+}
+
+func TestFlagsFor(t *testing.T) {
+	for m, want := range map[pmem.Mode]Flags{pmem.PersistFlush: Durable, pmem.PersistFence: Durable, pmem.PersistMsync: NoFlush} {
+		f, after := FlagsFor(m)
+		if f != want || after != (m == pmem.PersistMsync) {
+			t.Errorf("%v: %v %v", m, f, after)
+		}
+	}
 }

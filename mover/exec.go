@@ -72,3 +72,17 @@ func overlap(a, b []byte) bool {
 	pa, pb := uintptr(unsafe.Pointer(&a[0])), uintptr(unsafe.Pointer(&b[0]))
 	return pa < pb+uintptr(len(b)) && pb < pa+uintptr(len(a))
 }
+
+// FlagsFor returns the flags that make a destination inside a mapping of
+// mode m durable, and whether the caller must still call Memory.Persist on
+// the range after the operation completes. Flush and fence mappings (real
+// persistent memory, eADR, tmpfs) are made durable by the mover itself
+// (Durable); an msync mapping is not, so the mover only copies (NoFlush)
+// and Persist does the msync.
+func FlagsFor(m pmem.Mode) (f Flags, persistAfter bool) {
+	switch m {
+	case pmem.PersistFlush, pmem.PersistFence:
+		return Durable, false
+	}
+	return NoFlush, true
+}
