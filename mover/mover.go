@@ -46,7 +46,8 @@ const (
 	// pmem.PersistFence mappings): the engine flushes the written cache
 	// lines and fences (CPU), or has the device write past the caches and
 	// read the destination back (DSA). It does not msync: on a mapping in
-	// pmem.PersistMsync mode call Memory.Persist after completion instead.
+	// pmem.PersistMsync mode call Memory.Persist after completion instead
+	// (FlagsFor says which applies).
 	Durable Flags = 1 << iota
 	// NonTemporal asks for stores that bypass the caches (MOVNTDQ on the
 	// CPU, cache control clear on DSA) even without Durable. Useful for data
