@@ -76,9 +76,10 @@ func (c *Client) Grant(ctx context.Context, epoch uint64, writer string) error {
 	return err
 }
 
-// Region asks for the descriptor of slot k under epoch.
+// Region asks for the descriptor of slot k (or of the stream file's
+// header, HeaderSlot) under epoch.
 func (c *Client) Region(ctx context.Context, epoch uint64, k int) (Region, error) {
-	if k < 0 || k > 1<<31 {
+	if k < 0 || (k > 1<<31 && k != HeaderSlot) {
 		return Region{}, fmt.Errorf("%w: slot %d", ErrNoRegion, k)
 	}
 	resp, err := c.call(ctx, &remotepb.Request{Body: &remotepb.Request_Region{Region: &remotepb.RegionRequest{Epoch: epoch, Index: uint32(k)}}})

@@ -66,8 +66,28 @@ type RegionStore interface {
 	EnsureRegion(k int) error
 }
 
-// RegionOffset is the offset of slot k in the stream file.
-func RegionOffset(k, regionSize int) int { return SuperblockSize + k*regionSize }
+// HeaderSlot is the region index that names the stream file's header (its
+// superblock, SuperblockSize bytes at offset 0) rather than a slot: the
+// writer replicates the header like any region, so that the replica's file
+// is byte-identical and opens as a stream after a failover.
+const HeaderSlot = 1<<32 - 1
+
+// RegionOffset is the offset of slot k (or of the header, HeaderSlot) in
+// the stream file.
+func RegionOffset(k, regionSize int) int {
+	if k == HeaderSlot {
+		return 0
+	}
+	return SuperblockSize + k*regionSize
+}
+
+// regionLen is the length of slot k (or of the header).
+func regionLen(k, regionSize int) int {
+	if k == HeaderSlot {
+		return SuperblockSize
+	}
+	return regionSize
+}
 
 // Errors.
 var (

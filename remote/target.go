@@ -338,12 +338,13 @@ func (t *Target) region(id uint64, c rdma.Conn, epoch uint64, k int) *remotepb.R
 	if t.writer != c || epoch != t.epoch {
 		return errResp(id, remotepb.Code_CODE_NOT_WRITER, fmt.Sprintf("epoch %d is not held by this connection (current %d)", epoch, t.epoch))
 	}
-	rs := t.store.RegionSize()
-	off := RegionOffset(k, rs)
+	off, rs := RegionOffset(k, t.store.RegionSize()), regionLen(k, t.store.RegionSize())
 	mr := t.mrs[k]
 	if mr == nil {
-		if err := t.store.EnsureRegion(k); err != nil {
-			return errResp(id, remotepb.Code_CODE_NO_REGION, err.Error())
+		if k != HeaderSlot { // the header always exists
+			if err := t.store.EnsureRegion(k); err != nil {
+				return errResp(id, remotepb.Code_CODE_NO_REGION, err.Error())
+			}
 		}
 		mem := t.store.Memory()
 		b := mem.Bytes()

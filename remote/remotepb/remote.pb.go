@@ -296,8 +296,9 @@ func (x *GrantRequest) GetWriter() string {
 }
 
 // RegionRequest asks for the memory descriptor of region slot index,
-// creating the slot if the store can. Only the current writer may ask, with
-// the current epoch.
+// creating the slot if the store can. Index 4294967295 (remote.HeaderSlot)
+// names the stream file's header, 4096 bytes at offset 0. Only the current
+// writer may ask, with the current epoch.
 type RegionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
