@@ -463,6 +463,20 @@ func TestBenchJSON(t *testing.T) {
 	}
 }
 
+func TestBenchRdmaJSON(t *testing.T) {
+	out := ok(t, "", "bench", "rdma", "--size", "64", "--inflight", "4", "--duration", "100ms", "--json")
+	var r map[string]any
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("bench rdma --json printed %q: %v", out, err)
+	}
+	for _, k := range []string{"p50_us", "p99_us", "mb_per_sec", "raw_p50_us", "raw_mb_per_sec"} {
+		if v, ok := r[k].(float64); !ok || v <= 0 {
+			t.Errorf("bench rdma --json: %q is %v: %s", k, r[k], out)
+		}
+	}
+	fails(t, 2, "", []string{"bench", "rdma", "--size", "0"}, "size must be from 1 byte")
+}
+
 func TestFullDisk(t *testing.T) {
 	d := testutil.SmallFS(t, "512k")
 	ok(t, "", "create", "full", "--region-size", "64k", "--data", d)

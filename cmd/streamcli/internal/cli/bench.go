@@ -16,7 +16,7 @@ var benchCmd = &command{
 	name:    "bench",
 	args:    "KIND [FLAGS]",
 	summary: "Measure append throughput and latency.",
-	subs:    []*command{benchLocalCmd},
+	subs:    []*command{benchLocalCmd, benchRdmaCmd},
 }
 
 var benchLocalCmd = &command{
