@@ -1,5 +1,8 @@
 # rpstream. `make test` is what CI runs (.ci/run) and what README gives a
 # new user; `make demo` is the main job on embedded defaults.
+# Go from /usr/local/go (our machines) or Debian's golang-go (scripts/deps.sh),
+# and the pinned tools it installs into GOPATH/bin.
+export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 GO      ?= go
 PKGS    := ./...
 BIN     := bin

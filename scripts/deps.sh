@@ -5,7 +5,15 @@
 # make target depends on.
 set -euo pipefail
 
-pkgs=(gcc make libibverbs-dev librdmacm-dev protobuf-compiler iproute2)
+pkgs=(gcc make git ca-certificates libibverbs-dev librdmacm-dev protobuf-compiler iproute2)
+# Go: /usr/local/go when present; otherwise Debian's golang-go, which
+# fetches the toolchain go.mod names (go1.26.x) from the Go module proxy
+# on first use (GOTOOLCHAIN=auto, Go 1.21 and later: Debian 13 "trixie").
+if [ -x /usr/local/go/bin/go ]; then
+	export PATH="/usr/local/go/bin:$PATH"
+elif ! command -v go >/dev/null 2>&1; then
+	pkgs+=(golang-go)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -19,7 +27,11 @@ if ((${#missing[@]})); then
 fi
 
 if ! command -v go >/dev/null 2>&1; then
-	echo "deps: Go is not installed (need Go 1.26 or later on PATH)" >&2
+	echo "deps: Go is not installed and Debian's golang-go did not install it" >&2
+	exit 1
+fi
+if ! GOTOOLCHAIN=auto go version >/dev/null 2>&1; then
+	echo "deps: $(go version 2>&1) cannot build this module (go.mod asks for $(awk '/^go /{print $2}' go.mod)); install Go 1.21 or later, which fetches the right toolchain itself" >&2
 	exit 1
 fi
 go mod download
