@@ -62,22 +62,28 @@ and the persistence mode; --json prints one JSON object instead.`,
 				fmt.Fprintf(c.Stderr, "bench local: running in %s (%s)...\n", dir, why)
 			}
 			r, err := cfg.Run(ctx)
-			if err != nil {
-				if ctx.Err() != nil {
-					return fmt.Errorf("interrupted")
-				}
-				return fmt.Errorf("%s", detail(err))
-			}
-			if asJSON {
-				b, err := json.Marshal(r)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(c.out, "%s\n", b)
-				return nil
-			}
-			r.Print(c.out)
-			return nil
+			return emitBench(ctx, c, asJSON, r, err, func() { r.Print(c.out) })
 		}
 	},
+}
+
+// emitBench reports a benchmark's outcome: an error (or an interruption),
+// one JSON object with --json, else the text form printed by text.
+func emitBench(ctx context.Context, c *invocation, asJSON bool, r any, err error, text func()) error {
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted")
+		}
+		return fmt.Errorf("%s", detail(err))
+	}
+	if asJSON {
+		b, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.out, "%s\n", b)
+		return nil
+	}
+	text()
+	return nil
 }

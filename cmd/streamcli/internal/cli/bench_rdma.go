@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"time"
@@ -48,22 +47,7 @@ the target's memory is anonymous and a flush persists nothing.`,
 				return usagef("duration must be positive and at most 10m, not %v", cfg.Duration)
 			}
 			r, err := rdmabench.Run(ctx, cfg)
-			if err != nil {
-				if ctx.Err() != nil {
-					return fmt.Errorf("interrupted")
-				}
-				return fmt.Errorf("%s", detail(err))
-			}
-			if asJSON {
-				b, err := json.Marshal(r)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(c.out, "%s\n", b)
-				return nil
-			}
-			fmt.Fprintln(c.out, r.String())
-			return nil
+			return emitBench(ctx, c, asJSON, r, err, func() { fmt.Fprintln(c.out, r.String()) })
 		}
 	},
 }
