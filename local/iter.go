@@ -190,6 +190,7 @@ func OpenReader(path string, opts Options) (*Stream, error) {
 	}
 	s.live.attachReader(path)
 	s.probe, _ = os.Open(path)
+	s.roLastLive.Store(s.live.load()) // Open scanned the file just now
 	return s, nil
 }
 
@@ -216,7 +217,13 @@ func (s *Stream) roCommitted() uint64 {
 		}
 		return c
 	}
-	s.roRefresh()
+	// No writer: only one that came and went since the last look can
+	// have changed the file, and it left its committed count in the live
+	// area; rescan only then (an idle tail -f costs nothing).
+	if l := s.live.load(); l != s.roLastLive.Load() {
+		s.roLastLive.Store(l)
+		s.roRefresh()
+	}
 	return s.committed.Load()
 }
 

@@ -134,6 +134,9 @@ type Stream struct {
 	notify notifier
 	live   *liveArea
 	probe  *os.File // reader: tests whether a writer holds the lock
+	// roLastLive is the live area's committed count when a reader last
+	// scanned the file without a writer present.
+	roLastLive atomic.Uint64
 }
 
 // region is a live region in memory. Immutable after allocation except next

@@ -394,3 +394,40 @@ func TestGroupCommitNoLostWakeup(t *testing.T) {
 		s.Close()
 	}
 }
+
+// A reader sees what writers that came and went appended, after each.
+func TestReaderAcrossWriters(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s")
+	w, err := local.Create(path, local.Options{RegionSize: 16 << 10, SpareRegions: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Append([]byte("a"))
+	w.Close()
+	r, err := local.OpenReader(path, local.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for k := 2; k <= 4; k++ {
+		w, err := local.Open(path, local.Options{SpareRegions: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 200; i++ { // into new regions too
+			w.Append(make([]byte, 100))
+		}
+		w.Close()
+		if got, want := r.Committed(), uint64(1+200*(k-1)); got != want {
+			t.Fatalf("after writer %d: reader sees %d entries, want %d", k, got, want)
+		}
+	}
+	n := 0
+	it := r.Iterator(0)
+	for it.Next() {
+		n++
+	}
+	if it.Err() != nil || n != 601 {
+		t.Fatalf("reader iterated %d entries (%v), want 601", n, it.Err())
+	}
+}
