@@ -405,3 +405,13 @@ func (t *copyTracker) closeAndWait() {
 	t.mu.Unlock()
 	<-ch
 }
+
+// WaitCommitted returns once entry i is committed (it and every entry
+// before it published, and visible to readers), or ctx.Err() when ctx
+// ends first, or ErrClosed when the stream is closed.
+func (s *Stream) WaitCommitted(ctx context.Context, i uint64) error {
+	if s.committed.Load() > i {
+		return nil
+	}
+	return s.waitCommitted(ctx, i)
+}
