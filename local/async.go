@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rpstream/rpstream/mover"
+	"github.com/rpstream/rpstream/pmem"
 )
 
 // Asynchronous appends.
@@ -128,6 +130,9 @@ func NewAppender(s *Stream, m mover.Mover, opts AppenderOptions) (*Appender, err
 		opts.MaxInFlight = DefaultAppendWindow
 	}
 	f, _ := mover.FlagsFor(s.Mode()) // Sync persists afterwards regardless
+	if s.Mode() == pmem.PersistFence {
+		f = mover.NoFlush
+	}
 	a := &Appender{s: s, m: m, flags: f, opts: opts,
 		slots: make([]appendSlot, opts.MaxInFlight),
 		free:  make(chan int32, opts.MaxInFlight)}
@@ -363,47 +368,33 @@ func (s *Stream) SyncContext(ctx context.Context, i uint64) error {
 
 // copyTracker counts the asynchronous copies into the mapping in flight,
 // so that Close can wait for them before it unmaps. Its zero value is
-// ready.
+// ready. enter and exit are two atomic adds: either an enter sees closing
+// set, or closeAndWait sees its count (sequentially consistent atomics).
 type copyTracker struct {
-	mu     sync.Mutex
-	n      int
-	closed bool
-	idle   chan struct{} // made by closeAndWait, closed by the last exit
+	n       atomic.Int64
+	closing atomic.Bool
 }
 
 // enter counts one more copy, unless the stream is closing.
 func (t *copyTracker) enter() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
+	t.n.Add(1)
+	if t.closing.Load() {
+		t.n.Add(-1)
 		return false
 	}
-	t.n++
 	return true
 }
 
-func (t *copyTracker) exit() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.n--
-	if t.n == 0 && t.idle != nil {
-		close(t.idle)
-		t.idle = nil
-	}
-}
+func (t *copyTracker) exit() { t.n.Add(-1) }
 
-// closeAndWait refuses new copies and waits for those in flight.
+// closeAndWait refuses new copies and waits for those in flight. It polls:
+// Close is rare, and a copy takes microseconds (a hung device blocks it,
+// as unmapping under the device would be worse).
 func (t *copyTracker) closeAndWait() {
-	t.mu.Lock()
-	t.closed = true
-	if t.n == 0 {
-		t.mu.Unlock()
-		return
+	t.closing.Store(true)
+	for d := time.Microsecond; t.n.Load() != 0; d = min(2*d, time.Millisecond) {
+		time.Sleep(d)
 	}
-	t.idle = make(chan struct{})
-	ch := t.idle
-	t.mu.Unlock()
-	<-ch
 }
 
 // WaitCommitted returns once entry i is committed (it and every entry
