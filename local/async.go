@@ -232,9 +232,11 @@ func (a *Appender) noteStarted(i uint64) {
 }
 
 // Flush waits until every append started through a before Flush was
-// called has been copied and published, then until it is durable. Appends
-// started while Flush waits for the window wait for it. ctx bounds the
-// waiting, not a persist already under way.
+// called has been copied and published, then until it is durable. It
+// takes the whole window to know that no copy is in flight, so appends
+// started meanwhile compete with it for the window: call it once the
+// appending goroutines are done (or pause them). ctx bounds the waiting,
+// not a persist already under way.
 func (a *Appender) Flush(ctx context.Context) error {
 	// Holding every tag means no copy of a is in flight.
 	taken := make([]int32, 0, len(a.slots))
