@@ -16,14 +16,16 @@ import (
 // mover, acknowledging the oldest append as durable when the window is
 // full (with 1 in flight: each one before the next starts). Regions are
 // prepared before the timer, up to 2 GiB; longer runs trim as they go and
-// then include the allocation of new regions.
+// then include the allocation of new regions. "dsa-model" is the dsa
+// engine on the software device model (write() path): it measures the
+// engine's and the model's overhead, not what a real device would do.
 //
 //	go test -run '^$' -bench AppendAsync -benchtime 2000x -count 5 ./local/
 func BenchmarkAppendAsync(b *testing.B) {
 	const regionSize = 16 << 20
 	for _, size := range []int{64, 1 << 10, 4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20} {
 		for _, inflight := range []int{1, 64} {
-			for _, eng := range []string{"append", "sync", "cpu"} {
+			for _, eng := range []string{"append", "sync", "cpu", "dsa-model"} {
 				if eng == "append" && inflight > 1 {
 					continue
 				}
@@ -59,11 +61,19 @@ func BenchmarkAppendAsync(b *testing.B) {
 						b.StopTimer() // not the deferred Close and unmapping
 						return
 					}
-					m, err := mover.New(mover.Config{Engine: mover.Engine(eng)})
-					if err != nil {
-						b.Fatal(err)
+					var m mover.Mover
+					if eng == "dsa-model" {
+						e, ok := dsaModelEngine(b)
+						if !ok {
+							b.Skip("no DSA model on this OS")
+						}
+						m = e.m
+					} else {
+						if m, err = mover.New(mover.Config{Engine: mover.Engine(eng)}); err != nil {
+							b.Fatal(err)
+						}
+						defer m.Close()
 					}
-					defer m.Close()
 					a, err := local.NewAppender(s, m, local.AppenderOptions{MaxInFlight: inflight})
 					if err != nil {
 						b.Fatal(err)

@@ -17,7 +17,7 @@ import (
 // tree whose queue file is a FIFO served by the software device model
 // (mover/dsamodel). Everything goes to the device (CPUBelow -1), split
 // at a 64 KiB maximum transfer. Nothing here touches real hardware.
-func dsaModelEngine(t *testing.T) (engine, bool) {
+func dsaModelEngine(t testing.TB) (engine, bool) {
 	t.Helper()
 	mc := dsamodel.Config{MaxTransfer: 64 << 10, Overlap: true, Readback: true, CacheCtl: true, Seed: 7}
 	dir := t.TempDir()

@@ -4,4 +4,4 @@ package local_test
 
 import "testing"
 
-func dsaModelEngine(t *testing.T) (engine, bool) { return engine{}, false }
+func dsaModelEngine(t testing.TB) (engine, bool) { return engine{}, false }
