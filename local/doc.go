@@ -86,7 +86,7 @@
 //
 // # Asynchronous appends
 //
-// An Appender (async.go) keeps many appends in flight from one goroutine:
+// An Appender (async.go; its handle and waits in pending.go) keeps many appends in flight from one goroutine:
 // each reserves its space as Reserve does, and a mover.Mover copies the
 // payload into the mapping; the entry is published when its copy
 // completes, in whatever order the copies complete, through the same
