@@ -83,4 +83,17 @@
 // Reservations are handed out in index order and committed in index order:
 // the committed position advances over the contiguous run of published
 // entries, and readers see only committed entries.
+//
+// # Asynchronous appends
+//
+// An Appender (async.go; its handle and waits in pending.go) keeps many appends in flight from one goroutine:
+// each reserves its space as Reserve does, and a mover.Mover copies the
+// payload into the mapping; the entry is published when its copy
+// completes, in whatever order the copies complete, through the same
+// in-order commit. Pending.Wait, Stream.SyncContext and Sync make entries
+// durable as for Append, so the format, the ordering and the crash
+// guarantees are those of the synchronous path. The Appender owns no
+// goroutine: completions run on the mover's (cpu workers, the DSA poller)
+// or on the appending goroutine. Close waits for every copy in flight
+// before it unmaps the file.
 package local

@@ -184,9 +184,14 @@ func readEntry(r []byte, seq uint64, off int) (payload []byte, next int, ok bool
 // writeEntryHeader stores the header of an entry whose payload is already in
 // place at r[off+EntryHeaderSize:], and zeroes its padding.
 func writeEntryHeader(r []byte, seq uint64, off, n int) {
-	p := r[off+EntryHeaderSize : off+EntryHeaderSize+n]
+	writeEntryHeaderCRC(r, off, n, entryCRC(seq, off, r[off+EntryHeaderSize:off+EntryHeaderSize+n]))
+}
+
+// writeEntryHeaderCRC is writeEntryHeader with the checksum computed by
+// the caller (asynchronous appends compute it from the source).
+func writeEntryHeaderCRC(r []byte, off, n int, crc uint32) {
 	clear(r[off+EntryHeaderSize+n : off+entrySize(n)])
-	le.PutUint32(r[off+4:], entryCRC(seq, off, p))
+	le.PutUint32(r[off+4:], crc)
 	le.PutUint32(r[off:], uint32(n))
 }
 

@@ -125,6 +125,8 @@ type Stream struct {
 	failed atomic.Pointer[error]
 	closed atomic.Bool
 
+	copies copyTracker // asynchronous copies into the mapping (async.go)
+
 	spares      []int // slots allocated ahead by the preparer; under mu
 	spareTarget int   // how many to keep ready; under mu
 	prepWake    chan struct{}
@@ -351,6 +353,7 @@ func (s *Stream) Close() error {
 		return ErrClosed
 	}
 	s.stopPreparer()
+	s.copies.closeAndWait() // before unmapping; their entries get persisted below
 	var err error
 	if !s.readOnly && s.failed.Load() == nil {
 		err = s.syncAll()

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rpstream/rpstream/local"
+	"github.com/rpstream/rpstream/mover"
 	"github.com/rpstream/rpstream/pmem"
 )
 
@@ -41,7 +42,30 @@ type Local struct {
 	// its files: the run then measures appends, not the kernel's first
 	// touch of every page (about 2 us a page on our machines).
 	NoPrepare bool
+	// Mover is the engine that copies payloads into the stream
+	// (local.Appender). EngineUnset means $RPSTREAM_MOVER if set, else
+	// sync.
+	Mover mover.Engine
+	// InFlight is how many appends each writer keeps in flight (0 means
+	// 1). With 1 and the sync engine, writers call Stream.Append (or
+	// AppendNoSync) as they always did; otherwise each writer has a
+	// local.Appender on the mover and, when its window is full, waits
+	// for its oldest append: durable with Sync, else published. An
+	// append's latency then runs from its start to that acknowledgement.
+	InFlight int
 }
+
+// engine is the mover engine the config asks for.
+func (c Local) engine() mover.Engine {
+	if c.Mover == mover.EngineUnset && os.Getenv(mover.EnvVar) == "" {
+		return mover.EngineSync
+	}
+	return c.Mover
+}
+
+// direct says the run uses the synchronous appends of package local,
+// without a mover.
+func (c Local) direct() bool { return c.engine() == mover.EngineSync && c.InFlight <= 1 }
 
 // DefaultDir is a directory in memory (tmpfs) where there is one, so that
 // the benchmark measures the stream and not a disk, and says which.
@@ -63,6 +87,10 @@ func (c Local) Validate() error {
 		return fmt.Errorf("writers must be at least 1, not %d", c.Writers)
 	case c.Writers > c.Count:
 		return fmt.Errorf("more writers (%d) than entries (%d)", c.Writers, c.Count)
+	case c.InFlight < 0 || c.InFlight > local.MaxInFlight:
+		return fmt.Errorf("inflight must be in [1, %d], not %d", local.MaxInFlight, c.InFlight)
+	case c.Writers*max(c.InFlight, 1) > local.MaxInFlight:
+		return fmt.Errorf("writers × inflight (%d) exceeds the stream's %d reservations in flight", c.Writers*c.InFlight, local.MaxInFlight)
 	}
 	rs := c.RegionSize
 	if rs == 0 {
@@ -96,6 +124,11 @@ func (c Local) Run(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	defer s.Close()
+	m, err := mover.New(mover.Config{Engine: c.engine()})
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
 	prepared := 0
 	if !c.NoPrepare {
 		rs := s.RegionSize()
@@ -125,14 +158,27 @@ func (c Local) Run(ctx context.Context) (*Result, error) {
 		errMu sync.Mutex
 		first error
 		last  = make([]uint64, c.Writers)
+		apps  = make([]*local.Appender, c.Writers)
 	)
+	if !c.direct() {
+		for w := range apps {
+			if apps[w], err = local.NewAppender(s, m, local.AppenderOptions{MaxInFlight: max(c.InFlight, 1)}); err != nil {
+				return nil, err
+			}
+		}
+	}
 	for w := range lat {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			<-start
 			var err error
-			if last[w], err = c.write(ctx, s, payload, lat[w]); err != nil {
+			if apps[w] != nil {
+				last[w], err = c.writeAsync(ctx, s, apps[w], payload, lat[w])
+			} else {
+				last[w], err = c.write(ctx, s, payload, lat[w])
+			}
+			if err != nil {
 				errMu.Lock()
 				if first == nil {
 					first = err
@@ -160,6 +206,15 @@ func (c Local) Run(ctx context.Context) (*Result, error) {
 		Dir: parent, Sync: c.Sync, RegionSize: s.RegionSize(),
 		Mode: s.Mode().String(), Seconds: elapsed.Seconds(),
 		PreparedRegions: prepared,
+		Mover:           m.Name(), MoverDetail: m.Describe(), InFlight: max(c.InFlight, 1),
+	}
+	if c.direct() {
+		r.MoverDetail = "none: Stream.Append copies each entry itself (--mover sync --inflight 1)"
+	}
+	for _, a := range apps {
+		if a != nil {
+			r.Fallbacks += a.Fallbacks()
+		}
 	}
 	if d, ok := s.Memory().(pmem.Describer); ok {
 		r.ModeDetail = d.Describe()
@@ -199,6 +254,61 @@ func (c Local) write(ctx context.Context, s *local.Stream, p []byte, lat []uint3
 		prev = now
 		lat[k] = uint32(min(d, maxLatency))
 		last = maxU(last, i)
+	}
+	return last, nil
+}
+
+// writeAsync appends len(lat) entries through a, keeping up to
+// c.InFlight of them in flight; when the window is full it waits for the
+// oldest (durable with c.Sync, else published) and records its latency
+// from its start, in clock ticks. The appends of one writer are
+// acknowledged in order, so a ring of start times suffices.
+func (c Local) writeAsync(ctx context.Context, s *local.Stream, a *local.Appender, p []byte, lat []uint32) (last uint64, err error) {
+	w := max(c.InFlight, 1)
+	idx := make([]uint64, w)
+	began := make([]int64, w)
+	acked := 0 // appends acknowledged; k-acked are in flight
+	ack := func() error {
+		j := acked % w
+		var err error
+		if c.Sync {
+			err = s.SyncContext(ctx, idx[j])
+		} else {
+			err = s.WaitCommitted(ctx, idx[j])
+		}
+		if err != nil {
+			return err
+		}
+		if !c.NoLatency {
+			lat[acked] = uint32(min(clock()-began[j], maxLatency))
+		}
+		acked++
+		return nil
+	}
+	for k := range lat {
+		if k&1023 == 0 && ctx.Err() != nil {
+			return last, ctx.Err()
+		}
+		if k-acked == w {
+			if err := ack(); err != nil {
+				return last, err
+			}
+		}
+		j := k % w
+		if !c.NoLatency {
+			began[j] = clock()
+		}
+		i, err := a.Start(ctx, p)
+		if err != nil {
+			return last, fmt.Errorf("append: %w", err)
+		}
+		idx[j] = i
+		last = maxU(last, i)
+	}
+	for acked < len(lat) {
+		if err := ack(); err != nil {
+			return last, err
+		}
 	}
 	return last, nil
 }

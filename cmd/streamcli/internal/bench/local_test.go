@@ -4,10 +4,12 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/rpstream/rpstream/local"
+	"github.com/rpstream/rpstream/mover"
 )
 
 func TestLocalRun(t *testing.T) {
@@ -26,6 +28,31 @@ func TestLocalRun(t *testing.T) {
 	}
 	if _, err := (Local{Count: 10, Size: 1 << 20, Writers: 1, RegionSize: 64 << 10}).Run(context.Background()); err == nil {
 		t.Error("entries larger than a region accepted")
+	}
+}
+
+// Asynchronous appends through every engine that runs here, with the
+// window acknowledged as durable (Sync) or published.
+func TestLocalRunAsync(t *testing.T) {
+	dir := t.TempDir()
+	for _, eng := range []mover.Engine{mover.EngineSync, mover.EngineCPU, mover.EngineAuto} {
+		for _, sync := range []bool{true, false} {
+			c := Local{Count: 3000, Size: 300, Writers: 2, Dir: dir, Sync: sync, Mover: eng, InFlight: 16}
+			r, err := c.Run(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Count != 3000 || r.InFlight != 16 || r.Mover == "" || r.MoverDetail == "" || r.P50us <= 0 || r.EntriesPerSec <= 0 {
+				t.Errorf("%s: result %+v", eng, r)
+			}
+		}
+	}
+	r, err := Local{Count: 10, Size: 8, Writers: 1, Dir: dir, Sync: true, Mover: mover.EngineSync, InFlight: 1}.Run(context.Background())
+	if err != nil || r.Mover != "sync" || !strings.HasPrefix(r.MoverDetail, "none") {
+		t.Fatalf("one at a time on sync: %+v %v", r, err)
+	}
+	if err := (Local{Count: 10, Writers: 1, InFlight: -1}).Validate(); err == nil {
+		t.Error("negative inflight accepted")
 	}
 }
 

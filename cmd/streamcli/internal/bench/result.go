@@ -30,6 +30,15 @@ type Result struct {
 	// PreparedRegions were allocated before the clock started (0: the
 	// run allocated every region as it went, page faults included).
 	PreparedRegions int `json:"prepared_regions"`
+	// Mover is the engine that copied the payloads (sync, cpu, dsa),
+	// MoverDetail what it is and why it was chosen (its Describe), or
+	// "none: ..." when the writers appended synchronously without one.
+	Mover       string `json:"mover"`
+	MoverDetail string `json:"mover_detail"`
+	// InFlight is the appends each writer kept in flight.
+	InFlight int `json:"inflight"`
+	// Fallbacks counts copies the mover failed and the CPU redid.
+	Fallbacks uint64 `json:"fallbacks,omitempty"`
 }
 
 // fill computes rates and percentiles from the per-writer latencies, in
@@ -73,6 +82,10 @@ func (r *Result) Print(w io.Writer) {
 		fmt.Fprintf(w, "  persistence %s\n", r.Mode)
 	}
 	fmt.Fprintf(w, "  durability  %s\n", sync)
+	fmt.Fprintf(w, "  mover       %s; %d append(s) in flight per writer\n", r.MoverDetail, r.InFlight)
+	if r.Fallbacks > 0 {
+		fmt.Fprintf(w, "  fallbacks   %d copies failed by the mover and redone on the CPU\n", r.Fallbacks)
+	}
 	if r.PreparedRegions > 0 {
 		fmt.Fprintf(w, "  regions     %d prepared before timing (--prepare=false to time their allocation too)\n", r.PreparedRegions)
 	} else {

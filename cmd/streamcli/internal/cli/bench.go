@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/rpstream/rpstream/cmd/streamcli/internal/bench"
+	"github.com/rpstream/rpstream/mover"
 )
 
 // benchCmd is "bench KIND": one subcommand per kind of benchmark. A new
@@ -22,13 +23,17 @@ var benchCmd = &command{
 var benchLocalCmd = &command{
 	graceful: true,
 	name:     "bench local",
-	args:     "--count N --size S --writers C [--dir DIR] [--region-size SIZE] [--sync=true|false] [--prepare=true|false] [--json]",
+	args:     "--count N --size S --writers C [--dir DIR] [--region-size SIZE] [--sync=true|false] [--mover ENGINE] [--inflight N] [--prepare=true|false] [--json]",
 	summary:  "Append N entries of S bytes from C concurrent writers to a fresh stream file.",
 	detail: `
 The stream lives in a fresh temporary directory under --dir, removed
 afterwards; by default --dir is /dev/shm (tmpfs: memory speed) if it exists.
 Give --dir /tmp or a directory on a disk to measure durable appends to a
 file (msync), where concurrent writers share each msync (group commit).
+--mover sync|cpu|dsa|auto picks the data mover that copies entries into
+the stream, --inflight N how many appends each writer keeps in flight: it
+waits for the oldest (durable with --sync) when N are. The default,
+--mover sync --inflight 1, appends one at a time without a mover.
 Prints entries/s, MB/s (payload, 10^6 bytes), append latency percentiles
 and the persistence mode; --json prints one JSON object instead.`,
 	flags: func(fs *flag.FlagSet) runFunc {
@@ -42,6 +47,8 @@ and the persistence mode; --json prints one JSON object instead.`,
 		fs.Var(sizeFlag{&cfg.RegionSize}, "region-size", "`SIZE` of the stream's regions (default 4MiB)")
 		cfg.Sync = true
 		fs.BoolVar(&cfg.Sync, "sync", true, "make each append durable before it returns; false: one sync at the end")
+		fs.Var(&cfg.Mover, "mover", "data mover `ENGINE`: sync, cpu, dsa or auto (default: $"+mover.EnvVar+", else sync)")
+		fs.IntVar(&cfg.InFlight, "inflight", 1, "`N` appends each writer keeps in flight (asynchronous appends when above 1)")
 		fs.BoolVar(&asJSON, "json", false, "print one JSON object")
 		latency := fs.Bool("latency", true, "read the clock after each append for latency percentiles (false: bare throughput)")
 		prepare := fs.Bool("prepare", true, "prepare (allocate, prefault) the regions the run fills before timing; false: time their allocation too")

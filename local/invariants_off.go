@@ -1,0 +1,5 @@
+//go:build !invariants && !race
+
+package local
+
+const checkInvariants = false
