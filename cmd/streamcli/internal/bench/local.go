@@ -47,11 +47,13 @@ type Local struct {
 	// sync.
 	Mover mover.Engine
 	// InFlight is how many appends each writer keeps in flight (0 means
-	// 1). With 1 and the sync engine, writers call Stream.Append (or
-	// AppendNoSync) as they always did; otherwise each writer has a
-	// local.Appender on the mover and, when its window is full, waits
-	// for its oldest append: durable with Sync, else published. An
-	// append's latency then runs from its start to that acknowledgement.
+	// 1). With 1 and no mover named (Mover unset, no $RPSTREAM_MOVER),
+	// writers call Stream.Append (or AppendNoSync) directly; otherwise
+	// each writer has a local.Appender on the mover and, when its window
+	// is full, waits for its oldest append: durable with Sync, else
+	// published. An append's latency then runs from its start to that
+	// acknowledgement. Naming a mover always uses the Appender, so that
+	// engines are compared on the same path.
 	InFlight int
 }
 
@@ -64,8 +66,10 @@ func (c Local) engine() mover.Engine {
 }
 
 // direct says the run uses the synchronous appends of package local,
-// without a mover.
-func (c Local) direct() bool { return c.engine() == mover.EngineSync && c.InFlight <= 1 }
+// without a mover: none was named and one append is in flight.
+func (c Local) direct() bool {
+	return c.Mover == mover.EngineUnset && os.Getenv(mover.EnvVar) == "" && c.InFlight <= 1
+}
 
 // DefaultDir is a directory in memory (tmpfs) where there is one, so that
 // the benchmark measures the stream and not a disk, and says which.
@@ -209,7 +213,8 @@ func (c Local) Run(ctx context.Context) (*Result, error) {
 		Mover:           m.Name(), MoverDetail: m.Describe(), InFlight: max(c.InFlight, 1),
 	}
 	if c.direct() {
-		r.MoverDetail = "none: Stream.Append copies each entry itself (--mover sync --inflight 1)"
+		r.Mover = "none"
+		r.MoverDetail = "none: Stream.Append copies each entry itself (no --mover, --inflight 1)"
 	}
 	for _, a := range apps {
 		if a != nil {

@@ -47,8 +47,14 @@ func TestLocalRunAsync(t *testing.T) {
 			}
 		}
 	}
-	r, err := Local{Count: 10, Size: 8, Writers: 1, Dir: dir, Sync: true, Mover: mover.EngineSync, InFlight: 1}.Run(context.Background())
-	if err != nil || r.Mover != "sync" || !strings.HasPrefix(r.MoverDetail, "none") {
+	t.Setenv(mover.EnvVar, "")
+	r, err := Local{Count: 10, Size: 8, Writers: 1, Dir: dir, Sync: true, InFlight: 1}.Run(context.Background())
+	if err != nil || r.Mover != "none" || !strings.HasPrefix(r.MoverDetail, "none") {
+		t.Fatalf("one at a time, no mover named: %+v %v", r, err)
+	}
+	// Naming a mover runs the Appender, even one at a time.
+	r, err = Local{Count: 10, Size: 8, Writers: 1, Dir: dir, Sync: true, Mover: mover.EngineSync, InFlight: 1}.Run(context.Background())
+	if err != nil || r.Mover != "sync" || strings.HasPrefix(r.MoverDetail, "none") {
 		t.Fatalf("one at a time on sync: %+v %v", r, err)
 	}
 	if err := (Local{Count: 10, Writers: 1, InFlight: -1}).Validate(); err == nil {

@@ -32,8 +32,9 @@ Give --dir /tmp or a directory on a disk to measure durable appends to a
 file (msync), where concurrent writers share each msync (group commit).
 --mover sync|cpu|dsa|auto picks the data mover that copies entries into
 the stream, --inflight N how many appends each writer keeps in flight: it
-waits for the oldest (durable with --sync) when N are. The default,
---mover sync --inflight 1, appends one at a time without a mover.
+waits for the oldest (durable with --sync) when N are. Without --mover
+and with --inflight 1 (the default), appends go one at a time through
+Stream.Append, without a mover; naming a mover always uses the Appender.
 Prints entries/s, MB/s (payload, 10^6 bytes), append latency percentiles
 and the persistence mode; --json prints one JSON object instead.`,
 	flags: func(fs *flag.FlagSet) runFunc {
