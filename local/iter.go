@@ -277,5 +277,3 @@ func (s *Stream) roRefresh() {
 		}
 	}
 }
-
-func (s *Stream) tailUsedLocked() int { return s.tailOff }

@@ -1,7 +1,6 @@
 package local
 
 import (
-	"errors"
 	"fmt"
 	"sort"
 	"sync/atomic"
@@ -175,7 +174,7 @@ func (s *Stream) Regions() []RegionInfo {
 			ri.Used = int(r.end.Load())
 		} else {
 			ri.Count = committed - r.first
-			ri.Used = s.tailUsedLocked()
+			ri.Used = s.tailOff
 		}
 		out = append(out, ri)
 	}
@@ -193,5 +192,3 @@ func (s *Stream) regionOf(i uint64) (*region, error) {
 	k := sort.Search(len(s.regions), func(k int) bool { return s.regions[k].first > i }) - 1
 	return s.regions[k], nil
 }
-
-var errNoEntry = errors.New("local: no entry there")
