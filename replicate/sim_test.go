@@ -1,0 +1,318 @@
+package replicate
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/rpstream/rpstream/replicate/quorum"
+)
+
+// TestSimulation drives the Replicator with random, seeded schedules of
+// appends, persists, out-of-order completions, failures, reconnects and
+// ticks against simulated replicas that keep every byte written to them,
+// and checks the package invariants after every step; then it heals every
+// replica and checks that all of them converge on the leader's bytes and
+// that everything appended is committed.
+func TestSimulation(t *testing.T) {
+	seeds := 300
+	if testing.Short() {
+		seeds = 50
+	}
+	for seed := range uint64(seeds) {
+		for _, p := range []quorum.Policy{quorum.Majority, quorum.All, quorum.LeaderOnly} {
+			if err := simulate(seed, p); err != nil {
+				t.Fatalf("seed %d policy %v: %v", seed, p, err)
+			}
+		}
+	}
+}
+
+const simRegionSize = 1024
+
+type simReplica struct {
+	id       ID
+	gen      uint64 // generation of its live connection, 0 when down
+	mem      map[int][]byte
+	words    map[int]uint64 // by slot
+	alloc    map[uint64]bool
+	durable  Pos // contiguous durable prefix, never lost
+	cursor   Pos // where the next write of this connection must start
+	queue    []Op
+	done     []Pos // executed, not reported
+	pending  []Alloc
+	connects []Connect
+}
+
+type sim struct {
+	rng       *rand.Rand
+	r         *Replicator
+	policy    quorum.Policy
+	leader    map[int][]byte
+	reps      []*simReplica
+	persisted uint64
+	commit    uint64
+}
+
+func slotOf(seq uint64) int { return int(seq) + 2 }
+
+func simulate(seed uint64, policy quorum.Policy) error {
+	rng := rand.New(rand.NewPCG(seed, uint64(policy)))
+	r, err := New(Config{Policy: policy, MaxInflight: 1 + rng.IntN(3), MaxBatch: 8 * (1 + rng.IntN(40)),
+		CatchUpChunk: 64 * (1 + rng.IntN(8)), LagEntries: uint64(1 + rng.IntN(10)), CommitWordTicks: 1 + rng.IntN(3),
+		RetryTicks: 1, MaxRetryTicks: 4}, 1)
+	if err != nil {
+		return err
+	}
+	s := &sim{rng: rng, r: r, policy: policy, leader: map[int][]byte{}}
+	s.newRegion()
+	for i := range 2 + rng.IntN(2) {
+		sr := &simReplica{id: ID(fmt.Sprintf("r%d", i+1)), mem: map[int][]byte{}, words: map[int]uint64{}, alloc: map[uint64]bool{}}
+		s.reps = append(s.reps, sr)
+		if err := r.AddReplica(sr.id, false); err != nil {
+			return err
+		}
+	}
+	for step := range 400 {
+		if err := s.step(false); err != nil {
+			return fmt.Errorf("step %d: %w", step, err)
+		}
+	}
+	// Heal: no more failures; everything completes.
+	s.persisted = r.log.appended()
+	r.Persisted(s.persisted)
+	for step := range 50000 {
+		if err := s.step(true); err != nil {
+			return fmt.Errorf("healing step %d: %w", step, err)
+		}
+		if s.converged() {
+			return nil
+		}
+	}
+	return fmt.Errorf("no convergence: commit %d of %d; %+v end %v regions %d have %v alloc %v", r.Committed(), r.log.appended(), r.Progress(), r.log.end(), len(r.log.regions), r.replicas[0].have, r.replicas[0].alloc)
+}
+
+func (s *sim) newRegion() {
+	seq := uint64(1)
+	if l := s.r.log.last(); l != nil {
+		seq = l.seq + 1
+	}
+	m := make([]byte, simRegionSize)
+	for i := range RegionHeaderSize {
+		m[i] = byte(s.rng.Uint32())
+	}
+	clear(m[CommitWordOffset : CommitWordOffset+8])
+	s.leader[slotOf(seq)] = m
+	if err := s.r.NewRegion(RegionInfo{Seq: seq, Slot: slotOf(seq), First: s.r.log.appended()}); err != nil {
+		panic(err)
+	}
+}
+
+func (s *sim) converged() bool {
+	if s.r.Committed() != s.r.log.appended() {
+		return false
+	}
+	for _, sr := range s.reps {
+		if sr.durable != s.r.log.end() {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *sim) rep(id ID) *simReplica {
+	for _, sr := range s.reps {
+		if sr.id == id {
+			return sr
+		}
+	}
+	panic(id)
+}
+
+func (s *sim) step(healing bool) error {
+	r, rng := s.r, s.rng
+	switch k := rng.IntN(20); {
+	case k < 3 && !healing:
+		n := 8 * (1 + rng.IntN(12))
+		last := r.log.last()
+		if last.tail+n > simRegionSize {
+			s.newRegion()
+			last = r.log.last()
+		}
+		m := s.leader[last.slot]
+		for i := range n {
+			m[last.tail+i] = byte(rng.Uint32())
+		}
+		if err := r.Append(Span{Seq: last.seq, Off: last.tail, Len: n, End: r.log.appended() + uint64(1+rng.IntN(3))}); err != nil {
+			return err
+		}
+	case k < 5 && !healing:
+		if a := r.log.appended(); a > s.persisted {
+			s.persisted += 1 + rng.Uint64N(a-s.persisted)
+			r.Persisted(s.persisted)
+		}
+	case k < 6 && !healing:
+		sr := s.reps[rng.IntN(len(s.reps))]
+		if sr.gen != 0 {
+			if err := r.Failed(sr.id, sr.gen, errors.New("link down")); err != nil {
+				return err
+			}
+			sr.gen, sr.queue, sr.done, sr.pending = 0, nil, nil, nil
+		}
+	case k < 8:
+		r.Tick()
+	case k < 11:
+		return s.ready()
+	default:
+		return s.deliver()
+	}
+	return s.check()
+}
+
+// ready takes a Ready and queues its work on the simulated replicas.
+func (s *sim) ready() error {
+	rd := s.r.Ready()
+	if rd.Commit < s.commit {
+		return fmt.Errorf("commit went back from %d to %d", s.commit, rd.Commit)
+	}
+	s.commit = rd.Commit
+	for _, c := range rd.Connects {
+		sr := s.rep(c.Replica)
+		sr.connects = append(sr.connects, c)
+	}
+	for _, a := range rd.Allocs {
+		sr := s.rep(a.Replica)
+		sr.pending = append(sr.pending, a)
+	}
+	for _, o := range rd.Ops {
+		sr := s.rep(o.Replica)
+		if o.Gen != sr.gen {
+			return fmt.Errorf("op of generation %d for %s at %d", o.Gen, sr.id, sr.gen)
+		}
+		sr.queue = append(sr.queue, o)
+	}
+	return s.check()
+}
+
+// deliver carries out one piece of work on one replica.
+func (s *sim) deliver() error {
+	r, rng := s.r, s.rng
+	sr := s.reps[rng.IntN(len(s.reps))]
+	switch k := rng.IntN(4); {
+	case len(sr.connects) > 0 && k == 0:
+		c := sr.connects[0]
+		sr.connects = sr.connects[1:]
+		sr.gen, sr.queue, sr.done, sr.pending = c.Gen, nil, nil, nil
+		pos := sr.durable
+		if rng.IntN(3) == 0 && pos.Off > 0 { // a replica may report less, from its commit word
+			if w := sr.words[slotOf(pos.Seq)]; w >= RegionHeaderSize {
+				pos.Off = int(w)
+			}
+		}
+		sr.cursor = pos
+		return r.Connected(sr.id, c.Gen, pos)
+	case len(sr.pending) > 0 && k == 1:
+		a := sr.pending[0]
+		sr.pending = sr.pending[1:]
+		sr.alloc[a.Seq] = true
+		return r.Allocated(sr.id, a.Gen, a.Seq)
+	case len(sr.done) > 0 && k == 2:
+		i := rng.IntN(len(sr.done))
+		e := sr.done[i]
+		sr.done = append(sr.done[:i], sr.done[i+1:]...)
+		return r.Flushed(sr.id, sr.gen, e)
+	case len(sr.queue) > 0:
+		o := sr.queue[0]
+		sr.queue = sr.queue[1:]
+		return s.execute(sr, o)
+	}
+	return nil
+}
+
+func (s *sim) execute(sr *simReplica, o Op) error {
+	reg := s.r.log.region(uint64(o.Slot) - 2)
+	if reg == nil || slotOf(reg.seq) != o.Slot {
+		return fmt.Errorf("op on unknown slot %d", o.Slot)
+	}
+	switch o.Kind {
+	case OpWrite:
+		start := Pos{reg.seq, o.Off}
+		if start != sr.cursor && !(o.Off == 0 && reg.seq == sr.cursor.Seq+1) {
+			return fmt.Errorf("write to %s at %v, its next byte is %v", sr.id, start, sr.cursor)
+		}
+		if !sr.alloc[reg.seq] && !(reg.seq == sr.cursor.Seq && sr.cursor.Off > 0) {
+			return fmt.Errorf("write to %s in region %d before allocation", sr.id, reg.seq)
+		}
+		if o.Off+o.Len > reg.tail {
+			return fmt.Errorf("write past the leader's tail")
+		}
+		m := sr.mem[o.Slot]
+		if m == nil {
+			m = make([]byte, simRegionSize)
+			sr.mem[o.Slot] = m
+		}
+		copy(m[o.Off:o.Off+o.Len], s.leader[o.Slot][o.Off:o.Off+o.Len])
+		sr.cursor = o.End
+		sr.alloc[reg.seq] = true
+		if sr.durable.Less(o.End) {
+			sr.durable = o.End
+		}
+		sr.done = append(sr.done, o.End)
+	case OpCommitWord:
+		p := Pos{reg.seq, int(o.Value)}
+		if sr.durable.Less(p) || o.Value < RegionHeaderSize {
+			return fmt.Errorf("commit word %v on %s, durable to %v", p, sr.id, sr.durable)
+		}
+		if i := s.r.log.indexAt(p); i > s.r.Committed() {
+			return fmt.Errorf("commit word %v names %d entries, %d committed", p, i, s.r.Committed())
+		}
+		if o.Value != RegionHeaderSize && o.Value != uint64(reg.tail) && !boundaryAt(reg, int(o.Value)) {
+			return fmt.Errorf("commit word %v not on an append boundary", p)
+		}
+		sr.words[o.Slot] = o.Value
+	}
+	return nil
+}
+
+func boundaryAt(reg *region, off int) bool {
+	for _, b := range reg.bs {
+		if b.Off == off {
+			return true
+		}
+	}
+	return false
+}
+
+// check: the commit point is held by enough durable copies, and every
+// replica's durable bytes are the leader's.
+func (s *sim) check() error {
+	c := s.r.Committed()
+	if c > s.persisted {
+		return fmt.Errorf("commit %d beyond the leader's persist %d", c, s.persisted)
+	}
+	holders := 1
+	for _, sr := range s.reps {
+		if s.r.log.indexAt(sr.durable) >= c {
+			holders++
+		}
+	}
+	if need := quorum.Needed(s.policy, len(s.reps)); holders < need {
+		return fmt.Errorf("commit %d held by %d, %d needed", c, holders, need)
+	}
+	for _, sr := range s.reps {
+		for seq := s.r.log.first().Seq; seq <= sr.durable.Seq; seq++ {
+			reg := s.r.log.region(seq)
+			end := reg.tail
+			if seq == sr.durable.Seq {
+				end = sr.durable.Off
+			}
+			m := sr.mem[reg.slot]
+			if end > 0 && (m == nil || !bytes.Equal(m[:end], s.leader[reg.slot][:end])) {
+				return fmt.Errorf("%s region %d differs from the leader's before %d", sr.id, seq, end)
+			}
+		}
+	}
+	return nil
+}
