@@ -49,7 +49,38 @@ type region struct {
 // the regions it still replicates. It holds no payload: the bytes are in
 // the leader's mapping.
 type log struct {
-	regions []*region // by seq, contiguous
+	regions   []*region // by seq, contiguous
+	compacted int       // regions[:compacted] hold at most one boundary
+}
+
+// compactMin is how many boundaries a region must be able to drop before
+// compact copies its slice: compaction stays amortised O(1) per append.
+const compactMin = 256
+
+// compact drops the boundaries before floor but the last one at or before
+// it. Nothing at or after floor changes, and indexAt and posOf below it
+// only become conservative (smaller), so floor must be at or before every
+// position the Replicator still asks about exactly: every replica's durable
+// position and the commit point's.
+func (l *log) compact(floor Pos) {
+	for k := l.compacted; k < len(l.regions); k++ {
+		reg := l.regions[k]
+		if reg.seq > floor.Seq {
+			return
+		}
+		limit := reg.tail
+		if reg.seq == floor.Seq {
+			limit = floor.Off
+		}
+		i := sort.Search(len(reg.bs), func(i int) bool { return reg.bs[i].Off > limit }) - 1
+		sealed := reg.seq < floor.Seq && k < len(l.regions)-1
+		if i >= compactMin || (sealed && i > 0) {
+			reg.bs = append(reg.bs[:0:0], reg.bs[i:]...)
+		}
+		if sealed && len(reg.bs) <= 1 && k == l.compacted {
+			l.compacted++
+		}
+	}
 }
 
 func (l *log) last() *region {

@@ -125,7 +125,21 @@ func (r *Replicator) Ready() Ready {
 		r.status = s
 		rd.Status = &s
 	}
+	r.compact()
 	return rd
+}
+
+// compact bounds the leader's map of append boundaries: only those a
+// replica's durable position or the commit point may still need are kept,
+// so memory follows the slowest replica's backlog, not the stream's age.
+func (r *Replicator) compact() {
+	floor := r.log.posOf(r.commit)
+	for _, p := range r.replicas {
+		if p.acked.Less(floor) {
+			floor = p.acked
+		}
+	}
+	r.log.compact(floor)
 }
 
 // writes hands out p's next writes, batched up to the in-flight and size
