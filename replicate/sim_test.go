@@ -95,6 +95,11 @@ func simulate(seed uint64, policy quorum.Policy) error {
 	return fmt.Errorf("no convergence: commit %d of %d; %+v end %v regions %d have %v alloc %v", r.Committed(), r.log.appended(), r.Progress(), r.log.end(), len(r.log.regions), r.replicas[0].have, r.replicas[0].alloc)
 }
 
+// down voids the replica's connection: what was queued on it is lost.
+func (sr *simReplica) down() {
+	sr.gen, sr.queue, sr.done, sr.pending, sr.connects = 0, nil, nil, nil, nil
+}
+
 func (s *sim) newRegion() {
 	seq := uint64(1)
 	if l := s.r.log.last(); l != nil {
@@ -161,7 +166,23 @@ func (s *sim) step(healing bool) error {
 			if err := r.Failed(sr.id, sr.gen, errors.New("link down")); err != nil {
 				return err
 			}
-			sr.gen, sr.queue, sr.done, sr.pending = 0, nil, nil, nil
+			sr.down()
+		}
+	case k < 7 && !healing:
+		sr := s.reps[rng.IntN(len(s.reps))]
+		switch rng.IntN(8) {
+		case 0: // a new epoch: every replica is reconnected
+			if err := r.SetEpoch(r.Epoch() + 1); err != nil {
+				return err
+			}
+			for _, sr := range s.reps {
+				sr.down()
+			}
+		default: // membership saw the replica restart
+			if err := r.Restarted(sr.id); err != nil {
+				return err
+			}
+			sr.down()
 		}
 	case k < 8:
 		r.Tick()
@@ -206,6 +227,12 @@ func (s *sim) deliver() error {
 	case len(sr.connects) > 0 && k == 0:
 		c := sr.connects[0]
 		sr.connects = sr.connects[1:]
+		if c.Epoch != r.Epoch() {
+			return fmt.Errorf("connect under epoch %d, current %d", c.Epoch, r.Epoch())
+		}
+		if rng.IntN(5) == 0 { // the replica is still down
+			return r.Failed(sr.id, c.Gen, errors.New("connection refused"))
+		}
 		sr.gen, sr.queue, sr.done, sr.pending = c.Gen, nil, nil, nil
 		pos := sr.durable
 		if rng.IntN(3) == 0 && pos.Off > 0 { // a replica may report less, from its commit word
