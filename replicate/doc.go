@@ -10,10 +10,13 @@
 //
 // The leader's stream is a sequence of regions (local/'s format), each in
 // a slot that has the same number on every replica. A region's replicated
-// bytes are [0, tail): its header (lines 0 and 1, RegionHeaderSize bytes)
-// then its entries. A replica's copy must be byte-identical, so the leader
-// writes the same bytes at the same offsets and the same recovery code
-// reads both. Positions are Pos{region seq, offset}; the Replicator keeps,
+// bytes are its header's line 0, [0, 64), and its entries, [RegionHeaderSize,
+// tail): the same bytes at the same offsets, so that the same recovery code
+// reads the leader's copy and a replica's. Line 1, [64, 128), holds the
+// commit and seal words, which are each copy's own: an allocation zeroes it
+// on the replica before line 0 is written (as local/ does), the
+// Replicator writes the replica's commit word, and the leader's seal word
+// is never copied (it would claim entries a replica catching up lacks). Positions are Pos{region seq, offset}; the Replicator keeps,
 // per region, where each local append ended (bytes and entry index), which
 // is all it needs to turn a replica's durable byte position into an entry
 // count. It never holds payload: the I/O loop writes from the leader's

@@ -10,6 +10,9 @@ import (
 // replicated as the first bytes of a region's range.
 const RegionHeaderSize = 128
 
+// headerLine is the part of the header copied from the leader: line 0.
+const headerLine = 64
+
 // CommitWordOffset is where the commit word lives in a region (local/'s
 // format): the end offset, within the region, of the entries the leader
 // has committed, written with one 8-byte atomic write.

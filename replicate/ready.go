@@ -14,6 +14,11 @@ const (
 	// into the same bytes of the replica's, then a persistence Flush of
 	// that range on the same Conn; report Flushed(Replica, Gen, End) when
 	// the Flush completes, Failed if either fails.
+	//
+	// The first write of a region is its line 0 alone, [0, 64), and
+	// reports End {Seq, RegionHeaderSize}: line 1 is never copied from the
+	// leader (its seal word would claim entries the replica lacks), so a
+	// region's replicated bytes are [0, 64) and [RegionHeaderSize, tail).
 	OpWrite OpKind = iota
 	// OpCommitWord: rdma AtomicWrite of Value (little-endian) at
 	// CommitWordOffset of the replica's slot, then a persistence Flush of
@@ -37,8 +42,13 @@ type Op struct {
 }
 
 // Alloc asks for region Seq to be allocated in slot Slot on a replica
-// (remote: Client.Region, which makes the target EnsureRegion). Report
-// Allocated(Replica, Gen, Seq), or Failed.
+// (remote: Client.Region, which makes the target EnsureRegion) and for its
+// line 1 and first entry header, [CommitWordOffset, RegionHeaderSize+8),
+// to be zeroed and flushed to persistence there (an rdma Write from a
+// registered zero buffer, then a Flush), as local/ does before a region's
+// line 0 makes it valid: a reused slot's old commit and seal words must
+// never come back to life under a new header. Report Allocated(Replica,
+// Gen, Seq) once that flush completed, or Failed.
 type Alloc struct {
 	Replica ID
 	Gen     uint64
@@ -166,6 +176,11 @@ func (r *Replicator) writes(p *replica, rd *Ready) bool {
 		}
 		n := min(reg.tail-p.next.Off, chunk)
 		e := Pos{reg.seq, p.next.Off + n}
+		if p.next.Off == 0 {
+			// Line 0 alone: line 1 (commit and seal words) is the
+			// replica's own, zeroed by the allocation.
+			n, e = headerLine, Pos{reg.seq, RegionHeaderSize}
+		}
 		rd.Ops = append(rd.Ops, Op{Replica: p.id, Gen: p.gen, Kind: OpWrite, Slot: reg.slot, Off: p.next.Off, Len: n, End: e})
 		p.inflight = append(p.inflight, flight{end: e})
 		p.next = e

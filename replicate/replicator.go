@@ -227,6 +227,11 @@ func (r *Replicator) Connected(id ID, gen uint64, durable Pos) error {
 	if gen != p.gen || p.state != StateConnecting {
 		return nil
 	}
+	if durable.Off < RegionHeaderSize {
+		// Without line 0 the region is not there: allocate it (and zero
+		// its line 1) again.
+		durable.Off = 0
+	}
 	have := durable.Seq // its region durable.Seq exists if it holds any of it
 	if durable.Off == 0 && have > 0 {
 		have--

@@ -107,9 +107,8 @@ func (s *sim) newRegion() {
 	}
 	m := make([]byte, simRegionSize)
 	for i := range RegionHeaderSize {
-		m[i] = byte(s.rng.Uint32())
+		m[i] = byte(s.rng.Uint32()) // line 1 too: the leader's own words
 	}
-	clear(m[CommitWordOffset : CommitWordOffset+8])
 	s.leader[slotOf(seq)] = m
 	if err := s.r.NewRegion(RegionInfo{Seq: seq, Slot: slotOf(seq), First: s.r.log.appended()}); err != nil {
 		panic(err)
@@ -245,6 +244,15 @@ func (s *sim) deliver() error {
 	case len(sr.pending) > 0 && k == 1:
 		a := sr.pending[0]
 		sr.pending = sr.pending[1:]
+		m := sr.mem[a.Slot]
+		if m == nil {
+			m = make([]byte, simRegionSize)
+			for i := range m {
+				m[i] = 0xee // what an earlier use of the slot left
+			}
+			sr.mem[a.Slot] = m
+		}
+		clear(m[CommitWordOffset : RegionHeaderSize+8])
 		sr.alloc[a.Seq] = true
 		return r.Allocated(sr.id, a.Gen, a.Seq)
 	case len(sr.done) > 0 && k == 2:
@@ -277,10 +285,12 @@ func (s *sim) execute(sr *simReplica, o Op) error {
 		if o.Off+o.Len > reg.tail {
 			return fmt.Errorf("write past the leader's tail")
 		}
+		if o.Off < RegionHeaderSize && o.Off+o.Len > CommitWordOffset {
+			return fmt.Errorf("write [%d,%d) touches line 1", o.Off, o.Off+o.Len)
+		}
 		m := sr.mem[o.Slot]
 		if m == nil {
-			m = make([]byte, simRegionSize)
-			sr.mem[o.Slot] = m
+			return fmt.Errorf("write to %s slot %d, never allocated", sr.id, o.Slot)
 		}
 		copy(m[o.Off:o.Off+o.Len], s.leader[o.Slot][o.Off:o.Off+o.Len])
 		sr.cursor = o.End
@@ -328,9 +338,16 @@ func (s *sim) check() error {
 			if seq == sr.durable.Seq {
 				end = sr.durable.Off
 			}
-			m := sr.mem[reg.slot]
-			if end > 0 && (m == nil || !bytes.Equal(m[:end], s.leader[reg.slot][:end])) {
+			m, l := sr.mem[reg.slot], s.leader[reg.slot]
+			if end == 0 {
+				continue
+			}
+			if m == nil || !bytes.Equal(m[:CommitWordOffset], l[:CommitWordOffset]) ||
+				!bytes.Equal(m[RegionHeaderSize:end], l[RegionHeaderSize:end]) {
 				return fmt.Errorf("%s region %d differs from the leader's before %d", sr.id, seq, end)
+			}
+			if !bytes.Equal(m[CommitWordOffset+8:RegionHeaderSize], make([]byte, RegionHeaderSize-CommitWordOffset-8)) {
+				return fmt.Errorf("%s region %d: line 1 is not its own", sr.id, seq)
 			}
 		}
 	}
