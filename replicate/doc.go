@@ -59,8 +59,10 @@
 //   - Allocs: make a region exist on a replica (remote's Region request).
 //   - Ops, per replica in posting order: OpWrite (Write + persistence Flush
 //     of one range of one region: many appends batched into one write and
-//     one flush) and OpCommitWord (8-byte AtomicWrite of the commit word at
-//     CommitWordOffset, then a Flush of it). A write never spans regions.
+//     one flush), OpCommitWord (8-byte AtomicWrite of the commit word at
+//     CommitWordOffset, then a Flush of it) and OpSealWord (the same for
+//     the seal word of a region the replica holds whole and that is
+//     committed). A write never spans regions.
 //   - Commit and CommitAdvanced: the commit point, an entry index.
 //   - Status, when it changed: per replica state and lagging; the stream
 //     under-replicated (some replica not keeping up), quorum lost (too few

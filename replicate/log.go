@@ -10,6 +10,10 @@ import (
 // replicated as the first bytes of a region's range.
 const RegionHeaderSize = 128
 
+// SealWordOffset is where the seal word lives in a region (local/'s
+// format): count<<32 | end, once the region is complete.
+const SealWordOffset = 72
+
 // headerLine is the part of the header copied from the leader: line 0.
 const headerLine = 64
 

@@ -26,6 +26,13 @@ const (
 	// names bytes the replica already holds durably, so a lost word
 	// costs recovery nothing); a failure is reported with Failed.
 	OpCommitWord
+	// OpSealWord: rdma AtomicWrite of Value at SealWordOffset of the
+	// replica's slot, then a persistence Flush of it; reported like
+	// OpCommitWord. Value is local/'s seal, count<<32 | end: the region is
+	// complete and committed, and the replica holds all of it and the next
+	// region's line 0, so its recovery may trust the count instead of
+	// scanning.
+	OpSealWord
 )
 
 // Op is one unit of rdma work on one replica. Ops of one replica must be
@@ -38,7 +45,7 @@ type Op struct {
 	Off     int    // OpWrite: offset within the region slot
 	Len     int    // OpWrite
 	End     Pos    // OpWrite: the position Flushed reports
-	Value   uint64 // OpCommitWord: end offset of committed entries in the region
+	Value   uint64 // OpCommitWord, OpSealWord: the word
 }
 
 // Alloc asks for region Seq to be allocated in slot Slot on a replica
@@ -235,6 +242,7 @@ func (r *Replicator) wordTarget(p *replica) Pos {
 func (r *Replicator) commitWords(p *replica, rd *Ready) {
 	t := r.wordTarget(p)
 	if !p.published.Less(t) {
+		r.sealWords(p, rd)
 		return
 	}
 	for seq := max(p.published.Seq, r.log.first().Seq); seq <= t.Seq; seq++ {
@@ -249,6 +257,23 @@ func (r *Replicator) commitWords(p *replica, rd *Ready) {
 		rd.Ops = append(rd.Ops, Op{Replica: p.id, Gen: p.gen, Kind: OpCommitWord, Slot: reg.slot, Value: uint64(v)})
 	}
 	p.published, p.wordAge = t, 0
+	r.sealWords(p, rd)
+}
+
+// sealWords seals, on p, the regions it holds completely and whose entries
+// are all committed (so no leader will ever write them differently), once
+// the next region's line 0 is durable there too.
+func (r *Replicator) sealWords(p *replica, rd *Ready) {
+	p.sealNext = max(p.sealNext, r.log.first().Seq)
+	for {
+		reg, next := r.log.region(p.sealNext), r.log.region(p.sealNext+1)
+		if reg == nil || next == nil || next.first > r.commit || p.acked.Less(Pos{next.seq, RegionHeaderSize}) {
+			return
+		}
+		v := (next.first-reg.first)<<32 | uint64(uint32(reg.tail))
+		rd.Ops = append(rd.Ops, Op{Replica: p.id, Gen: p.gen, Kind: OpSealWord, Slot: reg.slot, Value: v})
+		p.sealNext++
+	}
 }
 
 // Status is the health of replication now.

@@ -92,6 +92,7 @@ type replica struct {
 	have      uint64          // regions up to this sequence number exist there
 	alloc     map[uint64]bool // regions after have: allocated (true) or asked for (false)
 	published Pos             // commit word written up to here
+	sealNext  uint64          // the next region to seal there
 	wordAge   int             // ticks a commit word has waited
 	backoff   int             // ticks left in StateRetry
 	failures  int             // in a row, for the backoff
@@ -249,6 +250,7 @@ func (r *Replicator) Connected(id ID, gen uint64, durable Pos) error {
 	p.acked, p.next, p.published = durable, durable, Pos{durable.Seq, RegionHeaderSize}
 	p.ackedIdx = r.log.indexAt(durable)
 	p.have, p.alloc = have, nil
+	p.sealNext = durable.Seq // earlier regions stay as they are (recovery scans what is not sealed)
 	p.state = StateReplicate
 	if r.lagging(p) {
 		p.state = StateCatchUp

@@ -296,6 +296,8 @@ func (e *scenarioEnv) ready() string {
 			e.writes[o.Replica] = append(e.writes[o.Replica], o.End)
 		case OpCommitWord:
 			lines = append(lines, fmt.Sprintf("word %s slot=%d value=%d", o.Replica, o.Slot, o.Value))
+		case OpSealWord:
+			lines = append(lines, fmt.Sprintf("seal %s slot=%d count=%d end=%d", o.Replica, o.Slot, o.Value>>32, uint32(o.Value)))
 		}
 	}
 	if rd.CommitAdvanced {

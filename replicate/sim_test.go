@@ -2,6 +2,7 @@ package replicate
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -28,9 +29,14 @@ func TestSimulation(t *testing.T) {
 			}
 		}
 	}
+	if simSeals == 0 {
+		t.Error("no region was ever sealed on a replica")
+	}
 }
 
 const simRegionSize = 1024
+
+var simSeals int // seal words executed, across runs: the path must run
 
 type simReplica struct {
 	id       ID
@@ -44,6 +50,7 @@ type simReplica struct {
 	done     []Pos // executed, not reported
 	pending  []Alloc
 	connects []Connect
+	seals    int
 }
 
 type sim struct {
@@ -89,6 +96,7 @@ func simulate(seed uint64, policy quorum.Policy) error {
 			return fmt.Errorf("healing step %d: %w", step, err)
 		}
 		if s.converged() {
+			simSeals += s.reps[0].seals
 			return nil
 		}
 	}
@@ -311,6 +319,16 @@ func (s *sim) execute(sr *simReplica, o Op) error {
 			return fmt.Errorf("commit word %v not on an append boundary", p)
 		}
 		sr.words[o.Slot] = o.Value
+	case OpSealWord:
+		next := s.r.log.region(reg.seq + 1)
+		if next == nil || next.first > s.r.Committed() || sr.durable.Less(Pos{next.seq, RegionHeaderSize}) {
+			return fmt.Errorf("seal of region %d on %s, durable to %v, commit %d", reg.seq, sr.id, sr.durable, s.r.Committed())
+		}
+		if want := (next.first-reg.first)<<32 | uint64(reg.tail); o.Value != want {
+			return fmt.Errorf("seal %#x of region %d, want %#x", o.Value, reg.seq, want)
+		}
+		binary.LittleEndian.PutUint64(sr.mem[o.Slot][SealWordOffset:], o.Value)
+		sr.seals++
 	}
 	return nil
 }
@@ -346,7 +364,7 @@ func (s *sim) check() error {
 				!bytes.Equal(m[RegionHeaderSize:end], l[RegionHeaderSize:end]) {
 				return fmt.Errorf("%s region %d differs from the leader's before %d", sr.id, seq, end)
 			}
-			if !bytes.Equal(m[CommitWordOffset+8:RegionHeaderSize], make([]byte, RegionHeaderSize-CommitWordOffset-8)) {
+			if !bytes.Equal(m[SealWordOffset+8:RegionHeaderSize], make([]byte, RegionHeaderSize-SealWordOffset-8)) {
 				return fmt.Errorf("%s region %d: line 1 is not its own", sr.id, seq)
 			}
 		}
