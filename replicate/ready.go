@@ -143,6 +143,9 @@ func (r *Replicator) Ready() Ready {
 		rd.Status = &s
 	}
 	r.compact()
+	if checkInvariants {
+		r.verify()
+	}
 	return rd
 }
 
