@@ -217,9 +217,19 @@ func (r *Replicator) Restarted(id ID) error {
 }
 
 // Connected answers a Connect of generation gen: the replica is granted
-// the epoch and its durable position is durable (read from its region
-// headers and commit word; Pos{} for an empty replica). Writing resumes
-// from there. A stale gen is ignored.
+// the epoch and holds every byte before durable (read from its region
+// headers, commit and seal words, or a scan; Pos{} for an empty replica;
+// less than it holds is always safe). Writing resumes from there. A stale
+// gen is ignored.
+//
+// A replica may hold more than the leader: bytes a crashed leader never
+// persisted, so never acknowledged. They are overwritten from the
+// leader's end, but entries of them beyond what is overwritten would stay
+// valid for the replica's recovery: before reporting such a replica, the
+// I/O loop must cut it back (zero its bytes from the leader's end to its
+// own in that region and free its regions after the leader's last), and
+// report the leader's end. The Replicator clamps durable to its end
+// either way.
 func (r *Replicator) Connected(id ID, gen uint64, durable Pos) error {
 	p := r.replica(id)
 	if p == nil {

@@ -18,7 +18,7 @@ import (
 // replica and checks that all of them converge on the leader's bytes and
 // that everything appended is committed.
 func TestSimulation(t *testing.T) {
-	seeds := 300
+	seeds := 200
 	if testing.Short() {
 		seeds = 50
 	}
