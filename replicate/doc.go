@@ -10,17 +10,21 @@
 //
 // The leader's stream is a sequence of regions (local/'s format), each in
 // a slot that has the same number on every replica. A region's replicated
-// bytes are its header's line 0, [0, 64), and its entries, [RegionHeaderSize,
-// tail): the same bytes at the same offsets, so that the same recovery code
-// reads the leader's copy and a replica's. Line 1, [64, 128), holds the
-// commit and seal words, which are each copy's own: an allocation zeroes it
-// on the replica before line 0 is written (as local/ does), the
-// Replicator writes the replica's commit word, and the leader's seal word
-// is never copied (it would claim entries a replica catching up lacks). Positions are Pos{region seq, offset}; the Replicator keeps,
-// per region, where each local append ended (bytes and entry index), which
-// is all it needs to turn a replica's durable byte position into an entry
-// count. It never holds payload: the I/O loop writes from the leader's
-// mapping.
+// bytes are its header's line 0, [0, 64), and its entries,
+// [RegionHeaderSize, tail): the same bytes at the same offsets, so that the
+// same recovery code reads the leader's copy and a replica's. Line 1,
+// [64, 128), holds the commit and seal words, which are each copy's own:
+// an allocation zeroes it on the replica before line 0 is written (as
+// local/ does before a region's line 0 makes it valid), and the Replicator
+// writes the replica's words itself; the leader's seal word is never
+// copied, because it would claim entries a replica catching up lacks.
+//
+// Positions are Pos{region seq, offset}. The Replicator keeps, per region,
+// where each local append ended (bytes and entry index), which is all it
+// needs to turn a replica's durable byte position into an entry count; it
+// forgets the boundaries behind the slowest replica and the commit point,
+// so its memory follows the backlog, not the stream's age. It never holds
+// payload: the I/O loop writes from the leader's mapping.
 //
 // Each replica has a generation (bumped by every failure, restart, epoch
 // change), a durable position acked (every byte before it was written and
@@ -56,7 +60,8 @@
 // # Outputs (Ready)
 //
 //   - Connects: connect, Grant the epoch, read the durable position.
-//   - Allocs: make a region exist on a replica (remote's Region request).
+//   - Allocs: make a region exist on a replica (remote's Region request)
+//     and zero its line 1 durably.
 //   - Ops, per replica in posting order: OpWrite (Write + persistence Flush
 //     of one range of one region: many appends batched into one write and
 //     one flush), OpCommitWord (8-byte AtomicWrite of the commit word at
