@@ -14,8 +14,9 @@ func BenchmarkRound(b *testing.B) {
 	r.NewRegion(RegionInfo{Seq: 1, Slot: 0})
 	for _, id := range []ID{"r1", "r2"} {
 		r.AddReplica(id, false)
-		r.Ready()
-		r.Connected(id, 1, Pos{1, RegionHeaderSize})
+		for _, c := range r.Ready().Connects {
+			r.Connected(c.Replica, c.Gen, Pos{1, RegionHeaderSize})
+		}
 	}
 	b.ReportAllocs()
 	for b.Loop() {

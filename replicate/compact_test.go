@@ -15,8 +15,9 @@ func TestCompaction(t *testing.T) {
 	}
 	for _, id := range []ID{"r1", "r2"} {
 		r.AddReplica(id, false)
-		r.Ready()
-		r.Connected(id, 1, Pos{1, RegionHeaderSize})
+		for _, c := range r.Ready().Connects {
+			r.Connected(c.Replica, c.Gen, Pos{1, RegionHeaderSize})
+		}
 	}
 	for i := range 100000 {
 		last := r.log.last()

@@ -112,6 +112,7 @@ type Replicator struct {
 	commit    uint64
 	reported  uint64 // commit as of the last Ready
 	replicas  []*replica
+	gens      uint64 // the last generation handed to a replica
 	status    Status // as of the last Ready
 }
 
@@ -187,7 +188,10 @@ func (r *Replicator) AddReplica(id ID, backup bool) error {
 	if r.replica(id) != nil {
 		return fmt.Errorf("%w: %s added twice", ErrReplica, id)
 	}
-	p := &replica{id: id, backup: backup, state: StateConnecting, gen: 1, connect: true}
+	// Generations come from one counter, so that a replica removed and
+	// added again never accepts a completion of its earlier incarnation.
+	r.gens++
+	p := &replica{id: id, backup: backup, state: StateConnecting, gen: r.gens, connect: true}
 	i, _ := slices.BinarySearchFunc(r.replicas, id, func(p *replica, id ID) int { return strings.Compare(string(p.id), string(id)) })
 	r.replicas = slices.Insert(r.replicas, i, p)
 	return nil
@@ -343,7 +347,8 @@ func (r *Replicator) Failed(id ID, gen uint64, err error) error {
 
 // reset voids what is in flight to p.
 func (r *Replicator) reset(p *replica) {
-	p.gen++
+	r.gens++
+	p.gen = r.gens
 	p.inflight = nil
 	p.next = p.acked
 	p.connect = false
@@ -378,7 +383,8 @@ func (r *Replicator) Tick() {
 		switch p.state {
 		case StateRetry:
 			if p.backoff--; p.backoff <= 0 {
-				p.gen++
+				r.gens++
+				p.gen = r.gens
 				p.state, p.connect = StateConnecting, true
 			}
 		case StateCatchUp, StateReplicate:
