@@ -50,12 +50,16 @@ type Op struct {
 
 // Alloc asks for region Seq to be allocated in slot Slot on a replica
 // (remote: Client.Region, which makes the target EnsureRegion) and for its
-// line 1 and first entry header, [CommitWordOffset, RegionHeaderSize+8),
-// to be zeroed and flushed to persistence there (an rdma Write from a
-// registered zero buffer, then a Flush), as local/ does before a region's
-// line 0 makes it valid: a reused slot's old commit and seal words must
-// never come back to life under a new header. Report Allocated(Replica,
-// Gen, Seq) once that flush completed, or Failed.
+// line 1, [CommitWordOffset, RegionHeaderSize), to be zeroed and flushed
+// to persistence there (an rdma Write from a registered zero buffer, then
+// a Flush), as local/ does before a region's line 0 makes it valid: a
+// reused slot's old commit and seal words must never come back to life
+// under a new header. Only line 1: an Alloc may come again for a region
+// the replica already holds (after a reconnect), and zeroing its words
+// then only makes them older, while its entries must stay (a reused
+// slot's old entries are rejected anyway: their checksums cover the old
+// region's sequence number). Report Allocated(Replica, Gen, Seq) once
+// that flush completed, or Failed.
 type Alloc struct {
 	Replica ID
 	Gen     uint64

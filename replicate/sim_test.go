@@ -242,9 +242,14 @@ func (s *sim) deliver() error {
 		}
 		sr.gen, sr.queue, sr.done, sr.pending = c.Gen, nil, nil, nil
 		pos := sr.durable
-		if rng.IntN(3) == 0 && pos.Off > 0 { // a replica may report less, from its commit word
-			if w := sr.words[slotOf(pos.Seq)]; w >= RegionHeaderSize {
+		switch rng.IntN(6) { // a replica may report less, from its commit words
+		case 0, 1:
+			if w := sr.words[slotOf(pos.Seq)]; w >= RegionHeaderSize && pos.Off > 0 {
 				pos.Off = int(w)
+			}
+		case 2:
+			if w := sr.words[slotOf(pos.Seq-1)]; w >= RegionHeaderSize && pos.Seq > 1 {
+				pos = Pos{pos.Seq - 1, int(w)}
 			}
 		}
 		sr.cursor = pos
@@ -260,7 +265,7 @@ func (s *sim) deliver() error {
 			}
 			sr.mem[a.Slot] = m
 		}
-		clear(m[CommitWordOffset : RegionHeaderSize+8])
+		clear(m[CommitWordOffset:RegionHeaderSize])
 		sr.alloc[a.Seq] = true
 		return r.Allocated(sr.id, a.Gen, a.Seq)
 	case len(sr.done) > 0 && k == 2:
