@@ -487,11 +487,14 @@ type AppendRequest struct {
 	// The entry's payload, of any length a region can hold (empty too).
 	Data []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
 	// Idempotence: a producer names itself (any non-empty string unique to
-	// it) and numbers its appends with strictly increasing sequence
-	// numbers. A request that repeats a sequence number the node has
-	// already stored for that producer is not stored again: the answer
-	// carries the original position and duplicate is set. Without a
-	// producer_id every request is stored.
+	// it) and gives each append its own sequence number, increasing in the
+	// order it sends them (appends in flight at once may arrive in another
+	// order). A request that repeats a sequence number the node has stored
+	// for that producer is not stored again: the answer carries the
+	// original position and duplicate is set. The node remembers a window
+	// of recent numbers per producer; a number older than all of them is
+	// refused with FailedPrecondition. Without a producer_id every request
+	// is stored.
 	ProducerId    string `protobuf:"bytes,3,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
 	Sequence      uint64 `protobuf:"varint,4,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields

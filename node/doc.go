@@ -29,12 +29,14 @@
 // # Idempotent appends
 //
 // Per stream and producer id the node keeps, in memory only, the positions
-// of the last IdempotenceWindow sequence numbers it stored. A request
-// repeating one of them gets the original position (once durable) instead
-// of a second copy; a sequence number below the window is refused with
-// FailedPrecondition; a higher one is stored. This state is lost when the
-// node restarts or the stream is reopened: a retry that crosses a restart
-// may be stored twice. Keeping it durable (in the entries themselves, as
+// of the last IdempotenceWindow sequence numbers it stored, and a floor
+// above which every stored number is among them. A request repeating a
+// remembered number gets the original position (once durable) instead of
+// a second copy; a number at or below the floor is refused with
+// FailedPrecondition (it may have been stored); any other is stored, so
+// appends in flight at once may arrive in any order. This state is lost
+// when the node restarts or the stream is reopened: a retry that crosses a
+// restart may be stored twice. Keeping it durable (in the entries, as
 // Kafka does in its record batches) is left for the replicated version.
 //
 // # Goroutines

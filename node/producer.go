@@ -5,14 +5,14 @@ import (
 	"sync"
 )
 
-// errSeqTooOld is returned for a sequence number below a producer's
-// remembered window: it may have been stored, and its position is
+// errSeqTooOld is returned for a sequence number not remembered and not
+// above a producer's floor: it may have been stored, and its position is
 // forgotten.
 var errSeqTooOld = errors.New("node: sequence number older than the idempotence window")
 
-// producers remembers, per producer id, the positions of its last window
-// sequence numbers stored in one stream (in memory only: see the package
-// comment). Safe for concurrent use.
+// producers remembers, per producer id, where its recent sequence numbers
+// were stored in one stream (in memory only: see the package comment).
+// Safe for concurrent use.
 type producers struct {
 	window, max int
 
@@ -21,18 +21,19 @@ type producers struct {
 	clock uint64 // ticks per use, for least-recently-used eviction
 }
 
-// producer is one producer's state. Its mutex is held from the lookup of a
-// sequence number to the recording of its position, so that a retry
-// arriving while the original is being appended waits for it instead of
-// storing a second copy.
+// producer is one producer's state: the positions of the last window
+// sequence numbers stored, and a floor: every number stored that is not
+// remembered is at most floor. A number above floor and not remembered
+// was therefore never stored, which lets appends in flight at once arrive
+// in any order. Its mutex is held from the lookup of a sequence number to
+// the recording of its position, so that a retry arriving while the
+// original is being appended waits for it instead of storing it twice.
 type producer struct {
-	mu      sync.Mutex
-	used    uint64 // producers.clock at the last use; under producers.mu
-	seqs    []uint64
-	pos     []uint64 // pos[k] is the position of seqs[k], ring of window
-	n       int      // entries filled, up to window
-	k       int      // next slot to fill
-	highest uint64
+	mu     sync.Mutex
+	used   uint64 // producers.clock at the last use; under producers.mu
+	stored map[uint64]uint64
+	floor  uint64
+	hasFlr bool // floor is set (something was forgotten)
 }
 
 func newProducers(window, max int) *producers {
@@ -47,7 +48,7 @@ func (ps *producers) lock(id string) *producer {
 		if len(ps.byID) >= ps.max {
 			ps.evictLocked()
 		}
-		p = &producer{seqs: make([]uint64, ps.window), pos: make([]uint64, ps.window)}
+		p = &producer{stored: make(map[uint64]uint64, ps.window)}
 		ps.byID[id] = p
 	}
 	ps.clock++
@@ -70,39 +71,34 @@ func (ps *producers) evictLocked() {
 	delete(ps.byID, oldest)
 }
 
-// lookup says whether seq was stored (and where); errSeqTooOld if it is
-// below the window. Called with p locked.
+// lookup says whether seq was stored (and where), or errSeqTooOld if that
+// is no longer known. Called with p locked.
 func (p *producer) lookup(seq uint64) (pos uint64, dup bool, err error) {
-	if p.n == 0 || seq > p.highest {
-		return 0, false, nil
+	if pos, ok := p.stored[seq]; ok {
+		return pos, true, nil
 	}
-	for j := 0; j < p.n; j++ {
-		if p.seqs[j] == seq {
-			return p.pos[j], true, nil
-		}
-	}
-	// Not remembered and not above the highest: either below the window,
-	// or skipped (sequence numbers may have gaps) and now out of order.
-	oldest := p.highest
-	for j := 0; j < p.n; j++ {
-		oldest = min(oldest, p.seqs[j])
-	}
-	if seq < oldest {
+	if p.hasFlr && seq <= p.floor {
 		return 0, false, errSeqTooOld
 	}
-	return 0, false, errSeqOrder
+	return 0, false, nil
 }
 
-// errSeqOrder is returned for a sequence number not stored but lower than
-// the highest stored: numbers must increase.
-var errSeqOrder = errors.New("node: sequence number lower than one already stored")
-
-// record remembers that seq was stored at pos. Called with p locked.
-func (p *producer) record(seq, pos uint64) {
-	p.seqs[p.k], p.pos[p.k] = seq, pos
-	p.k = (p.k + 1) % len(p.seqs)
-	if p.n < len(p.seqs) {
-		p.n++
+// record remembers that seq was stored at pos, forgetting the lowest
+// number remembered beyond window. Called with p locked.
+func (p *producer) record(seq, pos uint64, window int) {
+	p.stored[seq] = pos
+	if len(p.stored) <= window {
+		return
 	}
-	p.highest = seq
+	first := true
+	var low uint64
+	for s := range p.stored {
+		if first || s < low {
+			low, first = s, false
+		}
+	}
+	delete(p.stored, low)
+	if !p.hasFlr || low > p.floor {
+		p.floor, p.hasFlr = low, true
+	}
 }

@@ -203,7 +203,7 @@ func statusOf(err error) error {
 		code = codes.Unavailable
 	case errors.Is(err, local.ErrTooLarge), errors.Is(err, local.ErrNoSpace), errors.Is(err, local.ErrTooManyReservations):
 		code = codes.ResourceExhausted
-	case errors.Is(err, local.ErrTrimmed), errors.Is(err, errSeqTooOld), errors.Is(err, errSeqOrder):
+	case errors.Is(err, local.ErrTrimmed), errors.Is(err, errSeqTooOld):
 		code = codes.FailedPrecondition
 	case errors.Is(err, local.ErrCorrupt):
 		code = codes.DataLoss

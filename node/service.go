@@ -149,7 +149,7 @@ func (st *stream) appendNoSync(req *api.AppendRequest) (pos uint64, dup bool, er
 	if pos, err = st.ls.AppendNoSync(req.Data); err != nil {
 		return 0, false, err
 	}
-	p.record(req.Sequence, pos)
+	p.record(req.Sequence, pos, st.prod.window)
 	return pos, false, nil
 }
 
