@@ -65,7 +65,7 @@ type invocation struct {
 var commands []*command
 
 func init() {
-	commands = []*command{createCmd, appendCmd, tailCmd, lsCmd, benchCmd}
+	commands = []*command{createCmd, appendCmd, tailCmd, lsCmd, statusCmd, membersCmd, benchCmd}
 }
 
 func lookup(name string) *command {

@@ -81,6 +81,9 @@ func TestNodeMode(t *testing.T) {
 	check(0, "s       1        0     4     4        64KiB        3         all   node    1", "", "ls")
 	check(0, "replicas     3, acks all (under-replicated)", "", "ls", "s")
 	check(1, `stream "nope" does not exist on node`, "", "tail", "nope")
+	check(0, "leader       node (127.0.0.1:", "", "status", "s")
+	check(0, "node (this node)  node  alive  "+addr, "", "members")
+	check(2, "members needs --node", "", "members", "--node", "")
 
 	// tail -f follows until its context ends, then exits 0.
 	fctx, fcancel := context.WithCancel(ctx)
