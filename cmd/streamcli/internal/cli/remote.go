@@ -93,25 +93,48 @@ func (c *invocation) remoteCreate(ctx context.Context, name string, regionSize, 
 
 // remoteAppend appends each message, each line of standard input, or all
 // of it (binary), printing each position once the node has answered
-// (durable). Appends are retried on Unavailable without being stored
-// twice (client package).
+// (durable). Appends are pipelined on one call (client.Appender) and
+// retried after a broken call without being stored twice; the input at
+// hand is sent before its positions are awaited and printed, so pipes are
+// fast and interactive lines print at once.
 func (c *invocation) remoteAppend(ctx context.Context, name string, msgs []string, binary bool) (err error) {
 	cl, err := c.dialNode()
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
+	a := cl.NewAppender(ctx, name)
 	printed := 0
+	var pending []*client.Pending
+	// flush waits for the pending appends, in order, and prints them.
+	flush := func() error {
+		for _, p := range pending {
+			pos, err := p.Wait(ctx)
+			if err != nil {
+				pending = nil
+				return c.explainRemote(name, err)
+			}
+			c.out.WriteString(strconv.FormatUint(pos, 10) + "\n")
+			printed++
+		}
+		pending = pending[:0]
+		return c.out.Flush()
+	}
 	add := func(p []byte) error {
-		pos, err := cl.Append(ctx, name, p)
+		pd, err := a.Append(p)
 		if err != nil {
 			return c.explainRemote(name, err)
 		}
-		c.out.WriteString(strconv.FormatUint(pos, 10) + "\n")
-		printed++
+		pending = append(pending, pd)
 		return nil
 	}
 	defer func() {
+		if ferr := flush(); err == nil {
+			err = ferr
+		}
+		if cerr := a.Close(); err == nil && cerr != nil {
+			err = c.explainRemote(name, cerr)
+		}
 		if err != nil && printed > 0 {
 			err = fmt.Errorf("%w (the %d entries printed above were appended and are durable)", err, printed)
 		}
@@ -133,6 +156,11 @@ func (c *invocation) remoteAppend(ctx context.Context, name string, msgs []strin
 	}
 	r := bufio.NewReaderSize(c.Stdin, 1<<20)
 	for {
+		if r.Buffered() == 0 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
 		line, rerr := r.ReadBytes('\n')
 		if rerr != nil && rerr != io.EOF {
 			return fmt.Errorf("read standard input: %w", rerr)
@@ -146,13 +174,13 @@ func (c *invocation) remoteAppend(ctx context.Context, name string, msgs []strin
 		if err := add(line); err != nil {
 			return err
 		}
-		if r.Buffered() == 0 {
-			if err := c.out.Flush(); err != nil {
-				return err
-			}
-		}
 		if rerr == io.EOF {
 			return nil
+		}
+		if len(pending) >= 1<<12 {
+			if err := flush(); err != nil {
+				return err
+			}
 		}
 	}
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"fmt"
 
 	"log/slog"
 	"net"
@@ -79,8 +80,21 @@ func TestNodeMode(t *testing.T) {
 		t.Fatalf("tail --from -2 printed %q", out)
 	}
 	check(0, "s       1        0     4     4        64KiB        3         all   node    1", "", "ls")
+
 	check(0, "replicas     3, acks all (under-replicated)", "", "ls", "s")
 	check(1, `stream "nope" does not exist on node`, "", "tail", "nope")
+	var lines, want strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&lines, "line %d\n", i)
+		fmt.Fprintf(&want, "%d\n", 4+i)
+	}
+	if out := check(0, "", lines.String(), "create", "many"); !strings.Contains(out, "created") {
+		t.Fatal(out)
+	}
+	if out := check(0, "", lines.String(), "append", "s"); out != want.String() {
+		t.Fatalf("append of 1000 lines printed %.100q...", out)
+	}
+	check(1, `stream "nope" does not exist`, "a\n", "append", "nope")
 	check(0, "leader       node (127.0.0.1:", "", "status", "s")
 	check(0, "node (this node)  node  alive  "+addr, "", "members")
 	check(2, "members needs --node", "", "members", "--node", "")
@@ -91,15 +105,15 @@ func TestNodeMode(t *testing.T) {
 	pr := &lineWatcher{want: "five\n", seen: make(chan struct{})}
 	done := make(chan int, 1)
 	go func() {
-		done <- Main(fctx, Env{Stdin: strings.NewReader(""), Stdout: pr, Stderr: &out, Getenv: func(k string) string { return env[k] }}, []string{"tail", "s", "-f", "--from", "3"})
+		done <- Main(fctx, Env{Stdin: strings.NewReader(""), Stdout: pr, Stderr: &out, Getenv: func(k string) string { return env[k] }}, []string{"tail", "s", "-f", "--from", "1003"})
 	}()
-	check(0, "4\n", "", "append", "s", "five")
+	check(0, "1004\n", "", "append", "s", "five")
 	<-pr.seen
 	fcancel()
 	if code := <-done; code != 0 {
 		t.Fatalf("tail -f exited %d: %s", code, out.String())
 	}
-	if got := pr.String(); got != "four\nfive\n" {
+	if got := pr.String(); got != "line 999\nfive\n" {
 		t.Fatalf("tail -f printed %q", got)
 	}
 }
