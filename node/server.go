@@ -207,6 +207,10 @@ func statusOf(err error) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, local.ErrCorrupt):
 		code = codes.DataLoss
+	case errors.Is(err, local.ErrLocked):
+		// Another process (an embedded streamcli append) holds the
+		// stream's file for writing.
+		code = codes.FailedPrecondition
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):

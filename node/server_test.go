@@ -196,6 +196,7 @@ func TestStatusOf(t *testing.T) {
 		{ErrClosing, codes.Unavailable},
 		{fmt.Errorf("y: %w", local.ErrCorrupt), codes.DataLoss},
 		{errSeqTooOld, codes.FailedPrecondition},
+		{local.ErrLocked, codes.FailedPrecondition},
 		{ErrNoStream, codes.NotFound},
 		{ErrExists, codes.AlreadyExists},
 		{ErrBadName, codes.InvalidArgument},
