@@ -552,3 +552,43 @@ func TestShutdownDrainsAppends(t *testing.T) {
 		}
 	}
 }
+
+// An open AppendStream call does not hold up Shutdown or DeleteStream:
+// what it stored is answered, then the call ends with Unavailable or
+// NotFound.
+func TestAppendStreamEndsOnShutdownAndDelete(t *testing.T) {
+	for _, how := range []string{"shutdown", "delete"} {
+		t.Run(how, func(t *testing.T) {
+			ctx := testCtx(t)
+			n := startNode(t, t.TempDir())
+			if _, err := n.c.CreateStream(ctx, &api.CreateStreamRequest{Stream: "s"}); err != nil {
+				t.Fatal(err)
+			}
+			call, err := n.c.AppendStream(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 10 {
+				if err := call.Send(&api.AppendRequest{Stream: "s", Data: fmt.Append(nil, i)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range 10 {
+				if r, err := call.Recv(); err != nil || r.Position != uint64(i) {
+					t.Fatalf("answer %d: %v %v", i, r, err)
+				}
+			}
+			want := codes.Unavailable
+			if how == "shutdown" {
+				n.stop(t)
+			} else {
+				want = codes.NotFound
+				if _, err := n.c.DeleteStream(ctx, &api.DeleteStreamRequest{Stream: "s"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err = call.Recv()
+			wantCode(t, err, want)
+		})
+	}
+}
