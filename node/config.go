@@ -24,7 +24,7 @@ type Config struct {
 	// MaxStreamSize is the most bytes one stream file may grow to (address
 	// space reserved per open stream); zero means local's default.
 	MaxStreamSize int
-	// IdempotenceWindow is how many recent sequence numbers are remembered
+	// IdempotenceWindow is how many of the highest sequence numbers stored are remembered
 	// per producer and stream (see the package comment).
 	IdempotenceWindow int
 	// MaxProducers is how many producer ids are remembered per stream; the

@@ -29,7 +29,7 @@
 // # Idempotent appends
 //
 // Per stream and producer id the node keeps, in memory only, the positions
-// of the last IdempotenceWindow sequence numbers it stored, and a floor
+// of the IdempotenceWindow highest sequence numbers it stored, and a floor
 // above which every stored number is among them. A request repeating a
 // remembered number gets the original position (once durable) instead of
 // a second copy; a number at or below the floor is refused with

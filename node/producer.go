@@ -21,7 +21,7 @@ type producers struct {
 	clock uint64 // ticks per use, for least-recently-used eviction
 }
 
-// producer is one producer's state: the positions of the last window
+// producer is one producer's state: the positions of the window highest
 // sequence numbers stored, and a floor: every number stored that is not
 // remembered is at most floor. A number above floor and not remembered
 // was therefore never stored, which lets appends in flight at once arrive
