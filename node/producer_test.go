@@ -1,7 +1,9 @@
 package node
 
 import (
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"testing/quick"
 )
@@ -83,4 +85,24 @@ func TestProducersEvictLeastRecentlyUsed(t *testing.T) {
 	if pos, dup, err := p.lookup(1); !dup || pos != 7 || err != nil {
 		t.Fatalf("a forgotten: %d %v %v", pos, dup, err)
 	}
+}
+
+// FuzzStreamName: every name validName accepts is one plain, visible
+// file name in the streams directory.
+func FuzzStreamName(f *testing.F) {
+	for _, s := range []string{"s", "orders.v1", "..", ".", "a/b", "-x", "a\x00b", "ü"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		if validName(name) != nil {
+			return
+		}
+		if name == "" || len(name) > maxNameLen || name[0] == '.' || name[0] == '-' ||
+			strings.ContainsAny(name, "/\\\x00 ") || name == ".." {
+			t.Fatalf("validName accepted %q", name)
+		}
+		if filepath.Base(filepath.Join("/streams", name)) != name {
+			t.Fatalf("%q is not one path element", name)
+		}
+	})
 }
