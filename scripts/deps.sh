@@ -44,3 +44,10 @@ if [ "$("$gobin/protoc-gen-go" --version 2>/dev/null | awk '{print $2}')" != "$P
 	echo "deps: installing protoc-gen-go $PROTOC_GEN_GO_VERSION"
 	go install "google.golang.org/protobuf/cmd/protoc-gen-go@$PROTOC_GEN_GO_VERSION"
 fi
+# protoc-gen-go-grpc generates the gRPC service code of api/; its output
+# needs google.golang.org/grpc v1.64 or later (go.mod pins the runtime).
+PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
+if [ "$("$gobin/protoc-gen-go-grpc" --version 2>/dev/null | awk '{print $2}')" != "${PROTOC_GEN_GO_GRPC_VERSION#v}" ]; then
+	echo "deps: installing protoc-gen-go-grpc $PROTOC_GEN_GO_GRPC_VERSION"
+	go install "google.golang.org/grpc/cmd/protoc-gen-go-grpc@$PROTOC_GEN_GO_GRPC_VERSION"
+fi

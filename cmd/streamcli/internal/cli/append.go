@@ -35,6 +35,9 @@ prints each position at once.`,
 			if *binary && len(args) > 1 {
 				return usagef("--binary reads the entry from standard input: give no messages")
 			}
+			if c.node != "" {
+				return c.remoteAppend(ctx, args[0], args[1:], *binary)
+			}
 			return c.append(args[0], args[1:], *binary)
 		}
 	},

@@ -55,6 +55,9 @@ type runFunc func(ctx context.Context, c *invocation, args []string) error
 type invocation struct {
 	Env
 	data dataDir
+	// node is the client address of a streamnode (--node): when set,
+	// commands go through it instead of the data directory (remote.go).
+	node string
 	out  *bufio.Writer
 }
 
@@ -62,7 +65,7 @@ type invocation struct {
 var commands []*command
 
 func init() {
-	commands = []*command{createCmd, appendCmd, tailCmd, lsCmd, benchCmd}
+	commands = []*command{createCmd, appendCmd, tailCmd, lsCmd, statusCmd, membersCmd, benchCmd}
 }
 
 func lookup(name string) *command {
@@ -76,7 +79,7 @@ func lookup(name string) *command {
 
 // globalValueFlags are the global flags that take a value; Main must know
 // them to find the command name among the arguments.
-var globalValueFlags = map[string]bool{"data": true}
+var globalValueFlags = map[string]bool{"data": true, "node": true}
 
 // Main runs streamcli with args (without the program name) and returns the
 // exit code.
@@ -181,6 +184,7 @@ func run(ctx context.Context, env Env, cmd *command, args []string) int {
 		defDir = "./rpstream-data"
 	}
 	fs.StringVar(&inv.data.dir, "data", defDir, "`DIR`, the data directory holding the streams ($RPSTREAM_DATA)")
+	fs.StringVar(&inv.node, "node", env.Getenv("RPSTREAM_NODE"), nodeUsage)
 	runf := cmd.flags(fs)
 	pos, err := parseArgs(fs, args)
 	if err == nil {
@@ -221,7 +225,7 @@ func topUsage(w io.Writer) {
 	fmt.Fprint(w, `streamcli works with rpstream streams. In embedded mode it opens the
 stream files of a data directory directly: no server is needed.
 
-usage: streamcli [--data DIR] COMMAND [ARGUMENTS] [FLAGS]
+usage: streamcli [--data DIR | --node HOST:PORT] COMMAND [ARGUMENTS] [FLAGS]
 
 commands:
 `)
@@ -232,6 +236,9 @@ commands:
 global flags (before or after the command):
   --data DIR  data directory holding the streams, one file DIR/NAME.stream each
               (default $RPSTREAM_DATA, else ./rpstream-data)
+  --node HOST:PORT
+              client address of a streamnode: create, append, tail and ls
+              go through it instead of a data directory ($RPSTREAM_NODE)
 
 Flags may stand before or after the arguments; "--" ends the flags.
 Run "streamcli COMMAND --help" for the flags of a command.
@@ -253,7 +260,10 @@ func commandUsage(w io.Writer, c *command) {
 	}
 	fs := newFlagSet(c.name)
 	fs.String("data", "", "`DIR`, the data directory holding the streams (default $RPSTREAM_DATA, else ./rpstream-data)")
+	fs.String("node", "", nodeUsage)
 	c.flags(fs)
 	fmt.Fprintf(w, "\nflags:\n")
 	printFlags(w, fs)
 }
+
+const nodeUsage = "`HOST:PORT`, the client address of a streamnode to work through instead of a data directory ($RPSTREAM_NODE)"

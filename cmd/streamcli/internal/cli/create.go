@@ -25,9 +25,17 @@ grows; the largest entry is a little less than a region.`,
 		var regionSize int
 		fs.Var(sizeFlag{&regionSize}, "region-size", fmt.Sprintf("`SIZE` of each region, such as 64k, 4MiB, 1g: a multiple of 4KiB from %s to %s (default %s)",
 			formatSize(local.MinRegionSize), formatSize(local.MaxRegionSize), formatSize(local.DefaultRegionSize)))
+		replicas := fs.Int("replicas", 0, "copies of every entry, with --node (default 1; replication is not implemented yet: stored and reported)")
+		acks := fs.String("acks", "", "acknowledgement `POLICY`, with --node: leader, quorum or all (default quorum)")
 		return func(ctx context.Context, c *invocation, args []string) error {
 			if len(args) != 1 {
 				return usagef("create takes one stream name, got %d arguments", len(args))
+			}
+			if c.node != "" {
+				return c.remoteCreate(ctx, args[0], regionSize, *replicas, *acks)
+			}
+			if *replicas != 0 || *acks != "" {
+				return usagef("--replicas and --acks need --node")
 			}
 			return c.create(args[0], regionSize)
 		}

@@ -30,6 +30,13 @@ included) and whether it is sealed (full and durable).
 ls only reads: it works beside a process appending to the streams.`,
 	flags: func(fs *flag.FlagSet) runFunc {
 		return func(ctx context.Context, c *invocation, args []string) error {
+			if c.node != "" && len(args) <= 1 {
+				name := ""
+				if len(args) == 1 {
+					name = args[0]
+				}
+				return c.remoteLs(ctx, name)
+			}
 			switch len(args) {
 			case 0:
 				return c.lsAll()

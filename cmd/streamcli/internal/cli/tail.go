@@ -47,6 +47,9 @@ tail only reads: it never takes the writer lock.`,
 			if err := start.parse(*from); err != nil {
 				return err
 			}
+			if c.node != "" {
+				return c.remoteTail(ctx, args[0], start, *follow, *output == "json")
+			}
 			return c.tail(ctx, args[0], start, *follow, *output == "json")
 		}
 	},

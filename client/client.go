@@ -1,0 +1,228 @@
+// Package client is the Go client of a stream node's client service
+// (api/): create, delete and list streams, append, read, tail and status.
+//
+// A Client is safe for concurrent use. Its appends are idempotent: the
+// Client names itself with a producer id (random unless Options.ProducerID
+// says otherwise) and numbers its appends, and it retries an append that
+// failed with Unavailable (a node restarting, a connection lost) with the
+// same number, so that an append the node had stored before the failure is
+// answered with its original position instead of being stored twice. The
+// node remembers a window of recent numbers per producer (node.Config
+// IdempotenceWindow), in memory only: a retry across a node restart, or
+// one that falls behind more than a window of later appends of the same
+// Client, may be stored twice (the first is then refused with
+// FailedPrecondition).
+//
+// Errors are gRPC status errors (google.golang.org/grpc/status); api.proto
+// lists the codes. Following a leader hint (FailedPrecondition with
+// api.NotLeader details) comes with replication.
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/rpstream/rpstream/api"
+)
+
+// MaxMessageSize is the largest gRPC message a Client sends or receives;
+// it matches the node's limit.
+const MaxMessageSize = 64 << 20
+
+// Options configure Dial. The zero value is usable.
+type Options struct {
+	// ProducerID names this client's appends for idempotence; empty means
+	// a random id. Two live clients must never share one.
+	ProducerID string
+	// MaxAttempts is how many times an append, a read or a tail
+	// reconnection is tried while the node is Unavailable; zero means 10.
+	MaxAttempts int
+	// Backoff is the wait before the first retry, doubled on each retry
+	// up to one second; zero means 20 ms.
+	Backoff time.Duration
+	// DialOptions are passed to grpc.NewClient after the client's own
+	// (plaintext transport, message size limits).
+	DialOptions []grpc.DialOption
+}
+
+// Client talks to one node.
+type Client struct {
+	conn     *grpc.ClientConn
+	rpc      api.StreamsClient
+	producer string
+	seq      atomic.Uint64
+	attempts int
+	backoff  time.Duration
+}
+
+// Entry is one entry of a stream.
+type Entry struct {
+	Position uint64
+	Data     []byte
+}
+
+// Dial returns a client of the node at addr (HOST:PORT). It does not wait
+// for a connection: the first call does.
+func Dial(addr string, opts Options) (*Client, error) {
+	if opts.MaxAttempts < 0 || opts.Backoff < 0 {
+		return nil, errors.New("client: negative MaxAttempts or Backoff")
+	}
+	dopts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
+	}, opts.DialOptions...)
+	conn, err := grpc.NewClient(addr, dopts...)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	c := &Client{conn: conn, rpc: api.NewStreamsClient(conn), producer: opts.ProducerID, attempts: opts.MaxAttempts, backoff: opts.Backoff}
+	if c.producer == "" {
+		var b [12]byte
+		rand.Read(b[:])
+		c.producer = hex.EncodeToString(b[:])
+	}
+	if c.attempts == 0 {
+		c.attempts = 10
+	}
+	if c.backoff == 0 {
+		c.backoff = 20 * time.Millisecond
+	}
+	return c, nil
+}
+
+// Close closes the connection; calls in flight fail.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// ProducerID is the id naming this client's appends.
+func (c *Client) ProducerID() string { return c.producer }
+
+// API is the generated client, for what this package does not wrap.
+func (c *Client) API() api.StreamsClient { return c.rpc }
+
+// retry runs f until it succeeds, fails with another code than
+// Unavailable, ctx ends or the attempts run out.
+func (c *Client) retry(ctx context.Context, f func() error) error {
+	wait := c.backoff
+	for attempt := 1; ; attempt++ {
+		err := f()
+		if status.Code(err) != codes.Unavailable || attempt >= c.attempts {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// CreateOptions are the settings of a new stream.
+type CreateOptions struct {
+	Replicas   int           // 0 means 1
+	Acks       api.AckPolicy // 0 means quorum
+	RegionSize int           // 0 means the node's default
+}
+
+// Create creates stream name and returns its status.
+func (c *Client) Create(ctx context.Context, name string, o CreateOptions) (*api.StreamStatusResponse, error) {
+	if o.Replicas < 0 || o.RegionSize < 0 {
+		return nil, errors.New("client: negative Replicas or RegionSize")
+	}
+	r, err := c.rpc.CreateStream(ctx, &api.CreateStreamRequest{Stream: name, Replicas: uint32(o.Replicas), Acks: o.Acks, RegionSize: uint64(o.RegionSize)})
+	if err != nil {
+		return nil, err
+	}
+	return r.Status, nil
+}
+
+// Delete deletes stream name.
+func (c *Client) Delete(ctx context.Context, name string) error {
+	_, err := c.rpc.DeleteStream(ctx, &api.DeleteStreamRequest{Stream: name})
+	return err
+}
+
+// List names the node's streams.
+func (c *Client) List(ctx context.Context) ([]string, error) {
+	var r *api.ListStreamsResponse
+	err := c.retry(ctx, func() (err error) {
+		r, err = c.rpc.ListStreams(ctx, &api.ListStreamsRequest{})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r.Streams, nil
+}
+
+// Append appends data to stream as one entry and returns its position
+// once it is durable, retrying while the node is Unavailable (see the
+// package comment: a retry is not stored twice).
+func (c *Client) Append(ctx context.Context, stream string, data []byte) (uint64, error) {
+	req := &api.AppendRequest{Stream: stream, Data: data, ProducerId: c.producer, Sequence: c.seq.Add(1)}
+	var r *api.AppendResponse
+	err := c.retry(ctx, func() (err error) {
+		r, err = c.rpc.Append(ctx, req)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return r.Position, nil
+}
+
+// Read returns up to max committed entries of stream from position from
+// (max 0 means the node's default) and the position to read next.
+func (c *Client) Read(ctx context.Context, stream string, from uint64, max int) ([]Entry, uint64, error) {
+	if max < 0 {
+		return nil, from, errors.New("client: negative max")
+	}
+	var r *api.ReadResponse
+	err := c.retry(ctx, func() (err error) {
+		r, err = c.rpc.Read(ctx, &api.ReadRequest{Stream: stream, From: from, MaxEntries: uint32(min(max, 1<<31))})
+		return err
+	})
+	if err != nil {
+		return nil, from, err
+	}
+	out := make([]Entry, len(r.Entries))
+	for i, e := range r.Entries {
+		out[i] = Entry{Position: e.Position, Data: e.Data}
+	}
+	return out, r.Next, nil
+}
+
+// Status describes stream.
+func (c *Client) Status(ctx context.Context, stream string) (*api.StreamStatusResponse, error) {
+	var r *api.StreamStatusResponse
+	err := c.retry(ctx, func() (err error) {
+		r, err = c.rpc.StreamStatus(ctx, &api.StreamStatusRequest{Stream: stream})
+		return err
+	})
+	return r, err
+}
+
+// Members lists the cluster's members as the node knows them.
+func (c *Client) Members(ctx context.Context) ([]*api.Member, error) {
+	var r *api.MembersResponse
+	err := c.retry(ctx, func() (err error) {
+		r, err = c.rpc.Members(ctx, &api.MembersRequest{})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r.Members, nil
+}

@@ -1,0 +1,291 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"text/tabwriter"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rpstream/rpstream/api"
+	"github.com/rpstream/rpstream/client"
+	"github.com/rpstream/rpstream/local"
+)
+
+// Network mode: with --node HOST:PORT (or $RPSTREAM_NODE) create, append,
+// tail and ls go through the client package to a streamnode instead of
+// opening the files of a data directory.
+
+// dialNode connects to the node named by --node.
+func (c *invocation) dialNode() (*client.Client, error) {
+	cl, err := client.Dial(c.node, client.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", c.node, err)
+	}
+	return cl, nil
+}
+
+// explainRemote turns a status error from the node into a message.
+func (c *invocation) explainRemote(name string, err error) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	switch st.Code() {
+	case codes.NotFound:
+		return fmt.Errorf("stream %q does not exist on node %s", name, c.node)
+	case codes.AlreadyExists:
+		return fmt.Errorf("stream %q already exists on node %s", name, c.node)
+	case codes.Unavailable:
+		return fmt.Errorf("node %s is unavailable: %s", c.node, st.Message())
+	}
+	return fmt.Errorf("node %s: %s: %s", c.node, st.Code(), st.Message())
+}
+
+func parseAcks(s string) (api.AckPolicy, error) {
+	switch s {
+	case "leader":
+		return api.AckPolicy_ACK_POLICY_LEADER, nil
+	case "quorum", "":
+		return api.AckPolicy_ACK_POLICY_QUORUM, nil
+	case "all":
+		return api.AckPolicy_ACK_POLICY_ALL, nil
+	}
+	return 0, usagef("--acks must be leader, quorum or all, not %q", s)
+}
+
+func acksName(a api.AckPolicy) string {
+	switch a {
+	case api.AckPolicy_ACK_POLICY_LEADER:
+		return "leader"
+	case api.AckPolicy_ACK_POLICY_ALL:
+		return "all"
+	}
+	return "quorum"
+}
+
+func (c *invocation) remoteCreate(ctx context.Context, name string, regionSize, replicas int, acks string) error {
+	ap, err := parseAcks(acks)
+	if err != nil {
+		return err
+	}
+	if replicas < 0 {
+		return usagef("--replicas must be 1 or more")
+	}
+	cl, err := c.dialNode()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	st, err := cl.Create(ctx, name, client.CreateOptions{Replicas: replicas, Acks: ap, RegionSize: regionSize})
+	if err != nil {
+		return c.explainRemote(name, err)
+	}
+	fmt.Fprintf(c.out, "created stream %q on node %s (leader %s, %d replicas, acks %s, region size %s)\n",
+		name, c.node, st.Leader, st.Replicas, acksName(st.Acks), formatSize(int64(st.RegionSize)))
+	return nil
+}
+
+// remoteAppend appends each message, each line of standard input, or all
+// of it (binary), printing each position once the node has answered
+// (durable). Appends are pipelined on one call (client.Appender) and
+// retried after a broken call without being stored twice; the input at
+// hand is sent before its positions are awaited and printed, so pipes are
+// fast and interactive lines print at once.
+func (c *invocation) remoteAppend(ctx context.Context, name string, msgs []string, binary bool) (err error) {
+	cl, err := c.dialNode()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	a := cl.NewAppender(ctx, name)
+	printed := 0
+	var pending []*client.Pending
+	// flush waits for the pending appends, in order, and prints them.
+	flush := func() error {
+		for _, p := range pending {
+			pos, err := p.Wait(ctx)
+			if err != nil {
+				pending = nil
+				return c.explainRemote(name, err)
+			}
+			c.out.WriteString(strconv.FormatUint(pos, 10) + "\n")
+			printed++
+		}
+		pending = pending[:0]
+		return c.out.Flush()
+	}
+	add := func(p []byte) error {
+		pd, err := a.Append(p)
+		if err != nil {
+			return c.explainRemote(name, err)
+		}
+		pending = append(pending, pd)
+		return nil
+	}
+	defer func() {
+		if ferr := flush(); err == nil {
+			err = ferr
+		}
+		if cerr := a.Close(); err == nil && cerr != nil {
+			err = c.explainRemote(name, cerr)
+		}
+		if err != nil && printed > 0 {
+			err = fmt.Errorf("%w (the %d entries printed above were appended and are durable)", err, printed)
+		}
+	}()
+	switch {
+	case binary:
+		data, err := io.ReadAll(io.LimitReader(c.Stdin, client.MaxMessageSize))
+		if err != nil {
+			return fmt.Errorf("read standard input: %w", err)
+		}
+		return add(data)
+	case len(msgs) > 0:
+		for _, m := range msgs {
+			if err := add([]byte(m)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	r := bufio.NewReaderSize(c.Stdin, 1<<20)
+	for {
+		if r.Buffered() == 0 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		line, rerr := r.ReadBytes('\n')
+		if rerr != nil && rerr != io.EOF {
+			return fmt.Errorf("read standard input: %w", rerr)
+		}
+		if rerr == io.EOF && len(line) == 0 {
+			return nil
+		}
+		if n := len(line); n > 0 && line[n-1] == '\n' {
+			line = line[:n-1]
+		}
+		if err := add(line); err != nil {
+			return err
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if len(pending) >= 1<<12 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (c *invocation) remoteTail(ctx context.Context, name string, start startAt, follow, json bool) error {
+	cl, err := c.dialNode()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	st, err := cl.Status(ctx, name)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return c.explainRemote(name, err)
+	}
+	from := start.resolve(st.Head, st.Committed)
+	if from < st.Head {
+		return fmt.Errorf("position %d of stream %q was trimmed: the oldest entry is %d", from, name, st.Head)
+	}
+	var line []byte
+	print := func(e client.Entry) error {
+		line = formatEntry(line[:0], local.Entry{Index: e.Position, Data: e.Data}, json)
+		if _, err := c.out.Write(line); err != nil {
+			return fmt.Errorf("write output: %w", err)
+		}
+		return nil
+	}
+	if !follow {
+		for from < st.Committed {
+			es, next, err := cl.Read(ctx, name, from, 1000)
+			if err != nil {
+				return c.explainRemote(name, err)
+			}
+			for _, e := range es {
+				if e.Position >= st.Committed {
+					return nil
+				}
+				if err := print(e); err != nil {
+					return err
+				}
+			}
+			if next == from {
+				return nil
+			}
+			from = next
+		}
+		return nil
+	}
+	for e, err := range cl.Tail(ctx, name, from) {
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, context.Canceled) {
+				return nil // interrupted: the normal end of tail -f
+			}
+			return c.explainRemote(name, err)
+		}
+		if err := print(e); err != nil {
+			return err
+		}
+		if err := c.out.Flush(); err != nil {
+			return fmt.Errorf("write output: %w", err)
+		}
+	}
+	return nil
+}
+
+func (c *invocation) remoteLs(ctx context.Context, name string) error {
+	cl, err := c.dialNode()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	names := []string{name}
+	if name == "" {
+		if names, err = cl.List(ctx); err != nil {
+			return c.explainRemote("", err)
+		}
+	}
+	tw := tabwriter.NewWriter(c.out, 0, 8, 2, ' ', 0)
+	if name == "" {
+		fmt.Fprintln(tw, "STREAM\tREGIONS\tHEAD\tNEXT\tENTRIES\tREGION SIZE\tREPLICAS\tACKS\tLEADER\tEPOCH")
+	}
+	for _, n := range names {
+		st, err := cl.Status(ctx, n)
+		if err != nil {
+			if name == "" && status.Code(err) == codes.NotFound {
+				continue // deleted meanwhile
+			}
+			return c.explainRemote(n, err)
+		}
+		if name == "" {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%d\t%s\t%s\t%d\n", n, len(st.Regions), st.Head, st.Committed,
+				st.Committed-st.Head, formatSize(int64(st.RegionSize)), st.Replicas, acksName(st.Acks), st.Leader, st.Epoch)
+			continue
+		}
+		fmt.Fprintf(tw, "stream\t%s\nnode\t%s\nleader\t%s (%s), epoch %d\nreplicas\t%d, acks %s", n, c.node, st.Leader, st.LeaderAddr, st.Epoch, st.Replicas, acksName(st.Acks))
+		if st.UnderReplicated {
+			fmt.Fprint(tw, " (under-replicated)")
+		}
+		fmt.Fprintf(tw, "\nhead\t%d\nnext\t%d\npersisted\t%d\nregion size\t%s\n\n", st.Head, st.Committed, st.Persisted, formatSize(int64(st.RegionSize)))
+		fmt.Fprintln(tw, "SEQ\tFIRST\tENTRIES\tUSED\tSEALED")
+		for _, r := range st.Regions {
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%v\n", r.Seq, r.First, r.Count, formatSize(int64(r.Used)), r.Sealed)
+		}
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,258 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is everything streamnode is configured by. Each setting comes,
+// from lowest to highest precedence, from DefaultConfig, the JSON config
+// file (--config or RPSTREAM_CONFIG, keys as in the json tags), the
+// environment (RPSTREAM_ and the flag name in upper case with - as _) and
+// the command line (--flag).
+type Config struct {
+	// Name is this member's name, unique in the cluster.
+	Name string `json:"name"`
+	// Data is the data directory: streams live in Data/streams.
+	Data string `json:"data"`
+	// ClientAddr is the gRPC address clients and streamcli --node use
+	// (port 0: any free port, logged as "serving clients").
+	ClientAddr string `json:"client_addr"`
+	// PeerAddr, GossipAddr, Join and Role are validated and logged but not
+	// used yet: they are for replication over rdma/ (PeerAddr: control
+	// and rdma), membership over memberlist (GossipAddr; Join lists the
+	// gossip addresses of members to join) and backup targets (Role
+	// "backup"), which come next.
+	PeerAddr   string   `json:"peer_addr"`
+	GossipAddr string   `json:"gossip_addr"`
+	Join       []string `json:"join"`
+	Role       string   `json:"role"`
+	// RegionSize is the region size of streams created without one.
+	RegionSize int `json:"region_size"`
+	// DrainTimeout bounds how long SIGTERM waits for calls in flight
+	// before cutting them off.
+	DrainTimeout Duration `json:"drain_timeout"`
+	// LogLevel is debug, info, warn or error; LogFormat text or json.
+	LogLevel  string `json:"log_level"`
+	LogFormat string `json:"log_format"`
+}
+
+// Duration is a time.Duration written as "10s" in JSON.
+type Duration time.Duration
+
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration: want a string such as \"10s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	*d = Duration(v)
+	return err
+}
+
+// DefaultConfig is the configuration of streamnode started with no flags:
+// a single node keeping its data in ./rpstream-node, serving clients on
+// 127.0.0.1:7420.
+func DefaultConfig() Config {
+	name, err := os.Hostname()
+	if err != nil || validateName(name) != nil {
+		name = "node"
+	}
+	return Config{
+		Name:         name,
+		Data:         "rpstream-node",
+		ClientAddr:   "127.0.0.1:7420",
+		PeerAddr:     "127.0.0.1:7421",
+		GossipAddr:   "127.0.0.1:7422",
+		Role:         "node",
+		RegionSize:   4 << 20,
+		DrainTimeout: Duration(10 * time.Second),
+		LogLevel:     "info",
+		LogFormat:    "text",
+	}
+}
+
+func validateName(n string) error {
+	if n == "" || len(n) > 64 {
+		return fmt.Errorf("name %q: want 1 to 64 bytes", n)
+	}
+	for _, c := range n {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("name %q: want [A-Za-z0-9._-]", n)
+		}
+	}
+	return nil
+}
+
+func validateAddr(what, a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("%s %q: want HOST:PORT: %v", what, a, err)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%s %q: bad port", what, a)
+	}
+	if strings.ContainsAny(host, " /") {
+		return fmt.Errorf("%s %q: bad host", what, a)
+	}
+	return nil
+}
+
+// Validate reports the first unusable setting.
+func (c Config) Validate() error {
+	if err := validateName(c.Name); err != nil {
+		return err
+	}
+	if c.Data == "" {
+		return errors.New("data: empty")
+	}
+	for _, a := range []struct{ what, addr string }{{"client-addr", c.ClientAddr}, {"peer-addr", c.PeerAddr}, {"gossip-addr", c.GossipAddr}} {
+		if err := validateAddr(a.what, a.addr); err != nil {
+			return err
+		}
+	}
+	seen := map[string]string{}
+	for _, a := range []struct{ what, addr string }{{"client-addr", c.ClientAddr}, {"peer-addr", c.PeerAddr}, {"gossip-addr", c.GossipAddr}} {
+		if _, port, _ := net.SplitHostPort(a.addr); port == "0" {
+			continue
+		}
+		if other, ok := seen[a.addr]; ok {
+			return fmt.Errorf("%s and %s are both %s", other, a.what, a.addr)
+		}
+		seen[a.addr] = a.what
+	}
+	for _, j := range c.Join {
+		if err := validateAddr("join", j); err != nil {
+			return err
+		}
+	}
+	if c.Role != "node" && c.Role != "backup" {
+		return fmt.Errorf("role %q: want node or backup", c.Role)
+	}
+	if c.RegionSize < 16<<10 || c.RegionSize > 1<<30 || c.RegionSize%4096 != 0 {
+		return fmt.Errorf("region-size %d: want a multiple of 4096 from 16 KiB to 1 GiB", c.RegionSize)
+	}
+	if c.DrainTimeout <= 0 {
+		return fmt.Errorf("drain-timeout %v: want more than 0", time.Duration(c.DrainTimeout))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log-level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("log-format %q: want text or json", c.LogFormat)
+	}
+	return nil
+}
+
+// setting is one setting settable by flag and environment.
+type setting struct {
+	name  string // flag name; env is RPSTREAM_ + upper(name) with - as _
+	usage string
+	set   func(c *Config, v string) error
+}
+
+func str(p func(c *Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error { *p(c) = v; return nil }
+}
+
+var settings = []setting{
+	{"name", "member name, unique in the cluster", str(func(c *Config) *string { return &c.Name })},
+	{"data", "data directory", str(func(c *Config) *string { return &c.Data })},
+	{"client-addr", "gRPC address for clients, HOST:PORT", str(func(c *Config) *string { return &c.ClientAddr })},
+	{"peer-addr", "address for peers (control and rdma), HOST:PORT; not used yet", str(func(c *Config) *string { return &c.PeerAddr })},
+	{"gossip-addr", "memberlist address, HOST:PORT; not used yet", str(func(c *Config) *string { return &c.GossipAddr })},
+	{"join", "gossip addresses of members to join, HOST:PORT[,HOST:PORT...]; not used yet", func(c *Config, v string) error {
+		c.Join = nil
+		for _, j := range strings.Split(v, ",") {
+			if j = strings.TrimSpace(j); j != "" {
+				c.Join = append(c.Join, j)
+			}
+		}
+		return nil
+	}},
+	{"role", "node or backup (backup: not used yet)", str(func(c *Config) *string { return &c.Role })},
+	{"region-size", "region size of new streams, bytes", func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		c.RegionSize = n
+		return err
+	}},
+	{"drain-timeout", "how long SIGTERM waits for calls in flight", func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		c.DrainTimeout = Duration(d)
+		return err
+	}},
+	{"log-level", "debug, info, warn or error", str(func(c *Config) *string { return &c.LogLevel })},
+	{"log-format", "text or json", str(func(c *Config) *string { return &c.LogFormat })},
+}
+
+func envName(flagName string) string {
+	return "RPSTREAM_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// loadConfig builds the configuration from args (without the program
+// name), the environment and the config file they name. errHelp is
+// flag.ErrHelp.
+func loadConfig(args []string, getenv func(string) string, usage *bytes.Buffer) (Config, error) {
+	fs := flag.NewFlagSet("streamnode", flag.ContinueOnError)
+	fs.SetOutput(usage)
+	configPath := fs.String("config", "", "JSON config file (env RPSTREAM_CONFIG)")
+	vals := map[string]*string{}
+	for _, s := range settings {
+		vals[s.name] = fs.String(s.name, "", s.usage+" (env "+envName(s.name)+")")
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	cfg := DefaultConfig()
+	path := *configPath
+	if path == "" {
+		path = getenv("RPSTREAM_CONFIG")
+	}
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("config file: %w", err)
+		}
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&cfg); err != nil {
+			return cfg, fmt.Errorf("config file %s: %w", path, err)
+		}
+	}
+	for _, s := range settings {
+		if v := getenv(envName(s.name)); v != "" {
+			if err := s.set(&cfg, v); err != nil {
+				return cfg, fmt.Errorf("%s: %w", envName(s.name), err)
+			}
+		}
+	}
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		for _, s := range settings {
+			if s.name == f.Name && err == nil {
+				if serr := s.set(&cfg, *vals[s.name]); serr != nil {
+					err = fmt.Errorf("--%s: %w", s.name, serr)
+				}
+			}
+		}
+	})
+	if err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.Validate()
+}

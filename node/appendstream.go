@@ -1,0 +1,163 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/rpstream/rpstream/api"
+	"github.com/rpstream/rpstream/local"
+)
+
+// An AppendStream call runs on three goroutines: the call's own, which
+// waits for the end of the call, of the stream or of the server; a
+// receiver, which reads requests and stores them (AppendNoSync); and an
+// answerer, which makes each stored entry durable and answers it, in
+// order. Many entries are thus in flight at once and share persists. The
+// receiver blocks in Recv, which only the end of the call interrupts, so
+// when the stream is deleted or the server stops the call's goroutine
+// marks the call stopped (the receiver then stores nothing more), lets
+// the answerer answer what was stored, and returns Unavailable or
+// NotFound; the receiver ends when its Recv fails with the call.
+
+// appendAnswer is an entry stored and not yet answered.
+type appendAnswer struct {
+	ls  *local.Stream
+	pos uint64
+	dup bool
+}
+
+// appendCall is the state the goroutines of one AppendStream call share.
+type appendCall struct {
+	s    *Server
+	call api.Streams_AppendStreamServer
+
+	answers  chan appendAnswer // closed under mu by whoever sets stopped
+	acquired chan struct{}     // closed when st is set
+
+	// mu is held by the receiver while it stores and queues one entry,
+	// and by the call's goroutine when it stops the receiver.
+	mu      sync.Mutex
+	stopped bool
+	st      *stream
+}
+
+func (s *Server) AppendStream(call api.Streams_AppendStreamServer) error {
+	if err := s.enter(); err != nil {
+		return statusOf(err)
+	}
+	defer s.leave()
+	c := &appendCall{s: s, call: call, answers: make(chan appendAnswer, 256), acquired: make(chan struct{})}
+	answered := make(chan error, 1)
+	go func() { answered <- c.answer() }()
+	received := make(chan error, 1)
+	go func() { received <- c.receive() }()
+
+	var err error
+	var streamDone <-chan struct{}
+	acquired := c.acquired
+wait:
+	for {
+		select {
+		case err = <-received:
+			break wait
+		case <-acquired:
+			acquired = nil
+			streamDone = c.st.ctx.Done()
+		case <-s.stopCtx.Done():
+			err = ErrClosing
+			c.stop()
+			break wait
+		case <-streamDone:
+			err = fmt.Errorf("%w: %s deleted", ErrNoStream, c.st.name)
+			c.stop()
+			break wait
+		}
+	}
+	aerr := <-answered
+	c.mu.Lock()
+	if c.st != nil {
+		c.st.release()
+	}
+	c.mu.Unlock()
+	if aerr != nil {
+		err = aerr
+	}
+	return statusOf(err)
+}
+
+// stop ends the storing of entries, unless the receiver already has.
+func (c *appendCall) stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.stopped {
+		c.stopped = true
+		close(c.answers)
+	}
+}
+
+// receive reads and stores requests until the client closes its side (nil),
+// an error, or stop.
+func (c *appendCall) receive() error {
+	for {
+		req, err := c.call.Recv()
+		if err == io.EOF {
+			c.stop()
+			return nil
+		}
+		if err != nil {
+			c.stop()
+			return err
+		}
+		if err := c.store(req); err != nil {
+			c.stop()
+			return err
+		}
+	}
+}
+
+var errStopped = errors.New("node: append call stopped")
+
+// store stores one request and queues its answer.
+func (c *appendCall) store(req *api.AppendRequest) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return errStopped
+	}
+	if c.st == nil {
+		st, err := c.s.acquire(req.Stream)
+		if err != nil {
+			return err
+		}
+		c.st = st
+		close(c.acquired)
+	} else if req.Stream != c.st.name {
+		return fmt.Errorf("%w: one stream per AppendStream call: %q, then %q", errBadArg, c.st.name, req.Stream)
+	}
+	pos, dup, err := c.st.appendNoSync(req)
+	if err != nil {
+		return err
+	}
+	// The answerer drains answers until it is closed, even after a
+	// failure, so this send does not block for ever.
+	c.answers <- appendAnswer{ls: c.st.ls, pos: pos, dup: dup}
+	return nil
+}
+
+// answer makes each queued entry durable and answers it, in order, until
+// answers is closed; after a failure it only drains.
+func (c *appendCall) answer() error {
+	var err error
+	for a := range c.answers {
+		if err != nil {
+			continue
+		}
+		if err = a.ls.Sync(a.pos); err != nil {
+			continue
+		}
+		err = c.call.Send(&api.AppendResponse{Position: a.pos, Duplicate: a.dup})
+	}
+	return err
+}

@@ -1,0 +1,84 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/rpstream/rpstream/local"
+)
+
+// Config configures a Server. Start from DefaultConfig; New copies it
+// before filling in defaults.
+type Config struct {
+	// Dir is the data directory (created if missing).
+	Dir string
+	// Name is this node's member name, reported as the leader of its
+	// streams and in Members.
+	Name string
+	// ClientAddr is the address clients reach this node at, reported as
+	// the leader's address; empty means the listener's address.
+	ClientAddr string
+	// RegionSize is the region size of streams created without one.
+	RegionSize int
+	// MaxStreamSize is the most bytes one stream file may grow to (address
+	// space reserved per open stream); zero means local's default.
+	MaxStreamSize int
+	// IdempotenceWindow is how many of the highest sequence numbers stored are remembered
+	// per producer and stream (see the package comment).
+	IdempotenceWindow int
+	// MaxProducers is how many producer ids are remembered per stream; the
+	// least recently used is forgotten beyond it.
+	MaxProducers int
+	// Logger receives the server's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the configuration of a node keeping its data in
+// dir.
+func DefaultConfig(dir string) Config {
+	return Config{
+		Dir:               dir,
+		Name:              "node",
+		RegionSize:        local.DefaultRegionSize,
+		IdempotenceWindow: 64,
+		MaxProducers:      4096,
+	}
+}
+
+// Validate reports whether the configuration is usable.
+func (c Config) Validate() error {
+	if c.Dir == "" {
+		return errors.New("node: Dir is empty")
+	}
+	if c.Name == "" {
+		return errors.New("node: Name is empty")
+	}
+	if err := (local.Options{RegionSize: c.RegionSize, MaxSize: c.MaxStreamSize}).Validate(); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if c.IdempotenceWindow < 1 || c.IdempotenceWindow > 1<<16 {
+		return fmt.Errorf("node: IdempotenceWindow %d not in [1, 65536]", c.IdempotenceWindow)
+	}
+	if c.MaxProducers < 1 {
+		return fmt.Errorf("node: MaxProducers %d < 1", c.MaxProducers)
+	}
+	return nil
+}
+
+// withDefaults fills in what the zero value leaves open.
+func (c Config) withDefaults() Config {
+	if c.RegionSize == 0 {
+		c.RegionSize = local.DefaultRegionSize
+	}
+	if c.IdempotenceWindow == 0 {
+		c.IdempotenceWindow = 64
+	}
+	if c.MaxProducers == 0 {
+		c.MaxProducers = 4096
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}

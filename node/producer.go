@@ -1,0 +1,104 @@
+package node
+
+import (
+	"errors"
+	"sync"
+)
+
+// errSeqTooOld is returned for a sequence number not remembered and not
+// above a producer's floor: it may have been stored, and its position is
+// forgotten.
+var errSeqTooOld = errors.New("node: sequence number older than the idempotence window")
+
+// producers remembers, per producer id, where its recent sequence numbers
+// were stored in one stream (in memory only: see the package comment).
+// Safe for concurrent use.
+type producers struct {
+	window, max int
+
+	mu    sync.Mutex
+	byID  map[string]*producer
+	clock uint64 // ticks per use, for least-recently-used eviction
+}
+
+// producer is one producer's state: the positions of the window highest
+// sequence numbers stored, and a floor: every number stored that is not
+// remembered is at most floor. A number above floor and not remembered
+// was therefore never stored, which lets appends in flight at once arrive
+// in any order. Its mutex is held from the lookup of a sequence number to
+// the recording of its position, so that a retry arriving while the
+// original is being appended waits for it instead of storing it twice.
+type producer struct {
+	mu     sync.Mutex
+	used   uint64 // producers.clock at the last use; under producers.mu
+	stored map[uint64]uint64
+	floor  uint64
+	hasFlr bool // floor is set (something was forgotten)
+}
+
+func newProducers(window, max int) *producers {
+	return &producers{window: window, max: max, byID: make(map[string]*producer)}
+}
+
+// lock returns producer id's state, locked; the caller unlocks it.
+func (ps *producers) lock(id string) *producer {
+	ps.mu.Lock()
+	p := ps.byID[id]
+	if p == nil {
+		if len(ps.byID) >= ps.max {
+			ps.evictLocked()
+		}
+		p = &producer{stored: make(map[uint64]uint64, ps.window)}
+		ps.byID[id] = p
+	}
+	ps.clock++
+	p.used = ps.clock
+	ps.mu.Unlock()
+	p.mu.Lock()
+	return p
+}
+
+// evictLocked forgets the least recently used producer. A linear scan:
+// it runs only when MaxProducers distinct ids are in use.
+func (ps *producers) evictLocked() {
+	var oldest string
+	var at uint64
+	for id, p := range ps.byID {
+		if oldest == "" || p.used < at {
+			oldest, at = id, p.used
+		}
+	}
+	delete(ps.byID, oldest)
+}
+
+// lookup says whether seq was stored (and where), or errSeqTooOld if that
+// is no longer known. Called with p locked.
+func (p *producer) lookup(seq uint64) (pos uint64, dup bool, err error) {
+	if pos, ok := p.stored[seq]; ok {
+		return pos, true, nil
+	}
+	if p.hasFlr && seq <= p.floor {
+		return 0, false, errSeqTooOld
+	}
+	return 0, false, nil
+}
+
+// record remembers that seq was stored at pos, forgetting the lowest
+// number remembered beyond window. Called with p locked.
+func (p *producer) record(seq, pos uint64, window int) {
+	p.stored[seq] = pos
+	if len(p.stored) <= window {
+		return
+	}
+	first := true
+	var low uint64
+	for s := range p.stored {
+		if first || s < low {
+			low, first = s, false
+		}
+	}
+	delete(p.stored, low)
+	if !p.hasFlr || low > p.floor {
+		p.floor, p.hasFlr = low, true
+	}
+}

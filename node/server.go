@@ -1,0 +1,223 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rpstream/rpstream/api"
+	"github.com/rpstream/rpstream/local"
+)
+
+// MaxMessageSize is the largest gRPC message the server receives or sends:
+// entries larger than about this are refused (ResourceExhausted) even in
+// streams whose regions could hold them.
+const MaxMessageSize = 64 << 20
+
+// Server serves the client service over the streams of one data
+// directory. Create it with New, run it with Serve, stop it with Shutdown.
+type Server struct {
+	api.UnimplementedStreamsServer
+
+	cfg   Config
+	store *store
+	grpc  *grpc.Server
+	log   interface {
+		Info(string, ...any)
+		Warn(string, ...any)
+	}
+
+	// mu guards streams and closing.
+	mu      sync.Mutex
+	streams map[string]*stream
+	closing bool
+	// stopCtx is cancelled when Shutdown begins; every stream's context
+	// derives from it.
+	stopCtx  context.Context
+	stopFunc context.CancelFunc
+	calls    sync.WaitGroup // calls in flight
+	addr     string         // listener address, once Serve runs; under mu
+}
+
+var _ api.StreamsServer = (*Server)(nil)
+
+// stream is an open stream and the calls using it.
+type stream struct {
+	name string
+	meta meta
+	ls   *local.Stream
+	prod *producers
+	// ctx ends when the stream is deleted or the server stops: tails
+	// watch it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	refs   sync.WaitGroup
+	gone   bool // deleted; under Server.mu
+}
+
+// New opens the data directory cfg.Dir (creating it if needed) and
+// returns a server ready to Serve.
+func New(cfg Config) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	st, err := openStore(cfg.Dir, cfg.MaxStreamSize)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, store: st, log: cfg.Logger, streams: make(map[string]*stream)}
+	s.stopCtx, s.stopFunc = context.WithCancel(context.Background())
+	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize))
+	api.RegisterStreamsServer(s.grpc, s)
+	return s, nil
+}
+
+// Serve accepts client connections on lis until Shutdown; it returns nil
+// after Shutdown.
+func (s *Server) Serve(lis net.Listener) error {
+	s.mu.Lock()
+	s.addr = lis.Addr().String()
+	s.mu.Unlock()
+	s.log.Info("serving clients", "addr", lis.Addr().String(), "dir", s.cfg.Dir, "name", s.cfg.Name)
+	err := s.grpc.Serve(lis)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops the server: new calls are refused with Unavailable,
+// tails end, the calls in flight (appends above all) finish and are
+// answered, then connections close and every stream is closed. If ctx
+// ends first, the calls still in flight are cut off (their clients see
+// Unavailable) and ctx's error is returned after the streams are closed.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closing = true
+	s.mu.Unlock()
+	s.stopFunc()
+
+	drained := make(chan struct{})
+	go func() { s.calls.Wait(); close(drained) }()
+	var err error
+	select {
+	case <-drained:
+		s.grpc.GracefulStop()
+	case <-ctx.Done():
+		err = ctx.Err()
+		s.grpc.Stop()
+		<-drained
+	}
+	s.mu.Lock()
+	streams := s.streams
+	s.streams = nil
+	s.mu.Unlock()
+	for _, st := range streams {
+		if cerr := st.ls.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}
+	s.log.Info("stopped", "streams_closed", len(streams))
+	return err
+}
+
+// enter counts a call in flight, or refuses it once Shutdown has begun.
+func (s *Server) enter() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return ErrClosing
+	}
+	s.calls.Add(1)
+	return nil
+}
+
+func (s *Server) leave() { s.calls.Done() }
+
+// acquire returns stream name, opened if it was not, with a reference the
+// caller drops with release. Opening runs under s.mu: a first call to a
+// large stream waits for its recovery, and so do calls to other streams
+// opening at the same time (fine for a first version).
+func (s *Server) acquire(name string) (*stream, error) {
+	if err := validName(name); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return nil, ErrClosing
+	}
+	st := s.streams[name]
+	if st == nil {
+		m, err := s.store.readMeta(name)
+		if err != nil {
+			return nil, err
+		}
+		ls, err := s.store.open(name, m)
+		if err != nil {
+			return nil, err
+		}
+		st = &stream{name: name, meta: m, ls: ls, prod: newProducers(s.cfg.IdempotenceWindow, s.cfg.MaxProducers)}
+		st.ctx, st.cancel = context.WithCancel(s.stopCtx)
+		s.streams[name] = st
+		s.log.Info("stream opened", "stream", name, "committed", ls.Committed())
+	}
+	if st.gone {
+		return nil, fmt.Errorf("%w: %s", ErrNoStream, name)
+	}
+	st.refs.Add(1)
+	return st, nil
+}
+
+func (st *stream) release() { st.refs.Done() }
+
+// statusOf maps an error to the gRPC status the client sees (see
+// api.proto for the meaning of each code).
+func statusOf(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Internal
+	switch {
+	case errors.Is(err, ErrNoStream):
+		code = codes.NotFound
+	case errors.Is(err, ErrExists):
+		code = codes.AlreadyExists
+	case errors.Is(err, ErrBadName), errors.Is(err, errBadArg):
+		code = codes.InvalidArgument
+	case errors.Is(err, ErrClosing), errors.Is(err, local.ErrClosed):
+		code = codes.Unavailable
+	case errors.Is(err, local.ErrTooLarge), errors.Is(err, local.ErrNoSpace), errors.Is(err, local.ErrTooManyReservations):
+		code = codes.ResourceExhausted
+	case errors.Is(err, local.ErrTrimmed), errors.Is(err, errSeqTooOld):
+		code = codes.FailedPrecondition
+	case errors.Is(err, local.ErrCorrupt):
+		code = codes.DataLoss
+	case errors.Is(err, local.ErrLocked):
+		// Another process (an embedded streamcli append) holds the
+		// stream's file for writing.
+		code = codes.FailedPrecondition
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	}
+	return status.Error(code, err.Error())
+}
+
+// errBadArg is the class of invalid request fields.
+var errBadArg = errors.New("node: invalid argument")

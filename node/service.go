@@ -1,0 +1,299 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rpstream/rpstream/api"
+	"github.com/rpstream/rpstream/local"
+)
+
+// Read limits.
+const (
+	defaultReadEntries = 100
+	maxReadEntries     = 10000
+	// maxReadBytes keeps a ReadResponse or TailResponse under the
+	// default 4 MiB receive limit of gRPC clients, except for one entry
+	// that is larger by itself.
+	maxReadBytes = 3 << 20
+)
+
+func (s *Server) CreateStream(ctx context.Context, req *api.CreateStreamRequest) (*api.CreateStreamResponse, error) {
+	if err := s.enter(); err != nil {
+		return nil, statusOf(err)
+	}
+	defer s.leave()
+	if err := validName(req.Stream); err != nil {
+		return nil, statusOf(err)
+	}
+	m := meta{Replicas: req.Replicas, Acks: ackName(req.Acks), RegionSize: int(req.RegionSize), Epoch: 1, Created: time.Now().UTC()}
+	if m.Replicas == 0 {
+		m.Replicas = 1
+	}
+	if m.Replicas > 15 {
+		return nil, statusOf(fmt.Errorf("%w: replicas %d > 15", errBadArg, m.Replicas))
+	}
+	if _, ok := api.AckPolicy_name[int32(req.Acks)]; !ok {
+		return nil, statusOf(fmt.Errorf("%w: acks %d", errBadArg, req.Acks))
+	}
+	if req.RegionSize == 0 {
+		m.RegionSize = s.cfg.RegionSize
+	} else if req.RegionSize > local.MaxRegionSize {
+		return nil, statusOf(fmt.Errorf("%w: region size %d", errBadArg, req.RegionSize))
+	} else if err := (local.Options{RegionSize: m.RegionSize}).Validate(); err != nil {
+		return nil, statusOf(fmt.Errorf("%w: %v", errBadArg, err))
+	}
+	s.mu.Lock()
+	if st := s.streams[req.Stream]; st != nil && st.gone {
+		s.mu.Unlock()
+		return nil, status.Errorf(codes.Unavailable, "stream %s is being deleted", req.Stream)
+	}
+	s.mu.Unlock()
+	if err := s.store.create(req.Stream, m); err != nil {
+		return nil, statusOf(err)
+	}
+	s.log.Info("stream created", "stream", req.Stream, "replicas", m.Replicas, "acks", m.Acks, "region_size", m.RegionSize)
+	st, err := s.acquire(req.Stream)
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	defer st.release()
+	return &api.CreateStreamResponse{Status: s.statusOfStream(st)}, nil
+}
+
+func (s *Server) DeleteStream(ctx context.Context, req *api.DeleteStreamRequest) (*api.DeleteStreamResponse, error) {
+	if err := s.enter(); err != nil {
+		return nil, statusOf(err)
+	}
+	defer s.leave()
+	st, err := s.acquire(req.Stream)
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	s.mu.Lock()
+	if st.gone {
+		s.mu.Unlock()
+		st.release()
+		return nil, statusOf(fmt.Errorf("%w: %s", ErrNoStream, req.Stream))
+	}
+	st.gone = true
+	s.mu.Unlock()
+	st.cancel()
+	st.release()
+	st.refs.Wait()
+	err = st.ls.Close()
+	if rerr := s.store.remove(req.Stream); err == nil {
+		err = rerr
+	}
+	s.mu.Lock()
+	if s.streams != nil {
+		delete(s.streams, req.Stream)
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	s.log.Info("stream deleted", "stream", req.Stream)
+	return &api.DeleteStreamResponse{}, nil
+}
+
+func (s *Server) ListStreams(ctx context.Context, req *api.ListStreamsRequest) (*api.ListStreamsResponse, error) {
+	if err := s.enter(); err != nil {
+		return nil, statusOf(err)
+	}
+	defer s.leave()
+	names, err := s.store.list()
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	return &api.ListStreamsResponse{Streams: names}, nil
+}
+
+func (s *Server) Append(ctx context.Context, req *api.AppendRequest) (*api.AppendResponse, error) {
+	if err := s.enter(); err != nil {
+		return nil, statusOf(err)
+	}
+	defer s.leave()
+	st, err := s.acquire(req.Stream)
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	defer st.release()
+	pos, dup, err := st.appendNoSync(req)
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	if err := st.ls.Sync(pos); err != nil {
+		return nil, statusOf(err)
+	}
+	return &api.AppendResponse{Position: pos, Duplicate: dup}, nil
+}
+
+// appendNoSync stores req's entry unless it repeats a stored sequence
+// number of its producer, and returns its position; the caller makes it
+// durable (Sync) before answering, duplicates included.
+func (st *stream) appendNoSync(req *api.AppendRequest) (pos uint64, dup bool, err error) {
+	if req.ProducerId == "" {
+		pos, err = st.ls.AppendNoSync(req.Data)
+		return pos, false, err
+	}
+	p := st.prod.lock(req.ProducerId)
+	defer p.mu.Unlock()
+	if pos, dup, err = p.lookup(req.Sequence); err != nil || dup {
+		return pos, dup, err
+	}
+	if pos, err = st.ls.AppendNoSync(req.Data); err != nil {
+		return 0, false, err
+	}
+	p.record(req.Sequence, pos, st.prod.window)
+	return pos, false, nil
+}
+
+func (s *Server) Read(ctx context.Context, req *api.ReadRequest) (*api.ReadResponse, error) {
+	if err := s.enter(); err != nil {
+		return nil, statusOf(err)
+	}
+	defer s.leave()
+	st, err := s.acquire(req.Stream)
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	defer st.release()
+	maxEntries := int(req.MaxEntries)
+	if maxEntries == 0 {
+		maxEntries = defaultReadEntries
+	}
+	maxEntries = min(maxEntries, maxReadEntries)
+	maxBytes := int(req.MaxBytes)
+	if maxBytes == 0 || maxBytes > maxReadBytes {
+		maxBytes = maxReadBytes
+	}
+	resp := &api.ReadResponse{Committed: st.ls.Committed(), Head: st.ls.Head()}
+	it := st.ls.Iterator(req.From)
+	resp.Entries, err = readBatch(it, maxEntries, maxBytes)
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	resp.Next = it.Pos()
+	return resp, nil
+}
+
+// readBatch reads up to maxEntries committed entries and about maxBytes
+// payload bytes (the first entry whatever its size) from it.
+func readBatch(it *local.Iterator, maxEntries, maxBytes int) ([]*api.Entry, error) {
+	var out []*api.Entry
+	size := 0
+	for len(out) < maxEntries && it.Next() {
+		e := it.Entry()
+		out = append(out, &api.Entry{Position: e.Index, Data: append([]byte(nil), e.Data...)})
+		size += len(e.Data) + 16
+		if size >= maxBytes {
+			break
+		}
+	}
+	return out, it.Err()
+}
+
+func (s *Server) Tail(req *api.TailRequest, call api.Streams_TailServer) error {
+	if err := s.enter(); err != nil {
+		return statusOf(err)
+	}
+	defer s.leave()
+	st, err := s.acquire(req.Stream)
+	if err != nil {
+		return statusOf(err)
+	}
+	defer st.release()
+	// ctx ends with the call, the stream or the server.
+	ctx, cancel := context.WithCancel(call.Context())
+	defer cancel()
+	defer context.AfterFunc(st.ctx, cancel)()
+	from := req.From
+	if req.FromEnd {
+		from = st.ls.Committed()
+	}
+	it := st.ls.Iterator(from)
+	for {
+		batch, err := readBatch(it, maxReadEntries, maxReadBytes)
+		if err != nil {
+			return statusOf(err)
+		}
+		if len(batch) > 0 {
+			if err := call.Send(&api.TailResponse{Entries: batch}); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := it.Wait(ctx); err != nil {
+			if st.ctx.Err() != nil {
+				if s.stopCtx.Err() != nil {
+					return statusOf(ErrClosing)
+				}
+				return statusOf(fmt.Errorf("%w: %s deleted", ErrNoStream, st.name))
+			}
+			return statusOf(err)
+		}
+	}
+}
+
+func (s *Server) StreamStatus(ctx context.Context, req *api.StreamStatusRequest) (*api.StreamStatusResponse, error) {
+	if err := s.enter(); err != nil {
+		return nil, statusOf(err)
+	}
+	defer s.leave()
+	st, err := s.acquire(req.Stream)
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	defer st.release()
+	return s.statusOfStream(st), nil
+}
+
+// clientAddr is the address reported as this node's client address.
+func (s *Server) clientAddr() string {
+	if s.cfg.ClientAddr != "" {
+		return s.cfg.ClientAddr
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+func (s *Server) statusOfStream(st *stream) *api.StreamStatusResponse {
+	r := &api.StreamStatusResponse{
+		Stream:          st.name,
+		Leader:          s.cfg.Name,
+		LeaderAddr:      s.clientAddr(),
+		Epoch:           st.meta.Epoch,
+		Replicas:        st.meta.Replicas,
+		Acks:            ackPolicy(st.meta.Acks),
+		RegionSize:      uint64(st.ls.RegionSize()),
+		Head:            st.ls.Head(),
+		Committed:       st.ls.Committed(),
+		Persisted:       st.ls.Persisted(),
+		UnderReplicated: st.meta.Replicas > 1,
+	}
+	for _, ri := range st.ls.Regions() {
+		r.Regions = append(r.Regions, &api.Region{Seq: ri.Seq, First: ri.First, Count: ri.Count, Used: uint64(ri.Used), Sealed: ri.Sealed})
+	}
+	return r
+}
+
+func (s *Server) Members(ctx context.Context, req *api.MembersRequest) (*api.MembersResponse, error) {
+	if err := s.enter(); err != nil {
+		return nil, statusOf(err)
+	}
+	defer s.leave()
+	return &api.MembersResponse{Members: []*api.Member{{
+		Name:       s.cfg.Name,
+		ClientAddr: s.clientAddr(),
+		Role:       api.Role_ROLE_NODE,
+		State:      api.MemberState_MEMBER_STATE_ALIVE,
+		Capacity:   freeBytes(s.cfg.Dir),
+		Self:       true,
+	}}}, nil
+}

@@ -1,0 +1,246 @@
+package node
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/rpstream/rpstream/api"
+	"github.com/rpstream/rpstream/local"
+)
+
+// Errors of the data directory, mapped to gRPC codes by statusOf.
+var (
+	// ErrBadName is returned for a stream name outside the allowed form.
+	ErrBadName = errors.New("node: bad stream name")
+	// ErrNoStream is returned for a stream that does not exist.
+	ErrNoStream = errors.New("node: no such stream")
+	// ErrExists is returned by CreateStream for a name in use.
+	ErrExists = errors.New("node: stream exists")
+	// ErrClosing is returned by every call once Shutdown has begun.
+	ErrClosing = errors.New("node: node is shutting down")
+)
+
+const (
+	metaFile   = "meta.json"
+	streamFile = "data.stream"
+	maxNameLen = 128
+)
+
+// meta is meta.json (see the package comment); it never changes after
+// creation.
+type meta struct {
+	Replicas   uint32    `json:"replicas"`
+	Acks       string    `json:"acks"`
+	RegionSize int       `json:"region_size"`
+	Epoch      uint64    `json:"epoch"`
+	Created    time.Time `json:"created"`
+}
+
+// validName reports whether name is 1 to 128 bytes of [A-Za-z0-9._-]
+// starting with a letter or digit: safe as a file name, never hidden.
+func validName(name string) error {
+	if name == "" || len(name) > maxNameLen {
+		return fmt.Errorf("%w: %q: want 1 to %d bytes", ErrBadName, name, maxNameLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
+			return fmt.Errorf("%w: %q: want [A-Za-z0-9._-], starting with a letter or digit", ErrBadName, name)
+		}
+	}
+	return nil
+}
+
+func ackName(a api.AckPolicy) string {
+	switch a {
+	case api.AckPolicy_ACK_POLICY_LEADER:
+		return "leader"
+	case api.AckPolicy_ACK_POLICY_ALL:
+		return "all"
+	default:
+		return "quorum"
+	}
+}
+
+func ackPolicy(s string) api.AckPolicy {
+	switch s {
+	case "leader":
+		return api.AckPolicy_ACK_POLICY_LEADER
+	case "all":
+		return api.AckPolicy_ACK_POLICY_ALL
+	default:
+		return api.AckPolicy_ACK_POLICY_QUORUM
+	}
+}
+
+// store is the streams directory of a data directory.
+type store struct {
+	dir           string // DIR/streams
+	maxStreamSize int
+}
+
+func openStore(dataDir string, maxStreamSize int) (*store, error) {
+	st := &store{dir: filepath.Join(dataDir, "streams"), maxStreamSize: maxStreamSize}
+	if err := os.MkdirAll(st.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	// Leftovers of creations and deletions cut short by a crash.
+	ents, err := os.ReadDir(st.dir)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") {
+			if err := os.RemoveAll(filepath.Join(st.dir, e.Name())); err != nil {
+				return nil, fmt.Errorf("node: removing leftover: %w", err)
+			}
+		}
+	}
+	return st, nil
+}
+
+func (st *store) path(name string) string { return filepath.Join(st.dir, name) }
+
+func hiddenName(name, what string) string {
+	var b [6]byte
+	rand.Read(b[:])
+	return "." + name + "." + what + "-" + hex.EncodeToString(b[:])
+}
+
+// create makes stream name durably, with m as its meta.json.
+func (st *store) create(name string, m meta) error {
+	if _, err := os.Stat(st.path(name)); err == nil {
+		return fmt.Errorf("%w: %s", ErrExists, name)
+	}
+	tmp := filepath.Join(st.dir, hiddenName(name, "new"))
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			os.RemoveAll(tmp)
+		}
+	}()
+	s, err := local.Create(filepath.Join(tmp, streamFile), local.Options{RegionSize: m.RegionSize, MaxSize: st.maxStreamSize, Epoch: m.Epoch, SpareRegions: -1})
+	if err != nil {
+		return err
+	}
+	if err := s.Close(); err != nil {
+		return err
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if err := writeFileSync(filepath.Join(tmp, metaFile), append(b, '\n')); err != nil {
+		return err
+	}
+	if err := syncDir(tmp); err != nil {
+		return err
+	}
+	// rename fails if name appeared meanwhile (a non-empty directory).
+	if err := os.Rename(tmp, st.path(name)); err != nil {
+		if _, serr := os.Stat(st.path(name)); serr == nil {
+			return fmt.Errorf("%w: %s", ErrExists, name)
+		}
+		return fmt.Errorf("node: %w", err)
+	}
+	ok = true
+	return syncDir(st.dir)
+}
+
+// readMeta reads stream name's meta.json; ErrNoStream if there is none.
+func (st *store) readMeta(name string) (meta, error) {
+	var m meta
+	b, err := os.ReadFile(filepath.Join(st.path(name), metaFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return m, fmt.Errorf("%w: %s", ErrNoStream, name)
+	}
+	if err != nil {
+		return m, fmt.Errorf("node: %w", err)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("node: %s: %w: meta.json: %v", name, local.ErrCorrupt, err)
+	}
+	return m, nil
+}
+
+// open opens stream name for writing.
+func (st *store) open(name string, m meta) (*local.Stream, error) {
+	return local.Open(filepath.Join(st.path(name), streamFile), local.Options{MaxSize: st.maxStreamSize, Epoch: m.Epoch})
+}
+
+// remove deletes stream name, which must be closed.
+func (st *store) remove(name string) error {
+	gone := filepath.Join(st.dir, hiddenName(name, "del"))
+	if err := os.Rename(st.path(name), gone); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%w: %s", ErrNoStream, name)
+		}
+		return fmt.Errorf("node: %w", err)
+	}
+	if err := syncDir(st.dir); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(gone); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	return nil
+}
+
+// list names the streams, sorted.
+func (st *store) list() ([]string, error) {
+	ents, err := os.ReadDir(st.dir)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	var names []string
+	for _, e := range ents {
+		if e.IsDir() && validName(e.Name()) == nil {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+func writeFileSync(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("node: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("node: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	return nil
+}
