@@ -1,0 +1,47 @@
+// Package cluster is rpstream's membership layer and the rules for who leads
+// which stream: membership and failure detection over hashicorp/memberlist
+// (SWIM gossip), each member's addresses, role and capacity carried in its
+// memberlist metadata, deterministic replica placement, and the epoch
+// (lease) records that fence a stale leader through remote.Config.Authorize.
+//
+// # Member metadata (format version 1, must never change)
+//
+// A member's memberlist NodeMeta is at most MaxMetaSize bytes:
+//
+//	+---------+------+--------------------+----------------+--------------+
+//	| version | role | capacity (uvarint) | client (string)| peer (string)|
+//	|  1 byte |1 byte|     1..10 bytes    |                |              |
+//	+---------+------+--------------------+----------------+--------------+
+//
+// version is 1; role is 1 (RoleNode) or 2 (RoleBackup); a string is a
+// uvarint length (at most MaxAddrLen) and that many bytes, a host:port.
+// Nothing may follow the last field. A newer format gets a new version
+// byte; ParseMeta rejects versions it does not know (ErrBadMeta), and a
+// member whose metadata does not parse is listed with MetaErr set and
+// RoleUnknown, and is never chosen by placement.
+//
+// # Member states
+//
+// Alive, Dead and Left come from memberlist's event delegate, which runs
+// under memberlist's own lock, so the view copies them safely. Suspect is
+// read from memberlist's member list when Members is called (memberlist
+// has no event for it).
+//
+// # Placement and epochs
+//
+// Place and PlaceBackup are pure functions of the member set and the stream
+// name (weighted rendezvous hashing): the same inputs give the same
+// replicas on every node, and a member joining or leaving moves at most one
+// replica of each stream. A Lease records a stream's leader, epoch and
+// replicas; a successor must carry a strictly higher epoch (CheckSuccessor).
+// Leases.Authorize is the hook for remote.Config.Authorize. Where leases
+// are made durable and agreed on is the caller's concern: a remote Target
+// forgets its epoch on restart, so only durable epochs may be granted.
+//
+// # Goroutines
+//
+// memberlist runs its own goroutines (probe, gossip, push/pull, listeners)
+// from New until Shutdown. The Cluster owns one more, the dispatcher, which
+// calls Config.OnChange for each membership event in order, outside
+// memberlist's locks; Shutdown stops it and waits for it.
+package cluster
