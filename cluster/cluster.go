@@ -1,14 +1,16 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
-	"io"
 	"log"
 	"log/slog"
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -58,9 +60,11 @@ type EventKind uint8
 
 // Event kinds.
 const (
-	EventJoin   EventKind = iota // a member became alive (joined or came back)
-	EventUpdate                  // its metadata changed
-	EventLeave                   // it died (Member.State dead) or left (left)
+	EventJoin    EventKind = iota // a member became alive (joined or came back)
+	EventUpdate                   // its metadata changed
+	EventLeave                    // it died (Member.State dead) or left (left)
+	EventSuspect                  // this member's probe of it went unanswered
+	EventAlive                    // a suspect answered a probe again
 )
 
 func (k EventKind) String() string {
@@ -71,6 +75,10 @@ func (k EventKind) String() string {
 		return "update"
 	case EventLeave:
 		return "leave"
+	case EventSuspect:
+		return "suspect"
+	case EventAlive:
+		return "alive"
 	}
 	return "event(" + strconv.Itoa(int(k)) + ")"
 }
@@ -88,16 +96,21 @@ type Cluster struct {
 	log *slog.Logger
 	ml  *memberlist.Memberlist
 
-	mu     sync.Mutex
-	meta   []byte            // our encoded metadata, served to memberlist
-	view   map[string]Member // by name; alive, dead and left members
-	queue  []Event           // for the dispatcher
-	closed bool
+	// lifeMu serialises Join, Leave, UpdateCapacity and Shutdown
+	// (memberlist panics on Leave after Shutdown). Taken before mu, never
+	// while holding it.
+	lifeMu sync.Mutex
+	down   bool // guarded by lifeMu
+	meta   Meta // our metadata; guarded by lifeMu and mu (written with both)
 
-	wake     chan struct{} // cap 1: queue is not empty
-	stop     chan struct{} // closed by Shutdown
-	done     chan struct{} // closed when the dispatcher returns
-	shutOnce sync.Once
+	mu      sync.Mutex
+	view    map[string]Member // by name: alive, dead and left members
+	suspect map[string]bool   // members our own probes found unanswering
+	queue   []Event           // for the dispatcher
+
+	wake chan struct{} // cap 1: queue is not empty
+	stop chan struct{} // closed by Shutdown
+	done chan struct{} // closed when the dispatcher returns
 }
 
 // New starts memberlist on cfg.GossipAddr; the member is alone until Join.
@@ -106,18 +119,15 @@ func New(cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	cfg.Join = slices.Clone(cfg.Join)
-	meta, err := Meta{Role: cfg.Role, Capacity: cfg.Capacity, ClientAddr: cfg.ClientAddr, PeerAddr: cfg.PeerAddr}.Encode(nil)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
-	}
 	c := &Cluster{
-		cfg:  cfg,
-		log:  cfg.Logger,
-		meta: meta,
-		view: map[string]Member{},
-		wake: make(chan struct{}, 1),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		meta:    Meta{Role: cfg.Role, Capacity: cfg.Capacity, ClientAddr: cfg.ClientAddr, PeerAddr: cfg.PeerAddr},
+		view:    map[string]Member{},
+		suspect: map[string]bool{},
+		wake:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -137,11 +147,8 @@ func New(cfg Config) (*Cluster, error) {
 	mc.TCPTimeout = cfg.TCPTimeout
 	mc.Delegate = (*delegate)(c)
 	mc.Events = (*delegate)(c)
-	if cfg.Logger != nil {
-		mc.Logger = slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
-	} else {
-		mc.Logger = log.New(io.Discard, "", 0)
-	}
+	mc.Ping = (*delegate)(c)
+	mc.Logger = log.New((*logWriter)(c), "", 0)
 	go c.dispatch()
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -159,7 +166,7 @@ func (c *Cluster) Name() string { return c.cfg.Name }
 // GossipAddr is the ip:port this member gossips on (its actual port when
 // Config.GossipAddr asked for port 0), to give to others as a join address.
 func (c *Cluster) GossipAddr() string {
-	n := c.ml.LocalNode() // Addr and Port of the local node never change
+	n := c.ml.LocalNode() // the local node's Addr and Port never change
 	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 }
 
@@ -170,11 +177,13 @@ func (c *Cluster) Join(addrs ...string) (int, error) {
 	if len(addrs) == 0 {
 		addrs = c.cfg.Join
 	}
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	if c.down {
+		return 0, ErrClosed
+	}
 	if len(addrs) == 0 {
 		return 0, nil
-	}
-	if c.isClosed() {
-		return 0, ErrClosed
 	}
 	n, err := c.ml.Join(addrs)
 	if n == 0 {
@@ -186,12 +195,20 @@ func (c *Cluster) Join(addrs ...string) (int, error) {
 	return n, nil
 }
 
-// Leave tells the cluster this member is leaving (others see it as left,
-// not dead) and waits up to Config.LeaveTimeout for that to spread. Call
-// Shutdown after it. It is what SIGTERM should do.
+// Leave leaves the cluster gracefully: it publishes the leaving flag in
+// this member's metadata (placement stops choosing it), then memberlist's
+// leave message, waiting up to Config.LeaveTimeout for each to spread, so
+// that the others report it left rather than dead. Call Shutdown after
+// it. It is what SIGTERM should do once appends are drained.
 func (c *Cluster) Leave() error {
-	if c.isClosed() {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	if c.down {
 		return ErrClosed
+	}
+	c.setMetaLocked(func(m *Meta) { m.Leaving = true })
+	if err := c.ml.UpdateNode(c.cfg.LeaveTimeout); err != nil {
+		c.log.Warn("cluster: leaving flag not spread; others may report this member dead", "err", err)
 	}
 	if err := c.ml.Leave(c.cfg.LeaveTimeout); err != nil {
 		return fmt.Errorf("cluster: leave: %w", err)
@@ -203,93 +220,54 @@ func (c *Cluster) Leave() error {
 // member dead) and the dispatcher. Events not yet delivered are dropped.
 // It is safe to call more than once.
 func (c *Cluster) Shutdown() error {
-	var err error
-	c.shutOnce.Do(func() {
-		c.mu.Lock()
-		c.closed = true
-		c.mu.Unlock()
-		err = c.ml.Shutdown()
-		close(c.stop)
-		<-c.done
-	})
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	if c.down {
+		return nil
+	}
+	c.down = true
+	err := c.ml.Shutdown()
+	close(c.stop)
+	<-c.done
 	return err
 }
 
-func (c *Cluster) isClosed() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.closed
-}
-
 // UpdateCapacity changes the capacity in this member's metadata and
-// spreads it.
+// spreads it, waiting up to Config.TCPTimeout.
 func (c *Cluster) UpdateCapacity(capacity uint64) error {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	if c.down {
 		return ErrClosed
 	}
-	c.cfg.Capacity = capacity
-	m := Meta{Role: c.cfg.Role, Capacity: capacity, ClientAddr: c.cfg.ClientAddr, PeerAddr: c.cfg.PeerAddr}
-	b, err := m.Encode(nil)
-	if err != nil {
-		c.mu.Unlock()
-		return err
-	}
-	c.meta = b
-	c.mu.Unlock()
+	c.setMetaLocked(func(m *Meta) { m.Capacity = capacity })
 	if err := c.ml.UpdateNode(c.cfg.TCPTimeout); err != nil {
 		return fmt.Errorf("cluster: update metadata: %w", err)
 	}
 	return nil
 }
 
+// setMetaLocked changes c.meta; lifeMu is held.
+func (c *Cluster) setMetaLocked(f func(*Meta)) {
+	c.mu.Lock()
+	f(&c.meta)
+	c.mu.Unlock()
+}
+
 // Members is every member this node knows of, this one included, sorted
 // by name: live ones, and dead or left ones until they come back.
 func (c *Cluster) Members() []Member {
-	suspect := c.suspects()
 	c.mu.Lock()
 	out := make([]Member, 0, len(c.view))
 	for _, m := range c.view {
-		if m.State == StateAlive && suspect[m.Name] {
+		if m.State == StateAlive && c.suspect[m.Name] {
 			m.State = StateSuspect
 		}
 		out = append(out, m)
 	}
 	c.mu.Unlock()
-	slices.SortFunc(out, func(a, b Member) int {
-		if a.Name < b.Name {
-			return -1
-		}
-		if a.Name > b.Name {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
-}
-
-// suspects is the set of members memberlist holds suspect now.
-//
-// memberlist hands out pointers into its own state, which it updates
-// under its lock; the fields are copied at once and NumMembers then takes
-// that lock again, so that memberlist's next update happens after the
-// copy.
-func (c *Cluster) suspects() map[string]bool {
-	if c.isClosed() {
-		return nil
-	}
-	var s map[string]bool
-	for _, n := range c.ml.Members() {
-		if n.State == memberlist.StateSuspect {
-			if s == nil {
-				s = map[string]bool{}
-			}
-			s[n.Name] = true
-		}
-	}
-	c.ml.NumMembers()
-	return s
 }
 
 // dispatch delivers queued events to OnChange until Shutdown.
@@ -313,23 +291,38 @@ func (c *Cluster) dispatch() {
 	}
 }
 
-// delegate is the Cluster as memberlist's Delegate and EventDelegate.
-// memberlist calls the event methods with its node lock held, which makes
-// reading the *memberlist.Node safe there and only there.
+// emitLocked queues e for OnChange; mu is held.
+func (c *Cluster) emitLocked(e Event) {
+	c.queue = append(c.queue, e)
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// delegate is the Cluster as memberlist's Delegate, EventDelegate and
+// PingDelegate. memberlist calls the event methods with its node lock
+// held, which makes reading the *memberlist.Node safe there and only there.
 type delegate Cluster
 
 var (
 	_ memberlist.Delegate      = (*delegate)(nil)
 	_ memberlist.EventDelegate = (*delegate)(nil)
+	_ memberlist.PingDelegate  = (*delegate)(nil)
 )
 
 func (d *delegate) NodeMeta(limit int) []byte {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if len(d.meta) > limit {
-		return nil // cannot happen: MaxMetaSize ≤ memberlist's limit
+	m := d.meta
+	d.mu.Unlock()
+	b, err := m.Encode(nil)
+	if err != nil || len(b) > limit {
+		// Cannot happen: Config.Validate checked the same Meta, and
+		// MaxMetaSize is memberlist's limit.
+		d.log.Error("cluster: own metadata does not encode", "err", err, "len", len(b))
+		return nil
 	}
-	return slices.Clone(d.meta)
+	return b
 }
 
 func (d *delegate) NotifyMsg([]byte)                           {}
@@ -341,42 +334,85 @@ func (d *delegate) NotifyJoin(n *memberlist.Node)   { d.note(EventJoin, n) }
 func (d *delegate) NotifyUpdate(n *memberlist.Node) { d.note(EventUpdate, n) }
 func (d *delegate) NotifyLeave(n *memberlist.Node)  { d.note(EventLeave, n) }
 
-func (d *delegate) note(k EventKind, n *memberlist.Node) {
-	m := member(n)
-	if k == EventLeave && m.State.Live() {
-		m.State = StateDead
-	}
-	if m.MetaErr != nil {
-		d.log.Warn("cluster: member has bad metadata; not trusted", "member", m.Name, "err", m.MetaErr)
-	}
+func (d *delegate) AckPayload() []byte { return nil }
+
+// NotifyPingComplete: a direct probe of other was answered.
+func (d *delegate) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _ []byte) {
 	d.mu.Lock()
-	d.view[m.Name] = m
-	d.queue = append(d.queue, Event{Kind: k, Member: m})
-	d.mu.Unlock()
-	select {
-	case d.wake <- struct{}{}:
-	default:
+	defer d.mu.Unlock()
+	if !d.suspect[other.Name] {
+		return
+	}
+	delete(d.suspect, other.Name)
+	if m, ok := d.view[other.Name]; ok && m.State == StateAlive {
+		(*Cluster)(d).emitLocked(Event{Kind: EventAlive, Member: m})
 	}
 }
 
-// member copies n; the caller holds memberlist's node lock.
-func member(n *memberlist.Node) Member {
-	m := Member{Name: n.Name, GossipAddr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))}
-	switch n.State {
-	case memberlist.StateAlive:
-		m.State = StateAlive
-	case memberlist.StateSuspect:
-		m.State = StateSuspect
-	case memberlist.StateDead:
-		m.State = StateDead
-	case memberlist.StateLeft:
-		m.State = StateLeft
-	}
+// note records a join, update or leave. memberlist's Node.State is not
+// kept up to date (see the package comment): the state comes from the kind
+// of event and, for a leave, from the leaving flag the member published.
+func (d *delegate) note(k EventKind, n *memberlist.Node) {
+	m := Member{Name: n.Name, State: StateAlive, GossipAddr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))}
 	meta, err := ParseMeta(n.Meta)
 	if err != nil {
 		m.MetaErr = err
+		d.log.Warn("cluster: member has bad metadata; not trusted", "member", m.Name, "err", err)
 	} else {
 		m.Meta = meta
 	}
-	return m
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if k == EventLeave {
+		m.State = StateDead
+		// The leaving flag may have come with this node's last update
+		// rather than with the node passed to NotifyLeave.
+		if prev, ok := d.view[m.Name]; (ok && prev.Leaving) || m.Leaving {
+			m.State = StateLeft
+		}
+	}
+	delete(d.suspect, m.Name)
+	d.view[m.Name] = m
+	(*Cluster)(d).emitLocked(Event{Kind: k, Member: m})
+}
+
+// markSuspect records that this member's probe of name went unanswered.
+func (c *Cluster) markSuspect(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.view[name]
+	if !ok || m.State != StateAlive || c.suspect[name] {
+		return
+	}
+	c.suspect[name] = true
+	m.State = StateSuspect
+	c.emitLocked(Event{Kind: EventSuspect, Member: m})
+}
+
+// logWriter is the Cluster as memberlist's log output: it forwards lines
+// to Config.Logger and watches for failed probes.
+type logWriter Cluster
+
+const (
+	suspectPrefix = "memberlist: Suspect "
+	suspectSuffix = " has failed, no acks received"
+)
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	line := strings.TrimRight(string(p), "\n")
+	if i := strings.Index(line, suspectPrefix); i >= 0 && strings.HasSuffix(line, suspectSuffix) {
+		name := line[i+len(suspectPrefix) : len(line)-len(suspectSuffix)]
+		(*Cluster)(w).markSuspect(name)
+	}
+	level := slog.LevelDebug
+	switch {
+	case strings.HasPrefix(line, "[ERR]"):
+		level = slog.LevelError
+	case strings.HasPrefix(line, "[WARN]"):
+		level = slog.LevelWarn
+	case strings.HasPrefix(line, "[INFO]"):
+		level = slog.LevelInfo
+	}
+	w.log.Log(context.Background(), level, line)
+	return len(p), nil
 }

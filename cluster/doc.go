@@ -8,12 +8,13 @@
 //
 // A member's memberlist NodeMeta is at most MaxMetaSize bytes:
 //
-//	+---------+------+--------------------+----------------+--------------+
-//	| version | role | capacity (uvarint) | client (string)| peer (string)|
-//	|  1 byte |1 byte|     1..10 bytes    |                |              |
-//	+---------+------+--------------------+----------------+--------------+
+//	+---------+------+-------+--------------------+----------------+--------------+
+//	| version | role | flags | capacity (uvarint) | client (string)| peer (string)|
+//	|  1 byte |1 byte|1 byte |     1..10 bytes    |                |              |
+//	+---------+------+-------+--------------------+----------------+--------------+
 //
-// version is 1; role is 1 (RoleNode) or 2 (RoleBackup); a string is a
+// version is 1; role is 1 (RoleNode) or 2 (RoleBackup); flags has one bit,
+// 1 = leaving, the others must be 0; varints are minimal; a string is a
 // uvarint length (at most MaxAddrLen) and that many bytes, a host:port.
 // Nothing may follow the last field. A newer format gets a new version
 // byte; ParseMeta rejects versions it does not know (ErrBadMeta), and a
@@ -22,10 +23,22 @@
 //
 // # Member states
 //
-// Alive, Dead and Left come from memberlist's event delegate, which runs
-// under memberlist's own lock, so the view copies them safely. Suspect is
-// read from memberlist's member list when Members is called (memberlist
-// has no event for it).
+// memberlist (v0.7.0) tells join, update and "leave" through its event
+// delegate but keeps the state itself (suspect, dead, left) in an unexported
+// field, so the Cluster reconstructs it:
+//
+//   - Alive from NotifyJoin and NotifyUpdate.
+//   - Left from NotifyLeave of a member whose last metadata had the leaving
+//     flag: Leave publishes that flag (and waits for it to spread) before
+//     memberlist's own leave message, as serf does with its leave intent.
+//     Dead from NotifyLeave otherwise.
+//   - Suspect when this member's own probe of it fails: memberlist reports
+//     that only as the log line "Suspect NAME has failed, no acks
+//     received", which the Cluster's log writer watches (the line is pinned
+//     by TestMembership); it is cleared by the next direct probe that is
+//     answered (PingDelegate), or a join, update or leave. Suspicion spread
+//     by gossip from other members is not seen: Suspect is this member's
+//     own view.
 //
 // # Placement and epochs
 //

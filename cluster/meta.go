@@ -15,11 +15,17 @@ const (
 	MaxMetaSize = 512
 	// MaxAddrLen bounds each address string.
 	MaxAddrLen = 255
+
+	flagLeaving = 1 << 0 // the only flag of version 1
 )
 
 // Meta is what a member tells the others about itself.
 type Meta struct {
-	Role       Role
+	Role Role
+	// Leaving is set by Cluster.Leave just before the member leaves, so
+	// that the others report it as left rather than dead, and stop
+	// placing streams on it at once.
+	Leaving    bool
 	Capacity   uint64
 	ClientAddr string // client (gRPC) host:port; may be empty
 	PeerAddr   string // peer (control and rdma) host:port; may be empty
@@ -57,7 +63,11 @@ func (m Meta) Encode(b []byte) ([]byte, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	b = append(b, MetaVersion, byte(m.Role))
+	var flags byte
+	if m.Leaving {
+		flags |= flagLeaving
+	}
+	b = append(b, MetaVersion, byte(m.Role), flags)
 	b = binary.AppendUvarint(b, m.Capacity)
 	for _, a := range []string{m.ClientAddr, m.PeerAddr} {
 		b = binary.AppendUvarint(b, uint64(len(a)))
@@ -75,14 +85,17 @@ func ParseMeta(b []byte) (Meta, error) {
 	if len(b) > MaxMetaSize {
 		return m, fmt.Errorf("%w: %d bytes", ErrBadMeta, len(b))
 	}
-	if len(b) < 2 {
+	if len(b) < 3 {
 		return m, fmt.Errorf("%w: %d bytes", ErrBadMeta, len(b))
 	}
 	if b[0] != MetaVersion {
 		return m, fmt.Errorf("%w: version %d", ErrBadMeta, b[0])
 	}
-	m.Role = Role(b[1])
-	b = b[2:]
+	if b[2]&^flagLeaving != 0 {
+		return m, fmt.Errorf("%w: flags %#x", ErrBadMeta, b[2])
+	}
+	m.Role, m.Leaving = Role(b[1]), b[2]&flagLeaving != 0
+	b = b[3:]
 	c, n := binary.Uvarint(b)
 	if n <= 0 {
 		return Meta{}, fmt.Errorf("%w: capacity", ErrBadMeta)

@@ -11,6 +11,7 @@ func TestMetaRoundTrip(t *testing.T) {
 		{Role: RoleNode, Capacity: 1, ClientAddr: "127.0.0.1:7000", PeerAddr: "127.0.0.1:7300"},
 		{Role: RoleBackup, Capacity: 1 << 60, ClientAddr: "[::1]:1", PeerAddr: "backup.example:65535"},
 		{Role: RoleNode},
+		{Role: RoleNode, Leaving: true, Capacity: 3},
 	} {
 		b, err := m.Encode(nil)
 		if err != nil {
@@ -41,7 +42,7 @@ func TestMetaRejects(t *testing.T) {
 		"not host:port":   {MetaVersion, 1, 1, 3, 'a', 'b', 'c', 0},
 		"non-minimal":     {MetaVersion, 1, 0x81, 0x00, 0, 0},
 		"oversized":       make([]byte, MaxMetaSize+1),
-		"capacity unterm": {MetaVersion, 1, 0x80},
+		"capacity unterm": {MetaVersion, 1, 0, 0x80},
 	}
 	for name, b := range cases {
 		if _, err := ParseMeta(b); !errors.Is(err, ErrBadMeta) {
@@ -57,7 +58,8 @@ func FuzzParseMeta(f *testing.F) {
 	good, _ := Meta{Role: RoleBackup, Capacity: 300, ClientAddr: "127.0.0.1:1", PeerAddr: "[::1]:2"}.Encode(nil)
 	f.Add(good)
 	f.Add([]byte{})
-	f.Add([]byte{MetaVersion, 1, 0, 0, 0})
+	f.Add([]byte{MetaVersion, 1, 0, 0, 0, 0})
+	f.Add([]byte{MetaVersion, 2, 1, 0x80, 1, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := ParseMeta(b)
 		if err != nil {

@@ -17,12 +17,12 @@ type Candidate struct {
 }
 
 // Candidates are the members placement may choose from: live (alive or
-// suspect) members whose metadata parsed. Dead, left and untrusted members
-// are left out.
+// suspect) members whose metadata parsed and who are not leaving. Dead,
+// left, leaving and untrusted members are left out.
 func Candidates(members []Member) []Candidate {
 	var out []Candidate
 	for _, m := range members {
-		if m.State.Live() && m.MetaErr == nil && m.Role != RoleUnknown {
+		if m.State.Live() && m.MetaErr == nil && m.Role != RoleUnknown && !m.Leaving {
 			out = append(out, Candidate{Name: m.Name, Role: m.Role, Capacity: m.Capacity})
 		}
 	}
