@@ -145,6 +145,9 @@ func New(cfg Config) (*Cluster, error) {
 	mc.PushPullInterval = cfg.PushPullInterval
 	mc.SuspicionMult = cfg.SuspicionMult
 	mc.TCPTimeout = cfg.TCPTimeout
+	if cfg.Transport != nil {
+		mc.Transport = cfg.Transport
+	}
 	mc.Delegate = (*delegate)(c)
 	mc.Events = (*delegate)(c)
 	mc.Ping = (*delegate)(c)

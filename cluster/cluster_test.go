@@ -177,10 +177,11 @@ func TestMembership(t *testing.T) {
 	}
 	// a probes dddd at least once a round while bb's suspicion runs
 	// (about a second with one confirmation), so a suspects it itself.
-	if !evA.has(EventLeave, "ccc", StateLeft) || !evA.has(EventLeave, "dddd", StateDead) ||
-		!evA.has(EventSuspect, "dddd", StateSuspect) {
-		t.Errorf("a's events miss the leave or the failure: %+v", evA.snapshot())
-	}
+	// Events arrive after the state changes they report.
+	waitFor(t, 5*time.Second, "a is told of the leave, the suspicion and the failure", func() bool {
+		return evA.has(EventLeave, "ccc", StateLeft) && evA.has(EventSuspect, "dddd", StateSuspect) &&
+			evA.has(EventLeave, "dddd", StateDead)
+	})
 	// Dead and left members are not placed on; the backup is gone.
 	got, err := Place("orders", 2, Candidates(a.Members()))
 	if err != nil || !slices.Equal(slices.Sorted(slices.Values(got)), []string{"a", "bb"}) {
@@ -240,6 +241,12 @@ func TestJoinUnreachable(t *testing.T) {
 	a := start(t, "a", RoleNode, nil)
 	if _, err := a.Join(addr); !errors.Is(err, ErrJoin) {
 		t.Errorf("join %s: %v", addr, err)
+	}
+	if err := a.Leave(); err != nil {
+		t.Errorf("leave alone: %v", err)
+	}
+	if m, _ := lookup(a, "a"); m.State != StateLeft || !m.Leaving {
+		t.Errorf("a sees itself as %+v after leaving", m)
 	}
 	if a.Shutdown() != nil || a.Shutdown() != nil {
 		t.Error("shutdown twice")

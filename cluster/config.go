@@ -7,6 +7,8 @@ import (
 	"net"
 	"strconv"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 )
 
 // Errors returned by this package. Test them with errors.Is.
@@ -114,6 +116,11 @@ type Config struct {
 	TCPTimeout time.Duration
 	// LeaveTimeout bounds how long Leave waits for its message to spread.
 	LeaveTimeout time.Duration
+
+	// Transport, if set, replaces memberlist's UDP/TCP transport bound to
+	// GossipAddr (which is then only checked for form). Tests use it to
+	// run members over memberlist's MockNetwork with injected faults.
+	Transport memberlist.NodeAwareTransport
 
 	// OnChange, if set, is called for every membership event, in order,
 	// from one goroutine owned by the Cluster. It must not block for long:

@@ -3,6 +3,8 @@ package cluster
 import (
 	"errors"
 	"testing"
+
+	"github.com/rpstream/rpstream/remote"
 )
 
 func TestLeaseSuccession(t *testing.T) {
@@ -75,3 +77,6 @@ func TestLeasesAuthorize(t *testing.T) {
 		t.Errorf("Get shares its slice: %v", l2.Replicas)
 	}
 }
+
+// The table plugs into a remote Target as is.
+var _ = remote.Config{Authorize: (&Leases{}).Authorizer("stream")}
