@@ -108,9 +108,9 @@ type Cluster struct {
 	suspect map[string]bool   // members our own probes found unanswering
 	queue   []Event           // for the dispatcher
 
-	wake chan struct{} // cap 1: queue is not empty
-	stop chan struct{} // closed by Shutdown
-	done chan struct{} // closed when the dispatcher returns
+	wake chan struct{}  // cap 1: queue is not empty
+	stop chan struct{}  // closed by Shutdown
+	wg   sync.WaitGroup // the dispatcher and the reconnect loop
 }
 
 // New starts memberlist on cfg.GossipAddr; the member is alone until Join.
@@ -127,7 +127,6 @@ func New(cfg Config) (*Cluster, error) {
 		suspect: map[string]bool{},
 		wake:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -152,14 +151,17 @@ func New(cfg Config) (*Cluster, error) {
 	mc.Events = (*delegate)(c)
 	mc.Ping = (*delegate)(c)
 	mc.Logger = log.New((*logWriter)(c), "", 0)
-	go c.dispatch()
+	c.goFunc(c.dispatch)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		close(c.stop)
-		<-c.done
+		c.wg.Wait()
 		return nil, fmt.Errorf("cluster: start memberlist on %s: %w", cfg.GossipAddr, err)
 	}
 	c.ml = ml
+	if cfg.ReconnectInterval > 0 {
+		c.goFunc(c.reconnect)
+	}
 	return c, nil
 }
 
@@ -229,9 +231,9 @@ func (c *Cluster) Shutdown() error {
 		return nil
 	}
 	c.down = true
-	err := c.ml.Shutdown()
+	err := c.ml.Shutdown() // first: a reconnect in progress then fails fast
 	close(c.stop)
-	<-c.done
+	c.wg.Wait()
 	return err
 }
 
@@ -273,9 +275,46 @@ func (c *Cluster) Members() []Member {
 	return out
 }
 
+// goFunc runs f in a goroutine that Shutdown waits for.
+func (c *Cluster) goFunc(f func()) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f()
+	}()
+}
+
+// reconnect joins members held dead again every ReconnectInterval until
+// Shutdown: memberlist does not exchange state with members it holds dead,
+// so after a partition heals neither side would learn of the other.
+func (c *Cluster) reconnect() {
+	t := time.NewTicker(c.cfg.ReconnectInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		var addrs []string
+		for _, m := range c.Members() {
+			if m.State == StateDead && m.Name != c.cfg.Name {
+				addrs = append(addrs, m.GossipAddr)
+			}
+		}
+		if len(addrs) == 0 {
+			continue
+		}
+		if n, err := c.ml.Join(addrs); n > 0 {
+			c.log.Info("cluster: reconnected", "reached", n, "of", addrs)
+		} else {
+			c.log.Debug("cluster: reconnect failed", "addrs", addrs, "err", err)
+		}
+	}
+}
+
 // dispatch delivers queued events to OnChange until Shutdown.
 func (c *Cluster) dispatch() {
-	defer close(c.done)
 	for {
 		select {
 		case <-c.stop:

@@ -116,6 +116,9 @@ type Config struct {
 	TCPTimeout time.Duration
 	// LeaveTimeout bounds how long Leave waits for its message to spread.
 	LeaveTimeout time.Duration
+	// ReconnectInterval is how often members held dead are joined again
+	// (memberlist alone never heals a partition); 0 never does.
+	ReconnectInterval time.Duration
 
 	// Transport, if set, replaces memberlist's UDP/TCP transport bound to
 	// GossipAddr (which is then only checked for form). Tests use it to
@@ -134,17 +137,18 @@ type Config struct {
 // DefaultConfig is for LAN deployments: memberlist's LAN timings.
 func DefaultConfig() Config {
 	return Config{
-		Name:             "node1",
-		GossipAddr:       "0.0.0.0:7946",
-		Role:             RoleNode,
-		Capacity:         1,
-		ProbeInterval:    time.Second,
-		ProbeTimeout:     500 * time.Millisecond,
-		GossipInterval:   200 * time.Millisecond,
-		PushPullInterval: 30 * time.Second,
-		SuspicionMult:    4,
-		TCPTimeout:       10 * time.Second,
-		LeaveTimeout:     5 * time.Second,
+		Name:              "node1",
+		GossipAddr:        "0.0.0.0:7946",
+		Role:              RoleNode,
+		Capacity:          1,
+		ProbeInterval:     time.Second,
+		ProbeTimeout:      500 * time.Millisecond,
+		GossipInterval:    200 * time.Millisecond,
+		PushPullInterval:  30 * time.Second,
+		SuspicionMult:     4,
+		TCPTimeout:        10 * time.Second,
+		LeaveTimeout:      5 * time.Second,
+		ReconnectInterval: 10 * time.Second,
 	}
 }
 
@@ -164,6 +168,7 @@ func LoopbackConfig(name string) Config {
 	c.SuspicionMult = 4
 	c.TCPTimeout = time.Second
 	c.LeaveTimeout = time.Second
+	c.ReconnectInterval = 200 * time.Millisecond
 	return c
 }
 
@@ -198,6 +203,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ProbeTimeout >= c.ProbeInterval {
 		return fmt.Errorf("%w: probe timeout %v not below probe interval %v", ErrConfig, c.ProbeTimeout, c.ProbeInterval)
+	}
+	if c.ReconnectInterval < 0 {
+		return fmt.Errorf("%w: negative reconnect interval", ErrConfig)
 	}
 	if c.SuspicionMult < 1 {
 		return fmt.Errorf("%w: suspicion multiplier %d", ErrConfig, c.SuspicionMult)

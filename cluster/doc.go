@@ -54,7 +54,10 @@
 // # Goroutines
 //
 // memberlist runs its own goroutines (probe, gossip, push/pull, listeners)
-// from New until Shutdown. The Cluster owns one more, the dispatcher, which
-// calls Config.OnChange for each membership event in order, outside
-// memberlist's locks; Shutdown stops it and waits for it.
+// from New until Shutdown. The Cluster owns two more, started by goFunc:
+// the dispatcher, which calls Config.OnChange for each membership event in
+// order, outside memberlist's locks, and the reconnect loop, which joins
+// members held dead again every Config.ReconnectInterval so that a healed
+// partition merges. Shutdown stops memberlist, closes stop and waits for
+// both.
 package cluster
