@@ -144,6 +144,9 @@ func New(cfg Config) (*Cluster, error) {
 	mc.PushPullInterval = cfg.PushPullInterval
 	mc.SuspicionMult = cfg.SuspicionMult
 	mc.TCPTimeout = cfg.TCPTimeout
+	if len(cfg.SecretKey) > 0 {
+		mc.SecretKey = slices.Clone(cfg.SecretKey)
+	}
 	if cfg.Transport != nil {
 		mc.Transport = cfg.Transport
 	}

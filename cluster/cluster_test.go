@@ -275,6 +275,8 @@ func TestConfigValidate(t *testing.T) {
 		"probe":          func(c *Config) { c.ProbeTimeout = c.ProbeInterval },
 		"zero interval":  func(c *Config) { c.GossipInterval = 0 },
 		"suspicion":      func(c *Config) { c.SuspicionMult = 0 },
+		"secret key":     func(c *Config) { c.SecretKey = make([]byte, 15) },
+		"reconnect":      func(c *Config) { c.ReconnectInterval = -1 },
 	} {
 		c := LoopbackConfig("n")
 		mut(&c)
@@ -290,5 +292,36 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if _, err := ParseRole("leader"); !errors.Is(err, ErrConfig) {
 		t.Error(err)
+	}
+}
+
+func TestSecretKey(t *testing.T) {
+	mk := func(name string, key byte) *Cluster {
+		cfg := LoopbackConfig(name)
+		if key != 0 {
+			cfg.SecretKey = make([]byte, 32)
+			cfg.SecretKey[0] = key
+		}
+		c, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Shutdown() })
+		return c
+	}
+	a, b := mk("a", 1), mk("b", 1)
+	if _, err := b.Join(a.GossipAddr()); err != nil {
+		t.Fatalf("same key: %v", err)
+	}
+	for _, x := range []*Cluster{mk("wrong", 2), mk("none", 0)} {
+		if _, err := x.Join(a.GossipAddr()); !errors.Is(err, ErrJoin) {
+			t.Errorf("%s joins a keyed cluster: %v", x.Name(), err)
+		}
+	}
+	waitFor(t, 5*time.Second, "a sees b", func() bool { return stateOf(a, "b") == StateAlive })
+	for _, n := range []string{"wrong", "none"} {
+		if _, ok := lookup(a, n); ok {
+			t.Errorf("a lists %s", n)
+		}
 	}
 }

@@ -120,6 +120,11 @@ type Config struct {
 	// (memberlist alone never heals a partition); 0 never does.
 	ReconnectInterval time.Duration
 
+	// SecretKey, if set, encrypts and authenticates gossip with AES-GCM
+	// (16, 24 or 32 bytes, the same on every member): without it anyone
+	// who reaches the gossip port can join and advertise any metadata.
+	SecretKey []byte
+
 	// Transport, if set, replaces memberlist's UDP/TCP transport bound to
 	// GossipAddr (which is then only checked for form). Tests use it to
 	// run members over memberlist's MockNetwork with injected faults.
@@ -203,6 +208,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ProbeTimeout >= c.ProbeInterval {
 		return fmt.Errorf("%w: probe timeout %v not below probe interval %v", ErrConfig, c.ProbeTimeout, c.ProbeInterval)
+	}
+	if n := len(c.SecretKey); n != 0 && n != 16 && n != 24 && n != 32 {
+		return fmt.Errorf("%w: secret key of %d bytes, want 16, 24 or 32", ErrConfig, n)
 	}
 	if c.ReconnectInterval < 0 {
 		return fmt.Errorf("%w: negative reconnect interval", ErrConfig)
