@@ -316,6 +316,24 @@ func (c *Cluster) reconnect() {
 	}
 }
 
+// Forget drops a dead or left member from Members, and so from the
+// reconnect loop, for a member that is gone for good (the operator's
+// "remove node"). It comes back if it joins again.
+func (c *Cluster) Forget(name string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.view[name]
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: %q", ErrUnknownMember, name)
+	case m.State.Live():
+		return fmt.Errorf("%w: %q is %v", ErrLiveMember, name, m.State)
+	}
+	delete(c.view, name)
+	delete(c.suspect, name)
+	return nil
+}
+
 // dispatch delivers queued events to OnChange until Shutdown.
 func (c *Cluster) dispatch() {
 	for {

@@ -182,6 +182,18 @@ func TestMembership(t *testing.T) {
 		return evA.has(EventLeave, "ccc", StateLeft) && evA.has(EventSuspect, "dddd", StateSuspect) &&
 			evA.has(EventLeave, "dddd", StateDead)
 	})
+	if err := a.Forget("bb"); !errors.Is(err, ErrLiveMember) {
+		t.Errorf("forget a live member: %v", err)
+	}
+	if err := a.Forget("nobody"); !errors.Is(err, ErrUnknownMember) {
+		t.Errorf("forget an unknown member: %v", err)
+	}
+	if err := b.Forget("ccc"); err != nil {
+		t.Errorf("forget a left member: %v", err)
+	}
+	if _, ok := lookup(b, "ccc"); ok {
+		t.Error("bb still lists ccc after Forget")
+	}
 	// Dead and left members are not placed on; the backup is gone.
 	got, err := Place("orders", 2, Candidates(a.Members()))
 	if err != nil || !slices.Equal(slices.Sorted(slices.Values(got)), []string{"a", "bb"}) {

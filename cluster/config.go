@@ -35,6 +35,10 @@ var (
 	// ErrNotLeader is returned by Leases.Authorize when the writer does not
 	// hold the stream's current lease under the epoch it claims.
 	ErrNotLeader = errors.New("cluster: not the leader")
+	// ErrLiveMember is returned by Forget for a member that is alive or
+	// suspect, and ErrUnknownMember for a name not in the view.
+	ErrLiveMember    = errors.New("cluster: member is live")
+	ErrUnknownMember = errors.New("cluster: unknown member")
 	// ErrUnknownStream is returned by Leases.Authorize for a stream with no
 	// lease.
 	ErrUnknownStream = errors.New("cluster: unknown stream")
