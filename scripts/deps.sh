@@ -38,7 +38,7 @@ go mod download
 
 # Pinned Go tools. protoc-gen-go matches the google.golang.org/protobuf
 # version in go.mod; generated code is committed (make proto regenerates).
-PROTOC_GEN_GO_VERSION=v1.36.11
+PROTOC_GEN_GO_VERSION=v1.36.12
 gobin="$(go env GOPATH)/bin"
 if [ "$("$gobin/protoc-gen-go" --version 2>/dev/null | awk '{print $2}')" != "$PROTOC_GEN_GO_VERSION" ]; then
 	echo "deps: installing protoc-gen-go $PROTOC_GEN_GO_VERSION"

@@ -1,0 +1,63 @@
+// Package cluster is rpstream's membership layer and the rules for who leads
+// which stream: membership and failure detection over hashicorp/memberlist
+// (SWIM gossip), each member's addresses, role and capacity carried in its
+// memberlist metadata, deterministic replica placement, and the epoch
+// (lease) records that fence a stale leader through remote.Config.Authorize.
+//
+// # Member metadata (format version 1, must never change)
+//
+// A member's memberlist NodeMeta is at most MaxMetaSize bytes:
+//
+//	+---------+------+-------+--------------------+----------------+--------------+
+//	| version | role | flags | capacity (uvarint) | client (string)| peer (string)|
+//	|  1 byte |1 byte|1 byte |     1..10 bytes    |                |              |
+//	+---------+------+-------+--------------------+----------------+--------------+
+//
+// version is 1; role is 1 (RoleNode) or 2 (RoleBackup); flags has one bit,
+// 1 = leaving, the others must be 0; varints are minimal; a string is a
+// uvarint length (at most MaxAddrLen) and that many bytes, a host:port.
+// Nothing may follow the last field. A newer format gets a new version
+// byte; ParseMeta rejects versions it does not know (ErrBadMeta), and a
+// member whose metadata does not parse is listed with MetaErr set and
+// RoleUnknown, and is never chosen by placement.
+//
+// # Member states
+//
+// memberlist (v0.7.0) tells join, update and "leave" through its event
+// delegate but keeps the state itself (suspect, dead, left) in an unexported
+// field, so the Cluster reconstructs it:
+//
+//   - Alive from NotifyJoin and NotifyUpdate.
+//   - Left from NotifyLeave of a member whose last metadata had the leaving
+//     flag: Leave publishes that flag (and waits for it to spread) before
+//     memberlist's own leave message, as serf does with its leave intent.
+//     Dead from NotifyLeave otherwise.
+//   - Suspect when this member's own probe of it fails: memberlist reports
+//     that only as the log line "Suspect NAME has failed, no acks
+//     received", which the Cluster's log writer watches (the line is pinned
+//     by TestMembership); it is cleared by the next direct probe that is
+//     answered (PingDelegate), or a join, update or leave. Suspicion spread
+//     by gossip from other members is not seen: Suspect is this member's
+//     own view.
+//
+// # Placement and epochs
+//
+// Place and PlaceBackup are pure functions of the member set and the stream
+// name (weighted rendezvous hashing): the same inputs give the same
+// replicas on every node, and a member joining or leaving moves at most one
+// replica of each stream. A Lease records a stream's leader, epoch and
+// replicas; a successor must carry a strictly higher epoch (CheckSuccessor).
+// Leases.Authorize is the hook for remote.Config.Authorize. Where leases
+// are made durable and agreed on is the caller's concern: a remote Target
+// forgets its epoch on restart, so only durable epochs may be granted.
+//
+// # Goroutines
+//
+// memberlist runs its own goroutines (probe, gossip, push/pull, listeners)
+// from New until Shutdown. The Cluster owns two more, started by goFunc:
+// the dispatcher, which calls Config.OnChange for each membership event in
+// order, outside memberlist's locks, and the reconnect loop, which joins
+// members held dead again every Config.ReconnectInterval so that a healed
+// partition merges. Shutdown stops memberlist, closes stop and waits for
+// both.
+package cluster
