@@ -49,6 +49,7 @@ type Appender struct {
 	err        error
 	closing    bool
 	failures   int // calls broken in a row without an answer
+	hops       int // leader hints followed in a row without an answer
 	receivers  sync.WaitGroup
 }
 
@@ -145,7 +146,7 @@ func (a *Appender) newCallLocked() (api.Streams_AppendStreamClient, error) {
 	a.gen++
 	ctx, cancel := context.WithCancel(a.ctx)
 	a.callCancel = cancel
-	return a.c.rpc.AppendStream(ctx)
+	return a.c.stub(a.stream).AppendStream(ctx)
 }
 
 // openLocked opens a new call and starts its receiver.
@@ -174,7 +175,7 @@ func (a *Appender) receive(call api.Streams_AppendStreamClient, gen int) {
 			return
 		}
 		a.mu.Lock()
-		a.failures = 0
+		a.failures, a.hops = 0, 0
 		if gen != a.gen || len(a.unanswered) == 0 {
 			a.mu.Unlock()
 			continue
@@ -204,20 +205,29 @@ func (a *Appender) broken(gen int, err error) {
 		if err == io.EOF {
 			err = status.Error(codes.Unavailable, "append call ended before every append was answered")
 		}
-		a.failures++
+		sleep := wait
+		if a.c.follow(a.stream, err) && a.hops < maxHops {
+			// A leader hint: the node refused the first append and
+			// stored nothing; send them all to the leader at once.
+			a.hops++
+			err = status.Error(codes.Unavailable, "following the leader hint")
+			sleep = 0
+		} else {
+			a.failures++
+			wait = min(2*wait, time.Second)
+		}
 		if status.Code(err) != codes.Unavailable || a.failures >= a.c.attempts || a.ctx.Err() != nil {
 			a.failLocked(err)
 			a.mu.Unlock()
 			return
 		}
 		a.mu.Unlock()
-		t := time.NewTimer(wait)
+		t := time.NewTimer(sleep)
 		select {
 		case <-a.ctx.Done():
 			t.Stop()
 		case <-t.C:
 		}
-		wait = min(2*wait, time.Second)
 		a.mu.Lock()
 		if gen != a.gen {
 			a.mu.Unlock()

@@ -14,8 +14,17 @@
 // FailedPrecondition).
 //
 // Errors are gRPC status errors (google.golang.org/grpc/status); api.proto
-// lists the codes. Following a leader hint (FailedPrecondition with
-// api.NotLeader details) comes with replication.
+// lists the codes.
+//
+// # Leaders
+//
+// A stream is led by one node of a cluster; the Client may be dialled to
+// any of them. A node that does not lead a stream answers with a leader
+// hint (FailedPrecondition with api.NotLeader details); the Client then
+// connects to the leader's client address, remembers it for that stream,
+// and sends the call again there (a refused call stored nothing, so this
+// is safe for appends). When the remembered leader becomes Unavailable,
+// the Client forgets it and asks the node it was dialled to again.
 package client
 
 import (
@@ -24,6 +33,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,15 +65,26 @@ type Options struct {
 	DialOptions []grpc.DialOption
 }
 
-// Client talks to one node.
+// Client talks to the node it was dialled to and to the leaders that
+// node names.
 type Client struct {
 	conn     *grpc.ClientConn
 	rpc      api.StreamsClient
+	dopts    []grpc.DialOption
 	producer string
 	seq      atomic.Uint64
 	attempts int
 	backoff  time.Duration
+
+	// mu guards the leaders' connections and the leader of each stream.
+	mu      sync.Mutex
+	conns   map[string]*grpc.ClientConn // by address
+	leaders map[string]string           // stream -> leader's address
+	closed  bool
 }
+
+// maxHops bounds how many leader hints one call follows in a row.
+const maxHops = 4
 
 // Entry is one entry of a stream.
 type Entry struct {
@@ -85,7 +106,8 @@ func Dial(addr string, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	c := &Client{conn: conn, rpc: api.NewStreamsClient(conn), producer: opts.ProducerID, attempts: opts.MaxAttempts, backoff: opts.Backoff}
+	c := &Client{conn: conn, rpc: api.NewStreamsClient(conn), dopts: dopts, producer: opts.ProducerID, attempts: opts.MaxAttempts, backoff: opts.Backoff,
+		conns: map[string]*grpc.ClientConn{}, leaders: map[string]string{}}
 	if c.producer == "" {
 		var b [12]byte
 		rand.Read(b[:])
@@ -100,8 +122,91 @@ func Dial(addr string, opts Options) (*Client, error) {
 	return c, nil
 }
 
-// Close closes the connection; calls in flight fail.
-func (c *Client) Close() error { return c.conn.Close() }
+// Close closes the connections; calls in flight fail.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	conns := c.conns
+	c.conns, c.closed = nil, true
+	c.mu.Unlock()
+	for _, cc := range conns {
+		cc.Close()
+	}
+	return c.conn.Close()
+}
+
+// stub is the client service of stream's leader, as far as the Client
+// knows it (the node it was dialled to when it knows none).
+func (c *Client) stub(stream string) api.StreamsClient {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	addr, ok := c.leaders[stream]
+	if !ok || c.closed {
+		return c.rpc
+	}
+	if cc := c.conns[addr]; cc != nil {
+		return api.NewStreamsClient(cc)
+	}
+	cc, err := grpc.NewClient(addr, c.dopts...)
+	if err != nil {
+		delete(c.leaders, stream)
+		return c.rpc
+	}
+	c.conns[addr] = cc
+	return api.NewStreamsClient(cc)
+}
+
+// Leader returns the client address of stream's leader as far as the
+// Client knows it ("" when it knows none: calls go to the node it was
+// dialled to).
+func (c *Client) Leader(stream string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.leaders[stream]
+}
+
+// follow handles err of a call about stream: it remembers the leader a
+// hint names and reports true (send the call again at once), or forgets
+// a leader that became unavailable and reports false.
+func (c *Client) follow(stream string, err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || err == nil {
+		return false
+	}
+	switch st.Code() {
+	case codes.FailedPrecondition:
+		for _, d := range st.Details() {
+			if nl, ok := d.(*api.NotLeader); ok && nl.LeaderAddr != "" {
+				c.mu.Lock()
+				c.leaders[stream] = nl.LeaderAddr
+				c.mu.Unlock()
+				return true
+			}
+		}
+	case codes.Unavailable, codes.NotFound:
+		// The leader went away (or the stream moved): ask the node the
+		// Client was dialled to again.
+		c.mu.Lock()
+		delete(c.leaders, stream)
+		c.mu.Unlock()
+	}
+	return false
+}
+
+// retryStream is retry for a call about stream: it follows leader hints
+// (at most maxHops in a row) as well.
+func (c *Client) retryStream(ctx context.Context, stream string, f func(rpc api.StreamsClient) error) error {
+	hops := 0
+	return c.retry(ctx, func() error {
+		for {
+			err := f(c.stub(stream))
+			if c.follow(stream, err) && hops < maxHops {
+				hops++
+				continue
+			}
+			return err
+		}
+	})
+}
 
 // ProducerID is the id naming this client's appends.
 func (c *Client) ProducerID() string { return c.producer }
@@ -150,8 +255,14 @@ func (c *Client) Create(ctx context.Context, name string, o CreateOptions) (*api
 
 // Delete deletes stream name.
 func (c *Client) Delete(ctx context.Context, name string) error {
-	_, err := c.rpc.DeleteStream(ctx, &api.DeleteStreamRequest{Stream: name})
-	return err
+	// Not retried when Unavailable (a delete carried out would then
+	// report NotFound); leader hints are followed.
+	for hops := 0; ; hops++ {
+		_, err := c.stub(name).DeleteStream(ctx, &api.DeleteStreamRequest{Stream: name})
+		if !c.follow(name, err) || hops >= maxHops {
+			return err
+		}
+	}
 }
 
 // List names the node's streams.
@@ -173,8 +284,8 @@ func (c *Client) List(ctx context.Context) ([]string, error) {
 func (c *Client) Append(ctx context.Context, stream string, data []byte) (uint64, error) {
 	req := &api.AppendRequest{Stream: stream, Data: data, ProducerId: c.producer, Sequence: c.seq.Add(1)}
 	var r *api.AppendResponse
-	err := c.retry(ctx, func() (err error) {
-		r, err = c.rpc.Append(ctx, req)
+	err := c.retryStream(ctx, stream, func(rpc api.StreamsClient) (err error) {
+		r, err = rpc.Append(ctx, req)
 		return err
 	})
 	if err != nil {
@@ -190,8 +301,8 @@ func (c *Client) Read(ctx context.Context, stream string, from uint64, max int) 
 		return nil, from, errors.New("client: negative max")
 	}
 	var r *api.ReadResponse
-	err := c.retry(ctx, func() (err error) {
-		r, err = c.rpc.Read(ctx, &api.ReadRequest{Stream: stream, From: from, MaxEntries: uint32(min(max, 1<<31))})
+	err := c.retryStream(ctx, stream, func(rpc api.StreamsClient) (err error) {
+		r, err = rpc.Read(ctx, &api.ReadRequest{Stream: stream, From: from, MaxEntries: uint32(min(max, 1<<31))})
 		return err
 	})
 	if err != nil {
@@ -207,8 +318,8 @@ func (c *Client) Read(ctx context.Context, stream string, from uint64, max int) 
 // Status describes stream.
 func (c *Client) Status(ctx context.Context, stream string) (*api.StreamStatusResponse, error) {
 	var r *api.StreamStatusResponse
-	err := c.retry(ctx, func() (err error) {
-		r, err = c.rpc.StreamStatus(ctx, &api.StreamStatusRequest{Stream: stream})
+	err := c.retryStream(ctx, stream, func(rpc api.StreamsClient) (err error) {
+		r, err = rpc.StreamStatus(ctx, &api.StreamStatusRequest{Stream: stream})
 		return err
 	})
 	return r, err

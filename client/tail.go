@@ -30,20 +30,20 @@ func (c *Client) Tail(ctx context.Context, stream string, from uint64) iter.Seq2
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		next := from
-		failures := 0
+		failures, hops := 0, 0
 		wait := c.backoff
 		for {
 			req := &api.TailRequest{Stream: stream, From: next}
 			if next == End {
 				req.From, req.FromEnd = 0, true
 			}
-			call, err := c.rpc.Tail(ctx, req)
+			call, err := c.stub(stream).Tail(ctx, req)
 			for err == nil {
 				var r *api.TailResponse
 				if r, err = call.Recv(); err != nil {
 					break
 				}
-				failures, wait = 0, c.backoff
+				failures, hops, wait = 0, 0, c.backoff
 				for _, e := range r.Entries {
 					next = e.Position + 1
 					if !yield(Entry{Position: e.Position, Data: e.Data}, nil) {
@@ -54,6 +54,10 @@ func (c *Client) Tail(ctx context.Context, stream string, from uint64) iter.Seq2
 			if ctx.Err() != nil {
 				yield(Entry{}, ctx.Err())
 				return
+			}
+			if c.follow(stream, err) && hops < maxHops {
+				hops++
+				continue
 			}
 			failures++
 			if status.Code(err) != codes.Unavailable || failures >= c.attempts {

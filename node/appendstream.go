@@ -129,7 +129,7 @@ func (c *appendCall) store(req *api.AppendRequest) error {
 	if c.st == nil {
 		st, err := c.s.acquire(req.Stream)
 		if err != nil {
-			return err
+			return c.s.route(c.call.Context(), req.Stream, err)
 		}
 		c.st = st
 		close(c.acquired)

@@ -32,6 +32,10 @@ type Config struct {
 	MaxProducers int
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// Cluster, if set, is the membership this node is part of: Members
+	// reports it, and a call about a stream another member leads is
+	// answered with a leader hint. Nil runs a single node.
+	Cluster Membership
 }
 
 // DefaultConfig returns the configuration of a node keeping its data in

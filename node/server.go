@@ -43,6 +43,11 @@ type Server struct {
 	stopFunc context.CancelFunc
 	calls    sync.WaitGroup // calls in flight
 	addr     string         // listener address, once Serve runs; under mu
+
+	// peerMu guards peers, the connections to other members' client
+	// services (leader lookups); nil after Shutdown.
+	peerMu sync.Mutex
+	peers  map[string]*grpc.ClientConn
 }
 
 var _ api.StreamsServer = (*Server)(nil)
@@ -72,12 +77,17 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, store: st, log: cfg.Logger, streams: make(map[string]*stream)}
+	s := &Server{cfg: cfg, store: st, log: cfg.Logger, streams: make(map[string]*stream), peers: map[string]*grpc.ClientConn{}}
 	s.stopCtx, s.stopFunc = context.WithCancel(context.Background())
 	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize))
 	api.RegisterStreamsServer(s.grpc, s)
 	return s, nil
 }
+
+// SetCluster makes the server part of a cluster (Config.Cluster), for
+// when the membership can only be made after New (it advertises
+// addresses New opened). Call it before Serve.
+func (s *Server) SetCluster(m Membership) { s.cfg.Cluster = m }
 
 // Serve accepts client connections on lis until Shutdown; it returns nil
 // after Shutdown.
@@ -128,6 +138,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			err = cerr
 		}
 	}
+	s.closePeers()
 	s.log.Info("stopped", "streams_closed", len(streams))
 	return err
 }

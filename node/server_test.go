@@ -68,7 +68,9 @@ func (n *testNode) stop(t *testing.T) {
 	if err := <-n.served; err != nil {
 		t.Errorf("Serve: %v", err)
 	}
-	n.conn.Close()
+	if n.conn != nil {
+		n.conn.Close()
+	}
 	n.srv = nil
 }
 

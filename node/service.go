@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sort"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -72,7 +74,7 @@ func (s *Server) DeleteStream(ctx context.Context, req *api.DeleteStreamRequest)
 	defer s.leave()
 	st, err := s.acquire(req.Stream)
 	if err != nil {
-		return nil, statusOf(err)
+		return nil, s.route(ctx, req.Stream, err)
 	}
 	s.mu.Lock()
 	if st.gone {
@@ -110,6 +112,11 @@ func (s *Server) ListStreams(ctx context.Context, req *api.ListStreamsRequest) (
 	if err != nil {
 		return nil, statusOf(err)
 	}
+	if s.cfg.Cluster != nil && !localOnly(ctx) {
+		names = append(names, s.clusterStreams(ctx)...)
+		sort.Strings(names)
+		names = slices.Compact(names)
+	}
 	return &api.ListStreamsResponse{Streams: names}, nil
 }
 
@@ -120,7 +127,7 @@ func (s *Server) Append(ctx context.Context, req *api.AppendRequest) (*api.Appen
 	defer s.leave()
 	st, err := s.acquire(req.Stream)
 	if err != nil {
-		return nil, statusOf(err)
+		return nil, s.route(ctx, req.Stream, err)
 	}
 	defer st.release()
 	pos, dup, err := st.appendNoSync(req)
@@ -160,7 +167,7 @@ func (s *Server) Read(ctx context.Context, req *api.ReadRequest) (*api.ReadRespo
 	defer s.leave()
 	st, err := s.acquire(req.Stream)
 	if err != nil {
-		return nil, statusOf(err)
+		return nil, s.route(ctx, req.Stream, err)
 	}
 	defer st.release()
 	maxEntries := int(req.MaxEntries)
@@ -205,7 +212,7 @@ func (s *Server) Tail(req *api.TailRequest, call api.Streams_TailServer) error {
 	defer s.leave()
 	st, err := s.acquire(req.Stream)
 	if err != nil {
-		return statusOf(err)
+		return s.route(call.Context(), req.Stream, err)
 	}
 	defer st.release()
 	// ctx ends with the call, the stream or the server.
@@ -247,7 +254,7 @@ func (s *Server) StreamStatus(ctx context.Context, req *api.StreamStatusRequest)
 	defer s.leave()
 	st, err := s.acquire(req.Stream)
 	if err != nil {
-		return nil, statusOf(err)
+		return nil, s.route(ctx, req.Stream, err)
 	}
 	defer st.release()
 	return s.statusOfStream(st), nil
@@ -288,6 +295,9 @@ func (s *Server) Members(ctx context.Context, req *api.MembersRequest) (*api.Mem
 		return nil, statusOf(err)
 	}
 	defer s.leave()
+	if s.cfg.Cluster != nil {
+		return &api.MembersResponse{Members: s.clusterMembers()}, nil
+	}
 	return &api.MembersResponse{Members: []*api.Member{{
 		Name:       s.cfg.Name,
 		ClientAddr: s.clientAddr(),

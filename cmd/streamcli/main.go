@@ -13,7 +13,10 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := cli.Main(ctx, cli.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, DefaultSignals: stop}, os.Args[1:])
+	// DefaultSignals must not be stop: stop also cancels ctx, which every
+	// command that is not graceful still runs with.
+	defaults := func() { signal.Reset(os.Interrupt, syscall.SIGTERM) }
+	code := cli.Main(ctx, cli.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, DefaultSignals: defaults}, os.Args[1:])
 	stop()
 	os.Exit(code)
 }

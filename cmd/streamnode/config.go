@@ -26,15 +26,27 @@ type Config struct {
 	// ClientAddr is the gRPC address clients and streamcli --node use
 	// (port 0: any free port, logged as "serving clients").
 	ClientAddr string `json:"client_addr"`
-	// PeerAddr, GossipAddr, Join and Role are validated and logged but not
-	// used yet: they are for replication over rdma/ (PeerAddr: control
-	// and rdma), membership over memberlist (GossipAddr; Join lists the
-	// gossip addresses of members to join) and backup targets (Role
-	// "backup"), which come next.
-	PeerAddr   string   `json:"peer_addr"`
+	// PeerAddr is where leaders of other nodes write replicas (rdma and
+	// its control messages).
+	PeerAddr string `json:"peer_addr"`
+	// GossipAddr is memberlist's address (TCP and UDP); Join lists the
+	// gossip addresses of members to join (retried in the background
+	// until one answers).
 	GossipAddr string   `json:"gossip_addr"`
 	Join       []string `json:"join"`
-	Role       string   `json:"role"`
+	// Role is node (leads and replicates streams) or backup (holds extra
+	// copies only).
+	Role string `json:"role"`
+	// Secret is the cluster's shared secret: it authenticates rdma
+	// connections between nodes and encrypts gossip. Every member must
+	// have the same; empty means a built-in development secret (logged).
+	Secret string `json:"secret"`
+	// RDMA is the rdma provider: auto (verbs when an RDMA device is
+	// found, else tcp), tcp or verbs.
+	RDMA string `json:"rdma"`
+	// Mover is the data mover engine of local appends: auto, sync, cpu
+	// or dsa.
+	Mover string `json:"mover"`
 	// RegionSize is the region size of streams created without one.
 	RegionSize int `json:"region_size"`
 	// DrainTimeout bounds how long SIGTERM waits for calls in flight
@@ -75,6 +87,8 @@ func DefaultConfig() Config {
 		PeerAddr:     "127.0.0.1:7421",
 		GossipAddr:   "127.0.0.1:7422",
 		Role:         "node",
+		RDMA:         "auto",
+		Mover:        "auto",
 		RegionSize:   4 << 20,
 		DrainTimeout: Duration(10 * time.Second),
 		LogLevel:     "info",
@@ -139,6 +153,19 @@ func (c Config) Validate() error {
 	if c.Role != "node" && c.Role != "backup" {
 		return fmt.Errorf("role %q: want node or backup", c.Role)
 	}
+	switch c.RDMA {
+	case "auto", "tcp", "verbs":
+	default:
+		return fmt.Errorf("rdma %q: want auto, tcp or verbs", c.RDMA)
+	}
+	switch c.Mover {
+	case "auto", "sync", "cpu", "dsa":
+	default:
+		return fmt.Errorf("mover %q: want auto, sync, cpu or dsa", c.Mover)
+	}
+	if c.Secret != "" && len(c.Secret) < 16 {
+		return fmt.Errorf("secret: want at least 16 bytes, have %d", len(c.Secret))
+	}
 	if c.RegionSize < 16<<10 || c.RegionSize > 1<<30 || c.RegionSize%4096 != 0 {
 		return fmt.Errorf("region-size %d: want a multiple of 4096 from 16 KiB to 1 GiB", c.RegionSize)
 	}
@@ -171,9 +198,9 @@ var settings = []setting{
 	{"name", "member name, unique in the cluster", str(func(c *Config) *string { return &c.Name })},
 	{"data", "data directory", str(func(c *Config) *string { return &c.Data })},
 	{"client-addr", "gRPC address for clients, HOST:PORT", str(func(c *Config) *string { return &c.ClientAddr })},
-	{"peer-addr", "address for peers (control and rdma), HOST:PORT; not used yet", str(func(c *Config) *string { return &c.PeerAddr })},
-	{"gossip-addr", "memberlist address, HOST:PORT; not used yet", str(func(c *Config) *string { return &c.GossipAddr })},
-	{"join", "gossip addresses of members to join, HOST:PORT[,HOST:PORT...]; not used yet", func(c *Config, v string) error {
+	{"peer-addr", "address for peers (control and rdma), HOST:PORT", str(func(c *Config) *string { return &c.PeerAddr })},
+	{"gossip-addr", "memberlist address, HOST:PORT", str(func(c *Config) *string { return &c.GossipAddr })},
+	{"join", "gossip addresses of members to join, HOST:PORT[,HOST:PORT...]", func(c *Config, v string) error {
 		c.Join = nil
 		for _, j := range strings.Split(v, ",") {
 			if j = strings.TrimSpace(j); j != "" {
@@ -182,7 +209,10 @@ var settings = []setting{
 		}
 		return nil
 	}},
-	{"role", "node or backup (backup: not used yet)", str(func(c *Config) *string { return &c.Role })},
+	{"role", "node or backup", str(func(c *Config) *string { return &c.Role })},
+	{"secret", "cluster secret shared by every member (rdma authentication, gossip encryption); at least 16 bytes", str(func(c *Config) *string { return &c.Secret })},
+	{"rdma", "rdma provider: auto, tcp or verbs", str(func(c *Config) *string { return &c.RDMA })},
+	{"mover", "data mover for local appends: auto, sync, cpu or dsa", str(func(c *Config) *string { return &c.Mover })},
 	{"region-size", "region size of new streams, bytes", func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
 		c.RegionSize = n

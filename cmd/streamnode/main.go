@@ -1,10 +1,9 @@
 // Command streamnode is the rpstream daemon: it serves the client service
 // of api/ (gRPC) over the streams of its data directory.
 //
-// This is the single-node version: every stream is led here; replication,
-// membership and backup targets (--peer-addr, --gossip-addr, --join,
-// --role) are accepted and validated so that scripts can rely on them,
-// but not used yet. Started with no flags it runs on embedded defaults
+// Each node is a member of a cluster (hashicorp/memberlist on
+// --gossip-addr, joining --join); a node started alone is a cluster of
+// one. Started with no flags it runs on embedded defaults
 // (data ./rpstream-node, clients on 127.0.0.1:7420). Configuration: see
 // Config (flags, RPSTREAM_* environment variables, a JSON --config file).
 //
@@ -18,6 +17,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,6 +29,9 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/rpstream/rpstream/cluster"
 	"github.com/rpstream/rpstream/node"
 )
 
@@ -56,8 +59,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	log := newLogger(cfg, stderr)
 	log.Info("starting", "name", cfg.Name, "data", cfg.Data, "client_addr", cfg.ClientAddr,
 		"peer_addr", cfg.PeerAddr, "gossip_addr", cfg.GossipAddr, "join", cfg.Join, "role", cfg.Role)
-	if len(cfg.Join) > 0 || cfg.Role != "node" {
-		log.Warn("membership and backup roles are not implemented yet: running as a single node", "join", cfg.Join, "role", cfg.Role)
+	secret := []byte(cfg.Secret)
+	if len(secret) == 0 {
+		secret = []byte(devSecret)
+		log.Warn("no --secret: using the built-in development secret; anyone who knows it can join this cluster and write replicas")
 	}
 
 	ncfg := node.DefaultConfig(cfg.Data)
@@ -75,16 +80,51 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		srv.Shutdown(context.Background())
 		return 1
 	}
+	role, _ := cluster.ParseRole(cfg.Role)
+	ccfg := cluster.DefaultConfig()
+	ccfg.Name = cfg.Name
+	ccfg.GossipAddr = cfg.GossipAddr
+	ccfg.Join = cfg.Join
+	ccfg.Role = role
+	ccfg.ClientAddr = lis.Addr().String()
+	ccfg.PeerAddr = cfg.PeerAddr
+	ccfg.Capacity = max(1, freeBytes(cfg.Data))
+	key := sha256.Sum256(append([]byte("rpstream gossip key\x00"), secret...))
+	ccfg.SecretKey = key[:]
+	ccfg.Logger = log.With("component", "cluster")
+	ccfg.OnChange = func(ev cluster.Event) {
+		log.Info("member "+ev.Kind.String(), "member", ev.Member.Name, "state", ev.Member.State.String(), "role", ev.Member.Role.String())
+	}
+	members, err := cluster.New(ccfg)
+	if err != nil {
+		log.Error("cannot start membership", "err", err)
+		lis.Close()
+		srv.Shutdown(context.Background())
+		return 1
+	}
+	srv.SetCluster(members)
+	joinCtx, stopJoining := context.WithCancel(ctx)
+	joined := make(chan struct{})
+	go func() {
+		defer close(joined)
+		joinLoop(joinCtx, members, cfg.Join, log)
+	}()
+
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 
 	select {
 	case err := <-served:
 		log.Error("serving failed", "err", err)
+		stopJoining()
+		<-joined
+		members.Shutdown()
 		srv.Shutdown(context.Background())
 		return 1
 	case <-ctx.Done():
 	}
+	stopJoining()
+	<-joined
 	log.Info("draining", "timeout", time.Duration(cfg.DrainTimeout).String())
 	dctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.DrainTimeout))
 	defer cancel()
@@ -92,12 +132,58 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if serr := <-served; serr != nil && err == nil {
 		err = serr
 	}
+	// Drained: tell the others this member leaves, so they report it left
+	// rather than dead.
+	if lerr := members.Leave(); lerr != nil {
+		log.Warn("leaving the cluster", "err", lerr)
+	}
+	members.Shutdown()
 	if err != nil {
 		log.Error("stopped with an error", "err", err)
 		return 1
 	}
 	log.Info("stopped cleanly")
 	return 0
+}
+
+// devSecret is the cluster secret when none is configured: fine on one
+// machine, never on a network others reach.
+const devSecret = "rpstream development secret, not for production"
+
+// joinLoop joins the members at addrs, retrying with a growing wait until
+// one answers or ctx ends: members start in any order.
+func joinLoop(ctx context.Context, c *cluster.Cluster, addrs []string, log *slog.Logger) {
+	if len(addrs) == 0 {
+		return
+	}
+	wait := 200 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		n, err := c.Join(addrs...)
+		if err == nil {
+			log.Info("joined the cluster", "reached", n, "of", len(addrs))
+			return
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			log.Warn("cannot join yet; retrying", "join", addrs, "err", err, "attempt", attempt)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// freeBytes is the space left in dir's file system, 0 if unknown.
+func freeBytes(dir string) uint64 {
+	var st unix.Statfs_t
+	if unix.Statfs(dir, &st) != nil {
+		return 0
+	}
+	return st.Bavail * uint64(st.Bsize)
 }
 
 func newLogger(cfg Config, w io.Writer) *slog.Logger {
