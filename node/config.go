@@ -36,6 +36,9 @@ type Config struct {
 	// reports it, and a call about a stream another member leads is
 	// answered with a leader hint. Nil runs a single node.
 	Cluster Membership
+	// Backup makes this node a backup target: it holds copies of streams
+	// other members lead, and leads none.
+	Backup bool
 }
 
 // DefaultConfig returns the configuration of a node keeping its data in

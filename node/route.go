@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -202,4 +203,40 @@ func (s *Server) clusterMembers() []*api.Member {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// errPlacement is the class of streams that cannot be placed on the live
+// members (FailedPrecondition).
+var errPlacement = errors.New("node: cannot place the stream's replicas")
+
+// place chooses the members holding stream's other replicas (m.Replicas-1
+// live stream nodes besides this one, by cluster.Place) and its backup
+// copy (a live backup target if there is one), and records them in m.
+func (s *Server) place(stream string, m *meta) error {
+	members := s.cfg.Cluster.Members()
+	var others []cluster.Member
+	for _, mb := range members {
+		if mb.Name != s.cfg.Name {
+			others = append(others, mb)
+		}
+	}
+	cands := cluster.Candidates(others)
+	m.Peers = map[string]string{}
+	if m.Replicas > 1 {
+		names, err := cluster.Place(stream, int(m.Replicas)-1, cands)
+		if err != nil {
+			return fmt.Errorf("%w: %d replicas need this node and %d other live stream nodes: %v", errPlacement, m.Replicas, m.Replicas-1, err)
+		}
+		m.Followers = names
+	}
+	m.Backup = cluster.PlaceBackup(stream, cands)
+	for _, mb := range others {
+		if slices.Contains(m.Followers, mb.Name) || mb.Name == m.Backup {
+			if mb.PeerAddr == "" {
+				return fmt.Errorf("%w: member %s advertises no peer address", errPlacement, mb.Name)
+			}
+			m.Peers[mb.Name] = mb.PeerAddr
+		}
+	}
+	return nil
 }

@@ -25,8 +25,9 @@ const MaxMessageSize = 64 << 20
 type Server struct {
 	api.UnimplementedStreamsServer
 
-	cfg   Config
-	store *store
+	cfg      Config
+	store    *store
+	replicas *replicas // copies of streams other members lead
 	grpc  *grpc.Server
 	log   interface {
 		Info(string, ...any)
@@ -77,7 +78,11 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, store: st, log: cfg.Logger, streams: make(map[string]*stream), peers: map[string]*grpc.ClientConn{}}
+	reps, err := openReplicas(cfg.Dir, cfg.MaxStreamSize, cfg.RegionSize)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, store: st, replicas: reps, log: cfg.Logger, streams: make(map[string]*stream), peers: map[string]*grpc.ClientConn{}}
 	s.stopCtx, s.stopFunc = context.WithCancel(context.Background())
 	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize))
 	api.RegisterStreamsServer(s.grpc, s)
@@ -214,7 +219,7 @@ func statusOf(err error) error {
 		code = codes.Unavailable
 	case errors.Is(err, local.ErrTooLarge), errors.Is(err, local.ErrNoSpace), errors.Is(err, local.ErrTooManyReservations):
 		code = codes.ResourceExhausted
-	case errors.Is(err, local.ErrTrimmed), errors.Is(err, errSeqTooOld):
+	case errors.Is(err, local.ErrTrimmed), errors.Is(err, errSeqTooOld), errors.Is(err, errPlacement):
 		code = codes.FailedPrecondition
 	case errors.Is(err, local.ErrCorrupt):
 		code = codes.DataLoss

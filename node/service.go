@@ -55,6 +55,17 @@ func (s *Server) CreateStream(ctx context.Context, req *api.CreateStreamRequest)
 		return nil, status.Errorf(codes.Unavailable, "stream %s is being deleted", req.Stream)
 	}
 	s.mu.Unlock()
+	if s.cfg.Cluster != nil {
+		if s.cfg.Backup {
+			return nil, status.Errorf(codes.FailedPrecondition, "node %s is a backup target, which holds copies only: create streams on a stream node", s.cfg.Name)
+		}
+		if s.replicas.has(req.Stream) {
+			return nil, statusOf(fmt.Errorf("%w: %s (this node holds a copy of it)", ErrExists, req.Stream))
+		}
+		if err := s.place(req.Stream, &m); err != nil {
+			return nil, statusOf(err)
+		}
+	}
 	if err := s.store.create(req.Stream, m); err != nil {
 		return nil, statusOf(err)
 	}

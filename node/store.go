@@ -34,15 +34,24 @@ const (
 	maxNameLen = 128
 )
 
-// meta is meta.json (see the package comment); it never changes after
-// creation.
+// meta is meta.json (see the package comment).
 type meta struct {
 	Replicas   uint32    `json:"replicas"`
 	Acks       string    `json:"acks"`
 	RegionSize int       `json:"region_size"`
 	Epoch      uint64    `json:"epoch"`
 	Created    time.Time `json:"created"`
+	// Followers are the members holding the other replicas, and Backup
+	// the backup target holding an extra copy ("" for none), chosen at
+	// creation; Peers is their peer addresses then, used when membership
+	// does not know them (yet).
+	Followers []string          `json:"followers,omitempty"`
+	Backup    string            `json:"backup,omitempty"`
+	Peers     map[string]string `json:"peers,omitempty"`
 }
+
+// replicated reports whether the stream has copies on other members.
+func (m meta) replicated() bool { return len(m.Followers) > 0 || m.Backup != "" }
 
 // validName reports whether name is 1 to 128 bytes of [A-Za-z0-9._-]
 // starting with a letter or digit: safe as a file name, never hidden.
@@ -173,6 +182,24 @@ func (st *store) readMeta(name string) (meta, error) {
 		return m, fmt.Errorf("node: %s: %w: meta.json: %v", name, local.ErrCorrupt, err)
 	}
 	return m, nil
+}
+
+// writeMeta replaces stream name's meta.json durably.
+func (st *store) writeMeta(name string, m meta) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	dir := st.path(name)
+	tmp := filepath.Join(dir, ".meta.json.new")
+	os.Remove(tmp)
+	if err := writeFileSync(tmp, append(b, '\n')); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, metaFile)); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	return syncDir(dir)
 }
 
 // open opens stream name for writing.
