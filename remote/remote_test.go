@@ -72,30 +72,36 @@ type writer struct {
 
 func (e *env) dial() *writer {
 	e.t.Helper()
+	return dialAddr(e.t, e.target.Addr())
+}
+
+// dialAddr connects a writer to a Target or Hub at addr.
+func dialAddr(t *testing.T, addr string) *writer {
+	t.Helper()
 	p, err := tcp.Provider{}.NewPeer("", rdma.LoopbackConfig(secret))
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := p.Dial(ctx, e.target.Addr())
+	c, err := p.Dial(ctx, addr)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	cl, err := NewClient(p, c)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	buf, err := rdma.Alloc(regionSize)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	src, err := p.Register(buf.Bytes(), rdma.UsageWriteSrc|rdma.UsageReadDst, nil)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	w := &writer{peer: p, conn: c, cl: cl, src: src, buf: buf}
-	e.t.Cleanup(func() {
+	t.Cleanup(func() {
 		c.Close()
 		cl.Close()
 		p.Close()

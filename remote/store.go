@@ -106,6 +106,14 @@ var (
 	// ErrTarget is returned when the target failed to carry out a valid
 	// request.
 	ErrTarget = errors.New("remote: target failure")
+	// ErrNoStream is returned for a request on a Hub connection that has
+	// not opened a stream, and for an Open of a stream the target does not
+	// have (and was not asked to create).
+	ErrNoStream = errors.New("remote: no such stream")
+	// ErrMismatch is returned when the replica does not match the writer:
+	// another region size, another stream id (a different stream of the
+	// same name), or content that contradicts the writer's end.
+	ErrMismatch = errors.New("remote: replica does not match the writer")
 	// ErrConfig is returned for an invalid Config.
 	ErrConfig = errors.New("remote: invalid config")
 )
