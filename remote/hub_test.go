@@ -219,8 +219,19 @@ func TestHubOpenErrors(t *testing.T) {
 		}
 	}
 	nobody, _ := proto.Marshal(&remotepb.Request{Id: 3, Body: &remotepb.Request_Open{}})
-	if resp, err := w.cl.Call(ctx(t), nobody); err != nil || resp.GetError().GetCode() != remotepb.Code_CODE_MALFORMED {
-		t.Fatalf("open without a body: %v %v", resp, err)
+	noID, _ := proto.Marshal(&remotepb.Request{Body: &remotepb.Request_Open{Open: openReq("s", true)}})
+	for name, raw := range map[string][]byte{
+		"open without a body": nobody,
+		"garbage":             []byte("\xff\xff\xff\xff not a protobuf"),
+		"empty":               {},
+		"id 0":                noID,
+	} {
+		if resp, err := w.cl.Call(ctx(t), raw); err != nil || resp.GetError().GetCode() != remotepb.Code_CODE_MALFORMED {
+			t.Fatalf("%s: %v %v", name, resp, err)
+		}
+	}
+	if len(e.hub.Streams()) != 0 {
+		t.Fatalf("malformed requests made streams %v", e.hub.Streams())
 	}
 
 	// A real stream file with a valid superblock.
