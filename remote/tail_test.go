@@ -187,6 +187,18 @@ func TestTailCopiedPrefix(t *testing.T) {
 	if _, err := x.cl.Tail(ctx(t), l.end(2)); !errors.Is(err, ErrNotWriter) {
 		t.Fatalf("tail from another connection: %v", err)
 	}
+	// A leader's end that contradicts the replica (region 1 longer on the
+	// leader, though the replica has regions after it) is refused and cuts
+	// nothing.
+	if r1 := l.s.Regions()[0]; r1.Used < regionSize {
+		odd := &remotepb.TailRequest{Epoch: 2, LeaderSeq: 1, LeaderOff: uint64(r1.Used + 8)}
+		if _, err := w.cl.Tail(ctx(t), odd); !errors.Is(err, ErrMismatch) {
+			t.Fatalf("tail with a contradicting end: %v", err)
+		}
+	}
+	if got, err := w.cl.Tail(ctx(t), &remotepb.TailRequest{Epoch: 2}); err != nil || tailString(got) != reqString(l.end(2)) {
+		t.Fatalf("tail without the leader's end: %s, %v", tailString(got), err)
+	}
 	checkReplica(t, filepath.Join(e.dir, "s"), l.want)
 }
 

@@ -500,7 +500,11 @@ type TailRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Epoch uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// The writer's durable end: its tail region's sequence number and the
-	// offset in that region after its last durable entry.
+	// offset in that region after its last durable entry (8-aligned, from
+	// 128 to the region size, else CODE_MALFORMED). leader_seq 0 asks
+	// without cutting anything. A replica ahead of the writer that does not
+	// hold region leader_seq, or holds it shorter with regions after it, is
+	// refused (CODE_MISMATCH) and left unchanged.
 	LeaderSeq uint64 `protobuf:"varint,2,opt,name=leader_seq,json=leaderSeq,proto3" json:"leader_seq,omitempty"`
 	LeaderOff uint64 `protobuf:"varint,3,opt,name=leader_off,json=leaderOff,proto3" json:"leader_off,omitempty"`
 	// The writer's entry count at that end, if known: a replica that ends
