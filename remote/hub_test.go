@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rpstream/rpstream/local"
+	"github.com/rpstream/rpstream/pmem/simpmem"
 	"github.com/rpstream/rpstream/rdma"
 	"github.com/rpstream/rpstream/rdma/tcp"
 	"github.com/rpstream/rpstream/remote/remotepb"
@@ -313,4 +314,58 @@ func TestTargetAcceptsOpen(t *testing.T) {
 	if _, err := x.cl.Info(ctx(t)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// noClose hides a store's Close from the Hub.
+type noClose struct{ RegionStore }
+
+// FuzzHubFirst: no first request panics a Hub; a refused one binds
+// nothing and leaves no stream behind.
+func FuzzHubFirst(f *testing.F) {
+	for _, r := range []*remotepb.Request{
+		{Id: 1, Body: &remotepb.Request_Open{Open: openReq("s", true)}},
+		{Id: 2, Body: &remotepb.Request_Open{Open: openReq("s", false)}},
+		{Id: 3, Body: &remotepb.Request_Grant{Grant: &remotepb.GrantRequest{Epoch: 3}}},
+		{Id: 4, Body: &remotepb.Request_Tail{Tail: &remotepb.TailRequest{Epoch: 3}}},
+	} {
+		b, _ := proto.Marshal(r)
+		f.Add(b)
+	}
+	sim := simpmem.New(SuperblockSize + maxRegions*regionSize)
+	defer sim.Release()
+	store, err := NewFileStore(sim, regionSize, maxRegions)
+	if err != nil {
+		f.Fatal(err)
+	}
+	p, err := tcp.Provider{}.NewPeer("", rdma.LoopbackConfig(secret))
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer p.Close()
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		h := &Hub{peer: p, streams: map[string]*Target{}, conns: map[rdma.Conn]struct{}{},
+			cfg: HubConfig{Open: func(req *remotepb.OpenRequest) (RegionStore, error) {
+				if !req.Create {
+					return nil, ErrNoStream
+				}
+				return noClose{store}, nil
+			}}}
+		resp, tg := h.first(nil, raw)
+		if resp == nil {
+			t.Fatal("nil response")
+		}
+		if resp.Error != nil {
+			if tg != nil || len(h.Streams()) != 0 {
+				t.Fatal("a refused first request bound a stream")
+			}
+			return
+		}
+		if tg == nil || len(h.Streams()) != 1 {
+			t.Fatalf("an accepted open bound %v, streams %v", tg, h.Streams())
+		}
+		tg.detach(nil)
+		if err := h.Drop(h.Streams()[0]); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
