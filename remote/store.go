@@ -32,7 +32,8 @@
 // finds them (local.Scan). A replica holding more than the writer's end
 // (bytes a crashed leader replicated but never persisted) is cut back to
 // it first: later regions are freed, the writer's tail region is unsealed
-// and zeroed after its end. What Tail reports is persisted before it
+// and zeroed after its end. Valid regions after a tail that lost entries
+// (recovery would drop them) are freed as well. What Tail reports is persisted before it
 // answers. The cut writes the store's memory: the store must not be a
 // stream the node itself has open for writing.
 //

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/rpstream/rpstream/local"
+	"github.com/rpstream/rpstream/pmem"
 	"github.com/rpstream/rpstream/rdma"
 	"github.com/rpstream/rpstream/remote/remotepb"
 )
@@ -88,6 +89,14 @@ func (t *Target) tail(id uint64, c rdma.Conn, q *remotepb.TailRequest) *remotepb
 		if sc, err = local.Scan(b); err != nil {
 			return errResp(id, remotepb.Code_CODE_INTERNAL, fmt.Sprintf("replica after the cut: %v", err))
 		}
+	} else if len(sc.Truncated) > 0 {
+		// Valid regions after a tail that lost entries are not part of the
+		// prefix (recovery frees them): free them now, so that the
+		// writer's copies of those sequence numbers, wherever they land,
+		// cannot meet a stale twin.
+		if err := freeRegions(mem, sc.Truncated); err != nil {
+			return errResp(id, remotepb.Code_CODE_INTERNAL, err.Error())
+		}
 	}
 	if err := mem.Persist(0, SuperblockSize); err != nil {
 		return errResp(id, remotepb.Code_CODE_INTERNAL, err.Error())
@@ -133,12 +142,8 @@ func (t *Target) cutBackLocked(id uint64, b []byte, sc local.ScanResult, q *remo
 			cut.Seq, cut.End, q.LeaderOff))
 	}
 	higher := append(append([]local.ScanRegion(nil), sc.Regions[k+1:]...), sc.Truncated...)
-	for i := len(higher) - 1; i >= 0; i-- {
-		off := higher[i].Offset
-		clear(b[off : off+64])
-		if err := mem.Persist(off, 64); err != nil {
-			return errResp(id, remotepb.Code_CODE_INTERNAL, err.Error())
-		}
+	if err := freeRegions(mem, higher); err != nil {
+		return errResp(id, remotepb.Code_CODE_INTERNAL, err.Error())
 	}
 	rb := b[cut.Offset : cut.Offset+rs]
 	// The region is the tail now: no seal, and no commit beyond its end.
@@ -158,6 +163,20 @@ func (t *Target) cutBackLocked(id uint64, b []byte, sc local.ScanResult, q *remo
 		clear(rb[from:to])
 		if err := mem.Persist(cut.Offset+from, to-from); err != nil {
 			return errResp(id, remotepb.Code_CODE_INTERNAL, err.Error())
+		}
+	}
+	return nil
+}
+
+// freeRegions invalidates regions (in ascending sequence) durably, the
+// highest first, by zeroing the whole of line 0 as local does.
+func freeRegions(mem pmem.Memory, regions []local.ScanRegion) error {
+	b := mem.Bytes()
+	for i := len(regions) - 1; i >= 0; i-- {
+		off := regions[i].Offset
+		clear(b[off : off+64])
+		if err := mem.Persist(off, 64); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -282,3 +282,52 @@ func TestTailDamagedEntry(t *testing.T) {
 	}
 	checkReplica(t, filepath.Join(e.dir, "s"), l.want[:len(l.want)-1])
 }
+
+// TestTailDamagedMiddleRegion: a replica whose first region lost an entry
+// that its successors need ends in that region, and frees the regions
+// after it (which recovery would drop) so that no stale copy remains.
+func TestTailDamagedMiddleRegion(t *testing.T) {
+	e := newHubEnv(t)
+	w := openReplica(t, e, "s", 4)
+	l := newLeader(t)
+	l.append(t, 200)
+	l.copyTo(t, w, 4)
+	rs := l.s.Regions()
+	if len(rs) < 3 {
+		t.Fatalf("only %d regions", len(rs))
+	}
+	// Damage the second entry of region 1.
+	first := l.want[0]
+	start := local.RegionHeaderSize + local.EntryHeaderSize + (len(first)+7)&^7
+	r, err := w.cl.Region(ctx(t), 4, rs[0].Slot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Unseal region 1 too: a sealed region is trusted without a scan.
+	if err := w.put(t, r, local.RegionSealOffset, make([]byte, 8)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.put(t, r, start+local.EntryHeaderSize, []byte{^l.want[1][0]}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := w.cl.Tail(ctx(t), l.end(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("seq 1 off %d index 1", start); tailString(got) != want {
+		t.Fatalf("replica ends at %s, want %s", tailString(got), want)
+	}
+	if err := e.hub.Drop("s"); err != nil {
+		t.Fatal(err)
+	}
+	img, err := os.ReadFile(filepath.Join(e.dir, "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs[1:] {
+		if !bytes.Equal(img[r.Offset:r.Offset+64], make([]byte, 64)) {
+			t.Fatalf("region %d (slot %d) is still valid on the replica", r.Seq, r.Slot)
+		}
+	}
+	checkReplica(t, filepath.Join(e.dir, "s"), l.want[:1])
+}

@@ -494,7 +494,8 @@ func (x *OpenRequest) GetMaxRegions() uint32 {
 // TailRequest asks the current writer's target for the durable end of the
 // valid prefix of its stream file (local/'s format), after cutting back
 // whatever it holds beyond the writer's own end (leader_seq, leader_off):
-// bytes a writer that crashed had replicated but not persisted. Only the
+// bytes a writer that crashed had replicated but not persisted. Valid
+// regions after a replica tail that lost entries are freed too. Only the
 // current writer may ask, with the current epoch.
 type TailRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
