@@ -112,3 +112,23 @@ func StreamIDOf(mem []byte) (uint64, error) {
 	}
 	return sb.streamID, nil
 }
+
+// SealedTail reports whether the last valid region of the stream image mem
+// has its seal word set, and that region's file offset. Recovery calls
+// such an image corrupt (a sealed region's successor existed), but a
+// replica can hold it legitimately when a leader's copy of the successor
+// was lost: clearing the seal word (it is advisory: recovery then checks
+// the region's entries by checksum) makes the image readable.
+func SealedTail(mem []byte) (offset int, sealed bool) {
+	sb, err := decodeSuperblock(mem)
+	if err != nil {
+		return 0, false
+	}
+	s := &Stream{mem: bytesMemory(mem), sb: sb, readOnly: true}
+	found, _, _, err := s.scanHeaders()
+	if err != nil || len(found) == 0 {
+		return 0, false
+	}
+	last := found[len(found)-1]
+	return last.base, sealWord(s.regionBytes(last)) != 0
+}

@@ -97,3 +97,26 @@ func FuzzScan(f *testing.F) {
 		scanAgrees(t, img)
 	})
 }
+
+func TestSealedTail(t *testing.T) {
+	img, _ := fuzzImage(40, 3, 0)
+	res, err := local.Scan(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := res.Regions[len(res.Regions)-1]
+	if off, sealed := local.SealedTail(img); sealed || off != last.Offset {
+		t.Fatalf("SealedTail of a valid image: %d %v, tail at %d", off, sealed, last.Offset)
+	}
+	img[last.Offset+local.RegionSealOffset] = 1
+	if _, err := local.Scan(img); !errors.Is(err, local.ErrCorrupt) {
+		t.Fatalf("Scan with a sealed tail: %v", err)
+	}
+	if off, sealed := local.SealedTail(img); !sealed || off != last.Offset {
+		t.Fatalf("SealedTail: %d %v, tail at %d", off, sealed, last.Offset)
+	}
+	img[last.Offset+local.RegionSealOffset] = 0
+	if _, sealed := local.SealedTail(make([]byte, 100)); sealed {
+		t.Fatal("SealedTail of a non-stream")
+	}
+}

@@ -73,6 +73,15 @@ func (t *Target) tail(id uint64, c rdma.Conn, q *remotepb.TailRequest) *remotepb
 		return tailResp(id, 0, 0, 0) // no valid superblock: a fresh replica
 	}
 	sc, err := local.Scan(b)
+	if off, sealed := local.SealedTail(b); err != nil && sealed {
+		// The last region was sealed by a leader whose copy of the next
+		// region was lost: the region is whole, but no longer followed.
+		binary.LittleEndian.PutUint64(b[off+local.RegionSealOffset:], 0)
+		if err := mem.Persist(off+local.RegionSealOffset, 8); err != nil {
+			return errResp(id, remotepb.Code_CODE_INTERNAL, err.Error())
+		}
+		sc, err = local.Scan(b)
+	}
 	if err != nil {
 		return errResp(id, remotepb.Code_CODE_INTERNAL, fmt.Sprintf("replica: %v", err))
 	}

@@ -331,3 +331,39 @@ func TestTailDamagedMiddleRegion(t *testing.T) {
 	}
 	checkReplica(t, filepath.Join(e.dir, "s"), l.want[:1])
 }
+
+// TestTailSealedLastRegion: a replica whose last region is sealed (the
+// leader's copy of the next region never arrived) ends at that region's
+// end; the seal, which recovery would call corrupt, is cleared.
+func TestTailSealedLastRegion(t *testing.T) {
+	e := newHubEnv(t)
+	w := openReplica(t, e, "s", 5)
+	l := newLeader(t)
+	l.append(t, 200)
+	rs := l.s.Regions()
+	if len(rs) < 3 || !rs[len(rs)-2].Sealed {
+		t.Fatalf("regions %+v: want three or more, the one before the tail sealed", rs)
+	}
+	l.copyTo(t, w, 5)
+	// The replica loses the tail region (its line 0).
+	tail := rs[len(rs)-1]
+	r, err := w.cl.Region(ctx(t), 5, tail.Slot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.put(t, r, 0, make([]byte, 64)); err != nil {
+		t.Fatal(err)
+	}
+	prev := rs[len(rs)-2]
+	got, err := w.cl.Tail(ctx(t), l.end(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("seq %d off %d index %d", prev.Seq, prev.Used, tail.First); tailString(got) != want {
+		t.Fatalf("replica ends at %s, want %s", tailString(got), want)
+	}
+	if err := e.hub.Drop("s"); err != nil {
+		t.Fatal(err)
+	}
+	checkReplica(t, filepath.Join(e.dir, "s"), l.want[:tail.First])
+}
