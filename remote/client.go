@@ -97,6 +97,32 @@ func (c *Client) Region(ctx context.Context, epoch uint64, k int) (Region, error
 	return Region{Index: k, Offset: int(r.Offset), Desc: d, Epoch: r.Epoch}, nil
 }
 
+// Open binds the connection to req's stream (see remotepb.OpenRequest);
+// on a Hub it must come first.
+func (c *Client) Open(ctx context.Context, req *remotepb.OpenRequest) (*remotepb.OpenResponse, error) {
+	resp, err := c.call(ctx, &remotepb.Request{Body: &remotepb.Request_Open{Open: req}})
+	if err != nil {
+		return nil, err
+	}
+	if resp.GetOpen() == nil {
+		return nil, fmt.Errorf("%w: open response without a body", ErrMalformed)
+	}
+	return resp.GetOpen(), nil
+}
+
+// Tail asks the target for the durable end of its replica's valid prefix,
+// cut back to the writer's end given in req (see remotepb.TailRequest).
+func (c *Client) Tail(ctx context.Context, req *remotepb.TailRequest) (*remotepb.TailResponse, error) {
+	resp, err := c.call(ctx, &remotepb.Request{Body: &remotepb.Request_Tail{Tail: req}})
+	if err != nil {
+		return nil, err
+	}
+	if resp.GetTail() == nil {
+		return nil, fmt.Errorf("%w: tail response without a body", ErrMalformed)
+	}
+	return resp.GetTail(), nil
+}
+
 // Call sends raw bytes as a request and returns the raw response; for
 // tests of the target's handling of malformed messages.
 func (c *Client) Call(ctx context.Context, raw []byte) (*remotepb.Response, error) {
@@ -158,6 +184,10 @@ func codeErr(e *remotepb.Error) error {
 		s = ErrNotWriter
 	case remotepb.Code_CODE_NO_REGION:
 		s = ErrNoRegion
+	case remotepb.Code_CODE_NO_STREAM:
+		s = ErrNoStream
+	case remotepb.Code_CODE_MISMATCH:
+		s = ErrMismatch
 	default:
 		s = ErrTarget
 	}

@@ -72,30 +72,36 @@ type writer struct {
 
 func (e *env) dial() *writer {
 	e.t.Helper()
+	return dialAddr(e.t, e.target.Addr())
+}
+
+// dialAddr connects a writer to a Target or Hub at addr.
+func dialAddr(t *testing.T, addr string) *writer {
+	t.Helper()
 	p, err := tcp.Provider{}.NewPeer("", rdma.LoopbackConfig(secret))
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := p.Dial(ctx, e.target.Addr())
+	c, err := p.Dial(ctx, addr)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	cl, err := NewClient(p, c)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	buf, err := rdma.Alloc(regionSize)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	src, err := p.Register(buf.Bytes(), rdma.UsageWriteSrc|rdma.UsageReadDst, nil)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	w := &writer{peer: p, conn: c, cl: cl, src: src, buf: buf}
-	e.t.Cleanup(func() {
+	t.Cleanup(func() {
 		c.Close()
 		cl.Close()
 		p.Close()
@@ -221,12 +227,24 @@ func TestMalformedControlMessages(t *testing.T) {
 	grant0, _ := proto.Marshal(&remotepb.Request{Id: 9, Body: &remotepb.Request_Grant{Grant: &remotepb.GrantRequest{}}})
 	noID, _ := proto.Marshal(&remotepb.Request{Body: &remotepb.Request_Grant{Grant: &remotepb.GrantRequest{Epoch: 6}}})
 	nobody, _ := proto.Marshal(&remotepb.Request{Id: 3})
+	openEmpty, _ := proto.Marshal(&remotepb.Request{Id: 4, Body: &remotepb.Request_Open{}})
+	openNoName, _ := proto.Marshal(&remotepb.Request{Id: 5, Body: &remotepb.Request_Open{Open: &remotepb.OpenRequest{RegionSize: regionSize}}})
+	openOddSize, _ := proto.Marshal(&remotepb.Request{Id: 6, Body: &remotepb.Request_Open{Open: &remotepb.OpenRequest{Stream: "s", RegionSize: 100}}})
+	tail0, _ := proto.Marshal(&remotepb.Request{Id: 7, Body: &remotepb.Request_Tail{Tail: &remotepb.TailRequest{LeaderSeq: 1, LeaderOff: 128}}})
+	tailOff, _ := proto.Marshal(&remotepb.Request{Id: 8, Body: &remotepb.Request_Tail{Tail: &remotepb.TailRequest{Epoch: 5, LeaderSeq: 1, LeaderOff: 3}}})
+	tailBeyond, _ := proto.Marshal(&remotepb.Request{Id: 9, Body: &remotepb.Request_Tail{Tail: &remotepb.TailRequest{Epoch: 5, LeaderSeq: 1, LeaderOff: regionSize + 8}}})
 	for name, raw := range map[string][]byte{
-		"garbage":       []byte("\xff\xff\xff\xff not a protobuf"),
-		"empty":         {},
-		"grant epoch 0": grant0,
-		"id 0":          noID,
-		"no body":       nobody,
+		"garbage":               []byte("\xff\xff\xff\xff not a protobuf"),
+		"empty":                 {},
+		"grant epoch 0":         grant0,
+		"id 0":                  noID,
+		"no body":               nobody,
+		"open without a body":   openEmpty,
+		"open without a name":   openNoName,
+		"open odd region size":  openOddSize,
+		"tail epoch 0":          tail0,
+		"tail unaligned offset": tailOff,
+		"tail beyond a region":  tailBeyond,
 	} {
 		resp, err := w.cl.Call(ctx(t), raw)
 		if err != nil {
@@ -307,6 +325,8 @@ func FuzzHandle(f *testing.F) {
 		{Id: 1, Body: &remotepb.Request_Info{Info: &remotepb.InfoRequest{}}},
 		{Id: 2, Body: &remotepb.Request_Grant{Grant: &remotepb.GrantRequest{Epoch: 3}}},
 		{Id: 3, Body: &remotepb.Request_Region{Region: &remotepb.RegionRequest{Epoch: 3, Index: 1}}},
+		{Id: 4, Body: &remotepb.Request_Open{Open: &remotepb.OpenRequest{Stream: "s", RegionSize: regionSize, StreamId: 9}}},
+		{Id: 5, Body: &remotepb.Request_Tail{Tail: &remotepb.TailRequest{Epoch: 7, LeaderSeq: 2, LeaderOff: 256}}},
 	} {
 		b, _ := proto.Marshal(r)
 		f.Add(b)

@@ -9,6 +9,34 @@
 // RegionStore) or run alone as a remote backup target over FileStore, which
 // only receives copies.
 //
+// # Many streams on one address
+//
+// A Hub serves many streams on one address: one rdma Peer and Listener,
+// and one Target per stream, made on the first Open of the stream (the
+// owner's HubConfig.Open callback creates or opens its store) and sharing
+// the Hub's Peer. A connection's first request must be an Open
+// (remotepb.OpenRequest: stream name, region size, the writer's stream id);
+// it binds the connection to that stream's Target for good, and every
+// later request is answered by that Target as by a standalone one, so
+// epochs, writers and fencing are per stream. Any other first request gets
+// CODE_NO_STREAM; a second Open CODE_MALFORMED; another region size, or a
+// valid superblock with another stream id, CODE_MISMATCH. A standalone
+// Target accepts an Open too (any name, matching region size), so a writer
+// may always send one first. Hub.Drop closes one stream's Target and store.
+//
+// # Tail
+//
+// A TailRequest from the current writer asks where the replica's durable
+// valid prefix ends: the last valid region's sequence number, the offset
+// after its last valid entry, and the entry count, as local's recovery
+// finds them (local.Scan). A replica holding more than the writer's end
+// (bytes a crashed leader replicated but never persisted) is cut back to
+// it first: later regions are freed, the writer's tail region is unsealed
+// and zeroed after its end. Valid regions after a tail that lost entries
+// (recovery would drop them) are freed as well. What Tail reports is persisted before it
+// answers. The cut writes the store's memory: the store must not be a
+// stream the node itself has open for writing.
+//
 // # Permission switching
 //
 // The Target holds the current epoch and the connection that was granted
@@ -26,9 +54,10 @@
 //
 // # Goroutines
 //
-// Serve runs the accept loop in its caller's goroutine and one goroutine
-// per connection, which answers that connection's control requests. Close
-// stops them all and waits.
+// Serve (of a Target or a Hub) runs the accept loop in its caller's
+// goroutine and one goroutine per connection, which answers that
+// connection's control requests. Close stops them all and waits;
+// Hub.Drop stops those of one stream.
 package remote
 
 import (
@@ -106,6 +135,14 @@ var (
 	// ErrTarget is returned when the target failed to carry out a valid
 	// request.
 	ErrTarget = errors.New("remote: target failure")
+	// ErrNoStream is returned for a request on a Hub connection that has
+	// not opened a stream, and for an Open of a stream the target does not
+	// have (and was not asked to create).
+	ErrNoStream = errors.New("remote: no such stream")
+	// ErrMismatch is returned when the replica does not match the writer:
+	// another region size, another stream id (a different stream of the
+	// same name), or content that contradicts the writer's end.
+	ErrMismatch = errors.New("remote: replica does not match the writer")
 	// ErrConfig is returned for an invalid Config.
 	ErrConfig = errors.New("remote: invalid config")
 )

@@ -58,17 +58,17 @@ type Target struct {
 	store RegionStore
 	cfg   Config
 	peer  rdma.Peer
-	ln    rdma.Listener
-	wg    sync.WaitGroup // connection goroutines
+	ln    rdma.Listener  // nil for a Hub's target, which shares the Hub's peer
+	wg    sync.WaitGroup // connections being served (attach/detach)
 
 	grantMu sync.Mutex // serialises grants, which revoke outside mu
 
 	mu     sync.Mutex // guards the fields below
 	epoch  uint64
-	writer rdma.Conn       // holder of epoch; nil before the first Grant
-	name   string          // the holder's writer name, for a reconnect
-	mrs    map[int]rdma.MR // registrations of the current epoch, by slot
-	conns  map[rdma.Conn]struct{}
+	writer rdma.Conn          // holder of epoch; nil before the first Grant
+	name   string             // the holder's writer name, for a reconnect
+	mrs    map[int]rdma.MR    // registrations of the current epoch, by slot
+	conns  map[rdma.Conn]bool // connections served; true once Opened
 	closed bool
 }
 
@@ -88,8 +88,16 @@ func NewTarget(ctx context.Context, store RegionStore, cfg Config) (*Target, err
 		peer.Close()
 		return nil, err
 	}
-	return &Target{store: store, cfg: cfg, peer: peer, ln: ln,
-		mrs: map[int]rdma.MR{}, conns: map[rdma.Conn]struct{}{}}, nil
+	t := newTarget(store, cfg, peer)
+	t.ln = ln
+	return t, nil
+}
+
+// newTarget is the core of a Target over peer, without a listener: the
+// owner (NewTarget or a Hub) hands it connections with attach.
+func newTarget(store RegionStore, cfg Config, peer rdma.Peer) *Target {
+	return &Target{store: store, cfg: cfg, peer: peer,
+		mrs: map[int]rdma.MR{}, conns: map[rdma.Conn]bool{}}
 }
 
 // Addr is where writers dial.
@@ -116,24 +124,43 @@ func (t *Target) Serve(ctx context.Context) error {
 			}
 			return err
 		}
-		t.mu.Lock()
-		if t.closed {
-			t.mu.Unlock()
+		if !t.attach(c) {
 			c.Close()
 			return nil
 		}
-		t.conns[c] = struct{}{}
-		t.wg.Add(1)
-		t.mu.Unlock()
 		go func() {
-			defer t.wg.Done()
-			t.serveConn(c)
+			defer t.detach(c)
+			defer c.Close()
+			serveConn(t.peer, c, t.cfg.RDMA.MaxMessage, func(raw []byte) *remotepb.Response { return t.Handle(c, raw) })
 		}()
 	}
 }
 
+// attach makes c one of the connections t serves (Close closes it and
+// waits for its detach); false once t is closed.
+func (t *Target) attach(c rdma.Conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.conns[c] = false
+	t.wg.Add(1)
+	return true
+}
+
+// detach ends the service of an attached connection (it does not close
+// it).
+func (t *Target) detach(c rdma.Conn) {
+	t.mu.Lock()
+	delete(t.conns, c)
+	t.mu.Unlock()
+	t.wg.Done()
+}
+
 // Close stops Serve, closes every connection and the peer (which revokes
-// every registration), and waits for the connection goroutines.
+// every registration), and waits for the connection goroutines. A Hub's
+// target leaves the shared peer open and deregisters its own regions.
 func (t *Target) Close() error {
 	t.mu.Lock()
 	if t.closed {
@@ -142,34 +169,41 @@ func (t *Target) Close() error {
 	}
 	t.closed = true
 	conns := t.conns
-	t.conns = nil
+	t.conns = map[rdma.Conn]bool{}
 	t.mu.Unlock()
-	t.ln.Close()
+	if t.ln != nil {
+		t.ln.Close()
+	}
 	for c := range conns {
 		c.Close()
 	}
 	t.wg.Wait()
-	return t.peer.Close()
+	if t.ln != nil {
+		return t.peer.Close()
+	}
+	t.mu.Lock()
+	mrs := t.mrs
+	t.mrs = map[int]rdma.MR{}
+	t.mu.Unlock()
+	for _, mr := range mrs {
+		mr.Deregister()
+	}
+	return nil
 }
 
-// serveConn answers one connection's control requests until it fails.
-func (t *Target) serveConn(c rdma.Conn) {
-	defer func() {
-		c.Close()
-		t.mu.Lock()
-		delete(t.conns, c)
-		t.mu.Unlock()
-	}()
-	// Requests may be as long as our MaxMessage; responses must fit the
-	// writer's and are kept within MaxResponse.
-	recvMax := t.cfg.RDMA.MaxMessage
+// serveConn answers one connection's control requests with handle until
+// the connection fails. peer is the Peer c belongs to; requests may be as
+// long as recvMax (our MaxMessage).
+func serveConn(peer rdma.Peer, c rdma.Conn, recvMax int, handle func([]byte) *remotepb.Response) {
+	// Responses must fit the writer's limit and are kept within
+	// MaxResponse.
 	sendMax := min(c.Remote().MaxMessage, MaxResponse)
 	buf, err := rdma.Alloc(recvMax + sendMax)
 	if err != nil {
 		return
 	}
 	defer buf.Free()
-	mr, err := t.peer.Register(buf.Bytes(), rdma.UsageSend|rdma.UsageRecv, nil)
+	mr, err := peer.Register(buf.Bytes(), rdma.UsageSend|rdma.UsageRecv, nil)
 	if err != nil {
 		return
 	}
@@ -180,7 +214,7 @@ func (t *Target) serveConn(c rdma.Conn) {
 		if r.Wait(ctx) != nil {
 			return
 		}
-		resp := t.Handle(c, buf.Bytes()[:r.Len()])
+		resp := handle(buf.Bytes()[:r.Len()])
 		out, err := proto.Marshal(resp)
 		if e := resp.GetError(); err == nil && len(out) > sendMax && e != nil {
 			// Cut the error text to fit the writer's message limit.
@@ -244,6 +278,16 @@ func (t *Target) Handle(c rdma.Conn, raw []byte) *remotepb.Response {
 			return errResp(req.Id, remotepb.Code_CODE_MALFORMED, "region request without an epoch")
 		}
 		return t.region(req.Id, c, b.Region.Epoch, int(b.Region.Index))
+	case *remotepb.Request_Open:
+		if err := validOpen(b.Open); err != nil {
+			return errResp(req.Id, remotepb.Code_CODE_MALFORMED, err.Error())
+		}
+		return t.open(req.Id, c, b.Open)
+	case *remotepb.Request_Tail:
+		if b.Tail == nil || b.Tail.Epoch == 0 {
+			return errResp(req.Id, remotepb.Code_CODE_MALFORMED, "tail request without an epoch")
+		}
+		return t.tail(req.Id, c, b.Tail)
 	}
 	return errResp(req.Id, remotepb.Code_CODE_MALFORMED, "request without a body")
 }

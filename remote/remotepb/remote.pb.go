@@ -42,6 +42,12 @@ const (
 	Code_CODE_NO_REGION Code = 4
 	// The target failed (registration, allocation).
 	Code_CODE_INTERNAL Code = 5
+	// No stream is open on the connection, or the named stream does not
+	// exist (and was not to be created).
+	Code_CODE_NO_STREAM Code = 6
+	// The replica's region size or stream id differs from the writer's, or
+	// the replica's content contradicts the writer's.
+	Code_CODE_MISMATCH Code = 7
 )
 
 // Enum value maps for Code.
@@ -53,6 +59,8 @@ var (
 		3: "CODE_NOT_WRITER",
 		4: "CODE_NO_REGION",
 		5: "CODE_INTERNAL",
+		6: "CODE_NO_STREAM",
+		7: "CODE_MISMATCH",
 	}
 	Code_value = map[string]int32{
 		"CODE_UNSPECIFIED": 0,
@@ -61,6 +69,8 @@ var (
 		"CODE_NOT_WRITER":  3,
 		"CODE_NO_REGION":   4,
 		"CODE_INTERNAL":    5,
+		"CODE_NO_STREAM":   6,
+		"CODE_MISMATCH":    7,
 	}
 )
 
@@ -100,6 +110,8 @@ type Request struct {
 	//	*Request_Info
 	//	*Request_Grant
 	//	*Request_Region
+	//	*Request_Open
+	//	*Request_Tail
 	Body          isRequest_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -176,6 +188,24 @@ func (x *Request) GetRegion() *RegionRequest {
 	return nil
 }
 
+func (x *Request) GetOpen() *OpenRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Request_Open); ok {
+			return x.Open
+		}
+	}
+	return nil
+}
+
+func (x *Request) GetTail() *TailRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Request_Tail); ok {
+			return x.Tail
+		}
+	}
+	return nil
+}
+
 type isRequest_Body interface {
 	isRequest_Body()
 }
@@ -192,11 +222,23 @@ type Request_Region struct {
 	Region *RegionRequest `protobuf:"bytes,4,opt,name=region,proto3,oneof"`
 }
 
+type Request_Open struct {
+	Open *OpenRequest `protobuf:"bytes,5,opt,name=open,proto3,oneof"`
+}
+
+type Request_Tail struct {
+	Tail *TailRequest `protobuf:"bytes,6,opt,name=tail,proto3,oneof"`
+}
+
 func (*Request_Info) isRequest_Body() {}
 
 func (*Request_Grant) isRequest_Body() {}
 
 func (*Request_Region) isRequest_Body() {}
+
+func (*Request_Open) isRequest_Body() {}
+
+func (*Request_Tail) isRequest_Body() {}
 
 // InfoRequest asks for the target's layout and current epoch.
 type InfoRequest struct {
@@ -351,6 +393,186 @@ func (x *RegionRequest) GetIndex() uint32 {
 	return 0
 }
 
+// OpenRequest binds the connection to one stream's target. On a hub (one
+// address serving many streams) it must be the connection's first request:
+// any other first request gets CODE_NO_STREAM. A standalone target accepts
+// it too (any stream name) when region_size matches. A second Open on the
+// same connection is refused (CODE_MALFORMED).
+type OpenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The stream's name; non-empty.
+	Stream string `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	// The writer's region size; must equal the replica's (CODE_MISMATCH).
+	RegionSize uint64 `protobuf:"varint,2,opt,name=region_size,json=regionSize,proto3" json:"region_size,omitempty"`
+	// The writer's stream id (its superblock's); 0 = do not check. A replica
+	// whose superblock is valid and names another id is another stream of
+	// the same name (CODE_MISMATCH): its owner must delete it first.
+	StreamId uint64 `protobuf:"varint,3,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	// Create the replica if the target has none; otherwise an unknown
+	// stream gets CODE_NO_STREAM.
+	Create bool `protobuf:"varint,4,opt,name=create,proto3" json:"create,omitempty"`
+	// The writer's name (the leader's node id).
+	Leader string `protobuf:"bytes,5,opt,name=leader,proto3" json:"leader,omitempty"`
+	// The most region slots the replica must hold; 0 = the target's default.
+	MaxRegions    uint32 `protobuf:"varint,6,opt,name=max_regions,json=maxRegions,proto3" json:"max_regions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenRequest) Reset() {
+	*x = OpenRequest{}
+	mi := &file_remote_remotepb_remote_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenRequest) ProtoMessage() {}
+
+func (x *OpenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_remote_remotepb_remote_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenRequest.ProtoReflect.Descriptor instead.
+func (*OpenRequest) Descriptor() ([]byte, []int) {
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *OpenRequest) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *OpenRequest) GetRegionSize() uint64 {
+	if x != nil {
+		return x.RegionSize
+	}
+	return 0
+}
+
+func (x *OpenRequest) GetStreamId() uint64 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *OpenRequest) GetCreate() bool {
+	if x != nil {
+		return x.Create
+	}
+	return false
+}
+
+func (x *OpenRequest) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *OpenRequest) GetMaxRegions() uint32 {
+	if x != nil {
+		return x.MaxRegions
+	}
+	return 0
+}
+
+// TailRequest asks the current writer's target for the durable end of the
+// valid prefix of its stream file (local/'s format), after cutting back
+// whatever it holds beyond the writer's own end (leader_seq, leader_off):
+// bytes a writer that crashed had replicated but not persisted. Valid
+// regions after a replica tail that lost entries are freed too. Only the
+// current writer may ask, with the current epoch.
+type TailRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Epoch uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The writer's durable end: its tail region's sequence number and the
+	// offset in that region after its last durable entry (8-aligned, from
+	// 128 to the region size, else CODE_MALFORMED). leader_seq 0 asks
+	// without cutting anything. A replica ahead of the writer that does not
+	// hold region leader_seq, or holds it shorter with regions after it, is
+	// refused (CODE_MISMATCH) and left unchanged.
+	LeaderSeq uint64 `protobuf:"varint,2,opt,name=leader_seq,json=leaderSeq,proto3" json:"leader_seq,omitempty"`
+	LeaderOff uint64 `protobuf:"varint,3,opt,name=leader_off,json=leaderOff,proto3" json:"leader_off,omitempty"`
+	// The writer's entry count at that end, if known: a replica that ends
+	// at the same place with another count is refused (CODE_MISMATCH).
+	LeaderIndex   *uint64 `protobuf:"varint,4,opt,name=leader_index,json=leaderIndex,proto3,oneof" json:"leader_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TailRequest) Reset() {
+	*x = TailRequest{}
+	mi := &file_remote_remotepb_remote_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TailRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TailRequest) ProtoMessage() {}
+
+func (x *TailRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_remote_remotepb_remote_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TailRequest.ProtoReflect.Descriptor instead.
+func (*TailRequest) Descriptor() ([]byte, []int) {
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *TailRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *TailRequest) GetLeaderSeq() uint64 {
+	if x != nil {
+		return x.LeaderSeq
+	}
+	return 0
+}
+
+func (x *TailRequest) GetLeaderOff() uint64 {
+	if x != nil {
+		return x.LeaderOff
+	}
+	return 0
+}
+
+func (x *TailRequest) GetLeaderIndex() uint64 {
+	if x != nil && x.LeaderIndex != nil {
+		return *x.LeaderIndex
+	}
+	return 0
+}
+
 type Response struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -362,6 +584,8 @@ type Response struct {
 	//	*Response_Info
 	//	*Response_Grant
 	//	*Response_Region
+	//	*Response_Open
+	//	*Response_Tail
 	Body          isResponse_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -369,7 +593,7 @@ type Response struct {
 
 func (x *Response) Reset() {
 	*x = Response{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[4]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -381,7 +605,7 @@ func (x *Response) String() string {
 func (*Response) ProtoMessage() {}
 
 func (x *Response) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[4]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -394,7 +618,7 @@ func (x *Response) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Response.ProtoReflect.Descriptor instead.
 func (*Response) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{4}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Response) GetId() uint64 {
@@ -445,6 +669,24 @@ func (x *Response) GetRegion() *RegionResponse {
 	return nil
 }
 
+func (x *Response) GetOpen() *OpenResponse {
+	if x != nil {
+		if x, ok := x.Body.(*Response_Open); ok {
+			return x.Open
+		}
+	}
+	return nil
+}
+
+func (x *Response) GetTail() *TailResponse {
+	if x != nil {
+		if x, ok := x.Body.(*Response_Tail); ok {
+			return x.Tail
+		}
+	}
+	return nil
+}
+
 type isResponse_Body interface {
 	isResponse_Body()
 }
@@ -461,11 +703,23 @@ type Response_Region struct {
 	Region *RegionResponse `protobuf:"bytes,5,opt,name=region,proto3,oneof"`
 }
 
+type Response_Open struct {
+	Open *OpenResponse `protobuf:"bytes,6,opt,name=open,proto3,oneof"`
+}
+
+type Response_Tail struct {
+	Tail *TailResponse `protobuf:"bytes,7,opt,name=tail,proto3,oneof"`
+}
+
 func (*Response_Info) isResponse_Body() {}
 
 func (*Response_Grant) isResponse_Body() {}
 
 func (*Response_Region) isResponse_Body() {}
+
+func (*Response_Open) isResponse_Body() {}
+
+func (*Response_Tail) isResponse_Body() {}
 
 type Error struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -477,7 +731,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[5]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -489,7 +743,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[5]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -502,7 +756,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{5}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Error) GetCode() Code {
@@ -534,7 +788,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[6]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -546,7 +800,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[6]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -559,7 +813,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{6}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *InfoResponse) GetSuperblockSize() uint32 {
@@ -606,7 +860,7 @@ type GrantResponse struct {
 
 func (x *GrantResponse) Reset() {
 	*x = GrantResponse{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[7]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -618,7 +872,7 @@ func (x *GrantResponse) String() string {
 func (*GrantResponse) ProtoMessage() {}
 
 func (x *GrantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[7]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -631,7 +885,7 @@ func (x *GrantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrantResponse.ProtoReflect.Descriptor instead.
 func (*GrantResponse) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{7}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GrantResponse) GetEpoch() uint64 {
@@ -656,7 +910,7 @@ type RegionResponse struct {
 
 func (x *RegionResponse) Reset() {
 	*x = RegionResponse{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[8]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +922,7 @@ func (x *RegionResponse) String() string {
 func (*RegionResponse) ProtoMessage() {}
 
 func (x *RegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[8]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +935,7 @@ func (x *RegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionResponse.ProtoReflect.Descriptor instead.
 func (*RegionResponse) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{8}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RegionResponse) GetIndex() uint32 {
@@ -712,16 +966,162 @@ func (x *RegionResponse) GetEpoch() uint64 {
 	return 0
 }
 
+type OpenResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Stream     string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	RegionSize uint64                 `protobuf:"varint,2,opt,name=region_size,json=regionSize,proto3" json:"region_size,omitempty"`
+	// The replica's stream id; 0 if it has no valid superblock yet.
+	StreamId uint64 `protobuf:"varint,3,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	// Region slots allocated on the replica.
+	Regions uint32 `protobuf:"varint,4,opt,name=regions,proto3" json:"regions,omitempty"`
+	// The target's current epoch for this stream.
+	Epoch         uint64 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenResponse) Reset() {
+	*x = OpenResponse{}
+	mi := &file_remote_remotepb_remote_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenResponse) ProtoMessage() {}
+
+func (x *OpenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_remote_remotepb_remote_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenResponse.ProtoReflect.Descriptor instead.
+func (*OpenResponse) Descriptor() ([]byte, []int) {
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *OpenResponse) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *OpenResponse) GetRegionSize() uint64 {
+	if x != nil {
+		return x.RegionSize
+	}
+	return 0
+}
+
+func (x *OpenResponse) GetStreamId() uint64 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *OpenResponse) GetRegions() uint32 {
+	if x != nil {
+		return x.Regions
+	}
+	return 0
+}
+
+func (x *OpenResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+// TailResponse is the durable end of the replica's valid prefix: its last
+// valid region's sequence number, the offset after that region's last
+// valid entry, and the entry count up to there (the index of the next
+// entry). An empty replica (no valid superblock, or no region) answers
+// zeroes.
+type TailResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Off           uint64                 `protobuf:"varint,2,opt,name=off,proto3" json:"off,omitempty"`
+	Index         uint64                 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TailResponse) Reset() {
+	*x = TailResponse{}
+	mi := &file_remote_remotepb_remote_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TailResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TailResponse) ProtoMessage() {}
+
+func (x *TailResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_remote_remotepb_remote_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TailResponse.ProtoReflect.Descriptor instead.
+func (*TailResponse) Descriptor() ([]byte, []int) {
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *TailResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *TailResponse) GetOff() uint64 {
+	if x != nil {
+		return x.Off
+	}
+	return 0
+}
+
+func (x *TailResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 var File_remote_remotepb_remote_proto protoreflect.FileDescriptor
 
 const file_remote_remotepb_remote_proto_rawDesc = "" +
 	"\n" +
-	"\x1cremote/remotepb/remote.proto\x12\x12rpstream.remote.v1\"\xcf\x01\n" +
+	"\x1cremote/remotepb/remote.proto\x12\x12rpstream.remote.v1\"\xbd\x02\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x125\n" +
 	"\x04info\x18\x02 \x01(\v2\x1f.rpstream.remote.v1.InfoRequestH\x00R\x04info\x128\n" +
 	"\x05grant\x18\x03 \x01(\v2 .rpstream.remote.v1.GrantRequestH\x00R\x05grant\x12;\n" +
-	"\x06region\x18\x04 \x01(\v2!.rpstream.remote.v1.RegionRequestH\x00R\x06regionB\x06\n" +
+	"\x06region\x18\x04 \x01(\v2!.rpstream.remote.v1.RegionRequestH\x00R\x06region\x125\n" +
+	"\x04open\x18\x05 \x01(\v2\x1f.rpstream.remote.v1.OpenRequestH\x00R\x04open\x125\n" +
+	"\x04tail\x18\x06 \x01(\v2\x1f.rpstream.remote.v1.TailRequestH\x00R\x04tailB\x06\n" +
 	"\x04body\"\r\n" +
 	"\vInfoRequest\"<\n" +
 	"\fGrantRequest\x12\x14\n" +
@@ -729,13 +1129,32 @@ const file_remote_remotepb_remote_proto_rawDesc = "" +
 	"\x06writer\x18\x02 \x01(\tR\x06writer\";\n" +
 	"\rRegionRequest\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\rR\x05index\"\x84\x02\n" +
+	"\x05index\x18\x02 \x01(\rR\x05index\"\xb4\x01\n" +
+	"\vOpenRequest\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x1f\n" +
+	"\vregion_size\x18\x02 \x01(\x04R\n" +
+	"regionSize\x12\x1b\n" +
+	"\tstream_id\x18\x03 \x01(\x04R\bstreamId\x12\x16\n" +
+	"\x06create\x18\x04 \x01(\bR\x06create\x12\x16\n" +
+	"\x06leader\x18\x05 \x01(\tR\x06leader\x12\x1f\n" +
+	"\vmax_regions\x18\x06 \x01(\rR\n" +
+	"maxRegions\"\x9a\x01\n" +
+	"\vTailRequest\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1d\n" +
+	"\n" +
+	"leader_seq\x18\x02 \x01(\x04R\tleaderSeq\x12\x1d\n" +
+	"\n" +
+	"leader_off\x18\x03 \x01(\x04R\tleaderOff\x12&\n" +
+	"\fleader_index\x18\x04 \x01(\x04H\x00R\vleaderIndex\x88\x01\x01B\x0f\n" +
+	"\r_leader_index\"\xf4\x02\n" +
 	"\bResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12/\n" +
 	"\x05error\x18\x02 \x01(\v2\x19.rpstream.remote.v1.ErrorR\x05error\x126\n" +
 	"\x04info\x18\x03 \x01(\v2 .rpstream.remote.v1.InfoResponseH\x00R\x04info\x129\n" +
 	"\x05grant\x18\x04 \x01(\v2!.rpstream.remote.v1.GrantResponseH\x00R\x05grant\x12<\n" +
-	"\x06region\x18\x05 \x01(\v2\".rpstream.remote.v1.RegionResponseH\x00R\x06regionB\x06\n" +
+	"\x06region\x18\x05 \x01(\v2\".rpstream.remote.v1.RegionResponseH\x00R\x06region\x126\n" +
+	"\x04open\x18\x06 \x01(\v2 .rpstream.remote.v1.OpenResponseH\x00R\x04open\x126\n" +
+	"\x04tail\x18\a \x01(\v2 .rpstream.remote.v1.TailResponseH\x00R\x04tailB\x06\n" +
 	"\x04body\"O\n" +
 	"\x05Error\x12,\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x18.rpstream.remote.v1.CodeR\x04code\x12\x18\n" +
@@ -755,14 +1174,27 @@ const file_remote_remotepb_remote_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12'\n" +
 	"\x0frdma_descriptor\x18\x03 \x01(\fR\x0erdmaDescriptor\x12\x14\n" +
-	"\x05epoch\x18\x04 \x01(\x04R\x05epoch*\x82\x01\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"\x94\x01\n" +
+	"\fOpenResponse\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x1f\n" +
+	"\vregion_size\x18\x02 \x01(\x04R\n" +
+	"regionSize\x12\x1b\n" +
+	"\tstream_id\x18\x03 \x01(\x04R\bstreamId\x12\x18\n" +
+	"\aregions\x18\x04 \x01(\rR\aregions\x12\x14\n" +
+	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\"H\n" +
+	"\fTailResponse\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x10\n" +
+	"\x03off\x18\x02 \x01(\x04R\x03off\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index*\xa9\x01\n" +
 	"\x04Code\x12\x14\n" +
 	"\x10CODE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eCODE_MALFORMED\x10\x01\x12\x14\n" +
 	"\x10CODE_STALE_EPOCH\x10\x02\x12\x13\n" +
 	"\x0fCODE_NOT_WRITER\x10\x03\x12\x12\n" +
 	"\x0eCODE_NO_REGION\x10\x04\x12\x11\n" +
-	"\rCODE_INTERNAL\x10\x05B.Z,github.com/rpstream/rpstream/remote/remotepbb\x06proto3"
+	"\rCODE_INTERNAL\x10\x05\x12\x12\n" +
+	"\x0eCODE_NO_STREAM\x10\x06\x12\x11\n" +
+	"\rCODE_MISMATCH\x10\aB.Z,github.com/rpstream/rpstream/remote/remotepbb\x06proto3"
 
 var (
 	file_remote_remotepb_remote_proto_rawDescOnce sync.Once
@@ -777,33 +1209,41 @@ func file_remote_remotepb_remote_proto_rawDescGZIP() []byte {
 }
 
 var file_remote_remotepb_remote_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_remote_remotepb_remote_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_remote_remotepb_remote_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_remote_remotepb_remote_proto_goTypes = []any{
 	(Code)(0),              // 0: rpstream.remote.v1.Code
 	(*Request)(nil),        // 1: rpstream.remote.v1.Request
 	(*InfoRequest)(nil),    // 2: rpstream.remote.v1.InfoRequest
 	(*GrantRequest)(nil),   // 3: rpstream.remote.v1.GrantRequest
 	(*RegionRequest)(nil),  // 4: rpstream.remote.v1.RegionRequest
-	(*Response)(nil),       // 5: rpstream.remote.v1.Response
-	(*Error)(nil),          // 6: rpstream.remote.v1.Error
-	(*InfoResponse)(nil),   // 7: rpstream.remote.v1.InfoResponse
-	(*GrantResponse)(nil),  // 8: rpstream.remote.v1.GrantResponse
-	(*RegionResponse)(nil), // 9: rpstream.remote.v1.RegionResponse
+	(*OpenRequest)(nil),    // 5: rpstream.remote.v1.OpenRequest
+	(*TailRequest)(nil),    // 6: rpstream.remote.v1.TailRequest
+	(*Response)(nil),       // 7: rpstream.remote.v1.Response
+	(*Error)(nil),          // 8: rpstream.remote.v1.Error
+	(*InfoResponse)(nil),   // 9: rpstream.remote.v1.InfoResponse
+	(*GrantResponse)(nil),  // 10: rpstream.remote.v1.GrantResponse
+	(*RegionResponse)(nil), // 11: rpstream.remote.v1.RegionResponse
+	(*OpenResponse)(nil),   // 12: rpstream.remote.v1.OpenResponse
+	(*TailResponse)(nil),   // 13: rpstream.remote.v1.TailResponse
 }
 var file_remote_remotepb_remote_proto_depIdxs = []int32{
-	2, // 0: rpstream.remote.v1.Request.info:type_name -> rpstream.remote.v1.InfoRequest
-	3, // 1: rpstream.remote.v1.Request.grant:type_name -> rpstream.remote.v1.GrantRequest
-	4, // 2: rpstream.remote.v1.Request.region:type_name -> rpstream.remote.v1.RegionRequest
-	6, // 3: rpstream.remote.v1.Response.error:type_name -> rpstream.remote.v1.Error
-	7, // 4: rpstream.remote.v1.Response.info:type_name -> rpstream.remote.v1.InfoResponse
-	8, // 5: rpstream.remote.v1.Response.grant:type_name -> rpstream.remote.v1.GrantResponse
-	9, // 6: rpstream.remote.v1.Response.region:type_name -> rpstream.remote.v1.RegionResponse
-	0, // 7: rpstream.remote.v1.Error.code:type_name -> rpstream.remote.v1.Code
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	2,  // 0: rpstream.remote.v1.Request.info:type_name -> rpstream.remote.v1.InfoRequest
+	3,  // 1: rpstream.remote.v1.Request.grant:type_name -> rpstream.remote.v1.GrantRequest
+	4,  // 2: rpstream.remote.v1.Request.region:type_name -> rpstream.remote.v1.RegionRequest
+	5,  // 3: rpstream.remote.v1.Request.open:type_name -> rpstream.remote.v1.OpenRequest
+	6,  // 4: rpstream.remote.v1.Request.tail:type_name -> rpstream.remote.v1.TailRequest
+	8,  // 5: rpstream.remote.v1.Response.error:type_name -> rpstream.remote.v1.Error
+	9,  // 6: rpstream.remote.v1.Response.info:type_name -> rpstream.remote.v1.InfoResponse
+	10, // 7: rpstream.remote.v1.Response.grant:type_name -> rpstream.remote.v1.GrantResponse
+	11, // 8: rpstream.remote.v1.Response.region:type_name -> rpstream.remote.v1.RegionResponse
+	12, // 9: rpstream.remote.v1.Response.open:type_name -> rpstream.remote.v1.OpenResponse
+	13, // 10: rpstream.remote.v1.Response.tail:type_name -> rpstream.remote.v1.TailResponse
+	0,  // 11: rpstream.remote.v1.Error.code:type_name -> rpstream.remote.v1.Code
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_remote_remotepb_remote_proto_init() }
@@ -815,11 +1255,16 @@ func file_remote_remotepb_remote_proto_init() {
 		(*Request_Info)(nil),
 		(*Request_Grant)(nil),
 		(*Request_Region)(nil),
+		(*Request_Open)(nil),
+		(*Request_Tail)(nil),
 	}
-	file_remote_remotepb_remote_proto_msgTypes[4].OneofWrappers = []any{
+	file_remote_remotepb_remote_proto_msgTypes[5].OneofWrappers = []any{}
+	file_remote_remotepb_remote_proto_msgTypes[6].OneofWrappers = []any{
 		(*Response_Info)(nil),
 		(*Response_Grant)(nil),
 		(*Response_Region)(nil),
+		(*Response_Open)(nil),
+		(*Response_Tail)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -827,7 +1272,7 @@ func file_remote_remotepb_remote_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_remote_remotepb_remote_proto_rawDesc), len(file_remote_remotepb_remote_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

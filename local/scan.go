@@ -1,0 +1,134 @@
+package local
+
+import "github.com/rpstream/rpstream/pmem"
+
+// ScanRegion is one valid region found by Scan.
+type ScanRegion struct {
+	Slot   int    // slot number
+	Offset int    // file offset of the slot
+	Seq    uint64 // region sequence number
+	First  uint64 // index of the region's first entry
+	// End is the offset within the region after its last valid entry
+	// (for a region that recovery keeps: the entries its successor
+	// requires, or every valid one in the tail).
+	End int
+	// Sealed says the region's seal word is set.
+	Sealed bool
+}
+
+// ScanResult is what recovery would make of a stream image, without
+// changing it.
+type ScanResult struct {
+	StreamID   uint64
+	RegionSize int
+	// Regions is the recovered sequence, head first; the last is the
+	// tail. Empty only for a stream formatted but given no region yet.
+	Regions []ScanRegion
+	// Truncated are the valid regions after the tail, which lost their
+	// predecessor's entries and which recovery frees.
+	Truncated []ScanRegion
+	// Next is the index after the last valid entry.
+	Next uint64
+	// DirtyTo is the end of the tail region's last non-zero word after
+	// its last valid entry (its End if there is none): recovery zeroes the
+	// bytes in between.
+	DirtyTo int
+}
+
+// Scan reads the stream image mem (a mapped stream file, perhaps a
+// replica's copy) as recovery does (see the package comment), read-only:
+// the superblock, the region headers, the seal words and the entry
+// checksums, never the live area. It returns ErrNotStream, ErrVersion or
+// ErrCorrupt errors as Open does, and does not write to mem. The caller
+// must keep mem from changing while Scan runs.
+func Scan(mem []byte) (ScanResult, error) {
+	sb, err := decodeSuperblock(mem)
+	if err != nil {
+		return ScanResult{}, err
+	}
+	s := &Stream{mem: bytesMemory(mem), sb: sb, readOnly: true}
+	st, err := s.scan()
+	if err != nil {
+		return ScanResult{}, err
+	}
+	res := ScanResult{StreamID: sb.streamID, RegionSize: sb.regionSize, Next: st.next, DirtyTo: st.dirtyTo}
+	conv := func(rs []*region, tail *region) []ScanRegion {
+		var out []ScanRegion
+		for _, r := range rs {
+			end := int(r.end.Load())
+			if r == tail {
+				end = st.tailEnd
+			} else if end < 0 {
+				// A truncated region: its valid prefix, unlimited.
+				_, end = scanEntries(s.regionBytes(r), r.seq, ^uint64(0))
+			}
+			out = append(out, ScanRegion{Slot: r.slot, Offset: r.base, Seq: r.seq, First: r.first, End: end, Sealed: r.sealed.Load()})
+		}
+		return out
+	}
+	var tail *region
+	if n := len(st.regions); n > 0 {
+		tail = st.regions[n-1]
+	}
+	res.Regions = conv(st.regions, tail)
+	res.Truncated = conv(st.truncated, nil)
+	for i := range res.Truncated {
+		res.Truncated[i].Sealed = sealWord(s.regionBytes(st.truncated[i])) != 0
+	}
+	return res, nil
+}
+
+// sealWord reads a region's seal word.
+func sealWord(rb []byte) uint64 { return le.Uint64(rb[regionSealAt:]) }
+
+// RegionSealOffset and RegionCommitOffset are the offsets of a region's
+// seal and commit words within the region (see the package comment).
+const (
+	RegionSealOffset   = regionSealAt
+	RegionCommitOffset = regionCommitAt
+)
+
+// bytesMemory is a read-only pmem.Memory over a byte slice, for Scan.
+type bytesMemory []byte
+
+var _ pmem.Memory = bytesMemory(nil)
+
+func (m bytesMemory) Bytes() []byte   { return m }
+func (m bytesMemory) Size() int       { return len(m) }
+func (m bytesMemory) Mode() pmem.Mode { return pmem.PersistFence }
+func (m bytesMemory) Close() error    { return nil }
+func (m bytesMemory) Allocate(off, n int) error {
+	return ErrReadOnly
+}
+func (m bytesMemory) Persist(off, n int) error { return ErrReadOnly }
+
+// StreamIDOf returns the stream id in the superblock at the start of mem,
+// or the error Open would give for it (ErrNotStream for a file that is not
+// a stream yet, ErrVersion, ErrCorrupt).
+func StreamIDOf(mem []byte) (uint64, error) {
+	sb, err := decodeSuperblock(mem)
+	if err != nil {
+		return 0, err
+	}
+	return sb.streamID, nil
+}
+
+// SealedTail reports whether the last valid region of the stream image mem
+// has its seal word set, and that region's file offset. Recovery calls
+// such an image corrupt (a sealed region's successor existed), but a
+// replica can hold it legitimately when a leader's copy of the successor
+// was lost: clearing the seal word (it is advisory: recovery then checks
+// the region's entries by checksum) makes the image readable.
+func SealedTail(mem []byte) (offset int, sealed bool) {
+	sb, err := decodeSuperblock(mem)
+	if err != nil {
+		return 0, false
+	}
+	s := &Stream{mem: bytesMemory(mem), sb: sb, readOnly: true}
+	found, _, _, err := s.scanHeaders()
+	if err != nil || len(found) == 0 {
+		return 0, false
+	}
+	last := found[len(found)-1]
+	return last.base, sealWord(s.regionBytes(last)) != 0
+}
