@@ -108,6 +108,7 @@ type Stream struct {
 	pub       sync.Mutex
 	ring      []ringSlot // MaxInFlight slots, indexed by index % MaxInFlight
 	commitLoc loc        // end of the last committed entry
+	obs       Observer   // told of every commit (observe.go); nil: none
 	committed atomic.Uint64
 
 	// persistMu is held by the goroutine persisting on behalf of everyone
