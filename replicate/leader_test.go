@@ -34,6 +34,8 @@ type testReplica struct {
 	id     replicate.ID
 	path   string
 	addr   string
+	size   int // region size
+	max    int // regions
 	store  *remote.FileStore
 	target *remote.Target
 	served chan error
@@ -42,7 +44,7 @@ type testReplica struct {
 
 func startReplica(t testing.TB, r *testReplica) {
 	t.Helper()
-	store, err := remote.OpenFileStore(r.path, testRegionSize, testMaxRegions)
+	store, err := remote.OpenFileStore(r.path, r.size, r.max)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,8 +90,12 @@ type testCluster struct {
 }
 
 func newCluster(t testing.TB, dir string, n int) *testCluster {
+	return newClusterSized(t, dir, n, testRegionSize, testMaxRegions)
+}
+
+func newClusterSized(t testing.TB, dir string, n, regionSize, maxRegions int) *testCluster {
 	t.Helper()
-	s, err := local.Create(filepath.Join(dir, "leader.stream"), local.Options{RegionSize: testRegionSize, Epoch: 1})
+	s, err := local.Create(filepath.Join(dir, "leader.stream"), local.Options{RegionSize: regionSize, Epoch: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +107,7 @@ func newCluster(t testing.TB, dir string, n int) *testCluster {
 		s.Close()
 	})
 	for k := 0; k < n; k++ {
-		r := &testReplica{id: replicate.ID(fmt.Sprintf("r%d", k)), path: filepath.Join(dir, fmt.Sprintf("r%d.stream", k))}
+		r := &testReplica{id: replicate.ID(fmt.Sprintf("r%d", k)), path: filepath.Join(dir, fmt.Sprintf("r%d.stream", k)), size: regionSize, max: maxRegions}
 		startReplica(t, r)
 		c.replicas = append(c.replicas, r)
 	}
@@ -450,10 +456,15 @@ func BenchmarkLeader(b *testing.B) {
 				b.Cleanup(func() { os.RemoveAll(d) })
 				dir = d
 			}
-			c := newCluster(b, dir, 3)
+			// 1 MiB regions, room for 2 GiB per replica (address space
+			// only: the files grow with the appends).
+			c := newClusterSized(b, dir, 3, 1<<20, 2048)
 			l := c.leader(quorum.Majority, 1, c.stream, "leader")
 			p := make([]byte, 128)
-			ctx := context.Background()
+			// Appends wait while quorum is lost: bound the wait, so that
+			// a broken replica fails the benchmark instead of hanging it.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
 			b.SetBytes(128)
 			b.ResetTimer()
 			if appenders == 1 {
