@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -487,4 +488,103 @@ func BenchmarkLeader(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
 		})
 	}
+}
+
+// Membership changes and the connect hooks: a replica restarted with
+// nothing appended meanwhile resumes from the durable position ConnectPos
+// gives (no rewrite), a replica added later is caught up, a removed one is
+// forgotten.
+func TestLeaderMembershipAndHooks(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 4)
+	extra := c.replicas[3]
+	c.replicas = c.replicas[:3]
+	var mu sync.Mutex
+	onConnect := map[replicate.ID]int{}
+	var resume atomic.Bool
+	var resumedAt replicate.Pos
+	cfg := replicate.LeaderConfig{
+		Stream: c.stream, Writer: "leader", Epoch: 1,
+		Replicator: replicate.Config{Policy: quorum.Majority, MaxRetryTicks: 8},
+		Provider:   tcp.Provider{}, RDMA: rdma.LoopbackConfig(testSecret),
+		Tick: 5 * time.Millisecond, Logger: quietLogger(),
+		OnConnect: func(ctx context.Context, id replicate.ID, cl *remote.Client) error {
+			if _, err := cl.Info(ctx); err != nil { // the client works before Grant
+				return err
+			}
+			mu.Lock()
+			onConnect[id]++
+			mu.Unlock()
+			return nil
+		},
+		ConnectPos: func(ctx context.Context, id replicate.ID, cl *remote.Client, epoch uint64, end replicate.Pos, index uint64) (replicate.Pos, error) {
+			if id == "r0" && resume.Load() {
+				mu.Lock()
+				resumedAt = end
+				mu.Unlock()
+				return end, nil
+			}
+			return replicate.Pos{}, nil
+		},
+	}
+	for _, r := range c.replicas {
+		cfg.Replicas = append(cfg.Replicas, replicate.ReplicaAddr{ID: r.id, Addr: r.addr})
+	}
+	l, err := replicate.StartLeader(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	want := appendAll(t, l, 4, 300)
+	eventually(t, "caught up", func() bool { return caughtUp(l, c.stream) })
+
+	// r0 restarts; nothing is appended until it is back.
+	c.replicas[0].stop()
+	startReplica(t, c.replicas[0])
+	resume.Store(true)
+	if err := l.Restarted("r0"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "r0 resumed", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return resumedAt != (replicate.Pos{})
+	})
+	eventually(t, "r0 replicating", func() bool { return caughtUp(l, c.stream) })
+	if resumedAt.Seq == 0 || resumedAt.Off <= replicate.RegionHeaderSize {
+		t.Fatalf("resumed at %v", resumedAt)
+	}
+	for k, p := range appendAll(t, l, 4, 300) {
+		want[k] = p
+	}
+
+	// A fourth replica joins and is caught up; r2 leaves.
+	if err := l.AddReplica(replicate.ReplicaAddr{ID: extra.id, Addr: extra.addr}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.AddReplica(replicate.ReplicaAddr{ID: extra.id, Addr: extra.addr}); !errors.Is(err, replicate.ErrReplica) {
+		t.Fatalf("added twice: %v", err)
+	}
+	if err := l.RemoveReplica("r2"); err != nil {
+		t.Fatal(err)
+	}
+	for k, p := range appendAll(t, l, 4, 100) {
+		want[k] = p
+	}
+	eventually(t, "the new replica caught up", func() bool { return caughtUp(l, c.stream) })
+	ids := []replicate.ID{}
+	for _, p := range l.Progress() {
+		ids = append(ids, p.ID)
+	}
+	if fmt.Sprint(ids) != "[r0 r1 r3]" {
+		t.Fatalf("replicas %v", ids)
+	}
+	mu.Lock()
+	if onConnect["r0"] < 2 || onConnect["r3"] < 1 {
+		t.Fatalf("OnConnect calls %v", onConnect)
+	}
+	mu.Unlock()
+	l.Close()
+	c.replicas[2].stop() // removed: it stopped at an older point
+	c.replicas = []*testReplica{c.replicas[0], c.replicas[1], extra}
+	c.checkReplicas(want)
 }
