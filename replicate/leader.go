@@ -814,6 +814,12 @@ func (l *Leader) Append(ctx context.Context, p []byte) (uint64, error) {
 	if err != nil {
 		return i, err
 	}
+	// Persist here rather than wait for the persister: concurrent
+	// appenders share the persist (group commit), and the loop is already
+	// writing the entry to the replicas meanwhile.
+	if err := l.s.Sync(i); err != nil {
+		return i, err
+	}
 	return i, l.WaitCommitted(ctx, i)
 }
 
