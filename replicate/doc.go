@@ -139,9 +139,12 @@
 //     Provider, remote.NewClient, LeaderConfig.OnConnect, Grant(epoch,
 //     writer), write the leader's superblock (its persistent part, [0,
 //     2048) of remote.HeaderSlot) and flush it to persistence, then
-//     LeaderConfig.ConnectPos (nil: Pos{}, rewrite from the oldest region)
-//     and the descriptors of the regions taken as present; the answer
-//     comes back as Connected or Failed.
+//     LeaderConfig.ConnectPos (nil: Pos{}, rewrite from the oldest region;
+//     a position past the leader's end is clamped to it), the cut-back (line
+//     0 of every slot holding no live region of the leader zeroed, and the
+//     leader's last region from its end on, durably: the replica then holds
+//     nothing the leader does not) and the descriptors of the regions taken
+//     as present; the answer comes back as Connected or Failed.
 //   - Alloc: on a helper goroutine, Client.Region(epoch, slot), then an
 //     rdma Write of line 1 from a registered zero buffer and a
 //     persistence Flush; back as Allocated.
@@ -162,7 +165,6 @@
 // Appends wait for the commit point: while quorum is lost they keep
 // waiting (until their context ends).
 //
-// Not done: cutting back a replica that holds more than the leader before
-// reporting it Connected (see Connected); Trim on a replicated stream (the
-// replicas keep their regions); SetEpoch on a running Leader.
+// Not done: Trim on a replicated stream (the replicas keep their regions
+// until a reconnect's cut-back); SetEpoch on a running Leader.
 package replicate

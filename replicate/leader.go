@@ -25,6 +25,10 @@ var ErrClosed = errors.New("replicate: leader closed")
 // trusted by recovery.
 const superblockCopy = 2048
 
+// zeroSize is the size of the registered zero buffer, the source of every
+// zeroing write.
+const zeroSize = 64 << 10
+
 // ReplicaAddr names a replica and where its remote.Target listens.
 type ReplicaAddr struct {
 	ID     ID
@@ -74,7 +78,7 @@ type Leader struct {
 	log    *slog.Logger
 	peer   rdma.Peer
 	sbMR   rdma.MR      // the leader's superblock, source of the header copy
-	zero   *rdma.Buffer // 64 zero bytes, source of line 1 zeroing
+	zero   *rdma.Buffer // zeroSize zero bytes, the source of zeroing writes
 	zeroMR rdma.MR
 
 	cancel  context.CancelFunc
@@ -191,7 +195,7 @@ func StartLeader(ctx context.Context, cfg LeaderConfig) (*Leader, error) {
 	if l.sbMR, err = peer.Register(mem[:superblockCopy:superblockCopy], rdma.UsageWriteSrc, nil); err != nil {
 		return fail(err)
 	}
-	if l.zero, err = rdma.Alloc(RegionHeaderSize - CommitWordOffset); err != nil {
+	if l.zero, err = rdma.Alloc(zeroSize); err != nil {
 		return fail(err)
 	}
 	if l.zeroMR, err = peer.Register(l.zero.Bytes(), rdma.UsageWriteSrc, nil); err != nil {
@@ -439,35 +443,16 @@ func fenceErr(err error) error {
 func (l *Leader) startConnect(lk *link, c Connect) {
 	id, addr := c.Replica, lk.addr.Addr
 	end, index := l.end, l.index
-	type rs struct {
-		seq  uint64
-		slot int
-	}
-	var live []rs
+	live := make(map[uint64]int, len(l.slots))
 	for seq, slot := range l.slots {
-		live = append(live, rs{seq, slot})
+		live[seq] = slot
 	}
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
 		ctx, cancel := context.WithTimeout(l.ctx, l.cfg.ControlTimeout)
 		defer cancel()
-		rc, pos, err := l.connect(ctx, id, addr, c.Epoch, end, index)
-		if err == nil && pos != (Pos{}) {
-			// Regions the Replicator will take as present there still
-			// need this connection's descriptors.
-			for _, r := range live {
-				if r.seq < min(pos.Seq, end.Seq) {
-					continue
-				}
-				var reg remote.Region
-				if reg, err = rc.client.Region(ctx, c.Epoch, r.slot); err != nil {
-					err = fenceErr(err)
-					break
-				}
-				rc.descs[r.slot] = reg.Desc
-			}
-		}
+		rc, pos, err := l.connect(ctx, id, addr, c.Epoch, end, index, live)
 		if err != nil && rc != nil {
 			l.closeConn(rc)
 			rc = nil
@@ -479,7 +464,7 @@ func (l *Leader) startConnect(lk *link, c Connect) {
 }
 
 // connect is the blocking part of a Connect.
-func (l *Leader) connect(ctx context.Context, id ID, addr string, epoch uint64, end Pos, index uint64) (*rconn, Pos, error) {
+func (l *Leader) connect(ctx context.Context, id ID, addr string, epoch uint64, end Pos, index uint64, live map[uint64]int) (*rconn, Pos, error) {
 	conn, err := l.peer.Dial(ctx, addr)
 	if err != nil {
 		return nil, Pos{}, err
@@ -514,7 +499,74 @@ func (l *Leader) connect(ctx context.Context, id ID, addr string, epoch uint64, 
 			return rc, Pos{}, fenceErr(err)
 		}
 	}
+	if end.Less(pos) {
+		pos = end // bytes past the leader's end were never acknowledged
+	}
+	if err := l.cutBack(ctx, rc, epoch, end, live); err != nil {
+		return rc, Pos{}, err
+	}
+	if pos != (Pos{}) {
+		// Regions the Replicator will take as present there still need
+		// this connection's descriptors.
+		for seq, slot := range live {
+			if _, ok := rc.descs[slot]; ok || seq < pos.Seq {
+				continue
+			}
+			reg, err := client.Region(ctx, epoch, slot)
+			if err != nil {
+				return rc, Pos{}, fenceErr(err)
+			}
+			rc.descs[slot] = reg.Desc
+		}
+	}
 	return rc, pos, nil
+}
+
+// cutBack makes a replica hold nothing the leader does not: a replica may
+// hold bytes a crashed leader never persisted (so never acknowledged), and
+// its entries beyond what the leader overwrites would stay valid for the
+// replica's recovery. Line 0 of every slot that holds no live region of
+// the leader is zeroed (the region is gone, as local/'s freeRegion does),
+// then the leader's last region from its end on, durably, before the
+// replica is reported Connected.
+func (l *Leader) cutBack(ctx context.Context, rc *rconn, epoch uint64, end Pos, live map[uint64]int) error {
+	info, err := rc.client.Info(ctx)
+	if err != nil {
+		return err
+	}
+	used := make(map[int]bool, len(live))
+	for _, slot := range live {
+		used[slot] = true
+	}
+	var flushes []*rdma.Op
+	for k := int(info.GetRegions()) - 1; k >= 0; k-- {
+		if used[k] {
+			continue
+		}
+		reg, err := rc.client.Region(ctx, epoch, k)
+		if err != nil {
+			return fenceErr(err)
+		}
+		rc.conn.Write(reg.Desc, 0, l.zeroMR, 0, 64)
+		flushes = append(flushes, rc.conn.Flush(reg.Desc, 0, 64, rdma.Persistence))
+	}
+	if slot, ok := live[end.Seq]; ok && end.Off < l.s.RegionSize() {
+		reg, err := rc.client.Region(ctx, epoch, slot)
+		if err != nil {
+			return fenceErr(err)
+		}
+		rc.descs[slot] = reg.Desc
+		for off := end.Off; off < l.s.RegionSize(); off += zeroSize {
+			rc.conn.Write(reg.Desc, off, l.zeroMR, 0, min(zeroSize, l.s.RegionSize()-off))
+		}
+		flushes = append(flushes, rc.conn.Flush(reg.Desc, end.Off, l.s.RegionSize()-end.Off, rdma.Persistence))
+	}
+	for _, f := range flushes {
+		if err := f.Wait(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // grant asks for the epoch. A refusal at the epoch this leader holds may

@@ -588,3 +588,89 @@ func TestLeaderMembershipAndHooks(t *testing.T) {
 	c.replicas = []*testReplica{c.replicas[0], c.replicas[1], extra}
 	c.checkReplicas(want)
 }
+
+// copyFile copies a closed stream file.
+func copyFile(t testing.TB, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A replica that holds more of the stream than the leader (entries a
+// crashed leader wrote to it but never persisted itself) is cut back to
+// the leader's end before it is written: afterwards it holds exactly the
+// leader's entries, not the leader's followed by stale ones.
+func TestLeaderCutsBackAReplicaAhead(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "leader.stream")
+	s, err := local.Create(path, local.Options{RegionSize: testRegionSize, Epoch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := 0; k < 100; k++ {
+		if _, err := s.Append(payload(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	copyFile(t, path, filepath.Join(dir, "short"))
+	if s, err = local.Open(path, local.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for k := 100; k < 300; k++ {
+		if _, err := s.Append(payload(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	longRegions := len(s.Regions())
+	s.Close()
+	// The replicas hold 300 entries; the leader restarts with 100.
+	c := &testCluster{t: t, dir: dir}
+	for k := 0; k < 3; k++ {
+		r := &testReplica{id: replicate.ID(fmt.Sprintf("r%d", k)), path: filepath.Join(dir, fmt.Sprintf("r%d.stream", k)), size: testRegionSize, max: testMaxRegions}
+		copyFile(t, path, r.path)
+		startReplica(t, r)
+		c.replicas = append(c.replicas, r)
+	}
+	if c.stream, err = local.Open(filepath.Join(dir, "short"), local.Options{Epoch: 2}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, r := range c.replicas {
+			r.stop()
+		}
+		c.stream.Close()
+	})
+	if c.stream.Committed() != 100 || len(c.stream.Regions()) >= longRegions {
+		t.Fatalf("leader has %d entries in %d regions; replicas %d regions", c.stream.Committed(), len(c.stream.Regions()), longRegions)
+	}
+	l := c.leader(quorum.Majority, 2, c.stream, "leader")
+	want := map[uint64][]byte{}
+	for k := 0; k < 100; k++ {
+		want[uint64(k)] = payload(k)
+	}
+	// Different entries from index 100 on, of the same sizes as the
+	// replicas' (so that their stale entries right after line up and
+	// would pass the replica's recovery).
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for k := 100; k < 120; k++ {
+		p := payload(k)
+		for j := range p {
+			p[j] ^= 0xff
+		}
+		i, err := l.Append(ctx, p)
+		if err != nil || i != uint64(k) {
+			t.Fatalf("append %d: index %d, %v", k, i, err)
+		}
+		want[i] = p
+	}
+	eventually(t, "caught up", func() bool { return caughtUp(l, c.stream) })
+	l.Close()
+	c.checkReplicas(want)
+}
