@@ -95,6 +95,14 @@ func (s *Stream) commit(i uint64, end loc) {
 		s.pub.Unlock()
 		return
 	}
+	if s.obs != nil {
+		c = s.commitObservedLocked(i, end)
+		s.committed.Store(c)
+		s.pub.Unlock()
+		s.live.publish(c)
+		s.notify.wake()
+		return
+	}
 	c++
 	for {
 		sl := &s.ring[c%MaxInFlight]
@@ -214,7 +222,7 @@ func (s *Stream) persistCommittedLeader() error {
 		return *e
 	}
 	s.pub.Lock()
-	target, end := s.committed.Load(), s.commitLoc
+	target, end, obs := s.committed.Load(), s.commitLoc, s.obs
 	s.pub.Unlock()
 	if target <= s.persisted.Load() {
 		return nil
@@ -244,6 +252,9 @@ func (s *Stream) persistCommittedLeader() error {
 	}
 	s.persistLoc = end
 	s.persisted.Store(target)
+	if obs != nil {
+		obs.Persisted(target)
+	}
 	return nil
 }
 

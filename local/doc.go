@@ -96,4 +96,13 @@
 // goroutine: completions run on the mover's (cpu workers, the DSA poller)
 // or on the appending goroutine. Close waits for every copy in flight
 // before it unmaps the file.
+//
+// # Observing commits
+//
+// Stream.SetObserver (observe.go) installs an Observer that is told, in
+// commit order and whatever the append path, each region the commit point
+// enters, each run of committed entries (region, offset, length, end
+// index) and each persist: a replicating leader copies exactly those bytes
+// from the mapping. Without an observer the commit path pays one nil
+// check.
 package local

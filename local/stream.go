@@ -139,6 +139,10 @@ type Stream struct {
 	// roLastLive is the live area's committed count when a reader last
 	// scanned the file without a writer present.
 	roLastLive atomic.Uint64
+
+	// obs is told of every commit (observe.go); nil: none. Guarded by
+	// pub. Last, so that it does not move the hot fields above.
+	obs Observer
 }
 
 // region is a live region in memory. Immutable after allocation except next

@@ -119,21 +119,52 @@
 // (readers of a replica may read up to it; recovery checks entries by
 // checksum), so a lost word costs nothing but freshness.
 //
-// # The I/O loop (to be built)
+// # The I/O loop (leader.go)
 //
-// One goroutine owns the Replicator and, per replica, a remote.Client on
-// an rdma Conn plus the region descriptors it got. It loops: feed inputs
-// (appends and persists from local.Appender completions, rdma completions
-// from a CQ, membership events, a ticker), then take a Ready and carry it
-// out: Connect → Dial, remote.Client.Grant(epoch), read the replica's
-// headers and commit word (Client.Region on HeaderSlot and slots) →
-// Connected; Alloc → Client.Region(epoch, slot) → Allocated; OpWrite →
-// conn.Write from the leader's registered mapping at
-// remote.RegionOffset(slot)+Off, then conn.Flush(persistence) of the same
-// range, the Flush's completion → Flushed(End); OpCommitWord →
-// conn.AtomicWrite + Flush; any error → Failed (remote.ErrStaleEpoch and
-// remote.ErrNotWriter wrapped in ErrFenced); CommitAdvanced → complete the
-// appenders' handles below Commit. Control requests (Grant, Region) block,
-// so the loop runs them on a helper goroutine per replica and feeds their
-// answers back as inputs.
+// Leader is the I/O loop. StartLeader sets itself as the local.Observer
+// of the leader's stream: the stream reports, in commit order, each region
+// the commit point enters (NewRegion), each run of committed entries
+// (Append) and each persist (Persisted), whatever appended them
+// (Leader.Append and Start, Stream.Append, Reserve+Publish, a
+// local.Appender). It starts from the stream's committed state: every live
+// region up to the commit point, as RegionInfo{Tail: used, End}.
+//
+// One goroutine, the loop, owns the Replicator and, per replica, an rdma
+// Conn with a remote.Client and the region descriptors of that connection.
+// It feeds inputs (the observer's queue, completions, control answers, a
+// ticker, membership calls) and after each batch takes a Ready and carries
+// it out:
+//
+//   - Connect: on a helper goroutine, Dial with the configured rdma
+//     Provider, remote.NewClient, LeaderConfig.OnConnect, Grant(epoch,
+//     writer), write the leader's superblock (its persistent part, [0,
+//     2048) of remote.HeaderSlot) and flush it to persistence, then
+//     LeaderConfig.ConnectPos (nil: Pos{}, rewrite from the oldest region;
+//     a position past the leader's end is clamped to it), the cut-back (line
+//     0 of every slot holding no live region of the leader zeroed, and the
+//     leader's last region from its end on, durably: the replica then holds
+//     nothing the leader does not) and the descriptors of the regions taken
+//     as present; the answer comes back as Connected or Failed.
+//   - Alloc: on a helper goroutine, Client.Region(epoch, slot), then an
+//     rdma Write of line 1 from a registered zero buffer and a
+//     persistence Flush; back as Allocated.
+//   - OpWrite: Write from the leader's slot (registered on first use; the
+//     mapping never moves) into the replica's slot at the same offset,
+//     then Flush(Persistence) of the range; the Flush is notified to a CQ
+//     whose completions come back to the loop as Flushed(End).
+//     OpCommitWord and OpSealWord: AtomicWrite and Flush, likewise.
+//   - Any error: Failed (remote.ErrStaleEpoch and ErrNotWriter wrapped in
+//     ErrFenced), the connection is closed; the Replicator reconnects
+//     after its backoff.
+//   - CommitAdvanced: appenders waiting below Commit return. Status:
+//     kept for Leader.Status; Fenced fails every waiter and later append
+//     with ErrFenced.
+//
+// A persister goroutine makes the appended entries durable with
+// Stream.Sync (group commit), while the remote writes are in flight.
+// Appends wait for the commit point: while quorum is lost they keep
+// waiting (until their context ends).
+//
+// Not done: Trim on a replicated stream (the replicas keep their regions
+// until a reconnect's cut-back); SetEpoch on a running Leader.
 package replicate

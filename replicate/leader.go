@@ -1,0 +1,958 @@
+package replicate
+
+import (
+	"container/heap"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rpstream/rpstream/local"
+	"github.com/rpstream/rpstream/rdma"
+	"github.com/rpstream/rpstream/remote"
+)
+
+// ErrClosed is returned to appenders and callers of a closed Leader.
+var ErrClosed = errors.New("replicate: leader closed")
+
+// superblockCopy is how much of the leader's superblock is copied to a
+// replica: local/'s persistent part, [0, 2048). The rest is the live area,
+// a running writer's notice board for readers that is never persisted nor
+// trusted by recovery.
+const superblockCopy = 2048
+
+// zeroSize is the size of the registered zero buffer, the source of every
+// zeroing write.
+const zeroSize = 64 << 10
+
+// ReplicaAddr names a replica and where its remote.Target listens.
+type ReplicaAddr struct {
+	ID     ID
+	Addr   string
+	Backup bool // a backup target: written, votes only with Config.BackupsVote
+}
+
+// LeaderConfig configures a Leader.
+type LeaderConfig struct {
+	// Stream is the leader's stream, open for writing. The Leader
+	// observes it (local.Stream.SetObserver) and does not close it.
+	Stream *local.Stream
+	// Writer is this node's name, sent with Grant.
+	Writer string
+	// Epoch is the epoch this leader holds.
+	Epoch uint64
+	// Replicator is the replication policy and batching.
+	Replicator Config
+	// Provider and RDMA make the rdma Peer replicas are dialled with
+	// (RDMA.Secret is required).
+	Provider rdma.Provider
+	RDMA     rdma.Config
+	// Replicas are the initial replicas.
+	Replicas []ReplicaAddr
+	// OnConnect, if set, runs on each new replica connection after
+	// remote.NewClient and before Grant (a hub's Open request, say).
+	OnConnect func(ctx context.Context, id ID, c *remote.Client) error
+	// ConnectPos, if set, returns the replica's durable position after
+	// Grant (see Replicator.Connected). Nil means Pos{}: the replica is
+	// rewritten from the leader's oldest region.
+	ConnectPos func(ctx context.Context, id ID, c *remote.Client, epoch uint64, leaderEnd Pos, leaderIndex uint64) (Pos, error)
+	// Tick is the Replicator's logical clock period. Zero means 10ms.
+	Tick time.Duration
+	// ControlTimeout bounds one connect (dial, grant, header copy) or one
+	// region allocation. Zero means 10s.
+	ControlTimeout time.Duration
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Leader is the I/O loop of the package comment: it drives a Replicator
+// for the leader's local stream over rdma and remote. Appends go to the
+// local stream and return once committed under the policy.
+type Leader struct {
+	cfg    LeaderConfig
+	s      *local.Stream
+	log    *slog.Logger
+	peer   rdma.Peer
+	sbMR   rdma.MR      // the leader's superblock, source of the header copy
+	zero   *rdma.Buffer // zeroSize zero bytes, the source of zeroing writes
+	zeroMR rdma.MR
+
+	cancel  context.CancelFunc
+	ctx     context.Context
+	closing atomic.Bool
+	done    chan struct{} // closed when the loop has exited
+	wg      sync.WaitGroup
+
+	// The observer's queue, filled under the stream's commit lock.
+	obsMu   sync.Mutex
+	obsQ    []obsEvent
+	obsWake chan struct{}
+
+	in      chan func() // inputs from helper goroutines and API calls, run by the loop
+	compl   chan rdma.Completion
+	cq      *rdma.CQ
+	persist chan struct{} // wakes the persister
+	target  atomic.Uint64 // entries the persister should make durable
+
+	committed atomic.Uint64
+	waitMu    sync.Mutex
+	waiters   waitHeap
+	failErr   error // under waitMu: every waiter and later append gets it
+
+	statusMu sync.Mutex
+	status   Status
+
+	// Owned by the loop goroutine.
+	rep    *Replicator
+	links  map[ID]*link
+	srcMRs map[int]rdma.MR // the leader's region slots, registered as write sources
+	end    Pos             // the leader's appended end
+	index  uint64          // entries appended
+	slots  map[uint64]int  // live region seq -> slot
+}
+
+// link is the loop's side of one replica.
+type link struct {
+	addr ReplicaAddr
+	gen  uint64 // generation of the Connect in progress or the live connection; 0: none
+	c    *rconn
+}
+
+// rconn is one connection to a replica.
+type rconn struct {
+	conn   rdma.Conn
+	client *remote.Client
+	descs  map[int]rdma.Descriptor // by slot
+	ctl    sync.WaitGroup          // control requests in progress on client
+}
+
+type obsEvent struct {
+	kind   uint8 // 0 region, 1 span, 2 persisted
+	region local.ObservedRegion
+	span   local.Span
+	index  uint64
+}
+
+// opCtx is the context of a posted rdma operation pair: first (a Write or
+// an AtomicWrite) then the Flush that is notified to the CQ.
+type opCtx struct {
+	id    ID
+	gen   uint64
+	first *rdma.Op
+	kind  OpKind
+	end   Pos
+}
+
+// StartLeader observes cfg.Stream, opens the rdma Peer, connects the
+// replicas in the background and starts the I/O loop.
+func StartLeader(ctx context.Context, cfg LeaderConfig) (*Leader, error) {
+	if cfg.Stream == nil || cfg.Provider == nil {
+		return nil, fmt.Errorf("%w: leader needs a Stream and an rdma Provider", ErrConfig)
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = 10 * time.Millisecond
+	}
+	if cfg.ControlTimeout <= 0 {
+		cfg.ControlTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	rep, err := New(cfg.Replicator, cfg.Epoch)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[ID]bool{}
+	for _, r := range cfg.Replicas {
+		if r.ID == "" || r.Addr == "" || seen[r.ID] {
+			return nil, fmt.Errorf("%w: replica %+v (empty or repeated)", ErrConfig, r)
+		}
+		seen[r.ID] = true
+	}
+	peer, err := cfg.Provider.NewPeer("", cfg.RDMA)
+	if err != nil {
+		return nil, err
+	}
+	l := &Leader{
+		cfg: cfg, s: cfg.Stream, log: cfg.Logger, peer: peer, rep: rep,
+		done: make(chan struct{}), obsWake: make(chan struct{}, 1),
+		in: make(chan func(), 64), compl: make(chan rdma.Completion, 1024), cq: rdma.NewCQ(),
+		persist: make(chan struct{}, 1),
+		links:   map[ID]*link{}, srcMRs: map[int]rdma.MR{}, slots: map[uint64]int{},
+	}
+	fail := func(err error) (*Leader, error) {
+		l.release()
+		return nil, err
+	}
+	mem := l.s.Memory().Bytes()
+	if len(mem) < superblockCopy {
+		return fail(fmt.Errorf("%w: stream mapping of %d bytes", ErrConfig, len(mem)))
+	}
+	if l.sbMR, err = peer.Register(mem[:superblockCopy:superblockCopy], rdma.UsageWriteSrc, nil); err != nil {
+		return fail(err)
+	}
+	if l.zero, err = rdma.Alloc(zeroSize); err != nil {
+		return fail(err)
+	}
+	if l.zeroMR, err = peer.Register(l.zero.Bytes(), rdma.UsageWriteSrc, nil); err != nil {
+		return fail(err)
+	}
+	st, err := l.s.SetObserver((*observer)(l))
+	if err != nil {
+		return fail(err)
+	}
+	for _, ri := range st.Regions {
+		err := rep.NewRegion(RegionInfo{Seq: ri.Seq, Slot: ri.Slot, First: ri.First, Tail: ri.Used, End: ri.First + ri.Count})
+		if err != nil {
+			l.s.SetObserver(nil)
+			return fail(err)
+		}
+		l.slots[ri.Seq] = ri.Slot
+		l.end, l.index = Pos{ri.Seq, ri.Used}, ri.First+ri.Count
+	}
+	rep.Persisted(st.Persisted)
+	l.committed.Store(rep.Committed())
+	for _, r := range cfg.Replicas {
+		rep.AddReplica(r.ID, r.Backup)
+		l.links[r.ID] = &link{addr: r}
+	}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.wg.Add(3)
+	go func() { defer l.wg.Done(); l.forward() }()
+	go func() { defer l.wg.Done(); l.persister() }()
+	go func() { defer l.wg.Done(); l.loop() }()
+	if st.Committed > st.Persisted {
+		l.target.Store(st.Committed)
+		l.wake(l.persist)
+	}
+	return l, nil
+}
+
+// release frees what StartLeader acquired.
+func (l *Leader) release() {
+	for _, mr := range l.srcMRs {
+		mr.Deregister()
+	}
+	if l.sbMR != nil {
+		l.sbMR.Deregister()
+	}
+	if l.zeroMR != nil {
+		l.zeroMR.Deregister()
+	}
+	if l.zero != nil {
+		l.zero.Free()
+	}
+	l.peer.Close()
+}
+
+func (l *Leader) wake(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// observer is the Leader's local.Observer: it only queues.
+type observer Leader
+
+func (o *observer) push(e obsEvent) {
+	o.obsMu.Lock()
+	o.obsQ = append(o.obsQ, e)
+	o.obsMu.Unlock()
+	select {
+	case o.obsWake <- struct{}{}:
+	default:
+	}
+}
+
+func (o *observer) RegionStarted(r local.ObservedRegion) { o.push(obsEvent{kind: 0, region: r}) }
+func (o *observer) Committed(s local.Span)               { o.push(obsEvent{kind: 1, span: s}) }
+func (o *observer) Persisted(i uint64)                   { o.push(obsEvent{kind: 2, index: i}) }
+
+// forward moves rdma completions from the CQ to the loop.
+func (l *Leader) forward() {
+	for {
+		c, err := l.cq.Wait(l.ctx)
+		if err != nil {
+			return
+		}
+		select {
+		case l.compl <- c:
+		case <-l.ctx.Done():
+			return
+		}
+	}
+}
+
+// persister makes the leader's appends durable (Stream.Sync, which shares
+// persists with any other syncing goroutine), overlapping the remote
+// writes. The observer reports the persisted index to the loop.
+func (l *Leader) persister() {
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-l.persist:
+		}
+		for t := l.target.Load(); t > l.s.Persisted(); t = l.target.Load() {
+			if err := l.s.Sync(t - 1); err != nil {
+				l.log.Error("replicate: leader's local persist failed", "err", err)
+				l.failAll(fmt.Errorf("replicate: local persist: %w", err))
+				return
+			}
+		}
+	}
+}
+
+// loop is the I/O loop: it owns rep, links and the leader's registrations.
+func (l *Leader) loop() {
+	defer close(l.done)
+	t := time.NewTicker(l.cfg.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.ctx.Done():
+			l.shutdown()
+			return
+		case <-l.obsWake:
+		case c := <-l.compl:
+			l.completion(c)
+		case f := <-l.in:
+			f()
+		case <-t.C:
+			l.rep.Tick()
+		}
+		// Take what else is there, boundedly, then act on it at once.
+	drain:
+		for k := 0; k < 256; k++ {
+			select {
+			case c := <-l.compl:
+				l.completion(c)
+			case f := <-l.in:
+				f()
+			default:
+				break drain
+			}
+		}
+		l.observed()
+		l.ready()
+	}
+}
+
+// observed feeds the observer's queue to the Replicator.
+func (l *Leader) observed() {
+	l.obsMu.Lock()
+	q := l.obsQ
+	l.obsQ = nil
+	l.obsMu.Unlock()
+	appended := false
+	for _, e := range q {
+		var err error
+		switch e.kind {
+		case 0:
+			err = l.rep.NewRegion(RegionInfo{Seq: e.region.Seq, Slot: e.region.Slot, First: e.region.First})
+			l.slots[e.region.Seq] = e.region.Slot
+			l.end = Pos{e.region.Seq, RegionHeaderSize}
+		case 1:
+			err = l.rep.Append(Span{Seq: e.span.Seq, Off: e.span.Off, Len: e.span.Len, End: e.span.End})
+			l.end, l.index = Pos{e.span.Seq, e.span.Off + e.span.Len}, e.span.End
+			appended = true
+		case 2:
+			l.rep.Persisted(e.index)
+		}
+		if err != nil {
+			// The stream's observer broke its contract: nothing can be
+			// replicated correctly from here.
+			l.log.Error("replicate: leader's stream reported an impossible append", "err", err)
+			l.failAll(fmt.Errorf("replicate: %w", err))
+		}
+	}
+	if appended {
+		l.target.Store(l.index)
+		l.wake(l.persist)
+	}
+}
+
+// ready takes a Ready and carries it out.
+func (l *Leader) ready() {
+	rd := l.rep.Ready()
+	for _, c := range rd.Connects {
+		lk := l.links[c.Replica]
+		if lk == nil {
+			continue
+		}
+		l.drop(lk)
+		lk.gen = c.Gen
+		l.startConnect(lk, c)
+	}
+	for _, a := range rd.Allocs {
+		lk := l.links[a.Replica]
+		if lk == nil || lk.gen != a.Gen || lk.c == nil {
+			continue
+		}
+		l.startAlloc(lk, a)
+	}
+	for _, o := range rd.Ops {
+		lk := l.links[o.Replica]
+		if lk == nil || lk.gen != o.Gen || lk.c == nil {
+			continue
+		}
+		l.post(lk, o)
+	}
+	if rd.CommitAdvanced {
+		l.committed.Store(rd.Commit)
+		l.wakeWaiters(rd.Commit)
+	}
+	if rd.Status != nil {
+		l.statusMu.Lock()
+		l.status = *rd.Status
+		l.statusMu.Unlock()
+		if rd.Status.Fenced {
+			l.failAll(fmt.Errorf("%w: epoch %d", ErrFenced, l.rep.Epoch()))
+		}
+		l.log.Info("replicate: status", "underReplicated", rd.Status.UnderReplicated, "quorumLost", rd.Status.QuorumLost, "fenced", rd.Status.Fenced)
+	}
+}
+
+// send hands f to the loop from a helper goroutine; false once the Leader
+// is closing.
+func (l *Leader) send(f func()) bool {
+	select {
+	case l.in <- f:
+		return true
+	case <-l.ctx.Done():
+		return false
+	}
+}
+
+// fenceErr classifies a control error: a refused epoch wraps ErrFenced.
+func fenceErr(err error) error {
+	if errors.Is(err, remote.ErrStaleEpoch) || errors.Is(err, remote.ErrNotWriter) {
+		return fmt.Errorf("%w: %w", ErrFenced, err)
+	}
+	return err
+}
+
+// startConnect dials a replica, grants it the epoch, copies the header
+// and reads its durable position on a helper goroutine; the answer comes
+// back to the loop as Connected or Failed.
+func (l *Leader) startConnect(lk *link, c Connect) {
+	id, addr := c.Replica, lk.addr.Addr
+	end, index := l.end, l.index
+	live := make(map[uint64]int, len(l.slots))
+	for seq, slot := range l.slots {
+		live[seq] = slot
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		ctx, cancel := context.WithTimeout(l.ctx, l.cfg.ControlTimeout)
+		defer cancel()
+		rc, pos, err := l.connect(ctx, id, addr, c.Epoch, end, index, live)
+		if err != nil && rc != nil {
+			l.closeConn(rc)
+			rc = nil
+		}
+		if !l.send(func() { l.connected(id, c.Gen, rc, pos, err) }) && rc != nil {
+			l.closeConn(rc)
+		}
+	}()
+}
+
+// connect is the blocking part of a Connect.
+func (l *Leader) connect(ctx context.Context, id ID, addr string, epoch uint64, end Pos, index uint64, live map[uint64]int) (*rconn, Pos, error) {
+	conn, err := l.peer.Dial(ctx, addr)
+	if err != nil {
+		return nil, Pos{}, err
+	}
+	client, err := remote.NewClient(l.peer, conn)
+	if err != nil {
+		conn.Close()
+		return nil, Pos{}, err
+	}
+	rc := &rconn{conn: conn, client: client, descs: map[int]rdma.Descriptor{}}
+	if l.cfg.OnConnect != nil {
+		if err := l.cfg.OnConnect(ctx, id, client); err != nil {
+			return rc, Pos{}, err
+		}
+	}
+	if err := l.grant(ctx, client, epoch); err != nil {
+		return rc, Pos{}, err
+	}
+	// The header first, durably: the replica's file then opens as this
+	// stream whatever else it holds.
+	hdr, err := client.Region(ctx, epoch, remote.HeaderSlot)
+	if err != nil {
+		return rc, Pos{}, fenceErr(err)
+	}
+	conn.Write(hdr.Desc, 0, l.sbMR, 0, superblockCopy)
+	if err := conn.Flush(hdr.Desc, 0, superblockCopy, rdma.Persistence).Wait(ctx); err != nil {
+		return rc, Pos{}, err
+	}
+	var pos Pos
+	if l.cfg.ConnectPos != nil {
+		if pos, err = l.cfg.ConnectPos(ctx, id, client, epoch, end, index); err != nil {
+			return rc, Pos{}, fenceErr(err)
+		}
+	}
+	if end.Less(pos) {
+		pos = end // bytes past the leader's end were never acknowledged
+	}
+	if err := l.cutBack(ctx, rc, epoch, end, live); err != nil {
+		return rc, Pos{}, err
+	}
+	if pos != (Pos{}) {
+		// Regions the Replicator will take as present there still need
+		// this connection's descriptors.
+		for seq, slot := range live {
+			if _, ok := rc.descs[slot]; ok || seq < pos.Seq {
+				continue
+			}
+			reg, err := client.Region(ctx, epoch, slot)
+			if err != nil {
+				return rc, Pos{}, fenceErr(err)
+			}
+			rc.descs[slot] = reg.Desc
+		}
+	}
+	return rc, pos, nil
+}
+
+// cutBack makes a replica hold nothing the leader does not: a replica may
+// hold bytes a crashed leader never persisted (so never acknowledged), and
+// its entries beyond what the leader overwrites would stay valid for the
+// replica's recovery. Line 0 of every slot that holds no live region of
+// the leader is zeroed (the region is gone, as local/'s freeRegion does),
+// then the leader's last region from its end on, durably, before the
+// replica is reported Connected.
+func (l *Leader) cutBack(ctx context.Context, rc *rconn, epoch uint64, end Pos, live map[uint64]int) error {
+	info, err := rc.client.Info(ctx)
+	if err != nil {
+		return err
+	}
+	used := make(map[int]bool, len(live))
+	for _, slot := range live {
+		used[slot] = true
+	}
+	var flushes []*rdma.Op
+	for k := int(info.GetRegions()) - 1; k >= 0; k-- {
+		if used[k] {
+			continue
+		}
+		reg, err := rc.client.Region(ctx, epoch, k)
+		if err != nil {
+			return fenceErr(err)
+		}
+		rc.conn.Write(reg.Desc, 0, l.zeroMR, 0, 64)
+		flushes = append(flushes, rc.conn.Flush(reg.Desc, 0, 64, rdma.Persistence))
+	}
+	if slot, ok := live[end.Seq]; ok && end.Off < l.s.RegionSize() {
+		reg, err := rc.client.Region(ctx, epoch, slot)
+		if err != nil {
+			return fenceErr(err)
+		}
+		rc.descs[slot] = reg.Desc
+		for off := end.Off; off < l.s.RegionSize(); off += zeroSize {
+			rc.conn.Write(reg.Desc, off, l.zeroMR, 0, min(zeroSize, l.s.RegionSize()-off))
+		}
+		flushes = append(flushes, rc.conn.Flush(reg.Desc, end.Off, l.s.RegionSize()-end.Off, rdma.Persistence))
+	}
+	for _, f := range flushes {
+		if err := f.Wait(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// grant asks for the epoch. A refusal at the epoch this leader holds may
+// only mean that the target has not yet noticed this writer's previous
+// connection is gone: asked again for a while before it counts as fenced.
+func (l *Leader) grant(ctx context.Context, c *remote.Client, epoch uint64) error {
+	for try := 0; ; try++ {
+		err := c.Grant(ctx, epoch, l.cfg.Writer)
+		if err == nil || !errors.Is(err, remote.ErrStaleEpoch) {
+			return fenceErr(err)
+		}
+		info, ierr := c.Info(ctx)
+		if ierr != nil {
+			return ierr
+		}
+		if info.GetEpoch() > epoch || try >= 20 {
+			return fenceErr(err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// connected runs on the loop: a Connect's answer.
+func (l *Leader) connected(id ID, gen uint64, rc *rconn, pos Pos, err error) {
+	lk := l.links[id]
+	if lk == nil || lk.gen != gen || lk.c != nil {
+		if rc != nil {
+			l.closeConn(rc)
+		}
+		return
+	}
+	if err != nil {
+		l.log.Warn("replicate: replica connect failed", "replica", id, "err", err)
+		l.fail(lk, gen, err)
+		return
+	}
+	lk.c = rc
+	if err := l.rep.Connected(id, gen, pos); err != nil {
+		l.fail(lk, gen, err)
+		return
+	}
+	l.log.Info("replicate: replica connected", "replica", id, "durable", pos)
+}
+
+// startAlloc makes a region exist on a replica and zeroes its line 1, on a
+// helper goroutine.
+func (l *Leader) startAlloc(lk *link, a Alloc) {
+	rc, epoch := lk.c, l.rep.Epoch()
+	rc.ctl.Add(1)
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		ctx, cancel := context.WithTimeout(l.ctx, l.cfg.ControlTimeout)
+		defer cancel()
+		reg, err := rc.client.Region(ctx, epoch, a.Slot)
+		rc.ctl.Done() // the client is not used after this
+		if err != nil {
+			err = fenceErr(err)
+		} else {
+			rc.conn.Write(reg.Desc, CommitWordOffset, l.zeroMR, 0, RegionHeaderSize-CommitWordOffset)
+			err = rc.conn.Flush(reg.Desc, CommitWordOffset, RegionHeaderSize-CommitWordOffset, rdma.Persistence).Wait(ctx)
+		}
+		l.send(func() {
+			lk := l.links[a.Replica]
+			if lk == nil || lk.gen != a.Gen || lk.c != rc {
+				return
+			}
+			if err != nil {
+				l.fail(lk, a.Gen, fmt.Errorf("allocate region %d in slot %d: %w", a.Seq, a.Slot, err))
+				return
+			}
+			rc.descs[a.Slot] = reg.Desc
+			if err := l.rep.Allocated(a.Replica, a.Gen, a.Seq); err != nil {
+				l.fail(lk, a.Gen, err)
+			}
+		})
+	}()
+}
+
+// srcMR is the registration of the leader's slot, made on first use (the
+// mapping never moves; a slot's range exists once a region was in it).
+func (l *Leader) srcMR(slot int) (rdma.MR, error) {
+	if mr := l.srcMRs[slot]; mr != nil {
+		return mr, nil
+	}
+	rs := l.s.RegionSize()
+	base := remote.RegionOffset(slot, rs)
+	b := l.s.Memory().Bytes()
+	if base+rs > len(b) {
+		return nil, fmt.Errorf("%w: slot %d beyond the leader's mapping", ErrNoRegion, slot)
+	}
+	mr, err := l.peer.Register(b[base:base+rs:base+rs], rdma.UsageWriteSrc, nil)
+	if err != nil {
+		return nil, err
+	}
+	l.srcMRs[slot] = mr
+	return mr, nil
+}
+
+// post posts one Op's rdma operations; the Flush's completion comes back
+// through the CQ.
+func (l *Leader) post(lk *link, o Op) {
+	rc := lk.c
+	desc, ok := rc.descs[o.Slot]
+	if !ok {
+		l.fail(lk, o.Gen, fmt.Errorf("%w: no descriptor of slot %d on %s", ErrNoRegion, o.Slot, o.Replica))
+		return
+	}
+	oc := &opCtx{id: o.Replica, gen: o.Gen, kind: o.Kind, end: o.End}
+	var fl *rdma.Op
+	switch o.Kind {
+	case OpWrite:
+		src, err := l.srcMR(o.Slot)
+		if err != nil {
+			l.fail(lk, o.Gen, err)
+			return
+		}
+		oc.first = rc.conn.Write(desc, o.Off, src, o.Off, o.Len)
+		fl = rc.conn.Flush(desc, o.Off, o.Len, rdma.Persistence)
+	case OpCommitWord, OpSealWord:
+		off := CommitWordOffset
+		if o.Kind == OpSealWord {
+			off = SealWordOffset
+		}
+		var v [8]byte
+		binary.LittleEndian.PutUint64(v[:], o.Value)
+		oc.first = rc.conn.AtomicWrite(desc, off, v)
+		fl = rc.conn.Flush(desc, off, 8, rdma.Persistence)
+	default:
+		l.fail(lk, o.Gen, fmt.Errorf("%w: op kind %d", ErrOrder, o.Kind))
+		return
+	}
+	fl.Notify(l.cq, oc)
+}
+
+// completion runs on the loop: a Flush finished.
+func (l *Leader) completion(c rdma.Completion) {
+	oc := c.Context.(*opCtx)
+	lk := l.links[oc.id]
+	if lk == nil || lk.gen != oc.gen {
+		return
+	}
+	err := oc.first.Err() // done: a Flush's completion covers earlier posts
+	if err == nil {
+		err = c.Op.Err()
+	}
+	if err != nil {
+		l.fail(lk, oc.gen, err)
+		return
+	}
+	if oc.kind == OpWrite {
+		if err := l.rep.Flushed(oc.id, oc.gen, oc.end); err != nil {
+			l.fail(lk, oc.gen, err)
+		}
+	}
+}
+
+// fail reports a failure of generation gen of a replica and drops its
+// connection; the Replicator reconnects after its backoff.
+func (l *Leader) fail(lk *link, gen uint64, err error) {
+	if lk.gen != gen {
+		return
+	}
+	if !errors.Is(err, ErrFenced) && (errors.Is(err, remote.ErrStaleEpoch) || errors.Is(err, remote.ErrNotWriter)) {
+		err = fmt.Errorf("%w: %w", ErrFenced, err)
+	}
+	l.log.Warn("replicate: replica failed", "replica", lk.addr.ID, "err", err)
+	l.rep.Failed(lk.addr.ID, gen, err)
+	l.drop(lk)
+}
+
+// drop closes lk's connection, if any, in the background.
+func (l *Leader) drop(lk *link) {
+	lk.gen = 0
+	if lk.c != nil {
+		l.closeConn(lk.c)
+		lk.c = nil
+	}
+}
+
+// closeConn closes a connection and, once its control requests are over,
+// its client.
+func (l *Leader) closeConn(rc *rconn) {
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		rc.conn.Close() // pending Ops and requests fail now
+		rc.ctl.Wait()
+		rc.client.Close()
+	}()
+}
+
+// shutdown runs on the loop as it exits.
+func (l *Leader) shutdown() {
+	for _, lk := range l.links {
+		l.drop(lk)
+	}
+	l.failAll(ErrClosed)
+}
+
+// Committed is the commit point: entries before it are acknowledged.
+func (l *Leader) Committed() uint64 { return l.committed.Load() }
+
+// Status is the health of replication as of the loop's last round.
+func (l *Leader) Status() Status {
+	l.statusMu.Lock()
+	defer l.statusMu.Unlock()
+	s := l.status
+	s.Replicas = append([]ReplicaStatus(nil), s.Replicas...)
+	return s
+}
+
+// do runs f on the loop and waits for it.
+func (l *Leader) do(f func() error) error {
+	res := make(chan error, 1)
+	select {
+	case l.in <- func() { res <- f() }:
+	case <-l.done:
+		return ErrClosed
+	}
+	select {
+	case err := <-res:
+		return err
+	case <-l.done:
+		return ErrClosed
+	}
+}
+
+// Progress is every replica's replication position.
+func (l *Leader) Progress() []Progress {
+	var ps []Progress
+	l.do(func() error { ps = l.rep.Progress(); return nil })
+	return ps
+}
+
+// AddReplica adds a replica; it is connected and caught up in the
+// background.
+func (l *Leader) AddReplica(r ReplicaAddr) error {
+	if r.ID == "" || r.Addr == "" {
+		return fmt.Errorf("%w: replica %+v", ErrConfig, r)
+	}
+	return l.do(func() error {
+		if err := l.rep.AddReplica(r.ID, r.Backup); err != nil {
+			return err
+		}
+		l.links[r.ID] = &link{addr: r}
+		return nil
+	})
+}
+
+// RemoveReplica stops replicating to a replica and closes its connection.
+func (l *Leader) RemoveReplica(id ID) error {
+	return l.do(func() error {
+		if err := l.rep.RemoveReplica(id); err != nil {
+			return err
+		}
+		l.drop(l.links[id])
+		delete(l.links, id)
+		return nil
+	})
+}
+
+// Restarted says a replica's process restarted: it is reconnected at once.
+func (l *Leader) Restarted(id ID) error {
+	return l.do(func() error {
+		if err := l.rep.Restarted(id); err != nil {
+			return err
+		}
+		l.drop(l.links[id])
+		return nil
+	})
+}
+
+// Start appends p to the leader's stream and returns its index without
+// waiting for it to be committed: WaitCommitted does, for pipelined
+// callers.
+func (l *Leader) Start(p []byte) (uint64, error) {
+	l.waitMu.Lock()
+	err := l.failErr
+	l.waitMu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return l.s.AppendNoSync(p)
+}
+
+// Append appends p and returns its index once it is committed under the
+// policy (persisted locally and on the policy's voters). While quorum is
+// lost it keeps waiting, until ctx ends. A fenced or closed Leader fails
+// it (ErrFenced, ErrClosed): the entry is then not acknowledged.
+func (l *Leader) Append(ctx context.Context, p []byte) (uint64, error) {
+	i, err := l.Start(p)
+	if err != nil {
+		return i, err
+	}
+	// Persist here rather than wait for the persister: concurrent
+	// appenders share the persist (group commit), and the loop is already
+	// writing the entry to the replicas meanwhile.
+	if err := l.s.Sync(i); err != nil {
+		return i, err
+	}
+	return i, l.WaitCommitted(ctx, i)
+}
+
+// WaitCommitted waits until entry index is committed, ctx ends, or the
+// Leader fails (fenced, closed).
+func (l *Leader) WaitCommitted(ctx context.Context, index uint64) error {
+	if l.committed.Load() > index {
+		return nil
+	}
+	ch := make(chan error, 1)
+	l.waitMu.Lock()
+	if l.failErr != nil {
+		err := l.failErr
+		l.waitMu.Unlock()
+		return err
+	}
+	if l.committed.Load() > index {
+		l.waitMu.Unlock()
+		return nil
+	}
+	heap.Push(&l.waiters, waiter{index, ch})
+	l.waitMu.Unlock()
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// wakeWaiters completes the waiters below commit.
+func (l *Leader) wakeWaiters(commit uint64) {
+	l.waitMu.Lock()
+	defer l.waitMu.Unlock()
+	for len(l.waiters) > 0 && l.waiters[0].index < commit {
+		heap.Pop(&l.waiters).(waiter).ch <- nil
+	}
+}
+
+// failAll fails every waiter and every later append with err (the first
+// error sticks).
+func (l *Leader) failAll(err error) {
+	l.waitMu.Lock()
+	defer l.waitMu.Unlock()
+	if l.failErr == nil {
+		l.failErr = err
+	}
+	for len(l.waiters) > 0 {
+		heap.Pop(&l.waiters).(waiter).ch <- l.failErr
+	}
+}
+
+// Close stops the loop, closes the replicas' connections and the rdma
+// Peer, and fails pending waiters with ErrClosed. The stream stays open.
+func (l *Leader) Close() error {
+	if l.closing.Swap(true) {
+		<-l.done
+		return ErrClosed
+	}
+	l.s.SetObserver(nil)
+	l.cancel()
+	<-l.done
+	l.wg.Wait()
+	l.release()
+	return nil
+}
+
+type waiter struct {
+	index uint64
+	ch    chan error // buffered: never blocks the loop
+}
+
+type waitHeap []waiter
+
+func (h waitHeap) Len() int           { return len(h) }
+func (h waitHeap) Less(i, j int) bool { return h[i].index < h[j].index }
+func (h waitHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *waitHeap) Push(x any)        { *h = append(*h, x.(waiter)) }
+func (h *waitHeap) Pop() any {
+	old := *h
+	w := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return w
+}
