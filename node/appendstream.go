@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	"github.com/rpstream/rpstream/api"
-	"github.com/rpstream/rpstream/local"
 )
 
 // An AppendStream call runs on three goroutines: the call's own, which
@@ -23,7 +22,7 @@ import (
 
 // appendAnswer is an entry stored and not yet answered.
 type appendAnswer struct {
-	ls  *local.Stream
+	st  *stream
 	pos uint64
 	dup bool
 }
@@ -142,7 +141,7 @@ func (c *appendCall) store(req *api.AppendRequest) error {
 	}
 	// The answerer drains answers until it is closed, even after a
 	// failure, so this send does not block for ever.
-	c.answers <- appendAnswer{ls: c.st.ls, pos: pos, dup: dup}
+	c.answers <- appendAnswer{st: c.st, pos: pos, dup: dup}
 	return nil
 }
 
@@ -154,7 +153,9 @@ func (c *appendCall) answer() error {
 		if err != nil {
 			continue
 		}
-		if err = a.ls.Sync(a.pos); err != nil {
+		// Not the call's context: an append stored is answered even if
+		// the client stops reading (Shutdown bounds the wait).
+		if err = a.st.waitDurable(a.st.ctx, a.pos); err != nil {
 			continue
 		}
 		err = c.call.Send(&api.AppendResponse{Position: a.pos, Duplicate: a.dup})

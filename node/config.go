@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/rpstream/rpstream/local"
+	"github.com/rpstream/rpstream/rdma"
 )
 
 // Config configures a Server. Start from DefaultConfig; New copies it
@@ -36,6 +37,13 @@ type Config struct {
 	// reports it, and a call about a stream another member leads is
 	// answered with a leader hint. Nil runs a single node.
 	Cluster Membership
+	// PeerAddr, if set, is where this node serves the copies it holds of
+	// streams other members lead (remote.Hub), and Provider and RDMA the
+	// rdma provider and settings (RDMA.Secret: the cluster's secret) of
+	// that service and of this node's own leaders writing their replicas.
+	PeerAddr string
+	Provider rdma.Provider
+	RDMA     rdma.Config
 	// Backup makes this node a backup target: it holds copies of streams
 	// other members lead, and leads none.
 	Backup bool
@@ -66,6 +74,14 @@ func (c Config) Validate() error {
 	}
 	if c.IdempotenceWindow < 1 || c.IdempotenceWindow > 1<<16 {
 		return fmt.Errorf("node: IdempotenceWindow %d not in [1, 65536]", c.IdempotenceWindow)
+	}
+	if c.PeerAddr != "" {
+		if c.Provider == nil {
+			return errors.New("node: PeerAddr without an rdma Provider")
+		}
+		if err := c.RDMA.Validate(); err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
 	}
 	if c.MaxProducers < 1 {
 		return fmt.Errorf("node: MaxProducers %d < 1", c.MaxProducers)

@@ -240,3 +240,37 @@ func (s *Server) place(stream string, m *meta) error {
 	}
 	return nil
 }
+
+// deleteCopies asks the members holding copies of stream to delete them.
+// A member that cannot be reached keeps its copy (logged): it refuses a
+// later stream of the same name from another leader until deleted by
+// hand.
+func (s *Server) deleteCopies(ctx context.Context, stream string, m meta) {
+	holders := append(slices.Clone(m.Followers), m.Backup)
+	addrs := map[string]string{}
+	for _, mb := range s.cfg.Cluster.Members() {
+		if mb.State.Live() && mb.ClientAddr != "" {
+			addrs[mb.Name] = mb.ClientAddr
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, localOnlyKey, "1")
+	for _, h := range holders {
+		if h == "" {
+			continue
+		}
+		addr, ok := addrs[h]
+		if !ok {
+			s.log.Warn("cannot delete a copy: member not live", "stream", stream, "member", h)
+			continue
+		}
+		c, err := s.peerStreams(addr)
+		if err == nil {
+			_, err = c.DeleteStream(ctx, &api.DeleteStreamRequest{Stream: stream})
+		}
+		if err != nil {
+			s.log.Warn("cannot delete a copy", "stream", stream, "member", h, "err", err)
+		}
+	}
+}

@@ -1,9 +1,12 @@
 package node
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -14,11 +17,16 @@ import (
 	"github.com/rpstream/rpstream/api"
 	"github.com/rpstream/rpstream/client"
 	"github.com/rpstream/rpstream/cluster"
+	"github.com/rpstream/rpstream/local"
+	"github.com/rpstream/rpstream/rdma"
+	"github.com/rpstream/rpstream/rdma/tcp"
 )
 
 // startClusterNodes starts n Servers, each a member of one real
 // memberlist cluster on loopback, and waits until each sees them all.
-func startClusterNodes(t *testing.T, n int) []*testNode {
+// Each serves copies for other leaders on a loopback peer address (rdma
+// over the tcp provider); the last backups of them are backup targets.
+func startClusterNodes(t *testing.T, n, backups int) []*testNode {
 	t.Helper()
 	var nodes []*testNode
 	var members []*cluster.Cluster
@@ -29,6 +37,10 @@ func startClusterNodes(t *testing.T, n int) []*testNode {
 		cfg.RegionSize = 64 << 10
 		cfg.MaxStreamSize = 64 << 20
 		cfg.Logger = slog.New(slog.DiscardHandler)
+		cfg.PeerAddr = "127.0.0.1:0"
+		cfg.Provider = tcp.Provider{}
+		cfg.RDMA = rdma.LoopbackConfig("node tests' cluster secret")
+		cfg.Backup = i >= n-backups
 		srv, err := New(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -39,6 +51,11 @@ func startClusterNodes(t *testing.T, n int) []*testNode {
 		}
 		ccfg := cluster.LoopbackConfig(name)
 		ccfg.ClientAddr = lis.Addr().String()
+		ccfg.PeerAddr = srv.PeerAddr()
+		if cfg.Backup {
+			ccfg.Role = cluster.RoleBackup
+		}
+		ccfg.OnChange = srv.MemberChanged
 		c, err := cluster.New(ccfg)
 		if err != nil {
 			t.Fatal(err)
@@ -70,7 +87,7 @@ func startClusterNodes(t *testing.T, n int) []*testNode {
 
 func TestLeaderHints(t *testing.T) {
 	ctx := testCtx(t)
-	nodes := startClusterNodes(t, 3)
+	nodes := startClusterNodes(t, 3, 0)
 	leader, other := nodes[1], nodes[2]
 
 	lc, err := client.Dial(leader.addr, client.Options{})
@@ -181,5 +198,136 @@ func TestLeaderHints(t *testing.T) {
 	}
 	if _, err := oc.Append(ctx, "s", []byte("x")); status.Code(err) != codes.NotFound {
 		t.Fatalf("append after delete: %v", err)
+	}
+}
+
+// TestReplicatedStream: a stream created with three replicas on a cluster
+// of three stream nodes and a backup target is written to the other two
+// nodes and the backup; appends are answered once a quorum holds them; the
+// copies hold the same entries; deleting the stream deletes the copies.
+func TestReplicatedStream(t *testing.T) {
+	ctx := testCtx(t)
+	nodes := startClusterNodes(t, 4, 1)
+	c, err := client.Dial(nodes[0].addr, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	// A backup target leads nothing; more replicas than stream nodes is
+	// refused.
+	bc, err := client.Dial(nodes[3].addr, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.Close()
+	if _, err := bc.Create(ctx, "x", client.CreateOptions{Replicas: 1}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("create on a backup target: %v", err)
+	}
+	if _, err := c.Create(ctx, "x", client.CreateOptions{Replicas: 4}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("create with 4 replicas on 3 stream nodes: %v", err)
+	}
+
+	st, err := c.Create(ctx, "r", client.CreateOptions{Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Leader != "n1" || st.Replicas != 3 {
+		t.Fatalf("created %v", st)
+	}
+	const n = 300
+	var want [][]byte
+	app := c.NewAppender(ctx, "r")
+	var pend []*client.Pending
+	for i := range n {
+		p := []byte(fmt.Sprintf("entry %d %s", i, bytes.Repeat([]byte{'x'}, i%700)))
+		want = append(want, p)
+		pp, err := app.Append(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pend = append(pend, pp)
+	}
+	for i, pp := range pend {
+		if pos, err := pp.Wait(ctx); err != nil || pos != uint64(i) {
+			t.Fatalf("append %d: %d, %v", i, pos, err)
+		}
+	}
+	app.Close()
+
+	// The quorum holds every entry: at least one of the two followers
+	// reports all of them; all three copies do shortly after.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err = c.Status(ctx, "r")
+		if err != nil {
+			t.Fatal(err)
+		}
+		full := 0
+		for _, r := range st.ReplicaStatus {
+			if r.Persisted == n {
+				full++
+			}
+		}
+		if st.Committed != n {
+			t.Fatalf("committed %d after every append was answered, want %d", st.Committed, n)
+		}
+		if full == 3 && !st.UnderReplicated {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("copies did not catch up: %v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	names := map[string]bool{}
+	for _, r := range st.ReplicaStatus {
+		names[r.Member] = true
+		if r.Backup != (r.Member == "n4") {
+			t.Errorf("replica %v: backup flag", r)
+		}
+	}
+	if !names["n2"] || !names["n3"] || !names["n4"] {
+		t.Fatalf("replicas %v, want n2, n3 and the backup n4", st.ReplicaStatus)
+	}
+
+	// Each copy's file, read as a stream, holds the same entries.
+	for _, tn := range nodes[1:] {
+		path := filepath.Join(tn.srv.cfg.Dir, replicasDir, "r", streamFile)
+		rs, err := local.OpenReader(path, local.Options{})
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		it := rs.Iterator(0)
+		i := 0
+		for ; it.Next(); i++ {
+			if !bytes.Equal(it.Entry().Data, want[i]) {
+				t.Fatalf("%s: entry %d differs", path, i)
+			}
+		}
+		rs.Close()
+		if it.Err() != nil || i != n {
+			t.Fatalf("%s: %d entries, %v; want %d", path, i, it.Err(), n)
+		}
+	}
+
+	// Reads and tails from another node are served by the leader.
+	oc, err := client.Dial(nodes[2].addr, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oc.Close()
+	ents, _, err := oc.Read(ctx, "r", 0, n)
+	if err != nil || len(ents) != n || !bytes.Equal(ents[n-1].Data, want[n-1]) {
+		t.Fatalf("read via n3: %d entries, %v", len(ents), err)
+	}
+
+	if err := oc.Delete(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tn := range nodes[1:] {
+		if _, err := os.Stat(filepath.Join(tn.srv.cfg.Dir, replicasDir, "r")); !os.IsNotExist(err) {
+			t.Errorf("copy on %s after delete: %v", tn.srv.cfg.Name, err)
+		}
 	}
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/rpstream/rpstream/api"
 	"github.com/rpstream/rpstream/local"
+	"github.com/rpstream/rpstream/remote"
+	"github.com/rpstream/rpstream/replicate"
 )
 
 // MaxMessageSize is the largest gRPC message the server receives or sends:
@@ -49,6 +51,9 @@ type Server struct {
 	// services (leader lookups); nil after Shutdown.
 	peerMu sync.Mutex
 	peers  map[string]*grpc.ClientConn
+
+	hub     *remote.Hub   // serves copies on Config.PeerAddr; nil without
+	hubDone chan struct{} // closed when the hub's Serve returned
 }
 
 var _ api.StreamsServer = (*Server)(nil)
@@ -58,6 +63,9 @@ type stream struct {
 	name string
 	meta meta
 	ls   *local.Stream
+	// leader replicates the stream to its copies; nil for a stream of
+	// this node alone.
+	leader *replicate.Leader
 	prod *producers
 	// ctx ends when the stream is deleted or the server stops: tails
 	// watch it.
@@ -84,6 +92,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, store: st, replicas: reps, log: cfg.Logger, streams: make(map[string]*stream), peers: map[string]*grpc.ClientConn{}}
 	s.stopCtx, s.stopFunc = context.WithCancel(context.Background())
+	if cfg.PeerAddr != "" {
+		if err := s.startHub(); err != nil {
+			return nil, err
+		}
+	}
 	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize))
 	api.RegisterStreamsServer(s.grpc, s)
 	return s, nil
@@ -139,11 +152,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.streams = nil
 	s.mu.Unlock()
 	for _, st := range streams {
-		if cerr := st.ls.Close(); cerr != nil && err == nil {
+		if cerr := st.close(); cerr != nil && err == nil {
 			err = cerr
 		}
 	}
 	s.closePeers()
+	if herr := s.stopHub(); herr != nil && err == nil {
+		err = herr
+	}
 	s.log.Info("stopped", "streams_closed", len(streams))
 	return err
 }
@@ -180,11 +196,25 @@ func (s *Server) acquire(name string) (*stream, error) {
 		if err != nil {
 			return nil, err
 		}
+		if m.replicated() {
+			// A new incarnation of the leader: a new epoch, durable
+			// before any copy is written under it.
+			m.Epoch++
+			if err := s.store.writeMeta(name, m); err != nil {
+				return nil, err
+			}
+		}
 		ls, err := s.store.open(name, m)
 		if err != nil {
 			return nil, err
 		}
 		st = &stream{name: name, meta: m, ls: ls, prod: newProducers(s.cfg.IdempotenceWindow, s.cfg.MaxProducers)}
+		if m.replicated() {
+			if st.leader, err = s.startLeader(name, m, ls); err != nil {
+				ls.Close()
+				return nil, err
+			}
+		}
 		st.ctx, st.cancel = context.WithCancel(s.stopCtx)
 		s.streams[name] = st
 		s.log.Info("stream opened", "stream", name, "committed", ls.Committed())
@@ -197,6 +227,47 @@ func (s *Server) acquire(name string) (*stream, error) {
 }
 
 func (st *stream) release() { st.refs.Done() }
+
+// close stops replicating the stream and closes it.
+func (st *stream) close() error {
+	var err error
+	if st.leader != nil {
+		err = st.leader.Close()
+	}
+	if cerr := st.ls.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// start appends p without waiting for it to be durable.
+func (st *stream) start(p []byte) (uint64, error) {
+	if st.leader != nil {
+		return st.leader.Start(p)
+	}
+	return st.ls.AppendNoSync(p)
+}
+
+// waitDurable waits until entry pos is acknowledged: durable here and,
+// for a replicated stream, on the copies its policy needs.
+func (st *stream) waitDurable(ctx context.Context, pos uint64) error {
+	if err := st.ls.SyncContext(ctx, pos); err != nil {
+		return err
+	}
+	if st.leader != nil {
+		return st.leader.WaitCommitted(ctx, pos)
+	}
+	return nil
+}
+
+// committed is the end of what readers may see: the local commit point,
+// or the replicated one for a replicated stream.
+func (st *stream) committed() uint64 {
+	if st.leader != nil {
+		return st.leader.Committed()
+	}
+	return st.ls.Committed()
+}
 
 // statusOf maps an error to the gRPC status the client sees (see
 // api.proto for the meaning of each code).

@@ -83,6 +83,14 @@ func (s *Server) DeleteStream(ctx context.Context, req *api.DeleteStreamRequest)
 		return nil, statusOf(err)
 	}
 	defer s.leave()
+	if localOnly(ctx) && s.replicas.has(req.Stream) {
+		// The stream's leader deleting it: drop this node's copy.
+		if err := s.dropCopy(req.Stream); err != nil {
+			return nil, statusOf(err)
+		}
+		s.log.Info("copy deleted", "stream", req.Stream)
+		return &api.DeleteStreamResponse{}, nil
+	}
 	st, err := s.acquire(req.Stream)
 	if err != nil {
 		return nil, s.route(ctx, req.Stream, err)
@@ -98,7 +106,7 @@ func (s *Server) DeleteStream(ctx context.Context, req *api.DeleteStreamRequest)
 	st.cancel()
 	st.release()
 	st.refs.Wait()
-	err = st.ls.Close()
+	err = st.close()
 	if rerr := s.store.remove(req.Stream); err == nil {
 		err = rerr
 	}
@@ -111,6 +119,9 @@ func (s *Server) DeleteStream(ctx context.Context, req *api.DeleteStreamRequest)
 		return nil, statusOf(err)
 	}
 	s.log.Info("stream deleted", "stream", req.Stream)
+	if st.meta.replicated() && s.cfg.Cluster != nil {
+		s.deleteCopies(ctx, req.Stream, st.meta)
+	}
 	return &api.DeleteStreamResponse{}, nil
 }
 
@@ -145,7 +156,7 @@ func (s *Server) Append(ctx context.Context, req *api.AppendRequest) (*api.Appen
 	if err != nil {
 		return nil, statusOf(err)
 	}
-	if err := st.ls.Sync(pos); err != nil {
+	if err := st.waitDurable(ctx, pos); err != nil {
 		return nil, statusOf(err)
 	}
 	return &api.AppendResponse{Position: pos, Duplicate: dup}, nil
@@ -156,7 +167,7 @@ func (s *Server) Append(ctx context.Context, req *api.AppendRequest) (*api.Appen
 // durable (Sync) before answering, duplicates included.
 func (st *stream) appendNoSync(req *api.AppendRequest) (pos uint64, dup bool, err error) {
 	if req.ProducerId == "" {
-		pos, err = st.ls.AppendNoSync(req.Data)
+		pos, err = st.start(req.Data)
 		return pos, false, err
 	}
 	p := st.prod.lock(req.ProducerId)
@@ -164,7 +175,7 @@ func (st *stream) appendNoSync(req *api.AppendRequest) (pos uint64, dup bool, er
 	if pos, dup, err = p.lookup(req.Sequence); err != nil || dup {
 		return pos, dup, err
 	}
-	if pos, err = st.ls.AppendNoSync(req.Data); err != nil {
+	if pos, err = st.start(req.Data); err != nil {
 		return 0, false, err
 	}
 	p.record(req.Sequence, pos, st.prod.window)
@@ -190,9 +201,9 @@ func (s *Server) Read(ctx context.Context, req *api.ReadRequest) (*api.ReadRespo
 	if maxBytes == 0 || maxBytes > maxReadBytes {
 		maxBytes = maxReadBytes
 	}
-	resp := &api.ReadResponse{Committed: st.ls.Committed(), Head: st.ls.Head()}
+	resp := &api.ReadResponse{Committed: st.committed(), Head: st.ls.Head()}
 	it := st.ls.Iterator(req.From)
-	resp.Entries, err = readBatch(it, maxEntries, maxBytes)
+	resp.Entries, err = readBatch(it, resp.Committed, maxEntries, maxBytes)
 	if err != nil {
 		return nil, statusOf(err)
 	}
@@ -200,12 +211,13 @@ func (s *Server) Read(ctx context.Context, req *api.ReadRequest) (*api.ReadRespo
 	return resp, nil
 }
 
-// readBatch reads up to maxEntries committed entries and about maxBytes
-// payload bytes (the first entry whatever its size) from it.
-func readBatch(it *local.Iterator, maxEntries, maxBytes int) ([]*api.Entry, error) {
+// readBatch reads up to maxEntries committed entries before index limit
+// and about maxBytes payload bytes (the first entry whatever its size)
+// from it.
+func readBatch(it *local.Iterator, limit uint64, maxEntries, maxBytes int) ([]*api.Entry, error) {
 	var out []*api.Entry
 	size := 0
-	for len(out) < maxEntries && it.Next() {
+	for len(out) < maxEntries && it.Pos() < limit && it.Next() {
 		e := it.Entry()
 		out = append(out, &api.Entry{Position: e.Index, Data: append([]byte(nil), e.Data...)})
 		size += len(e.Data) + 16
@@ -232,11 +244,11 @@ func (s *Server) Tail(req *api.TailRequest, call api.Streams_TailServer) error {
 	defer context.AfterFunc(st.ctx, cancel)()
 	from := req.From
 	if req.FromEnd {
-		from = st.ls.Committed()
+		from = st.committed()
 	}
 	it := st.ls.Iterator(from)
 	for {
-		batch, err := readBatch(it, maxReadEntries, maxReadBytes)
+		batch, err := readBatch(it, st.committed(), maxReadEntries, maxReadBytes)
 		if err != nil {
 			return statusOf(err)
 		}
@@ -246,7 +258,13 @@ func (s *Server) Tail(req *api.TailRequest, call api.Streams_TailServer) error {
 			}
 			continue
 		}
-		if err := it.Wait(ctx); err != nil {
+		if st.leader != nil {
+			// Entries are shown once the policy's copies hold them.
+			err = st.leader.WaitCommitted(ctx, it.Pos())
+		} else {
+			err = it.Wait(ctx)
+		}
+		if err != nil {
 			if st.ctx.Err() != nil {
 				if s.stopCtx.Err() != nil {
 					return statusOf(ErrClosing)
@@ -291,9 +309,23 @@ func (s *Server) statusOfStream(st *stream) *api.StreamStatusResponse {
 		Acks:            ackPolicy(st.meta.Acks),
 		RegionSize:      uint64(st.ls.RegionSize()),
 		Head:            st.ls.Head(),
-		Committed:       st.ls.Committed(),
+		Committed:       st.committed(),
 		Persisted:       st.ls.Persisted(),
 		UnderReplicated: st.meta.Replicas > 1,
+	}
+	if st.leader != nil {
+		appended := st.ls.Committed()
+		rs := st.leader.Status()
+		r.UnderReplicated = rs.UnderReplicated || rs.QuorumLost || rs.Fenced || len(st.meta.Followers)+1 < int(st.meta.Replicas)
+		for _, p := range st.leader.Progress() {
+			lag := uint64(0)
+			if appended > p.AckedIdx {
+				lag = appended - p.AckedIdx
+			}
+			r.ReplicaStatus = append(r.ReplicaStatus, &api.ReplicaStatus{
+				Member: string(p.ID), Persisted: p.AckedIdx, Lag: lag, Backup: string(p.ID) == st.meta.Backup,
+			})
+		}
 	}
 	for _, ri := range st.ls.Regions() {
 		r.Regions = append(r.Regions, &api.Region{Seq: ri.Seq, First: ri.First, Count: ri.Count, Used: uint64(ri.Used), Sealed: ri.Sealed})

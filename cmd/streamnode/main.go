@@ -33,6 +33,9 @@ import (
 
 	"github.com/rpstream/rpstream/cluster"
 	"github.com/rpstream/rpstream/node"
+	"github.com/rpstream/rpstream/rdma"
+	"github.com/rpstream/rpstream/rdma/tcp"
+	"github.com/rpstream/rpstream/rdma/verbs"
 )
 
 func main() {
@@ -65,10 +68,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		log.Warn("no --secret: using the built-in development secret; anyone who knows it can join this cluster and write replicas")
 	}
 
+	provider, why := chooseProvider(cfg.RDMA)
+	log.Info("rdma provider", "provider", provider.Name(), "why", why)
+
 	ncfg := node.DefaultConfig(cfg.Data)
 	ncfg.Name = cfg.Name
 	ncfg.RegionSize = cfg.RegionSize
 	ncfg.Logger = log
+	ncfg.PeerAddr = cfg.PeerAddr
+	ncfg.Provider = provider
+	ncfg.RDMA = rdma.DefaultConfig()
+	ncfg.RDMA.Secret = secret
+	ncfg.Backup = cfg.Role == "backup"
 	srv, err := node.New(ncfg)
 	if err != nil {
 		log.Error("cannot open the data directory", "err", err)
@@ -87,13 +98,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	ccfg.Join = cfg.Join
 	ccfg.Role = role
 	ccfg.ClientAddr = lis.Addr().String()
-	ccfg.PeerAddr = cfg.PeerAddr
+	ccfg.PeerAddr = srv.PeerAddr()
 	ccfg.Capacity = max(1, freeBytes(cfg.Data))
 	key := sha256.Sum256(append([]byte("rpstream gossip key\x00"), secret...))
 	ccfg.SecretKey = key[:]
 	ccfg.Logger = log.With("component", "cluster")
 	ccfg.OnChange = func(ev cluster.Event) {
 		log.Info("member "+ev.Kind.String(), "member", ev.Member.Name, "state", ev.Member.State.String(), "role", ev.Member.Role.String())
+		srv.MemberChanged(ev)
 	}
 	members, err := cluster.New(ccfg)
 	if err != nil {
@@ -144,6 +156,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	log.Info("stopped cleanly")
 	return 0
+}
+
+// chooseProvider is the rdma provider --rdma names; auto takes verbs when
+// an RDMA device is usable here, else tcp, and says why.
+func chooseProvider(name string) (rdma.Provider, string) {
+	switch name {
+	case "tcp":
+		return tcp.Provider{}, "--rdma tcp"
+	case "verbs":
+		return verbs.Provider{}, "--rdma verbs"
+	}
+	if err := verbs.Check(); err != nil {
+		return tcp.Provider{}, "auto: " + err.Error()
+	}
+	return verbs.Provider{}, "auto: an RDMA device is present"
 }
 
 // devSecret is the cluster secret when none is configured: fine on one

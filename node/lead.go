@@ -1,0 +1,112 @@
+package node
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/rpstream/rpstream/cluster"
+	"github.com/rpstream/rpstream/local"
+	"github.com/rpstream/rpstream/remote"
+	"github.com/rpstream/rpstream/remote/remotepb"
+	"github.com/rpstream/rpstream/replicate"
+	"github.com/rpstream/rpstream/replicate/quorum"
+)
+
+// A replicated stream (meta.Followers or meta.Backup set) is led by the
+// node that created it. Each time it opens the stream it takes the next
+// epoch, durably in meta.json, before any replica is written, so that the
+// copies' targets refuse every writer of an older incarnation; it then
+// starts a replicate.Leader, which writes each committed entry into every
+// copy over rdma, and appends are answered once the policy's copies hold
+// them durably.
+
+// policy is meta.Acks as a quorum policy.
+func policy(acks string) quorum.Policy {
+	switch acks {
+	case "leader":
+		return quorum.LeaderOnly
+	case "all":
+		return quorum.All
+	}
+	return quorum.Majority
+}
+
+// peerAddrOf is member name's peer address: from the membership if it is
+// known there, else the one recorded at creation.
+func (s *Server) peerAddrOf(name string, m meta) string {
+	if s.cfg.Cluster != nil {
+		for _, mb := range s.cfg.Cluster.Members() {
+			if mb.Name == name && mb.PeerAddr != "" {
+				return mb.PeerAddr
+			}
+		}
+	}
+	return m.Peers[name]
+}
+
+// startLeader starts replicating stream name, open as ls under m.Epoch.
+func (s *Server) startLeader(name string, m meta, ls *local.Stream) (*replicate.Leader, error) {
+	if s.cfg.Provider == nil {
+		return nil, fmt.Errorf("node: stream %s has copies on other members but this node has no rdma provider (Config.PeerAddr)", name)
+	}
+	var reps []replicate.ReplicaAddr
+	for _, f := range m.Followers {
+		reps = append(reps, replicate.ReplicaAddr{ID: replicate.ID(f), Addr: s.peerAddrOf(f, m)})
+	}
+	if m.Backup != "" {
+		reps = append(reps, replicate.ReplicaAddr{ID: replicate.ID(m.Backup), Addr: s.peerAddrOf(m.Backup, m), Backup: true})
+	}
+	regionSize, streamID := uint64(ls.RegionSize()), ls.StreamID()
+	cfg := replicate.LeaderConfig{
+		Stream:     ls,
+		Writer:     s.cfg.Name,
+		Epoch:      m.Epoch,
+		Replicator: replicate.Config{Policy: policy(m.Acks)},
+		Provider:   s.cfg.Provider,
+		RDMA:       s.cfg.RDMA,
+		Replicas:   reps,
+		OnConnect: func(ctx context.Context, id replicate.ID, c *remote.Client) error {
+			_, err := c.Open(ctx, &remotepb.OpenRequest{Stream: name, RegionSize: regionSize, StreamId: streamID, Create: true, Leader: s.cfg.Name})
+			return err
+		},
+		ConnectPos: func(ctx context.Context, id replicate.ID, c *remote.Client, epoch uint64, end replicate.Pos, index uint64) (replicate.Pos, error) {
+			r, err := c.Tail(ctx, &remotepb.TailRequest{Epoch: epoch, LeaderSeq: end.Seq, LeaderOff: uint64(end.Off), LeaderIndex: &index})
+			if err != nil {
+				return replicate.Pos{}, err
+			}
+			return replicate.Pos{Seq: r.Seq, Off: int(r.Off)}, nil
+		},
+		Logger: s.cfg.Logger.With("stream", name),
+	}
+	// Not stopCtx: appends in flight at Shutdown drain before Close.
+	return replicate.StartLeader(context.Background(), cfg)
+}
+
+// MemberChanged tells the node of a membership event: a member holding
+// copies that comes back is reconnected at once by the leaders writing
+// to it. Call it from cluster.Config.OnChange.
+func (s *Server) MemberChanged(ev cluster.Event) {
+	if ev.Kind != cluster.EventJoin {
+		return
+	}
+	s.mu.Lock()
+	var leaders []*replicate.Leader
+	for _, st := range s.streams {
+		if st.leader != nil && (st.meta.Backup == ev.Member.Name || contains(st.meta.Followers, ev.Member.Name)) {
+			leaders = append(leaders, st.leader)
+		}
+	}
+	s.mu.Unlock()
+	for _, l := range leaders {
+		l.Restarted(replicate.ID(ev.Member.Name))
+	}
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}

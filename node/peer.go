@@ -1,0 +1,91 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/rpstream/rpstream/remote"
+	"github.com/rpstream/rpstream/remote/remotepb"
+)
+
+// startHub serves the copies this node holds for other leaders on
+// cfg.PeerAddr (remote.Hub): a leader's first connection for a stream
+// creates its copy under DATA/replicas, and grants are authorised against
+// the copy's leader and highest epoch.
+func (s *Server) startHub() error {
+	rc := s.cfg.RDMA
+	// The Target persists (msync, or a fence on pmem) before it answers a
+	// persistence flush, so such a flush does reach this node's
+	// persistence domain.
+	rc.DirectWriteToPmem = true
+	hub, err := remote.NewHub(s.stopCtx, remote.HubConfig{
+		Provider:  s.cfg.Provider,
+		RDMA:      rc,
+		Addr:      s.cfg.PeerAddr,
+		Open:      s.openCopy,
+		Authorize: s.replicas.authorize,
+	})
+	if err != nil {
+		return fmt.Errorf("node: peer address %s: %w", s.cfg.PeerAddr, err)
+	}
+	s.hub = hub
+	s.hubDone = make(chan struct{})
+	go func() {
+		defer close(s.hubDone)
+		if err := hub.Serve(s.stopCtx); err != nil {
+			s.log.Warn("peer service stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// openCopy is the Hub's Open: the copy of req's stream, made on a leader's
+// first connection when it asks to create it.
+func (s *Server) openCopy(req *remotepb.OpenRequest) (remote.RegionStore, error) {
+	if req.Leader == "" || req.Leader == s.cfg.Name {
+		return nil, fmt.Errorf("%w: writer %q cannot keep a copy of its own stream here", remote.ErrMismatch, req.Leader)
+	}
+	if _, err := s.store.readMeta(req.Stream); err == nil {
+		return nil, fmt.Errorf("%w: %s leads stream %s itself", remote.ErrMismatch, s.cfg.Name, req.Stream)
+	}
+	fs, err := s.replicas.openStore(req.Stream, req.Leader, int(req.RegionSize), req.Create)
+	switch {
+	case err == nil:
+		s.log.Info("serving a copy", "stream", req.Stream, "leader", req.Leader)
+		return fs, nil
+	case errors.Is(err, ErrNoStream):
+		return nil, fmt.Errorf("%w: %v", remote.ErrNoStream, err)
+	case errors.Is(err, ErrWrongLeader), errors.Is(err, errBadArg), errors.Is(err, ErrBadName):
+		return nil, fmt.Errorf("%w: %v", remote.ErrMismatch, err)
+	}
+	return nil, err
+}
+
+// dropCopy deletes the copy of stream this node holds for its leader.
+func (s *Server) dropCopy(stream string) error {
+	if s.hub != nil {
+		if err := s.hub.Drop(stream); err != nil && !errors.Is(err, remote.ErrNoStream) {
+			return err
+		}
+	}
+	return s.replicas.remove(stream)
+}
+
+// PeerAddr is where leaders reach this node's copies ("" without
+// Config.PeerAddr).
+func (s *Server) PeerAddr() string {
+	if s.hub == nil {
+		return ""
+	}
+	return s.hub.Addr()
+}
+
+// stopHub closes the peer service and every copy it serves.
+func (s *Server) stopHub() error {
+	if s.hub == nil {
+		return nil
+	}
+	err := s.hub.Close()
+	<-s.hubDone
+	return err
+}
