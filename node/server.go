@@ -30,8 +30,8 @@ type Server struct {
 	cfg      Config
 	store    *store
 	replicas *replicas // copies of streams other members lead
-	grpc  *grpc.Server
-	log   interface {
+	grpc     *grpc.Server
+	log      interface {
 		Info(string, ...any)
 		Warn(string, ...any)
 	}
@@ -66,7 +66,7 @@ type stream struct {
 	// leader replicates the stream to its copies; nil for a stream of
 	// this node alone.
 	leader *replicate.Leader
-	prod *producers
+	prod   *producers
 	// ctx ends when the stream is deleted or the server stops: tails
 	// watch it.
 	ctx    context.Context
