@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/rpstream/rpstream/local"
 	"github.com/rpstream/rpstream/rdma"
@@ -44,6 +45,12 @@ type Config struct {
 	PeerAddr string
 	Provider rdma.Provider
 	RDMA     rdma.Config
+	// QuorumWait is how long an append to a replicated stream waits while
+	// too few copies are reachable for its policy before it fails with
+	// Unavailable (the entry stays stored here; a retry with the same
+	// producer sequence number is answered with its position once
+	// acknowledged). Zero means 5s.
+	QuorumWait time.Duration
 	// Backup makes this node a backup target: it holds copies of streams
 	// other members lead, and leads none.
 	Backup bool
@@ -99,6 +106,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxProducers == 0 {
 		c.MaxProducers = 4096
+	}
+	if c.QuorumWait == 0 {
+		c.QuorumWait = 5 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -1,22 +1,53 @@
-// Package node serves the client service of api/ (gRPC) over the local
-// streams kept in one data directory. It is the single-node slice of a
-// stream node: every stream is led by this node at epoch 1, and the
-// replication factor and acknowledgement policy given at creation are
-// stored and reported but not yet acted on (StreamStatus says such a
-// stream is under-replicated); replicate/ and cluster/ come later.
+// Package node serves the client service of api/ (gRPC) over the streams
+// of one data directory, as one member of a cluster (Config.Cluster, a
+// memberlist membership from cluster/) or alone.
+//
+// # Streams in a cluster
+//
+// The node a stream is created on leads it. With more than one replica,
+// CreateStream places the other replicas on live stream nodes
+// (cluster.Place: weighted rendezvous hashing) and an extra copy on a
+// live backup target if there is one (cluster.PlaceBackup); it fails with
+// FailedPrecondition when too few stream nodes are alive. Each time the
+// leader opens such a stream it takes the next epoch, durably in meta.json,
+// and starts a replicate.Leader: every committed entry is written into each
+// copy over rdma (Config.Provider) and an append is answered once the
+// acknowledgement policy's copies hold it durably. Reads and tails see an
+// entry from then on, never before. A member holding copies that rejoins is
+// reconnected at once (MemberChanged).
+//
+// Every node serves the copies it holds on Config.PeerAddr (remote.Hub): a
+// leader's first connection for a stream creates its copy; a grant is
+// authorised only for the leader the copy was made for, at an epoch no
+// older than the highest granted before, which is recorded durably first,
+// so a leader's older incarnation is refused by every copy.
+//
+// A call about a stream this node does not lead is answered with
+// FailedPrecondition carrying api.NotLeader (the leader's name, client
+// address and epoch), found by asking the other members (with the
+// local-only metadata flag, so that lookups never loop); the client
+// package follows it. ListStreams lists the streams every member leads.
+// Reads are served by the leader only: reading a copy up to its commit
+// words is not built yet. Automatic failover of a dead leader is not built
+// yet either: its streams are unavailable until it comes back.
 //
 // # Data directory
 //
 //	DIR/streams/NAME/meta.json     what CreateStream was given (JSON below)
 //	DIR/streams/NAME/data.stream   the local/ stream file
 //	DIR/streams/.NAME.*            a stream being created or deleted
+//	DIR/replicas/NAME/meta.json    a copy held for another leader: {"leader","region_size","epoch"}
+//	DIR/replicas/NAME/data.stream  that copy, in local/'s format, written over rdma
 //
 // A stream is created in a hidden directory which is renamed to NAME once
 // both files are durable, and deleted by renaming it back to a hidden name
 // before removing it, so a crash never leaves a half-made NAME; New
-// removes hidden leftovers. meta.json never changes after creation:
+// removes hidden leftovers. meta.json is replaced atomically (write,
+// fsync, rename, fsync of the directory) when a replicated stream's epoch
+// is bumped:
 //
-//	{"replicas":1,"acks":"quorum","region_size":4194304,"epoch":1,"created":"RFC 3339"}
+//	{"replicas":3,"acks":"quorum","region_size":4194304,"epoch":2,"created":"RFC 3339",
+//	 "followers":["n1","n3"],"backup":"b1","peers":{"n1":"10.0.0.1:7421",...}}
 //
 // # Streams in memory
 //

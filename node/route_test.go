@@ -41,6 +41,7 @@ func startClusterNodes(t *testing.T, n, backups int) []*testNode {
 		cfg.Provider = tcp.Provider{}
 		cfg.RDMA = rdma.LoopbackConfig("node tests' cluster secret")
 		cfg.Backup = i >= n-backups
+		cfg.QuorumWait = 300 * time.Millisecond
 		srv, err := New(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -329,5 +330,43 @@ func TestReplicatedStream(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(tn.srv.cfg.Dir, replicasDir, "r")); !os.IsNotExist(err) {
 			t.Errorf("copy on %s after delete: %v", tn.srv.cfg.Name, err)
 		}
+	}
+}
+
+// TestQuorumLost: with both followers of a quorum stream gone, an append
+// fails with Unavailable after QuorumWait (the entry is kept: a retry with
+// the same sequence number is the same entry), and the status says the
+// stream is under-replicated.
+func TestQuorumLost(t *testing.T) {
+	ctx := testCtx(t)
+	nodes := startClusterNodes(t, 3, 0)
+	c, err := client.Dial(nodes[0].addr, client.Options{MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Create(ctx, "q", client.CreateOptions{Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if pos, err := c.Append(ctx, "q", []byte("a")); err != nil || pos != 0 {
+		t.Fatalf("append: %d, %v", pos, err)
+	}
+	nodes[1].stop(t)
+	nodes[2].stop(t)
+	req := &api.AppendRequest{Stream: "q", Data: []byte("b"), ProducerId: "p", Sequence: 1}
+	if _, err := c.API().Append(ctx, req); status.Code(err) != codes.Unavailable {
+		t.Fatalf("append without a quorum: %v, want Unavailable", err)
+	}
+	st, err := c.Status(ctx, "q")
+	if err != nil || !st.UnderReplicated || st.Committed != 1 {
+		t.Fatalf("status without a quorum: %v, %v", st, err)
+	}
+	r, err := c.API().Append(ctx, req)
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("retry without a quorum: %v, %v", r, err)
+	}
+	// The retry was not stored again: the leader holds "a" and one "b".
+	if st, err := c.Status(ctx, "q"); err != nil || st.Persisted != 2 {
+		t.Fatalf("after a retry: persisted %d, %v; want 2", st.GetPersisted(), err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -64,8 +65,9 @@ type stream struct {
 	meta meta
 	ls   *local.Stream
 	// leader replicates the stream to its copies; nil for a stream of
-	// this node alone.
-	leader *replicate.Leader
+	// this node alone. quorumWait is Config.QuorumWait.
+	leader     *replicate.Leader
+	quorumWait time.Duration
 	prod   *producers
 	// ctx ends when the stream is deleted or the server stops: tails
 	// watch it.
@@ -208,7 +210,7 @@ func (s *Server) acquire(name string) (*stream, error) {
 		if err != nil {
 			return nil, err
 		}
-		st = &stream{name: name, meta: m, ls: ls, prod: newProducers(s.cfg.IdempotenceWindow, s.cfg.MaxProducers)}
+		st = &stream{name: name, meta: m, ls: ls, prod: newProducers(s.cfg.IdempotenceWindow, s.cfg.MaxProducers), quorumWait: s.cfg.QuorumWait}
 		if m.replicated() {
 			if st.leader, err = s.startLeader(name, m, ls); err != nil {
 				ls.Close()
@@ -254,11 +256,26 @@ func (st *stream) waitDurable(ctx context.Context, pos uint64) error {
 	if err := st.ls.SyncContext(ctx, pos); err != nil {
 		return err
 	}
-	if st.leader != nil {
-		return st.leader.WaitCommitted(ctx, pos)
+	if st.leader == nil {
+		return nil
 	}
-	return nil
+	for {
+		wctx, cancel := context.WithTimeout(ctx, st.quorumWait)
+		err := st.leader.WaitCommitted(wctx, pos)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		if rs := st.leader.Status(); rs.QuorumLost {
+			return fmt.Errorf("%w: entry %d of %s is stored here but not on enough copies for its policy yet", errQuorumLost, pos, st.name)
+		}
+	}
 }
+
+// errQuorumLost says too few copies of a stream are reachable for its
+// acknowledgement policy (Unavailable: a retry with the same producer
+// sequence number gets the entry's position once it is acknowledged).
+var errQuorumLost = errors.New("node: quorum lost")
 
 // committed is the end of what readers may see: the local commit point,
 // or the replicated one for a replicated stream.
@@ -286,11 +303,11 @@ func statusOf(err error) error {
 		code = codes.AlreadyExists
 	case errors.Is(err, ErrBadName), errors.Is(err, errBadArg):
 		code = codes.InvalidArgument
-	case errors.Is(err, ErrClosing), errors.Is(err, local.ErrClosed):
+	case errors.Is(err, ErrClosing), errors.Is(err, local.ErrClosed), errors.Is(err, errQuorumLost), errors.Is(err, replicate.ErrClosed):
 		code = codes.Unavailable
 	case errors.Is(err, local.ErrTooLarge), errors.Is(err, local.ErrNoSpace), errors.Is(err, local.ErrTooManyReservations):
 		code = codes.ResourceExhausted
-	case errors.Is(err, local.ErrTrimmed), errors.Is(err, errSeqTooOld), errors.Is(err, errPlacement):
+	case errors.Is(err, local.ErrTrimmed), errors.Is(err, errSeqTooOld), errors.Is(err, errPlacement), errors.Is(err, replicate.ErrFenced):
 		code = codes.FailedPrecondition
 	case errors.Is(err, local.ErrCorrupt):
 		code = codes.DataLoss
