@@ -282,6 +282,17 @@ func (c *invocation) remoteLs(ctx context.Context, name string) error {
 			fmt.Fprint(tw, " (under-replicated)")
 		}
 		fmt.Fprintf(tw, "\nhead\t%d\nnext\t%d\npersisted\t%d\nregion size\t%s\n\n", st.Head, st.Committed, st.Persisted, formatSize(int64(st.RegionSize)))
+		if len(st.ReplicaStatus) > 0 {
+			fmt.Fprintln(tw, "COPY\tKIND\tDURABLE\tLAG")
+			for _, r := range st.ReplicaStatus {
+				kind := "replica"
+				if r.Backup {
+					kind = "backup"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", r.Member, kind, r.Persisted, r.Lag)
+			}
+			fmt.Fprintln(tw)
+		}
 		fmt.Fprintln(tw, "SEQ\tFIRST\tENTRIES\tUSED\tSEALED")
 		for _, r := range st.Regions {
 			fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%v\n", r.Seq, r.First, r.Count, formatSize(int64(r.Used)), r.Sealed)
