@@ -54,7 +54,7 @@ COMPOSE_PROJECT ?= rpstream
 COMPOSE        ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 images: deps
-	@mkdir -p $(BIN)/static
+	@mkdir -p $(BIN)/static/data
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/static/ ./cmd/streamnode ./cmd/streamcli
 	docker build -f deploy/Dockerfile -t $(IMAGE) $(BIN)/static
 

@@ -145,6 +145,10 @@ func buildComposeImage(t *testing.T, root, tag string) string {
 	if err != nil {
 		t.Fatalf("no go command to build the image's binaries: %v", err)
 	}
+	// The Dockerfile's context: the binaries and an empty data directory.
+	if err := os.Mkdir(filepath.Join(dir, "data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	env := append(os.Environ(), "CGO_ENABLED=0")
 	if _, err := dockerRun(context.Background(), 5*time.Minute, env, gobin, "-C", root, "build", "-trimpath", "-ldflags=-s -w", "-o", dir+"/", "./cmd/streamnode", "./cmd/streamcli"); err != nil {
 		t.Fatalf("static build: %v", err)
