@@ -14,13 +14,15 @@ import (
 
 // TestDockerCompose runs docker-compose.yml for real: three nodes and a
 // backup in containers built FROM scratch, a stream with 3 replicas and
-// quorum acks created through n1, concurrent appenders on n1's published
-// port while n3 is cut off its network for a few seconds and the backup is
-// stopped (SIGTERM) and started again. Afterwards every acknowledged entry
-// is where its acknowledgement said, a read from position 0 sees every
-// entry once and each appender's entries in the order it made them, and
-// streamcli status still answers. Skipped where docker, its daemon or a
-// compose command is missing.
+// quorum acks created through n1, concurrent appenders on its leader's
+// published port (n1's while streamnode is single-node) while a node that
+// does not lead it (n3, else n2) is cut off its network for a few seconds
+// and the backup is stopped (SIGTERM: it must drain and exit 0) and
+// started again. Afterwards every acknowledged entry is where its
+// acknowledgement said, a read from position 0 sees every entry once and
+// each appender's entries in the order it made them, every node answers,
+// and streamcli status still does. Skipped where docker, its daemon or a
+// compose command is missing, and in -short mode.
 func TestDockerCompose(t *testing.T) {
 	compose := dockerOrSkip(t)
 	root := repoRoot(t)
@@ -41,6 +43,14 @@ func TestDockerCompose(t *testing.T) {
 		t.Fatalf("create: %v", err)
 	}
 	t.Logf("%s", strings.TrimSpace(out))
+	// Append to and read from the stream's leader (n1 while streamnode is
+	// single-node); cut off a node that does not lead it, n3 if it can.
+	leader := streamLeader(t, c.addr("n1"), stream)
+	cut := "n3"
+	if leader == cut {
+		cut = "n2"
+	}
+	t.Logf("leader %s, cutting off %s", leader, cut)
 
 	// Appenders: each writes unique payloads "w<writer>-<seq>" in order,
 	// one at a time, until stop, maxPerWriter or a minute.
@@ -55,7 +65,7 @@ func TestDockerCompose(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := range writers {
-		cl, err := client.Dial(c.addr("n1"), client.Options{MaxAttempts: 20})
+		cl, err := client.Dial(c.addr(leader), client.Options{MaxAttempts: 20})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -85,18 +95,18 @@ func TestDockerCompose(t *testing.T) {
 	t.Cleanup(stopAppenders)
 
 	time.Sleep(time.Second)
-	// Cut n3 (not the stream's leader) off the network for a few seconds;
-	// it comes back with the same address.
-	netName, n3 := c.network("n3"), c.container("n3")
-	if _, err := dockerRun(context.Background(), time.Minute, c.env, "docker", "network", "disconnect", netName, n3); err != nil {
-		t.Fatalf("disconnect n3: %v", err)
+	// Cut a node that does not lead the stream off the network for a few
+	// seconds; it comes back with the same address.
+	netName, cutID := c.network(cut), c.container(cut)
+	if _, err := dockerRun(context.Background(), time.Minute, c.env, "docker", "network", "disconnect", netName, cutID); err != nil {
+		t.Fatalf("disconnect %s: %v", cut, err)
 	}
-	t.Logf("n3 disconnected from %s", netName)
+	t.Logf("%s disconnected from %s", cut, netName)
 	time.Sleep(3 * time.Second)
-	if _, err := dockerRun(context.Background(), time.Minute, c.env, "docker", "network", "connect", "--ip", c.ip("n3"), "--alias", "n3", netName, n3); err != nil {
-		t.Fatalf("reconnect n3: %v", err)
+	if _, err := dockerRun(context.Background(), time.Minute, c.env, "docker", "network", "connect", "--ip", c.ip(cut), "--alias", cut, netName, cutID); err != nil {
+		t.Fatalf("reconnect %s: %v", cut, err)
 	}
-	t.Logf("n3 reconnected")
+	t.Logf("%s reconnected", cut)
 	// Stop the backup (SIGTERM: it drains) and start it again.
 	if _, err := c.run(time.Minute, "stop", "-t", "15", "backup"); err != nil {
 		t.Fatalf("stop backup: %v", err)
@@ -127,7 +137,11 @@ func TestDockerCompose(t *testing.T) {
 	}
 
 	// Read everything from position 0.
-	cl, err := client.Dial(c.addr("n1"), client.Options{})
+	if now := streamLeader(t, c.addr(leader), stream); now != leader {
+		t.Logf("the stream's leader moved from %s to %s", leader, now)
+		leader = now
+	}
+	cl, err := client.Dial(c.addr(leader), client.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +198,7 @@ func TestDockerCompose(t *testing.T) {
 	}
 	t.Logf("read %d entries from 0: every acknowledged one once, in order", next)
 
-	out, err = dockerRun(context.Background(), 30*time.Second, c.env, streamcli, "--node", c.addr("n1"), "status", stream)
+	out, err = dockerRun(context.Background(), 30*time.Second, c.env, streamcli, "--node", c.addr(leader), "status", stream)
 	if err != nil {
 		t.Fatalf("status: %v", err)
 	}
@@ -196,6 +210,30 @@ func TestDockerCompose(t *testing.T) {
 		t.Fatalf("streamcli members in n2: %v", err)
 	}
 	t.Logf("streamcli members in n2:\n%s", out)
+}
+
+// streamLeader is the name of the service leading stream, as the node at
+// addr reports it.
+func streamLeader(t *testing.T, addr, stream string) string {
+	t.Helper()
+	cl, err := client.Dial(addr, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := cl.Status(ctx, stream)
+	if err != nil {
+		t.Fatalf("status of %s at %s: %v", stream, addr, err)
+	}
+	for _, s := range composeServices {
+		if s.name == st.Leader && s.name != "backup" {
+			return s.name
+		}
+	}
+	t.Fatalf("status of %s names leader %q, not one of n1, n2, n3", stream, st.Leader)
+	return ""
 }
 
 // waitAnswers waits, at most limit, until the node at addr answers a
