@@ -208,12 +208,13 @@ func startCompose(t *testing.T, compose []string, root, image string) *composeCl
 		c.ports[s.name] = ports[i]
 	}
 	t.Cleanup(c.down)
+	secret := "it-" + randomHex(t, 16) // the members' shared secret
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		b := make([]byte, 1)
 		rand.Read(b)
 		c.net = "10.213." + strconv.Itoa(100+int(b[0])%150)
-		c.env = append(os.Environ(), "RPSTREAM_IMAGE="+image, "RPSTREAM_NET="+c.net)
+		c.env = append(os.Environ(), "RPSTREAM_IMAGE="+image, "RPSTREAM_NET="+c.net, "RPSTREAM_SECRET="+secret)
 		for _, s := range composeServices {
 			c.env = append(c.env, s.portVar+"="+strconv.Itoa(c.ports[s.name]))
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rpstream/rpstream/api"
 	"github.com/rpstream/rpstream/client"
 )
 
@@ -20,8 +21,8 @@ import (
 // and the backup is stopped (SIGTERM: it must drain and exit 0) and
 // started again. Afterwards every acknowledged entry is where its
 // acknowledgement said, a read from position 0 sees every entry once and
-// each appender's entries in the order it made them, every node answers,
-// and streamcli status still does. Skipped where docker, its daemon or a
+// each appender's entries in the order it made them, every node lists
+// every member alive again, and streamcli status still answers. Skipped where docker, its daemon or a
 // compose command is missing, and in -short mode.
 func TestDockerCompose(t *testing.T) {
 	compose := dockerOrSkip(t)
@@ -34,7 +35,7 @@ func TestDockerCompose(t *testing.T) {
 	t.Logf("project %s, network %s.0/24, ports %v, compose command %q", c.project, c.net, c.ports, compose)
 
 	for _, s := range composeServices {
-		waitAnswers(t, c.addr(s.name), 60*time.Second)
+		waitMembers(t, c.addr(s.name), 60*time.Second)
 	}
 
 	const stream = "it"
@@ -133,7 +134,7 @@ func TestDockerCompose(t *testing.T) {
 		t.Fatalf("only %d appends acknowledged", total)
 	}
 	for _, s := range composeServices {
-		waitAnswers(t, c.addr(s.name), 60*time.Second)
+		waitMembers(t, c.addr(s.name), 60*time.Second)
 	}
 
 	// Read everything from position 0.
@@ -236,9 +237,9 @@ func streamLeader(t *testing.T, addr, stream string) string {
 	return ""
 }
 
-// waitAnswers waits, at most limit, until the node at addr answers a
-// Members call.
-func waitAnswers(t *testing.T, addr string, limit time.Duration) {
+// waitMembers waits, at most limit, until the node at addr answers a
+// Members call listing every service of the compose file alive.
+func waitMembers(t *testing.T, addr string, limit time.Duration) {
 	t.Helper()
 	cl, err := client.Dial(addr, client.Options{MaxAttempts: 1})
 	if err != nil {
@@ -248,13 +249,25 @@ func waitAnswers(t *testing.T, addr string, limit time.Duration) {
 	deadline := time.Now().Add(limit)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := cl.Members(ctx)
+		ms, err := cl.Members(ctx)
 		cancel()
 		if err == nil {
-			return
+			alive := map[string]bool{}
+			for _, m := range ms {
+				alive[m.Name] = m.State == api.MemberState_MEMBER_STATE_ALIVE
+			}
+			for _, s := range composeServices {
+				if !alive[s.name] {
+					err = fmt.Errorf("%s is not listed alive: %v", s.name, ms)
+					break
+				}
+			}
+			if err == nil {
+				return
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("node at %s did not answer within %v: %v", addr, limit, err)
+			t.Fatalf("node at %s: not every member alive within %v: %v", addr, limit, err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
