@@ -104,6 +104,7 @@ func TestDockerCompose(t *testing.T) {
 	}
 	t.Logf("%s disconnected from %s", cut, netName)
 	time.Sleep(3 * time.Second)
+	t.Logf("%s's view with %s cut off: %s", leader, cut, memberStates(c.addr(leader)))
 	if _, err := dockerRun(context.Background(), time.Minute, c.env, "docker", "network", "connect", "--ip", c.ip(cut), "--alias", cut, netName, cutID); err != nil {
 		t.Fatalf("reconnect %s: %v", cut, err)
 	}
@@ -235,6 +236,26 @@ func streamLeader(t *testing.T, addr, stream string) string {
 	}
 	t.Fatalf("status of %s names leader %q, not one of n1, n2, n3", stream, st.Leader)
 	return ""
+}
+
+// memberStates is the node at addr's view of its members, for the log.
+func memberStates(addr string) string {
+	cl, err := client.Dial(addr, client.Options{MaxAttempts: 1})
+	if err != nil {
+		return err.Error()
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	ms, err := cl.Members(ctx)
+	if err != nil {
+		return err.Error()
+	}
+	var parts []string
+	for _, m := range ms {
+		parts = append(parts, m.Name+" "+strings.TrimPrefix(strings.ToLower(m.State.String()), "member_state_"))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // waitMembers waits, at most limit, until the node at addr answers a
