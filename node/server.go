@@ -28,8 +28,8 @@ type Server struct {
 	cfg      Config
 	store    *store
 	replicas *replicas // copies of streams other members lead
-	grpc  *grpc.Server
-	log   interface {
+	grpc     *grpc.Server
+	log      interface {
 		Info(string, ...any)
 		Warn(string, ...any)
 	}
