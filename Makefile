@@ -7,7 +7,7 @@ GO      ?= go
 PKGS    := ./...
 BIN     := bin
 
-.PHONY: all deps build demo test lint unit build-variants bench fuzz clean proto test-softroce
+.PHONY: all deps build demo test lint unit build-variants bench fuzz clean proto test-softroce images compose-up compose-down
 
 all: build
 
@@ -45,6 +45,26 @@ unit:
 
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 1s $(PKGS)
+
+# The image (deploy/Dockerfile): static streamnode and streamcli FROM
+# scratch. integration/docker_test.go builds its own, tagged uniquely.
+IMAGE          ?= rpstream:dev
+COMPOSE_PROJECT ?= rpstream
+# docker compose (v2) where it works, else docker-compose (v1).
+COMPOSE        ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+
+images: deps
+	@mkdir -p $(BIN)/static/data
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/static/ ./cmd/streamnode ./cmd/streamcli
+	docker build -f deploy/Dockerfile -t $(IMAGE) $(BIN)/static
+
+# Three nodes and a backup (docker-compose.yml); README, "A cluster with
+# docker-compose". compose-down also removes the data volumes.
+compose-up: images build
+	RPSTREAM_IMAGE=$(IMAGE) $(COMPOSE) -p $(COMPOSE_PROJECT) up -d
+
+compose-down:
+	RPSTREAM_IMAGE=$(IMAGE) $(COMPOSE) -p $(COMPOSE_PROJECT) down -v --remove-orphans -t 20
 
 # Short fuzzing of every parser of outside bytes (FUZZTIME each).
 FUZZTIME ?= 30s
