@@ -200,6 +200,32 @@ func TestDockerCompose(t *testing.T) {
 	}
 	t.Logf("read %d entries from 0: every acknowledged one once, in order", next)
 
+	// The node that was cut off and the backup that was stopped catch up:
+	// every copy holds every entry durably (bounded wait).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		st, err := cl.Status(ctx, stream)
+		cancel()
+		if err != nil {
+			t.Fatalf("status: %v", err)
+		}
+		caughtUp := 0
+		for _, r := range st.ReplicaStatus {
+			if r.Persisted == st.Committed {
+				caughtUp++
+			}
+		}
+		if len(st.ReplicaStatus) == 3 && caughtUp == 3 && st.Committed == next && !st.UnderReplicated {
+			t.Logf("every copy (%d) holds all %d entries", len(st.ReplicaStatus), next)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("copies did not catch up within 30s: committed %d, copies %v, under-replicated %v", st.Committed, st.ReplicaStatus, st.UnderReplicated)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
 	out, err = dockerRun(context.Background(), 30*time.Second, c.env, streamcli, "--node", c.addr(leader), "status", stream)
 	if err != nil {
 		t.Fatalf("status: %v", err)
