@@ -16,14 +16,15 @@ import (
 // TestDockerCompose runs docker-compose.yml for real: three nodes and a
 // backup in containers built FROM scratch, a stream with 3 replicas and
 // quorum acks created through n1, concurrent appenders on its leader's
-// published port (n1's while streamnode is single-node) while a node that
-// does not lead it (n3, else n2) is cut off its network for a few seconds
-// and the backup is stopped (SIGTERM: it must drain and exit 0) and
-// started again. Afterwards every acknowledged entry is where its
-// acknowledgement said, a read from position 0 sees every entry once and
-// each appender's entries in the order it made them, every node lists
-// every member alive again, and streamcli status still answers. Skipped where docker, its daemon or a
-// compose command is missing, and in -short mode.
+// published port while a node that does not lead it (n3, else n2) is cut
+// off its network (docker network disconnect) for a few seconds and the
+// backup is stopped (SIGTERM: it must drain and exit 0) and started again.
+// Afterwards every acknowledged entry is where its acknowledgement said, a
+// read from position 0 sees every entry once and each appender's entries
+// in the order it made them, every copy (two replicas and the backup)
+// catches up with every entry, every node lists every member alive again,
+// and streamcli status still answers. Skipped where docker, its daemon or
+// a compose command is missing, and in -short mode.
 func TestDockerCompose(t *testing.T) {
 	compose := dockerOrSkip(t)
 	root := repoRoot(t)
