@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rpstream/rpstream/local"
+	"github.com/rpstream/rpstream/mover"
 	"github.com/rpstream/rpstream/rdma"
 )
 
@@ -45,6 +46,10 @@ type Config struct {
 	PeerAddr string
 	Provider rdma.Provider
 	RDMA     rdma.Config
+	// Mover, if set, copies appended payloads into the streams
+	// (local.Appender); nil copies them on the appending goroutine. The
+	// caller owns it and closes it after Shutdown.
+	Mover mover.Mover
 	// QuorumWait is how long an append to a replicated stream waits while
 	// too few copies are reachable for its policy before it fails with
 	// Unavailable (the entry stays stored here; a retry with the same

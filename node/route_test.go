@@ -18,6 +18,7 @@ import (
 	"github.com/rpstream/rpstream/client"
 	"github.com/rpstream/rpstream/cluster"
 	"github.com/rpstream/rpstream/local"
+	"github.com/rpstream/rpstream/mover"
 	"github.com/rpstream/rpstream/rdma"
 	"github.com/rpstream/rpstream/rdma/tcp"
 )
@@ -42,6 +43,16 @@ func startClusterNodes(t *testing.T, n, backups int) []*testNode {
 		cfg.RDMA = rdma.LoopbackConfig("node tests' cluster secret")
 		cfg.Backup = i >= n-backups
 		cfg.QuorumWait = 300 * time.Millisecond
+		// Appends in the cluster tests go through a local.Appender on
+		// the cpu mover (the single-node tests copy directly).
+		mcfg := mover.DefaultConfig()
+		mcfg.Engine = mover.EngineCPU
+		mv, err := mover.New(mcfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { mv.Close() })
+		cfg.Mover = mv
 		srv, err := New(cfg)
 		if err != nil {
 			t.Fatal(err)

@@ -68,6 +68,9 @@ type stream struct {
 	// this node alone. quorumWait is Config.QuorumWait.
 	leader     *replicate.Leader
 	quorumWait time.Duration
+	// app copies payloads into the stream with Config.Mover; nil copies
+	// them on the appending goroutine.
+	app *local.Appender
 	prod   *producers
 	// ctx ends when the stream is deleted or the server stops: tails
 	// watch it.
@@ -211,6 +214,12 @@ func (s *Server) acquire(name string) (*stream, error) {
 			return nil, err
 		}
 		st = &stream{name: name, meta: m, ls: ls, prod: newProducers(s.cfg.IdempotenceWindow, s.cfg.MaxProducers), quorumWait: s.cfg.QuorumWait}
+		if s.cfg.Mover != nil {
+			if st.app, err = local.NewAppender(ls, s.cfg.Mover, local.AppenderOptions{MaxInFlight: appendWindow}); err != nil {
+				ls.Close()
+				return nil, err
+			}
+		}
 		if m.replicated() {
 			if st.leader, err = s.startLeader(name, m, ls); err != nil {
 				ls.Close()
@@ -242,10 +251,20 @@ func (st *stream) close() error {
 	return err
 }
 
-// start appends p without waiting for it to be durable.
+// appendWindow bounds the appends whose copy by the mover is in flight
+// per stream.
+const appendWindow = 1024
+
+// start appends p without waiting for it to be durable: a copy by the
+// node's mover, or a copy here.
 func (st *stream) start(p []byte) (uint64, error) {
 	if st.leader != nil {
-		return st.leader.Start(p)
+		if err := st.leader.Err(); err != nil {
+			return 0, err
+		}
+	}
+	if st.app != nil {
+		return st.app.Start(st.ctx, p)
 	}
 	return st.ls.AppendNoSync(p)
 }

@@ -956,3 +956,11 @@ func (h *waitHeap) Pop() any {
 	*h = old[:len(old)-1]
 	return w
 }
+
+// Err is why the Leader stopped (an error wrapping ErrFenced, or
+// ErrClosed); nil while it runs.
+func (l *Leader) Err() error {
+	l.waitMu.Lock()
+	defer l.waitMu.Unlock()
+	return l.failErr
+}

@@ -32,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/rpstream/rpstream/cluster"
+	"github.com/rpstream/rpstream/mover"
 	"github.com/rpstream/rpstream/node"
 	"github.com/rpstream/rpstream/rdma"
 	"github.com/rpstream/rpstream/rdma/tcp"
@@ -80,6 +81,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	ncfg.RDMA = rdma.DefaultConfig()
 	ncfg.RDMA.Secret = secret
 	ncfg.Backup = cfg.Role == "backup"
+	mv, err := newMover(cfg.Mover)
+	if err != nil {
+		log.Error("cannot start the data mover", "mover", cfg.Mover, "err", err)
+		return 1
+	}
+	defer mv.Close()
+	log.Info("data mover", "mover", mv.Describe())
+	ncfg.Mover = mv
 	srv, err := node.New(ncfg)
 	if err != nil {
 		log.Error("cannot open the data directory", "err", err)
@@ -171,6 +180,17 @@ func chooseProvider(name string) (rdma.Provider, string) {
 		return tcp.Provider{}, "auto: " + err.Error()
 	}
 	return verbs.Provider{}, "auto: an RDMA device is present"
+}
+
+// newMover starts the --mover engine for local appends.
+func newMover(name string) (mover.Mover, error) {
+	eng, err := mover.ParseEngine(name)
+	if err != nil {
+		return nil, err
+	}
+	cfg := mover.DefaultConfig()
+	cfg.Engine = eng
+	return mover.New(cfg)
 }
 
 // devSecret is the cluster secret when none is configured: fine on one
