@@ -70,8 +70,8 @@ type stream struct {
 	quorumWait time.Duration
 	// app copies payloads into the stream with Config.Mover; nil copies
 	// them on the appending goroutine.
-	app *local.Appender
-	prod   *producers
+	app  *local.Appender
+	prod *producers
 	// ctx ends when the stream is deleted or the server stops: tails
 	// watch it.
 	ctx    context.Context
