@@ -612,7 +612,39 @@ func (l *Leader) connected(id ID, gen uint64, rc *rconn, pos Pos, err error) {
 		l.fail(lk, gen, err)
 		return
 	}
+	l.watch(id, gen, rc)
 	l.log.Info("replicate: replica connected", "replica", id, "durable", pos)
+}
+
+// watch reports the loss of a replica's connection as a failure at once,
+// so that an idle stream's Status notices too (writes would only fail at
+// the next append). It ends with the connection.
+func (l *Leader) watch(id ID, gen uint64, rc *rconn) {
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for {
+			var ev rdma.Event
+			select {
+			case ev = <-rc.conn.Events():
+			case <-l.ctx.Done():
+				return
+			}
+			if ev.Kind == rdma.Established {
+				continue
+			}
+			err := ev.Err
+			if err == nil {
+				err = fmt.Errorf("connection %s", ev.Kind)
+			}
+			l.send(func() {
+				if lk := l.links[id]; lk != nil && lk.c == rc {
+					l.fail(lk, gen, err)
+				}
+			})
+			return
+		}
+	}()
 }
 
 // startAlloc makes a region exist on a replica and zeroes its line 1, on a

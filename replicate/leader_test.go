@@ -318,9 +318,13 @@ func TestLeaderWaitsWhileQuorumIsLost(t *testing.T) {
 	c := newCluster(t, t.TempDir(), 3)
 	l := c.leader(quorum.Majority, 1, c.stream, "leader")
 	want := appendAll(t, l, 2, 50)
+	eventually(t, "caught up", func() bool { return caughtUp(l, c.stream) })
+	time.Sleep(100 * time.Millisecond) // lazy commit words go out: the stream is idle
 
 	c.replicas[1].stop()
 	c.replicas[2].stop()
+	// Seen without an append: the connections' loss is watched.
+	eventually(t, "quorum lost while idle", func() bool { return l.Status().QuorumLost })
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	_, err := l.Append(ctx, []byte("not acknowledged yet"))
 	cancel()
