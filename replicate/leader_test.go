@@ -745,3 +745,35 @@ func BenchmarkCompletionDelivery(b *testing.B) {
 		})
 	}
 }
+
+// A leader replicating its local stream to three targets, acknowledging
+// appends once the leader and two of the three hold them durably.
+func ExampleStartLeader() {
+	ctx := context.Background()
+	s, err := local.Open("/var/lib/rpstream/orders.stream", local.Options{Epoch: 7})
+	if err != nil {
+		panic(err)
+	}
+	defer s.Close()
+	l, err := replicate.StartLeader(ctx, replicate.LeaderConfig{
+		Stream: s, Writer: "node-a", Epoch: 7,
+		Replicator: replicate.DefaultConfig(), // quorum
+		Provider:   tcp.Provider{}, RDMA: rdma.LoopbackConfig("a shared secret of 16+ bytes"),
+		Replicas: []replicate.ReplicaAddr{
+			{ID: "node-b", Addr: "10.0.0.2:7300"},
+			{ID: "node-c", Addr: "10.0.0.3:7300"},
+			{ID: "node-d", Addr: "10.0.0.4:7300"},
+		},
+		// A hub serving many streams would be told which one here.
+		OnConnect: func(ctx context.Context, id replicate.ID, c *remote.Client) error { return nil },
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	i, err := l.Append(ctx, []byte("order 1"))
+	if errors.Is(err, replicate.ErrFenced) {
+		return // another leader took over: step down
+	}
+	fmt.Println("acknowledged", i, l.Status().UnderReplicated)
+}
