@@ -777,3 +777,36 @@ func ExampleStartLeader() {
 	}
 	fmt.Println("acknowledged", i, l.Status().UnderReplicated)
 }
+
+// A Leader closed and started again on the same open stream, under a newer
+// epoch (re-elected), starts from the stream's committed state and brings
+// the replicas to it.
+func TestLeaderRestartsOnTheSameStream(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 3)
+	l1 := c.leader(quorum.Majority, 1, c.stream, "leader")
+	want := appendAll(t, l1, 4, 200)
+	l1.Close()
+	// Appended while no Leader runs: replicated by the next one.
+	for k := 200; k < 220; k++ {
+		i, err := c.stream.AppendNoSync(payload(k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i] = payload(k)
+	}
+	l2 := c.leader(quorum.Majority, 2, c.stream, "leader")
+	if l2.Committed() > c.stream.Persisted() {
+		t.Fatalf("commit point %d beyond the leader's persisted %d", l2.Committed(), c.stream.Persisted())
+	}
+	for k, p := range appendAll(t, l2, 4, 200) {
+		want[k] = p
+	}
+	eventually(t, "caught up", func() bool { return caughtUp(l2, c.stream) })
+	for _, r := range c.replicas {
+		if e := r.target.Epoch(); e != 2 {
+			t.Fatalf("%s at epoch %d", r.id, e)
+		}
+	}
+	l2.Close()
+	c.checkReplicas(want)
+}
