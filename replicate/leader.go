@@ -88,9 +88,11 @@ type Leader struct {
 	wg      sync.WaitGroup
 
 	// The observer's queue, filled under the stream's commit lock.
-	obsMu   sync.Mutex
-	obsQ    []obsEvent
-	obsWake chan struct{}
+	obsMu sync.Mutex
+	obsQ  []obsEvent
+	// obsSpare is the loop's: the buffer obsQ gets next.
+	obsSpare []obsEvent
+	obsWake  chan struct{}
 
 	in      chan func() // inputs from helper goroutines and API calls, run by the loop
 	compl   chan rdma.Completion
@@ -347,8 +349,9 @@ func (l *Leader) loop() {
 func (l *Leader) observed() {
 	l.obsMu.Lock()
 	q := l.obsQ
-	l.obsQ = nil
+	l.obsQ = l.obsSpare[:0]
 	l.obsMu.Unlock()
+	defer func() { l.obsSpare = q }() // two buffers take turns
 	appended := false
 	for _, e := range q {
 		var err error
