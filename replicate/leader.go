@@ -572,9 +572,12 @@ func (l *Leader) cutBack(ctx context.Context, rc *rconn, epoch uint64, end Pos, 
 	return nil
 }
 
-// grant asks for the epoch. A refusal at the epoch this leader holds may
-// only mean that the target has not yet noticed this writer's previous
-// connection is gone: asked again for a while before it counts as fenced.
+// grant asks for the epoch. A refusal at the epoch this leader holds is
+// not a fence: the target may not have noticed yet that this writer's
+// previous connection is gone (a crashed node's socket can linger until
+// the target's rdma AckTimeout). It is asked again a few times at once,
+// then reported as a plain failure, so that the Replicator retries with
+// its backoff. Only a target at a newer epoch fences this leader.
 func (l *Leader) grant(ctx context.Context, c *remote.Client, epoch uint64) error {
 	for try := 0; ; try++ {
 		err := c.Grant(ctx, epoch, l.cfg.Writer)
@@ -585,8 +588,12 @@ func (l *Leader) grant(ctx context.Context, c *remote.Client, epoch uint64) erro
 		if ierr != nil {
 			return ierr
 		}
-		if info.GetEpoch() > epoch || try >= 20 {
+		if info.GetEpoch() > epoch {
 			return fenceErr(err)
+		}
+		if try >= 4 {
+			// %v: not remote.ErrStaleEpoch, which would count as fenced.
+			return fmt.Errorf("replicate: epoch %d still held by another connection: %v", epoch, err)
 		}
 		select {
 		case <-ctx.Done():

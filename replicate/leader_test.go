@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -809,4 +810,39 @@ func TestLeaderRestartsOnTheSameStream(t *testing.T) {
 	}
 	l2.Close()
 	c.checkReplicas(want)
+}
+
+// A Grant refused at the leader's own epoch (the target still has another
+// writer of that epoch) is not a fence: the leader keeps retrying and
+// waiting, and the holder is undisturbed.
+func TestLeaderSameEpochRefusalIsNotAFence(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 3)
+	l1 := c.leader(quorum.Majority, 1, c.stream, "leader-1")
+	appendAll(t, l1, 2, 20)
+	eventually(t, "caught up", func() bool { return caughtUp(l1, c.stream) })
+
+	s2, err := local.Create(filepath.Join(c.dir, "leader2.stream"), local.Options{RegionSize: testRegionSize, Epoch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	l2 := c.leader(quorum.Majority, 1, s2, "leader-2")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	_, err = l2.Append(ctx, []byte("no grant"))
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second writer of epoch 1: %v, want the deadline", err)
+	}
+	eventually(t, "refusals reported", func() bool {
+		for _, p := range l2.Progress() {
+			if !strings.Contains(p.LastErr, "still held") {
+				return false
+			}
+		}
+		return true
+	})
+	if s := l2.Status(); s.Fenced || !s.QuorumLost {
+		t.Fatalf("second writer's status %+v", s)
+	}
+	appendAll(t, l1, 2, 20) // the holder goes on
 }
