@@ -426,6 +426,47 @@ func TestLeaderPolicies(t *testing.T) {
 	})
 }
 
+// A backup target is written like a replica but does not vote: with both
+// voters down nothing is acknowledged though the backup keeps up, and
+// with the backup down appends go on.
+func TestLeaderBackupDoesNotVote(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 3)
+	cfg := replicate.LeaderConfig{
+		Stream: c.stream, Writer: "leader", Epoch: 1,
+		Replicator: replicate.Config{Policy: quorum.Majority, MaxRetryTicks: 8},
+		Provider:   tcp.Provider{}, RDMA: rdma.LoopbackConfig(testSecret),
+		Tick: 5 * time.Millisecond, Logger: quietLogger(),
+		Replicas: []replicate.ReplicaAddr{
+			{ID: c.replicas[0].id, Addr: c.replicas[0].addr},
+			{ID: c.replicas[1].id, Addr: c.replicas[1].addr},
+			{ID: c.replicas[2].id, Addr: c.replicas[2].addr, Backup: true},
+		},
+	}
+	l, err := replicate.StartLeader(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	appendAll(t, l, 2, 50)
+	c.replicas[2].stop()
+	appendAll(t, l, 2, 50) // the backup's absence holds nothing back
+	eventually(t, "under-replicated", func() bool { s := l.Status(); return s.UnderReplicated && !s.QuorumLost })
+	startReplica(t, c.replicas[2])
+	eventually(t, "caught up", func() bool { return caughtUp(l, c.stream) })
+
+	c.replicas[0].stop()
+	c.replicas[1].stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	_, err = l.Append(ctx, []byte("the backup alone is no quorum"))
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("append with only the backup up: %v", err)
+	}
+	if s := l.Status(); !s.QuorumLost {
+		t.Fatalf("status %+v", s)
+	}
+}
+
 func TestLeaderConfigErrors(t *testing.T) {
 	if _, err := replicate.StartLeader(context.Background(), replicate.LeaderConfig{}); !errors.Is(err, replicate.ErrConfig) {
 		t.Fatalf("empty config: %v", err)
