@@ -150,8 +150,12 @@ type opCtx struct {
 }
 
 // StartLeader observes cfg.Stream, opens the rdma Peer, connects the
-// replicas in the background and starts the I/O loop.
+// replicas in the background and starts the I/O loop. Nothing in it
+// blocks; ctx is only checked (the Leader runs until Close).
 func StartLeader(ctx context.Context, cfg LeaderConfig) (*Leader, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	if cfg.Stream == nil || cfg.Provider == nil {
 		return nil, fmt.Errorf("%w: leader needs a Stream and an rdma Provider", ErrConfig)
 	}
