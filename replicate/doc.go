@@ -160,10 +160,15 @@
 //     kept for Leader.Status; Fenced fails every waiter and later append
 //     with ErrFenced.
 //
-// A persister goroutine makes the appended entries durable with
-// Stream.Sync (group commit), while the remote writes are in flight.
-// Appends wait for the commit point: while quorum is lost they keep
-// waiting (until their context ends).
+// A goroutine per connection watches its rdma events: a lost connection
+// is a Failed at once, so that an idle stream's Status notices too.
+//
+// The local persist overlaps the remote writes: Leader.Append calls
+// Stream.Sync on its own goroutine (appenders share persists: group
+// commit), and a persister goroutine does the same for entries appended
+// otherwise (Leader.Start, the stream's own calls). Appends wait for the
+// commit point: while quorum is lost they keep waiting (until their
+// context ends); the local stream goes on accepting them meanwhile.
 //
 // Not done: Trim on a replicated stream (the replicas keep their regions
 // until a reconnect's cut-back); SetEpoch on a running Leader.

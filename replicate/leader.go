@@ -88,9 +88,11 @@ type Leader struct {
 	wg      sync.WaitGroup
 
 	// The observer's queue, filled under the stream's commit lock.
-	obsMu   sync.Mutex
-	obsQ    []obsEvent
-	obsWake chan struct{}
+	obsMu sync.Mutex
+	obsQ  []obsEvent
+	// obsSpare is the loop's: the buffer obsQ gets next.
+	obsSpare []obsEvent
+	obsWake  chan struct{}
 
 	in      chan func() // inputs from helper goroutines and API calls, run by the loop
 	compl   chan rdma.Completion
@@ -148,8 +150,12 @@ type opCtx struct {
 }
 
 // StartLeader observes cfg.Stream, opens the rdma Peer, connects the
-// replicas in the background and starts the I/O loop.
+// replicas in the background and starts the I/O loop. Nothing in it
+// blocks; ctx is only checked (the Leader runs until Close).
 func StartLeader(ctx context.Context, cfg LeaderConfig) (*Leader, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	if cfg.Stream == nil || cfg.Provider == nil {
 		return nil, fmt.Errorf("%w: leader needs a Stream and an rdma Provider", ErrConfig)
 	}
@@ -347,8 +353,9 @@ func (l *Leader) loop() {
 func (l *Leader) observed() {
 	l.obsMu.Lock()
 	q := l.obsQ
-	l.obsQ = nil
+	l.obsQ = l.obsSpare[:0]
 	l.obsMu.Unlock()
+	defer func() { l.obsSpare = q }() // two buffers take turns
 	appended := false
 	for _, e := range q {
 		var err error
@@ -569,9 +576,12 @@ func (l *Leader) cutBack(ctx context.Context, rc *rconn, epoch uint64, end Pos, 
 	return nil
 }
 
-// grant asks for the epoch. A refusal at the epoch this leader holds may
-// only mean that the target has not yet noticed this writer's previous
-// connection is gone: asked again for a while before it counts as fenced.
+// grant asks for the epoch. A refusal at the epoch this leader holds is
+// not a fence: the target may not have noticed yet that this writer's
+// previous connection is gone (a crashed node's socket can linger until
+// the target's rdma AckTimeout). It is asked again a few times at once,
+// then reported as a plain failure, so that the Replicator retries with
+// its backoff. Only a target at a newer epoch fences this leader.
 func (l *Leader) grant(ctx context.Context, c *remote.Client, epoch uint64) error {
 	for try := 0; ; try++ {
 		err := c.Grant(ctx, epoch, l.cfg.Writer)
@@ -582,8 +592,12 @@ func (l *Leader) grant(ctx context.Context, c *remote.Client, epoch uint64) erro
 		if ierr != nil {
 			return ierr
 		}
-		if info.GetEpoch() > epoch || try >= 20 {
+		if info.GetEpoch() > epoch {
 			return fenceErr(err)
+		}
+		if try >= 4 {
+			// %v: not remote.ErrStaleEpoch, which would count as fenced.
+			return fmt.Errorf("replicate: epoch %d still held by another connection: %v", epoch, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -612,7 +626,39 @@ func (l *Leader) connected(id ID, gen uint64, rc *rconn, pos Pos, err error) {
 		l.fail(lk, gen, err)
 		return
 	}
+	l.watch(id, gen, rc)
 	l.log.Info("replicate: replica connected", "replica", id, "durable", pos)
+}
+
+// watch reports the loss of a replica's connection as a failure at once,
+// so that an idle stream's Status notices too (writes would only fail at
+// the next append). It ends with the connection.
+func (l *Leader) watch(id ID, gen uint64, rc *rconn) {
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for {
+			var ev rdma.Event
+			select {
+			case ev = <-rc.conn.Events():
+			case <-l.ctx.Done():
+				return
+			}
+			if ev.Kind == rdma.Established {
+				continue
+			}
+			err := ev.Err
+			if err == nil {
+				err = fmt.Errorf("connection %s", ev.Kind)
+			}
+			l.send(func() {
+				if lk := l.links[id]; lk != nil && lk.c == rc {
+					l.fail(lk, gen, err)
+				}
+			})
+			return
+		}
+	}()
 }
 
 // startAlloc makes a region exist on a replica and zeroes its line 1, on a

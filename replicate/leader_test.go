@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -318,9 +319,13 @@ func TestLeaderWaitsWhileQuorumIsLost(t *testing.T) {
 	c := newCluster(t, t.TempDir(), 3)
 	l := c.leader(quorum.Majority, 1, c.stream, "leader")
 	want := appendAll(t, l, 2, 50)
+	eventually(t, "caught up", func() bool { return caughtUp(l, c.stream) })
+	time.Sleep(100 * time.Millisecond) // lazy commit words go out: the stream is idle
 
 	c.replicas[1].stop()
 	c.replicas[2].stop()
+	// Seen without an append: the connections' loss is watched.
+	eventually(t, "quorum lost while idle", func() bool { return l.Status().QuorumLost })
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	_, err := l.Append(ctx, []byte("not acknowledged yet"))
 	cancel()
@@ -419,6 +424,47 @@ func TestLeaderPolicies(t *testing.T) {
 		_ = want
 		c.checkReplicas(nil)
 	})
+}
+
+// A backup target is written like a replica but does not vote: with both
+// voters down nothing is acknowledged though the backup keeps up, and
+// with the backup down appends go on.
+func TestLeaderBackupDoesNotVote(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 3)
+	cfg := replicate.LeaderConfig{
+		Stream: c.stream, Writer: "leader", Epoch: 1,
+		Replicator: replicate.Config{Policy: quorum.Majority, MaxRetryTicks: 8},
+		Provider:   tcp.Provider{}, RDMA: rdma.LoopbackConfig(testSecret),
+		Tick: 5 * time.Millisecond, Logger: quietLogger(),
+		Replicas: []replicate.ReplicaAddr{
+			{ID: c.replicas[0].id, Addr: c.replicas[0].addr},
+			{ID: c.replicas[1].id, Addr: c.replicas[1].addr},
+			{ID: c.replicas[2].id, Addr: c.replicas[2].addr, Backup: true},
+		},
+	}
+	l, err := replicate.StartLeader(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	appendAll(t, l, 2, 50)
+	c.replicas[2].stop()
+	appendAll(t, l, 2, 50) // the backup's absence holds nothing back
+	eventually(t, "under-replicated", func() bool { s := l.Status(); return s.UnderReplicated && !s.QuorumLost })
+	startReplica(t, c.replicas[2])
+	eventually(t, "caught up", func() bool { return caughtUp(l, c.stream) })
+
+	c.replicas[0].stop()
+	c.replicas[1].stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	_, err = l.Append(ctx, []byte("the backup alone is no quorum"))
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("append with only the backup up: %v", err)
+	}
+	if s := l.Status(); !s.QuorumLost {
+		t.Fatalf("status %+v", s)
+	}
 }
 
 func TestLeaderConfigErrors(t *testing.T) {
@@ -740,4 +786,104 @@ func BenchmarkCompletionDelivery(b *testing.B) {
 			wg.Wait()
 		})
 	}
+}
+
+// A leader replicating its local stream to three targets, acknowledging
+// appends once the leader and two of the three hold them durably.
+func ExampleStartLeader() {
+	ctx := context.Background()
+	s, err := local.Open("/var/lib/rpstream/orders.stream", local.Options{Epoch: 7})
+	if err != nil {
+		panic(err)
+	}
+	defer s.Close()
+	l, err := replicate.StartLeader(ctx, replicate.LeaderConfig{
+		Stream: s, Writer: "node-a", Epoch: 7,
+		Replicator: replicate.DefaultConfig(), // quorum
+		Provider:   tcp.Provider{}, RDMA: rdma.LoopbackConfig("a shared secret of 16+ bytes"),
+		Replicas: []replicate.ReplicaAddr{
+			{ID: "node-b", Addr: "10.0.0.2:7300"},
+			{ID: "node-c", Addr: "10.0.0.3:7300"},
+			{ID: "node-d", Addr: "10.0.0.4:7300"},
+		},
+		// A hub serving many streams would be told which one here.
+		OnConnect: func(ctx context.Context, id replicate.ID, c *remote.Client) error { return nil },
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	i, err := l.Append(ctx, []byte("order 1"))
+	if errors.Is(err, replicate.ErrFenced) {
+		return // another leader took over: step down
+	}
+	fmt.Println("acknowledged", i, l.Status().UnderReplicated)
+}
+
+// A Leader closed and started again on the same open stream, under a newer
+// epoch (re-elected), starts from the stream's committed state and brings
+// the replicas to it.
+func TestLeaderRestartsOnTheSameStream(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 3)
+	l1 := c.leader(quorum.Majority, 1, c.stream, "leader")
+	want := appendAll(t, l1, 4, 200)
+	l1.Close()
+	// Appended while no Leader runs: replicated by the next one.
+	for k := 200; k < 220; k++ {
+		i, err := c.stream.AppendNoSync(payload(k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i] = payload(k)
+	}
+	l2 := c.leader(quorum.Majority, 2, c.stream, "leader")
+	if l2.Committed() > c.stream.Persisted() {
+		t.Fatalf("commit point %d beyond the leader's persisted %d", l2.Committed(), c.stream.Persisted())
+	}
+	for k, p := range appendAll(t, l2, 4, 200) {
+		want[k] = p
+	}
+	eventually(t, "caught up", func() bool { return caughtUp(l2, c.stream) })
+	for _, r := range c.replicas {
+		if e := r.target.Epoch(); e != 2 {
+			t.Fatalf("%s at epoch %d", r.id, e)
+		}
+	}
+	l2.Close()
+	c.checkReplicas(want)
+}
+
+// A Grant refused at the leader's own epoch (the target still has another
+// writer of that epoch) is not a fence: the leader keeps retrying and
+// waiting, and the holder is undisturbed.
+func TestLeaderSameEpochRefusalIsNotAFence(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 3)
+	l1 := c.leader(quorum.Majority, 1, c.stream, "leader-1")
+	appendAll(t, l1, 2, 20)
+	eventually(t, "caught up", func() bool { return caughtUp(l1, c.stream) })
+
+	s2, err := local.Create(filepath.Join(c.dir, "leader2.stream"), local.Options{RegionSize: testRegionSize, Epoch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	l2 := c.leader(quorum.Majority, 1, s2, "leader-2")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	_, err = l2.Append(ctx, []byte("no grant"))
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second writer of epoch 1: %v, want the deadline", err)
+	}
+	eventually(t, "refusals reported", func() bool {
+		for _, p := range l2.Progress() {
+			if !strings.Contains(p.LastErr, "still held") {
+				return false
+			}
+		}
+		return true
+	})
+	if s := l2.Status(); s.Fenced || !s.QuorumLost {
+		t.Fatalf("second writer's status %+v", s)
+	}
+	appendAll(t, l1, 2, 20) // the holder goes on
 }
