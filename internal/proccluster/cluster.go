@@ -1,0 +1,414 @@
+// Package proccluster runs a cluster of streamnode processes on loopback,
+// for integration tests and for "streamcli bench cluster".
+//
+// Start picks free 127.0.0.1 ports (client, peer, gossip) for every
+// member, starts each as its own streamnode process (--name nK --data
+// DIR/nK, the others' gossip addresses in --join, --role node or backup,
+// JSON logs appended to DIR/nK.log) and waits, bounded, until each
+// answers the client service. Members keep their ports and data
+// directories across Kill/Stop and Start, so a restarted member is the
+// same member. Close kills, by PID, every process the Cluster started;
+// call it in every path (t.Cleanup, defer).
+//
+// A Cluster is used by one goroutine at a time, except ClientAddrs, Node
+// and Running, which may be called at any time.
+package proccluster
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rpstream/rpstream/client"
+)
+
+// Config describes a cluster. Binary and Dir are required.
+type Config struct {
+	// Binary is the path of the streamnode executable (see FindBinary,
+	// Build).
+	Binary string
+	// Dir holds each member's data directory (Dir/NAME) and log
+	// (Dir/NAME.log). It must exist.
+	Dir string
+	// Nodes is the number of members with --role node, named n1..nN;
+	// zero means 3.
+	Nodes int
+	// Backup adds one member with --role backup, named "backup", last.
+	Backup bool
+	// Args are passed to every member after the harness's own flags
+	// (such as --region-size 1048576).
+	Args []string
+	// StartTimeout bounds the wait for a member to answer after it is
+	// started; zero means 30 s.
+	StartTimeout time.Duration
+	// StopTimeout bounds the wait for a member to exit after SIGTERM
+	// (Stop) before it is killed; zero means 20 s.
+	StopTimeout time.Duration
+}
+
+// Node describes one member.
+type Node struct {
+	Name       string
+	Role       string // node or backup
+	Data       string // its --data directory
+	Log        string // its log file
+	ClientAddr string
+	PeerAddr   string
+	GossipAddr string
+}
+
+// member is a Node and its process, if running.
+type member struct {
+	Node
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once cmd has been waited for
+}
+
+// Cluster is a running set of streamnode processes.
+type Cluster struct {
+	cfg Config
+
+	mu      sync.Mutex // guards members' cmd and exited
+	members []*member
+}
+
+// Errors.
+var (
+	// ErrIndex is returned for a member index out of range.
+	ErrIndex = errors.New("proccluster: no such member")
+	// ErrExited is returned when a member exits before answering.
+	ErrExited = errors.New("proccluster: streamnode exited")
+)
+
+// Start starts every member of cfg and waits until each answers. On an
+// error every process already started is killed.
+func Start(ctx context.Context, cfg Config) (*Cluster, error) {
+	if cfg.Binary == "" {
+		return nil, errors.New("proccluster: no streamnode binary given")
+	}
+	if st, err := os.Stat(cfg.Dir); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("proccluster: base directory %q: not a directory (%v)", cfg.Dir, err)
+	}
+	if cfg.Nodes < 0 || cfg.Nodes > 64 {
+		return nil, fmt.Errorf("proccluster: %d nodes: want 1 to 64", cfg.Nodes)
+	}
+	if cfg.Nodes == 0 {
+		cfg.Nodes = 3
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 30 * time.Second
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = 20 * time.Second
+	}
+	n := cfg.Nodes
+	if cfg.Backup {
+		n++
+	}
+	ports, err := freePorts(3 * n)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{cfg: cfg}
+	for i := range n {
+		m := &member{Node: Node{Name: "n" + strconv.Itoa(i+1), Role: "node"}}
+		if i == cfg.Nodes {
+			m.Name, m.Role = "backup", "backup"
+		}
+		m.Data = filepath.Join(cfg.Dir, m.Name)
+		m.Log = filepath.Join(cfg.Dir, m.Name+".log")
+		m.ClientAddr = "127.0.0.1:" + strconv.Itoa(ports[3*i])
+		m.PeerAddr = "127.0.0.1:" + strconv.Itoa(ports[3*i+1])
+		m.GossipAddr = "127.0.0.1:" + strconv.Itoa(ports[3*i+2])
+		c.members = append(c.members, m)
+	}
+	// Start them all, then wait for each: members that join one another
+	// may need the others up to become ready.
+	for i := range c.members {
+		if err := c.launch(i); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	for i := range c.members {
+		if err := c.waitReady(ctx, i); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Len is the number of members, the backup included.
+func (c *Cluster) Len() int { return len(c.members) }
+
+// Node describes member i (0-based; the backup is last).
+func (c *Cluster) Node(i int) (Node, error) {
+	if i < 0 || i >= len(c.members) {
+		return Node{}, fmt.Errorf("%w: %d of %d", ErrIndex, i, len(c.members))
+	}
+	return c.members[i].Node, nil
+}
+
+// ClientAddrs are the members' client addresses, in member order.
+func (c *Cluster) ClientAddrs() []string {
+	out := make([]string, len(c.members))
+	for i, m := range c.members {
+		out[i] = m.ClientAddr
+	}
+	return out
+}
+
+// Running reports whether member i's process is running.
+func (c *Cluster) Running(i int) bool {
+	if i < 0 || i >= len(c.members) {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.members[i]
+	if m.cmd == nil {
+		return false
+	}
+	select {
+	case <-m.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// PID is the process id of member i, or 0 when it is not running.
+func (c *Cluster) PID(i int) int {
+	if !c.Running(i) {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.members[i].cmd.Process.Pid
+}
+
+// Start starts member i again, with its ports and data directory, and
+// waits until it answers. It fails if the member is running.
+func (c *Cluster) Start(ctx context.Context, i int) error {
+	if i < 0 || i >= len(c.members) {
+		return fmt.Errorf("%w: %d of %d", ErrIndex, i, len(c.members))
+	}
+	if c.Running(i) {
+		return fmt.Errorf("proccluster: %s is running", c.members[i].Name)
+	}
+	if err := c.launch(i); err != nil {
+		return err
+	}
+	return c.waitReady(ctx, i)
+}
+
+// Kill sends SIGKILL to member i's process and waits for it to exit. A
+// member not running is left alone.
+func (c *Cluster) Kill(i int) error {
+	m, err := c.running(i)
+	if err != nil || m == nil {
+		return err
+	}
+	m.cmd.Process.Signal(syscall.SIGKILL)
+	<-m.exited
+	return nil
+}
+
+// Stop sends SIGTERM to member i's process and waits for it to exit, at
+// most Config.StopTimeout; then it kills it and returns an error. An exit
+// code other than 0 is an error too (streamnode exits 0 after draining).
+func (c *Cluster) Stop(i int) error {
+	m, err := c.running(i)
+	if err != nil || m == nil {
+		return err
+	}
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(c.cfg.StopTimeout)
+	defer t.Stop()
+	select {
+	case <-m.exited:
+	case <-t.C:
+		m.cmd.Process.Signal(syscall.SIGKILL)
+		<-m.exited
+		return fmt.Errorf("proccluster: %s did not exit within %v of SIGTERM; killed (log %s)", m.Name, c.cfg.StopTimeout, m.Log)
+	}
+	if code := m.cmd.ProcessState.ExitCode(); code != 0 {
+		return fmt.Errorf("proccluster: %s exited %d after SIGTERM (log %s)", m.Name, code, m.Log)
+	}
+	return nil
+}
+
+// Close kills every process the Cluster started that still runs and
+// waits for each. It is safe to call more than once.
+func (c *Cluster) Close() error {
+	for i := range c.members {
+		c.Kill(i)
+	}
+	return nil
+}
+
+// running returns member i if its process runs, nil if not.
+func (c *Cluster) running(i int) (*member, error) {
+	if i < 0 || i >= len(c.members) {
+		return nil, fmt.Errorf("%w: %d of %d", ErrIndex, i, len(c.members))
+	}
+	if !c.Running(i) {
+		return nil, nil
+	}
+	return c.members[i], nil
+}
+
+// args are member i's command line.
+func (c *Cluster) args(i int) []string {
+	m := c.members[i]
+	var join []string
+	for j, o := range c.members {
+		if j != i {
+			join = append(join, o.GossipAddr)
+		}
+	}
+	a := []string{"--name", m.Name, "--data", m.Data, "--client-addr", m.ClientAddr,
+		"--peer-addr", m.PeerAddr, "--gossip-addr", m.GossipAddr, "--role", m.Role, "--log-format", "json"}
+	if len(join) > 0 {
+		a = append(a, "--join", strings.Join(join, ","))
+	}
+	return append(a, c.cfg.Args...)
+}
+
+// launch starts member i's process, its output appended to its log.
+func (c *Cluster) launch(i int) error {
+	m := c.members[i]
+	logf, err := os.OpenFile(m.Log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("proccluster: %w", err)
+	}
+	fmt.Fprintf(logf, "# proccluster: starting %s at %s\n", m.Name, time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(c.cfg.Binary, c.args(i)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = memberEnv()
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("proccluster: start %s: %w", m.Name, err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		logf.Close()
+		close(exited)
+	}()
+	c.mu.Lock()
+	m.cmd, m.exited = cmd, exited
+	c.mu.Unlock()
+	return nil
+}
+
+// memberEnv is this process's environment without RPSTREAM_ settings,
+// so that only the harness's flags configure a member.
+func memberEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "RPSTREAM_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// waitReady polls member i's client service until Members answers, the
+// process exits, StartTimeout passes or ctx ends.
+func (c *Cluster) waitReady(ctx context.Context, i int) error {
+	m := c.members[i]
+	c.mu.Lock()
+	exited := m.exited
+	c.mu.Unlock()
+	cl, err := client.Dial(m.ClientAddr, client.Options{MaxAttempts: 1})
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.StartTimeout)
+	defer cancel()
+	var last error
+	for {
+		actx, acancel := context.WithTimeout(ctx, time.Second)
+		_, last = cl.Members(actx)
+		acancel()
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("%w: %s before answering: %s", ErrExited, m.Name, LogTail(m.Log, 20))
+		case <-ctx.Done():
+			return fmt.Errorf("proccluster: %s did not answer within %v: %v; log: %s", m.Name, c.cfg.StartTimeout, last, LogTail(m.Log, 20))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// LogTail returns the last n lines of the file at path, for error
+// messages.
+func LogTail(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > n {
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// freePorts returns n distinct loopback ports free for TCP and UDP (the
+// gossip port takes both) when asked. Another process may take one before
+// the member binds it; Start then reports the member's failure.
+func freePorts(n int) ([]int, error) {
+	var held []net.Listener
+	var heldUDP []net.PacketConn
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+		for _, p := range heldUDP {
+			p.Close()
+		}
+	}()
+	var ports []int
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 20*n {
+			return nil, errors.New("proccluster: cannot find free loopback ports")
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("proccluster: %w", err)
+		}
+		held = append(held, l)
+		port := l.Addr().(*net.TCPAddr).Port
+		p, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue // keep the TCP one held so it is not picked again
+		}
+		heldUDP = append(heldUDP, p)
+		ports = append(ports, port)
+	}
+	return ports, nil
+}
