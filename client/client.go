@@ -76,6 +76,15 @@ type Client struct {
 	attempts int
 	backoff  time.Duration
 
+	// routes are the leaders' connections, shared with the Clients
+	// made by NewProducer.
+	*routes
+	shared bool // made by NewProducer: Close leaves the connections open
+}
+
+// routes are the connections to leaders of a Client and of the Clients
+// NewProducer made from it.
+type routes struct {
 	// mu guards the leaders' connections and the leader of each stream.
 	mu      sync.Mutex
 	conns   map[string]*grpc.ClientConn // by address
@@ -107,11 +116,9 @@ func Dial(addr string, opts Options) (*Client, error) {
 		return nil, fmt.Errorf("client: %w", err)
 	}
 	c := &Client{conn: conn, rpc: api.NewStreamsClient(conn), dopts: dopts, producer: opts.ProducerID, attempts: opts.MaxAttempts, backoff: opts.Backoff,
-		conns: map[string]*grpc.ClientConn{}, leaders: map[string]string{}}
+		routes: &routes{conns: map[string]*grpc.ClientConn{}, leaders: map[string]string{}}}
 	if c.producer == "" {
-		var b [12]byte
-		rand.Read(b[:])
-		c.producer = hex.EncodeToString(b[:])
+		c.producer = randomProducer()
 	}
 	if c.attempts == 0 {
 		c.attempts = 10
@@ -122,8 +129,29 @@ func Dial(addr string, opts Options) (*Client, error) {
 	return c, nil
 }
 
-// Close closes the connections; calls in flight fail.
+func randomProducer() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// NewProducer returns a Client on c's connections under a new random
+// producer id with its own sequence numbers, and c's retry settings.
+// Many goroutines appending through one connection each get one, so that
+// each producer's appends in flight stay within the node's idempotence
+// window (an Appender keeps up to MaxInFlight). Closing it does nothing:
+// the connections are c's, and closing c ends the calls of both.
+func (c *Client) NewProducer() *Client {
+	return &Client{conn: c.conn, rpc: c.rpc, dopts: c.dopts, producer: randomProducer(), attempts: c.attempts, backoff: c.backoff,
+		routes: c.routes, shared: true}
+}
+
+// Close closes the connections; calls in flight fail. On a Client made
+// by NewProducer it does nothing.
 func (c *Client) Close() error {
+	if c.shared {
+		return nil
+	}
 	c.mu.Lock()
 	conns := c.conns
 	c.conns, c.closed = nil, true

@@ -265,3 +265,64 @@ func TestTailMissingStream(t *testing.T) {
 		}
 	}
 }
+
+// TestNewProducer: Appenders of producers sharing one connection, each
+// with a full window in flight, all succeed; closing a producer leaves the
+// connection to the others.
+func TestNewProducer(t *testing.T) {
+	ctx := testCtx(t)
+	_, addr := startNode(t, t.TempDir(), "127.0.0.1:0")
+	c := dial(t, addr, client.Options{})
+	if _, err := c.Create(ctx, "s", client.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	const producers, each = 8, 300
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	seen := map[uint64]bool{}
+	ids := map[string]bool{c.ProducerID(): true}
+	for g := range producers {
+		p := c.NewProducer()
+		if ids[p.ProducerID()] {
+			t.Fatalf("producer id %s reused", p.ProducerID())
+		}
+		ids[p.ProducerID()] = true
+		wg.Go(func() {
+			defer p.Close()
+			a := p.NewAppender(ctx, "s")
+			var pend []*client.Pending
+			for i := range each {
+				pd, err := a.Append(fmt.Appendf(nil, "%d-%d", g, i))
+				if err != nil {
+					t.Errorf("append: %v", err)
+					return
+				}
+				pend = append(pend, pd)
+			}
+			for _, pd := range pend {
+				pos, err := pd.Wait(ctx)
+				if err != nil {
+					t.Errorf("wait: %v", err)
+					return
+				}
+				mu.Lock()
+				if seen[pos] {
+					t.Errorf("position %d twice", pos)
+				}
+				seen[pos] = true
+				mu.Unlock()
+			}
+			if err := a.Close(); err != nil {
+				t.Errorf("appender close: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if len(seen) != producers*each {
+		t.Fatalf("%d positions, want %d", len(seen), producers*each)
+	}
+	// Every producer closed; the connection still serves c.
+	if st, err := c.Status(ctx, "s"); err != nil || st.Committed != producers*each {
+		t.Fatalf("status after the producers closed: %v %v", st, err)
+	}
+}
