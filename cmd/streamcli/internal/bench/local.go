@@ -1,8 +1,9 @@
 // Package bench measures rpstream. Each kind of benchmark is a config
-// struct with a Run method returning a Result; streamcli's "bench KIND"
-// commands fill the config from flags and print the result. Kinds to come
-// (rdma, cluster) and options to come (the data mover, appends in flight)
-// add fields to a config and to Result without changing the others.
+// struct with a Run method returning a result (Local: Result; Cluster,
+// appends through streamnode processes: ClusterResult); streamcli's
+// "bench KIND" commands fill the config from flags and print the result.
+// New options add fields to a config and to its result without changing
+// the others.
 package bench
 
 import (

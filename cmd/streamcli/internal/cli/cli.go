@@ -238,7 +238,8 @@ global flags (before or after the command):
               (default $RPSTREAM_DATA, else ./rpstream-data)
   --node HOST:PORT
               client address of a streamnode: create, append, tail and ls
-              go through it instead of a data directory ($RPSTREAM_NODE)
+              go through it instead of a data directory, and bench cluster
+              measures it ($RPSTREAM_NODE)
 
 Flags may stand before or after the arguments; "--" ends the flags.
 Run "streamcli COMMAND --help" for the flags of a command.

@@ -1,0 +1,394 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rpstream/rpstream/api"
+	"github.com/rpstream/rpstream/client"
+	"github.com/rpstream/rpstream/internal/proccluster"
+)
+
+// Cluster is "bench cluster": Count entries of Size bytes appended by
+// Clients concurrent clients through the client service to a fresh stream
+// with Replicas replicas and the Acks policy, on the cluster at Node or,
+// without Node, on a loopback cluster of Nodes streamnode processes that
+// the run starts and stops (package proccluster).
+type Cluster struct {
+	Clients  int
+	Size     int
+	Count    int
+	Acks     string // leader, quorum or all
+	Replicas int
+	// Node is the client address of a running node; empty starts a
+	// cluster of Nodes members (0 means 3).
+	Node  string
+	Nodes int
+	// Duration, when not zero, ends the run once it has passed even if
+	// fewer than Count entries were appended; the result counts those
+	// that were.
+	Duration time.Duration
+	// InFlight is how many appends each client keeps in flight on its
+	// AppendStream call (client.Appender); 0 means 1.
+	InFlight int
+	// Conns is how many gRPC connections the clients share, round robin,
+	// each client with its own producer (client.NewProducer); 0 means one
+	// per client.
+	Conns int
+	// Unary sends each append as its own Append call instead of on an
+	// AppendStream call (InFlight must be 1).
+	Unary bool
+	// Streamnode is the binary to start without Node (see
+	// proccluster.FindBinary); Dir is where its data goes (default
+	// DefaultDir).
+	Streamnode string
+	Dir        string
+	// Progress, if not nil, gets a line per phase.
+	Progress io.Writer
+}
+
+// ClusterResult is the outcome of "bench cluster"; its JSON form is what
+// --json prints. Fields are only ever added.
+type ClusterResult struct {
+	Kind          string  `json:"kind"` // "cluster"
+	Clients       int     `json:"clients"`
+	Size          int     `json:"size"`
+	Count         int     `json:"count"` // appended in the timed run
+	Acks          string  `json:"acks"`
+	Replicas      int     `json:"replicas"`
+	Nodes         int     `json:"nodes"`   // members the node reported
+	Cluster       string  `json:"cluster"` // "started" (own loopback cluster) or "given" (--node)
+	Node          string  `json:"node"`    // address the clients used
+	Stream        string  `json:"stream"`
+	InFlight      int     `json:"inflight"`
+	Conns         int     `json:"conns"`
+	API           string  `json:"api"` // append_stream or unary
+	Warmup        int     `json:"warmup"`
+	Seconds       float64 `json:"seconds"`
+	EntriesPerSec float64 `json:"entries_per_sec"`
+	MBPerSec      float64 `json:"mb_per_sec"` // payload bytes, 10^6 per MB
+	P50us         float64 `json:"p50_us"`
+	P99us         float64 `json:"p99_us"`
+	P999us        float64 `json:"p999_us"`
+	MaxUs         float64 `json:"max_us"`
+}
+
+// MaxClusterSize is the largest --size: well below the gRPC message limit.
+const MaxClusterSize = 16 << 20
+
+// Validate reports whether the config can run.
+func (c Cluster) Validate() error {
+	switch {
+	case c.Clients < 1 || c.Clients > 4096:
+		return fmt.Errorf("clients must be from 1 to 4096, not %d", c.Clients)
+	case c.Size < 0 || c.Size > MaxClusterSize:
+		return fmt.Errorf("size must be from 0 to 16MiB, not %d", c.Size)
+	case c.Count < c.Clients:
+		return fmt.Errorf("count must be at least the number of clients (%d), not %d", c.Clients, c.Count)
+	case c.Acks != "leader" && c.Acks != "quorum" && c.Acks != "all":
+		return fmt.Errorf("acks must be leader, quorum or all, not %q", c.Acks)
+	case c.Replicas < 1 || c.Replicas > 16:
+		return fmt.Errorf("replicas must be from 1 to 16, not %d", c.Replicas)
+	case c.Nodes < 0 || c.Nodes > 16:
+		return fmt.Errorf("nodes must be from 1 to 16, not %d", c.Nodes)
+	case c.Node != "" && c.Nodes != 0:
+		return errors.New("--nodes starts a cluster; it cannot go with --node")
+	case c.Node == "" && c.Replicas > c.nodes():
+		return fmt.Errorf("replicas (%d) must not exceed the nodes started (%d; see --nodes)", c.Replicas, c.nodes())
+	case c.Duration < 0 || c.Duration > time.Hour:
+		return fmt.Errorf("duration must be from 0 (none) to 1h, not %v", c.Duration)
+	case c.InFlight < 0 || c.InFlight > client.MaxInFlight:
+		return fmt.Errorf("inflight must be from 1 to %d, not %d", client.MaxInFlight, c.InFlight)
+	case c.Unary && c.InFlight > 1:
+		return errors.New("--unary sends one append at a time: it cannot go with --inflight above 1")
+	case c.Conns < 0 || c.Conns > c.Clients:
+		return fmt.Errorf("conns must be from 1 to the number of clients (%d), not %d", c.Clients, c.Conns)
+	}
+	return nil
+}
+
+// nodes is the size of the cluster to start.
+func (c Cluster) nodes() int {
+	if c.Nodes == 0 {
+		return 3
+	}
+	return c.Nodes
+}
+
+func (c Cluster) say(format string, args ...any) {
+	if c.Progress != nil {
+		fmt.Fprintf(c.Progress, format+"\n", args...)
+	}
+}
+
+// Run runs the benchmark: it starts a cluster if Node is empty (and stops
+// it and removes its data afterwards), creates a fresh stream, warms up,
+// and measures. The stream is deleted afterwards on a given cluster.
+func (c Cluster) Run(ctx context.Context) (*ClusterResult, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	c.InFlight = max(c.InFlight, 1)
+	if c.Conns == 0 {
+		c.Conns = c.Clients
+	}
+	r := &ClusterResult{Kind: "cluster", Clients: c.Clients, Size: c.Size, Acks: c.Acks, Replicas: c.Replicas,
+		Node: c.Node, Cluster: "given", InFlight: c.InFlight, Conns: c.Conns, API: "append_stream"}
+	if c.Unary {
+		r.API = "unary"
+	}
+	if c.Node == "" {
+		stop, addr, err := c.startCluster(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+		r.Node, r.Cluster = addr, "started"
+	}
+	var b [6]byte
+	rand.Read(b[:])
+	r.Stream = "bench-" + time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(b[:])
+
+	conns := make([]*client.Client, c.Conns)
+	for i := range conns {
+		cl, err := client.Dial(r.Node, client.Options{})
+		if err != nil {
+			return nil, err
+		}
+		defer cl.Close()
+		conns[i] = cl
+	}
+	admin := conns[0]
+	ms, err := admin.Members(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("members of %s: %w", r.Node, err)
+	}
+	r.Nodes = len(ms)
+	acks := map[string]api.AckPolicy{"leader": api.AckPolicy_ACK_POLICY_LEADER, "quorum": api.AckPolicy_ACK_POLICY_QUORUM, "all": api.AckPolicy_ACK_POLICY_ALL}[c.Acks]
+	if _, err := admin.Create(ctx, r.Stream, client.CreateOptions{Replicas: c.Replicas, Acks: acks}); err != nil {
+		return nil, fmt.Errorf("create %s: %w", r.Stream, err)
+	}
+	if r.Cluster == "given" {
+		defer func() {
+			dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			admin.Delete(dctx, r.Stream)
+		}()
+	}
+	c.say("bench cluster: stream %s (replicas %d, acks %s) on %s, %d member(s)", r.Stream, c.Replicas, c.Acks, r.Node, r.Nodes)
+
+	clients := make([]*client.Client, c.Clients)
+	for i := range clients {
+		clients[i] = conns[i%len(conns)]
+		if c.Conns < c.Clients {
+			clients[i] = clients[i].NewProducer()
+		}
+	}
+	payload := make([]byte, c.Size)
+	for i := range payload {
+		payload[i] = byte('a' + i%26)
+	}
+	// Warm-up: connections open, the node's first regions allocated,
+	// goroutines and buffers grown.
+	r.Warmup = min(50, c.Count/c.Clients) * c.Clients
+	if _, _, err := c.runClients(ctx, clients, payload, r.Stream, r.Warmup, 0); err != nil {
+		return nil, fmt.Errorf("warm-up: %w", err)
+	}
+	c.say("bench cluster: %d warm-up appends done; measuring %d appends from %d client(s)", r.Warmup, c.Count, c.Clients)
+
+	lat, elapsed, err := c.runClients(ctx, clients, payload, r.Stream, c.Count, c.Duration)
+	if err != nil {
+		return nil, err
+	}
+	var all []uint32
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	r.Count = len(all)
+	r.Seconds = elapsed.Seconds()
+	fillCluster(r, all)
+	return r, nil
+}
+
+// startCluster starts the loopback cluster and returns how to stop it and
+// the client address of its first member.
+func (c Cluster) startCluster(ctx context.Context) (stop func(), addr string, err error) {
+	bin, err := proccluster.FindBinary(c.Streamnode)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w (--streamnode PATH)", err)
+	}
+	parent := c.Dir
+	if parent == "" {
+		parent, _ = DefaultDir()
+	}
+	dir, err := os.MkdirTemp(parent, "rpstream-bench-cluster-")
+	if err != nil {
+		return nil, "", err
+	}
+	nodes := c.nodes()
+	c.say("bench cluster: starting %d streamnode process(es) (%s) in %s", nodes, bin, dir)
+	cl, err := proccluster.Start(ctx, proccluster.Config{Binary: bin, Dir: dir, Nodes: nodes})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, "", err
+	}
+	stop = func() {
+		for i := range cl.Len() {
+			cl.Stop(i)
+		}
+		cl.Close()
+		os.RemoveAll(dir)
+	}
+	return stop, cl.ClientAddrs()[0], nil
+}
+
+// runClients has every client append its share of count entries and
+// returns the latencies in nanoseconds, per client, and the time from the
+// start of the first append to the answer of the last. With limit above
+// zero each client stops starting appends once it has passed.
+func (c Cluster) runClients(ctx context.Context, clients []*client.Client, p []byte, stream string, count int, limit time.Duration) ([][]uint32, time.Duration, error) {
+	lat := make([][]uint32, len(clients))
+	var deadline int64 = math.MaxInt64
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	var failed atomic.Pointer[error]
+	for i, cl := range clients {
+		n := count / len(clients)
+		if i < count%len(clients) {
+			n++
+		}
+		lat[i] = make([]uint32, 0, n)
+		wg.Go(func() {
+			<-start
+			var err error
+			if c.Unary {
+				lat[i], err = c.appendUnary(ctx, cl, stream, p, n, deadline, lat[i])
+			} else {
+				lat[i], err = c.appendStream(ctx, cl, stream, p, n, deadline, lat[i])
+			}
+			if err != nil {
+				failed.CompareAndSwap(nil, &err)
+			}
+		})
+	}
+	t0 := nanotime()
+	if limit > 0 {
+		deadline = t0 + limit.Nanoseconds()
+	}
+	close(start)
+	wg.Wait()
+	elapsed := time.Duration(nanotime() - t0)
+	if e := failed.Load(); e != nil {
+		return nil, 0, *e
+	}
+	return lat, elapsed, nil
+}
+
+func record(lat []uint32, d int64) []uint32 {
+	return append(lat, uint32(min(d, int64(math.MaxUint32))))
+}
+
+// appendUnary appends n entries one Append call at a time.
+func (c Cluster) appendUnary(ctx context.Context, cl *client.Client, stream string, p []byte, n int, deadline int64, lat []uint32) ([]uint32, error) {
+	for range n {
+		t := nanotime()
+		if t > deadline {
+			break
+		}
+		if _, err := cl.Append(ctx, stream, p); err != nil {
+			return lat, fmt.Errorf("append: %w", err)
+		}
+		lat = record(lat, nanotime()-t)
+	}
+	return lat, nil
+}
+
+// appendStream appends n entries on one Appender keeping InFlight in
+// flight; an append's latency runs from its send to its answer (answers
+// come in order, so each is read as the oldest completes).
+func (c Cluster) appendStream(ctx context.Context, cl *client.Client, stream string, p []byte, n int, deadline int64, lat []uint32) ([]uint32, error) {
+	a := cl.NewAppender(ctx, stream)
+	type sent struct {
+		p *client.Pending
+		t int64
+	}
+	var window []sent
+	wait := func() error {
+		s := window[0]
+		window = window[1:]
+		if _, err := s.p.Wait(ctx); err != nil {
+			return fmt.Errorf("append: %w", err)
+		}
+		lat = record(lat, nanotime()-s.t)
+		return nil
+	}
+	var err error
+	for range n {
+		t := nanotime()
+		if t > deadline {
+			break
+		}
+		if len(window) == c.InFlight {
+			if err = wait(); err != nil {
+				break
+			}
+			t = nanotime()
+		}
+		var pd *client.Pending
+		if pd, err = a.Append(p); err != nil {
+			err = fmt.Errorf("append: %w", err)
+			break
+		}
+		window = append(window, sent{pd, t})
+	}
+	for err == nil && len(window) > 0 {
+		err = wait()
+	}
+	if cerr := a.Close(); err == nil {
+		err = cerr
+	}
+	return lat, err
+}
+
+// fillCluster computes rates and percentiles from latencies in
+// nanoseconds.
+func fillCluster(r *ClusterResult, all []uint32) {
+	slices.Sort(all)
+	pct := func(p float64) float64 {
+		if len(all) == 0 {
+			return 0
+		}
+		k := min(int(p*float64(len(all))), len(all)-1)
+		return round3(float64(all[k]) / 1e3)
+	}
+	r.P50us, r.P99us, r.P999us, r.MaxUs = pct(0.50), pct(0.99), pct(0.999), pct(1)
+	if r.Seconds > 0 {
+		r.EntriesPerSec = math.Round(float64(r.Count) / r.Seconds)
+		r.MBPerSec = round3(float64(r.Count) * float64(r.Size) / r.Seconds / 1e6)
+	}
+}
+
+// Print writes the result for a person to read.
+func (r *ClusterResult) Print(w io.Writer) {
+	fmt.Fprintf(w, "bench cluster: %d entries of %d bytes from %d client(s) on %d connection(s), %d in flight each (%s)\n",
+		r.Count, r.Size, r.Clients, r.Conns, r.InFlight, r.API)
+	how := "given by --node"
+	if r.Cluster == "started" {
+		how = "started on loopback for this run"
+	}
+	fmt.Fprintf(w, "  cluster     %s, %d member(s), %s\n", r.Node, r.Nodes, how)
+	fmt.Fprintf(w, "  stream      %s: replicas %d, acks %s (%d warm-up appends first)\n", r.Stream, r.Replicas, r.Acks, r.Warmup)
+	fmt.Fprintf(w, "  time        %.3f s\n", r.Seconds)
+	fmt.Fprintf(w, "  throughput  %.0f entries/s, %.1f MB/s\n", r.EntriesPerSec, r.MBPerSec)
+	fmt.Fprintf(w, "  latency     p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.0f us (send to acknowledgement)\n", r.P50us, r.P99us, r.P999us, r.MaxUs)
+}

@@ -1,0 +1,145 @@
+package bench
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/rpstream/rpstream/client"
+	"github.com/rpstream/rpstream/internal/proccluster"
+	"github.com/rpstream/rpstream/node"
+)
+
+// serveNode serves a node in this process on loopback and returns its
+// client address.
+func serveNode(t *testing.T) string {
+	t.Helper()
+	cfg := node.DefaultConfig(t.TempDir())
+	cfg.RegionSize = 1 << 20
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	srv, err := node.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-served
+	})
+	return lis.Addr().String()
+}
+
+func checkResult(t *testing.T, r *ClusterResult, count int) {
+	t.Helper()
+	if r.Count != count || r.EntriesPerSec <= 0 || (r.MBPerSec <= 0) != (r.Size == 0) || r.P50us <= 0 || r.P99us < r.P50us || r.P999us < r.P99us || r.MaxUs < r.P999us {
+		t.Fatalf("result %+v", r)
+	}
+}
+
+func TestClusterGivenNode(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	addr := serveNode(t)
+	for _, cfg := range []Cluster{
+		{Clients: 4, Size: 128, Count: 1000, Acks: "quorum", Replicas: 1, InFlight: 8, Conns: 2},
+		{Clients: 3, Size: 0, Count: 301, Acks: "leader", Replicas: 1},
+		{Clients: 2, Size: 4096, Count: 200, Acks: "all", Replicas: 1, Unary: true},
+	} {
+		cfg.Node = addr
+		r, err := cfg.Run(ctx)
+		if err != nil {
+			t.Fatalf("%+v: %v", cfg, err)
+		}
+		checkResult(t, r, cfg.Count)
+		if r.Cluster != "given" || r.Nodes != 1 || r.Node != addr || r.Warmup == 0 {
+			t.Fatalf("result %+v", r)
+		}
+	}
+	// Each run deleted its stream.
+	cl, err := client.Dial(addr, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if names, err := cl.List(ctx); err != nil || len(names) != 0 {
+		t.Fatalf("streams left: %v %v", names, err)
+	}
+}
+
+func TestClusterDuration(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := Cluster{Node: serveNode(t), Clients: 2, Size: 64, Count: 10_000_000, Acks: "quorum", Replicas: 1, Duration: 300 * time.Millisecond, InFlight: 4}
+	r, err := cfg.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Count <= 0 || r.Count >= cfg.Count || r.Seconds > 20 {
+		t.Fatalf("a 300ms run: %+v", r)
+	}
+}
+
+func TestClusterStarted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs streamnode processes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	bin, err := proccluster.BuildOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proccluster.RemoveBuilt()
+	dir := t.TempDir()
+	cfg := Cluster{Streamnode: bin, Dir: dir, Nodes: 2, Clients: 4, Size: 128, Count: 800, Acks: "quorum", Replicas: 2}
+	r, err := cfg.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResult(t, r, cfg.Count)
+	if r.Cluster != "started" || r.Nodes < 1 {
+		t.Fatalf("result %+v", r)
+	}
+	// The cluster's processes and data are gone.
+	if es, err := os.ReadDir(dir); err != nil || len(es) != 0 {
+		t.Fatalf("left in %s: %v %v", dir, es, err)
+	}
+}
+
+func TestClusterValidate(t *testing.T) {
+	ok := Cluster{Clients: 1, Count: 1, Acks: "quorum", Replicas: 3}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []func(*Cluster){
+		func(c *Cluster) { c.Clients = 0 },
+		func(c *Cluster) { c.Size = -1 },
+		func(c *Cluster) { c.Size = MaxClusterSize + 1 },
+		func(c *Cluster) { c.Count = 0 },
+		func(c *Cluster) { c.Acks = "" },
+		func(c *Cluster) { c.Replicas = 0 },
+		func(c *Cluster) { c.Replicas = 4 },
+		func(c *Cluster) { c.Nodes = 2 },
+		func(c *Cluster) { c.Nodes = 3; c.Node = "127.0.0.1:1" },
+		func(c *Cluster) { c.Duration = -time.Second },
+		func(c *Cluster) { c.InFlight = client.MaxInFlight + 1 },
+		func(c *Cluster) { c.Unary = true; c.InFlight = 2 },
+		func(c *Cluster) { c.Conns = 2 },
+	} {
+		c := ok
+		bad(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("%+v accepted", c)
+		}
+	}
+}

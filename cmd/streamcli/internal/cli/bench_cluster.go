@@ -1,0 +1,64 @@
+package cli
+
+import (
+	"context"
+	"flag"
+
+	"github.com/rpstream/rpstream/cmd/streamcli/internal/bench"
+)
+
+// benchClusterCmd is "bench cluster": appends through the client service
+// of a cluster, started on loopback for the run or given by --node.
+var benchClusterCmd = &command{
+	graceful: true,
+	name:     "bench cluster",
+	args:     "--clients C --size S --count N --acks leader|quorum|all --replicas R [--node HOST:PORT | --nodes K] [--duration D] [--inflight N] [--conns K] [--unary] [--streamnode PATH] [--dir DIR] [--json]",
+	summary:  "Measure appends through streamnode: C concurrent clients append N entries of S bytes to a fresh stream.",
+	detail: `
+Without --node it starts its own cluster of K streamnode processes on
+127.0.0.1 (default 3; the binary is --streamnode, else the streamnode next
+to streamcli, else the one on PATH) with their data in a fresh directory
+under --dir (default /dev/shm, tmpfs, if it exists), and stops it and
+removes the data afterwards. With --node it uses that running node's
+cluster and deletes the stream it made afterwards. The stream is fresh
+(bench-TIME-RANDOM), created with --replicas and --acks. After a warm-up
+(50 appends per client, untimed), C clients append N entries in all, each
+on its own AppendStream call (client.Appender) keeping --inflight appends
+in flight (default 1; --unary: one Append call each instead), on their own
+gRPC connections (--conns K: K connections shared round robin). --duration
+D ends the run after D even if fewer than N were appended. Prints
+entries/s, MB/s (payload, 10^6 bytes) and p50/p99/p99.9/max latency from
+each append's send to its acknowledgement; --json prints one object.`,
+	flags: func(fs *flag.FlagSet) runFunc {
+		var cfg bench.Cluster
+		var asJSON bool
+		fs.IntVar(&cfg.Clients, "clients", 1, "`C` concurrent clients")
+		cfg.Size = 128
+		fs.Var(sizeFlag{&cfg.Size}, "size", "`S` bytes per entry, such as 128 or 4k (default 128)")
+		fs.IntVar(&cfg.Count, "count", 100000, "`N` entries to append in all")
+		fs.StringVar(&cfg.Acks, "acks", "quorum", "acknowledgement `POLICY`: leader, quorum or all")
+		fs.IntVar(&cfg.Replicas, "replicas", 3, "`R` replicas of the stream")
+		fs.IntVar(&cfg.Nodes, "nodes", 0, "`K` streamnode processes to start when --node is not given (default 3)")
+		fs.DurationVar(&cfg.Duration, "duration", 0, "stop after `D` even if fewer than N entries were appended (default: no limit)")
+		fs.IntVar(&cfg.InFlight, "inflight", 1, "`N` appends each client keeps in flight")
+		fs.IntVar(&cfg.Conns, "conns", 0, "`K` gRPC connections shared by the clients (default: one per client)")
+		fs.BoolVar(&cfg.Unary, "unary", false, "one Append call per append instead of an AppendStream call per client")
+		fs.StringVar(&cfg.Streamnode, "streamnode", "", "streamnode binary `PATH` for the cluster it starts")
+		fs.StringVar(&cfg.Dir, "dir", "", "`DIR` for the started cluster's data (default /dev/shm if it exists, else the system temporary directory)")
+		fs.BoolVar(&asJSON, "json", false, "print one JSON object")
+		return func(ctx context.Context, c *invocation, args []string) error {
+			if len(args) != 0 {
+				return usagef("bench cluster takes no arguments, got %q", args)
+			}
+			cfg.Node = c.node
+			if err := cfg.Validate(); err != nil {
+				return usagef("%s", err)
+			}
+			if !asJSON {
+				cfg.Progress = c.Stderr
+			}
+			r, err := cfg.Run(ctx)
+			return emitBench(ctx, c, asJSON, r, err, func() { r.Print(c.out) })
+		}
+	},
+}
