@@ -24,8 +24,9 @@ cluster and deletes the stream it made afterwards. The stream is fresh
 (bench-TIME-RANDOM), created with --replicas and --acks. After a warm-up
 (50 appends per client, untimed), C clients append N entries in all, each
 on its own AppendStream call (client.Appender) keeping --inflight appends
-in flight (default 1; --unary: one Append call each instead), on their own
-gRPC connections (--conns K: K connections shared round robin). --duration
+in flight (default 1; --unary: one Append call each instead), all on one
+gRPC connection (--conns K: K shared round robin; --conns C: one each;
+one shared does best here, by far, with many clients). --duration
 D ends the run after D even if fewer than N were appended. Prints
 entries/s, MB/s (payload, 10^6 bytes) and p50/p99/p99.9/max latency from
 each append's send to its acknowledgement; --json prints one object.`,
@@ -41,7 +42,7 @@ each append's send to its acknowledgement; --json prints one object.`,
 		fs.IntVar(&cfg.Nodes, "nodes", 0, "`K` streamnode processes to start when --node is not given (default 3)")
 		fs.DurationVar(&cfg.Duration, "duration", 0, "stop after `D` even if fewer than N entries were appended (default: no limit)")
 		fs.IntVar(&cfg.InFlight, "inflight", 1, "`N` appends each client keeps in flight")
-		fs.IntVar(&cfg.Conns, "conns", 0, "`K` gRPC connections shared by the clients (default: one per client)")
+		fs.IntVar(&cfg.Conns, "conns", 0, "`K` gRPC connections shared by the clients, round robin (default 1)")
 		fs.BoolVar(&cfg.Unary, "unary", false, "one Append call per append instead of an AppendStream call per client")
 		fs.StringVar(&cfg.Streamnode, "streamnode", "", "streamnode binary `PATH` for the cluster it starts")
 		fs.StringVar(&cfg.Dir, "dir", "", "`DIR` for the started cluster's data (default /dev/shm if it exists, else the system temporary directory)")
