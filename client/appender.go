@@ -106,7 +106,7 @@ func (a *Appender) Append(data []byte) (*Pending, error) {
 		return nil, a.ctx.Err()
 	}
 	p := &Pending{
-		req:  &api.AppendRequest{Stream: a.stream, Data: data, ProducerId: a.c.producer, Sequence: a.c.seq.Add(1)},
+		req:  &api.AppendRequest{Stream: a.stream, Data: data, ProducerId: a.c.producer},
 		done: make(chan struct{}),
 		free: func() { <-a.slots },
 	}
@@ -116,6 +116,11 @@ func (a *Appender) Append(data []byte) (*Pending, error) {
 		p.free()
 		return nil, err
 	}
+	// The number is taken under mu, so that the appends go out in the
+	// order of their numbers: a number taken before waiting for mu could
+	// be overtaken by more than the node's window of later appends from
+	// other goroutines, and then be refused as too old.
+	p.req.Sequence = a.c.seq.Add(1)
 	if a.call == nil {
 		a.openLocked()
 	}

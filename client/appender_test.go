@@ -145,3 +145,41 @@ func TestAppenderResendsAfterBrokenCall(t *testing.T) {
 		}
 	}
 }
+
+// TestAppenderSharedByGoroutines: many goroutines append through one
+// Appender, each waiting for its own appends. Sequence numbers must reach
+// the node in the order they were taken, or one taken by a goroutine that
+// is then descheduled can fall below the node's idempotence window while
+// the others append, and be refused.
+func TestAppenderSharedByGoroutines(t *testing.T) {
+	ctx := testCtx(t)
+	_, addr := startNode(t, t.TempDir(), "127.0.0.1:0")
+	c := dial(t, addr, client.Options{})
+	if _, err := c.Create(ctx, "s", client.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	a := c.NewAppender(ctx, "s")
+	const goroutines, each = 128, 100
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				p, err := a.Append(fmt.Appendf(nil, "%d-%d", g, i))
+				if err == nil {
+					_, err = p.Wait(ctx)
+				}
+				if err != nil {
+					t.Errorf("goroutine %d, append %d: %v", g, i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := c.Status(ctx, "s"); err != nil || st.Committed != goroutines*each {
+		t.Fatalf("status: %v %v", st, err)
+	}
+}
