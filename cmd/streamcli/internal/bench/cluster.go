@@ -48,6 +48,10 @@ type Cluster struct {
 	// costs a write and a wake-up per append on both sides (64 clients on
 	// 2 cores: about 4x the throughput, a fifth of the p50).
 	Conns int
+	// Calls is how many AppendStream calls (client.Appender) the clients
+	// share, round robin; 0 means one per client. Clients sharing a call
+	// share its producer id and its MaxInFlight window.
+	Calls int
 	// Unary sends each append as its own Append call instead of on an
 	// AppendStream call (InFlight must be 1).
 	Unary bool
@@ -75,7 +79,8 @@ type ClusterResult struct {
 	Stream        string  `json:"stream"`
 	InFlight      int     `json:"inflight"`
 	Conns         int     `json:"conns"`
-	API           string  `json:"api"` // append_stream or unary
+	Calls         int     `json:"calls"` // AppendStream calls; 0 with api unary
+	API           string  `json:"api"`   // append_stream or unary
 	Warmup        int     `json:"warmup"`
 	Seconds       float64 `json:"seconds"`
 	EntriesPerSec float64 `json:"entries_per_sec"`
@@ -114,6 +119,10 @@ func (c Cluster) Validate() error {
 		return fmt.Errorf("inflight must be from 1 to %d, not %d", client.MaxInFlight, c.InFlight)
 	case c.Unary && c.InFlight > 1:
 		return errors.New("--unary sends one append at a time: it cannot go with --inflight above 1")
+	case c.Calls < 0 || c.Calls > c.Clients:
+		return fmt.Errorf("calls must be from 1 to the number of clients (%d), not %d", c.Clients, c.Calls)
+	case c.Unary && c.Calls > 0:
+		return errors.New("--unary makes no AppendStream calls: it cannot go with --calls")
 	case c.Conns < 0 || c.Conns > c.Clients:
 		return fmt.Errorf("conns must be from 1 to the number of clients (%d), not %d", c.Clients, c.Conns)
 	}
@@ -145,10 +154,15 @@ func (c Cluster) Run(ctx context.Context) (*ClusterResult, error) {
 	if c.Conns == 0 {
 		c.Conns = 1
 	}
+	if c.Calls == 0 {
+		c.Calls = c.Clients
+	}
 	r := &ClusterResult{Kind: "cluster", Clients: c.Clients, Size: c.Size, Acks: c.Acks, Replicas: c.Replicas,
 		Node: c.Node, Cluster: "given", InFlight: c.InFlight, Conns: c.Conns, API: "append_stream"}
 	if c.Unary {
 		r.API = "unary"
+	} else {
+		r.Calls = c.Calls
 	}
 	if c.Node == "" {
 		stop, addr, err := c.startCluster(ctx)
@@ -265,6 +279,12 @@ func (c Cluster) runClients(ctx context.Context, clients []*client.Client, p []b
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	var failed atomic.Pointer[error]
+	var apps []*client.Appender
+	if !c.Unary {
+		for i := range c.Calls {
+			apps = append(apps, clients[i].NewAppender(ctx, stream))
+		}
+	}
 	for i, cl := range clients {
 		n := count / len(clients)
 		if i < count%len(clients) {
@@ -277,7 +297,7 @@ func (c Cluster) runClients(ctx context.Context, clients []*client.Client, p []b
 			if c.Unary {
 				lat[i], err = c.appendUnary(ctx, cl, stream, p, n, deadline, lat[i])
 			} else {
-				lat[i], err = c.appendStream(ctx, cl, stream, p, n, deadline, lat[i])
+				lat[i], err = c.appendStream(ctx, apps[i%len(apps)], p, n, deadline, lat[i])
 			}
 			if err != nil {
 				failed.CompareAndSwap(nil, &err)
@@ -291,6 +311,11 @@ func (c Cluster) runClients(ctx context.Context, clients []*client.Client, p []b
 	close(start)
 	wg.Wait()
 	elapsed := time.Duration(nanotime() - t0)
+	for _, a := range apps {
+		if err := a.Close(); err != nil {
+			failed.CompareAndSwap(nil, &err)
+		}
+	}
 	if e := failed.Load(); e != nil {
 		return nil, 0, *e
 	}
@@ -316,11 +341,11 @@ func (c Cluster) appendUnary(ctx context.Context, cl *client.Client, stream stri
 	return lat, nil
 }
 
-// appendStream appends n entries on one Appender keeping InFlight in
-// flight; an append's latency runs from its send to its answer (answers
-// come in order, so each is read as the oldest completes).
-func (c Cluster) appendStream(ctx context.Context, cl *client.Client, stream string, p []byte, n int, deadline int64, lat []uint32) ([]uint32, error) {
-	a := cl.NewAppender(ctx, stream)
+// appendStream appends n entries on Appender a (perhaps shared with
+// other clients) keeping InFlight in flight; an append's latency runs
+// from its send to its answer (answers come in order, so each is read as
+// the oldest completes).
+func (c Cluster) appendStream(ctx context.Context, a *client.Appender, p []byte, n int, deadline int64, lat []uint32) ([]uint32, error) {
 	type sent struct {
 		p *client.Pending
 		t int64
@@ -357,9 +382,6 @@ func (c Cluster) appendStream(ctx context.Context, cl *client.Client, stream str
 	for err == nil && len(window) > 0 {
 		err = wait()
 	}
-	if cerr := a.Close(); err == nil {
-		err = cerr
-	}
 	return lat, err
 }
 
@@ -383,8 +405,12 @@ func fillCluster(r *ClusterResult, all []uint32) {
 
 // Print writes the result for a person to read.
 func (r *ClusterResult) Print(w io.Writer) {
-	fmt.Fprintf(w, "bench cluster: %d entries of %d bytes from %d client(s) on %d connection(s), %d in flight each (%s)\n",
-		r.Count, r.Size, r.Clients, r.Conns, r.InFlight, r.API)
+	calls := ""
+	if r.API != "unary" {
+		calls = fmt.Sprintf(", %d AppendStream call(s)", r.Calls)
+	}
+	fmt.Fprintf(w, "bench cluster: %d entries of %d bytes from %d client(s) on %d connection(s)%s, %d in flight each (%s)\n",
+		r.Count, r.Size, r.Clients, r.Conns, calls, r.InFlight, r.API)
 	how := "given by --node"
 	if r.Cluster == "started" {
 		how = "started on loopback for this run"

@@ -52,6 +52,7 @@ func TestClusterGivenNode(t *testing.T) {
 	addr := serveNode(t)
 	for _, cfg := range []Cluster{
 		{Clients: 4, Size: 128, Count: 1000, Acks: "quorum", Replicas: 1, InFlight: 8, Conns: 2},
+		{Clients: 8, Size: 128, Count: 1000, Acks: "quorum", Replicas: 1, InFlight: 2, Calls: 3},
 		{Clients: 3, Size: 0, Count: 301, Acks: "leader", Replicas: 1},
 		{Clients: 2, Size: 4096, Count: 200, Acks: "all", Replicas: 1, Unary: true},
 	} {
@@ -135,6 +136,9 @@ func TestClusterValidate(t *testing.T) {
 		func(c *Cluster) { c.InFlight = client.MaxInFlight + 1 },
 		func(c *Cluster) { c.Unary = true; c.InFlight = 2 },
 		func(c *Cluster) { c.Conns = 2 },
+		func(c *Cluster) { c.Calls = 2 },
+		func(c *Cluster) { c.Calls = -1 },
+		func(c *Cluster) { c.Clients = 2; c.Count = 2; c.Unary = true; c.Calls = 1 },
 	} {
 		c := ok
 		bad(&c)

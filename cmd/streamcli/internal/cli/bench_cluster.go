@@ -12,7 +12,7 @@ import (
 var benchClusterCmd = &command{
 	graceful: true,
 	name:     "bench cluster",
-	args:     "--clients C --size S --count N --acks leader|quorum|all --replicas R [--node HOST:PORT | --nodes K] [--duration D] [--inflight N] [--conns K] [--unary] [--streamnode PATH] [--dir DIR] [--json]",
+	args:     "--clients C --size S --count N --acks leader|quorum|all --replicas R [--node HOST:PORT | --nodes K] [--duration D] [--inflight N] [--conns K] [--calls K] [--unary] [--streamnode PATH] [--dir DIR] [--json]",
 	summary:  "Measure appends through streamnode: C concurrent clients append N entries of S bytes to a fresh stream.",
 	detail: `
 Without --node it starts its own cluster of K streamnode processes on
@@ -23,8 +23,9 @@ removes the data afterwards. With --node it uses that running node's
 cluster and deletes the stream it made afterwards. The stream is fresh
 (bench-TIME-RANDOM), created with --replicas and --acks. After a warm-up
 (50 appends per client, untimed), C clients append N entries in all, each
-on its own AppendStream call (client.Appender) keeping --inflight appends
-in flight (default 1; --unary: one Append call each instead), all on one
+on its own AppendStream call (client.Appender; --calls K: K calls shared
+round robin) keeping --inflight appends in flight (default 1; --unary: one
+Append call each instead), all on one
 gRPC connection (--conns K: K shared round robin; --conns C: one each;
 one shared does best here, by far, with many clients). --duration
 D ends the run after D even if fewer than N were appended. Prints
@@ -43,6 +44,7 @@ each append's send to its acknowledgement; --json prints one object.`,
 		fs.DurationVar(&cfg.Duration, "duration", 0, "stop after `D` even if fewer than N entries were appended (default: no limit)")
 		fs.IntVar(&cfg.InFlight, "inflight", 1, "`N` appends each client keeps in flight")
 		fs.IntVar(&cfg.Conns, "conns", 0, "`K` gRPC connections shared by the clients, round robin (default 1)")
+		fs.IntVar(&cfg.Calls, "calls", 0, "`K` AppendStream calls shared by the clients, round robin (default: one per client)")
 		fs.BoolVar(&cfg.Unary, "unary", false, "one Append call per append instead of an AppendStream call per client")
 		fs.StringVar(&cfg.Streamnode, "streamnode", "", "streamnode binary `PATH` for the cluster it starts")
 		fs.StringVar(&cfg.Dir, "dir", "", "`DIR` for the started cluster's data (default /dev/shm if it exists, else the system temporary directory)")
