@@ -5,7 +5,7 @@
 // member, starts each as its own streamnode process (--name nK --data
 // DIR/nK, the others' gossip addresses in --join, --role node or backup,
 // JSON logs appended to DIR/nK.log) and waits, bounded, until each
-// answers the client service. Members keep their ports and data
+// answers the client service and lists every running member alive. Members keep their ports and data
 // directories across Kill/Stop and Start, so a restarted member is the
 // same member. Close kills, by PID, every process the Cluster started;
 // call it in every path (t.Cleanup, defer).
@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rpstream/rpstream/api"
 	"github.com/rpstream/rpstream/client"
 )
 
@@ -54,6 +55,11 @@ type Config struct {
 	// StopTimeout bounds the wait for a member to exit after SIGTERM
 	// (Stop) before it is killed; zero means 20 s.
 	StopTimeout time.Duration
+	// SkipMembership makes a member ready as soon as it answers. By
+	// default a member is ready once its Members lists every running
+	// member alive (gossip has converged), so that streams created next
+	// can be placed on all of them.
+	SkipMembership bool
 }
 
 // Node describes one member.
@@ -326,8 +332,9 @@ func memberEnv() []string {
 	return env
 }
 
-// waitReady polls member i's client service until Members answers, the
-// process exits, StartTimeout passes or ctx ends.
+// waitReady polls member i's client service until Members answers (and,
+// unless SkipMembership, lists every running member alive), the process
+// exits, StartTimeout passes or ctx ends.
 func (c *Cluster) waitReady(ctx context.Context, i int) error {
 	m := c.members[i]
 	c.mu.Lock()
@@ -343,10 +350,16 @@ func (c *Cluster) waitReady(ctx context.Context, i int) error {
 	var last error
 	for {
 		actx, acancel := context.WithTimeout(ctx, time.Second)
-		_, last = cl.Members(actx)
+		var ms []*api.Member
+		ms, last = cl.Members(actx)
 		acancel()
 		if last == nil {
-			return nil
+			if c.cfg.SkipMembership {
+				return nil
+			}
+			if last = c.converged(ms); last == nil {
+				return nil
+			}
 		}
 		select {
 		case <-exited:
@@ -356,6 +369,22 @@ func (c *Cluster) waitReady(ctx context.Context, i int) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// converged says which running member ms does not list alive, if any.
+func (c *Cluster) converged(ms []*api.Member) error {
+	alive := map[string]bool{}
+	for _, m := range ms {
+		if m.State == api.MemberState_MEMBER_STATE_ALIVE {
+			alive[m.Name] = true
+		}
+	}
+	for j, m := range c.members {
+		if c.Running(j) && !alive[m.Name] {
+			return fmt.Errorf("proccluster: %s not yet seen alive", m.Name)
+		}
+	}
+	return nil
 }
 
 // LogTail returns the last n lines of the file at path, for error

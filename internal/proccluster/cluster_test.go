@@ -69,6 +69,11 @@ func TestClusterKillStopStart(t *testing.T) {
 	if _, err := cl.Append(ctx, "s", []byte("one")); err != nil {
 		t.Fatal(err)
 	}
+	// Start waited for gossip: every member is listed alive.
+	ms, err := cl.Members(ctx)
+	if err != nil || c.converged(ms) != nil || len(ms) != 3 {
+		t.Fatalf("members: %v %v", ms, err)
+	}
 	n1, _ := c.Node(0)
 	if _, err := os.Stat(LeaderFile(n1.Data, "s")); err != nil {
 		t.Fatal(err)
