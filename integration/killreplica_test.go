@@ -21,8 +21,8 @@ import (
 // is killed (SIGKILL) and restarted and the backup is stopped (SIGTERM)
 // and started, and then checks that every acknowledged entry is there,
 // exactly once and in each client's order, read back with a tail from
-// position 0; and, where the nodes keep replica files, that they hold the
-// leader's committed entries byte for byte.
+// position 0; and that the other members' replica files hold the leader's
+// committed entries byte for byte.
 func TestKillReplica(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs streamnode processes")
@@ -246,11 +246,10 @@ func TestKillReplica(t *testing.T) {
 			replicas = append(replicas, p)
 		}
 	}
-	// TODO(lead): once streamnode replicates, require len(replicas) >= 2
-	// (Replicas 3: the leader's copy and two more) instead of skipping.
-	if len(replicas) == 0 {
-		t.Logf("no replica files (DATA/replicas/%s/data.stream): streamnode does not replicate yet; replica check skipped", stream)
-		return
+	// Replicas 3: the leader's copy and at least two followers' (the
+	// backup target, when placed, holds one more).
+	if len(replicas) < 2 {
+		t.Fatalf("%d replica files (DATA/replicas/%s/data.stream) besides the leader's, want at least 2: %v", len(replicas), stream, replicas)
 	}
 	committed, err := proccluster.CompareReplicas(proccluster.LeaderFile(leaderNode.Data, stream), replicas)
 	if err != nil {
