@@ -511,6 +511,26 @@ func TestReadFromCopy(t *testing.T) {
 		check("read at n3", r.Entries, 200)
 	}
 
+	// A damaged entry before the copy's commit point is DataLoss, not a
+	// silent stop: flip a payload byte of entry 0 in n3's copy.
+	f, err := os.OpenFile(filepath.Join(nodes[2].srv.cfg.Dir, replicasDir, "c", streamFile), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := int64(local.SuperblockSize + local.RegionHeaderSize + local.EntryHeaderSize)
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, at); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, at); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := c3.API().Read(ctx, &api.ReadRequest{Stream: "c", From: 0}); status.Code(err) != codes.DataLoss {
+		t.Fatalf("read of a damaged copy: %v, want DataLoss", err)
+	}
+
 	// No copy of "solo" here: a hint. StreamStatus stays a hint.
 	for _, call := range []func() error{
 		func() error { _, err := raw.Read(ctx, &api.ReadRequest{Stream: "solo"}); return err },
@@ -527,5 +547,21 @@ func TestReadFromCopy(t *testing.T) {
 		if st.Code() != codes.FailedPrecondition || !hinted {
 			t.Fatalf("%v, want a hint to n1", err)
 		}
+	}
+
+	// A tail of a copy ends when the stream (and so the copy) is deleted.
+	tctx, cancel = context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	tc, err = raw.Tail(tctx, &api.TailRequest{Stream: "c", From: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = 200
+	recv(210) // the tail is being served by n2 now
+	if err := lc.Delete(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := tc.Recv(); status.Code(err) != codes.NotFound {
+		t.Fatalf("tail of a deleted copy: %v, %v; want NotFound", resp, err)
 	}
 }
