@@ -218,7 +218,9 @@ func (c *Copy) look() *copyView {
 // walk counts the intact committed entries of region cr, continuing the
 // previous walk when it was of the same region.
 func (c *Copy) walk(rb []byte, cr copyRegion) uint64 {
-	if c.walkSeq != cr.seq || c.walkSlot != cr.slot {
+	if c.walkSeq != cr.seq || c.walkSlot != cr.slot || (cr.counted && c.walkN > cr.count) || (!cr.counted && c.walkOff > cr.cover) {
+		// Another region, or words that went back (a leader's new
+		// generation): walk again from the start.
 		c.walkSeq, c.walkSlot, c.walkOff, c.walkN = cr.seq, cr.slot, RegionHeaderSize, 0
 	}
 	for (cr.counted && c.walkN < cr.count) || (!cr.counted && c.walkOff < cr.cover) {

@@ -191,6 +191,10 @@ func TestCopyCommitWords(t *testing.T) {
 	// The region's end, the next region's word not written yet.
 	r.setCommit(r0, r0.Used)
 	r.expect(c, r1.First)
+	// A word that goes back (a new generation of the leader): what it
+	// covers now, not what an earlier look walked.
+	r.setCommit(r0, r.entryEnd(4))
+	r.expect(c, 5)
 	// The next region's word moves while the first's lags: the first is
 	// committed whole.
 	r.setCommit(r0, r.entryEnd(2))
