@@ -25,6 +25,13 @@
 // and sends the call again there (a refused call stored nothing, so this
 // is safe for appends). When the remembered leader becomes Unavailable,
 // the Client forgets it and asks the node it was dialled to again.
+//
+// Reads and tails are the exception: a node holding a copy of the stream
+// answers them itself, from its copy, up to the commit point the copy
+// knows. A copy's commit point may lag the leader's for a moment (the
+// leader publishes it lazily), so a read sent to such a node right after
+// an append may not show that append yet. For read-your-writes, dial the
+// stream's leader (StreamStatus names it) and read there.
 package client
 
 import (

@@ -97,6 +97,18 @@
 // or on the appending goroutine. Close waits for every copy in flight
 // before it unmaps the file.
 //
+// # Reading a replica's copy
+//
+// A replica's copy is written by a remote leader through rdma, not by a
+// writer in another process: its live area stays zero, so OpenReader
+// cannot follow it. OpenCopy (copy.go) maps it read-only and reads it
+// through its commit and seal words: a region's entries before its commit
+// word, a sealed region's counted entries, and every entry of a region
+// before one holding a committed entry (the commit point is a prefix).
+// Entries are checked by checksum as they are read; one that fails before
+// the commit point is ErrCorrupt. CopyIterator.Wait polls the words every
+// CopyPollInterval, since nothing notifies the copy's node of a write.
+//
 // # Observing commits
 //
 // Stream.SetObserver (observe.go) installs an Observer that is told, in

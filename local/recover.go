@@ -50,20 +50,7 @@ type scanState struct {
 
 // scanHeaders finds every valid region of this stream and the free slots.
 func (s *Stream) scanHeaders() (found []*region, free []int, nslots int, err error) {
-	b := s.mem.Bytes()
-	nslots = (len(b) - SuperblockSize) / s.sb.regionSize
-	for k := 0; k < nslots; k++ {
-		base := s.slotBase(k)
-		h, ok := decodeRegionHeader(b[base : base+64])
-		if !ok || h.streamID != s.sb.streamID {
-			free = append(free, k)
-			continue
-		}
-		r := &region{slot: k, base: base, seq: h.seq, first: h.first}
-		r.end.Store(-1)
-		found = append(found, r)
-	}
-	sort.Slice(found, func(i, j int) bool { return found[i].seq < found[j].seq })
+	found, free, nslots = findRegions(s.mem.Bytes(), s.sb)
 	for i := 1; i < len(found); i++ {
 		p, r := found[i-1], found[i]
 		if r.seq != p.seq+1 {
@@ -77,6 +64,26 @@ func (s *Stream) scanHeaders() (found []*region, free []int, nslots int, err err
 		r.next.Store(found[i+1])
 	}
 	return found, free, nslots, nil
+}
+
+// findRegions returns the slots of image b holding a valid header of
+// stream sb, by sequence number (unchecked: scanHeaders checks it), and
+// the others.
+func findRegions(b []byte, sb superblock) (found []*region, free []int, nslots int) {
+	nslots = (len(b) - SuperblockSize) / sb.regionSize
+	for k := 0; k < nslots; k++ {
+		base := SuperblockSize + k*sb.regionSize
+		h, ok := decodeRegionHeader(b[base : base+64])
+		if !ok || h.streamID != sb.streamID {
+			free = append(free, k)
+			continue
+		}
+		r := &region{slot: k, base: base, seq: h.seq, first: h.first}
+		r.end.Store(-1)
+		found = append(found, r)
+	}
+	sort.Slice(found, func(i, j int) bool { return found[i].seq < found[j].seq })
+	return found, free, nslots
 }
 
 func (s *Stream) scan() (*scanState, error) {

@@ -27,9 +27,18 @@
 // address and epoch), found by asking the other members (with the
 // local-only metadata flag, so that lookups never loop); the client
 // package follows it. ListStreams lists the streams every member leads.
-// Reads are served by the leader only: reading a copy up to its commit
-// words is not built yet. Automatic failover of a dead leader is not built
-// yet either: its streams are unavailable until it comes back.
+// StreamStatus is always answered by the leader (a hint elsewhere).
+//
+// Read and Tail are answered by any node holding a copy of the stream
+// (copyread.go, local.OpenCopy), from that copy, up to the commit point
+// the copy knows (its commit and seal words; ReadResponse.Committed is
+// that point): a tail of a copy follows it as the leader writes it,
+// polling its words. The leader writes a copy's commit word lazily, so a
+// copy may lag the leader's commit point for a moment: a client that must
+// read its own appends reads from the leader. A node holding no copy
+// answers with the leader hint. Automatic failover of a dead leader is not
+// built yet: its streams are unavailable (for appends; copies still serve
+// what they hold) until it comes back.
 //
 // # Data directory
 //

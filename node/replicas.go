@@ -182,6 +182,18 @@ func (r *replicas) authorize(name string, epoch uint64, writer string) error {
 	return nil
 }
 
+// copyFile returns the file of stream name's copy and the most it may
+// grow to.
+func (r *replicas) copyFile(name string) (path string, maxSize int, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, err := r.readMetaLocked(name)
+	if err != nil {
+		return "", 0, err
+	}
+	return filepath.Join(r.path(name), streamFile), remote.SuperblockSize + r.maxRegions*m.RegionSize, nil
+}
+
 // has reports whether this node holds a copy of stream name.
 func (r *replicas) has(name string) bool {
 	r.mu.Lock()

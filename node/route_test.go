@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -323,15 +324,25 @@ func TestReplicatedStream(t *testing.T) {
 		}
 	}
 
-	// Reads and tails from another node are served by the leader.
+	// Reads from a node holding a copy are served by its copy, which
+	// catches up with the commit point (its commit words are lazy).
 	oc, err := client.Dial(nodes[2].addr, client.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer oc.Close()
-	ents, _, err := oc.Read(ctx, "r", 0, n)
-	if err != nil || len(ents) != n || !bytes.Equal(ents[n-1].Data, want[n-1]) {
-		t.Fatalf("read via n3: %d entries, %v", len(ents), err)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		ents, _, err := oc.Read(ctx, "r", 0, n)
+		if err != nil {
+			t.Fatalf("read via n3: %v", err)
+		}
+		if len(ents) == n && bytes.Equal(ents[n-1].Data, want[n-1]) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read via n3: %d entries, want %d", len(ents), n)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 
 	if err := oc.Delete(ctx, "r"); err != nil {
@@ -379,5 +390,178 @@ func TestQuorumLost(t *testing.T) {
 	// The retry was not stored again: the leader holds "a" and one "b".
 	if st, err := c.Status(ctx, "q"); err != nil || st.Persisted != 2 {
 		t.Fatalf("after a retry: persisted %d, %v; want 2", st.GetPersisted(), err)
+	}
+}
+
+// TestReadFromCopy: a follower holding a copy of a stream answers reads
+// and tails itself, from its copy, with the leader's entries up to the
+// commit point its copy knows, and catches up with every entry; a node
+// holding no copy still sends the client to the leader, and so does
+// StreamStatus.
+func TestReadFromCopy(t *testing.T) {
+	ctx := testCtx(t)
+	nodes := startClusterNodes(t, 3, 0)
+	lc, err := client.Dial(nodes[0].addr, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	if _, err := lc.Create(ctx, "c", client.CreateOptions{Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lc.Create(ctx, "solo", client.CreateOptions{Replicas: 1}); err != nil {
+		t.Fatal(err)
+	}
+	var want [][]byte
+	appendN := func(n int) {
+		for range n {
+			p := []byte(fmt.Sprintf("entry %d %s", len(want), bytes.Repeat([]byte{'y'}, len(want)%900)))
+			if pos, err := lc.Append(ctx, "c", p); err != nil || pos != uint64(len(want)) {
+				t.Fatalf("append %d: %d, %v", len(want), pos, err)
+			}
+			want = append(want, p)
+		}
+	}
+	appendN(150)
+
+	// Raw calls (no hint following) to a follower.
+	oc, err := client.Dial(nodes[1].addr, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oc.Close()
+	raw := oc.API()
+	check := func(what string, ents []*api.Entry, from uint64) {
+		t.Helper()
+		for i, e := range ents {
+			if e.Position != from+uint64(i) || e.Position >= uint64(len(want)) || !bytes.Equal(e.Data, want[e.Position]) {
+				t.Fatalf("%s: entry %d (position %d) differs from what was appended", what, i, e.Position)
+			}
+		}
+	}
+	readAll := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			r, err := raw.Read(ctx, &api.ReadRequest{Stream: "c", From: 0, MaxEntries: 10000})
+			if err != nil {
+				t.Fatalf("read at the follower: %v (want entries from its copy, not a hint)", err)
+			}
+			check("read at the follower", r.Entries, 0)
+			if r.Next != uint64(len(r.Entries)) || r.Committed < r.Next || r.Committed > uint64(len(want)) {
+				t.Fatalf("read at the follower: %d entries, next %d, committed %d", len(r.Entries), r.Next, r.Committed)
+			}
+			if len(r.Entries) == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the follower's copy shows %d entries after 10 s, want %d", len(r.Entries), n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	readAll(150)
+	// From the middle, and beyond the end.
+	r, err := raw.Read(ctx, &api.ReadRequest{Stream: "c", From: 100, MaxEntries: 20})
+	if err != nil || len(r.Entries) != 20 || r.Next != 120 {
+		t.Fatalf("read from 100: %v, %v", r, err)
+	}
+	check("read from 100", r.Entries, 100)
+	if r, err := raw.Read(ctx, &api.ReadRequest{Stream: "c", From: 1000}); err != nil || len(r.Entries) != 0 || r.Next != 1000 {
+		t.Fatalf("read beyond the end: %v, %v", r, err)
+	}
+
+	// A tail at the follower follows the copy as the leader appends.
+	tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	tc, err := raw.Tail(tctx, &api.TailRequest{Stream: "c", From: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	recv := func(n int) {
+		t.Helper()
+		for got < n {
+			resp, err := tc.Recv()
+			if err != nil {
+				t.Fatalf("tail at the follower after %d entries: %v", got, err)
+			}
+			check("tail at the follower", resp.Entries, uint64(got))
+			got += len(resp.Entries)
+		}
+		if got != n {
+			t.Fatalf("tail: %d entries, want %d", got, n)
+		}
+	}
+	recv(150)
+	appendN(60)
+	recv(210)
+	readAll(210)
+	cancel()
+
+	// The other follower serves reads too.
+	c3, err := client.Dial(nodes[2].addr, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c3.Close()
+	if r, err := c3.API().Read(ctx, &api.ReadRequest{Stream: "c", From: 200}); err != nil || r.Committed > 210 {
+		t.Fatalf("read at n3: %v, %v", r, err)
+	} else {
+		check("read at n3", r.Entries, 200)
+	}
+
+	// A damaged entry before the copy's commit point is DataLoss, not a
+	// silent stop: flip a payload byte of entry 0 in n3's copy.
+	f, err := os.OpenFile(filepath.Join(nodes[2].srv.cfg.Dir, replicasDir, "c", streamFile), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := int64(local.SuperblockSize + local.RegionHeaderSize + local.EntryHeaderSize)
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, at); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, at); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := c3.API().Read(ctx, &api.ReadRequest{Stream: "c", From: 0}); status.Code(err) != codes.DataLoss {
+		t.Fatalf("read of a damaged copy: %v, want DataLoss", err)
+	}
+
+	// No copy of "solo" here: a hint. StreamStatus stays a hint.
+	for _, call := range []func() error{
+		func() error { _, err := raw.Read(ctx, &api.ReadRequest{Stream: "solo"}); return err },
+		func() error { _, err := raw.StreamStatus(ctx, &api.StreamStatusRequest{Stream: "c"}); return err },
+	} {
+		err := call()
+		st, _ := status.FromError(err)
+		hinted := false
+		for _, d := range st.Details() {
+			if nl, ok := d.(*api.NotLeader); ok && nl.Leader == "n1" {
+				hinted = true
+			}
+		}
+		if st.Code() != codes.FailedPrecondition || !hinted {
+			t.Fatalf("%v, want a hint to n1", err)
+		}
+	}
+
+	// A tail of a copy ends when the stream (and so the copy) is deleted.
+	tctx, cancel = context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	tc, err = raw.Tail(tctx, &api.TailRequest{Stream: "c", From: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = 200
+	recv(210) // the tail is being served by n2 now
+	if err := lc.Delete(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := tc.Recv(); status.Code(err) != codes.NotFound {
+		t.Fatalf("tail of a deleted copy: %v, %v; want NotFound", resp, err)
 	}
 }

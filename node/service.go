@@ -189,18 +189,14 @@ func (s *Server) Read(ctx context.Context, req *api.ReadRequest) (*api.ReadRespo
 	defer s.leave()
 	st, err := s.acquire(req.Stream)
 	if err != nil {
+		if cp, ok := s.readableCopy(req.Stream, err); ok {
+			maxEntries, maxBytes := readLimits(req)
+			return readCopy(cp, req, maxEntries, maxBytes)
+		}
 		return nil, s.route(ctx, req.Stream, err)
 	}
 	defer st.release()
-	maxEntries := int(req.MaxEntries)
-	if maxEntries == 0 {
-		maxEntries = defaultReadEntries
-	}
-	maxEntries = min(maxEntries, maxReadEntries)
-	maxBytes := int(req.MaxBytes)
-	if maxBytes == 0 || maxBytes > maxReadBytes {
-		maxBytes = maxReadBytes
-	}
+	maxEntries, maxBytes := readLimits(req)
 	resp := &api.ReadResponse{Committed: st.committed(), Head: st.ls.Head()}
 	it := st.ls.Iterator(req.From)
 	resp.Entries, err = readBatch(it, resp.Committed, maxEntries, maxBytes)
@@ -211,10 +207,24 @@ func (s *Server) Read(ctx context.Context, req *api.ReadRequest) (*api.ReadRespo
 	return resp, nil
 }
 
+// readLimits are the entry and byte limits of a Read.
+func readLimits(req *api.ReadRequest) (maxEntries, maxBytes int) {
+	maxEntries = int(req.MaxEntries)
+	if maxEntries == 0 {
+		maxEntries = defaultReadEntries
+	}
+	maxEntries = min(maxEntries, maxReadEntries)
+	maxBytes = int(req.MaxBytes)
+	if maxBytes == 0 || maxBytes > maxReadBytes {
+		maxBytes = maxReadBytes
+	}
+	return maxEntries, maxBytes
+}
+
 // readBatch reads up to maxEntries committed entries before index limit
 // and about maxBytes payload bytes (the first entry whatever its size)
 // from it.
-func readBatch(it *local.Iterator, limit uint64, maxEntries, maxBytes int) ([]*api.Entry, error) {
+func readBatch(it entryIterator, limit uint64, maxEntries, maxBytes int) ([]*api.Entry, error) {
 	var out []*api.Entry
 	size := 0
 	for len(out) < maxEntries && it.Pos() < limit && it.Next() {
@@ -235,6 +245,9 @@ func (s *Server) Tail(req *api.TailRequest, call api.Streams_TailServer) error {
 	defer s.leave()
 	st, err := s.acquire(req.Stream)
 	if err != nil {
+		if cp, ok := s.readableCopy(req.Stream, err); ok {
+			return s.tailCopy(req, call, cp)
+		}
 		return s.route(call.Context(), req.Stream, err)
 	}
 	defer st.release()
