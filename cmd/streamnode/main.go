@@ -1,5 +1,7 @@
 // Command streamnode is the rpstream daemon: it serves the client service
-// of api/ (gRPC) over the streams of its data directory.
+// of api/ (gRPC) over the streams of its data directory, replicates the
+// streams it leads to other members, and holds copies for them (package
+// node).
 //
 // Each node is a member of a cluster (hashicorp/memberlist on
 // --gossip-addr, joining --join); a node started alone is a cluster of
