@@ -3,7 +3,10 @@
 # with no server. Run by `make demo` (which builds bin/streamcli first):
 #   scripts/demo.sh [DATA_DIR]     (default ./rpstream-data)
 # It creates the stream "demo" (replacing the one an earlier run made),
-# appends, tails, follows, lists and benchmarks.
+# appends, tails, follows, lists and benchmarks; then it runs a cluster of
+# three streamnodes and a backup target on loopback (ports from
+# $RPSTREAM_DEMO_PORT, default 27400, +11..+34), replicates a stream, kills
+# a replica, and benchmarks replicated appends.
 set -euo pipefail
 
 data=${1:-./rpstream-data}
@@ -35,11 +38,19 @@ show() {
 	"$cli" "$@"
 }
 
+node=${STREAMNODE:-$root/bin/streamnode}
 tailpid=
+nodepids=()
 cleanup() {
 	if [ -n "$tailpid" ]; then
 		kill "$tailpid" 2>/dev/null || true
 	fi
+	for p in "${nodepids[@]}"; do
+		kill "$p" 2>/dev/null || true
+	done
+	for p in "${nodepids[@]}"; do
+		wait "$p" 2>/dev/null || true
+	done
 }
 trap cleanup EXIT
 
@@ -90,5 +101,82 @@ show bench local --count 300000 --size 64 --writers 1
 
 say "Benchmark: the same on the data directory's disk (one msync per append, shared by 16 writers)"
 show bench local --count 4000 --size 64 --writers 16 --dir "$data"
+
+if [ ! -x "$node" ]; then
+	echo "building $node"
+	(cd "$root" && go build -o bin/ ./cmd/streamnode)
+fi
+base=${RPSTREAM_DEMO_PORT:-27400}
+cdir=$data/cluster
+rm -rf "$cdir"
+mkdir -p "$cdir"
+join=127.0.0.1:$((base + 31)),127.0.0.1:$((base + 32)),127.0.0.1:$((base + 33)),127.0.0.1:$((base + 34))
+# start_node I starts member nI (n4 is the backup target), logging to
+# $cdir/nI.log; its PID goes to nodepids[I-1].
+start_node() {
+	local i=$1 role=node
+	[ "$i" = 4 ] && role=backup
+	printf '$ streamnode --name n%d --role %s --data %s --client-addr 127.0.0.1:%d --peer-addr 127.0.0.1:%d --gossip-addr 127.0.0.1:%d --join %s &\n' \
+		"$i" "$role" "$cdir/n$i" $((base + 10 + i)) $((base + 20 + i)) $((base + 30 + i)) "$join"
+	"$node" --name "n$i" --role "$role" --data "$cdir/n$i" --client-addr "127.0.0.1:$((base + 10 + i))" \
+		--peer-addr "127.0.0.1:$((base + 20 + i))" --gossip-addr "127.0.0.1:$((base + 30 + i))" \
+		--join "$join" 2>>"$cdir/n$i.log" &
+	nodepids[$((i - 1))]=$!
+}
+# wait_alive N waits (at most 15 s) until n1 lists N members alive.
+wait_alive() {
+	for _ in $(seq 75); do
+		if [ "$("$cli" --node "127.0.0.1:$((base + 11))" members 2>/dev/null | grep -c ' alive ')" -ge "$1" ]; then
+			return 0
+		fi
+		sleep 0.2
+	done
+	echo "the cluster did not form; logs: $cdir/n*.log" >&2
+	return 1
+}
+
+say "A cluster on loopback: three stream nodes and a backup target (logs in $cdir)"
+for i in 1 2 3 4; do
+	start_node "$i"
+done
+wait_alive 4
+n1=127.0.0.1:$((base + 11)) n2=127.0.0.1:$((base + 12)) n3=127.0.0.1:$((base + 13))
+show --node "$n1" members
+
+say "Create a stream with 3 replicas on n2: n2 leads it, the others hold copies"
+show --node "$n2" create orders --replicas 3 --acks quorum
+
+say "Append through n1 (it sends the client on to the leader), read from n3's copy"
+show --node "$n1" append orders "order 1" "order 2" "order 3"
+sleep 0.2
+show --node "$n3" tail orders
+show --node "$n1" status orders
+
+say "Kill a replica (SIGKILL): a quorum, the leader and one copy, still acknowledges"
+victim=n1
+[ "$("$cli" --node "$n1" status orders | awk '/^leader/ {print $2}')" = n1 ] && victim=n3
+vi=${victim#n}
+echo "$ kill -9 <PID of $victim>"
+kill -9 "${nodepids[$((vi - 1))]}"
+wait "${nodepids[$((vi - 1))]}" 2>/dev/null || true
+show --node "$n2" append orders "order 4" "order 5"
+
+say "Restart it: the leader brings its copy up to date in the background"
+start_node "$vi"
+wait_alive 4
+sleep 1
+show --node "$n2" status orders
+
+say "Stop the cluster (SIGTERM: each node drains and leaves)"
+for p in "${nodepids[@]}"; do
+	kill "$p" 2>/dev/null || true
+done
+for p in "${nodepids[@]}"; do
+	wait "$p" 2>/dev/null || true
+done
+nodepids=()
+
+say "Benchmark: replicated appends, 128 bytes, quorum of 3, 16 clients (its own cluster on loopback)"
+show bench cluster --clients 16 --size 128 --count 40000 --acks quorum --replicas 3
 
 say "Done. Try: $(basename "$cli") --help   (streams are in $data)"
