@@ -58,6 +58,8 @@ type Appender struct {
 	gen        int                // bumped per call, so a stale receiver gives up
 	unanswered []*Pending         // in the order of their numbers: sent, then queued
 	queued     int                // the last queued of unanswered are not sent on call yet
+	wake       chan struct{}      // a token when the sender has appends to send
+	senderDone chan struct{}      // closed when the sender goroutine ends
 	err        error
 	closing    bool
 	failures   int // calls broken in a row without an answer
@@ -98,7 +100,9 @@ func (p *Pending) finish(pos uint64, err error) {
 // first Append and ends with Close or ctx.
 func (c *Client) NewAppender(ctx context.Context, stream string) *Appender {
 	ctx, cancel := context.WithCancel(ctx)
-	a := &Appender{c: c, stream: stream, ctx: ctx, cancel: cancel, slots: make(chan struct{}, MaxInFlight)}
+	a := &Appender{c: c, stream: stream, ctx: ctx, cancel: cancel, slots: make(chan struct{}, MaxInFlight),
+		wake: make(chan struct{}, 1), senderDone: make(chan struct{})}
+	go a.sender()
 	return a
 }
 
@@ -136,15 +140,40 @@ func (a *Appender) Append(data []byte) (*Pending, error) {
 	if a.call == nil {
 		a.openLocked()
 	}
+	// On an idle call p goes out at once, from this goroutine (the
+	// latency path); behind requests in flight it is queued for the
+	// sender goroutine, which sends what queued meanwhile as one batch.
+	direct := len(a.unanswered) == a.queued
 	a.unanswered = append(a.unanswered, p)
 	a.queued++
 	a.mu.Unlock()
-	// p is sent when this returns: by this goroutine or, in a batch, by
-	// the one that held sendMu before.
-	a.sendMu.Lock()
-	a.flushSendLocked(false)
-	a.sendMu.Unlock()
+	if direct {
+		a.sendMu.Lock()
+		a.flushSendLocked(false)
+		a.sendMu.Unlock()
+	} else {
+		select {
+		case a.wake <- struct{}{}:
+		default:
+		}
+	}
 	return p, nil
+}
+
+// sender sends the queued appends when woken, until the Appender's
+// context ends.
+func (a *Appender) sender() {
+	defer close(a.senderDone)
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-a.wake:
+		}
+		a.sendMu.Lock()
+		a.flushSendLocked(false)
+		a.sendMu.Unlock()
+	}
 }
 
 // flushSendLocked sends the queued appends on the call, in batches, and
@@ -380,6 +409,7 @@ func (a *Appender) Close() error {
 	a.sendMu.Unlock()
 	a.receivers.Wait()
 	a.cancel()
+	<-a.senderDone
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.err

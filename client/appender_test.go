@@ -73,8 +73,8 @@ func (s *breakingStream) RecvMsg(m any) error {
 	return s.ClientStream.RecvMsg(m)
 }
 
-// TestAppenderResendsAfterBrokenCall breaks the append call every 50
-// answers: the Appender sends the unanswered appends again on a new call,
+// TestAppenderResendsAfterBrokenCall breaks the append call every 5
+// answers (each may answer a batch): the Appender sends the unanswered appends again on a new call,
 // and the node stores each once.
 func TestAppenderResendsAfterBrokenCall(t *testing.T) {
 	ctx := testCtx(t)
@@ -89,7 +89,7 @@ func TestAppenderResendsAfterBrokenCall(t *testing.T) {
 		mu.Lock()
 		breaks++
 		mu.Unlock()
-		return &breakingStream{ClientStream: s, left: 50}, nil
+		return &breakingStream{ClientStream: s, left: 5}, nil
 	}
 	c := dial(t, addr, client.Options{Backoff: time.Millisecond, DialOptions: []grpc.DialOption{grpc.WithStreamInterceptor(breaker)}})
 	if _, err := c.Create(ctx, "s", client.CreateOptions{}); err != nil {
@@ -120,7 +120,7 @@ func TestAppenderResendsAfterBrokenCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	mu.Lock()
-	// An answer covers a batch of appends: fewer calls than one per 50
+	// An answer covers a batch of appends: fewer calls than one per 5
 	// appends, but several.
 	if breaks < 2 {
 		t.Fatalf("only %d calls", breaks)
