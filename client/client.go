@@ -13,6 +13,14 @@
 // Client, may be stored twice (the first is then refused with
 // FailedPrecondition).
 //
+// An Appender (NewAppender) keeps many appends in flight on one
+// AppendStream call and batches them: an append made while the call has
+// requests in flight is queued, and a sender goroutine sends what queued
+// meanwhile as one batch request (AppendRequest.batch, consecutive
+// sequence numbers), answered at once by the node; an append on an idle
+// call goes out at once. A broken call's unanswered appends are sent
+// again, in batches, with their numbers.
+//
 // Errors are gRPC status errors (google.golang.org/grpc/status); api.proto
 // lists the codes.
 //

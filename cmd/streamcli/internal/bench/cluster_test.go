@@ -147,3 +147,13 @@ func TestClusterValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestDefaultCalls(t *testing.T) {
+	for _, c := range []struct{ clients, inflight, want int }{
+		{1, 1, 1}, {1, 0, 1}, {64, 1, 2}, {63, 1, 1}, {128, 1, 4}, {4, 64, 4}, {64, 4, 8},
+	} {
+		if got := DefaultCalls(c.clients, c.inflight); got != c.want {
+			t.Errorf("DefaultCalls(%d, %d) = %d, want %d", c.clients, c.inflight, got, c.want)
+		}
+	}
+}
