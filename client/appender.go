@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"runtime"
 	"sync"
 	"time"
 
@@ -170,6 +171,10 @@ func (a *Appender) sender() {
 			return
 		case <-a.wake:
 		}
+		// Let the goroutines that are ready to run (those just answered,
+		// about to append again) queue their appends first, so that
+		// they go out together.
+		runtime.Gosched()
 		a.sendMu.Lock()
 		a.flushSendLocked(false)
 		a.sendMu.Unlock()
