@@ -32,10 +32,11 @@ var ErrAppenderClosed = errors.New("client: appender closed")
 // Appender keeps many appends to one stream in flight on one AppendStream
 // call, so that they share the node's persists. Append and Close may be
 // called from several goroutines; positions come back in the order the
-// appends were made. Appends made while another goroutine's Send is in
-// progress are queued and go out together as one batch request
-// (AppendRequest.batch, up to MaxInFlight entries and about 1 MiB), which
-// the node stores and answers at once. When the call breaks with Unavailable, the Appender
+// appends were made. An append on an idle call is sent at once; one made
+// while the call has requests in flight is queued for the Appender's
+// sender goroutine, which sends all that queued meanwhile as one batch
+// request (AppendRequest.batch, up to MaxInFlight entries and about
+// 1 MiB), which the node stores and answers at once. When the call breaks with Unavailable, the Appender
 // opens a new one and sends every unanswered append again with its
 // original sequence number, so none is stored twice (see the package
 // comment), giving up after Options.MaxAttempts attempts without an
