@@ -331,3 +331,34 @@ func TestAppenderCoalesces(t *testing.T) {
 		})
 	}
 }
+
+func TestAppendBatch(t *testing.T) {
+	ctx := testCtx(t)
+	_, addr := startNode(t, t.TempDir(), "127.0.0.1:0")
+	c := dial(t, addr, client.Options{})
+	if _, err := c.Create(ctx, "s", client.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Append(ctx, "s", []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	pos, err := c.AppendBatch(ctx, "s", [][]byte{[]byte("a"), []byte("b"), []byte("c")})
+	if err != nil || len(pos) != 3 || pos[0] != 1 || pos[1] != 2 || pos[2] != 3 {
+		t.Fatalf("positions %v, %v", pos, err)
+	}
+	if _, err := c.AppendBatch(ctx, "s", nil); err == nil {
+		t.Fatal("an empty batch was accepted")
+	}
+	if _, err := c.AppendBatch(ctx, "s", make([][]byte, 4097)); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("a batch over the limit: %v", err)
+	}
+	// Sequence numbers continue after the batch: a later single append
+	// is not taken for a duplicate.
+	if p, err := c.Append(ctx, "s", []byte("d")); err != nil || p != 4 {
+		t.Fatalf("append after the batch: %d, %v", p, err)
+	}
+	es, _, err := c.Read(ctx, "s", 0, 10)
+	if err != nil || len(es) != 5 || string(es[1].Data) != "a" || string(es[4].Data) != "d" {
+		t.Fatalf("read %v, %v", es, err)
+	}
+}
