@@ -495,8 +495,17 @@ type AppendRequest struct {
 	// of recent numbers per producer; a number older than all of them is
 	// refused with FailedPrecondition. Without a producer_id every request
 	// is stored.
-	ProducerId    string `protobuf:"bytes,3,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
-	Sequence      uint64 `protobuf:"varint,4,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	ProducerId string `protobuf:"bytes,3,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
+	Sequence   uint64 `protobuf:"varint,4,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// Several entries in one request, stored as consecutive entries of the
+	// stream when no other append runs at the same time (others may come
+	// between them otherwise), in order, with sequence numbers sequence,
+	// sequence+1, ... (each idempotent as above). data must be empty when
+	// batch is used (InvalidArgument otherwise). At most 4096 entries
+	// (MaxBatch in package node) and 60 MiB of payload in all, else
+	// InvalidArgument. The request is answered once its last entry is
+	// durable by the policy, with one position per entry.
+	Batch         [][]byte `protobuf:"bytes,5,rep,name=batch,proto3" json:"batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -559,12 +568,24 @@ func (x *AppendRequest) GetSequence() uint64 {
 	return 0
 }
 
+func (x *AppendRequest) GetBatch() [][]byte {
+	if x != nil {
+		return x.Batch
+	}
+	return nil
+}
+
 type AppendResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The entry's position.
+	// The entry's position; for a batch, that of its last entry.
 	Position uint64 `protobuf:"varint,1,opt,name=position,proto3" json:"position,omitempty"`
-	// The request repeated one already stored (see AppendRequest).
-	Duplicate     bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	// The request repeated one already stored (see AppendRequest); for a
+	// batch, that of its last entry.
+	Duplicate bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	// For a batch: each entry's position and duplicate flag, in the order
+	// of the batch.
+	Positions     []uint64 `protobuf:"varint,3,rep,packed,name=positions,proto3" json:"positions,omitempty"`
+	Duplicates    []bool   `protobuf:"varint,4,rep,packed,name=duplicates,proto3" json:"duplicates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -611,6 +632,20 @@ func (x *AppendResponse) GetDuplicate() bool {
 		return x.Duplicate
 	}
 	return false
+}
+
+func (x *AppendResponse) GetPositions() []uint64 {
+	if x != nil {
+		return x.Positions
+	}
+	return nil
+}
+
+func (x *AppendResponse) GetDuplicates() []bool {
+	if x != nil {
+		return x.Duplicates
+	}
+	return nil
 }
 
 type ReadRequest struct {
@@ -1523,16 +1558,21 @@ const file_api_api_proto_rawDesc = "" +
 	"\x14DeleteStreamResponse\"\x14\n" +
 	"\x12ListStreamsRequest\"/\n" +
 	"\x13ListStreamsResponse\x12\x18\n" +
-	"\astreams\x18\x01 \x03(\tR\astreams\"x\n" +
+	"\astreams\x18\x01 \x03(\tR\astreams\"\x8e\x01\n" +
 	"\rAppendRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1f\n" +
 	"\vproducer_id\x18\x03 \x01(\tR\n" +
 	"producerId\x12\x1a\n" +
-	"\bsequence\x18\x04 \x01(\x04R\bsequence\"J\n" +
+	"\bsequence\x18\x04 \x01(\x04R\bsequence\x12\x14\n" +
+	"\x05batch\x18\x05 \x03(\fR\x05batch\"\x88\x01\n" +
 	"\x0eAppendResponse\x12\x1a\n" +
 	"\bposition\x18\x01 \x01(\x04R\bposition\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"w\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12\x1c\n" +
+	"\tpositions\x18\x03 \x03(\x04R\tpositions\x12\x1e\n" +
+	"\n" +
+	"duplicates\x18\x04 \x03(\bR\n" +
+	"duplicates\"w\n" +
 	"\vReadRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\x04R\x04from\x12\x1f\n" +

@@ -60,12 +60,14 @@ type StreamsClient interface {
 	DeleteStream(ctx context.Context, in *DeleteStreamRequest, opts ...grpc.CallOption) (*DeleteStreamResponse, error)
 	// ListStreams names the streams of the node, in name order.
 	ListStreams(ctx context.Context, in *ListStreamsRequest, opts ...grpc.CallOption) (*ListStreamsResponse, error)
-	// Append appends one entry and answers once it is durable by the
+	// Append appends one entry, or a batch of them (AppendRequest.batch),
+	// and answers once it is durable (the batch's last entry) by the
 	// stream's acknowledgement policy.
 	Append(ctx context.Context, in *AppendRequest, opts ...grpc.CallOption) (*AppendResponse, error)
 	// AppendStream is the batched form: the client sends any number of
 	// requests without waiting, the node answers each, in the order sent,
-	// sharing persists among those in flight (group commit). The first
+	// sharing persists among those in flight (group commit); each request
+	// may be a batch, answered with one response. The first
 	// failed append ends the call with its status; the answers before it
 	// stand.
 	AppendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AppendRequest, AppendResponse], error)
@@ -201,12 +203,14 @@ type StreamsServer interface {
 	DeleteStream(context.Context, *DeleteStreamRequest) (*DeleteStreamResponse, error)
 	// ListStreams names the streams of the node, in name order.
 	ListStreams(context.Context, *ListStreamsRequest) (*ListStreamsResponse, error)
-	// Append appends one entry and answers once it is durable by the
+	// Append appends one entry, or a batch of them (AppendRequest.batch),
+	// and answers once it is durable (the batch's last entry) by the
 	// stream's acknowledgement policy.
 	Append(context.Context, *AppendRequest) (*AppendResponse, error)
 	// AppendStream is the batched form: the client sends any number of
 	// requests without waiting, the node answers each, in the order sent,
-	// sharing persists among those in flight (group commit). The first
+	// sharing persists among those in flight (group commit); each request
+	// may be a batch, answered with one response. The first
 	// failed append ends the call with its status; the answers before it
 	// stand.
 	AppendStream(grpc.BidiStreamingServer[AppendRequest, AppendResponse]) error

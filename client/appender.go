@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"runtime"
 	"sync"
 	"time"
 
@@ -20,13 +21,22 @@ import (
 // only while it remembers it.
 const MaxInFlight = 64
 
+// Coalescing bounds: the most payload bytes an Appender puts in one batch
+// request (a single larger append goes alone); the count is bounded by
+// MaxInFlight.
+const maxBatchBytes = 1 << 20
+
 // ErrAppenderClosed is returned by Append after Close.
 var ErrAppenderClosed = errors.New("client: appender closed")
 
 // Appender keeps many appends to one stream in flight on one AppendStream
 // call, so that they share the node's persists. Append and Close may be
 // called from several goroutines; positions come back in the order the
-// appends were made. When the call breaks with Unavailable, the Appender
+// appends were made. An append on an idle call is sent at once; one made
+// while the call has requests in flight is queued for the Appender's
+// sender goroutine, which sends all that queued meanwhile as one batch
+// request (AppendRequest.batch, up to MaxInFlight entries and about
+// 1 MiB), which the node stores and answers at once. When the call breaks with Unavailable, the Appender
 // opens a new one and sends every unanswered append again with its
 // original sequence number, so none is stored twice (see the package
 // comment), giving up after Options.MaxAttempts attempts without an
@@ -39,13 +49,19 @@ type Appender struct {
 	cancel context.CancelFunc
 	slots  chan struct{} // MaxInFlight tokens
 
-	// mu guards the call and the queue; Send runs under it (a gRPC stream
-	// takes one sender at a time).
+	// sendMu is held by whoever sends on the call (a gRPC stream takes
+	// one sender at a time) from taking requests off the queue to the
+	// end of their Send, so that they go out in order; taken before mu.
+	sendMu sync.Mutex
+	// mu guards the call and the queues.
 	mu         sync.Mutex
 	call       api.Streams_AppendStreamClient
 	callCancel context.CancelFunc // ends call
 	gen        int                // bumped per call, so a stale receiver gives up
-	unanswered []*Pending         // in the order sent
+	unanswered []*Pending         // in the order of their numbers: sent, then queued
+	queued     int                // the last queued of unanswered are not sent on call yet
+	wake       chan struct{}      // a token when the sender has appends to send
+	senderDone chan struct{}      // closed when the sender goroutine ends
 	err        error
 	closing    bool
 	failures   int // calls broken in a row without an answer
@@ -86,7 +102,9 @@ func (p *Pending) finish(pos uint64, err error) {
 // first Append and ends with Close or ctx.
 func (c *Client) NewAppender(ctx context.Context, stream string) *Appender {
 	ctx, cancel := context.WithCancel(ctx)
-	a := &Appender{c: c, stream: stream, ctx: ctx, cancel: cancel, slots: make(chan struct{}, MaxInFlight)}
+	a := &Appender{c: c, stream: stream, ctx: ctx, cancel: cancel, slots: make(chan struct{}, MaxInFlight),
+		wake: make(chan struct{}, 1), senderDone: make(chan struct{})}
+	go a.sender()
 	return a
 }
 
@@ -111,8 +129,8 @@ func (a *Appender) Append(data []byte) (*Pending, error) {
 		free: func() { <-a.slots },
 	}
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if err := a.stoppedLocked(); err != nil {
+		a.mu.Unlock()
 		p.free()
 		return nil, err
 	}
@@ -124,11 +142,101 @@ func (a *Appender) Append(data []byte) (*Pending, error) {
 	if a.call == nil {
 		a.openLocked()
 	}
+	// On an idle call p goes out at once, from this goroutine (the
+	// latency path); behind requests in flight it is queued for the
+	// sender goroutine, which sends what queued meanwhile as one batch.
+	direct := len(a.unanswered) == a.queued
 	a.unanswered = append(a.unanswered, p)
-	// A failed Send means the call broke: its receiver sees why and
-	// sends p again on a new call.
-	a.call.Send(p.req)
+	a.queued++
+	a.mu.Unlock()
+	if direct {
+		a.sendMu.Lock()
+		a.flushSendLocked(false)
+		a.sendMu.Unlock()
+	} else {
+		select {
+		case a.wake <- struct{}{}:
+		default:
+		}
+	}
 	return p, nil
+}
+
+// sender sends the queued appends when woken, until the Appender's
+// context ends.
+func (a *Appender) sender() {
+	defer close(a.senderDone)
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-a.wake:
+		}
+		// Let the goroutines that are ready to run (those just answered,
+		// about to append again) queue their appends first, so that
+		// they go out together.
+		runtime.Gosched()
+		a.sendMu.Lock()
+		a.flushSendLocked(false)
+		a.sendMu.Unlock()
+	}
+}
+
+// flushSendLocked sends the queued appends on the call, in batches, and
+// then, with closing, ends the call's sending side. Called with sendMu
+// held. A failed Send means the call broke: its receiver sees why and
+// sends every unanswered append again on a new call.
+func (a *Appender) flushSendLocked(closing bool) {
+	for {
+		a.mu.Lock()
+		if a.err != nil || a.call == nil {
+			a.mu.Unlock()
+			return
+		}
+		call := a.call
+		if a.queued == 0 {
+			a.mu.Unlock()
+			if closing {
+				call.CloseSend()
+			}
+			return
+		}
+		first := len(a.unanswered) - a.queued
+		n := batchLen(a.unanswered[first:])
+		a.queued -= n
+		req := batchRequest(a.unanswered[first : first+n])
+		a.mu.Unlock()
+		call.Send(req)
+	}
+}
+
+// batchLen is how many of ps, from the first, go out in one request:
+// consecutive sequence numbers, within maxBatchBytes (at least one).
+func batchLen(ps []*Pending) int {
+	size := len(ps[0].req.Data)
+	n := 1
+	for n < len(ps) && ps[n].req.Sequence == ps[n-1].req.Sequence+1 {
+		size += len(ps[n].req.Data)
+		if size > maxBatchBytes {
+			break
+		}
+		n++
+	}
+	return n
+}
+
+// batchRequest is the request for ps: the single append's own, or a batch
+// from the first's sequence number.
+func batchRequest(ps []*Pending) *api.AppendRequest {
+	if len(ps) == 1 {
+		return ps[0].req
+	}
+	r := ps[0].req
+	b := &api.AppendRequest{Stream: r.Stream, ProducerId: r.ProducerId, Sequence: r.Sequence, Batch: make([][]byte, len(ps))}
+	for i, p := range ps {
+		b.Batch[i] = p.req.Data
+	}
+	return b
 }
 
 // stoppedLocked is the error Append returns once the Appender failed or
@@ -179,16 +287,25 @@ func (a *Appender) receive(call api.Streams_AppendStreamClient, gen int) {
 			a.broken(gen, err)
 			return
 		}
+		// One answer per request: a batch's carries every position.
+		n := max(len(r.Positions), 1)
 		a.mu.Lock()
 		a.failures, a.hops = 0, 0
-		if gen != a.gen || len(a.unanswered) == 0 {
+		if gen != a.gen {
 			a.mu.Unlock()
 			continue
 		}
-		p := a.unanswered[0]
-		a.unanswered = a.unanswered[1:]
+		n = min(n, len(a.unanswered)-a.queued)
+		done := a.unanswered[:n]
+		a.unanswered = a.unanswered[n:]
 		a.mu.Unlock()
-		p.finish(r.Position, nil)
+		for i, p := range done {
+			if len(r.Positions) > 0 {
+				p.finish(r.Positions[i], nil)
+			} else {
+				p.finish(r.Position, nil)
+			}
+		}
 	}
 }
 
@@ -233,24 +350,29 @@ func (a *Appender) broken(gen int, err error) {
 			t.Stop()
 		case <-t.C:
 		}
+		a.sendMu.Lock()
 		a.mu.Lock()
 		if gen != a.gen {
 			a.mu.Unlock()
+			a.sendMu.Unlock()
 			return
 		}
 		if a.ctx.Err() != nil {
 			a.failLocked(a.ctx.Err())
 			a.mu.Unlock()
+			a.sendMu.Unlock()
 			return
 		}
-		// A new call, and every unanswered append again, in order.
+		// A new call, and every unanswered append again, in order (in
+		// batches), the queued ones with them.
 		call, cerr := a.newCallLocked()
 		gen = a.gen
+		a.queued = 0
 		if cerr == nil {
-			for _, p := range a.unanswered {
-				if cerr = call.Send(p.req); cerr != nil {
-					break
-				}
+			for rest := a.unanswered; len(rest) > 0 && cerr == nil; {
+				n := batchLen(rest)
+				cerr = call.Send(batchRequest(rest[:n]))
+				rest = rest[n:]
 			}
 		}
 		if cerr == nil && a.closing {
@@ -258,6 +380,7 @@ func (a *Appender) broken(gen int, err error) {
 		}
 		a.call = call
 		a.mu.Unlock()
+		a.sendMu.Unlock()
 		if call == nil {
 			err = cerr
 			continue
@@ -277,20 +400,22 @@ func (a *Appender) failLocked(err error) {
 		p.finish(0, err)
 	}
 	a.unanswered = nil
+	a.queued = 0
 }
 
 // Close waits for every append in flight to be answered or failed, ends
 // the call and returns the Appender's error, if any. Append fails after
 // Close.
 func (a *Appender) Close() error {
+	a.sendMu.Lock()
 	a.mu.Lock()
 	a.closing = true
-	if a.call != nil && a.err == nil {
-		a.call.CloseSend()
-	}
 	a.mu.Unlock()
+	a.flushSendLocked(true)
+	a.sendMu.Unlock()
 	a.receivers.Wait()
 	a.cancel()
+	<-a.senderDone
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.err

@@ -13,6 +13,15 @@
 // Client, may be stored twice (the first is then refused with
 // FailedPrecondition).
 //
+// An Appender (NewAppender) keeps many appends in flight on one
+// AppendStream call and batches them: an append made while the call has
+// requests in flight is queued, and a sender goroutine sends what queued
+// meanwhile as one batch request (AppendRequest.batch, consecutive
+// sequence numbers), answered at once by the node; an append on an idle
+// call goes out at once. A broken call's unanswered appends are sent
+// again, in batches, with their numbers. AppendBatch sends a batch the
+// caller made as one unary request.
+//
 // Errors are gRPC status errors (google.golang.org/grpc/status); api.proto
 // lists the codes.
 //
@@ -327,6 +336,32 @@ func (c *Client) Append(ctx context.Context, stream string, data []byte) (uint64
 		return 0, err
 	}
 	return r.Position, nil
+}
+
+// AppendBatch appends entries to stream as consecutive entries of one
+// request (AppendRequest.batch: at most 4096 entries and 60 MiB, else
+// InvalidArgument) and returns their positions, in order, once the last
+// is durable, retrying while the node is Unavailable with the same
+// sequence numbers (none stored twice). The positions are consecutive
+// unless other appends to the stream ran at the same time.
+func (c *Client) AppendBatch(ctx context.Context, stream string, entries [][]byte) ([]uint64, error) {
+	if len(entries) == 0 {
+		return nil, errors.New("client: an empty batch")
+	}
+	last := c.seq.Add(uint64(len(entries)))
+	req := &api.AppendRequest{Stream: stream, Batch: entries, ProducerId: c.producer, Sequence: last - uint64(len(entries)) + 1}
+	var r *api.AppendResponse
+	err := c.retryStream(ctx, stream, func(rpc api.StreamsClient) (err error) {
+		r, err = rpc.Append(ctx, req)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(r.Positions) != len(entries) {
+		return nil, fmt.Errorf("client: %d positions answered for a batch of %d", len(r.Positions), len(entries))
+	}
+	return r.Positions, nil
 }
 
 // Read returns up to max committed entries of stream from position from

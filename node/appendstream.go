@@ -20,11 +20,12 @@ import (
 // the answerer answer what was stored, and returns Unavailable or
 // NotFound; the receiver ends when its Recv fails with the call.
 
-// appendAnswer is an entry stored and not yet answered.
+// appendAnswer is a request stored and not yet answered: resp once entry
+// top (its highest position) is durable.
 type appendAnswer struct {
-	st  *stream
-	pos uint64
-	dup bool
+	st   *stream
+	top  uint64
+	resp *api.AppendResponse
 }
 
 // appendCall is the state the goroutines of one AppendStream call share.
@@ -120,6 +121,9 @@ var errStopped = errors.New("node: append call stopped")
 
 // store stores one request and queues its answer.
 func (c *appendCall) store(req *api.AppendRequest) error {
+	if err := checkAppend(req); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stopped {
@@ -135,30 +139,67 @@ func (c *appendCall) store(req *api.AppendRequest) error {
 	} else if req.Stream != c.st.name {
 		return fmt.Errorf("%w: one stream per AppendStream call: %q, then %q", errBadArg, c.st.name, req.Stream)
 	}
-	pos, dup, err := c.st.appendNoSync(req)
+	resp, top, err := c.st.appendNoSync(req)
 	if err != nil {
 		return err
 	}
 	// The answerer drains answers until it is closed, even after a
 	// failure, so this send does not block for ever.
-	c.answers <- appendAnswer{st: c.st, pos: pos, dup: dup}
+	c.answers <- appendAnswer{st: c.st, top: top, resp: resp}
 	return nil
 }
 
-// answer makes each queued entry durable and answers it, in order, until
-// answers is closed; after a failure it only drains.
+// answer makes each queued request durable and answers it, in order,
+// until answers is closed; after a failure it only drains. It takes every
+// answer already queued at once, waits for the highest position among
+// them and sends them all: one wake-up and one wait for many requests.
 func (c *appendCall) answer() error {
 	var err error
+	queue := make([]appendAnswer, 0, cap(c.answers))
 	for a := range c.answers {
 		if err != nil {
 			continue
 		}
-		// Not the call's context: an append stored is answered even if
-		// the client stops reading (Shutdown bounds the wait).
-		if err = a.st.waitDurable(a.st.ctx, a.pos); err != nil {
-			continue
+		queue = append(queue[:0], a)
+		top := a.top
+		open := true
+	more:
+		for len(queue) < cap(queue) {
+			select {
+			case b, ok := <-c.answers:
+				if !ok {
+					open = false
+					break more
+				}
+				queue = append(queue, b)
+				top = max(top, b.top)
+			default:
+				break more
+			}
 		}
-		err = c.call.Send(&api.AppendResponse{Position: a.pos, Duplicate: a.dup})
+		err = c.answerAll(queue, top)
+		if !open {
+			break
+		}
 	}
 	return err
+}
+
+// answerAll sends the answers of queue once top, their highest position,
+// is durable. If that wait fails, the answers whose entries are durable
+// already are sent, in order, up to the first that is not.
+func (c *appendCall) answerAll(queue []appendAnswer, top uint64) error {
+	st := queue[0].st
+	// Not the call's context: an append stored is answered even if the
+	// client stops reading (Shutdown bounds the wait).
+	werr := st.waitDurable(st.ctx, top)
+	for _, a := range queue {
+		if werr != nil && !st.durable(a.top) {
+			return werr
+		}
+		if err := c.call.Send(a.resp); err != nil {
+			return err
+		}
+	}
+	return werr
 }

@@ -79,6 +79,21 @@
 // restart may be stored twice. Keeping it durable (in the entries, as
 // Kafka does in its record batches) is left for the replicated version.
 //
+// # Batches
+//
+// An AppendRequest may carry a batch (AppendRequest.batch: at most
+// MaxBatch entries and MaxBatchBytes of payload, never with data; else
+// InvalidArgument), in Append and AppendStream alike. Its entries take
+// the producer's sequence numbers sequence, sequence+1, ..., each
+// idempotent as above, and are stored in order under one acquisition of
+// the producer's lock (so at consecutive positions unless another
+// producer appends at the same time); the request is answered once, when
+// its highest position is acknowledged, with every entry's position and
+// duplicate flag. A batch that fails part way may have stored a prefix of
+// its entries: a retry with the same numbers finds them as duplicates.
+// AppendStream's answerer takes every answer queued when it wakes, waits
+// once for the highest position among them and sends them all, in order.
+//
 // # Goroutines
 //
 // gRPC owns one goroutine per call; the package adds one per AppendStream

@@ -291,6 +291,12 @@ func (st *stream) waitDurable(ctx context.Context, pos uint64) error {
 	}
 }
 
+// durable says whether entry pos is acknowledged already (what
+// waitDurable waits for).
+func (st *stream) durable(pos uint64) bool {
+	return st.ls.Persisted() > pos && (st.leader == nil || st.leader.Committed() > pos)
+}
+
 // errQuorumLost says too few copies of a stream are reachable for its
 // acknowledgement policy (Unavailable: a retry with the same producer
 // sequence number gets the entry's position once it is acknowledged).

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"time"
@@ -147,38 +148,106 @@ func (s *Server) Append(ctx context.Context, req *api.AppendRequest) (*api.Appen
 		return nil, statusOf(err)
 	}
 	defer s.leave()
+	if err := checkAppend(req); err != nil {
+		return nil, statusOf(err)
+	}
 	st, err := s.acquire(req.Stream)
 	if err != nil {
 		return nil, s.route(ctx, req.Stream, err)
 	}
 	defer st.release()
-	pos, dup, err := st.appendNoSync(req)
+	resp, top, err := st.appendNoSync(req)
 	if err != nil {
 		return nil, statusOf(err)
 	}
-	if err := st.waitDurable(ctx, pos); err != nil {
+	if err := st.waitDurable(ctx, top); err != nil {
 		return nil, statusOf(err)
 	}
-	return &api.AppendResponse{Position: pos, Duplicate: dup}, nil
+	return resp, nil
 }
 
-// appendNoSync stores req's entry unless it repeats a stored sequence
-// number of its producer, and returns its position; the caller makes it
-// durable (Sync) before answering, duplicates included.
-func (st *stream) appendNoSync(req *api.AppendRequest) (pos uint64, dup bool, err error) {
-	if req.ProducerId == "" {
-		pos, err = st.start(req.Data)
+// Batch limits (AppendRequest.batch).
+const (
+	// MaxBatch is the most entries one append request may carry.
+	MaxBatch = 4096
+	// MaxBatchBytes is the most payload bytes of one batch: under
+	// MaxMessageSize with room for the framing.
+	MaxBatchBytes = MaxMessageSize - 4<<20
+)
+
+// checkAppend refuses a request mixing data and batch or over the batch
+// limits.
+func checkAppend(req *api.AppendRequest) error {
+	if len(req.Batch) == 0 {
+		return nil
+	}
+	if len(req.Data) > 0 {
+		return fmt.Errorf("%w: an append request carries data or a batch, not both", errBadArg)
+	}
+	if len(req.Batch) > MaxBatch {
+		return fmt.Errorf("%w: batch of %d entries, more than %d", errBadArg, len(req.Batch), MaxBatch)
+	}
+	n := 0
+	for _, e := range req.Batch {
+		n += len(e)
+	}
+	if n > MaxBatchBytes {
+		return fmt.Errorf("%w: batch of %d bytes, more than %d", errBadArg, n, MaxBatchBytes)
+	}
+	if req.ProducerId != "" && req.Sequence > math.MaxUint64-uint64(len(req.Batch)-1) {
+		return fmt.Errorf("%w: batch sequence numbers from %d overflow", errBadArg, req.Sequence)
+	}
+	return nil
+}
+
+// appendNoSync stores req's entries (its data, or each entry of its
+// batch), except those repeating a stored sequence number of their
+// producer, and returns the answer and the highest position in it; the
+// caller makes that durable (waitDurable) before answering, duplicates
+// included. A batch is stored under one acquisition of its producer's
+// lock. On an error, a prefix of the batch may have been stored (a retry
+// with the same sequence numbers finds those as duplicates). req must
+// have passed checkAppend.
+func (st *stream) appendNoSync(req *api.AppendRequest) (resp *api.AppendResponse, top uint64, err error) {
+	var p *producer
+	if req.ProducerId != "" {
+		p = st.prod.lock(req.ProducerId)
+		defer p.mu.Unlock()
+	}
+	if len(req.Batch) == 0 {
+		pos, dup, err := st.appendOne(p, req.Sequence, req.Data)
+		if err != nil {
+			return nil, 0, err
+		}
+		return &api.AppendResponse{Position: pos, Duplicate: dup}, pos, nil
+	}
+	resp = &api.AppendResponse{Positions: make([]uint64, len(req.Batch)), Duplicates: make([]bool, len(req.Batch))}
+	for i, data := range req.Batch {
+		pos, dup, err := st.appendOne(p, req.Sequence+uint64(i), data)
+		if err != nil {
+			return nil, 0, err
+		}
+		resp.Positions[i], resp.Duplicates[i] = pos, dup
+		top = max(top, pos)
+	}
+	resp.Position, resp.Duplicate = resp.Positions[len(req.Batch)-1], resp.Duplicates[len(req.Batch)-1]
+	return resp, top, nil
+}
+
+// appendOne stores data as sequence number seq of producer p (locked),
+// unless p stored it already; with p nil, always.
+func (st *stream) appendOne(p *producer, seq uint64, data []byte) (pos uint64, dup bool, err error) {
+	if p == nil {
+		pos, err = st.start(data)
 		return pos, false, err
 	}
-	p := st.prod.lock(req.ProducerId)
-	defer p.mu.Unlock()
-	if pos, dup, err = p.lookup(req.Sequence); err != nil || dup {
+	if pos, dup, err = p.lookup(seq); err != nil || dup {
 		return pos, dup, err
 	}
-	if pos, err = st.start(req.Data); err != nil {
+	if pos, err = st.start(data); err != nil {
 		return 0, false, err
 	}
-	p.record(req.Sequence, pos, st.prod.window)
+	p.record(seq, pos, st.prod.window)
 	return pos, false, nil
 }
 

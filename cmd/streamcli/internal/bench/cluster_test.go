@@ -147,3 +147,13 @@ func TestClusterValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestDefaultCalls(t *testing.T) {
+	for _, c := range []struct{ clients, inflight, want int }{
+		{1, 1, 1}, {1, 0, 1}, {64, 1, 1}, {65, 1, 2}, {128, 1, 2}, {4, 64, 4}, {64, 4, 4}, {3, 64, 3},
+	} {
+		if got := DefaultCalls(c.clients, c.inflight); got != c.want {
+			t.Errorf("DefaultCalls(%d, %d) = %d, want %d", c.clients, c.inflight, got, c.want)
+		}
+	}
+}

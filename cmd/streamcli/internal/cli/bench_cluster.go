@@ -22,9 +22,12 @@ under --dir (default /dev/shm, tmpfs, if it exists), and stops it and
 removes the data afterwards. With --node it uses that running node's
 cluster and deletes the stream it made afterwards. The stream is fresh
 (bench-TIME-RANDOM), created with --replicas and --acks. After a warm-up
-(50 appends per client, untimed), C clients append N entries in all, each
-on its own AppendStream call (client.Appender; --calls K: K calls shared
-round robin) keeping --inflight appends in flight (default 1; --unary: one
+(50 appends per client, untimed), C clients append N entries in all on
+AppendStream calls (client.Appender) shared round robin, by default as
+few as hold C x --inflight appends, 64 each (one for 64 clients: the
+fastest here, as appends queued behind a call's requests in flight go out
+as one batch request; --calls K: K calls, --calls C: one each), each
+client keeping --inflight appends in flight (default 1; --unary: one
 Append call each instead), all on one
 gRPC connection (--conns K: K shared round robin; --conns C: one each;
 one shared does best here, by far, with many clients). --duration
@@ -44,7 +47,7 @@ each append's send to its acknowledgement; --json prints one object.`,
 		fs.DurationVar(&cfg.Duration, "duration", 0, "stop after `D` even if fewer than N entries were appended (default: no limit)")
 		fs.IntVar(&cfg.InFlight, "inflight", 1, "`N` appends each client keeps in flight")
 		fs.IntVar(&cfg.Conns, "conns", 0, "`K` gRPC connections shared by the clients, round robin (default 1)")
-		fs.IntVar(&cfg.Calls, "calls", 0, "`K` AppendStream calls shared by the clients, round robin (default: one per client)")
+		fs.IntVar(&cfg.Calls, "calls", 0, "`K` AppendStream calls shared by the clients, round robin (default: clients x inflight / 64, rounded up)")
 		fs.BoolVar(&cfg.Unary, "unary", false, "one Append call per append instead of an AppendStream call per client")
 		fs.StringVar(&cfg.Streamnode, "streamnode", "", "streamnode binary `PATH` for the cluster it starts")
 		fs.StringVar(&cfg.Dir, "dir", "", "`DIR` for the started cluster's data (default /dev/shm if it exists, else the system temporary directory)")
