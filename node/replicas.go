@@ -194,6 +194,14 @@ func (r *replicas) copyFile(name string) (path string, maxSize int, err error) {
 	return filepath.Join(r.path(name), streamFile), remote.SuperblockSize + r.maxRegions*m.RegionSize, nil
 }
 
+// leader is the member stream name's copy was made for.
+func (r *replicas) leader(name string) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, err := r.readMetaLocked(name)
+	return m.Leader, err
+}
+
 // has reports whether this node holds a copy of stream name.
 func (r *replicas) has(name string) bool {
 	r.mu.Lock()
