@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -15,6 +17,7 @@ import (
 	"github.com/rpstream/rpstream/api"
 	"github.com/rpstream/rpstream/client"
 	"github.com/rpstream/rpstream/internal/proccluster"
+	"github.com/rpstream/rpstream/internal/testutil"
 )
 
 // The failure scenarios below run real streamnode processes on loopback
@@ -510,4 +513,138 @@ func randByte() byte {
 	var b [1]byte
 	rand.Read(b[:])
 	return b[0]
+}
+
+// TestFailureFollowerDiskFull puts one follower's data directory on a
+// tiny file system (a 1 MiB tmpfs: needs root, else skipped) and appends
+// more than it can hold to a stream with three replicas and quorum
+// acknowledgements. Every append is still acknowledged (the leader and the
+// other follower are a quorum), the full follower keeps running and
+// serving, and once its file system has room again (remounted larger)
+// the leader catches it up by itself; both copies end byte-identical to
+// the leader's.
+func TestFailureFollowerDiskFull(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs streamnode processes")
+	}
+	small := testutil.SmallFS(t, "1m")
+	ctx, cancel := context.WithTimeout(context.Background(), 28*time.Second)
+	defer cancel()
+	bin, err := proccluster.BuildOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(small, filepath.Join(dir, "n2")); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := proccluster.Start(ctx, proccluster.Config{Binary: bin, Dir: dir, Nodes: 3,
+		Args: []string{"--region-size", "262144"}, StopTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cl.Close() // kills every member by PID, before the tmpfs is unmounted
+		for i := range cl.Len() {
+			n := mustNode(cl, i)
+			if b, err := os.ReadFile(n.Log); err == nil && hasPanic(string(b)) {
+				t.Errorf("%s's log shows a panic:\n%s", n.Name, proccluster.LogTail(n.Log, 60))
+			} else if t.Failed() {
+				t.Logf("log of %s:\n%s", n.Name, proccluster.LogTail(n.Log, 30))
+			}
+		}
+	})
+	const stream = "full"
+	admin := dial(t, cl.ClientAddrs()[0], client.Options{})
+	if _, err := admin.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_QUORUM}); err != nil {
+		t.Fatal(err)
+	}
+	// 3000 entries of about 1 KiB: some 3 MiB, three times what n2 holds.
+	w := dial(t, cl.ClientAddrs()[0], client.Options{})
+	a := w.NewAppender(ctx, stream)
+	pad := strings.Repeat("x", 1000)
+	var pending []*client.Pending
+	acked := map[uint64]string{}
+	for i := range 3000 {
+		p, err := a.Append([]byte(fmt.Sprintf("c0-%06d", i) + pad))
+		if err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+		pending = append(pending, p)
+		if len(pending) == 32 || i == 2999 {
+			for j, p := range pending {
+				pos, err := p.Wait(ctx)
+				if err != nil {
+					t.Fatalf("append %d: %v", i-len(pending)+1+j, err)
+				}
+				acked[pos] = fmt.Sprintf("c0-%06d", i-len(pending)+1+j) + pad
+			}
+			pending = pending[:0]
+		}
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := admin.Status(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range st.ReplicaStatus {
+		t.Logf("replica %s: persisted %d, lag %d", r.Member, r.Persisted, r.Lag)
+	}
+	if !st.UnderReplicated {
+		t.Errorf("status does not say the stream is under-replicated with n2's disk full: %v", st)
+	}
+	if !cl.Running(1) {
+		t.Fatal("n2 died of its full disk")
+	}
+	if _, err := dial(t, cl.ClientAddrs()[1], client.Options{}).Members(ctx); err != nil {
+		t.Fatalf("n2 does not answer: %v", err)
+	}
+	// The leader says why n2 is behind.
+	b, _ := os.ReadFile(mustNode(cl, 0).Log)
+	if !strings.Contains(string(b), "no space left on device") {
+		t.Errorf("the leader's log does not name n2's full disk:\n%s", proccluster.LogTail(mustNode(cl, 0).Log, 20))
+	}
+	t.Logf("the leader logged %d failed connections to n2", strings.Count(string(b), "replica connect failed"))
+	// Room again (the tmpfs grown to 8 MiB): the leader catches n2 up
+	// by itself, within a bounded wait.
+	if out, err := exec.Command("mount", "-o", "remount,size=8m", small).CombinedOutput(); err != nil {
+		t.Fatalf("remount: %v: %s", err, out)
+	}
+	caughtUp := false
+	for range 100 {
+		st, err := admin.Status(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range st.ReplicaStatus {
+			if r.Member == "n2" && r.Persisted >= uint64(len(acked)) {
+				caughtUp = true
+			}
+		}
+		if caughtUp || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !caughtUp {
+		t.Errorf("n2 was not caught up within 10 s of its disk having room again")
+	}
+	for i := range cl.Len() {
+		if err := cl.Stop(i); err != nil {
+			t.Error(err)
+		}
+	}
+	copies := []string{proccluster.ReplicaFile(mustNode(cl, 2).Data, stream)}
+	if caughtUp {
+		copies = append(copies, proccluster.ReplicaFile(small, stream))
+	}
+	committed, err := proccluster.CompareReplicas(proccluster.LeaderFile(mustNode(cl, 0).Data, stream), copies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if committed < uint64(len(acked)) {
+		t.Fatalf("the leader's file has %d committed entries, %d were acknowledged", committed, len(acked))
+	}
 }
