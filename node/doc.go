@@ -8,7 +8,11 @@
 // CreateStream places the other replicas on live stream nodes
 // (cluster.Place: weighted rendezvous hashing) and an extra copy on a
 // live backup target if there is one (cluster.PlaceBackup); it fails with
-// FailedPrecondition when too few stream nodes are alive. Each time the
+// FailedPrecondition when too few stream nodes are alive. A name that
+// this node holds a copy of, or that another live member leads (asked
+// with the local-only flag), is refused with AlreadyExists; a member that
+// cannot be reached is not asked, and two creates of one name at the same
+// moment on two nodes are not excluded. Each time the
 // leader opens such a stream it takes the next epoch, durably in meta.json,
 // and starts a replicate.Leader: every committed entry is written into each
 // copy over rdma (Config.Provider) and an append is answered once the
@@ -20,7 +24,13 @@
 // leader's first connection for a stream creates its copy; a grant is
 // authorised only for the leader the copy was made for, at an epoch no
 // older than the highest granted before, which is recorded durably first,
-// so a leader's older incarnation is refused by every copy.
+// so a leader's older incarnation is refused by every copy. A copy left
+// behind by a stream deleted while its holder was down (its leader could
+// not delete it) is replaced when a leader creates a stream of that name
+// anew with this node among its copies: when the copy's leader, live,
+// answers that it has no such stream, or is that leader itself with a
+// stream of another id (peer.go, orphan). While the old leader is down
+// the copy is kept and the new leader refused, as before.
 //
 // A call about a stream this node does not lead is answered with
 // FailedPrecondition carrying api.NotLeader (the leader's name, client

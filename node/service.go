@@ -62,6 +62,11 @@ func (s *Server) CreateStream(ctx context.Context, req *api.CreateStreamRequest)
 		if s.replicas.has(req.Stream) {
 			return nil, statusOf(fmt.Errorf("%w: %s (this node holds a copy of it)", ErrExists, req.Stream))
 		}
+		// A name another live member leads is taken too (a member that
+		// cannot be reached is not asked: see doc.go).
+		if l, err := s.findLeader(ctx, req.Stream); err == nil {
+			return nil, statusOf(fmt.Errorf("%w: %s (led by %s at %s)", ErrExists, req.Stream, l.Leader, l.LeaderAddr))
+		}
 		if err := s.place(req.Stream, &m); err != nil {
 			return nil, statusOf(err)
 		}
