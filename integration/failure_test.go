@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/rpstream/rpstream/api"
 	"github.com/rpstream/rpstream/client"
 	"github.com/rpstream/rpstream/internal/proccluster"
@@ -372,12 +375,12 @@ func TestFailureFollowerWiped(t *testing.T) {
 }
 
 // TestFailureDeletedWhileDown: a stream is deleted while a follower is
-// down, so that follower keeps an orphan copy; a new stream of the same
-// name is then created, with that follower among its replicas, on another
-// node ("other leader") or on the same one ("same leader"). The orphan
-// copy (whose leader says it has no such stream, or whose leader now has
-// a stream of that name with another id) is replaced by the new stream's,
-// and the new stream is replicated to all its copies (acks "all").
+// down, so that follower keeps an orphan copy. Once back, the follower
+// learns from the leader that the stream is gone and removes its copy (a
+// read there is NotFound, not the deleted entries). A new stream of the
+// same name is then created, with that follower among its replicas, on
+// another node ("other leader") or on the same one ("same leader"), and
+// is replicated to all its copies (acks "all").
 func TestFailureDeletedWhileDown(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -408,8 +411,22 @@ func TestFailureDeletedWhileDown(t *testing.T) {
 			if err := cl.Start(ctx, 1); err != nil {
 				t.Fatal(err)
 			}
-			if !exists(proccluster.ReplicaFile(mustNode(cl, 1).Data, stream)) {
-				t.Fatal("n2 lost its copy while down: the scenario did not happen")
+			// Back, n2 asks n1 about its copy, learns the stream is gone
+			// and removes it: no read at n2 serves the deleted stream.
+			n2 := dial(t, cl.ClientAddrs()[1], client.Options{})
+			var rerr error
+			for range 100 {
+				_, _, rerr = n2.Read(ctx, stream, 0, 0)
+				if status.Code(rerr) == codes.NotFound || ctx.Err() != nil {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if status.Code(rerr) != codes.NotFound {
+				t.Fatalf("a read at n2 of the stream deleted while it was down: %v, want NotFound within 10 s", rerr)
+			}
+			if exists(proccluster.ReplicaFile(mustNode(cl, 1).Data, stream)) {
+				t.Fatal("n2 still holds its orphan copy")
 			}
 			// The same name again: replicas 3 places the two others,
 			// n2 among them.
@@ -437,7 +454,7 @@ func TestFailureDeletedWhileDown(t *testing.T) {
 				t.Errorf("%d copies compared, want 2", copies)
 			}
 			if b, _ := os.ReadFile(mustNode(cl, 1).Log); !strings.Contains(string(b), "removed an orphan copy") {
-				t.Error("n2's log does not say it removed the orphan copy")
+				t.Error("n2's log does not say it removed its orphan copy")
 			}
 		})
 	}

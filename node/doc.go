@@ -26,11 +26,15 @@
 // older than the highest granted before, which is recorded durably first,
 // so a leader's older incarnation is refused by every copy. A copy left
 // behind by a stream deleted while its holder was down (its leader could
-// not delete it) is replaced when a leader creates a stream of that name
-// anew with this node among its copies: when the copy's leader, live,
-// answers that it has no such stream, or is that leader itself with a
-// stream of another id (peer.go, orphan). While the old leader is down
-// the copy is kept and the new leader refused, as before.
+// not delete it) is removed once its leader, seen joining (or seen by this
+// node as it joins), answers that it has no such stream; and it is
+// replaced when a leader creates a stream of that name anew with this
+// node among its copies, if the copy's leader, live, answers so too or is
+// that leader itself with a stream of another id (orphan.go). While the
+// old leader is down the copy is kept (reads are served from it) and a
+// new leader of the name is refused by this node. A leader that lost its
+// data directory answers that it has none of its streams: their copies
+// are removed too.
 //
 // A call about a stream this node does not lead is answered with
 // FailedPrecondition carrying api.NotLeader (the leader's name, client

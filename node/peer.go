@@ -1,16 +1,9 @@
 package node
 
 import (
-	"context"
 	"errors"
 	"fmt"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
-
-	"github.com/rpstream/rpstream/api"
-	"github.com/rpstream/rpstream/local"
 	"github.com/rpstream/rpstream/remote"
 	"github.com/rpstream/rpstream/remote/remotepb"
 )
@@ -78,66 +71,6 @@ func (s *Server) openCopy(req *remotepb.OpenRequest) (remote.RegionStore, error)
 		return nil, fmt.Errorf("%w: %v", remote.ErrMismatch, err)
 	}
 	return nil, err
-}
-
-// orphan says why the copy of req's stream this node holds is of a
-// stream that no longer exists, so that a leader creating the stream anew
-// may replace it; "" when it may still be in use. fs and err are what
-// opening the copy for req's leader gave:
-//   - the copy was made for another leader (ErrWrongLeader), which is live
-//     and answers, asked for its own streams only, that it has no stream
-//     of that name (the stream was deleted while this node was down, so
-//     its copy here was never deleted; a leader that is down or does not
-//     answer keeps its copy);
-//   - the copy was made for req's leader, but for a stream with another
-//     stream id: a leader has one stream of a name, so the copy's was
-//     deleted (and made again) while this node was down.
-func (s *Server) orphan(req *remotepb.OpenRequest, fs *remote.FileStore, err error) string {
-	switch {
-	case err == nil:
-		if req.StreamId == 0 {
-			return ""
-		}
-		sid, serr := local.StreamIDOf(fs.Memory().Bytes())
-		if serr != nil || sid == 0 || sid == req.StreamId {
-			return ""
-		}
-		return fmt.Sprintf("its leader %s now leads a stream of that name with id %x; the copy is of id %x", req.Leader, req.StreamId, sid)
-	case errors.Is(err, ErrWrongLeader):
-		old, lerr := s.replicas.leader(req.Stream)
-		if lerr != nil || old == req.Leader || !s.streamGoneAt(old, req.Stream) {
-			return ""
-		}
-		return fmt.Sprintf("its leader %s says it has no stream %s; %s leads a new one", old, req.Stream, req.Leader)
-	}
-	return ""
-}
-
-// streamGoneAt reports whether member, live, answers that it has no
-// stream of that name (NotFound for its own streams only). Any other
-// answer, or none within lookupTimeout, is false.
-func (s *Server) streamGoneAt(member, stream string) bool {
-	if s.cfg.Cluster == nil {
-		return false
-	}
-	addr := ""
-	for _, m := range s.cfg.Cluster.Members() {
-		if m.Name == member && m.State.Live() && m.ClientAddr != "" {
-			addr = m.ClientAddr
-		}
-	}
-	if addr == "" {
-		return false
-	}
-	c, err := s.peerStreams(addr)
-	if err != nil {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(s.stopCtx, lookupTimeout)
-	defer cancel()
-	ctx = metadata.AppendToOutgoingContext(ctx, localOnlyKey, "1")
-	_, err = c.StreamStatus(ctx, &api.StreamStatusRequest{Stream: stream})
-	return status.Code(err) == codes.NotFound
 }
 
 // dropCopy deletes the copy of stream this node holds for its leader.

@@ -218,6 +218,22 @@ func (r *replicas) remove(name string) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.removeLocked(name)
+}
+
+// removeIfLeader deletes stream name's copy if it was made for leader,
+// and reports whether it did.
+func (r *replicas) removeIfLeader(name, leader string) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, err := r.readMetaLocked(name)
+	if err != nil || m.Leader != leader {
+		return false, nil
+	}
+	return true, r.removeLocked(name)
+}
+
+func (r *replicas) removeLocked(name string) error {
 	delete(r.metas, name)
 	gone := filepath.Join(r.dir, hiddenName(name, "del"))
 	if err := os.Rename(r.path(name), gone); err != nil {

@@ -242,9 +242,9 @@ func (s *Server) place(stream string, m *meta) error {
 }
 
 // deleteCopies asks the members holding copies of stream to delete them.
-// A member that cannot be reached keeps its copy (logged) until a leader
-// creates a stream of that name anew with it among its copies, which
-// replaces it (peer.go, orphan).
+// A member that cannot be reached keeps its copy (logged) until it sees
+// this node join, or a leader creates a stream of that name anew with it
+// among its copies (orphan.go).
 func (s *Server) deleteCopies(ctx context.Context, stream string, m meta) {
 	holders := append(slices.Clone(m.Followers), m.Backup)
 	addrs := map[string]string{}

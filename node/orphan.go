@@ -1,0 +1,137 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/rpstream/rpstream/api"
+	"github.com/rpstream/rpstream/local"
+	"github.com/rpstream/rpstream/remote"
+	"github.com/rpstream/rpstream/remote/remotepb"
+)
+
+// Orphan copies. A stream deleted while a member holding one of its
+// copies is down leaves that copy behind: its leader could not reach the
+// member to delete it. Such a copy would go on serving reads of a deleted
+// stream (copyread.go) and would refuse a later stream of the same name.
+// It is removed
+//   - when its leader joins (or this node does, seeing its leader join):
+//     the leader is asked, for its own streams only, and answers NotFound
+//     (sweepOrphans);
+//   - when a leader asks to create a copy of that name and the copy's own
+//     leader answers NotFound, or is that leader itself with a stream of
+//     another id: a leader has one stream of a name (orphan).
+// A leader that is down, or answers anything else, keeps its copies.
+
+// orphanAttempts bounds how often a joined leader is asked before its
+// copies are left alone until it joins again: a member joins the gossip
+// before it serves clients.
+const orphanAttempts = 6
+
+// sweepOrphans removes, in the background, the copies this node holds
+// for member (at client address addr) of streams member says it does not
+// have.
+func (s *Server) sweepOrphans(member, addr string) {
+	var names []string
+	for _, n := range s.replicas.list() {
+		if l, err := s.replicas.leader(n); err == nil && l == member {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 || s.enter() != nil {
+		return
+	}
+	go func() {
+		defer s.leave() // Shutdown waits; it ends stopCtx first
+		for _, n := range names {
+			gone := false
+			for attempt := range orphanAttempts {
+				g, err := s.streamGone(addr, n)
+				if err == nil {
+					gone = g
+					break
+				}
+				select {
+				case <-s.stopCtx.Done():
+					return
+				case <-time.After(time.Duration(attempt+1) * 250 * time.Millisecond):
+				}
+			}
+			if !gone {
+				continue
+			}
+			removed, err := s.replicas.removeIfLeader(n, member)
+			switch {
+			case err != nil:
+				s.log.Warn("cannot remove an orphan copy", "stream", n, "leader", member, "err", err)
+			case removed:
+				s.log.Warn("removed an orphan copy", "stream", n, "why", fmt.Sprintf("its leader %s says it has no stream %s", member, n))
+			}
+		}
+	}()
+}
+
+// streamGone asks the member at addr, for its own streams only, whether
+// it has stream: true when it answers NotFound, false when it answers
+// with the stream's status, an error for any other answer or none within
+// lookupTimeout.
+func (s *Server) streamGone(addr, stream string) (bool, error) {
+	c, err := s.peerStreams(addr)
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithTimeout(s.stopCtx, lookupTimeout)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, localOnlyKey, "1")
+	_, err = c.StreamStatus(ctx, &api.StreamStatusRequest{Stream: stream})
+	switch status.Code(err) {
+	case codes.OK:
+		return false, nil
+	case codes.NotFound:
+		return true, nil
+	}
+	return false, err
+}
+
+// orphan says why the copy of req's stream this node holds is of a
+// stream that no longer exists, so that req's leader, creating its copy,
+// may replace it; "" when it may still be in use. fs and err are what
+// opening the copy for req's leader gave.
+func (s *Server) orphan(req *remotepb.OpenRequest, fs *remote.FileStore, err error) string {
+	switch {
+	case err == nil:
+		if req.StreamId == 0 {
+			return ""
+		}
+		sid, serr := local.StreamIDOf(fs.Memory().Bytes())
+		if serr != nil || sid == 0 || sid == req.StreamId {
+			return ""
+		}
+		return fmt.Sprintf("its leader %s now leads a stream of that name with id %x; the copy is of id %x", req.Leader, req.StreamId, sid)
+	case errors.Is(err, ErrWrongLeader):
+		old, lerr := s.replicas.leader(req.Stream)
+		if lerr != nil || old == req.Leader || s.cfg.Cluster == nil {
+			return ""
+		}
+		addr := ""
+		for _, m := range s.cfg.Cluster.Members() {
+			if m.Name == old && m.State.Live() && m.ClientAddr != "" {
+				addr = m.ClientAddr
+			}
+		}
+		if addr == "" {
+			return ""
+		}
+		if gone, err := s.streamGone(addr, req.Stream); err != nil || !gone {
+			return ""
+		}
+		return fmt.Sprintf("its leader %s says it has no stream %s; %s leads a new one", old, req.Stream, req.Leader)
+	}
+	return ""
+}
