@@ -1,0 +1,135 @@
+package node
+
+import (
+	"errors"
+	"io"
+	"os"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rpstream/rpstream/api"
+	"github.com/rpstream/rpstream/client"
+	"github.com/rpstream/rpstream/local"
+	"github.com/rpstream/rpstream/remote"
+	"github.com/rpstream/rpstream/remote/remotepb"
+)
+
+// TestCreateNameLedElsewhere: a stream name another member leads cannot
+// be created again on a node that holds no copy of it (replicas 1: no
+// member holds one), so that two leaders never serve streams of one name.
+func TestCreateNameLedElsewhere(t *testing.T) {
+	ctx := testCtx(t)
+	nodes := startClusterNodes(t, 3, 0)
+	c1, err := client.Dial(nodes[0].addr, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	if _, err := c1.Create(ctx, "once", client.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := client.Dial(nodes[1].addr, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	_, err = c2.Create(ctx, "once", client.CreateOptions{})
+	if status.Code(err) != codes.AlreadyExists {
+		t.Fatalf("create at n2 of a stream n1 leads: %v, want AlreadyExists", err)
+	}
+	// n2 holds nothing of it, and n1 still leads it.
+	if names, err := nodes[1].srv.store.list(); err != nil || len(names) != 0 {
+		t.Fatalf("n2's own streams: %v, %v", names, err)
+	}
+	if st, err := c2.Status(ctx, "once"); err != nil || st.Leader != "n1" {
+		t.Fatalf("status: %v, %v", st, err)
+	}
+	// Once deleted, the name is free anywhere.
+	if err := c1.Delete(ctx, "once"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := c2.Create(ctx, "once", client.CreateOptions{}); err != nil || st.Leader != "n2" {
+		t.Fatalf("create at n2 after the delete: %v, %v", st, err)
+	}
+}
+
+// TestOrphanCopyReplacedOnCreate: a leader's creating Open replaces the
+// copy a node holds of that name only when it is an orphan: made for
+// another leader that answers it has no such stream, or for the same
+// leader with another stream id. A copy whose leader has the stream is
+// refused to any other leader, and kept.
+func TestOrphanCopyReplacedOnCreate(t *testing.T) {
+	ctx := testCtx(t)
+	nodes := startClusterNodes(t, 3, 0)
+	c, err := client.Dial(nodes[0].addr, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Create(ctx, "s", client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_ALL}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Append(ctx, "s", []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	n2 := nodes[1].srv
+	const rs = 64 << 10
+	open := func(stream, leader string, id uint64) error {
+		fs, err := n2.openCopy(&remotepb.OpenRequest{Stream: stream, Leader: leader, RegionSize: rs, StreamId: id, Create: true})
+		if err == nil {
+			fs.(io.Closer).Close()
+		}
+		return err
+	}
+	leaderOf := func(stream string) string {
+		l, err := n2.replicas.leader(stream)
+		if err != nil {
+			t.Fatalf("copy of %s: %v", stream, err)
+		}
+		return l
+	}
+
+	// n1 has s: n3 cannot take n2's copy of it.
+	if err := open("s", "n3", 0); !errors.Is(err, remote.ErrMismatch) {
+		t.Fatalf("n3 opening n2's copy of n1's live stream: %v, want ErrMismatch", err)
+	}
+	if l := leaderOf("s"); l != "n1" {
+		t.Fatalf("n2's copy of s is for %s now", l)
+	}
+
+	// A copy for n1 of a stream n1 does not have is replaced for n3.
+	if err := open("t", "n1", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := open("t", "n3", 0); err != nil {
+		t.Fatalf("n3 creating t, n1's copy of which is an orphan: %v", err)
+	}
+	if l := leaderOf("t"); l != "n3" {
+		t.Fatalf("n2's copy of t is for %s, want n3", l)
+	}
+
+	// n1's copy of s with another stream id than n1's s: n1 deleted and
+	// made s again; the copy is replaced by an empty one.
+	path, _, err := n2.replicas.copyFile("s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sid, err := local.StreamIDOf(b)
+	if err != nil || sid == 0 {
+		t.Fatalf("n2's copy of s has no stream id: %x, %v", sid, err)
+	}
+	if err := open("s", "n1", sid+1); err != nil {
+		t.Fatalf("n1 opening s with a new stream id: %v", err)
+	}
+	if b, err := os.ReadFile(path); err != nil {
+		t.Fatal(err)
+	} else if id, err := local.StreamIDOf(b); err == nil && id == sid {
+		t.Fatalf("n2's copy of s still holds stream %x", sid)
+	}
+}
