@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -94,6 +95,11 @@ func indexOf(t *testing.T, cl *proccluster.Cluster, name string) int {
 // an Appender per client with window appends in flight, calling progress
 // after each acknowledgement. It returns the acknowledged positions.
 func load(t *testing.T, ctx context.Context, addr, stream string, first, clients, each, window int, progress func()) map[uint64]string {
+	return loadPadded(t, ctx, addr, stream, first, clients, each, window, 0, progress)
+}
+
+// loadPadded is load with pad bytes after a '/' in each payload.
+func loadPadded(t *testing.T, ctx context.Context, addr, stream string, first, clients, each, window, pad int, progress func()) map[uint64]string {
 	t.Helper()
 	var mu sync.Mutex
 	acked := map[uint64]string{}
@@ -131,6 +137,9 @@ func load(t *testing.T, ctx context.Context, addr, stream string, first, clients
 					break
 				}
 				data := fmt.Sprintf("c%d-%06d", c, i)
+				if pad > 0 {
+					data += "/" + strings.Repeat("p", pad)
+				}
 				p, err := a.Append([]byte(data))
 				if err != nil {
 					t.Errorf("client %d: append %s: %v", c, data, err)
@@ -213,7 +222,8 @@ func checkTail(t *testing.T, ctx context.Context, addr, stream string, acked map
 		last[c] = -1
 	}
 	for _, p := range positions {
-		c, i, ok := parsePayload(acked[p])
+		label, _, _ := strings.Cut(acked[p], "/")
+		c, i, ok := parsePayload(label)
 		if !ok || c >= clients {
 			t.Fatalf("position %d holds %q, which no client appended", p, acked[p])
 		}
@@ -663,5 +673,141 @@ func TestFailureFollowerDiskFull(t *testing.T) {
 	}
 	if committed < uint64(len(acked)) {
 		t.Fatalf("the leader's file has %d committed entries, %d were acknowledged", committed, len(acked))
+	}
+}
+
+// TestFailureLeaderRestartsWhileFollowerDown: a follower is down while
+// the leader is SIGKILLed and restarted (a new epoch); the follower, back
+// with a copy granted only the older epoch and short of entries, accepts
+// the new epoch, is caught up, and ends byte-identical.
+func TestFailureLeaderRestartsWhileFollowerDown(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 28*time.Second)
+	defer cancel()
+	cl := startFailureCluster(t, ctx, 3, false)
+	const stream = "twofaults"
+	admin := dial(t, cl.ClientAddrs()[0], client.Options{})
+	st, err := admin.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_QUORUM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := indexOf(t, cl, st.Leader)
+	follower := (leader + 1) % 3
+	addr := mustNode(cl, leader).ClientAddr
+	acked := load(t, ctx, addr, stream, 0, 1, 300, 8, nil)
+	if err := cl.Kill(follower); err != nil {
+		t.Fatal(err)
+	}
+	for p, d := range load(t, ctx, addr, stream, 1, 1, 300, 8, nil) {
+		acked[p] = d
+	}
+	if err := cl.Kill(leader); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Start(ctx, leader); err != nil {
+		t.Fatal(err)
+	}
+	for p, d := range load(t, ctx, addr, stream, 2, 1, 300, 8, nil) {
+		acked[p] = d
+	}
+	if err := cl.Start(ctx, follower); err != nil {
+		t.Fatal(err)
+	}
+	// Acks "quorum" does not wait for the follower: wait, bounded, until
+	// the leader says it holds everything.
+	caughtUp := false
+	for range 100 {
+		s, err := admin.Status(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		caughtUp = !s.UnderReplicated && s.Committed >= uint64(len(acked))
+		for _, r := range s.ReplicaStatus {
+			if r.Persisted < uint64(len(acked)) {
+				caughtUp = false
+			}
+		}
+		if caughtUp || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !caughtUp {
+		t.Fatal("the returning follower was not caught up within 10 s")
+	}
+	if t.Failed() {
+		return
+	}
+	checkTail(t, ctx, addr, stream, acked, 3)
+	if copies := compareCopies(t, cl, leader, stream, len(acked)); copies != 2 {
+		t.Errorf("%d copies compared, want 2", copies)
+	}
+}
+
+// TestFailureFollowerHangs: a follower is stopped (SIGSTOP: alive to TCP,
+// answering nothing) under load with quorum acknowledgements. Appends go
+// on being acknowledged by the leader and the other follower; once the
+// follower is continued (SIGCONT) it is caught up and all copies end
+// byte-identical.
+func TestFailureFollowerHangs(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 28*time.Second)
+	defer cancel()
+	cl := startFailureCluster(t, ctx, 3, false)
+	const stream = "hung"
+	admin := dial(t, cl.ClientAddrs()[0], client.Options{})
+	st, err := admin.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_QUORUM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := indexOf(t, cl, st.Leader)
+	follower := (leader + 1) % 3
+	addr := mustNode(cl, leader).ClientAddr
+	acked := load(t, ctx, addr, stream, 0, 1, 200, 8, nil)
+	pid := cl.PID(follower)
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	cont := func() {
+		if stopped {
+			syscall.Kill(pid, syscall.SIGCONT)
+			stopped = false
+		}
+	}
+	defer cont()
+	// With the follower hung: 2 clients, 1500 appends of 4 KiB each,
+	// some 12 MiB: more than the hung connection's socket buffers hold.
+	lctx, lcancel := context.WithTimeout(ctx, 12*time.Second)
+	hung := loadPadded(t, lctx, addr, stream, 1, 2, 1500, 16, 4096, nil)
+	lcancel()
+	if t.Failed() {
+		t.Fatalf("appends with a follower hung (SIGSTOP): %d acknowledged", len(hung))
+	}
+	for p, d := range hung {
+		acked[p] = d
+	}
+	cont()
+	caughtUp := false
+	for range 100 {
+		s, err := admin.Status(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		caughtUp = !s.UnderReplicated
+		for _, r := range s.ReplicaStatus {
+			if r.Persisted < uint64(len(acked)) {
+				caughtUp = false
+			}
+		}
+		if caughtUp || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !caughtUp {
+		t.Fatal("the continued follower was not caught up within 10 s")
+	}
+	checkTail(t, ctx, addr, stream, acked, 3)
+	if copies := compareCopies(t, cl, leader, stream, len(acked)); copies != 2 {
+		t.Errorf("%d copies compared, want 2", copies)
 	}
 }
