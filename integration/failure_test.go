@@ -470,8 +470,8 @@ func TestFailureDeletedWhileDown(t *testing.T) {
 	}
 }
 
-// TestFailureGarbage sends random bytes to every member's peer port (TCP)
-// and gossip port (TCP and UDP) and checks that the cluster still creates,
+// TestFailureGarbage sends random bytes to every member's peer port (TCP),
+// gossip port (TCP and UDP) and client port (TCP) and checks that the cluster still creates,
 // replicates and serves a stream, and no member died.
 func TestFailureGarbage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 28*time.Second)
@@ -483,7 +483,7 @@ func TestFailureGarbage(t *testing.T) {
 			for range 5 {
 				b := make([]byte, 1+int(randByte())*16)
 				rand.Read(b)
-				for _, a := range []struct{ net, addr string }{{"tcp", n.PeerAddr}, {"tcp", n.GossipAddr}, {"udp", n.GossipAddr}} {
+				for _, a := range []struct{ net, addr string }{{"tcp", n.PeerAddr}, {"tcp", n.GossipAddr}, {"udp", n.GossipAddr}, {"tcp", n.ClientAddr}} {
 					c, err := net.DialTimeout(a.net, a.addr, time.Second)
 					if err != nil {
 						if a.net == "tcp" {
@@ -809,5 +809,65 @@ func TestFailureFollowerHangs(t *testing.T) {
 	checkTail(t, ctx, addr, stream, acked, 3)
 	if copies := compareCopies(t, cl, leader, stream, len(acked)); copies != 2 {
 		t.Errorf("%d copies compared, want 2", copies)
+	}
+}
+
+// TestFailureDeletedWhileDownLeaderAway: as TestFailureDeletedWhileDown,
+// but the leader is down too when the follower returns: the follower
+// cannot tell a deleted stream from an unreachable leader, so it keeps
+// its copy (and serves reads from it) until the leader comes back and
+// says the stream is gone; then the copy is removed.
+func TestFailureDeletedWhileDownLeaderAway(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 28*time.Second)
+	defer cancel()
+	cl := startFailureCluster(t, ctx, 3, false)
+	const stream = "away"
+	first := dial(t, cl.ClientAddrs()[0], client.Options{})
+	if _, err := first.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_ALL}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if _, err := first.Append(ctx, stream, fmt.Appendf(nil, "old-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cl.Kill(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Delete(ctx, stream); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Kill(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Start(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	copyFile := proccluster.ReplicaFile(mustNode(cl, 1).Data, stream)
+	n2 := dial(t, cl.ClientAddrs()[1], client.Options{})
+	// n1 is away: n2 keeps its copy and serves it.
+	time.Sleep(500 * time.Millisecond)
+	if !exists(copyFile) {
+		t.Fatal("n2 removed its copy while the stream's leader was down")
+	}
+	if ents, _, err := n2.Read(ctx, stream, 0, 0); err != nil || len(ents) == 0 {
+		t.Fatalf("a read at n2 with the leader away: %d entries, %v; want its copy's", len(ents), err)
+	}
+	if err := cl.Start(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	var rerr error
+	for range 100 {
+		_, _, rerr = n2.Read(ctx, stream, 0, 0)
+		if status.Code(rerr) == codes.NotFound || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if status.Code(rerr) != codes.NotFound {
+		t.Fatalf("a read at n2 once the leader is back: %v, want NotFound within 10 s", rerr)
+	}
+	if exists(copyFile) {
+		t.Fatal("n2 still holds its orphan copy")
 	}
 }
