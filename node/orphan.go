@@ -38,18 +38,23 @@ const orphanAttempts = 6
 // for member (at client address addr) of streams member says it does not
 // have.
 func (s *Server) sweepOrphans(member, addr string) {
-	var names []string
+	type held struct {
+		name  string
+		opens uint64
+	}
+	var copies []held
 	for _, n := range s.replicas.list() {
-		if l, err := s.replicas.leader(n); err == nil && l == member {
-			names = append(names, n)
+		if l, opens, err := s.replicas.leaderOpens(n); err == nil && l == member {
+			copies = append(copies, held{n, opens})
 		}
 	}
-	if len(names) == 0 || s.enter() != nil {
+	if len(copies) == 0 || s.enter() != nil {
 		return
 	}
 	go func() {
 		defer s.leave() // Shutdown waits; it ends stopCtx first
-		for _, n := range names {
+		for _, h := range copies {
+			n := h.name
 			gone := false
 			for attempt := range orphanAttempts {
 				g, err := s.streamGone(addr, n)
@@ -66,7 +71,9 @@ func (s *Server) sweepOrphans(member, addr string) {
 			if !gone {
 				continue
 			}
-			removed, err := s.replicas.removeIfLeader(n, member)
+			// Not if a leader opened it meanwhile: member may have made
+			// the stream anew since it answered (a new copy, orphan).
+			removed, err := s.replicas.removeIfLeader(n, member, h.opens)
 			switch {
 			case err != nil:
 				s.log.Warn("cannot remove an orphan copy", "stream", n, "leader", member, "err", err)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -131,5 +132,60 @@ func TestOrphanCopyReplacedOnCreate(t *testing.T) {
 		t.Fatal(err)
 	} else if id, err := local.StreamIDOf(b); err == nil && id == sid {
 		t.Fatalf("n2's copy of s still holds stream %x", sid)
+	}
+}
+
+// TestSweepOrphans: asked about the copies it holds for n1, n2 removes
+// the one of a stream n1 does not have and keeps the one of a stream n1
+// leads; a copy opened again after it was looked at is not removed.
+func TestSweepOrphans(t *testing.T) {
+	ctx := testCtx(t)
+	nodes := startClusterNodes(t, 3, 0)
+	c, err := client.Dial(nodes[0].addr, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Create(ctx, "s", client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_ALL}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Append(ctx, "s", []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	n2 := nodes[1].srv
+	for _, name := range []string{"t", "u"} {
+		fs, err := n2.openCopy(&remotepb.OpenRequest{Stream: name, Leader: "n1", RegionSize: 64 << 10, Create: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs.(io.Closer).Close()
+	}
+	// u is opened again after being looked at: kept.
+	_, opens, err := n2.replicas.leaderOpens("u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, err := n2.openCopy(&remotepb.OpenRequest{Stream: "u", Leader: "n1", RegionSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs.(io.Closer).Close()
+	if removed, err := n2.replicas.removeIfLeader("u", "n1", opens); removed || err != nil {
+		t.Fatalf("a copy opened since it was looked at was removed: %v, %v", removed, err)
+	}
+
+	n2.sweepOrphans("n1", nodes[0].addr)
+	deadline := time.Now().Add(5 * time.Second)
+	for (n2.replicas.has("t") || n2.replicas.has("u")) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n2.replicas.has("t") || n2.replicas.has("u") {
+		t.Fatal("n2 kept copies of streams n1 does not have")
+	}
+	if !n2.replicas.has("s") {
+		t.Fatal("n2 removed its copy of s, which n1 leads")
+	}
+	if _, err := c.Append(ctx, "s", []byte("two")); err != nil {
+		t.Fatalf("append (acks all) after the sweep: %v", err)
 	}
 }

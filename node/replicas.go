@@ -48,10 +48,14 @@ type replicas struct {
 
 	mu    sync.Mutex
 	metas map[string]replicaMeta
+	// opens counts, per copy, the times it was opened for a leader, so
+	// that a copy looked at before an open is not removed after it
+	// (removeIfLeader).
+	opens map[string]uint64
 }
 
 func openReplicas(dataDir string, maxStreamSize, regionSize int) (*replicas, error) {
-	r := &replicas{dir: filepath.Join(dataDir, replicasDir), metas: map[string]replicaMeta{}}
+	r := &replicas{dir: filepath.Join(dataDir, replicasDir), metas: map[string]replicaMeta{}, opens: map[string]uint64{}}
 	if maxStreamSize == 0 {
 		maxStreamSize = 64 << 30
 	}
@@ -156,6 +160,7 @@ func (r *replicas) openStore(name, leader string, regionSize int, create bool) (
 	if m.RegionSize != regionSize {
 		return nil, fmt.Errorf("%w: copy of %s has regions of %d bytes, the leader %d", errBadArg, name, m.RegionSize, regionSize)
 	}
+	r.opens[name]++
 	return remote.OpenFileStore(filepath.Join(r.path(name), streamFile), regionSize, r.maxRegions)
 }
 
@@ -196,10 +201,17 @@ func (r *replicas) copyFile(name string) (path string, maxSize int, err error) {
 
 // leader is the member stream name's copy was made for.
 func (r *replicas) leader(name string) (string, error) {
+	l, _, err := r.leaderOpens(name)
+	return l, err
+}
+
+// leaderOpens is leader and the number of times the copy was opened
+// since this node started.
+func (r *replicas) leaderOpens(name string) (string, uint64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	m, err := r.readMetaLocked(name)
-	return m.Leader, err
+	return m.Leader, r.opens[name], err
 }
 
 // has reports whether this node holds a copy of stream name.
@@ -221,13 +233,14 @@ func (r *replicas) remove(name string) error {
 	return r.removeLocked(name)
 }
 
-// removeIfLeader deletes stream name's copy if it was made for leader,
-// and reports whether it did.
-func (r *replicas) removeIfLeader(name, leader string) (bool, error) {
+// removeIfLeader deletes stream name's copy if it was made for leader
+// and has been opened opens times (as leaderOpens said: not opened
+// since), and reports whether it did.
+func (r *replicas) removeIfLeader(name, leader string, opens uint64) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	m, err := r.readMetaLocked(name)
-	if err != nil || m.Leader != leader {
+	if err != nil || m.Leader != leader || r.opens[name] != opens {
 		return false, nil
 	}
 	return true, r.removeLocked(name)
