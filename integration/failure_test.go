@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -22,6 +23,7 @@ import (
 	"github.com/rpstream/rpstream/client"
 	"github.com/rpstream/rpstream/internal/proccluster"
 	"github.com/rpstream/rpstream/internal/testutil"
+	"github.com/rpstream/rpstream/local"
 )
 
 // The failure scenarios below run real streamnode processes on loopback
@@ -869,5 +871,70 @@ func TestFailureDeletedWhileDownLeaderAway(t *testing.T) {
 	}
 	if exists(copyFile) {
 		t.Fatal("n2 still holds its orphan copy")
+	}
+}
+
+// TestFailureFollowerCopyDamaged: bytes of a follower's copy are flipped
+// while it is down, in its entries ("entries") or in its superblock
+// ("superblock"). Once it is back, the leader finds where the copy's
+// valid prefix ends and rewrites the rest; appends with acks "all" go on
+// and every copy ends byte-identical to the leader's.
+func TestFailureFollowerCopyDamaged(t *testing.T) {
+	for _, where := range []string{"entries", "superblock"} {
+		t.Run(where, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+			defer cancel()
+			cl := startFailureCluster(t, ctx, 3, false)
+			const stream = "damaged"
+			admin := dial(t, cl.ClientAddrs()[0], client.Options{})
+			st, err := admin.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_ALL})
+			if err != nil {
+				t.Fatal(err)
+			}
+			leader := indexOf(t, cl, st.Leader)
+			follower := (leader + 1) % 3
+			addr := mustNode(cl, leader).ClientAddr
+			acked := load(t, ctx, addr, stream, 0, 1, 500, 8, nil)
+			if err := cl.Kill(follower); err != nil {
+				t.Fatal(err)
+			}
+			path := proccluster.ReplicaFile(mustNode(cl, follower).Data, stream)
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			off := int64(8)
+			if where == "entries" {
+				sc, err := local.Scan(b)
+				if err != nil || len(sc.Regions) == 0 {
+					t.Fatalf("scan of the copy before damage: %v, %v", sc, err)
+				}
+				r := sc.Regions[len(sc.Regions)-1]
+				off = int64(r.Offset + r.End/2)
+			}
+			if _, err := f.WriteAt([]byte{b[off] ^ 0xff, b[off+1] ^ 0x55}, off); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			if err := cl.Start(ctx, follower); err != nil {
+				t.Fatal(err)
+			}
+			actx, acancel := context.WithTimeout(ctx, 12*time.Second)
+			defer acancel()
+			for p, d := range load(t, actx, addr, stream, 1, 1, 300, 8, nil) {
+				acked[p] = d
+			}
+			if t.Failed() {
+				t.Fatalf("appends with acks all after the follower's copy was damaged (%s) failed", where)
+			}
+			checkTail(t, ctx, addr, stream, acked, 2)
+			if copies := compareCopies(t, cl, leader, stream, len(acked)); copies != 2 {
+				t.Errorf("%d copies compared, want 2", copies)
+			}
+		})
 	}
 }
