@@ -440,6 +440,9 @@ func TestFailureDeletedWhileDown(t *testing.T) {
 			if exists(proccluster.ReplicaFile(mustNode(cl, 1).Data, stream)) {
 				t.Fatal("n2 still holds its orphan copy")
 			}
+			if set, _ := filepath.Glob(filepath.Join(mustNode(cl, 1).Data, "orphans", stream+".*", "data.stream")); len(set) != 1 {
+				t.Fatalf("n2's orphans: %v, want its copy of %s set aside", set, stream)
+			}
 			// The same name again: replicas 3 places the two others,
 			// n2 among them.
 			c := dial(t, cl.ClientAddrs()[tc.newLeader], client.Options{})
@@ -465,8 +468,8 @@ func TestFailureDeletedWhileDown(t *testing.T) {
 			if copies := compareCopies(t, cl, tc.newLeader, stream, len(acked)); copies != 2 {
 				t.Errorf("%d copies compared, want 2", copies)
 			}
-			if b, _ := os.ReadFile(mustNode(cl, 1).Log); !strings.Contains(string(b), "removed an orphan copy") {
-				t.Error("n2's log does not say it removed its orphan copy")
+			if b, _ := os.ReadFile(mustNode(cl, 1).Log); !strings.Contains(string(b), "orphan copy set aside") {
+				t.Error("n2's log does not say it set its orphan copy aside")
 			}
 		})
 	}

@@ -26,15 +26,15 @@
 // older than the highest granted before, which is recorded durably first,
 // so a leader's older incarnation is refused by every copy. A copy left
 // behind by a stream deleted while its holder was down (its leader could
-// not delete it) is removed once its leader, seen joining (or seen by this
-// node as it joins), answers that it has no such stream; and it is
-// replaced when a leader creates a stream of that name anew with this
+// not delete it) is set aside (DATA/orphans) once its leader, seen
+// joining (or seen by this node as it joins), answers that it has no such
+// stream; and when a leader creates a stream of that name anew with this
 // node among its copies, if the copy's leader, live, answers so too or is
 // that leader itself with a stream of another id (orphan.go). While the
 // old leader is down the copy is kept (reads are served from it) and a
 // new leader of the name is refused by this node. A leader that lost its
 // data directory answers that it has none of its streams: their copies
-// are removed too.
+// are set aside too, not deleted, for an operator to recover or remove.
 //
 // A call about a stream this node does not lead is answered with
 // FailedPrecondition carrying api.NotLeader (the leader's name, client
@@ -61,6 +61,7 @@
 //	DIR/streams/.NAME.*            a stream being created or deleted
 //	DIR/replicas/NAME/meta.json    a copy held for another leader: {"leader","region_size","epoch"}
 //	DIR/replicas/NAME/data.stream  that copy, in local/'s format, written over rdma
+//	DIR/orphans/NAME.TIME/         a copy set aside: its leader said the stream was gone
 //
 // A stream is created in a hidden directory which is renamed to NAME once
 // both files are durable, and deleted by renaming it back to a hidden name

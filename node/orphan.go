@@ -20,7 +20,10 @@ import (
 // copies is down leaves that copy behind: its leader could not reach the
 // member to delete it. Such a copy would go on serving reads of a deleted
 // stream (copyread.go) and would refuse a later stream of the same name.
-// It is removed
+// It is set aside, out of DATA/replicas into DATA/orphans/NAME.TIME (no
+// longer served nor in the way; kept, since a leader that lost its data
+// directory also says it has none of its streams; deleting it is the
+// operator's),
 //   - when its leader joins (or this node does, seeing its leader join):
 //     the leader is asked, for its own streams only, and answers NotFound
 //     (sweepOrphans);
@@ -73,12 +76,12 @@ func (s *Server) sweepOrphans(member, addr string) {
 			}
 			// Not if a leader opened it meanwhile: member may have made
 			// the stream anew since it answered (a new copy, orphan).
-			removed, err := s.replicas.removeIfLeader(n, member, h.opens)
+			to, err := s.replicas.setAsideIfLeader(n, member, h.opens)
 			switch {
 			case err != nil:
-				s.log.Warn("cannot remove an orphan copy", "stream", n, "leader", member, "err", err)
-			case removed:
-				s.log.Warn("removed an orphan copy", "stream", n, "why", fmt.Sprintf("its leader %s says it has no stream %s", member, n))
+				s.log.Warn("cannot set an orphan copy aside", "stream", n, "leader", member, "err", err)
+			case to != "":
+				s.log.Warn("orphan copy set aside", "stream", n, "kept_at", to, "why", fmt.Sprintf("its leader %s says it has no stream %s", member, n))
 			}
 		}
 	}()

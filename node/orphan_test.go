@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -135,8 +136,8 @@ func TestOrphanCopyReplacedOnCreate(t *testing.T) {
 	}
 }
 
-// TestSweepOrphans: asked about the copies it holds for n1, n2 removes
-// the one of a stream n1 does not have and keeps the one of a stream n1
+// TestSweepOrphans: asked about the copies it holds for n1, n2 sets aside
+// the ones of streams n1 does not have and keeps the one of a stream n1
 // leads; a copy opened again after it was looked at is not removed.
 func TestSweepOrphans(t *testing.T) {
 	ctx := testCtx(t)
@@ -170,8 +171,8 @@ func TestSweepOrphans(t *testing.T) {
 		t.Fatal(err)
 	}
 	fs.(io.Closer).Close()
-	if removed, err := n2.replicas.removeIfLeader("u", "n1", opens); removed || err != nil {
-		t.Fatalf("a copy opened since it was looked at was removed: %v, %v", removed, err)
+	if to, err := n2.replicas.setAsideIfLeader("u", "n1", opens); to != "" || err != nil {
+		t.Fatalf("a copy opened since it was looked at was set aside: %q, %v", to, err)
 	}
 
 	n2.sweepOrphans("n1", nodes[0].addr)
@@ -184,6 +185,11 @@ func TestSweepOrphans(t *testing.T) {
 	}
 	if !n2.replicas.has("s") {
 		t.Fatal("n2 removed its copy of s, which n1 leads")
+	}
+	// Set aside, not deleted: DATA/orphans/t.TIME and u.TIME.
+	ents, err := os.ReadDir(n2.replicas.orphans)
+	if err != nil || len(ents) != 2 || !strings.HasPrefix(ents[0].Name(), "t.") || !strings.HasPrefix(ents[1].Name(), "u.") {
+		t.Fatalf("orphans: %v, %v", ents, err)
 	}
 	if _, err := c.Append(ctx, "s", []byte("two")); err != nil {
 		t.Fatalf("append (acks all) after the sweep: %v", err)

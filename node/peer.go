@@ -54,10 +54,11 @@ func (s *Server) openCopy(req *remotepb.OpenRequest) (remote.RegionStore, error)
 			if fs != nil {
 				fs.Close()
 			}
-			if err := s.replicas.remove(req.Stream); err != nil {
-				return nil, err
+			to, aerr := s.replicas.setAside(req.Stream)
+			if aerr != nil {
+				return nil, aerr
 			}
-			s.log.Warn("removed an orphan copy", "stream", req.Stream, "why", why)
+			s.log.Warn("orphan copy set aside", "stream", req.Stream, "kept_at", to, "why", why)
 			fs, err = s.replicas.openStore(req.Stream, req.Leader, int(req.RegionSize), req.Create)
 		}
 	}
