@@ -941,3 +941,68 @@ func TestFailureFollowerCopyDamaged(t *testing.T) {
 		})
 	}
 }
+
+// TestFailureLeaderWiped: the leader's data directory is removed while it
+// is down. Back, it has no stream: a client gets NotFound (no failover
+// yet), and the followers, told by it that the stream is gone, set their
+// copies aside (DATA/orphans) instead of deleting them: they still hold
+// every acknowledged entry.
+func TestFailureLeaderWiped(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 28*time.Second)
+	defer cancel()
+	cl := startFailureCluster(t, ctx, 3, false)
+	const stream = "lost"
+	admin := dial(t, cl.ClientAddrs()[0], client.Options{})
+	if _, err := admin.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_ALL}); err != nil {
+		t.Fatal(err)
+	}
+	acked := load(t, ctx, cl.ClientAddrs()[0], stream, 0, 1, 300, 8, nil)
+	if t.Failed() {
+		return
+	}
+	if err := cl.Kill(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(mustNode(cl, 0).Data); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Start(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Status(ctx, stream); status.Code(err) != codes.NotFound {
+		t.Fatalf("status at the wiped leader: %v, want NotFound", err)
+	}
+	for _, i := range []int{1, 2} {
+		var set []string
+		for range 100 {
+			set, _ = filepath.Glob(filepath.Join(mustNode(cl, i).Data, "orphans", stream+".*", "data.stream"))
+			if len(set) > 0 || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if len(set) != 1 {
+			t.Fatalf("%s's orphans: %v, want its copy set aside", mustNode(cl, i).Name, set)
+		}
+		if exists(proccluster.ReplicaFile(mustNode(cl, i).Data, stream)) {
+			t.Fatalf("%s still serves its copy", mustNode(cl, i).Name)
+		}
+		// The copy set aside holds every acknowledged entry.
+		cp, err := local.OpenReader(set[0], local.Options{})
+		if err != nil {
+			t.Fatalf("%s's copy set aside: %v", mustNode(cl, i).Name, err)
+		}
+		it := cp.Iterator(0)
+		for pos := uint64(0); pos < uint64(len(acked)); pos++ {
+			if !it.Next() {
+				cp.Close()
+				t.Fatalf("%s's copy set aside ends at %d of %d acknowledged: %v", mustNode(cl, i).Name, pos, len(acked), it.Err())
+			}
+			if got := string(it.Entry().Data); got != acked[pos] {
+				cp.Close()
+				t.Fatalf("%s's copy set aside holds %q at %d, %q was acknowledged", mustNode(cl, i).Name, got, pos, acked[pos])
+			}
+		}
+		cp.Close()
+	}
+}
