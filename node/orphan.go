@@ -24,7 +24,8 @@ import (
 // longer served nor in the way; kept, since a leader that lost its data
 // directory also says it has none of its streams; deleting it is the
 // operator's),
-//   - when its leader joins (or this node does, seeing its leader join):
+//   - when its leader joins (or this node does, seeing its leader join;
+//     or its leader, restarted quickly, shows as updated):
 //     the leader is asked, for its own streams only, and answers NotFound
 //     (sweepOrphans);
 //   - when a leader asks to create a copy of that name and the copy's own
@@ -37,7 +38,7 @@ import (
 // before it serves clients.
 const orphanAttempts = 6
 
-// sweepOrphans removes, in the background, the copies this node holds
+// sweepOrphans sets aside, in the background, the copies this node holds
 // for member (at client address addr) of streams member says it does not
 // have.
 func (s *Server) sweepOrphans(member, addr string) {
