@@ -1006,3 +1006,115 @@ func TestFailureLeaderWiped(t *testing.T) {
 		cp.Close()
 	}
 }
+
+// TestFailureLeaderLosesUnacknowledged: a copy holds entries its leader
+// then loses, as in a power failure before the leader persisted them:
+// with acks "all" and one follower stopped (SIGSTOP), 50 appends are
+// written to the leader and the other follower but never committed; the
+// leader is SIGKILLed and those entries are zeroed in its file (what a
+// power failure leaves of unpersisted bytes), and their client gives up.
+// Restarted, the leader has the 200 acknowledged entries; other appends
+// follow them; the follower that held the lost entries is cut back when
+// it reconnects and rewritten, so no lost entry is ever read and every
+// copy ends byte-identical.
+func TestFailureLeaderLosesUnacknowledged(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 28*time.Second)
+	defer cancel()
+	cl := startFailureCluster(t, ctx, 3, false)
+	const stream = "cutback"
+	admin := dial(t, cl.ClientAddrs()[0], client.Options{})
+	st, err := admin.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_ALL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := indexOf(t, cl, st.Leader)
+	stopped, holder := (leader+1)%3, (leader+2)%3
+	addr := mustNode(cl, leader).ClientAddr
+	// Payloads "cC-NNNNNN" of 9 bytes: entries of 8+16 bytes.
+	const first, extra, entry = 200, 50, 24
+	acked := load(t, ctx, addr, stream, 0, 1, first, 8, nil)
+	if t.Failed() {
+		return
+	}
+	pid := cl.PID(stopped)
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	cont := func() { syscall.Kill(pid, syscall.SIGCONT) }
+	defer cont()
+	// The appends to be lost ("c9-..."), from a client that gives up.
+	lctx, lcancel := context.WithCancel(ctx)
+	defer lcancel()
+	a := dial(t, addr, client.Options{MaxAttempts: 1}).NewAppender(lctx, stream)
+	for i := range extra {
+		if _, err := a.Append(fmt.Appendf(nil, "c9-%06d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	holderName := mustNode(cl, holder).Name
+	held := false
+	for range 100 {
+		s, err := admin.Status(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Committed != first {
+			t.Fatalf("committed %d with %s stopped and acks all, want %d", s.Committed, mustNode(cl, stopped).Name, first)
+		}
+		for _, r := range s.ReplicaStatus {
+			if r.Member == holderName && r.Persisted >= first+extra {
+				held = true
+			}
+		}
+		if held || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !held {
+		t.Fatalf("%s does not hold the %d unacknowledged entries", holderName, extra)
+	}
+	if err := cl.Kill(leader); err != nil {
+		t.Fatal(err)
+	}
+	lcancel()
+	a.Close() // fails: its appends were never answered
+	// The power failure: the leader's entries after the 200th are gone.
+	lf := proccluster.LeaderFile(mustNode(cl, leader).Data, stream)
+	f, err := os.OpenFile(lf, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := local.Scan(b)
+	if err != nil || len(sc.Regions) != 1 || sc.Next != first+extra {
+		t.Fatalf("leader's file before the loss: %+v, %v; want one region of %d entries", sc, err, first+extra)
+	}
+	r := sc.Regions[0]
+	from, to := r.Offset+local.RegionHeaderSize+first*entry, r.Offset+r.End
+	if _, err := f.WriteAt(make([]byte, to-from), int64(from)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	cont()
+	if err := cl.Start(ctx, leader); err != nil {
+		t.Fatal(err)
+	}
+	for p, d := range load(t, ctx, addr, stream, 1, 1, extra, 8, nil) {
+		acked[p] = d
+	}
+	if t.Failed() {
+		return
+	}
+	// No "c9-" entry anywhere (checkTail: every entry was acknowledged).
+	if dups := checkTail(t, ctx, addr, stream, acked, 2); dups != 0 {
+		t.Errorf("%d entries stored twice", dups)
+	}
+	// The holder's copy has the new entries where it held the lost ones.
+	if copies := compareCopies(t, cl, leader, stream, len(acked)); copies != 2 {
+		t.Errorf("%d copies compared, want 2", copies)
+	}
+}
