@@ -1118,3 +1118,58 @@ func TestFailureLeaderLosesUnacknowledged(t *testing.T) {
 		t.Errorf("%d copies compared, want 2", copies)
 	}
 }
+
+// TestFailureDeletedWhileHung: a stream is deleted while a follower is
+// hung (SIGSTOP: a live member that answers nothing). The delete is
+// answered anyway (after the lookup timeout), and once the follower
+// runs again the leader's background retry deletes its copy: reads there
+// are NotFound, not the deleted stream.
+func TestFailureDeletedWhileHung(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 28*time.Second)
+	defer cancel()
+	cl := startFailureCluster(t, ctx, 3, false)
+	const stream = "hungdel"
+	first := dial(t, cl.ClientAddrs()[0], client.Options{})
+	if _, err := first.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_QUORUM}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if _, err := first.Append(ctx, stream, fmt.Appendf(nil, "old-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pid := cl.PID(1)
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	defer func() {
+		if stopped {
+			syscall.Kill(pid, syscall.SIGCONT)
+		}
+	}()
+	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+	err := first.Delete(dctx, stream)
+	dcancel()
+	if err != nil {
+		t.Fatalf("delete with n2 hung: %v", err)
+	}
+	time.Sleep(time.Second)
+	syscall.Kill(pid, syscall.SIGCONT)
+	stopped = false
+	n2 := dial(t, cl.ClientAddrs()[1], client.Options{})
+	var rerr error
+	for range 150 {
+		_, _, rerr = n2.Read(ctx, stream, 0, 0)
+		if status.Code(rerr) == codes.NotFound || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if status.Code(rerr) != codes.NotFound {
+		t.Fatalf("a read at n2 of the stream deleted while it was hung: %v, want NotFound within 15 s", rerr)
+	}
+	if exists(proccluster.ReplicaFile(mustNode(cl, 1).Data, stream)) {
+		t.Fatal("n2 still holds its copy")
+	}
+}

@@ -24,9 +24,12 @@
 // leader's first connection for a stream creates its copy; a grant is
 // authorised only for the leader the copy was made for, at an epoch no
 // older than the highest granted before, which is recorded durably first,
-// so a leader's older incarnation is refused by every copy. A copy left
-// behind by a stream deleted while its holder was down (its leader could
-// not delete it) is set aside (DATA/orphans) once its leader, seen
+// so a leader's older incarnation is refused by every copy. DeleteStream
+// deletes the copies too, naming each (leader and stream id) so that a
+// holder never deletes the copy of a stream made anew under the name; a
+// live holder that does not answer (hung) is asked again in the
+// background until it does. A copy left behind by a stream deleted while
+// its holder was down (its leader could not delete it) is set aside (DATA/orphans) once its leader, seen
 // joining (or seen by this node as it joins), answers that it has no such
 // stream; and when a leader creates a stream of that name anew with this
 // node among its copies, if the copy's leader, live, answers so too or is

@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -145,4 +149,46 @@ func (s *Server) orphan(req *remotepb.OpenRequest, fs *remote.FileStore, err err
 		return fmt.Sprintf("its leader %s says it has no stream %s; %s leads a new one", old, req.Stream, req.Leader)
 	}
 	return ""
+}
+
+// copyOf checks a leader's local-only DeleteStream of stream's copy
+// against the copy it names (copyOfKey: "LEADER/STREAMID"), if it names
+// one: the copy must be that leader's, of that stream id (or have none
+// yet). A retried delete thus never deletes the copy of a stream made
+// anew under the name.
+func (s *Server) copyOf(ctx context.Context, stream string) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	v := md.Get(copyOfKey)
+	if len(v) == 0 {
+		return nil
+	}
+	leader, idHex, ok := strings.Cut(v[0], "/")
+	id, err := strconv.ParseUint(idHex, 16, 64)
+	if !ok || err != nil {
+		return fmt.Errorf("node: malformed %s %q", copyOfKey, v[0])
+	}
+	l, err := s.replicas.leader(stream)
+	if err != nil {
+		return err
+	}
+	if l != leader {
+		return fmt.Errorf("node: the copy of %s here is %s's, not %s's", stream, l, leader)
+	}
+	path, _, err := s.replicas.copyFile(stream)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	defer f.Close()
+	sb := make([]byte, remote.SuperblockSize)
+	if _, err := io.ReadFull(f, sb); err != nil {
+		return nil // no superblock yet: nothing written, nothing to keep
+	}
+	if sid, err := local.StreamIDOf(sb); err == nil && sid != 0 && sid != id {
+		return fmt.Errorf("node: the copy of %s here is of stream id %x, not %x", stream, sid, id)
+	}
+	return nil
 }

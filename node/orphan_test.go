@@ -2,6 +2,7 @@ package node
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/rpstream/rpstream/api"
@@ -193,5 +195,61 @@ func TestSweepOrphans(t *testing.T) {
 	}
 	if _, err := c.Append(ctx, "s", []byte("two")); err != nil {
 		t.Fatalf("append (acks all) after the sweep: %v", err)
+	}
+}
+
+// TestDeleteCopyOfNamedStream: a leader's local-only delete of a copy
+// that names the copy (leader and stream id) deletes it only if it is
+// that leader's copy of that stream.
+func TestDeleteCopyOfNamedStream(t *testing.T) {
+	ctx := testCtx(t)
+	nodes := startClusterNodes(t, 3, 0)
+	c, err := client.Dial(nodes[0].addr, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Create(ctx, "s", client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_ALL}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Append(ctx, "s", []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	n2 := nodes[1].srv
+	path, _, err := n2.replicas.copyFile("s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := local.StreamIDOf(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := client.Dial(nodes[1].addr, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	del := func(copyOf string) error {
+		ctx := metadata.AppendToOutgoingContext(ctx, localOnlyKey, "1", copyOfKey, copyOf)
+		_, err := c2.API().DeleteStream(ctx, &api.DeleteStreamRequest{Stream: "s"})
+		return err
+	}
+	for _, bad := range []string{fmt.Sprintf("n1/%x", id+1), fmt.Sprintf("n3/%x", id), "n1", "n1/zz"} {
+		if err := del(bad); status.Code(err) != codes.FailedPrecondition {
+			t.Fatalf("delete of n2's copy naming %q: %v, want FailedPrecondition", bad, err)
+		}
+		if !n2.replicas.has("s") {
+			t.Fatalf("n2's copy deleted by a delete naming %q", bad)
+		}
+	}
+	if err := del(fmt.Sprintf("n1/%x", id)); err != nil {
+		t.Fatalf("delete of n2's copy naming it: %v", err)
+	}
+	if n2.replicas.has("s") {
+		t.Fatal("n2's copy kept")
 	}
 }

@@ -89,7 +89,11 @@ func (s *Server) DeleteStream(ctx context.Context, req *api.DeleteStreamRequest)
 	}
 	defer s.leave()
 	if localOnly(ctx) && s.replicas.has(req.Stream) {
-		// The stream's leader deleting it: drop this node's copy.
+		// The stream's leader deleting it: drop this node's copy, if it
+		// is of that stream.
+		if err := s.copyOf(ctx, req.Stream); err != nil {
+			return nil, status.Error(codes.FailedPrecondition, err.Error())
+		}
 		if err := s.dropCopy(req.Stream); err != nil {
 			return nil, statusOf(err)
 		}
@@ -108,6 +112,7 @@ func (s *Server) DeleteStream(ctx context.Context, req *api.DeleteStreamRequest)
 	}
 	st.gone = true
 	s.mu.Unlock()
+	id := st.ls.StreamID()
 	st.cancel()
 	st.release()
 	st.refs.Wait()
@@ -125,7 +130,7 @@ func (s *Server) DeleteStream(ctx context.Context, req *api.DeleteStreamRequest)
 	}
 	s.log.Info("stream deleted", "stream", req.Stream)
 	if st.meta.replicated() && s.cfg.Cluster != nil {
-		s.deleteCopies(ctx, req.Stream, st.meta)
+		s.deleteCopies(ctx, req.Stream, id, st.meta)
 	}
 	return &api.DeleteStreamResponse{}, nil
 }
