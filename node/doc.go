@@ -8,7 +8,11 @@
 // CreateStream places the other replicas on live stream nodes
 // (cluster.Place: weighted rendezvous hashing) and an extra copy on a
 // live backup target if there is one (cluster.PlaceBackup); it fails with
-// FailedPrecondition when too few stream nodes are alive. Each time the
+// FailedPrecondition when too few stream nodes are alive. A name that
+// this node holds a copy of, or that another live member leads (asked
+// with the local-only flag), is refused with AlreadyExists; a member that
+// cannot be reached is not asked, and two creates of one name at the same
+// moment on two nodes are not excluded. Each time the
 // leader opens such a stream it takes the next epoch, durably in meta.json,
 // and starts a replicate.Leader: every committed entry is written into each
 // copy over rdma (Config.Provider) and an append is answered once the
@@ -20,7 +24,20 @@
 // leader's first connection for a stream creates its copy; a grant is
 // authorised only for the leader the copy was made for, at an epoch no
 // older than the highest granted before, which is recorded durably first,
-// so a leader's older incarnation is refused by every copy.
+// so a leader's older incarnation is refused by every copy. DeleteStream
+// deletes the copies too, naming each (leader and stream id) so that a
+// holder never deletes the copy of a stream made anew under the name; a
+// live holder that does not answer (hung) is asked again in the
+// background until it does. A copy left behind by a stream deleted while
+// its holder was down (its leader could not delete it) is set aside (DATA/orphans) once its leader, seen
+// joining (or seen by this node as it joins), answers that it has no such
+// stream; and when a leader creates a stream of that name anew with this
+// node among its copies, if the copy's leader, live, answers so too or is
+// that leader itself with a stream of another id (orphan.go). While the
+// old leader is down the copy is kept (reads are served from it) and a
+// new leader of the name is refused by this node. A leader that lost its
+// data directory answers that it has none of its streams: their copies
+// are set aside too, not deleted, for an operator to recover or remove.
 //
 // A call about a stream this node does not lead is answered with
 // FailedPrecondition carrying api.NotLeader (the leader's name, client
@@ -47,6 +64,7 @@
 //	DIR/streams/.NAME.*            a stream being created or deleted
 //	DIR/replicas/NAME/meta.json    a copy held for another leader: {"leader","region_size","epoch"}
 //	DIR/replicas/NAME/data.stream  that copy, in local/'s format, written over rdma
+//	DIR/orphans/NAME.TIME/         a copy set aside: its leader said the stream was gone
 //
 // A stream is created in a hidden directory which is renamed to NAME once
 // both files are durable, and deleted by renaming it back to a hidden name

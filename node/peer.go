@@ -49,6 +49,19 @@ func (s *Server) openCopy(req *remotepb.OpenRequest) (remote.RegionStore, error)
 		return nil, fmt.Errorf("%w: %s leads stream %s itself", remote.ErrMismatch, s.cfg.Name, req.Stream)
 	}
 	fs, err := s.replicas.openStore(req.Stream, req.Leader, int(req.RegionSize), req.Create)
+	if req.Create {
+		if why := s.orphan(req, fs, err); why != "" {
+			if fs != nil {
+				fs.Close()
+			}
+			to, aerr := s.replicas.setAside(req.Stream)
+			if aerr != nil {
+				return nil, aerr
+			}
+			s.log.Warn("orphan copy set aside", "stream", req.Stream, "kept_at", to, "why", why)
+			fs, err = s.replicas.openStore(req.Stream, req.Leader, int(req.RegionSize), req.Create)
+		}
+	}
 	switch {
 	case err == nil:
 		s.log.Info("serving a copy", "stream", req.Stream, "leader", req.Leader)

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/rpstream/rpstream/remote"
 )
@@ -24,7 +25,10 @@ import (
 // answered: a restarted replica never accepts an epoch older than one it
 // accepted before.
 
-const replicasDir = "replicas"
+const (
+	replicasDir = "replicas"
+	orphansDir  = "orphans"
+)
 
 // replicaMeta is a replica's meta.json.
 type replicaMeta struct {
@@ -44,14 +48,19 @@ var (
 // replicas is the store of the copies this node holds for other leaders.
 type replicas struct {
 	dir        string // DIR/replicas
+	orphans    string // DIR/orphans
 	maxRegions int
 
 	mu    sync.Mutex
 	metas map[string]replicaMeta
+	// opens counts, per copy, the times it was opened for a leader, so
+	// that a copy looked at before an open is not removed after it
+	// (setAsideIfLeader).
+	opens map[string]uint64
 }
 
 func openReplicas(dataDir string, maxStreamSize, regionSize int) (*replicas, error) {
-	r := &replicas{dir: filepath.Join(dataDir, replicasDir), metas: map[string]replicaMeta{}}
+	r := &replicas{dir: filepath.Join(dataDir, replicasDir), orphans: filepath.Join(dataDir, orphansDir), metas: map[string]replicaMeta{}, opens: map[string]uint64{}}
 	if maxStreamSize == 0 {
 		maxStreamSize = 64 << 30
 	}
@@ -156,6 +165,7 @@ func (r *replicas) openStore(name, leader string, regionSize int, create bool) (
 	if m.RegionSize != regionSize {
 		return nil, fmt.Errorf("%w: copy of %s has regions of %d bytes, the leader %d", errBadArg, name, m.RegionSize, regionSize)
 	}
+	r.opens[name]++
 	return remote.OpenFileStore(filepath.Join(r.path(name), streamFile), regionSize, r.maxRegions)
 }
 
@@ -194,6 +204,21 @@ func (r *replicas) copyFile(name string) (path string, maxSize int, err error) {
 	return filepath.Join(r.path(name), streamFile), remote.SuperblockSize + r.maxRegions*m.RegionSize, nil
 }
 
+// leader is the member stream name's copy was made for.
+func (r *replicas) leader(name string) (string, error) {
+	l, _, err := r.leaderOpens(name)
+	return l, err
+}
+
+// leaderOpens is leader and the number of times the copy was opened
+// since this node started.
+func (r *replicas) leaderOpens(name string) (string, uint64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, err := r.readMetaLocked(name)
+	return m.Leader, r.opens[name], err
+}
+
 // has reports whether this node holds a copy of stream name.
 func (r *replicas) has(name string) bool {
 	r.mu.Lock()
@@ -210,6 +235,52 @@ func (r *replicas) remove(name string) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.removeLocked(name)
+}
+
+// setAsideIfLeader sets stream name's copy aside (setAside) if it was
+// made for leader and has been opened opens times (as leaderOpens said:
+// not opened since), and returns where it went ("" if it did not).
+func (r *replicas) setAsideIfLeader(name, leader string, opens uint64) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, err := r.readMetaLocked(name)
+	if err != nil || m.Leader != leader || r.opens[name] != opens {
+		return "", nil
+	}
+	return r.setAsideLocked(name)
+}
+
+// setAside moves stream name's copy, an orphan, out of the copies into
+// DATA/orphans/NAME.TIME, and returns that path: no longer served nor in
+// the way of a new stream of the name, but kept, in case its leader said
+// it had no such stream because it lost its own data. Removing it is the
+// operator's.
+func (r *replicas) setAside(name string) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.setAsideLocked(name)
+}
+
+func (r *replicas) setAsideLocked(name string) (string, error) {
+	if err := os.MkdirAll(r.orphans, 0o755); err != nil {
+		return "", fmt.Errorf("node: %w", err)
+	}
+	to := filepath.Join(r.orphans, name+"."+time.Now().UTC().Format("20060102T150405.000000000Z"))
+	delete(r.metas, name)
+	if err := os.Rename(r.path(name), to); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("%w: no copy of %s", ErrNoStream, name)
+		}
+		return "", fmt.Errorf("node: %w", err)
+	}
+	if err := syncDir(r.orphans); err != nil {
+		return "", err
+	}
+	return to, syncDir(r.dir)
+}
+
+func (r *replicas) removeLocked(name string) error {
 	delete(r.metas, name)
 	gone := filepath.Join(r.dir, hiddenName(name, "del"))
 	if err := os.Rename(r.path(name), gone); err != nil {

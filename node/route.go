@@ -241,11 +241,11 @@ func (s *Server) place(stream string, m *meta) error {
 	return nil
 }
 
-// deleteCopies asks the members holding copies of stream to delete them.
-// A member that cannot be reached keeps its copy (logged): it refuses a
-// later stream of the same name from another leader until deleted by
-// hand.
-func (s *Server) deleteCopies(ctx context.Context, stream string, m meta) {
+// deleteCopies asks the members holding copies of stream (stream id id)
+// to delete them. A member that cannot be reached, or does not answer
+// (hung), is asked again in the background (retryDeleteCopy); one that is
+// down keeps its copy until it sees this node join (orphan.go).
+func (s *Server) deleteCopies(ctx context.Context, stream string, id uint64, m meta) {
 	holders := append(slices.Clone(m.Followers), m.Backup)
 	addrs := map[string]string{}
 	for _, mb := range s.cfg.Cluster.Members() {
@@ -253,9 +253,6 @@ func (s *Server) deleteCopies(ctx context.Context, stream string, m meta) {
 			addrs[mb.Name] = mb.ClientAddr
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
-	defer cancel()
-	ctx = metadata.AppendToOutgoingContext(ctx, localOnlyKey, "1")
 	for _, h := range holders {
 		if h == "" {
 			continue
@@ -265,12 +262,72 @@ func (s *Server) deleteCopies(ctx context.Context, stream string, m meta) {
 			s.log.Warn("cannot delete a copy: member not live", "stream", stream, "member", h)
 			continue
 		}
-		c, err := s.peerStreams(addr)
-		if err == nil {
-			_, err = c.DeleteStream(ctx, &api.DeleteStreamRequest{Stream: stream})
-		}
-		if err != nil {
-			s.log.Warn("cannot delete a copy", "stream", stream, "member", h, "err", err)
+		if err := s.deleteCopy(ctx, addr, stream, id); err != nil {
+			s.log.Warn("cannot delete a copy; retrying in the background", "stream", stream, "member", h, "err", err)
+			s.retryDeleteCopy(h, stream, id)
 		}
 	}
+}
+
+// copyOfKey names, in a local-only DeleteStream, the copy to delete:
+// "LEADER/STREAMID" (hex), so that the holder deletes only the copy of
+// that stream, never that of a stream made anew under the name.
+const copyOfKey = "rpstream-copy-of"
+
+// deleteCopy asks the member at addr to delete its copy of stream (id),
+// within lookupTimeout. A copy already gone or of another stream is done.
+func (s *Server) deleteCopy(ctx context.Context, addr, stream string, id uint64) error {
+	c, err := s.peerStreams(addr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, localOnlyKey, "1", copyOfKey, fmt.Sprintf("%s/%x", s.cfg.Name, id))
+	_, err = c.DeleteStream(ctx, &api.DeleteStreamRequest{Stream: stream})
+	switch status.Code(err) {
+	case codes.NotFound, codes.FailedPrecondition:
+		return nil
+	}
+	return err
+}
+
+// retryDeleteCopy asks member again, with a growing pause (up to 10 s),
+// until it deletes its copy of stream (id), says it has none, leaves the
+// membership or this node stops: a member that was hung when the stream
+// was deleted would otherwise serve the deleted stream from its copy.
+func (s *Server) retryDeleteCopy(member, stream string, id uint64) {
+	if s.enter() != nil {
+		return
+	}
+	go func() {
+		defer s.leave() // Shutdown ends stopCtx before it waits
+		wait := 500 * time.Millisecond
+		for {
+			select {
+			case <-s.stopCtx.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 10*time.Second)
+			addr := ""
+			for _, mb := range s.cfg.Cluster.Members() {
+				if mb.Name == member && mb.ClientAddr != "" {
+					if mb.State == cluster.StateLeft {
+						return
+					}
+					if mb.State.Live() {
+						addr = mb.ClientAddr
+					}
+				}
+			}
+			if addr == "" {
+				continue // down: it sets its copy aside when back (orphan.go)
+			}
+			if err := s.deleteCopy(s.stopCtx, addr, stream, id); err == nil {
+				s.log.Info("copy deleted after retries", "stream", stream, "member", member)
+				return
+			}
+		}
+	}()
 }

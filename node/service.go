@@ -63,6 +63,11 @@ func (s *Server) CreateStream(ctx context.Context, req *api.CreateStreamRequest)
 		if s.replicas.has(req.Stream) {
 			return nil, statusOf(fmt.Errorf("%w: %s (this node holds a copy of it)", ErrExists, req.Stream))
 		}
+		// A name another live member leads is taken too (a member that
+		// cannot be reached is not asked: see doc.go).
+		if l, err := s.findLeader(ctx, req.Stream); err == nil {
+			return nil, statusOf(fmt.Errorf("%w: %s (led by %s at %s)", ErrExists, req.Stream, l.Leader, l.LeaderAddr))
+		}
 		if err := s.place(req.Stream, &m); err != nil {
 			return nil, statusOf(err)
 		}
@@ -85,7 +90,11 @@ func (s *Server) DeleteStream(ctx context.Context, req *api.DeleteStreamRequest)
 	}
 	defer s.leave()
 	if localOnly(ctx) && s.replicas.has(req.Stream) {
-		// The stream's leader deleting it: drop this node's copy.
+		// The stream's leader deleting it: drop this node's copy, if it
+		// is of that stream.
+		if err := s.copyOf(ctx, req.Stream); err != nil {
+			return nil, status.Error(codes.FailedPrecondition, err.Error())
+		}
 		if err := s.dropCopy(req.Stream); err != nil {
 			return nil, statusOf(err)
 		}
@@ -104,6 +113,7 @@ func (s *Server) DeleteStream(ctx context.Context, req *api.DeleteStreamRequest)
 	}
 	st.gone = true
 	s.mu.Unlock()
+	id := st.ls.StreamID()
 	st.cancel()
 	st.release()
 	st.refs.Wait()
@@ -121,7 +131,7 @@ func (s *Server) DeleteStream(ctx context.Context, req *api.DeleteStreamRequest)
 	}
 	s.log.Info("stream deleted", "stream", req.Stream)
 	if st.meta.replicated() && s.cfg.Cluster != nil {
-		s.deleteCopies(ctx, req.Stream, st.meta)
+		s.deleteCopies(ctx, req.Stream, id, st.meta)
 	}
 	return &api.DeleteStreamResponse{}, nil
 }
