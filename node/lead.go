@@ -94,7 +94,10 @@ func (s *Server) MemberChanged(ev cluster.Event) {
 	if (ev.Kind == cluster.EventJoin || ev.Kind == cluster.EventUpdate) && ev.Member.Name != s.cfg.Name && ev.Member.ClientAddr != "" && !ev.Member.Leaving {
 		s.sweepOrphans(ev.Member.Name, ev.Member.ClientAddr)
 	}
-	if ev.Kind != cluster.EventJoin {
+	// Either way the leaders writing to it reconnect at once rather than
+	// after their retry backoff (a needless reconnect costs one
+	// connection setup).
+	if ev.Kind != cluster.EventJoin && (ev.Kind != cluster.EventUpdate || ev.Member.Leaving) {
 		return
 	}
 	s.mu.Lock()
