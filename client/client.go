@@ -8,10 +8,10 @@
 // same number, so that an append the node had stored before the failure is
 // answered with its original position instead of being stored twice. The
 // node remembers a window of recent numbers per producer (node.Config
-// IdempotenceWindow), in memory only: a retry across a node restart, or
-// one that falls behind more than a window of later appends of the same
-// Client, may be stored twice (the first is then refused with
-// FailedPrecondition).
+// IdempotenceWindow), across its restarts too (it reads them back from
+// the entries); a retry that falls behind more than a window of later
+// appends of the same Client is refused with FailedPrecondition, since it
+// may have been stored.
 //
 // An Appender (NewAppender) keeps many appends in flight on one
 // AppendStream call and batches them: an append made while the call has

@@ -30,6 +30,11 @@ type Config struct {
 	// IdempotenceWindow is how many of the highest sequence numbers stored are remembered
 	// per producer and stream (see the package comment).
 	IdempotenceWindow int
+	// IdempotenceHorizon is how many of a stream's last entries are read
+	// when it is opened to remember the sequence numbers producers stored
+	// in them (see the package comment); a retry of an append older than
+	// that may be stored twice after a restart.
+	IdempotenceHorizon int
 	// MaxProducers is how many producer ids are remembered per stream; the
 	// least recently used is forgotten beyond it.
 	MaxProducers int
@@ -95,6 +100,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("node: %w", err)
 		}
 	}
+	if c.IdempotenceHorizon < 0 {
+		return fmt.Errorf("node: IdempotenceHorizon %d < 0", c.IdempotenceHorizon)
+	}
 	if c.MaxProducers < 1 {
 		return fmt.Errorf("node: MaxProducers %d < 1", c.MaxProducers)
 	}
@@ -108,6 +116,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.IdempotenceWindow == 0 {
 		c.IdempotenceWindow = 64
+	}
+	if c.IdempotenceHorizon == 0 {
+		c.IdempotenceHorizon = 100000
 	}
 	if c.MaxProducers == 0 {
 		c.MaxProducers = 4096

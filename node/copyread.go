@@ -54,7 +54,7 @@ func (s *Server) readableCopy(stream string, err error) (*local.Copy, bool) {
 func readCopy(cp *local.Copy, req *api.ReadRequest, maxEntries, maxBytes int) (*api.ReadResponse, error) {
 	defer cp.Close()
 	it := cp.Iterator(req.From)
-	ents, err := readBatch(it, ^uint64(0), maxEntries, maxBytes)
+	ents, err := readBatch(it, ^uint64(0), maxEntries, maxBytes, true)
 	if err != nil {
 		return nil, statusOf(err)
 	}
@@ -76,7 +76,7 @@ func (s *Server) tailCopy(req *api.TailRequest, call api.Streams_TailServer, cp 
 	}
 	it := cp.Iterator(from)
 	for {
-		batch, err := readBatch(it, ^uint64(0), maxReadEntries, maxReadBytes)
+		batch, err := readBatch(it, ^uint64(0), maxReadEntries, maxReadBytes, true)
 		if err != nil {
 			return statusOf(err)
 		}

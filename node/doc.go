@@ -86,16 +86,26 @@
 //
 // # Idempotent appends
 //
-// Per stream and producer id the node keeps, in memory only, the positions
-// of the IdempotenceWindow highest sequence numbers it stored, and a floor
-// above which every stored number is among them. A request repeating a
+// Per stream and producer id the node keeps the positions of the
+// IdempotenceWindow highest sequence numbers it stored, and a floor above
+// which every stored number is among them. A request repeating a
 // remembered number gets the original position (once durable) instead of
 // a second copy; a number at or below the floor is refused with
 // FailedPrecondition (it may have been stored); any other is stored, so
-// appends in flight at once may arrive in any order. This state is lost
-// when the node restarts or the stream is reopened: a retry that crosses a
-// restart may be stored twice. Keeping it durable (in the entries, as
-// Kafka does in its record batches) is left for the replicated version.
+// appends in flight at once may arrive in any order.
+//
+// The state survives restarts, crashes included: each entry carries an
+// envelope (envelope.go: a kind byte, and for a producer's entry the
+// 64-bit FNV-1a hash of its id and the sequence number, 17 bytes in all)
+// written, persisted and replicated with it, and a stream being opened
+// reads the envelopes of its last IdempotenceHorizon entries (100,000 by
+// default) to remember what was stored, as Kafka keeps producer ids and
+// sequence numbers in its record batches and NATS JetStream rebuilds its
+// duplicate window from message headers. An entry the crashed leader
+// stored but never persisted is gone, and its retry is stored anew; one it
+// persisted is remembered. Reads strip the envelope. Streams made before
+// envelopes (no "envelope" in meta.json) hold bare data and keep the
+// window in memory only.
 //
 // # Batches
 //

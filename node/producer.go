@@ -12,14 +12,15 @@ import (
 var errSeqTooOld = errors.New("node: sequence number older than the idempotence window")
 
 // producers remembers, per producer id, where its recent sequence numbers
-// were stored in one stream (in memory only: see the package comment).
+// were stored in one stream (rebuilt from the entries' envelopes when the
+// stream is opened: see the package comment).
 // Safe for concurrent use.
 type producers struct {
 	window, max int
 
 	mu    sync.Mutex
-	byID  map[string]*producer
-	clock uint64 // ticks per use, for least-recently-used eviction
+	byID  map[uint64]*producer // by producerKey
+	clock uint64               // ticks per use, for least-recently-used eviction
 }
 
 // producer is one producer's state: the positions of the window highest
@@ -43,11 +44,12 @@ type producer struct {
 }
 
 func newProducers(window, max int) *producers {
-	return &producers{window: window, max: max, byID: make(map[string]*producer)}
+	return &producers{window: window, max: max, byID: make(map[uint64]*producer)}
 }
 
-// lock returns producer id's state, locked; the caller unlocks it.
-func (ps *producers) lock(id string) *producer {
+// lock returns the state of the producer whose key (producerKey) is id,
+// locked; the caller unlocks it.
+func (ps *producers) lock(id uint64) *producer {
 	ps.mu.Lock()
 	p := ps.byID[id]
 	if p == nil {
@@ -67,11 +69,11 @@ func (ps *producers) lock(id string) *producer {
 // evictLocked forgets the least recently used producer. A linear scan:
 // it runs only when MaxProducers distinct ids are in use.
 func (ps *producers) evictLocked() {
-	var oldest string
-	var at uint64
+	var oldest, at uint64
+	first := true
 	for id, p := range ps.byID {
-		if oldest == "" || p.used < at {
-			oldest, at = id, p.used
+		if first || p.used < at {
+			oldest, at, first = id, p.used, false
 		}
 	}
 	delete(ps.byID, oldest)

@@ -25,7 +25,7 @@ func TestProducerAgainstModel(t *testing.T) {
 		next := uint64(0)
 		for _, s8 := range seqs {
 			seq := uint64(s8 % 64)
-			p := ps.lock("p")
+			p := ps.lock(producerKey("p"))
 			pos, dup, err := p.lookup(seq)
 			if err == nil && !dup {
 				pos = next
@@ -73,14 +73,14 @@ func TestProducerAgainstModel(t *testing.T) {
 func TestProducersEvictLeastRecentlyUsed(t *testing.T) {
 	ps := newProducers(4, 2)
 	for _, id := range []string{"a", "b", "a", "c"} {
-		p := ps.lock(id)
+		p := ps.lock(producerKey(id))
 		p.record(1, 7, 4)
 		p.mu.Unlock()
 	}
-	if _, ok := ps.byID["b"]; ok || len(ps.byID) != 2 {
+	if _, ok := ps.byID[producerKey("b")]; ok || len(ps.byID) != 2 {
 		t.Fatalf("after a, b, a, c with room for 2: %v", ps.byID)
 	}
-	p := ps.lock("a")
+	p := ps.lock(producerKey("a"))
 	defer p.mu.Unlock()
 	if pos, dup, err := p.lookup(1); !dup || pos != 7 || err != nil {
 		t.Fatalf("a forgotten: %d %v %v", pos, dup, err)
@@ -112,7 +112,7 @@ func FuzzStreamName(f *testing.F) {
 func BenchmarkProducerRecord(b *testing.B) {
 	ps := newProducers(64, 10)
 	for i := range b.N {
-		p := ps.lock("p")
+		p := ps.lock(producerKey("p"))
 		seq := uint64(i) + 1
 		if _, dup, err := p.lookup(seq); err != nil || dup {
 			b.Fatal(seq, dup, err)

@@ -214,6 +214,12 @@ func (s *Server) acquire(name string) (*stream, error) {
 			return nil, err
 		}
 		st = &stream{name: name, meta: m, ls: ls, prod: newProducers(s.cfg.IdempotenceWindow, s.cfg.MaxProducers), quorumWait: s.cfg.QuorumWait}
+		if m.Envelope {
+			if err := st.rebuildProducers(uint64(s.cfg.IdempotenceHorizon)); err != nil {
+				ls.Close()
+				return nil, err
+			}
+		}
 		if s.cfg.Mover != nil {
 			if st.app, err = local.NewAppender(ls, s.cfg.Mover, local.AppenderOptions{MaxInFlight: appendWindow}); err != nil {
 				ls.Close()

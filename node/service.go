@@ -33,7 +33,7 @@ func (s *Server) CreateStream(ctx context.Context, req *api.CreateStreamRequest)
 	if err := validName(req.Stream); err != nil {
 		return nil, statusOf(err)
 	}
-	m := meta{Replicas: req.Replicas, Acks: ackName(req.Acks), RegionSize: int(req.RegionSize), Epoch: 1, Created: time.Now().UTC()}
+	m := meta{Replicas: req.Replicas, Acks: ackName(req.Acks), RegionSize: int(req.RegionSize), Epoch: 1, Created: time.Now().UTC(), Envelope: true}
 	if m.Replicas == 0 {
 		m.Replicas = 1
 	}
@@ -220,12 +220,13 @@ func checkAppend(req *api.AppendRequest) error {
 // have passed checkAppend.
 func (st *stream) appendNoSync(req *api.AppendRequest) (resp *api.AppendResponse, top uint64, err error) {
 	var p *producer
+	key := producerKey(req.ProducerId)
 	if req.ProducerId != "" {
-		p = st.prod.lock(req.ProducerId)
+		p = st.prod.lock(producerKey(req.ProducerId))
 		defer p.mu.Unlock()
 	}
 	if len(req.Batch) == 0 {
-		pos, dup, err := st.appendOne(p, req.Sequence, req.Data)
+		pos, dup, err := st.appendOne(p, key, req.Sequence, req.Data)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -233,7 +234,7 @@ func (st *stream) appendNoSync(req *api.AppendRequest) (resp *api.AppendResponse
 	}
 	resp = &api.AppendResponse{Positions: make([]uint64, len(req.Batch)), Duplicates: make([]bool, len(req.Batch))}
 	for i, data := range req.Batch {
-		pos, dup, err := st.appendOne(p, req.Sequence+uint64(i), data)
+		pos, dup, err := st.appendOne(p, key, req.Sequence+uint64(i), data)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -246,13 +247,19 @@ func (st *stream) appendNoSync(req *api.AppendRequest) (resp *api.AppendResponse
 
 // appendOne stores data as sequence number seq of producer p (locked),
 // unless p stored it already; with p nil, always.
-func (st *stream) appendOne(p *producer, seq uint64, data []byte) (pos uint64, dup bool, err error) {
+func (st *stream) appendOne(p *producer, key, seq uint64, data []byte) (pos uint64, dup bool, err error) {
 	if p == nil {
+		if st.meta.Envelope {
+			data = envelope(data, false, 0, 0)
+		}
 		pos, err = st.start(data)
 		return pos, false, err
 	}
 	if pos, dup, err = p.lookup(seq); err != nil || dup {
 		return pos, dup, err
+	}
+	if st.meta.Envelope {
+		data = envelope(data, true, key, seq)
 	}
 	if pos, err = st.start(data); err != nil {
 		return 0, false, err
@@ -278,7 +285,7 @@ func (s *Server) Read(ctx context.Context, req *api.ReadRequest) (*api.ReadRespo
 	maxEntries, maxBytes := readLimits(req)
 	resp := &api.ReadResponse{Committed: st.committed(), Head: st.ls.Head()}
 	it := st.ls.Iterator(req.From)
-	resp.Entries, err = readBatch(it, resp.Committed, maxEntries, maxBytes)
+	resp.Entries, err = readBatch(it, resp.Committed, maxEntries, maxBytes, st.meta.Envelope)
 	if err != nil {
 		return nil, statusOf(err)
 	}
@@ -302,13 +309,20 @@ func readLimits(req *api.ReadRequest) (maxEntries, maxBytes int) {
 
 // readBatch reads up to maxEntries committed entries before index limit
 // and about maxBytes payload bytes (the first entry whatever its size)
-// from it.
-func readBatch(it entryIterator, limit uint64, maxEntries, maxBytes int) ([]*api.Entry, error) {
+// from it, without their envelopes if env.
+func readBatch(it entryIterator, limit uint64, maxEntries, maxBytes int, env bool) ([]*api.Entry, error) {
 	var out []*api.Entry
 	size := 0
 	for len(out) < maxEntries && it.Pos() < limit && it.Next() {
 		e := it.Entry()
-		out = append(out, &api.Entry{Position: e.Index, Data: append([]byte(nil), e.Data...)})
+		data := e.Data
+		if env {
+			var err error
+			if data, _, _, _, err = unwrap(data); err != nil {
+				return out, fmt.Errorf("entry %d: %w", e.Index, err)
+			}
+		}
+		out = append(out, &api.Entry{Position: e.Index, Data: append([]byte(nil), data...)})
 		size += len(e.Data) + 16
 		if size >= maxBytes {
 			break
@@ -340,7 +354,7 @@ func (s *Server) Tail(req *api.TailRequest, call api.Streams_TailServer) error {
 	}
 	it := st.ls.Iterator(from)
 	for {
-		batch, err := readBatch(it, st.committed(), maxReadEntries, maxReadBytes)
+		batch, err := readBatch(it, st.committed(), maxReadEntries, maxReadBytes, st.meta.Envelope)
 		if err != nil {
 			return statusOf(err)
 		}

@@ -45,9 +45,12 @@ type meta struct {
 	// the backup target holding an extra copy ("" for none), chosen at
 	// creation; Peers is their peer addresses then, used when membership
 	// does not know them (yet).
-	Followers []string          `json:"followers,omitempty"`
-	Backup    string            `json:"backup,omitempty"`
-	Peers     map[string]string `json:"peers,omitempty"`
+	Followers []string `json:"followers,omitempty"`
+	// Envelope says the stream's entries carry an envelope (envelope.go):
+	// every stream made since envelopes exist.
+	Envelope bool              `json:"envelope,omitempty"`
+	Backup   string            `json:"backup,omitempty"`
+	Peers    map[string]string `json:"peers,omitempty"`
 }
 
 // replicated reports whether the stream has copies on other members.
