@@ -24,6 +24,7 @@ import (
 	"github.com/rpstream/rpstream/internal/proccluster"
 	"github.com/rpstream/rpstream/internal/testutil"
 	"github.com/rpstream/rpstream/local"
+	"github.com/rpstream/rpstream/node"
 )
 
 // The failure scenarios below run real streamnode processes on loopback
@@ -998,7 +999,12 @@ func TestFailureLeaderWiped(t *testing.T) {
 				cp.Close()
 				t.Fatalf("%s's copy set aside ends at %d of %d acknowledged: %v", mustNode(cl, i).Name, pos, len(acked), it.Err())
 			}
-			if got := string(it.Entry().Data); got != acked[pos] {
+			data, err := node.EntryData(it.Entry().Data)
+			if err != nil {
+				cp.Close()
+				t.Fatalf("%s's copy set aside, entry %d: %v", mustNode(cl, i).Name, pos, err)
+			}
+			if got := string(data); got != acked[pos] {
 				cp.Close()
 				t.Fatalf("%s's copy set aside holds %q at %d, %q was acknowledged", mustNode(cl, i).Name, got, pos, acked[pos])
 			}
@@ -1030,8 +1036,9 @@ func TestFailureLeaderLosesUnacknowledged(t *testing.T) {
 	leader := indexOf(t, cl, st.Leader)
 	stopped, holder := (leader+1)%3, (leader+2)%3
 	addr := mustNode(cl, leader).ClientAddr
-	// Payloads "cC-NNNNNN" of 9 bytes: entries of 8+16 bytes.
-	const first, extra, entry = 200, 50, 24
+	// Payloads "cC-NNNNNN" of 9 bytes, stored with a producer's 17-byte
+	// envelope (node.EntryData): entries of 8+32 bytes.
+	const first, extra, entry = 200, 50, 40
 	acked := load(t, ctx, addr, stream, 0, 1, first, 8, nil)
 	if t.Failed() {
 		return

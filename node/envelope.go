@@ -93,3 +93,12 @@ func (st *stream) rebuildProducers(horizon uint64) error {
 	}
 	return it.Err()
 }
+
+// EntryData returns the client's data of an entry as a node stored it in
+// a stream with envelopes (any stream made by this version, and every
+// copy held for another leader), for tools and tests that read stream
+// files directly.
+func EntryData(stored []byte) ([]byte, error) {
+	data, _, _, _, err := unwrap(stored)
+	return data, err
+}
