@@ -64,28 +64,38 @@ func Build(ctx context.Context, dir string) (string, error) {
 }
 
 var built struct {
-	once sync.Once
-	dir  string
-	bin  string
-	err  error
+	mu  sync.Mutex
+	dir string
+	bin string
+	err error
 }
 
 // BuildOnce builds streamnode once per process into a fresh temporary
-// directory and returns its path (the same on every call). RemoveBuilt
-// removes the directory: call it from TestMain after the tests run.
+// directory and returns its path (the same on every call until
+// RemoveBuilt, which removes the directory: call it from TestMain after
+// the tests run; a later call builds again).
 func BuildOnce() (string, error) {
-	built.once.Do(func() {
-		built.dir, built.err = os.MkdirTemp("", "proccluster-bin-")
-		if built.err == nil {
-			built.bin, built.err = Build(context.Background(), built.dir)
+	built.mu.Lock()
+	defer built.mu.Unlock()
+	if built.err == nil && built.bin != "" {
+		if _, err := os.Stat(built.bin); err == nil {
+			return built.bin, nil
 		}
-	})
+	}
+	// First call, or RemoveBuilt ran (a test run with -count > 1): build.
+	built.dir, built.err = os.MkdirTemp("", "proccluster-bin-")
+	if built.err == nil {
+		built.bin, built.err = Build(context.Background(), built.dir)
+	}
 	return built.bin, built.err
 }
 
 // RemoveBuilt removes what BuildOnce built, if anything.
 func RemoveBuilt() {
+	built.mu.Lock()
+	defer built.mu.Unlock()
 	if built.dir != "" {
 		os.RemoveAll(built.dir)
 	}
+	built.dir, built.bin, built.err = "", "", nil
 }
