@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -55,6 +56,11 @@ type Server struct {
 
 	hub     *remote.Hub   // serves copies on Config.PeerAddr; nil without
 	hubDone chan struct{} // closed when the hub's Serve returned
+
+	// membership is Config.Cluster, or what SetCluster set: read through
+	// cluster(), since the hub serves leaders (openCopy) from New on,
+	// possibly while SetCluster runs.
+	membership atomic.Pointer[Membership]
 }
 
 var _ api.StreamsServer = (*Server)(nil)
@@ -97,6 +103,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, store: st, replicas: reps, log: cfg.Logger, streams: make(map[string]*stream), peers: map[string]*grpc.ClientConn{}}
 	s.stopCtx, s.stopFunc = context.WithCancel(context.Background())
+	if cfg.Cluster != nil {
+		s.membership.Store(&cfg.Cluster)
+	}
 	if cfg.PeerAddr != "" {
 		if err := s.startHub(); err != nil {
 			return nil, err
@@ -110,7 +119,21 @@ func New(cfg Config) (*Server, error) {
 // SetCluster makes the server part of a cluster (Config.Cluster), for
 // when the membership can only be made after New (it advertises
 // addresses New opened). Call it before Serve.
-func (s *Server) SetCluster(m Membership) { s.cfg.Cluster = m }
+func (s *Server) SetCluster(m Membership) {
+	if m == nil {
+		s.membership.Store(nil)
+		return
+	}
+	s.membership.Store(&m)
+}
+
+// cluster is the membership this node is part of, nil if none.
+func (s *Server) cluster() Membership {
+	if m := s.membership.Load(); m != nil {
+		return *m
+	}
+	return nil
+}
 
 // Serve accepts client connections on lis until Shutdown; it returns nil
 // after Shutdown.
