@@ -226,3 +226,59 @@ func TestSetClusterWhileHubServes(t *testing.T) {
 		t.Errorf("copy of x: leader %q, %v; want a's kept", l, err)
 	}
 }
+
+// TestAppendStreamShutdownWhileWaitingForCopies: Shutdown while an
+// AppendStream call waits for the copies of a replicated stream ends the
+// call with Unavailable (a client retries the entry, by its producer
+// sequence number, elsewhere or later), not Canceled, which clients take
+// as final.
+func TestAppendStreamShutdownWhileWaitingForCopies(t *testing.T) {
+	ctx := testCtx(t)
+	nodes := startClusterNodes(t, 3, 0)
+	c, err := client.Dial(nodes[0].addr, client.Options{MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Create(ctx, "q", client.CreateOptions{Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	// Appends wait for their copies longer than this test runs.
+	srv := nodes[0].srv
+	srv.mu.Lock()
+	srv.streams["q"].quorumWait = time.Minute
+	srv.mu.Unlock()
+	call, err := c.API().AppendStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := call.Send(&api.AppendRequest{Stream: "q", Data: []byte("a"), ProducerId: "p", Sequence: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := call.Recv(); err != nil || r.Position != 0 {
+		t.Fatalf("first answer: %v, %v", r, err)
+	}
+	nodes[1].stop(t)
+	nodes[2].stop(t)
+	if err := call.Send(&api.AppendRequest{Stream: "q", Data: []byte("b"), ProducerId: "p", Sequence: 2}); err != nil {
+		t.Fatal(err)
+	}
+	// Stored here, waiting for copies that are gone.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := c.Status(ctx, "q")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Persisted == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("entry b not stored: persisted %d", st.Persisted)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	nodes[0].stop(t)
+	_, err = call.Recv()
+	wantCode(t, err, codes.Unavailable)
+}
