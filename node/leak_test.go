@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"runtime"
 	"strings"
 	"sync"
@@ -281,4 +282,59 @@ func TestAppendStreamShutdownWhileWaitingForCopies(t *testing.T) {
 	nodes[0].stop(t)
 	_, err = call.Recv()
 	wantCode(t, err, codes.Unavailable)
+}
+
+// TestShutdownCutsCopyDeleteRetry: a copy delete retried in the background
+// and in flight to a member that accepts connections but never answers
+// is cut by Shutdown, which returns at once rather than after the
+// retry's own timeout (lookupTimeout).
+func TestShutdownCutsCopyDeleteRetry(t *testing.T) {
+	hole, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	accepted := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := hole.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	defer func() {
+		hole.Close()
+		for c := range accepted {
+			c.Close()
+		}
+	}()
+	cfg := DefaultConfig(t.TempDir())
+	cfg.Name = "self"
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.Cluster = fixedMembers{{Name: "m", State: cluster.StateAlive, Meta: cluster.Meta{ClientAddr: hole.Addr().String()}}}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.retryDeleteCopy("m", "s", 1)
+	// The retry's delete is in flight once the member's connection is
+	// accepted (it never answers).
+	select {
+	case c := <-accepted:
+		defer c.Close()
+	case <-time.After(20 * time.Second):
+		t.Fatal("the retry never connected")
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took >= lookupTimeout-500*time.Millisecond {
+		t.Fatalf("Shutdown took %v: it waited for the retry's timeout", took)
+	}
 }

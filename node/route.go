@@ -246,6 +246,9 @@ func (s *Server) place(stream string, m *meta) error {
 // (hung), is asked again in the background (retryDeleteCopy); one that is
 // down keeps its copy until it sees this node join (orphan.go).
 func (s *Server) deleteCopies(ctx context.Context, stream string, id uint64, m meta) {
+	// Not cut short by the end of the client's call; the retries in the
+	// background end with the server (stopCtx).
+	ctx = context.WithoutCancel(ctx)
 	holders := append(slices.Clone(m.Followers), m.Backup)
 	addrs := map[string]string{}
 	for _, mb := range s.cluster().Members() {
@@ -281,7 +284,7 @@ func (s *Server) deleteCopy(ctx context.Context, addr, stream string, id uint64)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
 	ctx = metadata.AppendToOutgoingContext(ctx, localOnlyKey, "1", copyOfKey, fmt.Sprintf("%s/%x", s.cfg.Name, id))
 	_, err = c.DeleteStream(ctx, &api.DeleteStreamRequest{Stream: stream})
