@@ -91,10 +91,7 @@ wait:
 			// which, not Canceled, so that a client retries the
 			// entries not answered (Unavailable) or knows the stream
 			// gone (NotFound).
-			err = ErrClosing
-			if s.stopCtx.Err() == nil {
-				err = fmt.Errorf("%w: %s deleted", ErrNoStream, st.name)
-			}
+			err = context.Cause(st.ctx)
 		}
 	}
 	return statusOf(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/rpstream/rpstream/api"
 	"github.com/rpstream/rpstream/client"
 	"github.com/rpstream/rpstream/cluster"
+	"github.com/rpstream/rpstream/mover"
 	"github.com/rpstream/rpstream/rdma"
 	"github.com/rpstream/rpstream/rdma/tcp"
 	"github.com/rpstream/rpstream/remote"
@@ -336,5 +337,56 @@ func TestShutdownCutsCopyDeleteRetry(t *testing.T) {
 	}
 	if took := time.Since(start); took >= lookupTimeout-500*time.Millisecond {
 		t.Fatalf("Shutdown took %v: it waited for the retry's timeout", took)
+	}
+}
+
+// TestStartAfterStopIsNotCanceled: an append that reaches the stream's
+// mover appender after Shutdown or DeleteStream began (its context
+// cancelled) fails with ErrClosing or ErrNoStream, which clients see as
+// Unavailable or NotFound, not with context.Canceled, which they take as
+// final. (TestShutdownReplicatedLeavesNothing saw Canceled under load.)
+func TestStartAfterStopIsNotCanceled(t *testing.T) {
+	for _, how := range []string{"delete", "shutdown"} {
+		t.Run(how, func(t *testing.T) {
+			cfg := DefaultConfig(t.TempDir())
+			cfg.RegionSize = 64 << 10
+			cfg.MaxStreamSize = 64 << 20
+			cfg.Logger = slog.New(slog.DiscardHandler)
+			mcfg := mover.DefaultConfig()
+			mcfg.Engine = mover.EngineCPU
+			mv, err := mover.New(mcfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer mv.Close()
+			cfg.Mover = mv
+			srv, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Shutdown(context.Background())
+			if _, err := srv.CreateStream(context.Background(), &api.CreateStreamRequest{Stream: "s"}); err != nil {
+				t.Fatal(err)
+			}
+			st, err := srv.acquire("s")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.release()
+			if st.app == nil {
+				t.Fatal("no mover appender")
+			}
+			want, code := ErrNoStream, codes.NotFound
+			if how == "delete" {
+				st.cancel(fmt.Errorf("%w: s deleted", ErrNoStream))
+			} else {
+				want, code = ErrClosing, codes.Unavailable
+				srv.stopFunc(ErrClosing)
+			}
+			_, err = st.start([]byte("x"))
+			if !errors.Is(err, want) || status.Code(statusOf(err)) != code {
+				t.Fatalf("start after %s: %v, want %v (%v)", how, err, want, code)
+			}
+		})
 	}
 }

@@ -42,10 +42,10 @@ type Server struct {
 	mu      sync.Mutex
 	streams map[string]*stream
 	closing bool
-	// stopCtx is cancelled when Shutdown begins; every stream's context
-	// derives from it.
+	// stopCtx is cancelled when Shutdown begins, with cause ErrClosing;
+	// every stream's context derives from it.
 	stopCtx  context.Context
-	stopFunc context.CancelFunc
+	stopFunc context.CancelCauseFunc
 	calls    sync.WaitGroup // calls in flight
 	addr     string         // listener address, once Serve runs; under mu
 
@@ -79,9 +79,10 @@ type stream struct {
 	app  *local.Appender
 	prod *producers
 	// ctx ends when the stream is deleted or the server stops: tails
-	// watch it.
+	// watch it. Its cause (context.Cause) says which: ErrNoStream or
+	// ErrClosing.
 	ctx    context.Context
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 	refs   sync.WaitGroup
 	gone   bool // deleted; under Server.mu
 }
@@ -102,7 +103,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, store: st, replicas: reps, log: cfg.Logger, streams: make(map[string]*stream), peers: map[string]*grpc.ClientConn{}}
-	s.stopCtx, s.stopFunc = context.WithCancel(context.Background())
+	s.stopCtx, s.stopFunc = context.WithCancelCause(context.Background())
 	if cfg.Cluster != nil {
 		s.membership.Store(&cfg.Cluster)
 	}
@@ -162,7 +163,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.closing = true
 	s.mu.Unlock()
-	s.stopFunc()
+	s.stopFunc(ErrClosing)
 
 	drained := make(chan struct{})
 	go func() { s.calls.Wait(); close(drained) }()
@@ -255,7 +256,7 @@ func (s *Server) acquire(name string) (*stream, error) {
 				return nil, err
 			}
 		}
-		st.ctx, st.cancel = context.WithCancel(s.stopCtx)
+		st.ctx, st.cancel = context.WithCancelCause(s.stopCtx)
 		s.streams[name] = st
 		s.log.Info("stream opened", "stream", name, "committed", ls.Committed())
 	}
@@ -293,7 +294,14 @@ func (st *stream) start(p []byte) (uint64, error) {
 		}
 	}
 	if st.app != nil {
-		return st.app.Start(st.ctx, p)
+		i, err := st.app.Start(st.ctx, p)
+		if err != nil && errors.Is(err, context.Canceled) && st.ctx.Err() != nil {
+			// Stopped by Shutdown or DeleteStream while waiting for
+			// room: Unavailable or NotFound, not Canceled, which a
+			// client would take as final.
+			err = context.Cause(st.ctx)
+		}
+		return i, err
 	}
 	return st.ls.AppendNoSync(p)
 }

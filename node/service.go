@@ -114,7 +114,7 @@ func (s *Server) DeleteStream(ctx context.Context, req *api.DeleteStreamRequest)
 	st.gone = true
 	s.mu.Unlock()
 	id := st.ls.StreamID()
-	st.cancel()
+	st.cancel(fmt.Errorf("%w: %s deleted", ErrNoStream, req.Stream))
 	st.release()
 	st.refs.Wait()
 	err = st.close()
