@@ -223,7 +223,7 @@ func (st *stream) appendNoSync(req *api.AppendRequest) (resp *api.AppendResponse
 	key := producerKey(req.ProducerId)
 	if req.ProducerId != "" {
 		p = st.prod.lock(producerKey(req.ProducerId))
-		defer p.mu.Unlock()
+		defer st.prod.unlock(p)
 	}
 	if len(req.Batch) == 0 {
 		pos, dup, err := st.appendOne(p, key, req.Sequence, req.Data)
