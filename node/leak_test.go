@@ -285,11 +285,17 @@ func TestAppendStreamShutdownWhileWaitingForCopies(t *testing.T) {
 	wantCode(t, err, codes.Unavailable)
 }
 
-// TestShutdownCutsCopyDeleteRetry: a copy delete retried in the background
-// and in flight to a member that accepts connections but never answers
-// is cut by Shutdown, which returns at once rather than after the
-// retry's own timeout (lookupTimeout).
-func TestShutdownCutsCopyDeleteRetry(t *testing.T) {
+// TestShutdownCutsBackgroundCalls: a copy delete retried in the
+// background, or an orphan sweep, in flight to a member that accepts
+// connections but never answers is cut by Shutdown, which returns at once
+// rather than after the call's own timeout (lookupTimeout).
+func TestShutdownCutsBackgroundCalls(t *testing.T) {
+	for _, what := range []string{"copy delete retry", "orphan sweep"} {
+		t.Run(what, func(t *testing.T) { testShutdownCutsBackgroundCall(t, what) })
+	}
+}
+
+func testShutdownCutsBackgroundCall(t *testing.T, what string) {
 	hole, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -320,14 +326,24 @@ func TestShutdownCutsCopyDeleteRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.retryDeleteCopy("m", "s", 1)
+	if what == "orphan sweep" {
+		// A copy held for m, which m is asked about.
+		fs, err := srv.replicas.openStore("x", "m", cfg.RegionSize, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs.Close()
+		srv.sweepOrphans("m", hole.Addr().String())
+	} else {
+		srv.retryDeleteCopy("m", "s", 1)
+	}
 	// The retry's delete is in flight once the member's connection is
 	// accepted (it never answers).
 	select {
 	case c := <-accepted:
 		defer c.Close()
 	case <-time.After(20 * time.Second):
-		t.Fatal("the retry never connected")
+		t.Fatalf("the %s never connected", what)
 	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -336,7 +352,7 @@ func TestShutdownCutsCopyDeleteRetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	if took := time.Since(start); took >= lookupTimeout-500*time.Millisecond {
-		t.Fatalf("Shutdown took %v: it waited for the retry's timeout", took)
+		t.Fatalf("Shutdown took %v: it waited for the %s's timeout", took, what)
 	}
 }
 
