@@ -77,3 +77,48 @@ func TestLeaderCloseWhileHelpersRun(t *testing.T) {
 	appendAll(t, l, 2, 50)
 	eventually(t, "caught up", func() bool { return caughtUp(l, c.stream) })
 }
+
+// TestLeaderWaitCommittedLeavesNoWaiter: a WaitCommitted whose context
+// ends takes its waiter out (callers retrying while quorum is lost used
+// to pile them up until the next commit), and the waiters left are still
+// woken in order once the commit point passes them.
+func TestLeaderWaitCommittedLeavesNoWaiter(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 3)
+	l := c.leader(quorum.Majority, 1, c.stream, "leader")
+	appendAll(t, l, 1, 5)
+	c.replicas[1].stop()
+	c.replicas[2].stop()
+	var idx []uint64
+	for k := range 20 {
+		i, err := l.Start(payload(100 + k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx = append(idx, i)
+	}
+	// Waiters that stay, on every other entry, among many that give up.
+	long, cancelLong := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancelLong()
+	done := make(chan error, len(idx))
+	for k := 0; k < len(idx); k += 2 {
+		go func() { done <- l.WaitCommitted(long, idx[k]) }()
+	}
+	for n := range 500 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(n%3)*time.Millisecond)
+		err := l.WaitCommitted(ctx, idx[n%len(idx)])
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("wait without a quorum: %v", err)
+		}
+	}
+	eventually(t, "only the staying waiters left", func() bool { return replicate.Waiters(l) == len(idx)/2 })
+	startReplica(t, c.replicas[1])
+	for range len(idx) / 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := replicate.Waiters(l); n != 0 {
+		t.Fatalf("%d waiters left after the commit", n)
+	}
+}
