@@ -129,8 +129,8 @@
 // the call ends, and one per background job (an orphan sweep, a copy
 // delete retried), counted as calls. Shutdown stops them all: it refuses
 // new calls (Unavailable), ends tails and background jobs, waits for the
-// calls in flight (appends drain: they finish and are answered; entries
-// of an AppendStream call still waiting for their copies are answered
+// calls in flight (appends drain: they finish and are answered; an
+// AppendStream call whose entries still wait for their copies ends
 // Unavailable, and a retry by sequence number finds them), then stops the
 // gRPC server and closes the streams. An append cut by Shutdown or
 // DeleteStream is Unavailable or NotFound, never Canceled.
