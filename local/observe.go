@@ -53,7 +53,8 @@ type ObserverStart struct {
 // SetObserver installs o (nil removes the current one) and returns the
 // committed state it starts from: every commit after it is reported to o,
 // none before it. Only a stream open for writing has commits to observe.
-// Without an observer the commit path pays one nil check.
+// Without an observer the commit path pays one nil check. On an error the
+// observer is left as it was.
 func (s *Stream) SetObserver(o Observer) (ObserverStart, error) {
 	if err := s.writable(); err != nil {
 		return ObserverStart{}, err
@@ -62,7 +63,6 @@ func (s *Stream) SetObserver(o Observer) (ObserverStart, error) {
 	defer s.mu.Unlock()
 	s.pub.Lock()
 	defer s.pub.Unlock()
-	s.obs = o
 	st := ObserverStart{Committed: s.committed.Load(), Persisted: s.persisted.Load()}
 	for i, r := range s.regions {
 		ri := RegionInfo{Seq: r.seq, Slot: r.slot, Offset: r.base, First: r.first, Sealed: r.sealed.Load()}
@@ -77,6 +77,9 @@ func (s *Stream) SetObserver(o Observer) (ObserverStart, error) {
 		ri.Count, ri.Used = s.regions[i+1].first-r.first, int(r.end.Load())
 		st.Regions = append(st.Regions, ri)
 	}
+	// Only once the start is known good: a caller that gets an error
+	// (StartLeader) releases o, which must then never be called.
+	s.obs = o
 	return st, nil
 }
 

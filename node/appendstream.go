@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -77,12 +78,21 @@ wait:
 	}
 	aerr := <-answered
 	c.mu.Lock()
-	if c.st != nil {
-		c.st.release()
+	st := c.st
+	if st != nil {
+		st.release()
 	}
 	c.mu.Unlock()
 	if aerr != nil {
 		err = aerr
+		if errors.Is(aerr, context.Canceled) && st != nil && st.ctx.Err() != nil {
+			// The answerer's wait (on the stream's context) was cut
+			// by the server stopping or the stream's deletion: say
+			// which, not Canceled, so that a client retries the
+			// entries not answered (Unavailable) or knows the stream
+			// gone (NotFound).
+			err = context.Cause(st.ctx)
+		}
 	}
 	return statusOf(err)
 }

@@ -36,7 +36,7 @@ type Config struct {
 	// that may be stored twice after a restart.
 	IdempotenceHorizon int
 	// MaxProducers is how many producer ids are remembered per stream; the
-	// least recently used is forgotten beyond it.
+	// least recently used that no append is using is forgotten beyond it.
 	MaxProducers int
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger

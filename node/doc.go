@@ -124,10 +124,14 @@
 //
 // # Goroutines
 //
-// gRPC owns one goroutine per call; the package adds one per AppendStream
-// call (answering appends while the call's goroutine keeps reading
-// requests), ended when the call ends. Shutdown stops them all: it refuses
-// new calls (Unavailable), ends tails, waits for the calls in flight
-// (appends drain: they finish and are answered), then stops the gRPC
-// server and closes the streams.
+// gRPC owns one goroutine per call; the package adds two per AppendStream
+// call (one reading and storing requests, one answering them), ended when
+// the call ends, and one per background job (an orphan sweep, a copy
+// delete retried), counted as calls. Shutdown stops them all: it refuses
+// new calls (Unavailable), ends tails and background jobs, waits for the
+// calls in flight (appends drain: they finish and are answered; an
+// AppendStream call whose entries still wait for their copies ends
+// Unavailable, and a retry by sequence number finds them), then stops the
+// gRPC server and closes the streams. An append cut by Shutdown or
+// DeleteStream is Unavailable or NotFound, never Canceled.
 package node

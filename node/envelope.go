@@ -87,7 +87,7 @@ func (st *stream) rebuildProducers(horizon uint64) error {
 		if ok {
 			p := st.prod.lock(key)
 			p.record(seq, e.Index, st.prod.window)
-			p.mu.Unlock()
+			st.prod.unlock(p)
 			n++
 		}
 	}

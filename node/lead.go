@@ -34,8 +34,8 @@ func policy(acks string) quorum.Policy {
 // peerAddrOf is member name's peer address: from the membership if it is
 // known there, else the one recorded at creation.
 func (s *Server) peerAddrOf(name string, m meta) string {
-	if s.cfg.Cluster != nil {
-		for _, mb := range s.cfg.Cluster.Members() {
+	if c := s.cluster(); c != nil {
+		for _, mb := range c.Members() {
 			if mb.Name == name && mb.PeerAddr != "" {
 				return mb.PeerAddr
 			}

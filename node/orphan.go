@@ -131,11 +131,12 @@ func (s *Server) orphan(req *remotepb.OpenRequest, fs *remote.FileStore, err err
 		return fmt.Sprintf("its leader %s now leads a stream of that name with id %x; the copy is of id %x", req.Leader, req.StreamId, sid)
 	case errors.Is(err, ErrWrongLeader):
 		old, lerr := s.replicas.leader(req.Stream)
-		if lerr != nil || old == req.Leader || s.cfg.Cluster == nil {
+		c := s.cluster()
+		if lerr != nil || old == req.Leader || c == nil {
 			return ""
 		}
 		addr := ""
-		for _, m := range s.cfg.Cluster.Members() {
+		for _, m := range c.Members() {
 			if m.Name == old && m.State.Live() && m.ClientAddr != "" {
 				addr = m.ClientAddr
 			}

@@ -33,6 +33,7 @@ type producers struct {
 type producer struct {
 	mu     sync.Mutex
 	used   uint64 // producers.clock at the last use; under producers.mu
+	users  int    // calls holding or waiting for mu; under producers.mu
 	stored map[uint64]uint64
 	// seqs are the keys of stored in ascending order, so that forgetting
 	// the lowest costs no scan of the map (which cost microseconds per
@@ -61,22 +62,37 @@ func (ps *producers) lock(id uint64) *producer {
 	}
 	ps.clock++
 	p.used = ps.clock
+	p.users++
 	ps.mu.Unlock()
 	p.mu.Lock()
 	return p
 }
 
-// evictLocked forgets the least recently used producer. A linear scan:
-// it runs only when MaxProducers distinct ids are in use.
+// unlock releases p, which lock returned.
+func (ps *producers) unlock(p *producer) {
+	p.mu.Unlock()
+	ps.mu.Lock()
+	p.users--
+	ps.mu.Unlock()
+}
+
+// evictLocked forgets the least recently used producer that no call
+// holds or waits for: one in use, forgotten, would be made anew, empty,
+// by the next call of its id, which would then store again a sequence
+// number the holder is storing. With every producer in use, none is
+// forgotten (there are then at most as many more as calls). A linear
+// scan: it runs only when MaxProducers distinct ids are in use.
 func (ps *producers) evictLocked() {
 	var oldest, at uint64
-	first := true
+	found := false
 	for id, p := range ps.byID {
-		if first || p.used < at {
-			oldest, at, first = id, p.used, false
+		if p.users == 0 && (!found || p.used < at) {
+			oldest, at, found = id, p.used, true
 		}
 	}
-	delete(ps.byID, oldest)
+	if found {
+		delete(ps.byID, oldest)
+	}
 }
 
 // lookup says whether seq was stored (and where), or errSeqTooOld if that

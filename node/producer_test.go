@@ -32,7 +32,7 @@ func TestProducerAgainstModel(t *testing.T) {
 				next++
 				p.record(seq, pos, window)
 			}
-			p.mu.Unlock()
+			ps.unlock(p)
 			want, was := stored[seq]
 			highest := slices.Sorted(slices.Values(order))
 			recent := slices.Contains(highest[max(0, len(highest)-window):], seq)
@@ -75,15 +75,45 @@ func TestProducersEvictLeastRecentlyUsed(t *testing.T) {
 	for _, id := range []string{"a", "b", "a", "c"} {
 		p := ps.lock(producerKey(id))
 		p.record(1, 7, 4)
-		p.mu.Unlock()
+		ps.unlock(p)
 	}
 	if _, ok := ps.byID[producerKey("b")]; ok || len(ps.byID) != 2 {
 		t.Fatalf("after a, b, a, c with room for 2: %v", ps.byID)
 	}
 	p := ps.lock(producerKey("a"))
-	defer p.mu.Unlock()
+	defer ps.unlock(p)
 	if pos, dup, err := p.lookup(1); !dup || pos != 7 || err != nil {
 		t.Fatalf("a forgotten: %d %v %v", pos, dup, err)
+	}
+}
+
+// TestProducersKeepOneInUse: a producer a call holds is not forgotten to
+// make room, whatever its age: the next call of its id waits for the same
+// producer and finds the sequence number stored.
+func TestProducersKeepOneInUse(t *testing.T) {
+	ps := newProducers(4, 2)
+	a := ps.lock(producerKey("a")) // held, as by an append being stored
+	b := ps.lock(producerKey("b"))
+	ps.unlock(b)
+	c := ps.lock(producerKey("c")) // no room: b goes, not a
+	ps.unlock(c)
+	if _, ok := ps.byID[producerKey("a")]; !ok {
+		t.Fatalf("a, in use, forgotten: %v", ps.byID)
+	}
+	if _, ok := ps.byID[producerKey("b")]; ok {
+		t.Fatalf("b, idle and oldest, kept: %v", ps.byID)
+	}
+	got := make(chan *producer)
+	go func() { got <- ps.lock(producerKey("a")) }()
+	a.record(1, 7, 4)
+	ps.unlock(a)
+	a2 := <-got
+	defer ps.unlock(a2)
+	if a2 != a {
+		t.Fatal("a made anew while in use")
+	}
+	if pos, dup, err := a2.lookup(1); !dup || pos != 7 || err != nil {
+		t.Fatalf("a's sequence number 1: %d %v %v", pos, dup, err)
 	}
 }
 
@@ -118,6 +148,6 @@ func BenchmarkProducerRecord(b *testing.B) {
 			b.Fatal(seq, dup, err)
 		}
 		p.record(seq, seq, 64)
-		p.mu.Unlock()
+		ps.unlock(p)
 	}
 }

@@ -52,7 +52,7 @@ func notLeader(stream string, leader *api.StreamStatusResponse) error {
 // route turns err, an error of opening stream here, into a leader hint
 // when another member leads stream; otherwise it returns err's status.
 func (s *Server) route(ctx context.Context, stream string, err error) error {
-	if !errors.Is(err, ErrNoStream) || s.cfg.Cluster == nil || localOnly(ctx) {
+	if !errors.Is(err, ErrNoStream) || s.cluster() == nil || localOnly(ctx) {
 		return statusOf(err)
 	}
 	if st, ferr := s.findLeader(ctx, stream); ferr == nil {
@@ -85,7 +85,7 @@ func (s *Server) peerStreams(addr string) (api.StreamsClient, error) {
 // client address, by name.
 func (s *Server) otherNodes() []cluster.Member {
 	var out []cluster.Member
-	for _, m := range s.cfg.Cluster.Members() {
+	for _, m := range s.cluster().Members() {
 		if m.Name == s.cfg.Name || !m.State.Live() || m.MetaErr != nil || m.ClientAddr == "" {
 			continue
 		}
@@ -195,7 +195,7 @@ func memberRole(r cluster.Role) api.Role {
 // clusterMembers is the Members answer from the membership.
 func (s *Server) clusterMembers() []*api.Member {
 	var out []*api.Member
-	for _, m := range s.cfg.Cluster.Members() {
+	for _, m := range s.cluster().Members() {
 		out = append(out, &api.Member{
 			Name: m.Name, ClientAddr: m.ClientAddr, PeerAddr: m.PeerAddr, GossipAddr: m.GossipAddr,
 			Role: memberRole(m.Role), State: memberState(m.State), Capacity: m.Capacity, Self: m.Name == s.cfg.Name,
@@ -213,7 +213,7 @@ var errPlacement = errors.New("node: cannot place the stream's replicas")
 // live stream nodes besides this one, by cluster.Place) and its backup
 // copy (a live backup target if there is one), and records them in m.
 func (s *Server) place(stream string, m *meta) error {
-	members := s.cfg.Cluster.Members()
+	members := s.cluster().Members()
 	var others []cluster.Member
 	for _, mb := range members {
 		if mb.Name != s.cfg.Name {
@@ -246,9 +246,12 @@ func (s *Server) place(stream string, m *meta) error {
 // (hung), is asked again in the background (retryDeleteCopy); one that is
 // down keeps its copy until it sees this node join (orphan.go).
 func (s *Server) deleteCopies(ctx context.Context, stream string, id uint64, m meta) {
+	// Not cut short by the end of the client's call; the retries in the
+	// background end with the server (stopCtx).
+	ctx = context.WithoutCancel(ctx)
 	holders := append(slices.Clone(m.Followers), m.Backup)
 	addrs := map[string]string{}
-	for _, mb := range s.cfg.Cluster.Members() {
+	for _, mb := range s.cluster().Members() {
 		if mb.State.Live() && mb.ClientAddr != "" {
 			addrs[mb.Name] = mb.ClientAddr
 		}
@@ -281,7 +284,7 @@ func (s *Server) deleteCopy(ctx context.Context, addr, stream string, id uint64)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
 	ctx = metadata.AppendToOutgoingContext(ctx, localOnlyKey, "1", copyOfKey, fmt.Sprintf("%s/%x", s.cfg.Name, id))
 	_, err = c.DeleteStream(ctx, &api.DeleteStreamRequest{Stream: stream})
@@ -311,7 +314,7 @@ func (s *Server) retryDeleteCopy(member, stream string, id uint64) {
 			}
 			wait = min(2*wait, 10*time.Second)
 			addr := ""
-			for _, mb := range s.cfg.Cluster.Members() {
+			for _, mb := range s.cluster().Members() {
 				if mb.Name == member && mb.ClientAddr != "" {
 					if mb.State == cluster.StateLeft {
 						return

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -41,10 +42,10 @@ type Server struct {
 	mu      sync.Mutex
 	streams map[string]*stream
 	closing bool
-	// stopCtx is cancelled when Shutdown begins; every stream's context
-	// derives from it.
+	// stopCtx is cancelled when Shutdown begins, with cause ErrClosing;
+	// every stream's context derives from it.
 	stopCtx  context.Context
-	stopFunc context.CancelFunc
+	stopFunc context.CancelCauseFunc
 	calls    sync.WaitGroup // calls in flight
 	addr     string         // listener address, once Serve runs; under mu
 
@@ -55,6 +56,11 @@ type Server struct {
 
 	hub     *remote.Hub   // serves copies on Config.PeerAddr; nil without
 	hubDone chan struct{} // closed when the hub's Serve returned
+
+	// membership is Config.Cluster, or what SetCluster set: read through
+	// cluster(), since the hub serves leaders (openCopy) from New on,
+	// possibly while SetCluster runs.
+	membership atomic.Pointer[Membership]
 }
 
 var _ api.StreamsServer = (*Server)(nil)
@@ -73,9 +79,10 @@ type stream struct {
 	app  *local.Appender
 	prod *producers
 	// ctx ends when the stream is deleted or the server stops: tails
-	// watch it.
+	// watch it. Its cause (context.Cause) says which: ErrNoStream or
+	// ErrClosing.
 	ctx    context.Context
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 	refs   sync.WaitGroup
 	gone   bool // deleted; under Server.mu
 }
@@ -96,7 +103,10 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, store: st, replicas: reps, log: cfg.Logger, streams: make(map[string]*stream), peers: map[string]*grpc.ClientConn{}}
-	s.stopCtx, s.stopFunc = context.WithCancel(context.Background())
+	s.stopCtx, s.stopFunc = context.WithCancelCause(context.Background())
+	if cfg.Cluster != nil {
+		s.membership.Store(&cfg.Cluster)
+	}
 	if cfg.PeerAddr != "" {
 		if err := s.startHub(); err != nil {
 			return nil, err
@@ -110,7 +120,21 @@ func New(cfg Config) (*Server, error) {
 // SetCluster makes the server part of a cluster (Config.Cluster), for
 // when the membership can only be made after New (it advertises
 // addresses New opened). Call it before Serve.
-func (s *Server) SetCluster(m Membership) { s.cfg.Cluster = m }
+func (s *Server) SetCluster(m Membership) {
+	if m == nil {
+		s.membership.Store(nil)
+		return
+	}
+	s.membership.Store(&m)
+}
+
+// cluster is the membership this node is part of, nil if none.
+func (s *Server) cluster() Membership {
+	if m := s.membership.Load(); m != nil {
+		return *m
+	}
+	return nil
+}
 
 // Serve accepts client connections on lis until Shutdown; it returns nil
 // after Shutdown.
@@ -139,7 +163,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.closing = true
 	s.mu.Unlock()
-	s.stopFunc()
+	s.stopFunc(ErrClosing)
 
 	drained := make(chan struct{})
 	go func() { s.calls.Wait(); close(drained) }()
@@ -232,7 +256,7 @@ func (s *Server) acquire(name string) (*stream, error) {
 				return nil, err
 			}
 		}
-		st.ctx, st.cancel = context.WithCancel(s.stopCtx)
+		st.ctx, st.cancel = context.WithCancelCause(s.stopCtx)
 		s.streams[name] = st
 		s.log.Info("stream opened", "stream", name, "committed", ls.Committed())
 	}
@@ -270,7 +294,14 @@ func (st *stream) start(p []byte) (uint64, error) {
 		}
 	}
 	if st.app != nil {
-		return st.app.Start(st.ctx, p)
+		i, err := st.app.Start(st.ctx, p)
+		if err != nil && errors.Is(err, context.Canceled) && st.ctx.Err() != nil {
+			// Stopped by Shutdown or DeleteStream while waiting for
+			// room: Unavailable or NotFound, not Canceled, which a
+			// client would take as final.
+			err = context.Cause(st.ctx)
+		}
+		return i, err
 	}
 	return st.ls.AppendNoSync(p)
 }

@@ -56,7 +56,7 @@ func (s *Server) CreateStream(ctx context.Context, req *api.CreateStreamRequest)
 		return nil, status.Errorf(codes.Unavailable, "stream %s is being deleted", req.Stream)
 	}
 	s.mu.Unlock()
-	if s.cfg.Cluster != nil {
+	if s.cluster() != nil {
 		if s.cfg.Backup {
 			return nil, status.Errorf(codes.FailedPrecondition, "node %s is a backup target, which holds copies only: create streams on a stream node", s.cfg.Name)
 		}
@@ -114,7 +114,7 @@ func (s *Server) DeleteStream(ctx context.Context, req *api.DeleteStreamRequest)
 	st.gone = true
 	s.mu.Unlock()
 	id := st.ls.StreamID()
-	st.cancel()
+	st.cancel(fmt.Errorf("%w: %s deleted", ErrNoStream, req.Stream))
 	st.release()
 	st.refs.Wait()
 	err = st.close()
@@ -130,7 +130,7 @@ func (s *Server) DeleteStream(ctx context.Context, req *api.DeleteStreamRequest)
 		return nil, statusOf(err)
 	}
 	s.log.Info("stream deleted", "stream", req.Stream)
-	if st.meta.replicated() && s.cfg.Cluster != nil {
+	if st.meta.replicated() && s.cluster() != nil {
 		s.deleteCopies(ctx, req.Stream, id, st.meta)
 	}
 	return &api.DeleteStreamResponse{}, nil
@@ -145,7 +145,7 @@ func (s *Server) ListStreams(ctx context.Context, req *api.ListStreamsRequest) (
 	if err != nil {
 		return nil, statusOf(err)
 	}
-	if s.cfg.Cluster != nil && !localOnly(ctx) {
+	if s.cluster() != nil && !localOnly(ctx) {
 		names = append(names, s.clusterStreams(ctx)...)
 		sort.Strings(names)
 		names = slices.Compact(names)
@@ -223,7 +223,7 @@ func (st *stream) appendNoSync(req *api.AppendRequest) (resp *api.AppendResponse
 	key := producerKey(req.ProducerId)
 	if req.ProducerId != "" {
 		p = st.prod.lock(producerKey(req.ProducerId))
-		defer p.mu.Unlock()
+		defer st.prod.unlock(p)
 	}
 	if len(req.Batch) == 0 {
 		pos, dup, err := st.appendOne(p, key, req.Sequence, req.Data)
@@ -444,7 +444,7 @@ func (s *Server) Members(ctx context.Context, req *api.MembersRequest) (*api.Mem
 		return nil, statusOf(err)
 	}
 	defer s.leave()
-	if s.cfg.Cluster != nil {
+	if s.cluster() != nil {
 		return &api.MembersResponse{Members: s.clusterMembers()}, nil
 	}
 	return &api.MembersResponse{Members: []*api.Member{{

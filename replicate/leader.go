@@ -938,12 +938,21 @@ func (l *Leader) WaitCommitted(ctx context.Context, index uint64) error {
 		l.waitMu.Unlock()
 		return nil
 	}
-	heap.Push(&l.waiters, waiter{index, ch})
+	w := &waiter{index: index, ch: ch}
+	heap.Push(&l.waiters, w)
 	l.waitMu.Unlock()
 	select {
 	case err := <-ch:
 		return err
 	case <-ctx.Done():
+		// Leave no waiter behind: a caller waiting again and again
+		// while quorum is lost would pile them up until the next
+		// commit.
+		l.waitMu.Lock()
+		if w.at >= 0 {
+			heap.Remove(&l.waiters, w.at)
+		}
+		l.waitMu.Unlock()
 		return ctx.Err()
 	}
 }
@@ -953,7 +962,7 @@ func (l *Leader) wakeWaiters(commit uint64) {
 	l.waitMu.Lock()
 	defer l.waitMu.Unlock()
 	for len(l.waiters) > 0 && l.waiters[0].index < commit {
-		heap.Pop(&l.waiters).(waiter).ch <- nil
+		heap.Pop(&l.waiters).(*waiter).ch <- nil
 	}
 }
 
@@ -966,7 +975,7 @@ func (l *Leader) failAll(err error) {
 		l.failErr = err
 	}
 	for len(l.waiters) > 0 {
-		heap.Pop(&l.waiters).(waiter).ch <- l.failErr
+		heap.Pop(&l.waiters).(*waiter).ch <- l.failErr
 	}
 }
 
@@ -988,18 +997,28 @@ func (l *Leader) Close() error {
 type waiter struct {
 	index uint64
 	ch    chan error // buffered: never blocks the loop
+	at    int        // its place in the heap; -1 once out of it
 }
 
-type waitHeap []waiter
+type waitHeap []*waiter
 
 func (h waitHeap) Len() int           { return len(h) }
 func (h waitHeap) Less(i, j int) bool { return h[i].index < h[j].index }
-func (h waitHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *waitHeap) Push(x any)        { *h = append(*h, x.(waiter)) }
+func (h waitHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].at, h[j].at = i, j
+}
+func (h *waitHeap) Push(x any) {
+	w := x.(*waiter)
+	w.at = len(*h)
+	*h = append(*h, w)
+}
 func (h *waitHeap) Pop() any {
 	old := *h
 	w := old[len(old)-1]
+	old[len(old)-1] = nil
 	*h = old[:len(old)-1]
+	w.at = -1
 	return w
 }
 
