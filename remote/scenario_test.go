@@ -5,11 +5,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/rpstream/rpstream/internal/scenario"
 
 	"github.com/rpstream/rpstream/rdma"
 )
@@ -41,70 +42,11 @@ func TestScenarios(t *testing.T) {
 	}
 }
 
-type step struct {
-	comments []string
-	cmd      string
-	want     string
-}
-
-func parseScenario(t *testing.T, path string) []step {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var steps []step
-	var cur step
-	lines := strings.Split(string(b), "\n")
-	for i := 0; i < len(lines); i++ {
-		l := lines[i]
-		switch {
-		case strings.HasPrefix(l, "#") || strings.TrimSpace(l) == "":
-			if strings.HasPrefix(l, "#") {
-				cur.comments = append(cur.comments, l)
-			}
-			continue
-		}
-		cur.cmd = l
-		if i+1 >= len(lines) || lines[i+1] != "----" {
-			t.Fatalf("%s:%d: command without ----", path, i+1)
-		}
-		i += 2
-		var out []string
-		for ; i < len(lines) && lines[i] != ""; i++ {
-			out = append(out, lines[i])
-		}
-		cur.want = strings.Join(out, "\n")
-		steps = append(steps, cur)
-		cur = step{}
-	}
-	return steps
-}
-
 func runScenario(t *testing.T, path string) {
-	steps := parseScenario(t, path)
 	e := newEnv(t, nil)
 	writers := map[string]*writer{}
 	regions := map[string]Region{} // by writer and slot
-	var out strings.Builder
-	failed := false
-	for _, s := range steps {
-		got := e.do(t, s.cmd, writers, regions)
-		for _, c := range s.comments {
-			out.WriteString(c + "\n")
-		}
-		fmt.Fprintf(&out, "%s\n----\n%s\n\n", s.cmd, got)
-		if got != s.want && !*rewrite {
-			t.Errorf("%s: %s\n got: %s\nwant: %s", path, s.cmd, got, s.want)
-			failed = true
-		}
-	}
-	if *rewrite {
-		if err := os.WriteFile(path, []byte(strings.TrimRight(out.String(), "\n")+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	} else if failed {
-		t.Log("run with -rewrite to accept the new output, and review the diff")
-	}
+	scenario.Run(t, path, *rewrite, func(cmd string) string { return e.do(t, cmd, writers, regions) })
 }
 
 func (e *env) do(t *testing.T, cmd string, ws map[string]*writer, rs map[string]Region) string {

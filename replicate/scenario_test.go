@@ -4,11 +4,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/rpstream/rpstream/internal/scenario"
 
 	"github.com/rpstream/rpstream/replicate/quorum"
 )
@@ -50,68 +52,9 @@ func TestScenarios(t *testing.T) {
 	}
 }
 
-type step struct {
-	comments []string
-	cmd      string
-	want     string
-}
-
-func parseScenario(t *testing.T, path string) []step {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var steps []step
-	var cur step
-	lines := strings.Split(string(b), "\n")
-	for i := 0; i < len(lines); i++ {
-		l := lines[i]
-		if strings.HasPrefix(l, "#") {
-			cur.comments = append(cur.comments, l)
-			continue
-		}
-		if strings.TrimSpace(l) == "" {
-			continue
-		}
-		cur.cmd = l
-		if i+1 >= len(lines) || lines[i+1] != "----" {
-			t.Fatalf("%s:%d: command without ----", path, i+1)
-		}
-		i += 2
-		var out []string
-		for ; i < len(lines) && lines[i] != ""; i++ {
-			out = append(out, lines[i])
-		}
-		cur.want = strings.Join(out, "\n")
-		steps = append(steps, cur)
-		cur = step{}
-	}
-	return steps
-}
-
 func runScenario(t *testing.T, path string) {
-	steps := parseScenario(t, path)
 	e := &scenarioEnv{t: t, writes: map[ID][]Pos{}, allocs: map[ID][]uint64{}}
-	var out strings.Builder
-	failed := false
-	for _, s := range steps {
-		got := e.do(s.cmd)
-		for _, c := range s.comments {
-			out.WriteString(c + "\n")
-		}
-		fmt.Fprintf(&out, "%s\n----\n%s\n\n", s.cmd, got)
-		if got != s.want && !*rewrite {
-			t.Errorf("%s: %s\n got:\n%s\nwant:\n%s", path, s.cmd, got, s.want)
-			failed = true
-		}
-	}
-	if *rewrite {
-		if err := os.WriteFile(path, []byte(strings.TrimRight(out.String(), "\n")+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	} else if failed {
-		t.Log("run with -rewrite to accept the new output, and review the diff")
-	}
+	scenario.Run(t, path, *rewrite, e.do)
 }
 
 type scenarioEnv struct {
@@ -176,7 +119,7 @@ func (e *scenarioEnv) do(cmd string) string {
 			MaxInflight: opt("inflight", 0), MaxBatch: opt("batch", 0), CatchUpChunk: opt("chunk", 0),
 			LagEntries: uint64(opt("lag", 0)), CommitWordTicks: opt("words", 0),
 			RetryTicks: opt("retry", 0), MaxRetryTicks: opt("maxretry", 0),
-			BackupsVote: slicesContains(args, "backupsvote"),
+			BackupsVote: slices.Contains(args, "backupsvote"),
 		}
 		if p, ok := kv["policy"]; ok {
 			var err error
@@ -203,7 +146,7 @@ func (e *scenarioEnv) do(cmd string) string {
 		e.r.Persisted(uint64(atoi(arg(0))))
 		return fmt.Sprintf("commit %d", e.r.Committed())
 	case "add":
-		return result(e.r.AddReplica(id(), slicesContains(args, "backup")))
+		return result(e.r.AddReplica(id(), slices.Contains(args, "backup")))
 	case "connected":
 		p := Pos{}
 		if len(args) > 1 {
@@ -239,7 +182,7 @@ func (e *scenarioEnv) do(cmd string) string {
 		return fmt.Sprintf("commit %d", e.r.Committed())
 	case "fail":
 		var err error = errors.New("connection lost")
-		if slicesContains(args, "fenced") {
+		if slices.Contains(args, "fenced") {
 			err = fmt.Errorf("target said: %w", ErrFenced)
 		}
 		delete(e.writes, id())
@@ -332,15 +275,6 @@ func (e *scenarioEnv) ready() string {
 		return "(empty)"
 	}
 	return strings.Join(lines, "\n")
-}
-
-func slicesContains[T comparable](s []T, v T) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 func slicesDelete[T comparable](s []T, v T) []T {
