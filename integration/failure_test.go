@@ -405,14 +405,7 @@ func TestFailureDeletedWhileDown(t *testing.T) {
 			cl := startFailureCluster(t, ctx, 3, false)
 			const stream = "reborn"
 			first := dial(t, cl.ClientAddrs()[0], client.Options{})
-			if _, err := first.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_ALL}); err != nil {
-				t.Fatal(err)
-			}
-			for i := range 50 {
-				if _, err := first.Append(ctx, stream, fmt.Appendf(nil, "old-%d", i)); err != nil {
-					t.Fatal(err)
-				}
-			}
+			createOld(t, ctx, first, stream, api.AckPolicy_ACK_POLICY_ALL, 50)
 			// n1 leads; n2 goes down, the stream is deleted, n2 comes
 			// back with its orphan copy.
 			if err := cl.Kill(1); err != nil {
@@ -829,14 +822,7 @@ func TestFailureDeletedWhileDownLeaderAway(t *testing.T) {
 	cl := startFailureCluster(t, ctx, 3, false)
 	const stream = "away"
 	first := dial(t, cl.ClientAddrs()[0], client.Options{})
-	if _, err := first.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_ALL}); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 20 {
-		if _, err := first.Append(ctx, stream, fmt.Appendf(nil, "old-%d", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	createOld(t, ctx, first, stream, api.AckPolicy_ACK_POLICY_ALL, 20)
 	if err := cl.Kill(1); err != nil {
 		t.Fatal(err)
 	}
@@ -1137,14 +1123,7 @@ func TestFailureDeletedWhileHung(t *testing.T) {
 	cl := startFailureCluster(t, ctx, 3, false)
 	const stream = "hungdel"
 	first := dial(t, cl.ClientAddrs()[0], client.Options{})
-	if _, err := first.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_QUORUM}); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 20 {
-		if _, err := first.Append(ctx, stream, fmt.Appendf(nil, "old-%d", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	createOld(t, ctx, first, stream, api.AckPolicy_ACK_POLICY_QUORUM, 20)
 	pid := cl.PID(1)
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -1178,5 +1157,19 @@ func TestFailureDeletedWhileHung(t *testing.T) {
 	}
 	if exists(proccluster.ReplicaFile(mustNode(cl, 1).Data, stream)) {
 		t.Fatal("n2 still holds its copy")
+	}
+}
+
+// createOld creates stream with three replicas and the acks given through
+// c and appends n entries "old-I" to it.
+func createOld(t *testing.T, ctx context.Context, c *client.Client, stream string, acks api.AckPolicy, n int) {
+	t.Helper()
+	if _, err := c.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: acks}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if _, err := c.Append(ctx, stream, fmt.Appendf(nil, "old-%d", i)); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/rpstream/rpstream/cluster"
 	"github.com/rpstream/rpstream/local"
@@ -103,7 +104,7 @@ func (s *Server) MemberChanged(ev cluster.Event) {
 	s.mu.Lock()
 	var leaders []*replicate.Leader
 	for _, st := range s.streams {
-		if st.leader != nil && (st.meta.Backup == ev.Member.Name || contains(st.meta.Followers, ev.Member.Name)) {
+		if st.leader != nil && (st.meta.Backup == ev.Member.Name || slices.Contains(st.meta.Followers, ev.Member.Name)) {
 			leaders = append(leaders, st.leader)
 		}
 	}
@@ -111,13 +112,4 @@ func (s *Server) MemberChanged(ev cluster.Event) {
 	for _, l := range leaders {
 		l.Restarted(replicate.ID(ev.Member.Name))
 	}
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -67,17 +68,7 @@ func TestCreateNameLedElsewhere(t *testing.T) {
 func TestOrphanCopyReplacedOnCreate(t *testing.T) {
 	ctx := testCtx(t)
 	nodes := startClusterNodes(t, 3, 0)
-	c, err := client.Dial(nodes[0].addr, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Create(ctx, "s", client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_ALL}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Append(ctx, "s", []byte("one")); err != nil {
-		t.Fatal(err)
-	}
+	createAtN1(t, ctx, nodes, "s")
 	n2 := nodes[1].srv
 	const rs = 64 << 10
 	open := func(stream, leader string, id uint64) error {
@@ -144,17 +135,7 @@ func TestOrphanCopyReplacedOnCreate(t *testing.T) {
 func TestSweepOrphans(t *testing.T) {
 	ctx := testCtx(t)
 	nodes := startClusterNodes(t, 3, 0)
-	c, err := client.Dial(nodes[0].addr, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Create(ctx, "s", client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_ALL}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Append(ctx, "s", []byte("one")); err != nil {
-		t.Fatal(err)
-	}
+	c := createAtN1(t, ctx, nodes, "s")
 	n2 := nodes[1].srv
 	for _, name := range []string{"t", "u"} {
 		fs, err := n2.openCopy(&remotepb.OpenRequest{Stream: name, Leader: "n1", RegionSize: 64 << 10, Create: true})
@@ -204,17 +185,7 @@ func TestSweepOrphans(t *testing.T) {
 func TestDeleteCopyOfNamedStream(t *testing.T) {
 	ctx := testCtx(t)
 	nodes := startClusterNodes(t, 3, 0)
-	c, err := client.Dial(nodes[0].addr, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Create(ctx, "s", client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_ALL}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Append(ctx, "s", []byte("one")); err != nil {
-		t.Fatal(err)
-	}
+	createAtN1(t, ctx, nodes, "s")
 	n2 := nodes[1].srv
 	path, _, err := n2.replicas.copyFile("s")
 	if err != nil {
@@ -258,4 +229,23 @@ func TestDeleteCopyOfNamedStream(t *testing.T) {
 	if after, err := os.Stat(path); err == nil && os.SameFile(before, after) {
 		t.Fatal("n2's copy kept")
 	}
+}
+
+// createAtN1 creates stream name at nodes[0] (n1) with three replicas and
+// acks all, appends one entry (so every copy exists), and returns the
+// client it used (closed at the end of the test).
+func createAtN1(t *testing.T, ctx context.Context, nodes []*testNode, name string) *client.Client {
+	t.Helper()
+	c, err := client.Dial(nodes[0].addr, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Create(ctx, name, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_ALL}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Append(ctx, name, []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
