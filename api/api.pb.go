@@ -1540,6 +1540,357 @@ func (x *NotLeader) GetEpoch() uint64 {
 	return 0
 }
 
+type ClusterStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterStatusRequest) Reset() {
+	*x = ClusterStatusRequest{}
+	mi := &file_api_api_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterStatusRequest) ProtoMessage() {}
+
+func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
+func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{21}
+}
+
+type ClusterStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node that answered, and whether it is registered in the catalog
+	// under its data directory's incarnation.
+	Node       string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Registered bool   `protobuf:"varint,2,opt,name=registered,proto3" json:"registered,omitempty"`
+	// The controller (the catalog's Raft leader) as the node knows it, ""
+	// if none; its term; the node's commit and applied log indexes and its
+	// Raft state (leader, follower, candidate, pre-candidate).
+	Controller string `protobuf:"bytes,3,opt,name=controller,proto3" json:"controller,omitempty"`
+	Term       uint64 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	Commit     uint64 `protobuf:"varint,5,opt,name=commit,proto3" json:"commit,omitempty"`
+	Applied    uint64 `protobuf:"varint,6,opt,name=applied,proto3" json:"applied,omitempty"`
+	RaftState  string `protobuf:"bytes,7,opt,name=raft_state,json=raftState,proto3" json:"raft_state,omitempty"`
+	// The group's voters and its non-voting followers.
+	Voters    []string `protobuf:"bytes,8,rep,name=voters,proto3" json:"voters,omitempty"`
+	Followers []string `protobuf:"bytes,9,rep,name=followers,proto3" json:"followers,omitempty"`
+	// Every node of the catalog, by name.
+	Nodes []*CatalogNode `protobuf:"bytes,10,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Live streams in the catalog.
+	Streams       uint32 `protobuf:"varint,11,opt,name=streams,proto3" json:"streams,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterStatusResponse) Reset() {
+	*x = ClusterStatusResponse{}
+	mi := &file_api_api_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterStatusResponse) ProtoMessage() {}
+
+func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
+func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ClusterStatusResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ClusterStatusResponse) GetRegistered() bool {
+	if x != nil {
+		return x.Registered
+	}
+	return false
+}
+
+func (x *ClusterStatusResponse) GetController() string {
+	if x != nil {
+		return x.Controller
+	}
+	return ""
+}
+
+func (x *ClusterStatusResponse) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *ClusterStatusResponse) GetCommit() uint64 {
+	if x != nil {
+		return x.Commit
+	}
+	return 0
+}
+
+func (x *ClusterStatusResponse) GetApplied() uint64 {
+	if x != nil {
+		return x.Applied
+	}
+	return 0
+}
+
+func (x *ClusterStatusResponse) GetRaftState() string {
+	if x != nil {
+		return x.RaftState
+	}
+	return ""
+}
+
+func (x *ClusterStatusResponse) GetVoters() []string {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
+func (x *ClusterStatusResponse) GetFollowers() []string {
+	if x != nil {
+		return x.Followers
+	}
+	return nil
+}
+
+func (x *ClusterStatusResponse) GetNodes() []*CatalogNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *ClusterStatusResponse) GetStreams() uint32 {
+	if x != nil {
+		return x.Streams
+	}
+	return 0
+}
+
+type CatalogNode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The incarnation (data directory identity) registered, in hex.
+	Incarnation string `protobuf:"bytes,2,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Role        Role   `protobuf:"varint,3,opt,name=role,proto3,enum=rpstream.api.v1.Role" json:"role,omitempty"`
+	// Its state in the membership (memberlist) as the answering node sees it.
+	State         MemberState `protobuf:"varint,4,opt,name=state,proto3,enum=rpstream.api.v1.MemberState" json:"state,omitempty"`
+	Voter         bool        `protobuf:"varint,5,opt,name=voter,proto3" json:"voter,omitempty"`
+	Follower      bool        `protobuf:"varint,6,opt,name=follower,proto3" json:"follower,omitempty"`
+	ClientAddr    string      `protobuf:"bytes,7,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CatalogNode) Reset() {
+	*x = CatalogNode{}
+	mi := &file_api_api_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CatalogNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CatalogNode) ProtoMessage() {}
+
+func (x *CatalogNode) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CatalogNode.ProtoReflect.Descriptor instead.
+func (*CatalogNode) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CatalogNode) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CatalogNode) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
+}
+
+func (x *CatalogNode) GetRole() Role {
+	if x != nil {
+		return x.Role
+	}
+	return Role_ROLE_UNSPECIFIED
+}
+
+func (x *CatalogNode) GetState() MemberState {
+	if x != nil {
+		return x.State
+	}
+	return MemberState_MEMBER_STATE_UNSPECIFIED
+}
+
+func (x *CatalogNode) GetVoter() bool {
+	if x != nil {
+		return x.Voter
+	}
+	return false
+}
+
+func (x *CatalogNode) GetFollower() bool {
+	if x != nil {
+		return x.Follower
+	}
+	return false
+}
+
+func (x *CatalogNode) GetClientAddr() string {
+	if x != nil {
+		return x.ClientAddr
+	}
+	return ""
+}
+
+type ChangeVoterRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Demote instead of promote.
+	Remove        bool `protobuf:"varint,2,opt,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeVoterRequest) Reset() {
+	*x = ChangeVoterRequest{}
+	mi := &file_api_api_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeVoterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeVoterRequest) ProtoMessage() {}
+
+func (x *ChangeVoterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeVoterRequest.ProtoReflect.Descriptor instead.
+func (*ChangeVoterRequest) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ChangeVoterRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ChangeVoterRequest) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
+type ChangeVoterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeVoterResponse) Reset() {
+	*x = ChangeVoterResponse{}
+	mi := &file_api_api_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeVoterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeVoterResponse) ProtoMessage() {}
+
+func (x *ChangeVoterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeVoterResponse.ProtoReflect.Descriptor instead.
+func (*ChangeVoterResponse) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{25}
+}
+
 var File_api_api_proto protoreflect.FileDescriptor
 
 const file_api_api_proto_rawDesc = "" +
@@ -1641,7 +1992,39 @@ const file_api_api_proto_rawDesc = "" +
 	"\x06leader\x18\x01 \x01(\tR\x06leader\x12\x1f\n" +
 	"\vleader_addr\x18\x02 \x01(\tR\n" +
 	"leaderAddr\x12\x14\n" +
-	"\x05epoch\x18\x03 \x01(\x04R\x05epoch*i\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"\x16\n" +
+	"\x14ClusterStatusRequest\"\xd4\x02\n" +
+	"\x15ClusterStatusResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1e\n" +
+	"\n" +
+	"registered\x18\x02 \x01(\bR\n" +
+	"registered\x12\x1e\n" +
+	"\n" +
+	"controller\x18\x03 \x01(\tR\n" +
+	"controller\x12\x12\n" +
+	"\x04term\x18\x04 \x01(\x04R\x04term\x12\x16\n" +
+	"\x06commit\x18\x05 \x01(\x04R\x06commit\x12\x18\n" +
+	"\aapplied\x18\x06 \x01(\x04R\aapplied\x12\x1d\n" +
+	"\n" +
+	"raft_state\x18\a \x01(\tR\traftState\x12\x16\n" +
+	"\x06voters\x18\b \x03(\tR\x06voters\x12\x1c\n" +
+	"\tfollowers\x18\t \x03(\tR\tfollowers\x122\n" +
+	"\x05nodes\x18\n" +
+	" \x03(\v2\x1c.rpstream.api.v1.CatalogNodeR\x05nodes\x12\x18\n" +
+	"\astreams\x18\v \x01(\rR\astreams\"\xf5\x01\n" +
+	"\vCatalogNode\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vincarnation\x18\x02 \x01(\tR\vincarnation\x12)\n" +
+	"\x04role\x18\x03 \x01(\x0e2\x15.rpstream.api.v1.RoleR\x04role\x122\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x1c.rpstream.api.v1.MemberStateR\x05state\x12\x14\n" +
+	"\x05voter\x18\x05 \x01(\bR\x05voter\x12\x1a\n" +
+	"\bfollower\x18\x06 \x01(\bR\bfollower\x12\x1f\n" +
+	"\vclient_addr\x18\a \x01(\tR\n" +
+	"clientAddr\"@\n" +
+	"\x12ChangeVoterRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
+	"\x06remove\x18\x02 \x01(\bR\x06remove\"\x15\n" +
+	"\x13ChangeVoterResponse*i\n" +
 	"\tAckPolicy\x12\x1a\n" +
 	"\x16ACK_POLICY_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11ACK_POLICY_LEADER\x10\x01\x12\x15\n" +
@@ -1656,7 +2039,7 @@ const file_api_api_proto_rawDesc = "" +
 	"\x12MEMBER_STATE_ALIVE\x10\x01\x12\x18\n" +
 	"\x14MEMBER_STATE_SUSPECT\x10\x02\x12\x15\n" +
 	"\x11MEMBER_STATE_DEAD\x10\x03\x12\x15\n" +
-	"\x11MEMBER_STATE_LEFT\x10\x042\xf4\x05\n" +
+	"\x11MEMBER_STATE_LEFT\x10\x042\xae\a\n" +
 	"\aStreams\x12[\n" +
 	"\fCreateStream\x12$.rpstream.api.v1.CreateStreamRequest\x1a%.rpstream.api.v1.CreateStreamResponse\x12[\n" +
 	"\fDeleteStream\x12$.rpstream.api.v1.DeleteStreamRequest\x1a%.rpstream.api.v1.DeleteStreamResponse\x12X\n" +
@@ -1666,7 +2049,9 @@ const file_api_api_proto_rawDesc = "" +
 	"\x04Read\x12\x1c.rpstream.api.v1.ReadRequest\x1a\x1d.rpstream.api.v1.ReadResponse\x12E\n" +
 	"\x04Tail\x12\x1c.rpstream.api.v1.TailRequest\x1a\x1d.rpstream.api.v1.TailResponse0\x01\x12[\n" +
 	"\fStreamStatus\x12$.rpstream.api.v1.StreamStatusRequest\x1a%.rpstream.api.v1.StreamStatusResponse\x12L\n" +
-	"\aMembers\x12\x1f.rpstream.api.v1.MembersRequest\x1a .rpstream.api.v1.MembersResponseB\"Z github.com/rpstream/rpstream/apib\x06proto3"
+	"\aMembers\x12\x1f.rpstream.api.v1.MembersRequest\x1a .rpstream.api.v1.MembersResponse\x12^\n" +
+	"\rClusterStatus\x12%.rpstream.api.v1.ClusterStatusRequest\x1a&.rpstream.api.v1.ClusterStatusResponse\x12X\n" +
+	"\vChangeVoter\x12#.rpstream.api.v1.ChangeVoterRequest\x1a$.rpstream.api.v1.ChangeVoterResponseB\"Z github.com/rpstream/rpstream/apib\x06proto3"
 
 var (
 	file_api_api_proto_rawDescOnce sync.Once
@@ -1681,32 +2066,37 @@ func file_api_api_proto_rawDescGZIP() []byte {
 }
 
 var file_api_api_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_api_api_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_api_api_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_api_api_proto_goTypes = []any{
-	(AckPolicy)(0),               // 0: rpstream.api.v1.AckPolicy
-	(Role)(0),                    // 1: rpstream.api.v1.Role
-	(MemberState)(0),             // 2: rpstream.api.v1.MemberState
-	(*CreateStreamRequest)(nil),  // 3: rpstream.api.v1.CreateStreamRequest
-	(*CreateStreamResponse)(nil), // 4: rpstream.api.v1.CreateStreamResponse
-	(*DeleteStreamRequest)(nil),  // 5: rpstream.api.v1.DeleteStreamRequest
-	(*DeleteStreamResponse)(nil), // 6: rpstream.api.v1.DeleteStreamResponse
-	(*ListStreamsRequest)(nil),   // 7: rpstream.api.v1.ListStreamsRequest
-	(*ListStreamsResponse)(nil),  // 8: rpstream.api.v1.ListStreamsResponse
-	(*AppendRequest)(nil),        // 9: rpstream.api.v1.AppendRequest
-	(*AppendResponse)(nil),       // 10: rpstream.api.v1.AppendResponse
-	(*ReadRequest)(nil),          // 11: rpstream.api.v1.ReadRequest
-	(*Entry)(nil),                // 12: rpstream.api.v1.Entry
-	(*ReadResponse)(nil),         // 13: rpstream.api.v1.ReadResponse
-	(*TailRequest)(nil),          // 14: rpstream.api.v1.TailRequest
-	(*TailResponse)(nil),         // 15: rpstream.api.v1.TailResponse
-	(*StreamStatusRequest)(nil),  // 16: rpstream.api.v1.StreamStatusRequest
-	(*Region)(nil),               // 17: rpstream.api.v1.Region
-	(*ReplicaStatus)(nil),        // 18: rpstream.api.v1.ReplicaStatus
-	(*StreamStatusResponse)(nil), // 19: rpstream.api.v1.StreamStatusResponse
-	(*MembersRequest)(nil),       // 20: rpstream.api.v1.MembersRequest
-	(*Member)(nil),               // 21: rpstream.api.v1.Member
-	(*MembersResponse)(nil),      // 22: rpstream.api.v1.MembersResponse
-	(*NotLeader)(nil),            // 23: rpstream.api.v1.NotLeader
+	(AckPolicy)(0),                // 0: rpstream.api.v1.AckPolicy
+	(Role)(0),                     // 1: rpstream.api.v1.Role
+	(MemberState)(0),              // 2: rpstream.api.v1.MemberState
+	(*CreateStreamRequest)(nil),   // 3: rpstream.api.v1.CreateStreamRequest
+	(*CreateStreamResponse)(nil),  // 4: rpstream.api.v1.CreateStreamResponse
+	(*DeleteStreamRequest)(nil),   // 5: rpstream.api.v1.DeleteStreamRequest
+	(*DeleteStreamResponse)(nil),  // 6: rpstream.api.v1.DeleteStreamResponse
+	(*ListStreamsRequest)(nil),    // 7: rpstream.api.v1.ListStreamsRequest
+	(*ListStreamsResponse)(nil),   // 8: rpstream.api.v1.ListStreamsResponse
+	(*AppendRequest)(nil),         // 9: rpstream.api.v1.AppendRequest
+	(*AppendResponse)(nil),        // 10: rpstream.api.v1.AppendResponse
+	(*ReadRequest)(nil),           // 11: rpstream.api.v1.ReadRequest
+	(*Entry)(nil),                 // 12: rpstream.api.v1.Entry
+	(*ReadResponse)(nil),          // 13: rpstream.api.v1.ReadResponse
+	(*TailRequest)(nil),           // 14: rpstream.api.v1.TailRequest
+	(*TailResponse)(nil),          // 15: rpstream.api.v1.TailResponse
+	(*StreamStatusRequest)(nil),   // 16: rpstream.api.v1.StreamStatusRequest
+	(*Region)(nil),                // 17: rpstream.api.v1.Region
+	(*ReplicaStatus)(nil),         // 18: rpstream.api.v1.ReplicaStatus
+	(*StreamStatusResponse)(nil),  // 19: rpstream.api.v1.StreamStatusResponse
+	(*MembersRequest)(nil),        // 20: rpstream.api.v1.MembersRequest
+	(*Member)(nil),                // 21: rpstream.api.v1.Member
+	(*MembersResponse)(nil),       // 22: rpstream.api.v1.MembersResponse
+	(*NotLeader)(nil),             // 23: rpstream.api.v1.NotLeader
+	(*ClusterStatusRequest)(nil),  // 24: rpstream.api.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil), // 25: rpstream.api.v1.ClusterStatusResponse
+	(*CatalogNode)(nil),           // 26: rpstream.api.v1.CatalogNode
+	(*ChangeVoterRequest)(nil),    // 27: rpstream.api.v1.ChangeVoterRequest
+	(*ChangeVoterResponse)(nil),   // 28: rpstream.api.v1.ChangeVoterResponse
 }
 var file_api_api_proto_depIdxs = []int32{
 	0,  // 0: rpstream.api.v1.CreateStreamRequest.acks:type_name -> rpstream.api.v1.AckPolicy
@@ -1719,29 +2109,36 @@ var file_api_api_proto_depIdxs = []int32{
 	1,  // 7: rpstream.api.v1.Member.role:type_name -> rpstream.api.v1.Role
 	2,  // 8: rpstream.api.v1.Member.state:type_name -> rpstream.api.v1.MemberState
 	21, // 9: rpstream.api.v1.MembersResponse.members:type_name -> rpstream.api.v1.Member
-	3,  // 10: rpstream.api.v1.Streams.CreateStream:input_type -> rpstream.api.v1.CreateStreamRequest
-	5,  // 11: rpstream.api.v1.Streams.DeleteStream:input_type -> rpstream.api.v1.DeleteStreamRequest
-	7,  // 12: rpstream.api.v1.Streams.ListStreams:input_type -> rpstream.api.v1.ListStreamsRequest
-	9,  // 13: rpstream.api.v1.Streams.Append:input_type -> rpstream.api.v1.AppendRequest
-	9,  // 14: rpstream.api.v1.Streams.AppendStream:input_type -> rpstream.api.v1.AppendRequest
-	11, // 15: rpstream.api.v1.Streams.Read:input_type -> rpstream.api.v1.ReadRequest
-	14, // 16: rpstream.api.v1.Streams.Tail:input_type -> rpstream.api.v1.TailRequest
-	16, // 17: rpstream.api.v1.Streams.StreamStatus:input_type -> rpstream.api.v1.StreamStatusRequest
-	20, // 18: rpstream.api.v1.Streams.Members:input_type -> rpstream.api.v1.MembersRequest
-	4,  // 19: rpstream.api.v1.Streams.CreateStream:output_type -> rpstream.api.v1.CreateStreamResponse
-	6,  // 20: rpstream.api.v1.Streams.DeleteStream:output_type -> rpstream.api.v1.DeleteStreamResponse
-	8,  // 21: rpstream.api.v1.Streams.ListStreams:output_type -> rpstream.api.v1.ListStreamsResponse
-	10, // 22: rpstream.api.v1.Streams.Append:output_type -> rpstream.api.v1.AppendResponse
-	10, // 23: rpstream.api.v1.Streams.AppendStream:output_type -> rpstream.api.v1.AppendResponse
-	13, // 24: rpstream.api.v1.Streams.Read:output_type -> rpstream.api.v1.ReadResponse
-	15, // 25: rpstream.api.v1.Streams.Tail:output_type -> rpstream.api.v1.TailResponse
-	19, // 26: rpstream.api.v1.Streams.StreamStatus:output_type -> rpstream.api.v1.StreamStatusResponse
-	22, // 27: rpstream.api.v1.Streams.Members:output_type -> rpstream.api.v1.MembersResponse
-	19, // [19:28] is the sub-list for method output_type
-	10, // [10:19] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	26, // 10: rpstream.api.v1.ClusterStatusResponse.nodes:type_name -> rpstream.api.v1.CatalogNode
+	1,  // 11: rpstream.api.v1.CatalogNode.role:type_name -> rpstream.api.v1.Role
+	2,  // 12: rpstream.api.v1.CatalogNode.state:type_name -> rpstream.api.v1.MemberState
+	3,  // 13: rpstream.api.v1.Streams.CreateStream:input_type -> rpstream.api.v1.CreateStreamRequest
+	5,  // 14: rpstream.api.v1.Streams.DeleteStream:input_type -> rpstream.api.v1.DeleteStreamRequest
+	7,  // 15: rpstream.api.v1.Streams.ListStreams:input_type -> rpstream.api.v1.ListStreamsRequest
+	9,  // 16: rpstream.api.v1.Streams.Append:input_type -> rpstream.api.v1.AppendRequest
+	9,  // 17: rpstream.api.v1.Streams.AppendStream:input_type -> rpstream.api.v1.AppendRequest
+	11, // 18: rpstream.api.v1.Streams.Read:input_type -> rpstream.api.v1.ReadRequest
+	14, // 19: rpstream.api.v1.Streams.Tail:input_type -> rpstream.api.v1.TailRequest
+	16, // 20: rpstream.api.v1.Streams.StreamStatus:input_type -> rpstream.api.v1.StreamStatusRequest
+	20, // 21: rpstream.api.v1.Streams.Members:input_type -> rpstream.api.v1.MembersRequest
+	24, // 22: rpstream.api.v1.Streams.ClusterStatus:input_type -> rpstream.api.v1.ClusterStatusRequest
+	27, // 23: rpstream.api.v1.Streams.ChangeVoter:input_type -> rpstream.api.v1.ChangeVoterRequest
+	4,  // 24: rpstream.api.v1.Streams.CreateStream:output_type -> rpstream.api.v1.CreateStreamResponse
+	6,  // 25: rpstream.api.v1.Streams.DeleteStream:output_type -> rpstream.api.v1.DeleteStreamResponse
+	8,  // 26: rpstream.api.v1.Streams.ListStreams:output_type -> rpstream.api.v1.ListStreamsResponse
+	10, // 27: rpstream.api.v1.Streams.Append:output_type -> rpstream.api.v1.AppendResponse
+	10, // 28: rpstream.api.v1.Streams.AppendStream:output_type -> rpstream.api.v1.AppendResponse
+	13, // 29: rpstream.api.v1.Streams.Read:output_type -> rpstream.api.v1.ReadResponse
+	15, // 30: rpstream.api.v1.Streams.Tail:output_type -> rpstream.api.v1.TailResponse
+	19, // 31: rpstream.api.v1.Streams.StreamStatus:output_type -> rpstream.api.v1.StreamStatusResponse
+	22, // 32: rpstream.api.v1.Streams.Members:output_type -> rpstream.api.v1.MembersResponse
+	25, // 33: rpstream.api.v1.Streams.ClusterStatus:output_type -> rpstream.api.v1.ClusterStatusResponse
+	28, // 34: rpstream.api.v1.Streams.ChangeVoter:output_type -> rpstream.api.v1.ChangeVoterResponse
+	24, // [24:35] is the sub-list for method output_type
+	13, // [13:24] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_api_api_proto_init() }
@@ -1755,7 +2152,7 @@ func file_api_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_api_proto_rawDesc), len(file_api_api_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   21,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -39,15 +39,17 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Streams_CreateStream_FullMethodName = "/rpstream.api.v1.Streams/CreateStream"
-	Streams_DeleteStream_FullMethodName = "/rpstream.api.v1.Streams/DeleteStream"
-	Streams_ListStreams_FullMethodName  = "/rpstream.api.v1.Streams/ListStreams"
-	Streams_Append_FullMethodName       = "/rpstream.api.v1.Streams/Append"
-	Streams_AppendStream_FullMethodName = "/rpstream.api.v1.Streams/AppendStream"
-	Streams_Read_FullMethodName         = "/rpstream.api.v1.Streams/Read"
-	Streams_Tail_FullMethodName         = "/rpstream.api.v1.Streams/Tail"
-	Streams_StreamStatus_FullMethodName = "/rpstream.api.v1.Streams/StreamStatus"
-	Streams_Members_FullMethodName      = "/rpstream.api.v1.Streams/Members"
+	Streams_CreateStream_FullMethodName  = "/rpstream.api.v1.Streams/CreateStream"
+	Streams_DeleteStream_FullMethodName  = "/rpstream.api.v1.Streams/DeleteStream"
+	Streams_ListStreams_FullMethodName   = "/rpstream.api.v1.Streams/ListStreams"
+	Streams_Append_FullMethodName        = "/rpstream.api.v1.Streams/Append"
+	Streams_AppendStream_FullMethodName  = "/rpstream.api.v1.Streams/AppendStream"
+	Streams_Read_FullMethodName          = "/rpstream.api.v1.Streams/Read"
+	Streams_Tail_FullMethodName          = "/rpstream.api.v1.Streams/Tail"
+	Streams_StreamStatus_FullMethodName  = "/rpstream.api.v1.Streams/StreamStatus"
+	Streams_Members_FullMethodName       = "/rpstream.api.v1.Streams/Members"
+	Streams_ClusterStatus_FullMethodName = "/rpstream.api.v1.Streams/ClusterStatus"
+	Streams_ChangeVoter_FullMethodName   = "/rpstream.api.v1.Streams/ChangeVoter"
 )
 
 // StreamsClient is the client API for Streams service.
@@ -81,6 +83,13 @@ type StreamsClient interface {
 	StreamStatus(ctx context.Context, in *StreamStatusRequest, opts ...grpc.CallOption) (*StreamStatusResponse, error)
 	// Members lists the cluster's members as this node knows them.
 	Members(ctx context.Context, in *MembersRequest, opts ...grpc.CallOption) (*MembersResponse, error)
+	// ClusterStatus describes the catalog's controller group and the nodes
+	// the catalog knows, as the answering node sees them.
+	ClusterStatus(ctx context.Context, in *ClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatusResponse, error)
+	// ChangeVoter promotes a node following the catalog to a controller
+	// voter, or demotes a voter to a follower without a vote (an
+	// operator's command).
+	ChangeVoter(ctx context.Context, in *ChangeVoterRequest, opts ...grpc.CallOption) (*ChangeVoterResponse, error)
 }
 
 type streamsClient struct {
@@ -193,6 +202,26 @@ func (c *streamsClient) Members(ctx context.Context, in *MembersRequest, opts ..
 	return out, nil
 }
 
+func (c *streamsClient) ClusterStatus(ctx context.Context, in *ClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClusterStatusResponse)
+	err := c.cc.Invoke(ctx, Streams_ClusterStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *streamsClient) ChangeVoter(ctx context.Context, in *ChangeVoterRequest, opts ...grpc.CallOption) (*ChangeVoterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ChangeVoterResponse)
+	err := c.cc.Invoke(ctx, Streams_ChangeVoter_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StreamsServer is the server API for Streams service.
 // All implementations must embed UnimplementedStreamsServer
 // for forward compatibility.
@@ -224,6 +253,13 @@ type StreamsServer interface {
 	StreamStatus(context.Context, *StreamStatusRequest) (*StreamStatusResponse, error)
 	// Members lists the cluster's members as this node knows them.
 	Members(context.Context, *MembersRequest) (*MembersResponse, error)
+	// ClusterStatus describes the catalog's controller group and the nodes
+	// the catalog knows, as the answering node sees them.
+	ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error)
+	// ChangeVoter promotes a node following the catalog to a controller
+	// voter, or demotes a voter to a follower without a vote (an
+	// operator's command).
+	ChangeVoter(context.Context, *ChangeVoterRequest) (*ChangeVoterResponse, error)
 	mustEmbedUnimplementedStreamsServer()
 }
 
@@ -260,6 +296,12 @@ func (UnimplementedStreamsServer) StreamStatus(context.Context, *StreamStatusReq
 }
 func (UnimplementedStreamsServer) Members(context.Context, *MembersRequest) (*MembersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Members not implemented")
+}
+func (UnimplementedStreamsServer) ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ClusterStatus not implemented")
+}
+func (UnimplementedStreamsServer) ChangeVoter(context.Context, *ChangeVoterRequest) (*ChangeVoterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ChangeVoter not implemented")
 }
 func (UnimplementedStreamsServer) mustEmbedUnimplementedStreamsServer() {}
 func (UnimplementedStreamsServer) testEmbeddedByValue()                 {}
@@ -426,6 +468,42 @@ func _Streams_Members_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Streams_ClusterStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClusterStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).ClusterStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_ClusterStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).ClusterStatus(ctx, req.(*ClusterStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Streams_ChangeVoter_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ChangeVoterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).ChangeVoter(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_ChangeVoter_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).ChangeVoter(ctx, req.(*ChangeVoterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Streams_ServiceDesc is the grpc.ServiceDesc for Streams service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -460,6 +538,14 @@ var Streams_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Members",
 			Handler:    _Streams_Members_Handler,
+		},
+		{
+			MethodName: "ClusterStatus",
+			Handler:    _Streams_ClusterStatus_Handler,
+		},
+		{
+			MethodName: "ChangeVoter",
+			Handler:    _Streams_ChangeVoter_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -68,6 +68,9 @@ type Options struct {
 	// Epoch is recorded in the header of every region this opener
 	// allocates.
 	Epoch uint64
+	// StreamID is the identity of a new stream (Create only); zero means
+	// a random one. A cluster gives a stream the id its catalog assigned.
+	StreamID uint64
 	// SpareRegions is how many regions a background goroutine keeps
 	// allocated (and prefaulted on memory-speed media) beyond the tail of a
 	// stream file, so that appends do not wait for a new region's blocks
@@ -275,7 +278,7 @@ func format(mem pmem.Memory, regionSize int, opts Options) (*Stream, error) {
 		}
 	}
 	var idb [8]byte
-	var id uint64
+	id := opts.StreamID
 	for id == 0 {
 		rand.Read(idb[:])
 		id = binary.LittleEndian.Uint64(idb[:])

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/rpstream/rpstream/catalog/catalogpb"
+	"github.com/rpstream/rpstream/catalog/controller"
 	"github.com/rpstream/rpstream/local"
 	"github.com/rpstream/rpstream/mover"
 	"github.com/rpstream/rpstream/rdma"
@@ -64,6 +66,17 @@ type Config struct {
 	// Backup makes this node a backup target: it holds copies of streams
 	// other members lead, and leads none.
 	Backup bool
+	// Catalog, if set, is this node's member of the catalog's Raft group
+	// (catalog/controller): it decides which streams exist, who leads
+	// each under which epoch and where their copies are, and the node
+	// serves by it (catalog.go). Nil runs a node alone, whose streams are
+	// its own and have no copies. The caller starts it and stops it after
+	// Shutdown.
+	Catalog *controller.Controller
+	// Control, if set, is registered on the gRPC server: the node-to-node
+	// Control service (controller.GRPC.Service), separate from the
+	// client service.
+	Control catalogpb.ControlServer
 }
 
 // DefaultConfig returns the configuration of a node keeping its data in

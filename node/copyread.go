@@ -34,7 +34,7 @@ type entryIterator interface {
 // error of acquiring stream, says this node does not lead it and the node
 // holds a copy. Each call maps the copy anew and its caller closes it.
 func (s *Server) readableCopy(stream string, err error) (*local.Copy, bool) {
-	if !errors.Is(err, ErrNoStream) || !s.replicas.has(stream) {
+	if !errors.Is(err, ErrNoStream) && !errors.Is(err, errNotHere) || !s.replicas.has(stream) {
 		return nil, false
 	}
 	path, maxSize, err := s.replicas.copyFile(stream)

@@ -85,17 +85,10 @@ func (s *Server) startLeader(name string, m meta, ls *local.Stream) (*replicate.
 
 // MemberChanged tells the node of a membership event: a member holding
 // copies that comes back is reconnected at once by the leaders writing
-// to it, and the copies this node holds for a member that joins (or is
-// updated, as one restarted quickly is) are checked with it: those of
-// streams it no longer has are set aside (orphan.go). Call it from
-// cluster.Config.OnChange.
+// to it. Call it from cluster.Config.OnChange.
 func (s *Server) MemberChanged(ev cluster.Event) {
 	// A member restarted before the others saw it die shows as an update
-	// (a new incarnation), not a join: its copies are checked then too.
-	if (ev.Kind == cluster.EventJoin || ev.Kind == cluster.EventUpdate) && ev.Member.Name != s.cfg.Name && ev.Member.ClientAddr != "" && !ev.Member.Leaving {
-		s.sweepOrphans(ev.Member.Name, ev.Member.ClientAddr)
-	}
-	// Either way the leaders writing to it reconnect at once rather than
+	// (a new incarnation), not a join: the leaders writing to it reconnect at once rather than
 	// after their retry backoff (a needless reconnect costs one
 	// connection setup).
 	if ev.Kind != cluster.EventJoin && (ev.Kind != cluster.EventUpdate || ev.Member.Leaving) {

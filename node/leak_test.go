@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"runtime"
 	"strings"
 	"sync"
@@ -17,12 +16,7 @@ import (
 
 	"github.com/rpstream/rpstream/api"
 	"github.com/rpstream/rpstream/client"
-	"github.com/rpstream/rpstream/cluster"
 	"github.com/rpstream/rpstream/mover"
-	"github.com/rpstream/rpstream/rdma"
-	"github.com/rpstream/rpstream/rdma/tcp"
-	"github.com/rpstream/rpstream/remote"
-	"github.com/rpstream/rpstream/remote/remotepb"
 )
 
 // checkNoLeaks registers, to run after every cleanup registered later
@@ -178,62 +172,6 @@ func TestShutdownReplicatedLeavesNothing(t *testing.T) {
 	nodes[0].stop(t)
 }
 
-// fixedMembers is a Membership that never changes.
-type fixedMembers []cluster.Member
-
-func (f fixedMembers) Name() string              { return "self" }
-func (f fixedMembers) Members() []cluster.Member { return f }
-
-// TestSetClusterWhileHubServes: the hub serves leaders from New on, so a
-// leader opening its copy (which looks at the membership when the copy
-// here is another leader's) may run while SetCluster does; under -race
-// this failed when SetCluster wrote Config.Cluster unguarded.
-func TestSetClusterWhileHubServes(t *testing.T) {
-	cfg := DefaultConfig(t.TempDir())
-	cfg.Name = "self"
-	cfg.RegionSize = 64 << 10
-	cfg.MaxStreamSize = 64 << 20
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	cfg.PeerAddr = "127.0.0.1:0"
-	cfg.Provider = tcp.Provider{}
-	cfg.RDMA = rdma.LoopbackConfig("node tests' cluster secret")
-	srv, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := srv.Shutdown(context.Background()); err != nil {
-			t.Error(err)
-		}
-	}()
-	// A copy held for leader a.
-	fs, err := srv.replicas.openStore("x", "a", cfg.RegionSize, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fs.Close()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.SetCluster(fixedMembers{{Name: "a"}})
-	}()
-	// Leader b asks for a copy of x: a's copy is in the way, and whether
-	// it is an orphan depends on the membership (a is not live: it is
-	// kept, and b is refused).
-	if _, err := srv.openCopy(&remotepb.OpenRequest{Stream: "x", Leader: "b", RegionSize: uint64(cfg.RegionSize), Create: true}); !errors.Is(err, remote.ErrMismatch) {
-		t.Errorf("open for another leader: %v, want ErrMismatch", err)
-	}
-	<-done
-	if l, err := srv.replicas.leader("x"); err != nil || l != "a" {
-		t.Errorf("copy of x: leader %q, %v; want a's kept", l, err)
-	}
-}
-
-// TestAppendStreamShutdownWhileWaitingForCopies: Shutdown while an
-// AppendStream call waits for the copies of a replicated stream ends the
-// call with Unavailable (a client retries the entry, by its producer
-// sequence number, elsewhere or later), not Canceled, which clients take
-// as final.
 func TestAppendStreamShutdownWhileWaitingForCopies(t *testing.T) {
 	ctx := testCtx(t)
 	nodes := startClusterNodes(t, 3, 0)
@@ -283,77 +221,6 @@ func TestAppendStreamShutdownWhileWaitingForCopies(t *testing.T) {
 	nodes[0].stop(t)
 	_, err = call.Recv()
 	wantCode(t, err, codes.Unavailable)
-}
-
-// TestShutdownCutsBackgroundCalls: a copy delete retried in the
-// background, or an orphan sweep, in flight to a member that accepts
-// connections but never answers is cut by Shutdown, which returns at once
-// rather than after the call's own timeout (lookupTimeout).
-func TestShutdownCutsBackgroundCalls(t *testing.T) {
-	for _, what := range []string{"copy delete retry", "orphan sweep"} {
-		t.Run(what, func(t *testing.T) { testShutdownCutsBackgroundCall(t, what) })
-	}
-}
-
-func testShutdownCutsBackgroundCall(t *testing.T, what string) {
-	hole, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hole.Close()
-	accepted := make(chan net.Conn, 16)
-	go func() {
-		for {
-			c, err := hole.Accept()
-			if err != nil {
-				close(accepted)
-				return
-			}
-			accepted <- c
-		}
-	}()
-	defer func() {
-		hole.Close()
-		for c := range accepted {
-			c.Close()
-		}
-	}()
-	cfg := DefaultConfig(t.TempDir())
-	cfg.Name = "self"
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	cfg.Cluster = fixedMembers{{Name: "m", State: cluster.StateAlive, Meta: cluster.Meta{ClientAddr: hole.Addr().String()}}}
-	srv, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if what == "orphan sweep" {
-		// A copy held for m, which m is asked about.
-		fs, err := srv.replicas.openStore("x", "m", cfg.RegionSize, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fs.Close()
-		srv.sweepOrphans("m", hole.Addr().String())
-	} else {
-		srv.retryDeleteCopy("m", "s", 1)
-	}
-	// The retry's delete is in flight once the member's connection is
-	// accepted (it never answers).
-	select {
-	case c := <-accepted:
-		defer c.Close()
-	case <-time.After(20 * time.Second):
-		t.Fatalf("the %s never connected", what)
-	}
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if took := time.Since(start); took >= lookupTimeout-500*time.Millisecond {
-		t.Fatalf("Shutdown took %v: it waited for the %s's timeout", took, what)
-	}
 }
 
 // TestStartAfterStopIsNotCanceled: an append that reaches the stream's

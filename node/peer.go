@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -23,7 +24,7 @@ func (s *Server) startHub() error {
 		RDMA:      rc,
 		Addr:      s.cfg.PeerAddr,
 		Open:      s.openCopy,
-		Authorize: s.replicas.authorize,
+		Authorize: s.authorize,
 	})
 	if err != nil {
 		return fmt.Errorf("node: peer address %s: %w", s.cfg.PeerAddr, err)
@@ -40,7 +41,9 @@ func (s *Server) startHub() error {
 }
 
 // openCopy is the Hub's Open: the copy of req's stream, made on a leader's
-// first connection when it asks to create it.
+// first connection when it asks to create it. With a catalog, the catalog
+// must name req.Leader as the stream's leader (by id) and this node as a
+// holder; a copy of an older stream of the name held here is replaced.
 func (s *Server) openCopy(req *remotepb.OpenRequest) (remote.RegionStore, error) {
 	if req.Leader == "" || req.Leader == s.cfg.Name {
 		return nil, fmt.Errorf("%w: writer %q cannot keep a copy of its own stream here", remote.ErrMismatch, req.Leader)
@@ -48,20 +51,18 @@ func (s *Server) openCopy(req *remotepb.OpenRequest) (remote.RegionStore, error)
 	if _, err := s.store.readMeta(req.Stream); err == nil {
 		return nil, fmt.Errorf("%w: %s leads stream %s itself", remote.ErrMismatch, s.cfg.Name, req.Stream)
 	}
-	fs, err := s.replicas.openStore(req.Stream, req.Leader, int(req.RegionSize), req.Create)
-	if req.Create {
-		if why := s.orphan(req, fs, err); why != "" {
-			if fs != nil {
-				fs.Close()
+	if s.cfg.Catalog != nil {
+		if _, err := s.checkCopy(req.Stream, req.StreamId, req.Leader); err != nil {
+			return nil, fmt.Errorf("%w: %v", remote.ErrMismatch, err)
+		}
+		if id, err := s.replicas.streamID(req.Stream); err == nil && id != req.StreamId {
+			s.log.Warn("replacing the copy of an older stream of the name", "stream", req.Stream, "old_id", id, "id", req.StreamId)
+			if err := s.dropCopy(req.Stream); err != nil {
+				return nil, err
 			}
-			to, aerr := s.replicas.setAside(req.Stream)
-			if aerr != nil {
-				return nil, aerr
-			}
-			s.log.Warn("orphan copy set aside", "stream", req.Stream, "kept_at", to, "why", why)
-			fs, err = s.replicas.openStore(req.Stream, req.Leader, int(req.RegionSize), req.Create)
 		}
 	}
+	fs, err := s.replicas.openStore(req.Stream, req.Leader, req.StreamId, int(req.RegionSize), req.Create)
 	switch {
 	case err == nil:
 		s.log.Info("serving a copy", "stream", req.Stream, "leader", req.Leader)
@@ -72,6 +73,39 @@ func (s *Server) openCopy(req *remotepb.OpenRequest) (remote.RegionStore, error)
 		return nil, fmt.Errorf("%w: %v", remote.ErrMismatch, err)
 	}
 	return nil, err
+}
+
+// authorize is the Hub's Authorize: writer may write stream name's copy
+// under epoch if the catalog names it the stream's leader under that
+// epoch (a newer epoch than this node's catalog shows is checked again
+// once it caught up), and the copy has granted no newer epoch before
+// (recorded durably first).
+func (s *Server) authorize(name string, epoch uint64, writer string) error {
+	if s.cfg.Catalog != nil {
+		id, err := s.replicas.streamID(name)
+		if err != nil {
+			return err
+		}
+		rec, err := s.checkCopy(name, id, writer)
+		if err != nil {
+			return err
+		}
+		if epoch > rec.Epoch {
+			ctx, cancel := context.WithTimeout(s.stopCtx, lookupTimeout)
+			err := s.cfg.Catalog.Barrier(ctx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("%w: epoch %d of %s is newer than the catalog here shows (%d), which cannot catch up: %v", ErrStaleEpoch, epoch, name, rec.Epoch, err)
+			}
+			if rec, err = s.checkCopy(name, id, writer); err != nil {
+				return err
+			}
+		}
+		if epoch != rec.Epoch {
+			return fmt.Errorf("%w: %s writes %s under epoch %d; the catalog granted %d", ErrStaleEpoch, writer, name, epoch, rec.Epoch)
+		}
+	}
+	return s.replicas.authorize(name, epoch, writer)
 }
 
 // dropCopy deletes the copy of stream this node holds for its leader.

@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/rpstream/rpstream/remote"
 )
@@ -27,7 +26,6 @@ import (
 
 const (
 	replicasDir = "replicas"
-	orphansDir  = "orphans"
 )
 
 // replicaMeta is a replica's meta.json.
@@ -35,6 +33,8 @@ type replicaMeta struct {
 	Leader     string `json:"leader"`
 	RegionSize int    `json:"region_size"`
 	Epoch      uint64 `json:"epoch"`
+	// StreamID is the stream's id in the catalog.
+	StreamID uint64 `json:"stream_id,omitempty"`
 }
 
 // Errors of the replica store.
@@ -48,19 +48,14 @@ var (
 // replicas is the store of the copies this node holds for other leaders.
 type replicas struct {
 	dir        string // DIR/replicas
-	orphans    string // DIR/orphans
 	maxRegions int
 
 	mu    sync.Mutex
 	metas map[string]replicaMeta
-	// opens counts, per copy, the times it was opened for a leader, so
-	// that a copy looked at before an open is not removed after it
-	// (setAsideIfLeader).
-	opens map[string]uint64
 }
 
 func openReplicas(dataDir string, maxStreamSize, regionSize int) (*replicas, error) {
-	r := &replicas{dir: filepath.Join(dataDir, replicasDir), orphans: filepath.Join(dataDir, orphansDir), metas: map[string]replicaMeta{}, opens: map[string]uint64{}}
+	r := &replicas{dir: filepath.Join(dataDir, replicasDir), metas: map[string]replicaMeta{}}
 	if maxStreamSize == 0 {
 		maxStreamSize = 64 << 30
 	}
@@ -129,7 +124,7 @@ func (r *replicas) writeMetaLocked(name string, m replicaMeta) error {
 // openStore opens (or, with create, makes) the copy of stream name that
 // leader writes, with regions of regionSize bytes. The caller (the Hub)
 // owns and closes it.
-func (r *replicas) openStore(name, leader string, regionSize int, create bool) (*remote.FileStore, error) {
+func (r *replicas) openStore(name, leader string, id uint64, regionSize int, create bool) (*remote.FileStore, error) {
 	if err := validName(name); err != nil {
 		return nil, err
 	}
@@ -142,7 +137,7 @@ func (r *replicas) openStore(name, leader string, regionSize int, create bool) (
 		if err := os.Mkdir(tmp, 0o755); err != nil {
 			return nil, fmt.Errorf("node: %w", err)
 		}
-		m = replicaMeta{Leader: leader, RegionSize: regionSize}
+		m = replicaMeta{Leader: leader, RegionSize: regionSize, StreamID: id}
 		b, _ := json.Marshal(m)
 		if err := writeFileSync(filepath.Join(tmp, metaFile), append(b, '\n')); err != nil {
 			os.RemoveAll(tmp)
@@ -159,13 +154,20 @@ func (r *replicas) openStore(name, leader string, regionSize int, create bool) (
 	case err != nil:
 		return nil, err
 	}
+	if m.StreamID != id {
+		return nil, fmt.Errorf("%w: %s holds a copy of %s (id %d), not of id %d", ErrWrongLeader, r.dir, name, m.StreamID, id)
+	}
 	if m.Leader != leader {
-		return nil, fmt.Errorf("%w: %s holds a copy of %s for %s, not %s", ErrWrongLeader, r.dir, name, m.Leader, leader)
+		// The catalog moved the stream to another leader (checkCopy): the
+		// copy is the same stream's, written by that leader from now on.
+		m.Leader = leader
+		if err := r.writeMetaLocked(name, m); err != nil {
+			return nil, err
+		}
 	}
 	if m.RegionSize != regionSize {
 		return nil, fmt.Errorf("%w: copy of %s has regions of %d bytes, the leader %d", errBadArg, name, m.RegionSize, regionSize)
 	}
-	r.opens[name]++
 	return remote.OpenFileStore(filepath.Join(r.path(name), streamFile), regionSize, r.maxRegions)
 }
 
@@ -192,6 +194,14 @@ func (r *replicas) authorize(name string, epoch uint64, writer string) error {
 	return nil
 }
 
+// streamID is the catalog id of the stream whose copy is held as name.
+func (r *replicas) streamID(name string) (uint64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, err := r.readMetaLocked(name)
+	return m.StreamID, err
+}
+
 // copyFile returns the file of stream name's copy and the most it may
 // grow to.
 func (r *replicas) copyFile(name string) (path string, maxSize int, err error) {
@@ -202,21 +212,6 @@ func (r *replicas) copyFile(name string) (path string, maxSize int, err error) {
 		return "", 0, err
 	}
 	return filepath.Join(r.path(name), streamFile), remote.SuperblockSize + r.maxRegions*m.RegionSize, nil
-}
-
-// leader is the member stream name's copy was made for.
-func (r *replicas) leader(name string) (string, error) {
-	l, _, err := r.leaderOpens(name)
-	return l, err
-}
-
-// leaderOpens is leader and the number of times the copy was opened
-// since this node started.
-func (r *replicas) leaderOpens(name string) (string, uint64, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	m, err := r.readMetaLocked(name)
-	return m.Leader, r.opens[name], err
 }
 
 // has reports whether this node holds a copy of stream name.
@@ -236,48 +231,6 @@ func (r *replicas) remove(name string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.removeLocked(name)
-}
-
-// setAsideIfLeader sets stream name's copy aside (setAside) if it was
-// made for leader and has been opened opens times (as leaderOpens said:
-// not opened since), and returns where it went ("" if it did not).
-func (r *replicas) setAsideIfLeader(name, leader string, opens uint64) (string, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	m, err := r.readMetaLocked(name)
-	if err != nil || m.Leader != leader || r.opens[name] != opens {
-		return "", nil
-	}
-	return r.setAsideLocked(name)
-}
-
-// setAside moves stream name's copy, an orphan, out of the copies into
-// DATA/orphans/NAME.TIME, and returns that path: no longer served nor in
-// the way of a new stream of the name, but kept, in case its leader said
-// it had no such stream because it lost its own data. Removing it is the
-// operator's.
-func (r *replicas) setAside(name string) (string, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.setAsideLocked(name)
-}
-
-func (r *replicas) setAsideLocked(name string) (string, error) {
-	if err := os.MkdirAll(r.orphans, 0o755); err != nil {
-		return "", fmt.Errorf("node: %w", err)
-	}
-	to := filepath.Join(r.orphans, name+"."+time.Now().UTC().Format("20060102T150405.000000000Z"))
-	delete(r.metas, name)
-	if err := os.Rename(r.path(name), to); err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return "", fmt.Errorf("%w: no copy of %s", ErrNoStream, name)
-		}
-		return "", fmt.Errorf("node: %w", err)
-	}
-	if err := syncDir(r.orphans); err != nil {
-		return "", err
-	}
-	return to, syncDir(r.dir)
 }
 
 func (r *replicas) removeLocked(name string) error {

@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rpstream/rpstream/api"
+	"github.com/rpstream/rpstream/catalog/catalogpb"
+	"github.com/rpstream/rpstream/catalog/controller"
 	"github.com/rpstream/rpstream/client"
 	"github.com/rpstream/rpstream/cluster"
 	"github.com/rpstream/rpstream/local"
@@ -25,16 +27,22 @@ import (
 )
 
 // startClusterNodes starts n Servers, each a member of one real
-// memberlist cluster on loopback, and waits until each sees them all.
+// memberlist cluster on loopback and of the catalog's Raft group (the
+// first three voters), registered, and waits until each sees them all.
 // Each serves copies for other leaders on a loopback peer address (rdma
 // over the tcp provider); the last backups of them are backup targets.
 func startClusterNodes(t *testing.T, n, backups int) []*testNode {
 	t.Helper()
 	var nodes []*testNode
 	var members []*cluster.Cluster
+	var voters []string
+	for i := range min(n, 3) {
+		voters = append(voters, fmt.Sprintf("n%d", i+1))
+	}
 	for i := range n {
 		name := fmt.Sprintf("n%d", i+1)
-		cfg := DefaultConfig(t.TempDir())
+		dir := t.TempDir()
+		cfg := DefaultConfig(dir)
 		cfg.Name = name
 		cfg.RegionSize = 64 << 10
 		cfg.MaxStreamSize = 64 << 20
@@ -54,14 +62,18 @@ func startClusterNodes(t *testing.T, n, backups int) []*testNode {
 		}
 		t.Cleanup(func() { mv.Close() })
 		cfg.Mover = mv
-		srv, err := New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
+		tn := &testNode{addr: lis.Addr().String(), served: make(chan error, 1)}
+		ctl, transport := startCatalog(t, name, dir, voters, cfg.Backup, tn)
+		cfg.Catalog, cfg.Control = ctl, transport.Service()
+		srv, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tn.srv = srv
 		ccfg := cluster.LoopbackConfig(name)
 		ccfg.ClientAddr = lis.Addr().String()
 		ccfg.PeerAddr = srv.PeerAddr()
@@ -74,6 +86,7 @@ func startClusterNodes(t *testing.T, n, backups int) []*testNode {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Shutdown() })
+		tn.members.Store(c)
 		if i > 0 {
 			if _, err := c.Join(members[0].GossipAddr()); err != nil {
 				t.Fatal(err)
@@ -81,7 +94,6 @@ func startClusterNodes(t *testing.T, n, backups int) []*testNode {
 		}
 		members = append(members, c)
 		srv.SetCluster(c)
-		tn := &testNode{srv: srv, addr: lis.Addr().String(), served: make(chan error, 1)}
 		go func() { tn.served <- srv.Serve(lis) }()
 		t.Cleanup(func() { tn.stop(t) })
 		nodes = append(nodes, tn)
@@ -95,7 +107,60 @@ func startClusterNodes(t *testing.T, n, backups int) []*testNode {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+	for _, tn := range nodes {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := tn.ctl.Register(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("register %s: %v", tn.ctl.Name(), err)
+		}
+	}
 	return nodes
+}
+
+// startCatalog starts node name's member of the catalog group (data in
+// dir/catalog), reaching the others through tn's membership; it is
+// stopped after tn's server.
+func startCatalog(t *testing.T, name, dir string, voters []string, backup bool, tn *testNode) (*controller.Controller, *controller.GRPC) {
+	t.Helper()
+	inc, err := Incarnation(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listMembers := func() []cluster.Member {
+		if c := tn.members.Load(); c != nil {
+			return c.Members()
+		}
+		return nil
+	}
+	transport := controller.NewGRPC(name, []byte("node tests' cluster secret"), func(member string) (string, bool) {
+		if member == name {
+			return tn.addr, true
+		}
+		for _, m := range listMembers() {
+			if m.Name == member && m.ClientAddr != "" {
+				return m.ClientAddr, true
+			}
+		}
+		return "", false
+	})
+	ccfg := controller.LoopbackConfig(name)
+	ccfg.Incarnation = inc
+	if backup {
+		ccfg.Role = catalogpb.Role_ROLE_BACKUP
+	}
+	ccfg.Dir = filepath.Join(dir, "catalog")
+	ccfg.Voters = voters
+	ccfg.Transport = transport
+	ccfg.Members = listMembers
+	ccfg.Logger = slog.New(slog.DiscardHandler)
+	ctl, err := controller.Start(ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.ctl = ctl
+	t.Cleanup(func() { ctl.Stop() })
+	return ctl, transport
 }
 
 func TestLeaderHints(t *testing.T) {
@@ -350,9 +415,16 @@ func TestReplicatedStream(t *testing.T) {
 	if err := oc.Delete(ctx, "r"); err != nil {
 		t.Fatal(err)
 	}
+	// Every holder removes its copy once its catalog shows the tombstone.
 	for _, tn := range nodes[1:] {
-		if _, err := os.Stat(filepath.Join(tn.srv.cfg.Dir, replicasDir, "r")); !os.IsNotExist(err) {
-			t.Errorf("copy on %s after delete: %v", tn.srv.cfg.Name, err)
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			_, err := os.Stat(filepath.Join(tn.srv.cfg.Dir, replicasDir, "r"))
+			if os.IsNotExist(err) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("copy on %s 10 s after delete: %v", tn.srv.cfg.Name, err)
+			}
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rpstream/rpstream/api"
+	"github.com/rpstream/rpstream/catalog"
+	"github.com/rpstream/rpstream/catalog/catalogpb"
+	"github.com/rpstream/rpstream/catalog/controller"
 	"github.com/rpstream/rpstream/local"
 	"github.com/rpstream/rpstream/remote"
 	"github.com/rpstream/rpstream/replicate"
@@ -33,14 +37,13 @@ type Server struct {
 	store    *store
 	replicas *replicas // copies of streams other members lead
 	grpc     *grpc.Server
-	log      interface {
-		Info(string, ...any)
-		Warn(string, ...any)
-	}
+	log      *slog.Logger
 
-	// mu guards streams and closing.
+	// mu guards streams, opening and closing.
 	mu      sync.Mutex
 	streams map[string]*stream
+	// opening has a channel per stream being opened, closed when done.
+	opening map[string]chan struct{}
 	closing bool
 	// stopCtx is cancelled when Shutdown begins, with cause ErrClosing;
 	// every stream's context derives from it.
@@ -48,11 +51,6 @@ type Server struct {
 	stopFunc context.CancelCauseFunc
 	calls    sync.WaitGroup // calls in flight
 	addr     string         // listener address, once Serve runs; under mu
-
-	// peerMu guards peers, the connections to other members' client
-	// services (leader lookups); nil after Shutdown.
-	peerMu sync.Mutex
-	peers  map[string]*grpc.ClientConn
 
 	hub     *remote.Hub   // serves copies on Config.PeerAddr; nil without
 	hubDone chan struct{} // closed when the hub's Serve returned
@@ -102,7 +100,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, store: st, replicas: reps, log: cfg.Logger, streams: make(map[string]*stream), peers: map[string]*grpc.ClientConn{}}
+	s := &Server{cfg: cfg, store: st, replicas: reps, log: cfg.Logger, streams: make(map[string]*stream), opening: map[string]chan struct{}{}}
 	s.stopCtx, s.stopFunc = context.WithCancelCause(context.Background())
 	if cfg.Cluster != nil {
 		s.membership.Store(&cfg.Cluster)
@@ -114,6 +112,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize))
 	api.RegisterStreamsServer(s.grpc, s)
+	if cfg.Control != nil {
+		catalogpb.RegisterControlServer(s.grpc, cfg.Control)
+	}
+	if cfg.Catalog != nil {
+		s.calls.Add(1)
+		go s.reconcileLoop()
+	}
 	return s, nil
 }
 
@@ -185,7 +190,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			err = cerr
 		}
 	}
-	s.closePeers()
 	if herr := s.stopHub(); herr != nil && err == nil {
 		err = herr
 	}
@@ -214,56 +218,94 @@ func (s *Server) acquire(name string) (*stream, error) {
 	if err := validName(name); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return nil, ErrClosing
-	}
-	st := s.streams[name]
-	if st == nil {
-		m, err := s.store.readMeta(name)
+	for {
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			return nil, ErrClosing
+		}
+		if st := s.streams[name]; st != nil {
+			defer s.mu.Unlock()
+			if st.gone {
+				return nil, fmt.Errorf("%w: %s", ErrNoStream, name)
+			}
+			st.refs.Add(1)
+			return st, nil
+		}
+		if ch := s.opening[name]; ch != nil {
+			// Another call opens it: wait for that.
+			s.mu.Unlock()
+			<-ch
+			continue
+		}
+		ch := make(chan struct{})
+		s.opening[name] = ch
+		s.mu.Unlock()
+		st, err := s.open(name)
+		s.mu.Lock()
+		delete(s.opening, name)
+		close(ch)
+		if err == nil && s.closing {
+			st.close()
+			err = ErrClosing
+		}
 		if err != nil {
+			s.mu.Unlock()
 			return nil, err
-		}
-		if m.replicated() {
-			// A new incarnation of the leader: a new epoch, durable
-			// before any copy is written under it.
-			m.Epoch++
-			if err := s.store.writeMeta(name, m); err != nil {
-				return nil, err
-			}
-		}
-		ls, err := s.store.open(name, m)
-		if err != nil {
-			return nil, err
-		}
-		st = &stream{name: name, meta: m, ls: ls, prod: newProducers(s.cfg.IdempotenceWindow, s.cfg.MaxProducers), quorumWait: s.cfg.QuorumWait}
-		if m.Envelope {
-			if err := st.rebuildProducers(uint64(s.cfg.IdempotenceHorizon)); err != nil {
-				ls.Close()
-				return nil, err
-			}
-		}
-		if s.cfg.Mover != nil {
-			if st.app, err = local.NewAppender(ls, s.cfg.Mover, local.AppenderOptions{MaxInFlight: appendWindow}); err != nil {
-				ls.Close()
-				return nil, err
-			}
-		}
-		if m.replicated() {
-			if st.leader, err = s.startLeader(name, m, ls); err != nil {
-				ls.Close()
-				return nil, err
-			}
 		}
 		st.ctx, st.cancel = context.WithCancelCause(s.stopCtx)
 		s.streams[name] = st
-		s.log.Info("stream opened", "stream", name, "committed", ls.Committed())
+		s.mu.Unlock()
+		s.log.Info("stream opened", "stream", name, "committed", st.ls.Committed(), "epoch", st.meta.Epoch)
 	}
-	if st.gone {
-		return nil, fmt.Errorf("%w: %s", ErrNoStream, name)
+}
+
+// open opens stream name for writing: by its meta.json alone on a node
+// without a catalog, else as the catalog has it (openLed). A first call
+// to a large stream waits for its recovery; calls to other streams do
+// not.
+func (s *Server) open(name string) (*stream, error) {
+	var m meta
+	if s.cfg.Catalog != nil {
+		rec, err := s.ledHere(name)
+		if err != nil {
+			return nil, err
+		}
+		if m, err = s.openLed(rec); err != nil {
+			return nil, err
+		}
+	} else {
+		var err error
+		if m, err = s.store.readMeta(name); err != nil {
+			return nil, err
+		}
+		if m.replicated() {
+			return nil, fmt.Errorf("%w: %s has copies on other members but this node runs without a catalog", errBadArg, name)
+		}
 	}
-	st.refs.Add(1)
+	ls, err := s.store.open(name, m)
+	if err != nil {
+		return nil, err
+	}
+	st := &stream{name: name, meta: m, ls: ls, prod: newProducers(s.cfg.IdempotenceWindow, s.cfg.MaxProducers), quorumWait: s.cfg.QuorumWait}
+	if m.Envelope {
+		if err := st.rebuildProducers(uint64(s.cfg.IdempotenceHorizon)); err != nil {
+			ls.Close()
+			return nil, err
+		}
+	}
+	if s.cfg.Mover != nil {
+		if st.app, err = local.NewAppender(ls, s.cfg.Mover, local.AppenderOptions{MaxInFlight: appendWindow}); err != nil {
+			ls.Close()
+			return nil, err
+		}
+	}
+	if m.replicated() {
+		if st.leader, err = s.startLeader(name, m, ls); err != nil {
+			ls.Close()
+			return nil, err
+		}
+	}
 	return st, nil
 }
 
@@ -377,6 +419,14 @@ func statusOf(err error) error {
 		// Another process (an embedded streamcli append) holds the
 		// stream's file for writing.
 		code = codes.FailedPrecondition
+	case errors.Is(err, errLost), errors.Is(err, controller.ErrNoController), errors.Is(err, controller.ErrStopped), errors.Is(err, controller.ErrTimeout):
+		code = codes.Unavailable
+	case errors.Is(err, catalog.ErrNotLeader), errors.Is(err, controller.ErrPlacement), errors.Is(err, ErrWrongLeader), errors.Is(err, ErrStaleEpoch):
+		code = codes.FailedPrecondition
+	case errors.Is(err, catalog.ErrExists):
+		code = codes.AlreadyExists
+	case errors.Is(err, catalog.ErrNoStream):
+		code = codes.NotFound
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):

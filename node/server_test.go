@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,16 +18,20 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rpstream/rpstream/api"
+	"github.com/rpstream/rpstream/catalog/controller"
+	"github.com/rpstream/rpstream/cluster"
 	"github.com/rpstream/rpstream/local"
 )
 
 // testNode is a Server on a loopback port and a client connected to it.
 type testNode struct {
-	srv    *Server
-	addr   string
-	conn   *grpc.ClientConn
-	c      api.StreamsClient
-	served chan error
+	srv     *Server
+	ctl     *controller.Controller
+	members atomic.Pointer[cluster.Cluster]
+	addr    string
+	conn    *grpc.ClientConn
+	c       api.StreamsClient
+	served  chan error
 }
 
 func startNode(t *testing.T, dir string) *testNode {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"slices"
-	"sort"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -56,21 +54,11 @@ func (s *Server) CreateStream(ctx context.Context, req *api.CreateStreamRequest)
 		return nil, status.Errorf(codes.Unavailable, "stream %s is being deleted", req.Stream)
 	}
 	s.mu.Unlock()
-	if s.cluster() != nil {
-		if s.cfg.Backup {
-			return nil, status.Errorf(codes.FailedPrecondition, "node %s is a backup target, which holds copies only: create streams on a stream node", s.cfg.Name)
-		}
-		if s.replicas.has(req.Stream) {
-			return nil, statusOf(fmt.Errorf("%w: %s (this node holds a copy of it)", ErrExists, req.Stream))
-		}
-		// A name another live member leads is taken too (a member that
-		// cannot be reached is not asked: see doc.go).
-		if l, err := s.findLeader(ctx, req.Stream); err == nil {
-			return nil, statusOf(fmt.Errorf("%w: %s (led by %s at %s)", ErrExists, req.Stream, l.Leader, l.LeaderAddr))
-		}
-		if err := s.place(req.Stream, &m); err != nil {
-			return nil, statusOf(err)
-		}
+	if s.cfg.Backup {
+		return nil, status.Errorf(codes.FailedPrecondition, "node %s is a backup target, which holds copies only: create streams on a stream node", s.cfg.Name)
+	}
+	if s.cfg.Catalog != nil {
+		return s.createInCatalog(ctx, req, m)
 	}
 	if err := s.store.create(req.Stream, m); err != nil {
 		return nil, statusOf(err)
@@ -89,50 +77,22 @@ func (s *Server) DeleteStream(ctx context.Context, req *api.DeleteStreamRequest)
 		return nil, statusOf(err)
 	}
 	defer s.leave()
-	if localOnly(ctx) && s.replicas.has(req.Stream) {
-		// The stream's leader deleting it: drop this node's copy, if it
-		// is of that stream.
-		if err := s.copyOf(ctx, req.Stream); err != nil {
-			return nil, status.Error(codes.FailedPrecondition, err.Error())
+	if err := validName(req.Stream); err != nil {
+		return nil, statusOf(err)
+	}
+	if s.cfg.Catalog != nil {
+		if err := s.deleteInCatalog(ctx, req.Stream); err != nil {
+			return nil, err
 		}
-		if err := s.dropCopy(req.Stream); err != nil {
-			return nil, statusOf(err)
-		}
-		s.log.Info("copy deleted", "stream", req.Stream)
 		return &api.DeleteStreamResponse{}, nil
 	}
-	st, err := s.acquire(req.Stream)
-	if err != nil {
-		return nil, s.route(ctx, req.Stream, err)
+	if _, err := s.store.readMeta(req.Stream); err != nil {
+		return nil, statusOf(err)
 	}
-	s.mu.Lock()
-	if st.gone {
-		s.mu.Unlock()
-		st.release()
-		return nil, statusOf(fmt.Errorf("%w: %s", ErrNoStream, req.Stream))
-	}
-	st.gone = true
-	s.mu.Unlock()
-	id := st.ls.StreamID()
-	st.cancel(fmt.Errorf("%w: %s deleted", ErrNoStream, req.Stream))
-	st.release()
-	st.refs.Wait()
-	err = st.close()
-	if rerr := s.store.remove(req.Stream); err == nil {
-		err = rerr
-	}
-	s.mu.Lock()
-	if s.streams != nil {
-		delete(s.streams, req.Stream)
-	}
-	s.mu.Unlock()
-	if err != nil {
+	if err := s.removeLed(req.Stream); err != nil {
 		return nil, statusOf(err)
 	}
 	s.log.Info("stream deleted", "stream", req.Stream)
-	if st.meta.replicated() && s.cluster() != nil {
-		s.deleteCopies(ctx, req.Stream, id, st.meta)
-	}
 	return &api.DeleteStreamResponse{}, nil
 }
 
@@ -141,14 +101,12 @@ func (s *Server) ListStreams(ctx context.Context, req *api.ListStreamsRequest) (
 		return nil, statusOf(err)
 	}
 	defer s.leave()
+	if s.cfg.Catalog != nil {
+		return &api.ListStreamsResponse{Streams: s.listInCatalog()}, nil
+	}
 	names, err := s.store.list()
 	if err != nil {
 		return nil, statusOf(err)
-	}
-	if s.cluster() != nil && !localOnly(ctx) {
-		names = append(names, s.clusterStreams(ctx)...)
-		sort.Strings(names)
-		names = slices.Compact(names)
 	}
 	return &api.ListStreamsResponse{Streams: names}, nil
 }

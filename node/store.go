@@ -2,6 +2,7 @@ package node
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -51,6 +52,9 @@ type meta struct {
 	Envelope bool              `json:"envelope,omitempty"`
 	Backup   string            `json:"backup,omitempty"`
 	Peers    map[string]string `json:"peers,omitempty"`
+	// StreamID is the stream's id in the catalog (and its file's); 0 for
+	// a stream of a node without a catalog.
+	StreamID uint64 `json:"stream_id,omitempty"`
 }
 
 // replicated reports whether the stream has copies on other members.
@@ -122,6 +126,12 @@ func openStore(dataDir string, maxStreamSize int) (*store, error) {
 
 func (st *store) path(name string) string { return filepath.Join(st.dir, name) }
 
+func randUint64() uint64 {
+	var b [8]byte
+	rand.Read(b[:])
+	return binary.LittleEndian.Uint64(b[:])
+}
+
 func hiddenName(name, what string) string {
 	var b [6]byte
 	rand.Read(b[:])
@@ -143,7 +153,7 @@ func (st *store) create(name string, m meta) error {
 			os.RemoveAll(tmp)
 		}
 	}()
-	s, err := local.Create(filepath.Join(tmp, streamFile), local.Options{RegionSize: m.RegionSize, MaxSize: st.maxStreamSize, Epoch: m.Epoch, SpareRegions: -1})
+	s, err := local.Create(filepath.Join(tmp, streamFile), local.Options{RegionSize: m.RegionSize, MaxSize: st.maxStreamSize, Epoch: m.Epoch, SpareRegions: -1, StreamID: m.StreamID})
 	if err != nil {
 		return err
 	}

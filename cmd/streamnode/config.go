@@ -47,6 +47,18 @@ type Config struct {
 	// Mover is the data mover engine of local appends: auto, sync, cpu
 	// or dsa.
 	Mover string `json:"mover"`
+	// Voters are the catalog's controller voters (the members of its Raft
+	// group that vote), used when the group is first formed: every member
+	// listed must be started with the same list; a member not listed
+	// follows the catalog without voting. Empty: this node alone when it
+	// joins nobody (a single node votes for itself); a node that joins an
+	// existing cluster follows it. Three voters are usual, five allowed.
+	// Later changes: streamcli cluster add-voter / remove-voter.
+	Voters []string `json:"voters"`
+	// CatalogTiming is the catalog's timing preset: default (100 ms Raft
+	// ticks, elections after 1 s, node leases of 3 s) or loopback (20 ms,
+	// 200 ms, 1 s: processes on one machine, as tests run them).
+	CatalogTiming string `json:"catalog_timing"`
 	// RegionSize is the region size of streams created without one.
 	RegionSize int `json:"region_size"`
 	// DrainTimeout bounds how long SIGTERM waits for calls in flight
@@ -81,18 +93,19 @@ func DefaultConfig() Config {
 		name = "node"
 	}
 	return Config{
-		Name:         name,
-		Data:         "rpstream-node",
-		ClientAddr:   "127.0.0.1:7420",
-		PeerAddr:     "127.0.0.1:7421",
-		GossipAddr:   "127.0.0.1:7422",
-		Role:         "node",
-		RDMA:         "auto",
-		Mover:        "auto",
-		RegionSize:   4 << 20,
-		DrainTimeout: Duration(10 * time.Second),
-		LogLevel:     "info",
-		LogFormat:    "text",
+		Name:          name,
+		Data:          "rpstream-node",
+		ClientAddr:    "127.0.0.1:7420",
+		PeerAddr:      "127.0.0.1:7421",
+		GossipAddr:    "127.0.0.1:7422",
+		Role:          "node",
+		RDMA:          "auto",
+		Mover:         "auto",
+		CatalogTiming: "default",
+		RegionSize:    4 << 20,
+		DrainTimeout:  Duration(10 * time.Second),
+		LogLevel:      "info",
+		LogFormat:     "text",
 	}
 }
 
@@ -149,6 +162,17 @@ func (c Config) Validate() error {
 		if err := validateAddr("join", j); err != nil {
 			return err
 		}
+	}
+	if len(c.Voters) > 7 {
+		return fmt.Errorf("voters: %d named; at most 7 (3 or 5 are usual)", len(c.Voters))
+	}
+	for _, v := range c.Voters {
+		if err := validateName(v); err != nil {
+			return fmt.Errorf("voters: %w", err)
+		}
+	}
+	if c.CatalogTiming != "default" && c.CatalogTiming != "loopback" {
+		return fmt.Errorf("catalog-timing %q: want default or loopback", c.CatalogTiming)
 	}
 	if c.Role != "node" && c.Role != "backup" {
 		return fmt.Errorf("role %q: want node or backup", c.Role)
@@ -210,6 +234,16 @@ var settings = []setting{
 		return nil
 	}},
 	{"role", "node or backup", str(func(c *Config) *string { return &c.Role })},
+	{"voters", "catalog controller voters when the cluster is first formed, NAME[,NAME...] (every one started with the same list); empty: this node alone, or follow the cluster it joins", func(c *Config, v string) error {
+		c.Voters = nil
+		for _, n := range strings.Split(v, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				c.Voters = append(c.Voters, n)
+			}
+		}
+		return nil
+	}},
+	{"catalog-timing", "catalog timing preset: default or loopback", str(func(c *Config) *string { return &c.CatalogTiming })},
 	{"secret", "cluster secret shared by every member (rdma authentication, gossip encryption); at least 16 bytes", str(func(c *Config) *string { return &c.Secret })},
 	{"rdma", "rdma provider: auto, tcp or verbs", str(func(c *Config) *string { return &c.RDMA })},
 	{"mover", "data mover for local appends: auto, sync, cpu or dsa", str(func(c *Config) *string { return &c.Mover })},

@@ -28,11 +28,16 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/rpstream/rpstream/catalog"
+	"github.com/rpstream/rpstream/catalog/catalogpb"
+	"github.com/rpstream/rpstream/catalog/controller"
 	"github.com/rpstream/rpstream/cluster"
 	"github.com/rpstream/rpstream/mover"
 	"github.com/rpstream/rpstream/node"
@@ -74,6 +79,63 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	provider, why := chooseProvider(cfg.RDMA)
 	log.Info("rdma provider", "provider", provider.Name(), "why", why)
 
+	inc, err := node.Incarnation(cfg.Data)
+	if err != nil {
+		log.Error("cannot read the data directory's incarnation", "err", err)
+		return 1
+	}
+	lis, err := net.Listen("tcp", cfg.ClientAddr)
+	if err != nil {
+		log.Error("cannot listen for clients", "err", err)
+		return 1
+	}
+	defer lis.Close()
+
+	// The catalog: this node's member of its Raft group. Its transport
+	// finds members' client addresses through memberlist, made below.
+	var members atomic.Pointer[cluster.Cluster]
+	listMembers := func() []cluster.Member {
+		if c := members.Load(); c != nil {
+			return c.Members()
+		}
+		return nil
+	}
+	addrOf := func(name string) (string, bool) {
+		if name == cfg.Name {
+			return lis.Addr().String(), true
+		}
+		for _, m := range listMembers() {
+			if m.Name == name && m.ClientAddr != "" {
+				return m.ClientAddr, true
+			}
+		}
+		return "", false
+	}
+	transport := controller.NewGRPC(cfg.Name, secret, addrOf)
+	ctlCfg := controller.DefaultConfig(cfg.Name)
+	if cfg.CatalogTiming == "loopback" {
+		ctlCfg = controller.LoopbackConfig(cfg.Name)
+	}
+	ctlCfg.Incarnation = inc
+	ctlCfg.Role = catalogpb.Role_ROLE_NODE
+	if cfg.Role == "backup" {
+		ctlCfg.Role = catalogpb.Role_ROLE_BACKUP
+	}
+	ctlCfg.Dir = filepath.Join(cfg.Data, "catalog")
+	ctlCfg.Voters = cfg.Voters
+	if len(ctlCfg.Voters) == 0 && len(cfg.Join) == 0 {
+		ctlCfg.Voters = []string{cfg.Name}
+	}
+	ctlCfg.Transport = transport
+	ctlCfg.Members = listMembers
+	ctlCfg.Logger = log.With("component", "catalog")
+	ctl, err := controller.Start(ctlCfg)
+	if err != nil {
+		log.Error("cannot start the catalog", "err", err)
+		return 1
+	}
+	defer ctl.Stop()
+
 	ncfg := node.DefaultConfig(cfg.Data)
 	ncfg.Name = cfg.Name
 	ncfg.RegionSize = cfg.RegionSize
@@ -83,6 +145,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	ncfg.RDMA = rdma.DefaultConfig()
 	ncfg.RDMA.Secret = secret
 	ncfg.Backup = cfg.Role == "backup"
+	ncfg.Catalog = ctl
+	ncfg.Control = transport.Service()
 	mv, err := newMover(cfg.Mover)
 	if err != nil {
 		log.Error("cannot start the data mover", "mover", cfg.Mover, "err", err)
@@ -94,12 +158,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	srv, err := node.New(ncfg)
 	if err != nil {
 		log.Error("cannot open the data directory", "err", err)
-		return 1
-	}
-	lis, err := net.Listen("tcp", cfg.ClientAddr)
-	if err != nil {
-		log.Error("cannot listen for clients", "err", err)
-		srv.Shutdown(context.Background())
 		return 1
 	}
 	role, _ := cluster.ParseRole(cfg.Role)
@@ -118,30 +176,42 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		log.Info("member "+ev.Kind.String(), "member", ev.Member.Name, "state", ev.Member.State.String(), "role", ev.Member.Role.String())
 		srv.MemberChanged(ev)
 	}
-	members, err := cluster.New(ccfg)
+	mc, err := cluster.New(ccfg)
 	if err != nil {
 		log.Error("cannot start membership", "err", err)
-		lis.Close()
 		srv.Shutdown(context.Background())
 		return 1
 	}
-	srv.SetCluster(members)
+	members.Store(mc)
+	srv.SetCluster(mc)
 	joinCtx, stopJoining := context.WithCancel(ctx)
 	joined := make(chan struct{})
 	go func() {
 		defer close(joined)
-		joinLoop(joinCtx, members, cfg.Join, log)
+		joinLoop(joinCtx, mc, cfg.Join, log)
 	}()
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
+
+	if err := register(ctx, ctl, ctlCfg.LeaseTTL, log); err != nil {
+		// Not Leave: the name may be another live node's, whose
+		// membership a leave message in this name would end.
+		log.Error("cannot join the catalog", "err", err)
+		stopJoining()
+		<-joined
+		mc.Shutdown()
+		srv.Shutdown(context.Background())
+		<-served
+		return 1
+	}
 
 	select {
 	case err := <-served:
 		log.Error("serving failed", "err", err)
 		stopJoining()
 		<-joined
-		members.Shutdown()
+		mc.Shutdown()
 		srv.Shutdown(context.Background())
 		return 1
 	case <-ctx.Done():
@@ -157,16 +227,48 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	// Drained: tell the others this member leaves, so they report it left
 	// rather than dead.
-	if lerr := members.Leave(); lerr != nil {
+	if lerr := mc.Leave(); lerr != nil {
 		log.Warn("leaving the cluster", "err", lerr)
 	}
-	members.Shutdown()
+	mc.Shutdown()
 	if err != nil {
 		log.Error("stopped with an error", "err", err)
 		return 1
 	}
 	log.Info("stopped cleanly")
 	return 0
+}
+
+// register records this node in the catalog, retrying while no
+// controller answers (the group is forming, or this node is joining it)
+// until ctx ends. A name held by another live incarnation is refused for
+// good once it stayed so for two lease periods: a node restarted on a new
+// data directory (a new incarnation) waits until the lease of the old one
+// has expired.
+func register(ctx context.Context, ctl *controller.Controller, ttl time.Duration, log *slog.Logger) error {
+	var takenSince time.Time
+	for attempt := 1; ; attempt++ {
+		err := ctl.Register(ctx)
+		if err == nil {
+			log.Info("registered in the catalog", "incarnation", fmt.Sprintf("%016x", ctl.Incarnation()), "controller", ctl.ControllerName())
+			return nil
+		}
+		if errors.Is(err, catalog.ErrNameTaken) {
+			if takenSince.IsZero() {
+				takenSince = time.Now()
+			}
+			if time.Since(takenSince) > 2*ttl {
+				return err
+			}
+		} else if attempt == 1 || attempt%10 == 0 {
+			log.Warn("cannot register in the catalog yet; retrying", "err", err, "attempt", attempt)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("stopped before registering in the catalog: %w", err)
+		case <-time.After(ttl / 4):
+		}
+	}
 }
 
 // chooseProvider is the rdma provider --rdma names; auto takes verbs when

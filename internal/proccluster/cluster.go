@@ -289,6 +289,13 @@ func (c *Cluster) args(i int) []string {
 	if len(join) > 0 {
 		a = append(a, "--join", strings.Join(join, ","))
 	}
+	// The first three stream nodes vote in the catalog; timings for one
+	// machine.
+	var voters []string
+	for j := 0; j < min(3, c.cfg.Nodes); j++ {
+		voters = append(voters, c.members[j].Name)
+	}
+	a = append(a, "--voters", strings.Join(voters, ","), "--catalog-timing", "loopback")
 	return append(a, c.cfg.Args...)
 }
 
@@ -353,11 +360,22 @@ func (c *Cluster) waitReady(ctx context.Context, i int) error {
 		var ms []*api.Member
 		ms, last = cl.Members(actx)
 		acancel()
+		if last == nil && c.cfg.SkipMembership {
+			return nil
+		}
 		if last == nil {
-			if c.cfg.SkipMembership {
-				return nil
+			last = c.converged(ms)
+		}
+		if last == nil {
+			// Registered in the catalog: it serves streams from now on.
+			actx, acancel := context.WithTimeout(ctx, time.Second)
+			var cs *api.ClusterStatusResponse
+			cs, last = cl.API().ClusterStatus(actx, &api.ClusterStatusRequest{})
+			acancel()
+			if last == nil && !cs.Registered {
+				last = fmt.Errorf("%s is not registered in the catalog yet (controller %q)", m.Name, cs.Controller)
 			}
-			if last = c.converged(ms); last == nil {
+			if last == nil {
 				return nil
 			}
 		}

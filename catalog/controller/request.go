@@ -1,0 +1,231 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/rpstream/rpstream/catalog/catalogpb"
+)
+
+// What a node asks of the catalog. Each call goes to the controller
+// (forwarded if this node is not it), waits until the command it commits
+// is applied here too, so that this node's catalog shows it, and ends
+// within Config.RequestTimeout (or ctx) with an error that says why.
+
+// request sends req to the controller, retrying while none is known or
+// reachable (the request was then never decided), and waits for its
+// command to apply here.
+func (c *Controller) request(ctx context.Context, req *pb.ControlRequest) (*pb.ControlResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	wait := c.cfg.Tick
+	for {
+		resp, err := c.Handle(ctx, req)
+		retry := false
+		switch {
+		case err != nil:
+			// Unavailable: the call did not reach a controller.
+			retry = status.Code(err) == codes.Unavailable
+		case resp.Code == pb.ErrorCode_ERROR_CODE_NO_CONTROLLER:
+			retry, err = true, errOf(resp)
+		}
+		if !retry {
+			if err != nil {
+				return nil, fmt.Errorf("controller: %w", err)
+			}
+			if resp.Index > 0 {
+				if werr := c.WaitApplied(ctx, resp.Index); werr != nil {
+					return nil, werr
+				}
+			}
+			return resp, errOf(resp)
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w within %v: %v", ErrNoController, c.cfg.RequestTimeout, err)
+		case <-c.stop:
+			return nil, ErrStopped
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+	}
+}
+
+// Register records this node's name and incarnation in the catalog. It
+// fails with an error wrapping catalog.ErrNameTaken when another live
+// incarnation holds the name; a dead one (lease expired) is replaced.
+func (c *Controller) Register(ctx context.Context) error {
+	_, err := c.request(ctx, &pb.ControlRequest{Req: &pb.ControlRequest_RegisterNode{RegisterNode: &pb.RegisterNode{
+		Name: c.cfg.Name, Incarnation: c.cfg.Incarnation, Role: c.cfg.Role}}})
+	return err
+}
+
+// CreateStream asks the controller to place and create a stream; this
+// node leads it if it is a live stream node. The stream is CREATING
+// until its leader activates it.
+func (c *Controller) CreateStream(ctx context.Context, req *pb.CreateStreamRequest) (*pb.Stream, error) {
+	req.Requester = c.cfg.Name
+	resp, err := c.request(ctx, &pb.ControlRequest{Req: &pb.ControlRequest_CreateStream{CreateStream: req}})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Stream, nil
+}
+
+// ActivateStream records that the leader made the stream's files.
+func (c *Controller) ActivateStream(ctx context.Context, name string, id uint64) error {
+	_, err := c.request(ctx, &pb.ControlRequest{Req: &pb.ControlRequest_ActivateStream{ActivateStream: &pb.ActivateStream{Name: name, StreamId: id}}})
+	return err
+}
+
+// DeleteStream turns stream name (id; 0: whichever) into a tombstone.
+func (c *Controller) DeleteStream(ctx context.Context, name string, id uint64) (*pb.Stream, error) {
+	resp, err := c.request(ctx, &pb.ControlRequest{Req: &pb.ControlRequest_DeleteStream{DeleteStream: &pb.DeleteStream{Name: name, StreamId: id}}})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Stream, nil
+}
+
+// CopyDropped records that this node removed its copy of a deleted
+// stream.
+func (c *Controller) CopyDropped(ctx context.Context, name string, id uint64) error {
+	_, err := c.request(ctx, &pb.ControlRequest{Req: &pb.ControlRequest_CopyDropped{CopyDropped: &pb.CopyDropped{Name: name, StreamId: id, Node: c.cfg.Name}}})
+	return err
+}
+
+// GrantEpoch takes the next epoch of stream name (id), which this node
+// must lead under its registered incarnation.
+func (c *Controller) GrantEpoch(ctx context.Context, name string, id uint64) (uint64, error) {
+	resp, err := c.request(ctx, &pb.ControlRequest{Req: &pb.ControlRequest_GrantEpoch{GrantEpoch: &pb.GrantEpoch{
+		Name: name, StreamId: id, Leader: c.cfg.Name, Incarnation: c.cfg.Incarnation}}})
+	if err != nil {
+		return 0, err
+	}
+	return resp.Epoch, nil
+}
+
+// AddVoter promotes node name, a follower of the catalog, to a voter;
+// RemoveVoter demotes a voter to a follower without a vote.
+func (c *Controller) AddVoter(ctx context.Context, name string) error {
+	_, err := c.request(ctx, &pb.ControlRequest{Req: &pb.ControlRequest_VoterChange{VoterChange: &pb.VoterChange{Name: name}}})
+	return err
+}
+
+func (c *Controller) RemoveVoter(ctx context.Context, name string) error {
+	_, err := c.request(ctx, &pb.ControlRequest{Req: &pb.ControlRequest_VoterChange{VoterChange: &pb.VoterChange{Name: name, Remove: true}}})
+	return err
+}
+
+// ForgetNode removes a node that holds no copy from the catalog.
+func (c *Controller) ForgetNode(ctx context.Context, name string) error {
+	_, err := c.request(ctx, &pb.ControlRequest{Req: &pb.ControlRequest_ForgetNode{ForgetNode: &pb.ForgetNode{Name: name}}})
+	return err
+}
+
+// heartbeats renews this node's lease at the controller every LeaseTTL/4
+// once it is registered, and logs a change of its state once.
+func (c *Controller) heartbeats() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.cfg.LeaseTTL / 4)
+	defer t.Stop()
+	var lastErr string
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		if n, ok := c.Node(c.cfg.Name); !ok || n.Incarnation != c.cfg.Incarnation {
+			continue // not registered (yet)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.LeaseTTL/2)
+		resp, err := c.Handle(ctx, &pb.ControlRequest{Req: &pb.ControlRequest_Heartbeat{Heartbeat: &pb.Heartbeat{Name: c.cfg.Name, Incarnation: c.cfg.Incarnation}}})
+		cancel()
+		if err == nil {
+			err = errOf(resp)
+		}
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+		}
+		if msg != lastErr {
+			if msg == "" {
+				c.log.Info("lease at the controller renewed again")
+			} else {
+				c.log.Warn("cannot renew the lease at the controller", "err", msg)
+			}
+			lastErr = msg
+		}
+	}
+}
+
+// Status is what the controller group looks like from this node.
+type Status struct {
+	Name        string
+	Incarnation uint64
+	// Controller is the Raft leader's name ("" if none known), Term its
+	// term; Commit and Applied are this node's log positions.
+	Controller string
+	Term       uint64
+	Commit     uint64
+	Applied    uint64
+	// State is this member's Raft state: leader, follower, candidate,
+	// pre-candidate; Voter says whether it votes.
+	State string
+	Voter bool
+	// Voters and Followers (non-voting) are the group's members.
+	Voters    []string
+	Followers []string
+}
+
+// Status returns the group as this node sees it.
+func (c *Controller) Status() Status {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	st := Status{
+		Name: c.cfg.Name, Incarnation: c.cfg.Incarnation, Term: c.term, Commit: c.commit, Applied: c.cat.Applied(),
+		State: stateName(c.state), Voter: slices.Contains(c.conf.GetVoters(), c.id),
+		Voters: c.namesLocked(c.conf.GetVoters()), Followers: c.namesLocked(c.conf.GetLearners()),
+	}
+	if c.lead != raft.None {
+		st.Controller = c.nameLocked(c.lead)
+	}
+	return st
+}
+
+func stateName(s raft.StateType) string {
+	switch s {
+	case raft.StateLeader:
+		return "leader"
+	case raft.StateCandidate:
+		return "candidate"
+	case raft.StatePreCandidate:
+		return "pre-candidate"
+	}
+	return "follower"
+}
+
+// LeaseLive says, on the controller, whether node name's current
+// incarnation holds a lease; elsewhere ok is false.
+func (c *Controller) LeaseLive(name string) (live, ok bool) {
+	if !c.IsController() {
+		return false, false
+	}
+	n, found := c.Node(name)
+	if !found {
+		return false, true
+	}
+	live, _ = c.leases.live(name, n.Incarnation, time.Now(), c.cfg.LeaseTTL)
+	return live, true
+}
+
+// IsNoController reports whether err says no controller could be reached.
+func IsNoController(err error) bool { return errors.Is(err, ErrNoController) }

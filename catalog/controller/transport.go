@@ -1,0 +1,308 @@
+package controller
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/rpstream/rpstream/catalog/catalogpb"
+)
+
+// Transport carries the controller group's traffic between nodes.
+type Transport interface {
+	// Attach gives the transport the controller it delivers to (once,
+	// from Start).
+	Attach(Sink)
+	// Send delivers Raft messages, best effort: it never blocks the Raft
+	// loop for long, and reports what it could not deliver to the Sink
+	// (ReportUnreachable, ReportSnapshot).
+	Send(msgs []*raftpb.Message)
+	// Forward passes a request to member name's controller (Sink.Handle
+	// there). An error with code Unavailable means it did not get there.
+	Forward(ctx context.Context, name string, req *pb.ControlRequest) (*pb.ControlResponse, error)
+	// Close stops sending and releases connections.
+	Close()
+}
+
+// Sink is what a transport delivers to: the Controller.
+type Sink interface {
+	NameOf(id uint64) (string, bool)
+	Receive(ctx context.Context, from string, msgs []*raftpb.Message) error
+	ReportUnreachable(id uint64)
+	ReportSnapshot(id uint64, failed bool)
+	Handle(ctx context.Context, req *pb.ControlRequest) (*pb.ControlResponse, error)
+}
+
+var _ Sink = (*Controller)(nil)
+
+// GRPC is the Transport over the Control gRPC service, which every node
+// serves beside its client service (Service). Calls carry a token derived
+// from the cluster's secret; a call without the right one is refused
+// (Unauthenticated).
+type GRPC struct {
+	self    string
+	addrOf  func(name string) (string, bool)
+	token   string
+	maxSize int
+
+	mu    sync.Mutex
+	sink  Sink
+	peers map[string]*grpcPeer // by member name
+	conns map[string]*grpc.ClientConn
+	done  bool
+	wg    sync.WaitGroup
+}
+
+var _ Transport = (*GRPC)(nil)
+
+// tokenKey is the metadata key of the control token.
+const tokenKey = "rpstream-control-token"
+
+// NewGRPC returns a transport for member self that reaches member name at
+// addrOf(name) (its client address), authenticating with secret.
+func NewGRPC(self string, secret []byte, addrOf func(name string) (string, bool)) *GRPC {
+	sum := sha256.Sum256(append([]byte("rpstream control token\x00"), secret...))
+	return &GRPC{self: self, addrOf: addrOf, token: hex.EncodeToString(sum[:]), maxSize: 64 << 20,
+		peers: map[string]*grpcPeer{}, conns: map[string]*grpc.ClientConn{}}
+}
+
+func (t *GRPC) Attach(s Sink) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.sink = s
+}
+
+// grpcPeer sends Raft messages to one member from its own goroutine, so
+// that a slow or dead member delays nobody else.
+type grpcPeer struct {
+	name string
+	q    chan *raftpb.Message
+	stop chan struct{}
+}
+
+func (t *GRPC) Send(msgs []*raftpb.Message) {
+	for _, m := range msgs {
+		t.mu.Lock()
+		sink, done := t.sink, t.done
+		t.mu.Unlock()
+		if done || sink == nil {
+			return
+		}
+		name, ok := sink.NameOf(m.GetTo())
+		if !ok {
+			sink.ReportUnreachable(m.GetTo())
+			continue
+		}
+		p := t.peer(name)
+		if p == nil {
+			return
+		}
+		select {
+		case p.q <- m:
+		default:
+			// Full: Raft sends again.
+			sink.ReportUnreachable(m.GetTo())
+			if m.GetType() == raftpb.MsgSnap {
+				sink.ReportSnapshot(m.GetTo(), true)
+			}
+		}
+	}
+}
+
+func (t *GRPC) peer(name string) *grpcPeer {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.done {
+		return nil
+	}
+	if p := t.peers[name]; p != nil {
+		return p
+	}
+	p := &grpcPeer{name: name, q: make(chan *raftpb.Message, 1024), stop: make(chan struct{})}
+	t.peers[name] = p
+	t.wg.Add(1)
+	go t.sendLoop(p)
+	return p
+}
+
+// sendLoop sends what is queued for p, as batches.
+func (t *GRPC) sendLoop(p *grpcPeer) {
+	defer t.wg.Done()
+	for {
+		var batch []*raftpb.Message
+		select {
+		case <-p.stop:
+			return
+		case m := <-p.q:
+			batch = append(batch, m)
+		}
+	more:
+		for len(batch) < 256 {
+			select {
+			case m := <-p.q:
+				batch = append(batch, m)
+			default:
+				break more
+			}
+		}
+		err := t.sendBatch(p.name, batch)
+		t.mu.Lock()
+		sink := t.sink
+		t.mu.Unlock()
+		for _, m := range batch {
+			if err != nil {
+				sink.ReportUnreachable(m.GetTo())
+			}
+			if m.GetType() == raftpb.MsgSnap {
+				sink.ReportSnapshot(m.GetTo(), err != nil)
+			}
+		}
+	}
+}
+
+func (t *GRPC) sendBatch(name string, batch []*raftpb.Message) error {
+	cc, err := t.conn(name)
+	if err != nil {
+		return err
+	}
+	rb := &pb.RaftBatch{From: t.self}
+	for _, m := range batch {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			return err
+		}
+		rb.Messages = append(rb.Messages, b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = pb.NewControlClient(cc).Raft(t.outgoing(ctx), rb)
+	return err
+}
+
+func (t *GRPC) outgoing(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, tokenKey, t.token)
+}
+
+// conn is a connection to member name's current address.
+func (t *GRPC) conn(name string) (*grpc.ClientConn, error) {
+	addr, ok := t.addrOf(name)
+	if !ok {
+		return nil, status.Errorf(codes.Unavailable, "controller: no address known for member %s", name)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.done {
+		return nil, status.Error(codes.Unavailable, ErrStopped.Error())
+	}
+	if cc := t.conns[addr]; cc != nil {
+		return cc, nil
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(t.maxSize), grpc.MaxCallSendMsgSize(t.maxSize)))
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "controller: %s at %s: %v", name, addr, err)
+	}
+	t.conns[addr] = cc
+	return cc, nil
+}
+
+func (t *GRPC) Forward(ctx context.Context, name string, req *pb.ControlRequest) (*pb.ControlResponse, error) {
+	cc, err := t.conn(name)
+	if err != nil {
+		return nil, err
+	}
+	return pb.NewControlClient(cc).Forward(t.outgoing(ctx), req)
+}
+
+func (t *GRPC) Close() {
+	t.mu.Lock()
+	if t.done {
+		t.mu.Unlock()
+		return
+	}
+	t.done = true
+	for _, p := range t.peers {
+		close(p.stop)
+	}
+	conns := t.conns
+	t.mu.Unlock()
+	t.wg.Wait()
+	for _, cc := range conns {
+		cc.Close()
+	}
+}
+
+// Service is the Control gRPC service of this transport's controller,
+// to register on the node's gRPC server.
+func (t *GRPC) Service() pb.ControlServer { return &controlService{t: t} }
+
+type controlService struct {
+	pb.UnimplementedControlServer
+	t *GRPC
+}
+
+func (s *controlService) check(ctx context.Context) (Sink, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	got := md.Get(tokenKey)
+	if len(got) != 1 || subtle.ConstantTimeCompare([]byte(got[0]), []byte(s.t.token)) != 1 {
+		return nil, status.Error(codes.Unauthenticated, "control: missing or wrong cluster token (is this member started with the cluster's secret?)")
+	}
+	s.t.mu.Lock()
+	sink := s.t.sink
+	s.t.mu.Unlock()
+	if sink == nil {
+		return nil, status.Error(codes.Unavailable, "control: the catalog is not started yet")
+	}
+	return sink, nil
+}
+
+// maxRaftBatch bounds the messages of one RaftBatch.
+const maxRaftBatch = 4096
+
+func (s *controlService) Raft(ctx context.Context, b *pb.RaftBatch) (*pb.RaftAck, error) {
+	sink, err := s.check(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(b.Messages) > maxRaftBatch {
+		return nil, status.Errorf(codes.InvalidArgument, "control: %d Raft messages in one batch, at most %d", len(b.Messages), maxRaftBatch)
+	}
+	msgs := make([]*raftpb.Message, 0, len(b.Messages))
+	for i, raw := range b.Messages {
+		m := &raftpb.Message{}
+		if err := proto.Unmarshal(raw, m); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "control: Raft message %d from %q is malformed: %v", i, b.From, err)
+		}
+		msgs = append(msgs, m)
+	}
+	if err := sink.Receive(ctx, b.From, msgs); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return &pb.RaftAck{}, nil
+}
+
+func (s *controlService) Forward(ctx context.Context, req *pb.ControlRequest) (*pb.ControlResponse, error) {
+	sink, err := s.check(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if req.Hops > maxHops {
+		return nil, status.Errorf(codes.InvalidArgument, "control: request forwarded %d times", req.Hops)
+	}
+	return sink.Handle(ctx, req)
+}
+
+// String names the transport in logs.
+func (t *GRPC) String() string { return fmt.Sprintf("grpc control transport of %s", t.self) }

@@ -1,0 +1,569 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rpstream/rpstream/api"
+	"github.com/rpstream/rpstream/catalog"
+	pb "github.com/rpstream/rpstream/catalog/catalogpb"
+	"github.com/rpstream/rpstream/catalog/controller"
+)
+
+// A node in a cluster serves streams by the catalog (Config.Catalog, a
+// member of the catalog's Raft group): the catalog says which streams
+// exist, which node leads each under which epoch, and where the copies
+// are; this node only acts on what it says. It creates the files of the
+// streams it leads, takes a new epoch from the catalog each time it opens
+// one, refuses a copy's writer that the catalog does not name, and
+// removes the files of deleted streams (reconcile).
+
+// lookupTimeout bounds what a call asks of the catalog beyond its own
+// view: a read barrier, an epoch, an activation.
+const lookupTimeout = 5 * time.Second
+
+// errNotHere says the catalog names another leader for a stream; route
+// turns it into a leader hint.
+var errNotHere = errors.New("node: stream led by another node")
+
+// errLost says this node leads a stream in the catalog but does not hold
+// its files (its data directory was lost or replaced).
+var errLost = errors.New("node: this node leads the stream but holds no copy of it")
+
+// catalogStatus maps a controller error to the client's gRPC status.
+func catalogStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Internal
+	switch {
+	case errors.Is(err, catalog.ErrExists):
+		code = codes.AlreadyExists
+	case errors.Is(err, catalog.ErrNoStream):
+		code = codes.NotFound
+	case errors.Is(err, catalog.ErrInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, controller.ErrPlacement), errors.Is(err, catalog.ErrNotLeader), errors.Is(err, catalog.ErrUnknownNode):
+		code = codes.FailedPrecondition
+	case errors.Is(err, controller.ErrNoController), errors.Is(err, controller.ErrStopped), errors.Is(err, controller.ErrTimeout):
+		code = codes.Unavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	}
+	return status.Error(code, err.Error())
+}
+
+func acksOf(a api.AckPolicy) pb.Acks {
+	switch a {
+	case api.AckPolicy_ACK_POLICY_LEADER:
+		return pb.Acks_ACKS_LEADER
+	case api.AckPolicy_ACK_POLICY_ALL:
+		return pb.Acks_ACKS_ALL
+	}
+	return pb.Acks_ACKS_QUORUM
+}
+
+// createInCatalog creates stream req.Stream through the catalog and, when
+// this node leads it, its files; it answers with the stream's status.
+func (s *Server) createInCatalog(ctx context.Context, req *api.CreateStreamRequest, m meta) (*api.CreateStreamResponse, error) {
+	rec, err := s.cfg.Catalog.CreateStream(ctx, &pb.CreateStreamRequest{
+		Name: req.Stream, Replicas: m.Replicas, Acks: acksOf(req.Acks), RegionSize: uint64(m.RegionSize)})
+	if err != nil {
+		return nil, catalogStatus(err)
+	}
+	s.log.Info("stream created", "stream", req.Stream, "id", rec.Id, "leader", rec.Leader, "copies", copyNames(rec), "replicas", m.Replicas, "acks", m.Acks)
+	if rec.Leader != s.cfg.Name {
+		return &api.CreateStreamResponse{Status: s.recordStatus(rec)}, nil
+	}
+	st, err := s.acquire(req.Stream)
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	defer st.release()
+	return &api.CreateStreamResponse{Status: s.statusOfStream(st)}, nil
+}
+
+func copyNames(rec *pb.Stream) []string {
+	var out []string
+	for _, cp := range rec.Copies {
+		out = append(out, cp.Node)
+	}
+	return out
+}
+
+// realize makes the files of stream rec, which this node leads and the
+// catalog holds as creating, and marks it active. Files already made
+// (a crash before the activation) are kept.
+func (s *Server) realize(ctx context.Context, rec *pb.Stream) error {
+	m, err := s.store.readMeta(rec.Name)
+	switch {
+	case err == nil && m.StreamID == rec.Id:
+	case err == nil:
+		// Files of an older stream of the name, deleted while this node
+		// was down.
+		s.log.Warn("removing the files of an older stream of the name", "stream", rec.Name, "old_id", m.StreamID, "id", rec.Id)
+		if err := s.store.remove(rec.Name); err != nil {
+			return err
+		}
+		fallthrough
+	case errors.Is(err, ErrNoStream):
+		m = meta{Replicas: rec.Replicas, Acks: catalog.AcksName(rec.Acks), RegionSize: int(rec.RegionSize), Created: time.Unix(0, rec.Created).UTC(), Envelope: true, StreamID: rec.Id}
+		if err := s.store.create(rec.Name, m); err != nil {
+			return err
+		}
+	default:
+		return err
+	}
+	if rec.State == pb.StreamState_STREAM_STATE_CREATING {
+		return s.cfg.Catalog.ActivateStream(ctx, rec.Name, rec.Id)
+	}
+	return nil
+}
+
+// openLed prepares the opening of stream name, which the catalog says
+// this node leads: its files made if the stream is new, and for a
+// replicated stream a new epoch granted by the catalog. It returns the
+// stream's meta as it is to be opened.
+func (s *Server) openLed(rec *pb.Stream) (meta, error) {
+	ctx, cancel := context.WithTimeout(s.stopCtx, lookupTimeout)
+	defer cancel()
+	if rec.State == pb.StreamState_STREAM_STATE_CREATING {
+		if err := s.realize(ctx, rec); err != nil {
+			return meta{}, err
+		}
+	}
+	m, err := s.store.readMeta(rec.Name)
+	if errors.Is(err, ErrNoStream) || err == nil && m.StreamID != rec.Id {
+		return meta{}, fmt.Errorf("%w: %s (id %d): its files are missing or of another stream here", errLost, rec.Name, rec.Id)
+	}
+	if err != nil {
+		return meta{}, err
+	}
+	m.Followers, m.Backup, m.Peers = nil, "", nil
+	for _, cp := range rec.Copies[1:] {
+		if cp.Backup {
+			m.Backup = cp.Node
+		} else {
+			m.Followers = append(m.Followers, cp.Node)
+		}
+	}
+	// A new incarnation of the leader: a new epoch, granted by the catalog
+	// before any copy is written under it (and recorded in the regions
+	// this incarnation allocates).
+	{
+		if m.Epoch, err = s.cfg.Catalog.GrantEpoch(ctx, rec.Name, rec.Id); err != nil {
+			return meta{}, fmt.Errorf("node: %s: taking a new epoch: %w", rec.Name, err)
+		}
+	}
+	return m, nil
+}
+
+// ledHere looks stream name up in the catalog: its record if this node
+// leads it, else an error for route (errNotHere with the record, or
+// ErrNoStream).
+func (s *Server) ledHere(name string) (*pb.Stream, error) {
+	rec, ok := s.cfg.Catalog.Stream(name)
+	if !ok || !catalog.Live(rec.State) {
+		return nil, fmt.Errorf("%w: %s", ErrNoStream, name)
+	}
+	if rec.Leader != s.cfg.Name {
+		return nil, fmt.Errorf("%w: %s is led by %s", errNotHere, name, rec.Leader)
+	}
+	return rec, nil
+}
+
+// routeCatalog turns err, an error of opening stream here, into what the
+// client needs: a leader hint when another node leads it, Unavailable
+// with the last known leader when that leader is down, NotFound only
+// when the catalog has no such stream.
+func (s *Server) routeCatalog(stream string, err error) error {
+	if !errors.Is(err, errNotHere) {
+		return statusOf(err)
+	}
+	rec, ok := s.cfg.Catalog.Stream(stream)
+	if !ok || !catalog.Live(rec.State) {
+		return statusOf(fmt.Errorf("%w: %s", ErrNoStream, stream))
+	}
+	addr, live := s.memberAddr(rec.Leader)
+	hint := &api.StreamStatusResponse{Leader: rec.Leader, LeaderAddr: addr, Epoch: rec.Epoch}
+	if !live {
+		st := status.New(codes.Unavailable, fmt.Sprintf("stream %s: its leader %s (epoch %d, last at %s) is down; copies on %v keep serving reads up to what they hold", stream, rec.Leader, rec.Epoch, orUnknown(addr), copyNames(rec)[1:]))
+		if d, err := st.WithDetails(&api.NotLeader{Leader: rec.Leader, LeaderAddr: addr, Epoch: rec.Epoch}); err == nil {
+			st = d
+		}
+		return st.Err()
+	}
+	return notLeader(stream, hint)
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "an unknown address"
+	}
+	return s
+}
+
+// memberAddr is member name's client address and whether memberlist
+// holds it live.
+func (s *Server) memberAddr(name string) (string, bool) {
+	c := s.cluster()
+	if c == nil {
+		return "", false
+	}
+	for _, m := range c.Members() {
+		if m.Name == name {
+			return m.ClientAddr, m.State.Live() && m.ClientAddr != ""
+		}
+	}
+	return "", false
+}
+
+// recordStatus describes a stream this node does not lead, from the
+// catalog alone.
+func (s *Server) recordStatus(rec *pb.Stream) *api.StreamStatusResponse {
+	addr, _ := s.memberAddr(rec.Leader)
+	return &api.StreamStatusResponse{
+		Stream: rec.Name, Leader: rec.Leader, LeaderAddr: addr, Epoch: rec.Epoch, Replicas: rec.Replicas,
+		Acks: ackPolicy(catalog.AcksName(rec.Acks)), RegionSize: rec.RegionSize, UnderReplicated: rec.Replicas > 1,
+	}
+}
+
+// listInCatalog names the live streams of the catalog, sorted.
+func (s *Server) listInCatalog() []string {
+	var names []string
+	for _, rec := range s.cfg.Catalog.Streams() {
+		if catalog.Live(rec.State) {
+			names = append(names, rec.Name)
+		}
+	}
+	return names
+}
+
+// deleteInCatalog turns stream name into a tombstone and removes this
+// node's files of it at once; the other holders remove theirs when their
+// catalog shows the tombstone (reconcile), now or when they come back.
+func (s *Server) deleteInCatalog(ctx context.Context, name string) error {
+	rec, err := s.cfg.Catalog.DeleteStream(ctx, name, 0)
+	if err != nil {
+		return catalogStatus(err)
+	}
+	s.log.Info("stream deleted", "stream", name, "id", rec.Id)
+	s.reconcile(ctx, false)
+	// The live holders drop their copies within moments; one that is
+	// down does when it is back. Wait a little for the first, not the
+	// second.
+	for deadline := time.Now().Add(deleteWait); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(20 * time.Millisecond) {
+		if r, ok := s.cfg.Catalog.Stream(name); !ok || r.Id != rec.Id || r.State == pb.StreamState_STREAM_STATE_DELETED {
+			break
+		}
+	}
+	return nil
+}
+
+// deleteWait is how long DeleteStream waits for the copies' holders to
+// drop them before it answers (they drop them later otherwise).
+const deleteWait = 2 * time.Second
+
+// reconcileEvery is how often the node compares its files with the
+// catalog when nothing changed.
+const reconcileEvery = 2 * time.Second
+
+// reconcileLoop runs reconcile whenever the catalog changes, and every
+// reconcileEvery, until Shutdown.
+func (s *Server) reconcileLoop() {
+	defer s.leave()
+	t := time.NewTicker(reconcileEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopCtx.Done():
+			return
+		case <-s.cfg.Catalog.Changed():
+		case <-t.C:
+		}
+		s.reconcile(s.stopCtx, true)
+	}
+}
+
+// reconcile makes this node's files agree with the catalog: streams it
+// leads that are still being created are made; its streams and copies of
+// deleted streams are closed and removed, and each removal of a copy the
+// catalog waits for is recorded (CopyDropped). Only files the catalog
+// knows of are ever removed: a stream or copy of a name the catalog has
+// never held (data from before the catalog) is left alone. Before it
+// removes anything it makes sure its view of the catalog is current
+// (Barrier); when no controller answers, it removes nothing.
+func (s *Server) reconcile(ctx context.Context, create bool) {
+	ctl := s.cfg.Catalog
+	recs := map[string]*pb.Stream{}
+	for _, rec := range ctl.Streams() {
+		recs[rec.Name] = rec
+	}
+	if create {
+		for _, rec := range recs {
+			if rec.State == pb.StreamState_STREAM_STATE_CREATING && rec.Leader == s.cfg.Name {
+				if st, err := s.acquire(rec.Name); err != nil {
+					s.log.Warn("cannot make a stream this node leads", "stream", rec.Name, "err", err)
+				} else {
+					st.release()
+				}
+			}
+		}
+	}
+	// What is here and should not be.
+	var goneStreams, goneCopies []string
+	names, _ := s.store.list()
+	for _, name := range names {
+		if m, err := s.store.readMeta(name); err == nil && stale(recs[name], m.StreamID, s.cfg.Name) {
+			goneStreams = append(goneStreams, name)
+		}
+	}
+	for _, name := range s.replicas.list() {
+		if id, err := s.replicas.streamID(name); err == nil && stale(recs[name], id, s.cfg.Name) {
+			goneCopies = append(goneCopies, name)
+		}
+	}
+	var owed []*pb.Stream
+	for _, rec := range recs {
+		if rec.State == pb.StreamState_STREAM_STATE_DELETING && slices.Contains(rec.PendingDrop, s.cfg.Name) {
+			owed = append(owed, rec)
+		}
+	}
+	if len(goneStreams)+len(goneCopies)+len(owed) == 0 {
+		return
+	}
+	if err := ctl.Barrier(ctx); err != nil {
+		s.log.Debug("catalog not current; removing nothing now", "err", err)
+		return
+	}
+	recs = map[string]*pb.Stream{}
+	for _, rec := range ctl.Streams() {
+		recs[rec.Name] = rec
+	}
+	for _, name := range goneStreams {
+		if m, err := s.store.readMeta(name); err == nil && stale(recs[name], m.StreamID, s.cfg.Name) {
+			if err := s.removeLed(name); err != nil {
+				s.log.Warn("cannot remove a deleted stream", "stream", name, "err", err)
+			}
+		}
+	}
+	for _, name := range goneCopies {
+		if id, err := s.replicas.streamID(name); err == nil && stale(recs[name], id, s.cfg.Name) {
+			if err := s.dropCopy(name); err != nil && !errors.Is(err, ErrNoStream) {
+				s.log.Warn("cannot remove the copy of a deleted stream", "stream", name, "err", err)
+			} else {
+				s.log.Info("copy of a deleted stream removed", "stream", name, "id", id)
+			}
+		}
+	}
+	for _, rec := range recs {
+		if rec.State != pb.StreamState_STREAM_STATE_DELETING || !slices.Contains(rec.PendingDrop, s.cfg.Name) {
+			continue
+		}
+		if m, err := s.store.readMeta(rec.Name); err == nil && m.StreamID == rec.Id {
+			continue // not removed (an error above)
+		}
+		if id, err := s.replicas.streamID(rec.Name); err == nil && id == rec.Id {
+			continue
+		}
+		if err := ctl.CopyDropped(ctx, rec.Name, rec.Id); err != nil {
+			s.log.Debug("cannot record a dropped copy yet", "stream", rec.Name, "err", err)
+		}
+	}
+}
+
+// stale says whether files of stream id held here should go: the catalog
+// has a record of the name, and it is a tombstone of this id, or a
+// stream of another id, or one this node holds no copy of.
+func stale(rec *pb.Stream, id uint64, self string) bool {
+	switch {
+	case rec == nil:
+		return false // never in the catalog: left alone
+	case rec.Id != id:
+		return true
+	case !catalog.Live(rec.State):
+		return true
+	}
+	holds, _ := catalog.HolderOf(rec, self, 0)
+	return !holds
+}
+
+// removeLed closes stream name if it is open (its calls end with
+// NotFound) and removes its files.
+func (s *Server) removeLed(name string) error {
+	s.mu.Lock()
+	st := s.streams[name]
+	if st != nil && st.gone {
+		s.mu.Unlock()
+		return nil
+	}
+	if st != nil {
+		st.gone = true
+	}
+	s.mu.Unlock()
+	if st != nil {
+		st.cancel(fmt.Errorf("%w: %s deleted", ErrNoStream, name))
+		st.refs.Wait()
+		if err := st.close(); err != nil {
+			s.log.Warn("closing a deleted stream", "stream", name, "err", err)
+		}
+	}
+	err := s.store.remove(name)
+	s.mu.Lock()
+	if s.streams != nil && s.streams[name] == st {
+		delete(s.streams, name)
+	}
+	s.mu.Unlock()
+	if err == nil {
+		s.log.Info("deleted stream's files removed", "stream", name)
+	}
+	if errors.Is(err, ErrNoStream) {
+		return nil
+	}
+	return err
+}
+
+// checkCopy says whether writer may keep stream name's copy (id) here as
+// the catalog has it; if this node's catalog does not show it yet, it
+// catches up first (Barrier) and looks again.
+func (s *Server) checkCopy(name string, id uint64, writer string) (*pb.Stream, error) {
+	look := func() (*pb.Stream, error) {
+		rec, ok := s.cfg.Catalog.Stream(name)
+		switch {
+		case !ok || !catalog.Live(rec.State):
+			return nil, fmt.Errorf("%w: %s is not a stream of the catalog", ErrNoStream, name)
+		case id != 0 && rec.Id != id:
+			return nil, fmt.Errorf("%w: %s has id %d in the catalog, not %d", ErrWrongLeader, name, rec.Id, id)
+		case rec.Leader != writer:
+			return nil, fmt.Errorf("%w: the catalog names %s as %s's leader, not %s", ErrWrongLeader, rec.Leader, name, writer)
+		}
+		if holds, _ := catalog.HolderOf(rec, s.cfg.Name, 0); !holds {
+			return nil, fmt.Errorf("%w: the catalog places no copy of %s on %s", ErrWrongLeader, name, s.cfg.Name)
+		}
+		return rec, nil
+	}
+	rec, err := look()
+	if err == nil {
+		return rec, nil
+	}
+	ctx, cancel := context.WithTimeout(s.stopCtx, lookupTimeout)
+	defer cancel()
+	if berr := s.cfg.Catalog.Barrier(ctx); berr != nil {
+		return nil, fmt.Errorf("%v (and the catalog cannot be brought up to date: %v)", err, berr)
+	}
+	return look()
+}
+
+// incarnationFile keeps a data directory's incarnation.
+const incarnationFile = "incarnation"
+
+// Incarnation returns the incarnation of data directory dir, made (random,
+// never 0) and kept durably on first use: a node started on a new or
+// wiped directory is a new incarnation to the catalog.
+func Incarnation(dir string) (uint64, error) {
+	path := filepath.Join(dir, incarnationFile)
+	b, err := os.ReadFile(path)
+	if err == nil {
+		var v uint64
+		if _, serr := fmt.Sscanf(string(b), "%016x\n", &v); serr != nil || v == 0 {
+			return 0, fmt.Errorf("node: %s is damaged (%q): remove it only if this directory's data is to be treated as new", path, b)
+		}
+		return v, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return 0, fmt.Errorf("node: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, fmt.Errorf("node: %w", err)
+	}
+	var v uint64
+	for v == 0 {
+		v = randUint64()
+	}
+	tmp := path + ".new"
+	os.Remove(tmp)
+	if err := writeFileSync(tmp, fmt.Appendf(nil, "%016x\n", v)); err != nil {
+		return 0, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return 0, fmt.Errorf("node: %w", err)
+	}
+	return v, syncDir(dir)
+}
+
+// ClusterStatus describes the catalog's group and nodes as this node
+// sees them.
+func (s *Server) ClusterStatus(ctx context.Context, req *api.ClusterStatusRequest) (*api.ClusterStatusResponse, error) {
+	if err := s.enter(); err != nil {
+		return nil, statusOf(err)
+	}
+	defer s.leave()
+	ctl := s.cfg.Catalog
+	if ctl == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "node %s runs alone, without a catalog", s.cfg.Name)
+	}
+	st := ctl.Status()
+	r := &api.ClusterStatusResponse{
+		Node: s.cfg.Name, Controller: st.Controller, Term: st.Term, Commit: st.Commit, Applied: st.Applied,
+		RaftState: st.State, Voters: st.Voters, Followers: st.Followers, Streams: uint32(len(s.listInCatalog())),
+	}
+	members := map[string]*api.Member{}
+	if s.cluster() != nil {
+		for _, m := range s.clusterMembers() {
+			members[m.Name] = m
+		}
+	}
+	for _, n := range ctl.Nodes() {
+		cn := &api.CatalogNode{
+			Name: n.Name, Incarnation: fmt.Sprintf("%016x", n.Incarnation), Role: api.Role_ROLE_NODE,
+			State: api.MemberState_MEMBER_STATE_DEAD, Voter: slices.Contains(st.Voters, n.Name), Follower: slices.Contains(st.Followers, n.Name),
+		}
+		if n.Role == pb.Role_ROLE_BACKUP {
+			cn.Role = api.Role_ROLE_BACKUP
+		}
+		if m := members[n.Name]; m != nil {
+			cn.State, cn.ClientAddr = m.State, m.ClientAddr
+		}
+		if n.Name == s.cfg.Name {
+			r.Registered = n.Incarnation == ctl.Incarnation()
+			cn.State = api.MemberState_MEMBER_STATE_ALIVE
+		}
+		r.Nodes = append(r.Nodes, cn)
+	}
+	return r, nil
+}
+
+// ChangeVoter promotes or demotes a controller voter.
+func (s *Server) ChangeVoter(ctx context.Context, req *api.ChangeVoterRequest) (*api.ChangeVoterResponse, error) {
+	if err := s.enter(); err != nil {
+		return nil, statusOf(err)
+	}
+	defer s.leave()
+	if s.cfg.Catalog == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "node %s runs alone, without a catalog", s.cfg.Name)
+	}
+	var err error
+	if req.Remove {
+		err = s.cfg.Catalog.RemoveVoter(ctx, req.Node)
+	} else {
+		err = s.cfg.Catalog.AddVoter(ctx, req.Node)
+	}
+	if err != nil {
+		return nil, catalogStatus(err)
+	}
+	s.log.Info("controller voters changed", "node", req.Node, "removed", req.Remove)
+	return &api.ChangeVoterResponse{}, nil
+}
