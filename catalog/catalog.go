@@ -200,7 +200,7 @@ func (c *Catalog) create(index uint64, now int64, op *pb.CreateStream) (*pb.Stre
 	}
 	s := &pb.Stream{
 		Name: op.Name, Id: index, Replicas: op.Replicas, Acks: op.Acks, RegionSize: op.RegionSize,
-		Leader: op.Copies[0].Node, State: pb.StreamState_STREAM_STATE_CREATING, Created: now,
+		Leader: op.Copies[0].Node, State: pb.StreamState_STREAM_STATE_CREATING, Created: now, CreateRequest: op.RequestId,
 	}
 	for _, cp := range op.Copies {
 		s.Copies = append(s.Copies, proto.Clone(cp).(*pb.Copy))
@@ -243,6 +243,7 @@ func (c *Catalog) delete(index uint64, op *pb.DeleteStream) (*pb.Stream, error) 
 	}
 	s.State = pb.StreamState_STREAM_STATE_DELETING
 	s.DeletedIndex = index
+	s.DeleteRequest = op.RequestId
 	s.PendingDrop = nil
 	for _, cp := range s.Copies {
 		s.PendingDrop = append(s.PendingDrop, cp.Node)

@@ -177,7 +177,17 @@ func (s *Server) openLed(rec *pb.Stream) (meta, error) {
 func (s *Server) ledHere(name string) (*pb.Stream, error) {
 	rec, ok := s.cfg.Catalog.Stream(name)
 	if !ok || !catalog.Live(rec.State) {
-		return nil, fmt.Errorf("%w: %s", ErrNoStream, name)
+		// Not in this node's view: it may lag (it just started). Only a
+		// current view says a stream does not exist.
+		ctx, cancel := context.WithTimeout(s.stopCtx, lookupTimeout)
+		err := s.cfg.Catalog.Barrier(ctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("stream %s is not in this node's catalog, which cannot be brought up to date: %w", name, err)
+		}
+		if rec, ok = s.cfg.Catalog.Stream(name); !ok || !catalog.Live(rec.State) {
+			return nil, fmt.Errorf("%w: %s", ErrNoStream, name)
+		}
 	}
 	if rec.Leader != s.cfg.Name {
 		return nil, fmt.Errorf("%w: %s is led by %s", errNotHere, name, rec.Leader)

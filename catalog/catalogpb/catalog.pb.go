@@ -521,12 +521,15 @@ func (x *RegisterNode) GetReplace() bool {
 // at most one backup copy (backup set). The stream's id is the index of
 // this entry in the log.
 type CreateStream struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Replicas      uint32                 `protobuf:"varint,2,opt,name=replicas,proto3" json:"replicas,omitempty"`
-	Acks          Acks                   `protobuf:"varint,3,opt,name=acks,proto3,enum=rpstream.catalog.v1.Acks" json:"acks,omitempty"`
-	RegionSize    uint64                 `protobuf:"varint,4,opt,name=region_size,json=regionSize,proto3" json:"region_size,omitempty"`
-	Copies        []*Copy                `protobuf:"bytes,5,rep,name=copies,proto3" json:"copies,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Replicas   uint32                 `protobuf:"varint,2,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	Acks       Acks                   `protobuf:"varint,3,opt,name=acks,proto3,enum=rpstream.catalog.v1.Acks" json:"acks,omitempty"`
+	RegionSize uint64                 `protobuf:"varint,4,opt,name=region_size,json=regionSize,proto3" json:"region_size,omitempty"`
+	Copies     []*Copy                `protobuf:"bytes,5,rep,name=copies,proto3" json:"copies,omitempty"`
+	// request_id names the client's request (random): a retry of a create
+	// that did commit finds its own stream by it.
+	RequestId     []byte `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -592,6 +595,13 @@ func (x *CreateStream) GetRegionSize() uint64 {
 func (x *CreateStream) GetCopies() []*Copy {
 	if x != nil {
 		return x.Copies
+	}
+	return nil
+}
+
+func (x *CreateStream) GetRequestId() []byte {
+	if x != nil {
+		return x.RequestId
 	}
 	return nil
 }
@@ -716,9 +726,11 @@ func (x *ActivateStream) GetStreamId() uint64 {
 // is dropped, then DELETED). stream_id 0 deletes whichever stream has the
 // name.
 type DeleteStream struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	StreamId      uint64                 `protobuf:"varint,2,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	StreamId uint64                 `protobuf:"varint,2,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	// request_id names the request, as CreateStream's.
+	RequestId     []byte `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -765,6 +777,13 @@ func (x *DeleteStream) GetStreamId() uint64 {
 		return x.StreamId
 	}
 	return 0
+}
+
+func (x *DeleteStream) GetRequestId() []byte {
+	if x != nil {
+		return x.RequestId
+	}
+	return nil
 }
 
 // CopyDropped records that node removed its copy of a deleted stream.
@@ -1095,9 +1114,12 @@ type Stream struct {
 	State  StreamState `protobuf:"varint,8,opt,name=state,proto3,enum=rpstream.catalog.v1.StreamState" json:"state,omitempty"`
 	Copies []*Copy     `protobuf:"bytes,9,rep,name=copies,proto3" json:"copies,omitempty"`
 	// The nodes whose copies of a deleted stream are not dropped yet.
-	PendingDrop   []string `protobuf:"bytes,10,rep,name=pending_drop,json=pendingDrop,proto3" json:"pending_drop,omitempty"`
-	Created       int64    `protobuf:"varint,11,opt,name=created,proto3" json:"created,omitempty"`
-	DeletedIndex  uint64   `protobuf:"varint,12,opt,name=deleted_index,json=deletedIndex,proto3" json:"deleted_index,omitempty"`
+	PendingDrop  []string `protobuf:"bytes,10,rep,name=pending_drop,json=pendingDrop,proto3" json:"pending_drop,omitempty"`
+	Created      int64    `protobuf:"varint,11,opt,name=created,proto3" json:"created,omitempty"`
+	DeletedIndex uint64   `protobuf:"varint,12,opt,name=deleted_index,json=deletedIndex,proto3" json:"deleted_index,omitempty"`
+	// The request ids of the create and of the delete.
+	CreateRequest []byte `protobuf:"bytes,13,opt,name=create_request,json=createRequest,proto3" json:"create_request,omitempty"`
+	DeleteRequest []byte `protobuf:"bytes,14,opt,name=delete_request,json=deleteRequest,proto3" json:"delete_request,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1214,6 +1236,20 @@ func (x *Stream) GetDeletedIndex() uint64 {
 		return x.DeletedIndex
 	}
 	return 0
+}
+
+func (x *Stream) GetCreateRequest() []byte {
+	if x != nil {
+		return x.CreateRequest
+	}
+	return nil
+}
+
+func (x *Stream) GetDeleteRequest() []byte {
+	if x != nil {
+		return x.DeleteRequest
+	}
+	return nil
 }
 
 type RaftBatch struct {
@@ -1517,6 +1553,7 @@ type CreateStreamRequest struct {
 	Acks          Acks                   `protobuf:"varint,3,opt,name=acks,proto3,enum=rpstream.catalog.v1.Acks" json:"acks,omitempty"`
 	RegionSize    uint64                 `protobuf:"varint,4,opt,name=region_size,json=regionSize,proto3" json:"region_size,omitempty"`
 	Requester     string                 `protobuf:"bytes,5,opt,name=requester,proto3" json:"requester,omitempty"`
+	RequestId     []byte                 `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1584,6 +1621,13 @@ func (x *CreateStreamRequest) GetRequester() string {
 		return x.Requester
 	}
 	return ""
+}
+
+func (x *CreateStreamRequest) GetRequestId() []byte {
+	if x != nil {
+		return x.RequestId
+	}
+	return nil
 }
 
 // Heartbeat renews the lease of a node's incarnation at the controller.
@@ -1804,24 +1848,28 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\x06R\vincarnation\x12-\n" +
 	"\x04role\x18\x03 \x01(\x0e2\x19.rpstream.catalog.v1.RoleR\x04role\x12\x18\n" +
-	"\areplace\x18\x04 \x01(\bR\areplace\"\xc1\x01\n" +
+	"\areplace\x18\x04 \x01(\bR\areplace\"\xe0\x01\n" +
 	"\fCreateStream\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\breplicas\x18\x02 \x01(\rR\breplicas\x12-\n" +
 	"\x04acks\x18\x03 \x01(\x0e2\x19.rpstream.catalog.v1.AcksR\x04acks\x12\x1f\n" +
 	"\vregion_size\x18\x04 \x01(\x04R\n" +
 	"regionSize\x121\n" +
-	"\x06copies\x18\x05 \x03(\v2\x19.rpstream.catalog.v1.CopyR\x06copies\"T\n" +
+	"\x06copies\x18\x05 \x03(\v2\x19.rpstream.catalog.v1.CopyR\x06copies\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x06 \x01(\fR\trequestId\"T\n" +
 	"\x04Copy\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\x06R\vincarnation\x12\x16\n" +
 	"\x06backup\x18\x03 \x01(\bR\x06backup\"A\n" +
 	"\x0eActivateStream\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
-	"\tstream_id\x18\x02 \x01(\x04R\bstreamId\"?\n" +
+	"\tstream_id\x18\x02 \x01(\x04R\bstreamId\"^\n" +
 	"\fDeleteStream\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
-	"\tstream_id\x18\x02 \x01(\x04R\bstreamId\"R\n" +
+	"\tstream_id\x18\x02 \x01(\x04R\bstreamId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\fR\trequestId\"R\n" +
 	"\vCopyDropped\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tstream_id\x18\x02 \x01(\x04R\bstreamId\x12\x12\n" +
@@ -1844,7 +1892,7 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\vincarnation\x18\x02 \x01(\x06R\vincarnation\x12-\n" +
 	"\x04role\x18\x03 \x01(\x0e2\x19.rpstream.catalog.v1.RoleR\x04role\x12)\n" +
 	"\x10registered_index\x18\x04 \x01(\x04R\x0fregisteredIndex\x12'\n" +
-	"\x0fregistered_time\x18\x05 \x01(\x03R\x0eregisteredTime\"\x93\x03\n" +
+	"\x0fregistered_time\x18\x05 \x01(\x03R\x0eregisteredTime\"\xe1\x03\n" +
 	"\x06Stream\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x1a\n" +
@@ -1859,7 +1907,9 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\fpending_drop\x18\n" +
 	" \x03(\tR\vpendingDrop\x12\x18\n" +
 	"\acreated\x18\v \x01(\x03R\acreated\x12#\n" +
-	"\rdeleted_index\x18\f \x01(\x04R\fdeletedIndex\";\n" +
+	"\rdeleted_index\x18\f \x01(\x04R\fdeletedIndex\x12%\n" +
+	"\x0ecreate_request\x18\r \x01(\fR\rcreateRequest\x12%\n" +
+	"\x0edelete_request\x18\x0e \x01(\fR\rdeleteRequest\";\n" +
 	"\tRaftBatch\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x1a\n" +
 	"\bmessages\x18\x02 \x03(\fR\bmessages\"\t\n" +
@@ -1878,14 +1928,16 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\fvoter_change\x18\x11 \x01(\v2 .rpstream.catalog.v1.VoterChangeH\x00R\vvoterChange\x12B\n" +
 	"\vforget_node\x18\x12 \x01(\v2\x1f.rpstream.catalog.v1.ForgetNodeH\x00R\n" +
 	"forgetNodeB\x05\n" +
-	"\x03req\"\xb3\x01\n" +
+	"\x03req\"\xd2\x01\n" +
 	"\x13CreateStreamRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\breplicas\x18\x02 \x01(\rR\breplicas\x12-\n" +
 	"\x04acks\x18\x03 \x01(\x0e2\x19.rpstream.catalog.v1.AcksR\x04acks\x12\x1f\n" +
 	"\vregion_size\x18\x04 \x01(\x04R\n" +
 	"regionSize\x12\x1c\n" +
-	"\trequester\x18\x05 \x01(\tR\trequester\"A\n" +
+	"\trequester\x18\x05 \x01(\tR\trequester\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x06 \x01(\fR\trequestId\"A\n" +
 	"\tHeartbeat\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\x06R\vincarnation\"9\n" +

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -63,8 +64,11 @@ type Controller struct {
 	reads   map[string]chan uint64
 
 	leases leaseTable
+	// joining is set while a member with an empty log looks for its
+	// group (join); its Raft node does not run then.
+	joining atomic.Bool
 
-	ops   chan func()   // run on the loop goroutine
+	ops   chan func() // run on the loop goroutine
 	recvc chan *raftpb.Message
 	stop  chan struct{}
 	wg    sync.WaitGroup
@@ -85,7 +89,8 @@ func Start(cfg Config) (*Controller, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	rl, err := raftlog.Open(cfg.Dir, raftlog.Options{})
+	// Catalog commands are small: regions of 256 KiB keep a new node's log small.
+	rl, err := raftlog.Open(cfg.Dir, raftlog.Options{RegionSize: 256 << 10})
 	if err != nil {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
@@ -133,22 +138,74 @@ func Start(cfg Config) (*Controller, error) {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
 	c.rn = rn
-	if empty && slices.Contains(cfg.Voters, cfg.Name) {
-		var peers []raft.Peer
-		for _, v := range cfg.Voters {
-			peers = append(peers, raft.Peer{ID: RaftID(v), Context: []byte(v)})
-		}
-		if err := rn.Bootstrap(peers); err != nil {
+	c.joining.Store(empty)
+	if empty && len(cfg.Voters) == 1 && cfg.Voters[0] == cfg.Name {
+		// A group of one: nobody else can hold its catalog.
+		if err := c.bootstrap(); err != nil {
 			rl.Close()
-			return nil, fmt.Errorf("controller: bootstrap: %w", err)
+			return nil, err
 		}
-		c.log.Info("bootstrapping the catalog", "voters", cfg.Voters)
 	}
 	cfg.Transport.Attach(c)
 	c.wg.Add(2)
 	go c.run()
 	go c.heartbeats()
 	return c, nil
+}
+
+// bootstrap starts a new group with the configured voters.
+func (c *Controller) bootstrap() error {
+	var peers []raft.Peer
+	for _, v := range c.cfg.Voters {
+		peers = append(peers, raft.Peer{ID: RaftID(v), Context: []byte(v)})
+	}
+	if err := c.rn.Bootstrap(peers); err != nil {
+		return fmt.Errorf("controller: bootstrap: %w", err)
+	}
+	c.joining.Store(false)
+	c.log.Info("bootstrapping the catalog", "voters", c.cfg.Voters)
+	return nil
+}
+
+// join runs before the Raft loop of a member whose log is empty: it asks
+// whether a group already exists by registering through the other
+// members. If one answers, this member joins it (the controller resets
+// its place in the group if a lost incarnation of it was there) and does
+// not bootstrap: a voter that lost its log must never start a group
+// anew, nor take messages meant for the log it lost. If none answers for
+// two election timeouts, a configured voter bootstraps the group with the
+// others (they all start with the same voters and the same first
+// entries); any other member keeps asking. It returns false when stopped.
+func (c *Controller) join() bool {
+	if !c.joining.Load() {
+		return true
+	}
+	voter := slices.Contains(c.cfg.Voters, c.cfg.Name)
+	deadline := time.Now().Add(2 * c.cfg.Tick * time.Duration(c.cfg.ElectionTicks))
+	reg := &pb.ControlRequest{Req: &pb.ControlRequest_RegisterNode{RegisterNode: &pb.RegisterNode{Name: c.cfg.Name, Incarnation: c.cfg.Incarnation, Role: c.cfg.Role}}}
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Tick*time.Duration(2*c.cfg.ElectionTicks))
+		resp, err := c.Handle(ctx, reg)
+		cancel()
+		if err == nil && resp.Code == pb.ErrorCode_ERROR_CODE_NONE {
+			c.log.Info("joined the catalog's group", "controller", resp.Controller)
+			c.joining.Store(false)
+			return true
+		}
+		noController := err != nil || resp.Code == pb.ErrorCode_ERROR_CODE_NO_CONTROLLER
+		if voter && noController && time.Now().After(deadline) {
+			if err := c.bootstrap(); err != nil {
+				c.log.Error("cannot bootstrap the catalog", "err", err)
+				return false
+			}
+			return true
+		}
+		select {
+		case <-c.stop:
+			return false
+		case <-time.After(2 * c.cfg.Tick):
+		}
+	}
 }
 
 // Stop ends the loops and closes the Raft log. Calls in flight end with
@@ -185,6 +242,10 @@ func (c *Controller) do(ctx context.Context, f func()) error {
 // log made durable, messages sent, entries applied, out.
 func (c *Controller) run() {
 	defer c.wg.Done()
+	if !c.join() {
+		c.failWaiters()
+		return
+	}
 	t := time.NewTicker(c.cfg.Tick)
 	defer t.Stop()
 	for {
@@ -600,6 +661,9 @@ func (c *Controller) namesLocked(ids []uint64) []string {
 // Receive hands Raft messages from member from to the loop. A message
 // not addressed to this node is refused.
 func (c *Controller) Receive(ctx context.Context, from string, msgs []*raftpb.Message) error {
+	if c.joining.Load() {
+		return fmt.Errorf("controller: %s is joining the group; its Raft node does not run yet", c.cfg.Name)
+	}
 	for _, m := range msgs {
 		if m.GetTo() != c.id {
 			return fmt.Errorf("controller: a Raft message for %016x reached %s (%016x)", m.GetTo(), c.cfg.Name, c.id)
@@ -644,15 +708,21 @@ func (c *Controller) ReportSnapshot(id uint64, failed bool) {
 // logs every election step).
 type raftLogger struct{ l *slog.Logger }
 
-func (r raftLogger) Debug(v ...any)                 { r.l.Debug(fmt.Sprint(v...)) }
-func (r raftLogger) Debugf(f string, v ...any)      { r.l.Debug(fmt.Sprintf(f, v...)) }
-func (r raftLogger) Error(v ...any)                 { r.l.Error(fmt.Sprint(v...)) }
-func (r raftLogger) Errorf(f string, v ...any)      { r.l.Error(fmt.Sprintf(f, v...)) }
-func (r raftLogger) Info(v ...any)                  { r.l.Debug(fmt.Sprint(v...)) }
-func (r raftLogger) Infof(f string, v ...any)       { r.l.Debug(fmt.Sprintf(f, v...)) }
-func (r raftLogger) Warning(v ...any)               { r.l.Warn(fmt.Sprint(v...)) }
-func (r raftLogger) Warningf(f string, v ...any)    { r.l.Warn(fmt.Sprintf(f, v...)) }
-func (r raftLogger) Fatal(v ...any)                 { r.l.Error(fmt.Sprint(v...)); panic(fmt.Sprint(v...)) }
-func (r raftLogger) Fatalf(f string, v ...any)      { r.l.Error(fmt.Sprintf(f, v...)); panic(fmt.Sprintf(f, v...)) }
-func (r raftLogger) Panic(v ...any)                 { r.l.Error(fmt.Sprint(v...)); panic(fmt.Sprint(v...)) }
-func (r raftLogger) Panicf(f string, v ...any)      { r.l.Error(fmt.Sprintf(f, v...)); panic(fmt.Sprintf(f, v...)) }
+func (r raftLogger) Debug(v ...any)              { r.l.Debug(fmt.Sprint(v...)) }
+func (r raftLogger) Debugf(f string, v ...any)   { r.l.Debug(fmt.Sprintf(f, v...)) }
+func (r raftLogger) Error(v ...any)              { r.l.Error(fmt.Sprint(v...)) }
+func (r raftLogger) Errorf(f string, v ...any)   { r.l.Error(fmt.Sprintf(f, v...)) }
+func (r raftLogger) Info(v ...any)               { r.l.Debug(fmt.Sprint(v...)) }
+func (r raftLogger) Infof(f string, v ...any)    { r.l.Debug(fmt.Sprintf(f, v...)) }
+func (r raftLogger) Warning(v ...any)            { r.l.Warn(fmt.Sprint(v...)) }
+func (r raftLogger) Warningf(f string, v ...any) { r.l.Warn(fmt.Sprintf(f, v...)) }
+func (r raftLogger) Fatal(v ...any)              { r.l.Error(fmt.Sprint(v...)); panic(fmt.Sprint(v...)) }
+func (r raftLogger) Fatalf(f string, v ...any) {
+	r.l.Error(fmt.Sprintf(f, v...))
+	panic(fmt.Sprintf(f, v...))
+}
+func (r raftLogger) Panic(v ...any) { r.l.Error(fmt.Sprint(v...)); panic(fmt.Sprint(v...)) }
+func (r raftLogger) Panicf(f string, v ...any) {
+	r.l.Error(fmt.Sprintf(f, v...))
+	panic(fmt.Sprintf(f, v...))
+}

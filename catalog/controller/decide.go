@@ -2,9 +2,9 @@ package controller
 
 import (
 	"context"
-	mathrand "math/rand/v2"
 	"errors"
 	"fmt"
+	mathrand "math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -202,6 +202,12 @@ func (c *Controller) register(ctx context.Context, r *pb.RegisterNode, now time.
 		}
 		reg.Replace = true
 		c.log.Warn("a node name passes to a new incarnation (the old one's lease expired)", "node", r.Name, "old", fmt.Sprintf("%016x", n.Incarnation), "new", fmt.Sprintf("%016x", r.Incarnation))
+		// The new incarnation has an empty Raft log: its place in the
+		// group is made anew, so that the leader does not take it for the
+		// member that held the lost log.
+		if err := c.resetMember(ctx, r.Name); err != nil {
+			return &pb.ControlResponse{Code: pb.ErrorCode_ERROR_CODE_NO_CONTROLLER, Error: fmt.Sprintf("controller: resetting %s's place in the group: %v", r.Name, err)}, nil
+		}
 	}
 	resp, err := c.decideCommand(ctx, &pb.Command{Op: &pb.Command_RegisterNode{RegisterNode: reg}})
 	if err == nil && resp.Code == pb.ErrorCode_ERROR_CODE_NONE {
@@ -209,6 +215,61 @@ func (c *Controller) register(ctx context.Context, r *pb.RegisterNode, now time.
 		c.maybeAddFollower(r.Name)
 	}
 	return resp, err
+}
+
+// resetMember removes node name from the Raft group and adds it again in
+// the same role (voter or follower), with no record of what its lost log
+// held.
+func (c *Controller) resetMember(ctx context.Context, name string) error {
+	id := RaftID(name)
+	c.mu.RLock()
+	voter, learner := slices.Contains(c.conf.GetVoters(), id), slices.Contains(c.conf.GetLearners(), id)
+	c.mu.RUnlock()
+	if !voter && !learner {
+		return nil
+	}
+	if err := c.changeConf(ctx, raftpb.ConfChangeRemoveNode, name, func(cs *raftpb.ConfState) bool {
+		return !slices.Contains(cs.GetVoters(), id) && !slices.Contains(cs.GetLearners(), id)
+	}); err != nil {
+		return err
+	}
+	typ := raftpb.ConfChangeAddLearnerNode
+	if voter {
+		typ = raftpb.ConfChangeAddNode
+	}
+	c.log.Warn("a member that lost its Raft log is added to the group anew", "node", name, "voter", voter)
+	return c.changeConf(ctx, typ, name, func(cs *raftpb.ConfState) bool {
+		return slices.Contains(cs.GetVoters(), id) == voter && slices.Contains(cs.GetLearners(), id) == !voter
+	})
+}
+
+// changeConf proposes one change of the group and waits until done(conf)
+// holds here.
+func (c *Controller) changeConf(ctx context.Context, typ raftpb.ConfChangeType, name string, done func(*raftpb.ConfState) bool) error {
+	id := RaftID(name)
+	cc := &raftpb.ConfChange{Type: typ.Enum(), NodeId: &id, Context: []byte(name)}
+	perr := make(chan error, 1)
+	if err := c.do(ctx, func() { perr <- c.rn.ProposeConfChange(cc) }); err != nil {
+		return err
+	}
+	if err := <-perr; err != nil {
+		return err
+	}
+	for {
+		c.mu.RLock()
+		ok, ch := done(c.conf), c.appliedCh
+		c.mu.RUnlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%v of %s not applied in time (another change pending?): %w", typ, name, ctx.Err())
+		case <-c.stop:
+			return ErrStopped
+		}
+	}
 }
 
 // create places and creates a stream: the requester leads it if it is a
@@ -241,7 +302,7 @@ func (c *Controller) create(ctx context.Context, r *pb.CreateStreamRequest, now 
 		}
 		leader, followers = placed[0], placed[1:]
 	}
-	cs := &pb.CreateStream{Name: r.Name, Replicas: r.Replicas, Acks: r.Acks, RegionSize: r.RegionSize}
+	cs := &pb.CreateStream{Name: r.Name, Replicas: r.Replicas, Acks: r.Acks, RegionSize: r.RegionSize, RequestId: r.RequestId}
 	for _, n := range append([]string{leader}, followers...) {
 		cs.Copies = append(cs.Copies, &pb.Copy{Node: n, Incarnation: incs[n]})
 	}

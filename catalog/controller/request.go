@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"slices"
@@ -19,25 +20,35 @@ import (
 // is applied here too, so that this node's catalog shows it, and ends
 // within Config.RequestTimeout (or ctx) with an error that says why.
 
-// request sends req to the controller, retrying while none is known or
-// reachable (the request was then never decided), and waits for its
-// command to apply here.
+// request sends req to the controller and waits for its command to apply
+// here. An attempt that does not reach a controller, or whose answer is
+// lost (the controller changed, or hangs), is made again with the same
+// request until RequestTimeout: creates and deletes carry a request id,
+// so that a retry of one that did commit finds it done rather than
+// failing (AlreadyExists, NotFound).
 func (c *Controller) request(ctx context.Context, req *pb.ControlRequest) (*pb.ControlResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancel()
+	attempt := c.cfg.Tick * time.Duration(2*c.cfg.ElectionTicks)
 	wait := c.cfg.Tick
+	retried := false
 	for {
-		resp, err := c.Handle(ctx, req)
+		actx, acancel := context.WithTimeout(ctx, attempt)
+		resp, err := c.Handle(actx, req)
+		acancel()
 		retry := false
 		switch {
 		case err != nil:
-			// Unavailable: the call did not reach a controller.
-			retry = status.Code(err) == codes.Unavailable
+			code := status.Code(err)
+			retry = code == codes.Unavailable || code == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded)
 		case resp.Code == pb.ErrorCode_ERROR_CODE_NO_CONTROLLER:
 			retry, err = true, errOf(resp)
 		}
-		if !retry {
+		if !retry || ctx.Err() != nil {
 			if err != nil {
+				if ctx.Err() != nil {
+					return nil, fmt.Errorf("%w within %v: %v", ErrNoController, c.cfg.RequestTimeout, err)
+				}
 				return nil, fmt.Errorf("controller: %w", err)
 			}
 			if resp.Index > 0 {
@@ -45,17 +56,58 @@ func (c *Controller) request(ctx context.Context, req *pb.ControlRequest) (*pb.C
 					return nil, werr
 				}
 			}
+			if retried {
+				if done := c.doneBefore(req, resp); done != nil {
+					return done, nil
+				}
+			}
 			return resp, errOf(resp)
 		}
+		retried = true
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w within %v: %v", ErrNoController, c.cfg.RequestTimeout, err)
 		case <-c.stop:
 			return nil, ErrStopped
 		}
 		wait = min(2*wait, 500*time.Millisecond)
 	}
+}
+
+// doneBefore says whether resp, the answer to a retried request, failed
+// only because an earlier attempt of the same request committed: then it
+// returns that attempt's answer.
+func (c *Controller) doneBefore(req *pb.ControlRequest, resp *pb.ControlResponse) *pb.ControlResponse {
+	switch r := req.Req.(type) {
+	case *pb.ControlRequest_CreateStream:
+		if resp.Code != pb.ErrorCode_ERROR_CODE_EXISTS || len(r.CreateStream.RequestId) == 0 {
+			return nil
+		}
+		if s := resp.Stream; s != nil && string(s.CreateRequest) == string(r.CreateStream.RequestId) {
+			ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RequestTimeout)
+			defer cancel()
+			if c.WaitApplied(ctx, s.Id) == nil {
+				return &pb.ControlResponse{Stream: s}
+			}
+		}
+		if s, ok := c.Stream(r.CreateStream.Name); ok && string(s.CreateRequest) == string(r.CreateStream.RequestId) {
+			return &pb.ControlResponse{Stream: s}
+		}
+	case *pb.ControlRequest_DeleteStream:
+		if resp.Code != pb.ErrorCode_ERROR_CODE_NO_STREAM || len(r.DeleteStream.RequestId) == 0 {
+			return nil
+		}
+		if s, ok := c.Stream(r.DeleteStream.Name); ok && string(s.DeleteRequest) == string(r.DeleteStream.RequestId) {
+			return &pb.ControlResponse{Stream: s}
+		}
+	}
+	return nil
+}
+
+func requestID() []byte {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return b
 }
 
 // Register records this node's name and incarnation in the catalog. It
@@ -72,6 +124,7 @@ func (c *Controller) Register(ctx context.Context) error {
 // until its leader activates it.
 func (c *Controller) CreateStream(ctx context.Context, req *pb.CreateStreamRequest) (*pb.Stream, error) {
 	req.Requester = c.cfg.Name
+	req.RequestId = requestID()
 	resp, err := c.request(ctx, &pb.ControlRequest{Req: &pb.ControlRequest_CreateStream{CreateStream: req}})
 	if err != nil {
 		return nil, err
@@ -87,7 +140,7 @@ func (c *Controller) ActivateStream(ctx context.Context, name string, id uint64)
 
 // DeleteStream turns stream name (id; 0: whichever) into a tombstone.
 func (c *Controller) DeleteStream(ctx context.Context, name string, id uint64) (*pb.Stream, error) {
-	resp, err := c.request(ctx, &pb.ControlRequest{Req: &pb.ControlRequest_DeleteStream{DeleteStream: &pb.DeleteStream{Name: name, StreamId: id}}})
+	resp, err := c.request(ctx, &pb.ControlRequest{Req: &pb.ControlRequest_DeleteStream{DeleteStream: &pb.DeleteStream{Name: name, StreamId: id, RequestId: requestID()}}})
 	if err != nil {
 		return nil, err
 	}
