@@ -11,9 +11,13 @@
 //                       stream file, too many appends in flight
 //   FailedPrecondition  a position that retention has trimmed; an
 //                       idempotent append whose sequence is too old to
-//                       answer; later: this node is not the stream's
-//                       leader (details carry NotLeader)
-//   Unavailable         the node is shutting down; retry elsewhere or later
+//                       answer; this node is not the stream's leader
+//                       (details carry NotLeader); too few live nodes to
+//                       place a stream's copies
+//   Unavailable         the node is shutting down, the catalog has no
+//                       controller (too few voters up), or the stream's
+//                       leader is down (details carry NotLeader with the
+//                       last known leader); retry elsewhere or later
 //   DataLoss            the stream's bytes are damaged
 //
 // Field numbers must never be reused; add fields, never renumber.

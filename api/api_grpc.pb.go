@@ -11,9 +11,13 @@
 //                       stream file, too many appends in flight
 //   FailedPrecondition  a position that retention has trimmed; an
 //                       idempotent append whose sequence is too old to
-//                       answer; later: this node is not the stream's
-//                       leader (details carry NotLeader)
-//   Unavailable         the node is shutting down; retry elsewhere or later
+//                       answer; this node is not the stream's leader
+//                       (details carry NotLeader); too few live nodes to
+//                       place a stream's copies
+//   Unavailable         the node is shutting down, the catalog has no
+//                       controller (too few voters up), or the stream's
+//                       leader is down (details carry NotLeader with the
+//                       last known leader); retry elsewhere or later
 //   DataLoss            the stream's bytes are damaged
 //
 // Field numbers must never be reused; add fields, never renumber.
@@ -88,7 +92,11 @@ type StreamsClient interface {
 	ClusterStatus(ctx context.Context, in *ClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatusResponse, error)
 	// ChangeVoter promotes a node following the catalog to a controller
 	// voter, or demotes a voter to a follower without a vote (an
-	// operator's command).
+	// operator's command). InvalidArgument for a bad name;
+	// FailedPrecondition when the node is not a follower of the catalog, is
+	// a voter already, is not a voter, or is the only voter; Unavailable
+	// when no controller answers or the change was not seen applied in
+	// time (it may still apply).
 	ChangeVoter(ctx context.Context, in *ChangeVoterRequest, opts ...grpc.CallOption) (*ChangeVoterResponse, error)
 }
 
@@ -258,7 +266,11 @@ type StreamsServer interface {
 	ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error)
 	// ChangeVoter promotes a node following the catalog to a controller
 	// voter, or demotes a voter to a follower without a vote (an
-	// operator's command).
+	// operator's command). InvalidArgument for a bad name;
+	// FailedPrecondition when the node is not a follower of the catalog, is
+	// a voter already, is not a voter, or is the only voter; Unavailable
+	// when no controller answers or the change was not seen applied in
+	// time (it may still apply).
 	ChangeVoter(context.Context, *ChangeVoterRequest) (*ChangeVoterResponse, error)
 	mustEmbedUnimplementedStreamsServer()
 }

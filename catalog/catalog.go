@@ -144,6 +144,11 @@ func (c *Catalog) register(index uint64, now int64, op *pb.RegisterNode) error {
 	case n == nil:
 		c.nodes[op.Name] = &pb.Node{Name: op.Name, Incarnation: op.Incarnation, Role: op.Role, RegisteredIndex: index, RegisteredTime: now}
 	case n.Incarnation == op.Incarnation:
+		if n.Role != op.Role {
+			if held := c.firstLiveCopy(op.Name); held != "" {
+				return fmt.Errorf("%w: %s holds a copy of %s: its role cannot change from %s to %s", ErrInvalid, op.Name, held, roleName(n.Role), roleName(op.Role))
+			}
+		}
 		n.Role = op.Role
 	case !op.Replace:
 		return fmt.Errorf("%w: %s is held by incarnation %016x, not %016x", ErrNameTaken, op.Name, n.Incarnation, op.Incarnation)
@@ -288,21 +293,43 @@ func (c *Catalog) forget(op *pb.ForgetNode) error {
 	if c.nodes[op.Name] == nil {
 		return fmt.Errorf("%w: %s", ErrUnknownNode, op.Name)
 	}
-	// In name order: the error names the first stream that holds a copy,
-	// the same one on every node and every run (map order is random).
+	if held := c.firstLiveCopy(op.Name); held != "" {
+		return fmt.Errorf("%w: %s holds a copy of %s", ErrInvalid, op.Name, held)
+	}
+	// A forgotten node never reports its copies of deleted streams
+	// dropped: the tombstones stop waiting for it.
 	for _, name := range slices.Sorted(maps.Keys(c.streams)) {
 		s := c.streams[name]
-		if s.State == pb.StreamState_STREAM_STATE_DELETED {
-			continue
-		}
-		for _, cp := range s.Copies {
-			if cp.Node == op.Name {
-				return fmt.Errorf("%w: %s holds a copy of %s", ErrInvalid, op.Name, s.Name)
+		if i := slices.Index(s.PendingDrop, op.Name); i >= 0 {
+			s.PendingDrop = slices.Delete(s.PendingDrop, i, i+1)
+			if len(s.PendingDrop) == 0 {
+				s.State = pb.StreamState_STREAM_STATE_DELETED
 			}
 		}
 	}
 	delete(c.nodes, op.Name)
 	return nil
+}
+
+// firstLiveCopy is the first stream, in name order (the same on every
+// member), that is creating or active with a copy on node; "" if none.
+func (c *Catalog) firstLiveCopy(node string) string {
+	for _, name := range slices.Sorted(maps.Keys(c.streams)) {
+		s := c.streams[name]
+		if !Live(s.State) {
+			continue
+		}
+		for _, cp := range s.Copies {
+			if cp.Node == node {
+				return s.Name
+			}
+		}
+	}
+	return ""
+}
+
+func roleName(r pb.Role) string {
+	return strings.ToLower(strings.TrimPrefix(r.String(), "ROLE_"))
 }
 
 // Stream returns a copy of stream name's record (tombstones included).

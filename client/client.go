@@ -1,5 +1,7 @@
 // Package client is the Go client of a stream node's client service
-// (api/): create, delete and list streams, append, read, tail and status.
+// (api/): create, delete and list streams, append, read, tail and status,
+// and the catalog's controller group (ClusterStatus, AddVoter,
+// RemoveVoter).
 //
 // A Client is safe for concurrent use. Its appends are idempotent: the
 // Client names itself with a producer id (random unless Options.ProducerID
@@ -406,4 +408,52 @@ func (c *Client) Members(ctx context.Context) ([]*api.Member, error) {
 		return nil, err
 	}
 	return r.Members, nil
+}
+
+// ClusterStatus describes the catalog's controller group and the nodes it
+// knows, as the node the Client was dialled to sees them, retrying while
+// that node is Unavailable. An empty Controller in the answer says the
+// node knows no controller (Raft leader): too few voters are up, or an
+// election is under way; the rest is still the node's view. A node
+// running alone, without a catalog, answers FailedPrecondition.
+func (c *Client) ClusterStatus(ctx context.Context) (*api.ClusterStatusResponse, error) {
+	var r *api.ClusterStatusResponse
+	err := c.retry(ctx, func() (err error) {
+		r, err = c.rpc.ClusterStatus(ctx, &api.ClusterStatusRequest{})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// AddVoter promotes node, a follower of the catalog (listed in
+// ClusterStatusResponse.Followers), to a controller voter, and returns
+// once the group has applied the change. The node it is sent to passes it
+// to the controller and waits for one while none answers; its errors:
+// FailedPrecondition when node does not follow the catalog (unknown, not
+// registered, or not caught up yet), InvalidArgument when it votes
+// already, Unavailable when no controller answered in time.
+func (c *Client) AddVoter(ctx context.Context, node string) error {
+	return c.changeVoter(ctx, node, false)
+}
+
+// RemoveVoter demotes node, a controller voter, to a follower of the
+// catalog without a vote, and returns once the group has applied the
+// change. Its errors are AddVoter's, and InvalidArgument when node is not
+// a voter or is the only one.
+func (c *Client) RemoveVoter(ctx context.Context, node string) error {
+	return c.changeVoter(ctx, node, true)
+}
+
+func (c *Client) changeVoter(ctx context.Context, node string, remove bool) error {
+	if node == "" {
+		return errors.New("client: empty node name")
+	}
+	// Not retried when Unavailable: the node already waited for a
+	// controller, and a change carried out would then be refused as done
+	// already (InvalidArgument).
+	_, err := c.rpc.ChangeVoter(ctx, &api.ChangeVoterRequest{Node: node, Remove: remove})
+	return err
 }

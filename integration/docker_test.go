@@ -311,11 +311,21 @@ func waitMembers(t *testing.T, addr string, limit time.Duration) {
 				}
 			}
 			if err == nil {
+				// And registered in the catalog: it serves streams.
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				var cs *api.ClusterStatusResponse
+				cs, err = cl.API().ClusterStatus(ctx, &api.ClusterStatusRequest{})
+				cancel()
+				if err == nil && !cs.Registered {
+					err = fmt.Errorf("%s is not registered in the catalog yet (controller %q)", cs.Node, cs.Controller)
+				}
+			}
+			if err == nil {
 				return
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("node at %s: not every member alive within %v: %v", addr, limit, err)
+			t.Fatalf("node at %s: not every member alive and registered within %v: %v", addr, limit, err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

@@ -1011,6 +1011,12 @@ func TestFailureLeaderLosesUnacknowledged(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 28*time.Second)
 	defer cancel()
 	cl := startFailureCluster(t, ctx, 3, false)
+	t.Cleanup(func() { // TEMPDEBUG
+		dst := fmt.Sprintf("/tmp/cutdump/%d", time.Now().UnixNano())
+		os.MkdirAll(dst, 0o755)
+		exec.Command("cp", "-a", filepath.Dir(mustNode(cl, 0).Data), dst).Run()
+		t.Logf("TEMPDEBUG dumped to %s", dst)
+	})
 	const stream = "cutback"
 	admin := dial(t, cl.ClientAddrs()[0], client.Options{})
 	st, err := admin.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_ALL})

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -54,7 +55,7 @@ func catalogStatus(err error) error {
 		code = codes.NotFound
 	case errors.Is(err, catalog.ErrInvalid):
 		code = codes.InvalidArgument
-	case errors.Is(err, controller.ErrPlacement), errors.Is(err, catalog.ErrNotLeader), errors.Is(err, catalog.ErrUnknownNode):
+	case errors.Is(err, controller.ErrPlacement), errors.Is(err, catalog.ErrNotLeader), errors.Is(err, catalog.ErrUnknownNode), errors.Is(err, controller.ErrGroupState):
 		code = codes.FailedPrecondition
 	case errors.Is(err, controller.ErrNoController), errors.Is(err, controller.ErrStopped), errors.Is(err, controller.ErrTimeout):
 		code = codes.Unavailable
@@ -203,6 +204,11 @@ func (s *Server) routeCatalog(stream string, err error) error {
 	if !errors.Is(err, errNotHere) {
 		return statusOf(err)
 	}
+	// A hint from a current view: this node's may lag (the leader's new
+	// epoch, say). Without a controller the view at hand is the hint.
+	bctx, cancel := context.WithTimeout(s.stopCtx, time.Second)
+	s.cfg.Catalog.Barrier(bctx)
+	cancel()
 	rec, ok := s.cfg.Catalog.Stream(stream)
 	if !ok || !catalog.Live(rec.State) {
 		return statusOf(fmt.Errorf("%w: %s", ErrNoStream, stream))
@@ -539,7 +545,7 @@ func (s *Server) ClusterStatus(ctx context.Context, req *api.ClusterStatusReques
 	for _, n := range ctl.Nodes() {
 		cn := &api.CatalogNode{
 			Name: n.Name, Incarnation: fmt.Sprintf("%016x", n.Incarnation), Role: api.Role_ROLE_NODE,
-			State: api.MemberState_MEMBER_STATE_DEAD, Voter: slices.Contains(st.Voters, n.Name), Follower: slices.Contains(st.Followers, n.Name),
+			State: api.MemberState_MEMBER_STATE_UNSPECIFIED, Voter: slices.Contains(st.Voters, n.Name), Follower: slices.Contains(st.Followers, n.Name),
 		}
 		if n.Role == pb.Role_ROLE_BACKUP {
 			cn.Role = api.Role_ROLE_BACKUP
@@ -553,6 +559,19 @@ func (s *Server) ClusterStatus(ctx context.Context, req *api.ClusterStatusReques
 		}
 		r.Nodes = append(r.Nodes, cn)
 	}
+	// Members of the group the catalog has no record of (voters that
+	// never registered).
+	for _, name := range append(slices.Clone(st.Voters), st.Followers...) {
+		if slices.ContainsFunc(r.Nodes, func(n *api.CatalogNode) bool { return n.Name == name }) {
+			continue
+		}
+		cn := &api.CatalogNode{Name: name, State: api.MemberState_MEMBER_STATE_UNSPECIFIED, Voter: slices.Contains(st.Voters, name), Follower: slices.Contains(st.Followers, name)}
+		if m := members[name]; m != nil {
+			cn.State, cn.ClientAddr, cn.Role = m.State, m.ClientAddr, m.Role
+		}
+		r.Nodes = append(r.Nodes, cn)
+	}
+	slices.SortFunc(r.Nodes, func(a, b *api.CatalogNode) int { return strings.Compare(a.Name, b.Name) })
 	return r, nil
 }
 
@@ -564,6 +583,9 @@ func (s *Server) ChangeVoter(ctx context.Context, req *api.ChangeVoterRequest) (
 	defer s.leave()
 	if s.cfg.Catalog == nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "node %s runs alone, without a catalog", s.cfg.Name)
+	}
+	if err := validName(req.Node); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "node name: %v", err)
 	}
 	var err error
 	if req.Remove {

@@ -4,67 +4,45 @@
 //
 // # Streams in a cluster
 //
-// The node a stream is created on leads it. With more than one replica,
-// CreateStream places the other replicas on live stream nodes
-// (cluster.Place: weighted rendezvous hashing) and an extra copy on a
-// live backup target if there is one (cluster.PlaceBackup); it fails with
-// FailedPrecondition when too few stream nodes are alive. A name that
-// this node holds a copy of, or that another live member leads (asked
-// with the local-only flag), is refused with AlreadyExists; a member that
-// cannot be reached is not asked, and two creates of one name at the same
-// moment on two nodes are not excluded. Each time the
-// leader opens such a stream it takes the next epoch, durably in meta.json,
-// and starts a replicate.Leader: every committed entry is written into each
-// copy over rdma (Config.Provider) and an append is answered once the
-// acknowledgement policy's copies hold it durably. Reads and tails see an
-// entry from then on, never before. A member holding copies that rejoins is
-// reconnected at once (MemberChanged).
+// In a cluster every node is a member of the catalog's Raft group
+// (Config.Catalog, package catalog/controller), and the catalog decides:
+// which streams exist, their copies, their leader and its epoch. A create
+// on any node goes to the controller (the group's leader), which places
+// the copies (the asking node leads if it is a live stream node; the
+// other replicas on live stream nodes by weighted rendezvous hashing, an
+// extra copy on a live backup target) and commits it: of concurrent
+// creates of one name exactly one wins, the others get AlreadyExists. The
+// leader makes the stream's files and marks it active. Each time the
+// leader opens a stream it takes the next epoch from the catalog, and a
+// copy's holder lets a writer in only under the epoch and leader the
+// catalog names (it catches its view up first if the writer is ahead), so
+// an old incarnation of a leader, a replaced node or a restarted one is
+// refused. A delete leaves a tombstone; every holder removes its files
+// when its catalog shows it, now or when it comes back, and records so.
+// Files of a name the catalog never held are left alone (reconcile in
+// catalog.go).
 //
-// Every node serves the copies it holds on Config.PeerAddr (remote.Hub): a
-// leader's first connection for a stream creates its copy; a grant is
-// authorised only for the leader the copy was made for, at an epoch no
-// older than the highest granted before, which is recorded durably first,
-// so a leader's older incarnation is refused by every copy. DeleteStream
-// deletes the copies too, naming each (leader and stream id) so that a
-// holder never deletes the copy of a stream made anew under the name; a
-// live holder that does not answer (hung) is asked again in the
-// background until it does. A copy left behind by a stream deleted while
-// its holder was down (its leader could not delete it) is set aside (DATA/orphans) once its leader, seen
-// joining (or seen by this node as it joins), answers that it has no such
-// stream; and when a leader creates a stream of that name anew with this
-// node among its copies, if the copy's leader, live, answers so too or is
-// that leader itself with a stream of another id (orphan.go). While the
-// old leader is down the copy is kept (reads are served from it) and a
-// new leader of the name is refused by this node. A leader that lost its
-// data directory answers that it has none of its streams: their copies
-// are set aside too, not deleted, for an operator to recover or remove.
-//
-// A call about a stream this node does not lead is answered with
-// FailedPrecondition carrying api.NotLeader (the leader's name, client
-// address and epoch), found by asking the other members (with the
-// local-only metadata flag, so that lookups never loop); the client
-// package follows it. ListStreams lists the streams every member leads.
-// StreamStatus is always answered by the leader (a hint elsewhere).
-//
-// Read and Tail are answered by any node holding a copy of the stream
-// (copyread.go, local.OpenCopy), from that copy, up to the commit point
-// the copy knows (its commit and seal words; ReadResponse.Committed is
-// that point): a tail of a copy follows it as the leader writes it,
-// polling its words. The leader writes a copy's commit word lazily, so a
-// copy may lag the leader's commit point for a moment: a client that must
-// read its own appends reads from the leader. A node holding no copy
-// answers with the leader hint. Automatic failover of a dead leader is not
-// built yet: its streams are unavailable (for appends; copies still serve
-// what they hold) until it comes back.
+// Every node answers from its catalog: ListStreams lists the catalog's
+// streams; a call about a stream another node leads gets
+// FailedPrecondition with api.NotLeader (leader, address, epoch), or
+// Unavailable naming the last known leader when that leader is down;
+// NotFound only when a current view of the catalog (a Raft read barrier)
+// has no such stream. Read and Tail are answered by any node holding a
+// copy (copyread.go, local.OpenCopy), from that copy, up to the commit
+// point the copy knows, without asking the leader. Automatic failover of
+// a dead leader is not built yet: its streams are unavailable for appends
+// until it comes back. A node without a catalog runs alone: its streams
+// are its own, without copies.
 //
 // # Data directory
 //
 //	DIR/streams/NAME/meta.json     what CreateStream was given (JSON below)
 //	DIR/streams/NAME/data.stream   the local/ stream file
 //	DIR/streams/.NAME.*            a stream being created or deleted
-//	DIR/replicas/NAME/meta.json    a copy held for another leader: {"leader","region_size","epoch"}
+//	DIR/replicas/NAME/meta.json    a copy held for another leader: {"leader","region_size","epoch","stream_id"}
 //	DIR/replicas/NAME/data.stream  that copy, in local/'s format, written over rdma
-//	DIR/orphans/NAME.TIME/         a copy set aside: its leader said the stream was gone
+//	DIR/catalog/                   the catalog's Raft log and snapshots (catalog/raftlog)
+//	DIR/incarnation                this directory's identity in the catalog (hex)
 //
 // A stream is created in a hidden directory which is renamed to NAME once
 // both files are durable, and deleted by renaming it back to a hidden name
@@ -126,8 +104,8 @@
 //
 // gRPC owns one goroutine per call; the package adds two per AppendStream
 // call (one reading and storing requests, one answering them), ended when
-// the call ends, and one per background job (an orphan sweep, a copy
-// delete retried), counted as calls. Shutdown stops them all: it refuses
+// the call ends, and, with a catalog, the reconcile loop (catalog.go),
+// counted as a call. Shutdown stops them all: it refuses
 // new calls (Unavailable), ends tails and background jobs, waits for the
 // calls in flight (appends drain: they finish and are answered; an
 // AppendStream call whose entries still wait for their copies ends

@@ -46,7 +46,7 @@ func startClusterNodes(t *testing.T, n, backups int) []*testNode {
 		cfg.Name = name
 		cfg.RegionSize = 64 << 10
 		cfg.MaxStreamSize = 64 << 20
-		cfg.Logger = slog.New(slog.DiscardHandler)
+		cfg.Logger = testLogger(name)
 		cfg.PeerAddr = "127.0.0.1:0"
 		cfg.Provider = tcp.Provider{}
 		cfg.RDMA = rdma.LoopbackConfig("node tests' cluster secret")
@@ -118,6 +118,14 @@ func startClusterNodes(t *testing.T, n, backups int) []*testNode {
 	return nodes
 }
 
+// testLogger discards, unless RPSTREAM_TEST_LOGS is set.
+func testLogger(name string) *slog.Logger {
+	if os.Getenv("RPSTREAM_TEST_LOGS") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name)
+}
+
 // startCatalog starts node name's member of the catalog group (data in
 // dir/catalog), reaching the others through tn's membership; it is
 // stopped after tn's server.
@@ -153,7 +161,7 @@ func startCatalog(t *testing.T, name, dir string, voters []string, backup bool, 
 	ccfg.Voters = voters
 	ccfg.Transport = transport
 	ccfg.Members = listMembers
-	ccfg.Logger = slog.New(slog.DiscardHandler)
+	ccfg.Logger = testLogger(name)
 	ctl, err := controller.Start(ccfg)
 	if err != nil {
 		t.Fatal(err)

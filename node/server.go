@@ -305,9 +305,19 @@ func (s *Server) open(name string) (*stream, error) {
 			ls.Close()
 			return nil, err
 		}
+		// A new incarnation of the leader connects its copies (each holder
+		// checks the new epoch with its catalog) before the first append
+		// waits for them: for a while, not for ever.
+		for deadline := time.Now().Add(connectWait); st.leader.Status().QuorumLost && time.Now().Before(deadline) && s.stopCtx.Err() == nil; {
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
 	return st, nil
 }
+
+// connectWait bounds how long opening a replicated stream waits for enough
+// of its copies to connect for its policy.
+const connectWait = 2 * time.Second
 
 func (st *stream) release() { st.refs.Done() }
 

@@ -203,21 +203,29 @@ const (
 	ErrorCode_ERROR_CODE_INVALID       ErrorCode = 7
 	ErrorCode_ERROR_CODE_NO_CONTROLLER ErrorCode = 8
 	ErrorCode_ERROR_CODE_UNKNOWN_NODE  ErrorCode = 9
+	// The command was proposed but not seen applied in time: it may still
+	// apply.
+	ErrorCode_ERROR_CODE_TIMEOUT ErrorCode = 10
+	// The controller group is not in the state the request needs (a voter
+	// already, the only voter, not a voter).
+	ErrorCode_ERROR_CODE_GROUP_STATE ErrorCode = 11
 )
 
 // Enum value maps for ErrorCode.
 var (
 	ErrorCode_name = map[int32]string{
-		0: "ERROR_CODE_NONE",
-		1: "ERROR_CODE_INTERNAL",
-		2: "ERROR_CODE_EXISTS",
-		3: "ERROR_CODE_NO_STREAM",
-		4: "ERROR_CODE_NAME_TAKEN",
-		5: "ERROR_CODE_NOT_LEADER",
-		6: "ERROR_CODE_PLACEMENT",
-		7: "ERROR_CODE_INVALID",
-		8: "ERROR_CODE_NO_CONTROLLER",
-		9: "ERROR_CODE_UNKNOWN_NODE",
+		0:  "ERROR_CODE_NONE",
+		1:  "ERROR_CODE_INTERNAL",
+		2:  "ERROR_CODE_EXISTS",
+		3:  "ERROR_CODE_NO_STREAM",
+		4:  "ERROR_CODE_NAME_TAKEN",
+		5:  "ERROR_CODE_NOT_LEADER",
+		6:  "ERROR_CODE_PLACEMENT",
+		7:  "ERROR_CODE_INVALID",
+		8:  "ERROR_CODE_NO_CONTROLLER",
+		9:  "ERROR_CODE_UNKNOWN_NODE",
+		10: "ERROR_CODE_TIMEOUT",
+		11: "ERROR_CODE_GROUP_STATE",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_NONE":          0,
@@ -230,6 +238,8 @@ var (
 		"ERROR_CODE_INVALID":       7,
 		"ERROR_CODE_NO_CONTROLLER": 8,
 		"ERROR_CODE_UNKNOWN_NODE":  9,
+		"ERROR_CODE_TIMEOUT":       10,
+		"ERROR_CODE_GROUP_STATE":   11,
 	}
 )
 
@@ -1967,7 +1977,7 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\x15STREAM_STATE_CREATING\x10\x01\x12\x17\n" +
 	"\x13STREAM_STATE_ACTIVE\x10\x02\x12\x19\n" +
 	"\x15STREAM_STATE_DELETING\x10\x03\x12\x18\n" +
-	"\x14STREAM_STATE_DELETED\x10\x04*\x8d\x02\n" +
+	"\x14STREAM_STATE_DELETED\x10\x04*\xc1\x02\n" +
 	"\tErrorCode\x12\x13\n" +
 	"\x0fERROR_CODE_NONE\x10\x00\x12\x17\n" +
 	"\x13ERROR_CODE_INTERNAL\x10\x01\x12\x15\n" +
@@ -1978,7 +1988,10 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\x14ERROR_CODE_PLACEMENT\x10\x06\x12\x16\n" +
 	"\x12ERROR_CODE_INVALID\x10\a\x12\x1c\n" +
 	"\x18ERROR_CODE_NO_CONTROLLER\x10\b\x12\x1b\n" +
-	"\x17ERROR_CODE_UNKNOWN_NODE\x10\t2\xa5\x01\n" +
+	"\x17ERROR_CODE_UNKNOWN_NODE\x10\t\x12\x16\n" +
+	"\x12ERROR_CODE_TIMEOUT\x10\n" +
+	"\x12\x1a\n" +
+	"\x16ERROR_CODE_GROUP_STATE\x10\v2\xa5\x01\n" +
 	"\aControl\x12D\n" +
 	"\x04Raft\x12\x1e.rpstream.catalog.v1.RaftBatch\x1a\x1c.rpstream.catalog.v1.RaftAck\x12T\n" +
 	"\aForward\x12#.rpstream.catalog.v1.ControlRequest\x1a$.rpstream.catalog.v1.ControlResponseB0Z.github.com/rpstream/rpstream/catalog/catalogpbb\x06proto3"

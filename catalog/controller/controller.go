@@ -33,6 +33,9 @@ var (
 	// ErrTimeout: a command was proposed but not seen applied in time
 	// (the controller may have changed; the command may still apply).
 	ErrTimeout = errors.New("controller: command not applied in time")
+	// ErrGroupState: the controller group is not in the state a voter
+	// change needs (a voter already, the only voter, not a voter).
+	ErrGroupState = errors.New("controller: the controller group cannot make that change")
 )
 
 // Controller is this node's member of the catalog's Raft group: a voter
@@ -67,6 +70,11 @@ type Controller struct {
 	// joining is set while a member with an empty log looks for its
 	// group (join); its Raft node does not run then.
 	joining atomic.Bool
+	// registered is set once a registration of this incarnation
+	// succeeded: its heartbeats then start even before its own catalog
+	// shows it (it follows the catalog only once the controller added it
+	// to the group, which heartbeats ask for again).
+	registered atomic.Bool
 
 	ops   chan func() // run on the loop goroutine
 	recvc chan *raftpb.Message
@@ -93,6 +101,9 @@ func Start(cfg Config) (*Controller, error) {
 	rl, err := raftlog.Open(cfg.Dir, raftlog.Options{RegionSize: 256 << 10})
 	if err != nil {
 		return nil, fmt.Errorf("controller: %w", err)
+	}
+	for _, w := range rl.Warnings() {
+		cfg.Logger.Warn("catalog log: a damaged snapshot file was skipped", "err", w)
 	}
 	c := &Controller{
 		cfg: cfg, log: cfg.Logger, id: RaftID(cfg.Name), rlog: rl,
@@ -189,6 +200,7 @@ func (c *Controller) join() bool {
 		cancel()
 		if err == nil && resp.Code == pb.ErrorCode_ERROR_CODE_NONE {
 			c.log.Info("joined the catalog's group", "controller", resp.Controller)
+			c.registered.Store(true)
 			c.joining.Store(false)
 			return true
 		}

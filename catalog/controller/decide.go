@@ -139,7 +139,11 @@ func (c *Controller) decide(ctx context.Context, req *pb.ControlRequest) (*pb.Co
 	case *pb.ControlRequest_ForgetNode:
 		return c.decideCommand(ctx, &pb.Command{Op: &pb.Command_ForgetNode{ForgetNode: r.ForgetNode}})
 	case *pb.ControlRequest_VoterChange:
-		return c.voterChange(ctx, r.VoterChange)
+		// A change of the group may take longer than one attempt of its
+		// requester: it runs for RequestTimeout whatever the caller does.
+		vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RequestTimeout)
+		defer cancel()
+		return c.voterChange(vctx, r.VoterChange)
 	}
 	return &pb.ControlResponse{Code: pb.ErrorCode_ERROR_CODE_INVALID, Error: "controller: empty request"}, nil
 }
@@ -149,7 +153,10 @@ func (c *Controller) decideCommand(ctx context.Context, cmd *pb.Command) (*pb.Co
 	a, err := c.propose(ctx, cmd)
 	if err != nil {
 		code := pb.ErrorCode_ERROR_CODE_INTERNAL
-		if errors.Is(err, ErrNoController) || errors.Is(err, ErrStopped) {
+		// A proposal not applied in time was lost or is late (this member
+		// lost its leadership, or its log is slow): the requester asks
+		// again within its RequestTimeout, as for a lost answer.
+		if errors.Is(err, ErrNoController) || errors.Is(err, ErrStopped) || errors.Is(err, ErrTimeout) {
 			code = pb.ErrorCode_ERROR_CODE_NO_CONTROLLER
 		}
 		return &pb.ControlResponse{Code: code, Error: err.Error()}, nil
@@ -252,8 +259,14 @@ func (c *Controller) changeConf(ctx context.Context, typ raftpb.ConfChangeType, 
 	if err := c.do(ctx, func() { perr <- c.rn.ProposeConfChange(cc) }); err != nil {
 		return err
 	}
-	if err := <-perr; err != nil {
-		return err
+	// The loop may stop before it runs the proposal.
+	select {
+	case err := <-perr:
+		if err != nil {
+			return err
+		}
+	case <-c.stop:
+		return ErrStopped
 	}
 	for {
 		c.mu.RLock()
@@ -278,7 +291,9 @@ func (c *Controller) changeConf(ctx context.Context, typ raftpb.ConfChangeType, 
 // live backup target if there is one.
 func (c *Controller) create(ctx context.Context, r *pb.CreateStreamRequest, now time.Time) (*pb.ControlResponse, error) {
 	if s, ok := c.Stream(r.Name); ok && s.State != pb.StreamState_STREAM_STATE_DELETED {
-		return &pb.ControlResponse{Code: pb.ErrorCode_ERROR_CODE_EXISTS, Error: fmt.Sprintf("%v: %s (id %d, %s)", catalog.ErrExists, r.Name, s.Id, catalog.StateName(s.State)), Stream: s}, nil
+		// Index: the requester waits until its own catalog shows the
+		// stream it is told exists.
+		return &pb.ControlResponse{Index: s.Id, Code: pb.ErrorCode_ERROR_CODE_EXISTS, Error: fmt.Sprintf("%v: %s (id %d, %s)", catalog.ErrExists, r.Name, s.Id, catalog.StateName(s.State)), Stream: s}, nil
 	}
 	if r.Replicas == 0 || r.Replicas > 15 {
 		return &pb.ControlResponse{Code: pb.ErrorCode_ERROR_CODE_INVALID, Error: fmt.Sprintf("controller: %d replicas: want 1 to 15", r.Replicas)}, nil
@@ -360,46 +375,52 @@ func roleOf(r cluster.Role) pb.Role {
 // voterChange promotes a follower to voter, or demotes a voter to a
 // follower without a vote, and waits until the group has applied it.
 func (c *Controller) voterChange(ctx context.Context, v *pb.VoterChange) (*pb.ControlResponse, error) {
+	if err := catalog.ValidName(v.Name); err != nil {
+		return &pb.ControlResponse{Code: pb.ErrorCode_ERROR_CODE_INVALID, Error: "controller: node name " + err.Error()}, nil
+	}
 	id := RaftID(v.Name)
 	c.mu.RLock()
 	voters, learners := slices.Clone(c.conf.GetVoters()), slices.Clone(c.conf.GetLearners())
 	c.mu.RUnlock()
 	typ := raftpb.ConfChangeAddNode
+	state := func(msg string) (*pb.ControlResponse, error) {
+		return &pb.ControlResponse{Code: pb.ErrorCode_ERROR_CODE_GROUP_STATE, Error: fmt.Sprintf("controller: %s %s", v.Name, msg)}, nil
+	}
 	switch {
 	case v.Remove && !slices.Contains(voters, id):
-		return &pb.ControlResponse{Code: pb.ErrorCode_ERROR_CODE_INVALID, Error: fmt.Sprintf("controller: %s is not a voter", v.Name)}, nil
+		return state("is not a voter")
 	case v.Remove && len(voters) == 1:
-		return &pb.ControlResponse{Code: pb.ErrorCode_ERROR_CODE_INVALID, Error: fmt.Sprintf("controller: %s is the only voter", v.Name)}, nil
+		return state("is the only voter")
+	case v.Remove && id == c.id:
+		// The controller demoting itself hands the group over first, so
+		// that the others do not wait an election timeout for a leader;
+		// the requester's retry reaches the new controller.
+		for _, o := range voters {
+			if o != id {
+				c.do(ctx, func() { c.rn.TransferLeader(o) })
+				break
+			}
+		}
+		return &pb.ControlResponse{Code: pb.ErrorCode_ERROR_CODE_NO_CONTROLLER, Error: fmt.Sprintf("controller: %s hands the group over before it is demoted", v.Name)}, nil
 	case v.Remove:
 		typ = raftpb.ConfChangeAddLearnerNode
 	case slices.Contains(voters, id):
-		return &pb.ControlResponse{Code: pb.ErrorCode_ERROR_CODE_INVALID, Error: fmt.Sprintf("controller: %s is a voter already", v.Name)}, nil
+		return state("is a voter already")
 	case !slices.Contains(learners, id):
 		return &pb.ControlResponse{Code: pb.ErrorCode_ERROR_CODE_UNKNOWN_NODE, Error: fmt.Sprintf("controller: %s is not a follower of the catalog (not registered, or not caught up yet)", v.Name)}, nil
 	}
-	cc := &raftpb.ConfChange{Type: typ.Enum(), NodeId: &id, Context: []byte(v.Name)}
-	perr := make(chan error, 1)
-	if err := c.do(ctx, func() { perr <- c.rn.ProposeConfChange(cc) }); err != nil {
+	err := c.changeConf(ctx, typ, v.Name, func(cs *raftpb.ConfState) bool {
+		return slices.Contains(cs.GetVoters(), id) != v.Remove
+	})
+	switch {
+	case err == nil:
+		return &pb.ControlResponse{Index: c.Applied()}, nil
+	case errors.Is(err, ErrStopped):
 		return nil, err
+	case errors.Is(err, context.DeadlineExceeded):
+		return &pb.ControlResponse{Code: pb.ErrorCode_ERROR_CODE_TIMEOUT, Error: fmt.Sprintf("controller: the change of %s was not applied within %v (another change pending?); it may still apply", v.Name, c.cfg.RequestTimeout)}, nil
 	}
-	if err := <-perr; err != nil {
-		return &pb.ControlResponse{Code: pb.ErrorCode_ERROR_CODE_NO_CONTROLLER, Error: err.Error()}, nil
-	}
-	for {
-		c.mu.RLock()
-		isVoter, ch := slices.Contains(c.conf.GetVoters(), id), c.appliedCh
-		c.mu.RUnlock()
-		if isVoter != v.Remove {
-			return &pb.ControlResponse{Index: c.Applied()}, nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return &pb.ControlResponse{Code: pb.ErrorCode_ERROR_CODE_INTERNAL, Error: fmt.Sprintf("controller: the change of %s was not applied in time (another change pending?)", v.Name)}, nil
-		case <-c.stop:
-			return nil, ErrStopped
-		}
-	}
+	return &pb.ControlResponse{Code: pb.ErrorCode_ERROR_CODE_NO_CONTROLLER, Error: err.Error()}, nil
 }
 
 // codeOf is the wire class of a catalog error.
@@ -421,6 +442,10 @@ func codeOf(err error) pb.ErrorCode {
 		return pb.ErrorCode_ERROR_CODE_PLACEMENT
 	case errors.Is(err, ErrNoController):
 		return pb.ErrorCode_ERROR_CODE_NO_CONTROLLER
+	case errors.Is(err, ErrTimeout):
+		return pb.ErrorCode_ERROR_CODE_TIMEOUT
+	case errors.Is(err, ErrGroupState):
+		return pb.ErrorCode_ERROR_CODE_GROUP_STATE
 	}
 	return pb.ErrorCode_ERROR_CODE_INTERNAL
 }
@@ -448,6 +473,10 @@ func errOf(resp *pb.ControlResponse) error {
 		base = ErrPlacement
 	case pb.ErrorCode_ERROR_CODE_NO_CONTROLLER:
 		base = ErrNoController
+	case pb.ErrorCode_ERROR_CODE_TIMEOUT:
+		base = ErrTimeout
+	case pb.ErrorCode_ERROR_CODE_GROUP_STATE:
+		base = ErrGroupState
 	default:
 		return fmt.Errorf("controller: %s", resp.Error)
 	}

@@ -116,6 +116,9 @@ func requestID() []byte {
 func (c *Controller) Register(ctx context.Context) error {
 	_, err := c.request(ctx, &pb.ControlRequest{Req: &pb.ControlRequest_RegisterNode{RegisterNode: &pb.RegisterNode{
 		Name: c.cfg.Name, Incarnation: c.cfg.Incarnation, Role: c.cfg.Role}}})
+	if err == nil {
+		c.registered.Store(true)
+	}
 	return err
 }
 
@@ -196,7 +199,7 @@ func (c *Controller) heartbeats() {
 			return
 		case <-t.C:
 		}
-		if n, ok := c.Node(c.cfg.Name); !ok || n.Incarnation != c.cfg.Incarnation {
+		if n, ok := c.Node(c.cfg.Name); (!ok || n.Incarnation != c.cfg.Incarnation) && !c.registered.Load() {
 			continue // not registered (yet)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.LeaseTTL/2)

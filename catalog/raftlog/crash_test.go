@@ -18,8 +18,9 @@ import (
 
 // The crash-consistency harness, after local/crash_test.go. A Ready-like
 // workload runs on a simulated persistence domain (simpmem) and an
-// in-memory snapshot directory. At persists, around snapshot file writes
-// and between operations it takes crash images: the stream with any subset
+// in-memory snapshot directory. Every persist, every snapshot file write
+// (its start and its end) and every gap between operations is a crash
+// point; a uniform sample of them becomes crash images: the stream with any subset
 // of its unflushed lines (or 8-byte words) lost, and the directory with
 // each snapshot file either fully renamed in (once its Write began to
 // return) or absent, and each removal either done or not. Each image is
@@ -40,6 +41,10 @@ import (
 const crashRegion = local.MinRegionSize
 
 var crashOpts = Options{RegionSize: crashRegion, SnapshotCatchUp: 10}
+
+// crashReserve is room for the workload's stream, which snapshots keep
+// within a few hundred KiB.
+const crashReserve = local.SuperblockSize + 128*crashRegion
 
 // memDir is a snapDir in memory with a crash model: Write is atomic and
 // durable when it returns (with every removal before it: the directory
@@ -135,23 +140,35 @@ type crashRun struct {
 	started int
 	images  []crashImage
 	maxImgs int
+	points  int // crash points so far
 }
 
-func (r *crashRun) take(label string) {
-	if len(r.images) >= r.maxImgs {
-		return
+// point is a crash point. Every point is equally likely to be among the
+// images checked (reservoir sampling), so they spread over the whole run.
+func (r *crashRun) point(label string) {
+	r.points++
+	k := len(r.images)
+	if k >= r.maxImgs {
+		if k = r.rng.IntN(r.points); k >= r.maxImgs {
+			return
+		}
 	}
 	keep := []float64{0, 0.5, 1, r.rng.Float64()}[r.rng.IntN(4)]
-	r.images = append(r.images, crashImage{
+	im := crashImage{
 		label:   fmt.Sprintf("%s (op %d)", label, r.started),
 		stream:  r.mem.Crash(r.rng, simpmem.Granularity(r.rng.IntN(2)), keep),
 		files:   r.dir.crash(r.rng),
 		acked:   r.acked,
 		started: r.started,
-	})
+	}
+	if k == len(r.images) {
+		r.images = append(r.images, im)
+	} else {
+		r.images[k] = im
+	}
 }
 
-func reserveFor(img []byte) int { return len(img) + 64*crashRegion }
+func reserveFor(img []byte) int { return len(img) + 16*crashRegion }
 
 // recoverImage opens a crash image.
 func recoverImage(stream []byte, files map[string][]byte) (*simpmem.Memory, *memDir, *Log, error) {
@@ -243,7 +260,7 @@ func (r *crashRun) opAt(im crashImage) string {
 }
 
 func TestCrashConsistency(t *testing.T) {
-	n, ops := 8, 250
+	n, ops := 6, 250
 	if testing.Short() {
 		n, ops = 3, 150
 	}
@@ -251,7 +268,7 @@ func TestCrashConsistency(t *testing.T) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			t.Logf("seed %d (rerun with RPSTREAM_RAFTLOG_SEED=%d go test -run TestCrashConsistency ./catalog/raftlog/)", seed, seed)
 			rng := rand.New(rand.NewPCG(seed, seed^0x7af7))
-			r := &crashRun{rng: rng, mem: simpmem.New(local.SuperblockSize + 400*crashRegion), dir: newMemDir(nil), maxImgs: 60}
+			r := &crashRun{rng: rng, mem: simpmem.New(crashReserve), dir: newMemDir(nil), maxImgs: 40}
 			defer func() { r.mem.Release() }()
 			l, err := openOn(r.mem, r.dir, crashOpts)
 			if err != nil {
@@ -262,21 +279,15 @@ func TestCrashConsistency(t *testing.T) {
 			r.states = []modelState{{}}
 			hook := func() {
 				r.mem.BeforePersist = func(*simpmem.Memory) {
-					if rng.IntN(4) == 0 {
-						r.take(fmt.Sprintf("at persist %d", r.mem.Persists()))
-					}
+					r.point(fmt.Sprintf("at persist %d", r.mem.Persists()))
 				}
 			}
 			hook()
 			r.dir.onWrite = func(name string, done bool) {
-				if rng.IntN(2) == 0 {
-					r.take(fmt.Sprintf("snapshot file %s written %v", name, done))
-				}
+				r.point(fmt.Sprintf("snapshot file %s written %v", name, done))
 			}
 			for k := 0; k < ops; k++ {
-				if rng.IntN(8) == 0 {
-					r.take("between ops")
-				}
+				r.point("between ops")
 				o := g.next()
 				r.ops = append(r.ops, o)
 				r.started = k + 1
@@ -288,7 +299,7 @@ func TestCrashConsistency(t *testing.T) {
 					}
 					img := r.mem.Media()
 					r.mem.Release()
-					r.mem = simpmem.FromImage(img, local.SuperblockSize+400*crashRegion)
+					r.mem = simpmem.FromImage(img, crashReserve)
 					if l, err = openOn(r.mem, r.dir, crashOpts); err != nil {
 						t.Fatalf("op %d: reopen: %v", k, err)
 					}
@@ -315,8 +326,8 @@ func TestCrashConsistency(t *testing.T) {
 					t.Fatalf("seed %d: %v", seed, err)
 				}
 			}
-			t.Logf("seed %d: %d ops, last index %d, snapshot %d, %d crash images checked",
-				seed, ops, g.m.last(), g.m.snapIndex(), len(r.images))
+			t.Logf("seed %d: %d ops, last index %d, snapshot %d, %d crash images of %d crash points checked, stream %d bytes",
+				seed, ops, g.m.last(), g.m.snapIndex(), len(r.images), r.points, r.mem.Size())
 		})
 	}
 }

@@ -123,7 +123,8 @@
 //
 // # Damage
 //
-// Open fails with ErrCorrupt, writing nothing of its own, when a record
+// Open fails with ErrCorrupt, changing neither the stream (beyond what
+// package local's own recovery does) nor any snapshot file, when a record
 // does not decode or cannot follow the records before it, when the log
 // needs a snapshot no valid file holds (it starts above the newest valid
 // snapshot, or above index 0 with none; the error lists the damaged

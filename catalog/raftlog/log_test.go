@@ -300,6 +300,9 @@ func TestInvalid(t *testing.T) {
 		{"commit back", ErrInvalid, func() error { return l.Save(hs(2, 1, 2), nil, nil) }},
 		{"commit past the end", ErrInvalid, func() error { return l.Save(hs(2, 1, 6), nil, nil) }},
 		{"snapshot of uncommitted", ErrInvalid, func() error { return l.CreateSnapshot(4, nil, nil) }},
+		{"received snapshot not past the commit index", ErrInvalid, func() error {
+			return l.Save(nil, nil, &raftpb.Snapshot{Metadata: &raftpb.SnapshotMetadata{Index: new(uint64(3)), Term: new(uint64(2))}})
+		}},
 		{"snapshot at 0", raft.ErrSnapOutOfDate, func() error { return l.CreateSnapshot(0, nil, nil) }},
 	}
 	for _, b := range bad {

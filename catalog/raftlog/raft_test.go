@@ -229,11 +229,7 @@ func (c *raftCluster) settle() {
 }
 
 func TestRaftNodes(t *testing.T) {
-	base := t.TempDir()
-	if d, err := os.MkdirTemp("/dev/shm", "raftlogtest"); err == nil {
-		base = d // Raft's behaviour is under test here, not the disk
-		t.Cleanup(func() { os.RemoveAll(d) })
-	}
+	base := fastDir(t) // Raft's behaviour is under test here, not the disk
 	c := &raftCluster{t: t}
 	for id := uint64(1); id <= 3; id++ {
 		n := &raftNode{id: id, dir: filepath.Join(base, fmt.Sprint(id))}
@@ -284,6 +280,17 @@ func TestRaftNodes(t *testing.T) {
 		n.stop(t)
 	}
 	t.Logf("all nodes applied %d entries", want.applied)
+}
+
+// fastDir is a fresh directory on tmpfs if there is one: for tests of
+// semantics, where fsync only costs time.
+func fastDir(t *testing.T) string {
+	d, err := os.MkdirTemp("/dev/shm", "raftlogtest")
+	if err != nil {
+		return t.TempDir()
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
 }
 
 type discardLogger struct{}

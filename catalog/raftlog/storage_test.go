@@ -113,7 +113,7 @@ func TestStorageContract(t *testing.T) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			t.Logf("seed %d (rerun with RPSTREAM_RAFTLOG_SEED=%d go test -run TestStorageContract ./catalog/raftlog/)", seed, seed)
 			rng := rand.New(rand.NewPCG(seed, 77))
-			dir := t.TempDir()
+			dir := fastDir(t)
 			l := mustOpen(t, dir, smallOpts)
 			defer func() { l.Close() }()
 			ref := raft.NewMemoryStorage()

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rpstream/rpstream/internal/proccluster"
 	"github.com/rpstream/rpstream/internal/testutil"
 )
 
@@ -40,6 +41,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	proccluster.RemoveBuilt()
 	os.Exit(code)
 }
 
@@ -347,6 +349,15 @@ func TestCorrupt(t *testing.T) {
 	// A file of another format.
 	os.WriteFile(filepath.Join(d, "other.stream"), bytes.Repeat([]byte("not a stream "), 400), 0o644)
 	fails(t, 1, "", []string{"tail", "other", "--data", d}, "is not an rpstream stream file")
+
+	// delete removes only what it can open as a stream.
+	fails(t, 1, "", []string{"delete", "c", "--data", d}, "stream file "+path+" is corrupt", "not deleted", "by hand")
+	fails(t, 1, "", []string{"delete", "other", "--data", d}, "is not an rpstream stream file", "not deleted")
+	for _, f := range []string{path, filepath.Join(d, "other.stream")} {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("a refused delete removed %s: %v", f, err)
+		}
+	}
 }
 
 func TestLocked(t *testing.T) {
@@ -380,6 +391,8 @@ func TestLocked(t *testing.T) {
 		t.Fatalf("writer printed %q, %v", l, err)
 	}
 	fails(t, 1, "", []string{"append", "l", "--data", d, "x"}, `stream "l" is locked`, "another process")
+	// Nor is a stream deleted under its writer.
+	fails(t, 1, "", []string{"delete", "l", "--data", d}, `stream "l" is locked`, "another process")
 	// Readers need no lock.
 	if got := ok(t, "", "tail", "l", "--data", d); got != "first\nsecond\n" {
 		t.Errorf("tail beside a writer: %q", got)

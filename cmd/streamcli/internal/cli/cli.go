@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"strings"
 )
@@ -38,12 +39,16 @@ type command struct {
 	summary string
 	detail  string // more usage text, may be empty
 	// flags defines the command's own flags on fs and returns the function
-	// that runs it with the positional arguments. Nil for a command made
-	// of subcommands.
+	// that runs it with the positional arguments. Nil for a command that
+	// is only its subcommands (bench); a command with both (cluster) runs
+	// itself when no positional argument names a subcommand.
 	flags func(fs *flag.FlagSet) runFunc
 	// subs are the subcommands ("bench local"), chosen by the first
 	// positional argument; their names include the parent's.
 	subs []*command
+	// subNoun is what the subcommands are called in messages and usage;
+	// "" means "kind".
+	subNoun string
 	// graceful commands watch their context and return when it ends
 	// (tail -f, bench); for the others SIGINT and SIGTERM end the process.
 	graceful bool
@@ -65,7 +70,7 @@ type invocation struct {
 var commands []*command
 
 func init() {
-	commands = []*command{createCmd, appendCmd, tailCmd, lsCmd, statusCmd, membersCmd, benchCmd}
+	commands = []*command{createCmd, appendCmd, tailCmd, lsCmd, deleteCmd, statusCmd, membersCmd, clusterCmd, benchCmd}
 }
 
 func lookup(name string) *command {
@@ -142,6 +147,15 @@ func dispatch(ctx context.Context, env Env, cmd *command, args []string) int {
 	if len(cmd.subs) == 0 {
 		return run(ctx, env, cmd, args)
 	}
+	// The flags of cmd itself that take a value, so that a value is not
+	// taken for a subcommand ("cluster --output json").
+	valueFlags := globalValueFlags
+	if cmd.flags != nil {
+		fs := newFlagSet(cmd.name)
+		cmd.flags(fs)
+		valueFlags = maps.Clone(globalValueFlags)
+		fs.VisitAll(func(f *flag.Flag) { valueFlags[f.Name] = !isBool(f) })
+	}
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if len(a) > 1 && a[0] == '-' && a != "--" {
@@ -150,7 +164,7 @@ func dispatch(ctx context.Context, env Env, cmd *command, args []string) int {
 				commandUsage(env.Stderr, cmd)
 				return 0
 			}
-			if globalValueFlags[name] && !hasValue {
+			if valueFlags[name] && !hasValue {
 				i++
 			}
 			continue
@@ -165,10 +179,13 @@ func dispatch(ctx context.Context, env Env, cmd *command, args []string) int {
 				return run(ctx, env, sub, rest)
 			}
 		}
-		fmt.Fprintf(env.Stderr, "streamcli %s: unknown kind %q (kinds: %s; see streamcli %s --help)\n", cmd.name, a, names(cmd.subs, cmd.name+" "), cmd.name)
+		fmt.Fprintf(env.Stderr, "streamcli %s: unknown %s %q (%ss: %s; see streamcli %s --help)\n", cmd.name, cmd.noun(), a, cmd.noun(), names(cmd.subs, cmd.name+" "), cmd.name)
 		return 2
 	}
-	fmt.Fprintf(env.Stderr, "streamcli %s: say which kind\n", cmd.name)
+	if cmd.flags != nil {
+		return run(ctx, env, cmd, args)
+	}
+	fmt.Fprintf(env.Stderr, "streamcli %s: say which %s\n", cmd.name, cmd.noun())
 	commandUsage(env.Stderr, cmd)
 	return 2
 }
@@ -210,6 +227,14 @@ func run(ctx context.Context, env Env, cmd *command, args []string) int {
 	}
 }
 
+// noun is what c's subcommands are called.
+func (c *command) noun() string {
+	if c.subNoun == "" {
+		return "kind"
+	}
+	return c.subNoun
+}
+
 // names lists the names of cmds without prefix, for messages.
 func names(cmds []*command, prefix string) string {
 	var ns []string
@@ -237,9 +262,10 @@ global flags (before or after the command):
   --data DIR  data directory holding the streams, one file DIR/NAME.stream each
               (default $RPSTREAM_DATA, else ./rpstream-data)
   --node HOST:PORT
-              client address of a streamnode: create, append, tail and ls
-              go through it instead of a data directory, and bench cluster
-              measures it ($RPSTREAM_NODE)
+              client address of a streamnode: create, append, tail, ls and
+              delete go through it instead of a data directory, status,
+              members and cluster ask it, and bench cluster measures it
+              ($RPSTREAM_NODE)
 
 Flags may stand before or after the arguments; "--" ends the flags.
 Run "streamcli COMMAND --help" for the flags of a command.
@@ -252,12 +278,14 @@ func commandUsage(w io.Writer, c *command) {
 		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(c.detail))
 	}
 	if len(c.subs) > 0 {
-		fmt.Fprintf(w, "\nkinds:\n")
+		fmt.Fprintf(w, "\n%ss:\n", c.noun())
 		for _, sub := range c.subs {
 			fmt.Fprintf(w, "  %s %s\n      %s\n", sub.name, sub.args, sub.summary)
 		}
-		fmt.Fprintf(w, "\nRun \"streamcli %s KIND --help\" for the flags of a kind.\n", c.name)
-		return
+		fmt.Fprintf(w, "\nRun \"streamcli %s %s --help\" for the flags of a %s.\n", c.name, strings.ToUpper(c.noun()), c.noun())
+		if c.flags == nil {
+			return
+		}
 	}
 	fs := newFlagSet(c.name)
 	fs.String("data", "", "`DIR`, the data directory holding the streams (default $RPSTREAM_DATA, else ./rpstream-data)")

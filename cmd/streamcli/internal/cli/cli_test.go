@@ -134,6 +134,18 @@ func TestMainInProcess(t *testing.T) {
 	if o, e, c := run("", "ls", "s"); c != 0 || !strings.Contains(o, "entries     2") {
 		t.Fatalf("ls: %q %q %d", o, e, c)
 	}
+	if o, e, c := run("", "delete", "s"); c != 0 || o != `deleted stream "s" (removed `+d+"/s.stream)\n" {
+		t.Fatalf("delete: %q %q %d", o, e, c)
+	}
+	if o, e, c := run("", "ls"); c != 0 || o != "" || e != "no streams in "+d+"\n" {
+		t.Fatalf("ls after delete: %q %q %d", o, e, c)
+	}
+	if _, e, c := run("", "create", "s"); c != 0 {
+		t.Fatal(e)
+	}
+	if _, e, c := run("a\nb\n", "append", "s"); c != 0 {
+		t.Fatal(e)
+	}
 	// tail -f returns when its context ends, with success.
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()

@@ -20,12 +20,17 @@ var createCmd = &command{
 The stream is the file DIR/STREAM.stream; the data directory is made if it
 does not exist. STREAM is 1 to 128 letters, digits, '.', '_' or '-'.
 A stream is a sequence of regions of --region-size bytes, allocated as it
-grows; the largest entry is a little less than a region.`,
+grows; the largest entry is a little less than a region.
+
+With --node the stream is created through the cluster's catalog: the node
+asked leads it if it can, and --replicas R places a copy on R-1 other live
+nodes (too few live nodes: an error); --acks says how many copies hold an
+entry before its append is answered.`,
 	flags: func(fs *flag.FlagSet) runFunc {
 		var regionSize int
 		fs.Var(sizeFlag{&regionSize}, "region-size", fmt.Sprintf("`SIZE` of each region, such as 64k, 4MiB, 1g: a multiple of 4KiB from %s to %s (default %s)",
 			formatSize(local.MinRegionSize), formatSize(local.MaxRegionSize), formatSize(local.DefaultRegionSize)))
-		replicas := fs.Int("replicas", 0, "copies of every entry, with --node (default 1; replication is not implemented yet: stored and reported)")
+		replicas := fs.Int("replicas", 0, "`R` copies of every entry, with --node: the leader's and R-1 on other nodes the catalog places (default 1; a node running alone keeps one and reports the stream under-replicated)")
 		acks := fs.String("acks", "", "acknowledgement `POLICY`, with --node: leader, quorum or all (default quorum)")
 		return func(ctx context.Context, c *invocation, args []string) error {
 			if len(args) != 1 {

@@ -95,6 +95,15 @@ func TestNodeMode(t *testing.T) {
 		t.Fatalf("append of 1000 lines printed %.100q...", out)
 	}
 	check(1, `stream "nope" does not exist`, "a\n", "append", "nope")
+	// delete, then ls: the stream is gone.
+	if out := check(0, "", "", "delete", "many"); out != `deleted stream "many" on node `+addr+"\n" {
+		t.Fatalf("delete printed %q", out)
+	}
+	if out := check(0, "STREAM", "", "ls"); strings.Contains(out, "many") {
+		t.Fatalf("ls after delete lists the stream:\n%s", out)
+	}
+	check(1, `stream "many" does not exist on node `+addr, "", "delete", "many")
+	check(1, `stream "many" does not exist on node `+addr, "", "status", "many")
 	check(0, "leader       node (127.0.0.1:", "", "status", "s")
 	check(0, "node (this node)  node  alive  "+addr, "", "members")
 	check(2, "members needs --node", "", "members", "--node", "")
