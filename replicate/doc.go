@@ -90,8 +90,11 @@
 // local one, which is the point of one-sided replication (Tailwind, Mu).
 // This is safe because nothing is acknowledged before the leader's persist
 // too; a replica may then hold bytes the leader lost in a crash, which were
-// never acknowledged: a reconnecting replica's durable position is clamped
-// to the leader's end and those bytes are overwritten.
+// never acknowledged, and the restarted leader may append other bytes at
+// the same positions before the replica reconnects: a reconnecting
+// replica's durable position is clamped to what it can hold of this
+// leader's (the stream's end when the Leader started, or what the Leader
+// made durable there since) and the rest is overwritten.
 //
 // # Invariants
 //
@@ -140,11 +143,14 @@
 //     writer), write the leader's superblock (its persistent part, [0,
 //     2048) of remote.HeaderSlot) and flush it to persistence, then
 //     LeaderConfig.ConnectPos (nil: Pos{}, rewrite from the oldest region;
-//     a position past the leader's end is clamped to it), the cut-back (line
-//     0 of every slot holding no live region of the leader zeroed, and the
-//     leader's last region from its end on, durably: the replica then holds
-//     nothing the leader does not) and the descriptors of the regions taken
-//     as present; the answer comes back as Connected or Failed.
+//     a position past the stream's end when the Leader started, or past
+//     the replica's durable position under this Leader if that is
+//     further, is clamped to it), the cut-back (line 0 of every slot
+//     holding no live region of the leader zeroed, and the region of that
+//     position from there on and the leader's last region from its end
+//     on, durably: the replica then holds nothing the leader does not) and
+//     the descriptors of the regions taken as present; the answer comes
+//     back as Connected or Failed.
 //   - Alloc: on a helper goroutine, Client.Region(epoch, slot), then an
 //     rdma Write of line 1 from a registered zero buffer and a
 //     persistence Flush; back as Allocated.

@@ -57,8 +57,13 @@ type LeaderConfig struct {
 	// remote.NewClient and before Grant (a hub's Open request, say).
 	OnConnect func(ctx context.Context, id ID, c *remote.Client) error
 	// ConnectPos, if set, returns the replica's durable position after
-	// Grant (see Replicator.Connected). Nil means Pos{}: the replica is
-	// rewritten from the leader's oldest region.
+	// Grant (see Replicator.Connected), cutting back what the replica
+	// holds beyond leaderEnd (leaderIndex entries; remote's Tail does
+	// both). leaderEnd is not the leader's current end but what the
+	// replica may hold of the leader's bytes: the stream's end when the
+	// Leader started, or the replica's durable position under this Leader
+	// if that is further (see startConnect). Nil means Pos{}: the replica
+	// is rewritten from the leader's oldest region.
 	ConnectPos func(ctx context.Context, id ID, c *remote.Client, epoch uint64, leaderEnd Pos, leaderIndex uint64) (Pos, error)
 	// Tick is the Replicator's logical clock period. Zero means 10ms.
 	Tick time.Duration
@@ -115,6 +120,10 @@ type Leader struct {
 	end    Pos             // the leader's appended end
 	index  uint64          // entries appended
 	slots  map[uint64]int  // live region seq -> slot
+	// start and startIndex are end and index when the Leader started:
+	// what earlier leaders of the stream wrote ends there.
+	start      Pos
+	startIndex uint64
 }
 
 // link is the loop's side of one replica.
@@ -220,12 +229,16 @@ func StartLeader(ctx context.Context, cfg LeaderConfig) (*Leader, error) {
 		l.slots[ri.Seq] = ri.Slot
 		l.end, l.index = Pos{ri.Seq, ri.Used}, ri.First+ri.Count
 	}
+	l.start, l.startIndex = l.end, l.index
 	rep.Persisted(st.Persisted)
 	l.committed.Store(rep.Committed())
 	for _, r := range cfg.Replicas {
 		rep.AddReplica(r.ID, r.Backup)
 		l.links[r.ID] = &link{addr: r}
 	}
+	// Status holds from the start, not from the loop's first round: a
+	// caller may wait for the copies to connect before the first append.
+	l.status = rep.Status()
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.wg.Add(3)
 	go func() { defer l.wg.Done(); l.forward() }()
@@ -447,9 +460,22 @@ func fenceErr(err error) error {
 // startConnect dials a replica, grants it the epoch, copies the header
 // and reads its durable position on a helper goroutine; the answer comes
 // back to the loop as Connected or Failed.
+//
+// The replica is taken to hold the leader's bytes at most up to from: the
+// stream's end when this Leader started, or further what this Leader made
+// durable there. Past that it may hold bytes of another epoch (a crashed
+// leader's, which the leader lost) where this Leader appended others,
+// possibly of the same sizes, which would pass its recovery: they are cut
+// back and rewritten, never taken as present.
 func (l *Leader) startConnect(lk *link, c Connect) {
 	id, addr := c.Replica, lk.addr.Addr
-	end, index := l.end, l.index
+	from, index := l.start, l.startIndex
+	for _, p := range l.rep.Progress() {
+		if p.ID == id && from.Less(p.Acked) && p.Acked.Off >= RegionHeaderSize {
+			from, index = p.Acked, p.AckedIdx
+		}
+	}
+	end := l.end
 	live := make(map[uint64]int, len(l.slots))
 	for seq, slot := range l.slots {
 		live[seq] = slot
@@ -459,7 +485,7 @@ func (l *Leader) startConnect(lk *link, c Connect) {
 		defer l.wg.Done()
 		ctx, cancel := context.WithTimeout(l.ctx, l.cfg.ControlTimeout)
 		defer cancel()
-		rc, pos, err := l.connect(ctx, id, addr, c.Epoch, end, index, live)
+		rc, pos, err := l.connect(ctx, id, addr, c.Epoch, from, index, end, live)
 		if err != nil && rc != nil {
 			l.closeConn(rc)
 			rc = nil
@@ -470,8 +496,10 @@ func (l *Leader) startConnect(lk *link, c Connect) {
 	}()
 }
 
-// connect is the blocking part of a Connect.
-func (l *Leader) connect(ctx context.Context, id ID, addr string, epoch uint64, end Pos, index uint64, live map[uint64]int) (*rconn, Pos, error) {
+// connect is the blocking part of a Connect: from (index entries) is
+// where the replica may hold the leader's bytes up to, end the leader's
+// end.
+func (l *Leader) connect(ctx context.Context, id ID, addr string, epoch uint64, from Pos, index uint64, end Pos, live map[uint64]int) (*rconn, Pos, error) {
 	conn, err := l.peer.Dial(ctx, addr)
 	if err != nil {
 		return nil, Pos{}, err
@@ -502,14 +530,16 @@ func (l *Leader) connect(ctx context.Context, id ID, addr string, epoch uint64, 
 	}
 	var pos Pos
 	if l.cfg.ConnectPos != nil {
-		if pos, err = l.cfg.ConnectPos(ctx, id, client, epoch, end, index); err != nil {
+		if pos, err = l.cfg.ConnectPos(ctx, id, client, epoch, from, index); err != nil {
 			return rc, Pos{}, fenceErr(err)
 		}
 	}
-	if end.Less(pos) {
-		pos = end // bytes past the leader's end were never acknowledged
+	if from.Less(pos) {
+		// Bytes past from may be another epoch's (never acknowledged):
+		// they are rewritten.
+		pos = from
 	}
-	if err := l.cutBack(ctx, rc, epoch, end, live); err != nil {
+	if err := l.cutBack(ctx, rc, epoch, from, end, live); err != nil {
 		return rc, Pos{}, err
 	}
 	if pos != (Pos{}) {
@@ -534,9 +564,10 @@ func (l *Leader) connect(ctx context.Context, id ID, addr string, epoch uint64, 
 // its entries beyond what the leader overwrites would stay valid for the
 // replica's recovery. Line 0 of every slot that holds no live region of
 // the leader is zeroed (the region is gone, as local/'s freeRegion does),
-// then the leader's last region from its end on, durably, before the
-// replica is reported Connected.
-func (l *Leader) cutBack(ctx context.Context, rc *rconn, epoch uint64, end Pos, live map[uint64]int) error {
+// then the region of from (where the replica is rewritten from) from
+// there on, and the leader's last region from its end on, durably, before
+// the replica is reported Connected.
+func (l *Leader) cutBack(ctx context.Context, rc *rconn, epoch uint64, from, end Pos, live map[uint64]int) error {
 	info, err := rc.client.Info(ctx)
 	if err != nil {
 		return err
@@ -557,16 +588,24 @@ func (l *Leader) cutBack(ctx context.Context, rc *rconn, epoch uint64, end Pos, 
 		rc.conn.Write(reg.Desc, 0, l.zeroMR, 0, 64)
 		flushes = append(flushes, rc.conn.Flush(reg.Desc, 0, 64, rdma.Persistence))
 	}
-	if slot, ok := live[end.Seq]; ok && end.Off < l.s.RegionSize() {
+	cuts := []Pos{from}
+	if from.Seq != end.Seq {
+		cuts = append(cuts, end)
+	}
+	for _, cut := range cuts {
+		slot, ok := live[cut.Seq]
+		if !ok || cut.Off >= l.s.RegionSize() {
+			continue
+		}
 		reg, err := rc.client.Region(ctx, epoch, slot)
 		if err != nil {
 			return fenceErr(err)
 		}
 		rc.descs[slot] = reg.Desc
-		for off := end.Off; off < l.s.RegionSize(); off += zeroSize {
+		for off := cut.Off; off < l.s.RegionSize(); off += zeroSize {
 			rc.conn.Write(reg.Desc, off, l.zeroMR, 0, min(zeroSize, l.s.RegionSize()-off))
 		}
-		flushes = append(flushes, rc.conn.Flush(reg.Desc, end.Off, l.s.RegionSize()-end.Off, rdma.Persistence))
+		flushes = append(flushes, rc.conn.Flush(reg.Desc, cut.Off, l.s.RegionSize()-cut.Off, rdma.Persistence))
 	}
 	for _, f := range flushes {
 		if err := f.Wait(ctx); err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/rpstream/rpstream/rdma/rdmabench"
 	"github.com/rpstream/rpstream/rdma/tcp"
 	"github.com/rpstream/rpstream/remote"
+	"github.com/rpstream/rpstream/remote/remotepb"
 	"github.com/rpstream/rpstream/replicate"
 	"github.com/rpstream/rpstream/replicate/quorum"
 )
@@ -716,6 +717,99 @@ func TestLeaderCutsBackAReplicaAhead(t *testing.T) {
 			t.Fatalf("append %d: index %d, %v", k, i, err)
 		}
 		want[i] = p
+	}
+	eventually(t, "caught up", func() bool { return caughtUp(l, c.stream) })
+	l.Close()
+	c.checkReplicas(want)
+}
+
+// TestLeaderTrustsAReplicaOnlyUpToItsStart: replicas hold entries a
+// crashed leader lost (as TestLeaderCutsBackAReplicaAhead), and the
+// restarted leader appends others of the same sizes before it reaches
+// them (they are down). Their durable end, read with remote's Tail as a
+// node does, must not cover the lost entries: the leader's appends since
+// it started are not theirs, so they are cut back to where the stream
+// ended when the Leader started, and rewritten from there.
+func TestLeaderTrustsAReplicaOnlyUpToItsStart(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "leader.stream")
+	s, err := local.Create(path, local.Options{RegionSize: testRegionSize, Epoch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := 0; k < 100; k++ {
+		if _, err := s.Append(payload(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	copyFile(t, path, filepath.Join(dir, "short"))
+	if s, err = local.Open(path, local.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for k := 100; k < 300; k++ {
+		if _, err := s.Append(payload(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	c := &testCluster{t: t, dir: dir}
+	for k := 0; k < 2; k++ {
+		r := &testReplica{id: replicate.ID(fmt.Sprintf("r%d", k)), path: filepath.Join(dir, fmt.Sprintf("r%d.stream", k)), size: testRegionSize, max: testMaxRegions}
+		copyFile(t, path, r.path)
+		startReplica(t, r)
+		r.stop() // down when the leader starts; its address is kept
+		c.replicas = append(c.replicas, r)
+	}
+	if c.stream, err = local.Open(filepath.Join(dir, "short"), local.Options{Epoch: 2}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, r := range c.replicas {
+			r.stop()
+		}
+		c.stream.Close()
+	})
+	cfg := replicate.LeaderConfig{
+		Stream: c.stream, Writer: "leader", Epoch: 2,
+		Replicator: replicate.Config{Policy: quorum.LeaderOnly, MaxRetryTicks: 8},
+		Provider:   tcp.Provider{}, RDMA: rdma.LoopbackConfig(testSecret),
+		Tick: 5 * time.Millisecond, Logger: quietLogger(),
+		ConnectPos: func(ctx context.Context, id replicate.ID, c *remote.Client, epoch uint64, end replicate.Pos, index uint64) (replicate.Pos, error) {
+			r, err := c.Tail(ctx, &remotepb.TailRequest{Epoch: epoch, LeaderSeq: end.Seq, LeaderOff: uint64(end.Off), LeaderIndex: &index})
+			if err != nil {
+				return replicate.Pos{}, err
+			}
+			return replicate.Pos{Seq: r.Seq, Off: int(r.Off)}, nil
+		},
+	}
+	for _, r := range c.replicas {
+		cfg.Replicas = append(cfg.Replicas, replicate.ReplicaAddr{ID: r.id, Addr: r.addr})
+	}
+	l, err := replicate.StartLeader(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	want := map[uint64][]byte{}
+	for k := 0; k < 100; k++ {
+		want[uint64(k)] = payload(k)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for k := 100; k < 120; k++ {
+		p := payload(k)
+		for j := range p {
+			p[j] ^= 0xff
+		}
+		i, err := l.Append(ctx, p)
+		if err != nil || i != uint64(k) {
+			t.Fatalf("append %d: index %d, %v", k, i, err)
+		}
+		want[i] = p
+	}
+	for _, r := range c.replicas {
+		startReplica(t, r)
 	}
 	eventually(t, "caught up", func() bool { return caughtUp(l, c.stream) })
 	l.Close()

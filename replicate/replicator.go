@@ -233,7 +233,9 @@ func (r *Replicator) Restarted(id ID) error {
 // I/O loop must cut it back (zero its bytes from the leader's end to its
 // own in that region and free its regions after the leader's last), and
 // report the leader's end. The Replicator clamps durable to its end
-// either way.
+// either way. Before the leader's end, a replica may hold bytes of another
+// epoch where this leader appended others: the I/O loop reports no more
+// than the replica can hold of this leader's (Leader.startConnect).
 func (r *Replicator) Connected(id ID, gen uint64, durable Pos) error {
 	p := r.replica(id)
 	if p == nil {

@@ -268,6 +268,9 @@ func (c *Controller) run() {
 		case <-t.C:
 			c.rn.Tick()
 		case m := <-c.recvc:
+			if c.lostLog(m) {
+				continue
+			}
 			if err := c.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) {
 				c.log.Debug("raft step", "err", err, "type", m.GetType().String(), "from", m.GetFrom())
 			}
@@ -283,6 +286,25 @@ func (c *Controller) run() {
 			return
 		}
 	}
+}
+
+// lostLog says whether m is a heartbeat for entries this member's log
+// does not hold: one the controller sent to a lost incarnation of this
+// member (a wiped disk) before it was added anew, delivered late. Raft
+// would take its commit index as its own and panic; the controller's
+// next heartbeats carry what it knows of this log. (A heartbeat's commit
+// index is never past the follower's acknowledged entries, which a
+// durable log keeps: only a lost log meets this.)
+func (c *Controller) lostLog(m *raftpb.Message) bool {
+	if m.GetType() != raftpb.MsgHeartbeat {
+		return false
+	}
+	last, err := c.rlog.LastIndex()
+	if err != nil || m.GetCommit() <= last {
+		return false
+	}
+	c.log.Debug("dropped a heartbeat for a log this member does not hold", "from", m.GetFrom(), "commit", m.GetCommit(), "last", last)
+	return true
 }
 
 // ready handles every Ready the RawNode has.

@@ -394,13 +394,20 @@ func (c *Controller) voterChange(ctx context.Context, v *pb.VoterChange) (*pb.Co
 	case v.Remove && id == c.id:
 		// The controller demoting itself hands the group over first, so
 		// that the others do not wait an election timeout for a leader;
-		// the requester's retry reaches the new controller.
-		for _, o := range voters {
-			if o != id {
-				c.do(ctx, func() { c.rn.TransferLeader(o) })
-				break
+		// the requester's retry reaches the new controller. It hands it
+		// to a voter that answered recently and holds the most of the
+		// log: one that is down would never take over.
+		c.do(ctx, func() {
+			var to, match uint64
+			for o, pr := range c.rn.Status().Progress {
+				if o != id && slices.Contains(voters, o) && pr.RecentActive && (to == 0 || pr.Match > match) {
+					to, match = o, pr.Match
+				}
 			}
-		}
+			if to != 0 {
+				c.rn.TransferLeader(to)
+			}
+		})
 		return &pb.ControlResponse{Code: pb.ErrorCode_ERROR_CODE_NO_CONTROLLER, Error: fmt.Sprintf("controller: %s hands the group over before it is demoted", v.Name)}, nil
 	case v.Remove:
 		typ = raftpb.ConfChangeAddLearnerNode

@@ -115,10 +115,27 @@ func (t *GRPC) Send(msgs []*raftpb.Message) {
 			// Full: Raft sends again.
 			sink.ReportUnreachable(m.GetTo())
 			if m.GetType() == raftpb.MsgSnap {
-				sink.ReportSnapshot(m.GetTo(), true)
+				// Reported from another goroutine: ReportSnapshot waits
+				// for the Raft loop, which is the caller of Send.
+				t.reportSnapshotFailed(sink, m.GetTo())
 			}
 		}
 	}
+}
+
+// reportSnapshotFailed tells sink, from a goroutine Close waits for,
+// that a snapshot to id was not sent.
+func (t *GRPC) reportSnapshotFailed(sink Sink, id uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.done {
+		return
+	}
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		sink.ReportSnapshot(id, true)
+	}()
 }
 
 func (t *GRPC) peer(name string) *grpcPeer {
