@@ -145,18 +145,18 @@ func TestMembership(t *testing.T) {
 	if err := b.UpdateCapacity(42); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "a sees bb's new capacity", func() bool {
+	waitFor(t, 15*time.Second, "a sees bb's new capacity", func() bool {
 		m, _ := lookup(a, "bb")
 		return m.Capacity == 42
 	})
-	waitFor(t, 5*time.Second, "a is told of the update", func() bool { return evA.has(EventUpdate, "bb", StateAlive) })
+	waitFor(t, 15*time.Second, "a is told of the update", func() bool { return evA.has(EventUpdate, "bb", StateAlive) })
 
 	// A graceful leave is seen as left, not dead.
 	if err := c.Leave(); err != nil {
 		t.Fatal(err)
 	}
 	c.Shutdown()
-	waitFor(t, 5*time.Second, "ccc is left everywhere", func() bool {
+	waitFor(t, 15*time.Second, "ccc is left everywhere", func() bool {
 		return stateOf(a, "ccc") == StateLeft && stateOf(b, "ccc") == StateLeft && stateOf(d, "ccc") == StateLeft
 	})
 	if _, err := c.Join(a.GossipAddr()); !errors.Is(err, ErrClosed) {
@@ -178,7 +178,7 @@ func TestMembership(t *testing.T) {
 	// a probes dddd at least once a round while bb's suspicion runs
 	// (about a second with one confirmation), so a suspects it itself.
 	// Events arrive after the state changes they report.
-	waitFor(t, 5*time.Second, "a is told of the leave, the suspicion and the failure", func() bool {
+	waitFor(t, 15*time.Second, "a is told of the leave, the suspicion and the failure", func() bool {
 		return evA.has(EventLeave, "ccc", StateLeft) && evA.has(EventSuspect, "dddd", StateSuspect) &&
 			evA.has(EventLeave, "dddd", StateDead)
 	})
@@ -231,7 +231,7 @@ func TestBadMetadataNotTrusted(t *testing.T) {
 	if _, err := ml.Join([]string{a.GossipAddr()}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "a lists liar", func() bool { _, ok := lookup(a, "liar"); return ok })
+	waitFor(t, 15*time.Second, "a lists liar", func() bool { _, ok := lookup(a, "liar"); return ok })
 	m, _ := lookup(a, "liar")
 	if !errors.Is(m.MetaErr, ErrBadMeta) || m.Role != RoleUnknown || m.State != StateAlive {
 		t.Errorf("liar: %+v", m)
@@ -330,7 +330,7 @@ func TestSecretKey(t *testing.T) {
 			t.Errorf("%s joins a keyed cluster: %v", x.Name(), err)
 		}
 	}
-	waitFor(t, 5*time.Second, "a sees b", func() bool { return stateOf(a, "b") == StateAlive })
+	waitFor(t, 15*time.Second, "a sees b", func() bool { return stateOf(a, "b") == StateAlive })
 	for _, n := range []string{"wrong", "none"} {
 		if _, ok := lookup(a, n); ok {
 			t.Errorf("a lists %s", n)

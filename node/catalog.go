@@ -272,7 +272,13 @@ func (s *Server) listInCatalog() []string {
 // node's files of it at once; the other holders remove theirs when their
 // catalog shows the tombstone (reconcile), now or when they come back.
 func (s *Server) deleteInCatalog(ctx context.Context, name string) error {
-	rec, err := s.cfg.Catalog.DeleteStream(ctx, name, 0)
+	// The id this node sees: a retry of the delete can then never delete
+	// a stream made anew under the name meanwhile.
+	var id uint64
+	if r, ok := s.cfg.Catalog.Stream(name); ok && catalog.Live(r.State) {
+		id = r.Id
+	}
+	rec, err := s.cfg.Catalog.DeleteStream(ctx, name, id)
 	if err != nil {
 		return catalogStatus(err)
 	}

@@ -116,17 +116,19 @@ join=127.0.0.1:$((base + 31)),127.0.0.1:$((base + 32)),127.0.0.1:$((base + 33)),
 start_node() {
 	local i=$1 role=node
 	[ "$i" = 4 ] && role=backup
-	printf '$ streamnode --name n%d --role %s --data %s --client-addr 127.0.0.1:%d --peer-addr 127.0.0.1:%d --gossip-addr 127.0.0.1:%d --join %s &\n' \
+	printf '$ streamnode --name n%d --role %s --data %s --client-addr 127.0.0.1:%d --peer-addr 127.0.0.1:%d --gossip-addr 127.0.0.1:%d --join %s --voters n1,n2,n3 &\n' \
 		"$i" "$role" "$cdir/n$i" $((base + 10 + i)) $((base + 20 + i)) $((base + 30 + i)) "$join"
 	"$node" --name "n$i" --role "$role" --data "$cdir/n$i" --client-addr "127.0.0.1:$((base + 10 + i))" \
 		--peer-addr "127.0.0.1:$((base + 20 + i))" --gossip-addr "127.0.0.1:$((base + 30 + i))" \
-		--join "$join" 2>>"$cdir/n$i.log" &
+		--join "$join" --voters n1,n2,n3 2>>"$cdir/n$i.log" &
 	nodepids[$((i - 1))]=$!
 }
-# wait_alive N waits (at most 15 s) until n1 lists N members alive.
+# wait_alive N waits (at most 15 s) until n1 lists N members alive and
+# the catalog knows N nodes.
 wait_alive() {
 	for _ in $(seq 75); do
-		if [ "$("$cli" --node "127.0.0.1:$((base + 11))" members 2>/dev/null | grep -c ' alive ')" -ge "$1" ]; then
+		if [ "$("$cli" --node "127.0.0.1:$((base + 11))" members 2>/dev/null | grep -c ' alive ')" -ge "$1" ] &&
+			[ "$("$cli" --node "127.0.0.1:$((base + 11))" cluster --output json 2>/dev/null | grep -o '"incarnation": *"[0-9a-f]\{16\}"' | grep -c .)" -ge "$1" ]; then
 			return 0
 		fi
 		sleep 0.2
@@ -142,6 +144,7 @@ done
 wait_alive 4
 n1=127.0.0.1:$((base + 11)) n2=127.0.0.1:$((base + 12)) n3=127.0.0.1:$((base + 13))
 show --node "$n1" members
+show --node "$n1" cluster
 
 say "Create a stream with 3 replicas on n2: n2 leads it, the others hold copies"
 show --node "$n2" create orders --replicas 3 --acks quorum

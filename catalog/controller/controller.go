@@ -76,10 +76,12 @@ type Controller struct {
 	// to the group, which heartbeats ask for again).
 	registered atomic.Bool
 
-	ops   chan func() // run on the loop goroutine
-	recvc chan *raftpb.Message
-	stop  chan struct{}
-	wg    sync.WaitGroup
+	ops      chan func() // run on the loop goroutine
+	recvc    chan *raftpb.Message
+	stop     chan struct{}
+	stopOnce sync.Once
+	stopErr  error
+	wg       sync.WaitGroup
 
 	snapIndex uint64 // owned by run
 }
@@ -223,15 +225,13 @@ func (c *Controller) join() bool {
 // Stop ends the loops and closes the Raft log. Calls in flight end with
 // ErrStopped.
 func (c *Controller) Stop() error {
-	select {
-	case <-c.stop:
-		return nil
-	default:
-	}
-	close(c.stop)
-	c.wg.Wait()
-	c.cfg.Transport.Close()
-	return c.rlog.Close()
+	c.stopOnce.Do(func() {
+		close(c.stop)
+		c.wg.Wait()
+		c.cfg.Transport.Close()
+		c.stopErr = c.rlog.Close()
+	})
+	return c.stopErr
 }
 
 // Name is this node's name; Incarnation its incarnation.

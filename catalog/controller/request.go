@@ -247,7 +247,7 @@ func (c *Controller) Status() Status {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	st := Status{
-		Name: c.cfg.Name, Incarnation: c.cfg.Incarnation, Term: c.term, Commit: c.commit, Applied: c.cat.Applied(),
+		Name: c.cfg.Name, Incarnation: c.cfg.Incarnation, Term: c.term, Commit: max(c.commit, c.cat.Applied()), Applied: c.cat.Applied(),
 		State: stateName(c.state), Voter: slices.Contains(c.conf.GetVoters(), c.id),
 		Voters: c.namesLocked(c.conf.GetVoters()), Followers: c.namesLocked(c.conf.GetLearners()),
 	}
