@@ -206,6 +206,10 @@ func (c *Catalog) create(index uint64, now int64, op *pb.CreateStream) (*pb.Stre
 	s := &pb.Stream{
 		Name: op.Name, Id: index, Replicas: op.Replicas, Acks: op.Acks, RegionSize: op.RegionSize,
 		Leader: op.Copies[0].Node, State: pb.StreamState_STREAM_STATE_CREATING, Created: now, CreateRequest: op.RequestId,
+		// The first epoch goes to the leader with the stream: the
+		// incarnation that makes its files leads under it without
+		// another command; any later opening takes the next one.
+		Epoch: 1,
 	}
 	for _, cp := range op.Copies {
 		s.Copies = append(s.Copies, proto.Clone(cp).(*pb.Copy))

@@ -106,32 +106,31 @@ func copyNames(rec *pb.Stream) []string {
 }
 
 // realize makes the files of stream rec, which this node leads and the
-// catalog holds as creating, and marks it active. Files already made
-// (a crash before the activation) are kept.
-func (s *Server) realize(ctx context.Context, rec *pb.Stream) error {
+// catalog holds as creating, and says whether it made them now (files
+// already made, by an incarnation that may have written under the
+// create's epoch, are kept). The catalog marks the stream active later
+// (reconcile), off the create's path.
+func (s *Server) realize(rec *pb.Stream) (made bool, err error) {
 	m, err := s.store.readMeta(rec.Name)
 	switch {
 	case err == nil && m.StreamID == rec.Id:
+		return false, nil
 	case err == nil:
 		// Files of an older stream of the name, deleted while this node
 		// was down.
 		s.log.Warn("removing the files of an older stream of the name", "stream", rec.Name, "old_id", m.StreamID, "id", rec.Id)
 		if err := s.store.remove(rec.Name); err != nil {
-			return err
+			return false, err
 		}
 		fallthrough
 	case errors.Is(err, ErrNoStream):
 		m = meta{Replicas: rec.Replicas, Acks: catalog.AcksName(rec.Acks), RegionSize: int(rec.RegionSize), Created: time.Unix(0, rec.Created).UTC(), Envelope: true, StreamID: rec.Id}
 		if err := s.store.create(rec.Name, m); err != nil {
-			return err
+			return false, err
 		}
-	default:
-		return err
+		return true, nil
 	}
-	if rec.State == pb.StreamState_STREAM_STATE_CREATING {
-		return s.cfg.Catalog.ActivateStream(ctx, rec.Name, rec.Id)
-	}
-	return nil
+	return false, err
 }
 
 // openLed prepares the opening of stream name, which the catalog says
@@ -141,8 +140,10 @@ func (s *Server) realize(ctx context.Context, rec *pb.Stream) error {
 func (s *Server) openLed(rec *pb.Stream) (meta, error) {
 	ctx, cancel := context.WithTimeout(s.stopCtx, lookupTimeout)
 	defer cancel()
+	made := false
 	if rec.State == pb.StreamState_STREAM_STATE_CREATING {
-		if err := s.realize(ctx, rec); err != nil {
+		var err error
+		if made, err = s.realize(rec); err != nil {
 			return meta{}, err
 		}
 	}
@@ -163,11 +164,16 @@ func (s *Server) openLed(rec *pb.Stream) (meta, error) {
 	}
 	// A new incarnation of the leader: a new epoch, granted by the catalog
 	// before any copy is written under it (and recorded in the regions
-	// this incarnation allocates).
-	{
-		if m.Epoch, err = s.cfg.Catalog.GrantEpoch(ctx, rec.Name, rec.Id); err != nil {
-			return meta{}, fmt.Errorf("node: %s: taking a new epoch: %w", rec.Name, err)
-		}
+	// this incarnation allocates). The incarnation that just made the
+	// stream's files leads under the epoch the create granted: no earlier
+	// incarnation ever opened the stream (one that made them and crashed
+	// may have, so finding them made takes a new epoch).
+	if made {
+		m.Epoch = rec.Epoch
+		return m, nil
+	}
+	if m.Epoch, err = s.cfg.Catalog.GrantEpoch(ctx, rec.Name, rec.Id); err != nil {
+		return meta{}, fmt.Errorf("node: %s: taking a new epoch: %w", rec.Name, err)
 	}
 	return m, nil
 }
@@ -335,12 +341,18 @@ func (s *Server) reconcile(ctx context.Context, create bool) {
 		recs[rec.Name] = rec
 	}
 	if create {
+		// Streams this node leads that are being created: made (if the
+		// create's caller has not yet) and marked active.
 		for _, rec := range recs {
 			if rec.State == pb.StreamState_STREAM_STATE_CREATING && rec.Leader == s.cfg.Name {
-				if st, err := s.acquire(rec.Name); err != nil {
+				st, err := s.acquire(rec.Name)
+				if err != nil {
 					s.log.Warn("cannot make a stream this node leads", "stream", rec.Name, "err", err)
-				} else {
-					st.release()
+					continue
+				}
+				st.release()
+				if err := ctl.ActivateStream(ctx, rec.Name, rec.Id); err != nil {
+					s.log.Warn("cannot mark a stream active yet", "stream", rec.Name, "err", err)
 				}
 			}
 		}
@@ -349,7 +361,7 @@ func (s *Server) reconcile(ctx context.Context, create bool) {
 	var goneStreams, goneCopies []string
 	names, _ := s.store.list()
 	for _, name := range names {
-		if m, err := s.store.readMeta(name); err == nil && stale(recs[name], m.StreamID, s.cfg.Name) {
+		if id, err := s.store.streamID(name); err == nil && stale(recs[name], id, s.cfg.Name) {
 			goneStreams = append(goneStreams, name)
 		}
 	}
@@ -395,7 +407,7 @@ func (s *Server) reconcile(ctx context.Context, create bool) {
 		if rec.State != pb.StreamState_STREAM_STATE_DELETING || !slices.Contains(rec.PendingDrop, s.cfg.Name) {
 			continue
 		}
-		if m, err := s.store.readMeta(rec.Name); err == nil && m.StreamID == rec.Id {
+		if id, err := s.store.streamID(rec.Name); err == nil && id == rec.Id {
 			continue // not removed (an error above)
 		}
 		if id, err := s.replicas.streamID(rec.Name); err == nil && id == rec.Id {

@@ -715,7 +715,7 @@ func TestStreamWithoutEnvelopes(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.stop(t)
-	st := &store{dir: filepath.Join(dir, "streams")}
+	st := &store{dir: filepath.Join(dir, "streams"), ids: map[string]uint64{}}
 	m, err := st.readMeta("old")
 	if err != nil {
 		t.Fatal(err)

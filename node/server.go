@@ -72,6 +72,7 @@ type stream struct {
 	// this node alone. quorumWait is Config.QuorumWait.
 	leader     *replicate.Leader
 	quorumWait time.Duration
+	opened     time.Time // when leader started
 	// app copies payloads into the stream with Config.Mover; nil copies
 	// them on the appending goroutine.
 	app  *local.Appender
@@ -305,18 +306,14 @@ func (s *Server) open(name string) (*stream, error) {
 			ls.Close()
 			return nil, err
 		}
-		// A new incarnation of the leader connects its copies (each holder
-		// checks the new epoch with its catalog) before the first append
-		// waits for them: for a while, not for ever.
-		for deadline := time.Now().Add(connectWait); st.leader.Status().QuorumLost && time.Now().Before(deadline) && s.stopCtx.Err() == nil; {
-			time.Sleep(5 * time.Millisecond)
-		}
+		st.opened = time.Now()
 	}
 	return st, nil
 }
 
-// connectWait bounds how long opening a replicated stream waits for enough
-// of its copies to connect for its policy.
+// connectWait is how long after a replicated stream is opened appends
+// wait for its copies to connect (each holder checks the new epoch with
+// its catalog) before a lost quorum fails them after QuorumWait.
 const connectWait = 2 * time.Second
 
 func (st *stream) release() { st.refs.Done() }
@@ -374,7 +371,7 @@ func (st *stream) waitDurable(ctx context.Context, pos uint64) error {
 		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
 			return err
 		}
-		if rs := st.leader.Status(); rs.QuorumLost {
+		if rs := st.leader.Status(); rs.QuorumLost && time.Since(st.opened) > connectWait {
 			return fmt.Errorf("%w: entry %d of %s is stored here but not on enough copies for its policy yet", errQuorumLost, pos, st.name)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rpstream/rpstream/api"
@@ -102,10 +103,16 @@ func ackPolicy(s string) api.AckPolicy {
 type store struct {
 	dir           string // DIR/streams
 	maxStreamSize int
+
+	// mu guards ids: the catalog id of each stream whose meta.json was
+	// read or written, so that comparing the directory with the catalog
+	// (reconcile) reads no file per stream.
+	mu  sync.Mutex
+	ids map[string]uint64
 }
 
 func openStore(dataDir string, maxStreamSize int) (*store, error) {
-	st := &store{dir: filepath.Join(dataDir, "streams"), maxStreamSize: maxStreamSize}
+	st := &store{dir: filepath.Join(dataDir, "streams"), maxStreamSize: maxStreamSize, ids: map[string]uint64{}}
 	if err := os.MkdirAll(st.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
@@ -178,6 +185,9 @@ func (st *store) create(name string, m meta) error {
 		return fmt.Errorf("node: %w", err)
 	}
 	ok = true
+	st.mu.Lock()
+	st.ids[name] = m.StreamID
+	st.mu.Unlock()
 	return syncDir(st.dir)
 }
 
@@ -194,7 +204,23 @@ func (st *store) readMeta(name string) (meta, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return m, fmt.Errorf("node: %s: %w: meta.json: %v", name, local.ErrCorrupt, err)
 	}
+	st.mu.Lock()
+	st.ids[name] = m.StreamID
+	st.mu.Unlock()
 	return m, nil
+}
+
+// streamID is the catalog id of stream name, from memory once its
+// meta.json was read.
+func (st *store) streamID(name string) (uint64, error) {
+	st.mu.Lock()
+	id, ok := st.ids[name]
+	st.mu.Unlock()
+	if ok {
+		return id, nil
+	}
+	m, err := st.readMeta(name)
+	return m.StreamID, err
 }
 
 // writeMeta replaces stream name's meta.json durably.
@@ -223,6 +249,9 @@ func (st *store) open(name string, m meta) (*local.Stream, error) {
 // remove deletes stream name, which must be closed.
 func (st *store) remove(name string) error {
 	gone := filepath.Join(st.dir, hiddenName(name, "del"))
+	st.mu.Lock()
+	delete(st.ids, name)
+	st.mu.Unlock()
 	if err := os.Rename(st.path(name), gone); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("%w: %s", ErrNoStream, name)

@@ -1118,7 +1118,8 @@ type Stream struct {
 	Replicas   uint32                 `protobuf:"varint,3,opt,name=replicas,proto3" json:"replicas,omitempty"`
 	Acks       Acks                   `protobuf:"varint,4,opt,name=acks,proto3,enum=rpstream.catalog.v1.Acks" json:"acks,omitempty"`
 	RegionSize uint64                 `protobuf:"varint,5,opt,name=region_size,json=regionSize,proto3" json:"region_size,omitempty"`
-	// leader is copies[0].node. epoch is the last one granted (0: none yet).
+	// leader is copies[0].node. epoch is the last one granted: 1 with the
+	// create, to the incarnation that makes the stream's files.
 	Leader string      `protobuf:"bytes,6,opt,name=leader,proto3" json:"leader,omitempty"`
 	Epoch  uint64      `protobuf:"varint,7,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	State  StreamState `protobuf:"varint,8,opt,name=state,proto3,enum=rpstream.catalog.v1.StreamState" json:"state,omitempty"`
