@@ -25,23 +25,10 @@ var (
 	// ErrNotEnoughMembers is returned by Place when fewer eligible members
 	// than the replication factor are alive.
 	ErrNotEnoughMembers = errors.New("cluster: not enough live members")
-	// ErrBadLease is returned for a Lease that is malformed or does not
-	// belong where it is used (other stream, leader not a replica).
-	ErrBadLease = errors.New("cluster: bad lease")
-	// ErrStaleEpoch is returned when an epoch is not newer than the
-	// current one (CheckSuccessor, Leases.Apply) or older than the current
-	// one (Leases.Authorize).
-	ErrStaleEpoch = errors.New("cluster: stale epoch")
-	// ErrNotLeader is returned by Leases.Authorize when the writer does not
-	// hold the stream's current lease under the epoch it claims.
-	ErrNotLeader = errors.New("cluster: not the leader")
 	// ErrLiveMember is returned by Forget for a member that is alive or
 	// suspect, and ErrUnknownMember for a name not in the view.
 	ErrLiveMember    = errors.New("cluster: member is live")
 	ErrUnknownMember = errors.New("cluster: unknown member")
-	// ErrUnknownStream is returned by Leases.Authorize for a stream with no
-	// lease.
-	ErrUnknownStream = errors.New("cluster: unknown stream")
 )
 
 // Role is what a member does.

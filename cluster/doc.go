@@ -1,8 +1,9 @@
-// Package cluster is rpstream's membership layer and the rules for who leads
-// which stream: membership and failure detection over hashicorp/memberlist
-// (SWIM gossip), each member's addresses, role and capacity carried in its
-// memberlist metadata, deterministic replica placement, and the epoch
-// (lease) records that fence a stale leader through remote.Config.Authorize.
+// Package cluster is rpstream's membership layer: membership and failure
+// detection over hashicorp/memberlist (SWIM gossip), each member's
+// addresses, role and capacity carried in its memberlist metadata, and
+// deterministic replica placement. It is the address book and the failure
+// hint; who leads which stream under which epoch is decided by the catalog
+// (package catalog), never here.
 //
 // # Member metadata (format version 1, must never change)
 //
@@ -40,16 +41,13 @@
 //     by gossip from other members is not seen: Suspect is this member's
 //     own view.
 //
-// # Placement and epochs
+// # Placement
 //
 // Place and PlaceBackup are pure functions of the member set and the stream
 // name (weighted rendezvous hashing): the same inputs give the same
 // replicas on every node, and a member joining or leaving moves at most one
-// replica of each stream. A Lease records a stream's leader, epoch and
-// replicas; a successor must carry a strictly higher epoch (CheckSuccessor).
-// Leases.Authorize is the hook for remote.Config.Authorize. Where leases
-// are made durable and agreed on is the caller's concern: a remote Target
-// forgets its epoch on restart, so only durable epochs may be granted.
+// replica of each stream. The catalog's controller calls them once per
+// stream, when it is created.
 //
 // # Goroutines
 //

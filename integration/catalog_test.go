@@ -338,3 +338,82 @@ func TestCatalogDuplicateName(t *testing.T) {
 		t.Logf("the duplicate left no streams directory: %v", err)
 	}
 }
+
+// TestCatalogLeaderDown: with a stream's leader SIGKILLed (no failover
+// yet), every other node answers from its catalog: the stream is listed,
+// appends and status are Unavailable naming the last known leader (never
+// NotFound), and a node holding a copy still serves reads of every
+// acknowledged entry from it. The leader back, appends go on.
+func TestCatalogLeaderDown(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl := startFailureCluster(t, ctx, 3, false)
+	lead := dial(t, cl.ClientAddrs()[0], client.Options{})
+	if _, err := lead.Create(ctx, "down", client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_ALL}); err != nil {
+		t.Fatal(err)
+	}
+	var acked []string
+	for i := range 20 {
+		d := fmt.Sprintf("e%02d", i)
+		if _, err := lead.Append(ctx, "down", []byte(d)); err != nil {
+			t.Fatal(err)
+		}
+		acked = append(acked, d)
+	}
+	if err := cl.Kill(0); err != nil {
+		t.Fatal(err)
+	}
+	n2 := dial(t, cl.ClientAddrs()[1], client.Options{MaxAttempts: 1})
+	names, err := n2.List(ctx)
+	if err != nil || !slices.Equal(names, []string{"down"}) {
+		t.Fatalf("ls at n2 with the leader down: %v, %v", names, err)
+	}
+	// memberlist notices the death within its suspicion time: until then
+	// n2 may still send the client to n1.
+	var aerr error
+	for range 100 {
+		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+		_, aerr = n2.API().Append(actx, &api.AppendRequest{Stream: "down", Data: []byte("x")})
+		acancel()
+		if status.Code(aerr) == codes.Unavailable {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	st, _ := status.FromError(aerr)
+	if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "n1") {
+		t.Fatalf("append at n2 with the leader down: %v, want Unavailable naming n1", aerr)
+	}
+	var hint *api.NotLeader
+	for _, d := range st.Details() {
+		if nl, ok := d.(*api.NotLeader); ok {
+			hint = nl
+		}
+	}
+	if hint == nil || hint.Leader != "n1" {
+		t.Fatalf("append at n2 with the leader down: details %v, want NotLeader naming n1", st.Details())
+	}
+	if _, err := n2.API().StreamStatus(ctx, &api.StreamStatusRequest{Stream: "down"}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("status at n2 with the leader down: %v, want Unavailable", err)
+	}
+	// n2 holds a copy: reads are served from it, up to its commit point,
+	// which lags the leader's by at most its last commit word.
+	ents, _, err := n2.Read(ctx, "down", 0, 100)
+	if err != nil {
+		t.Fatalf("read at n2 with the leader down: %v", err)
+	}
+	if len(ents) == 0 || len(ents) > len(acked) {
+		t.Fatalf("read at n2 with the leader down: %d entries, want 1..%d", len(ents), len(acked))
+	}
+	for i, e := range ents {
+		if string(e.Data) != acked[i] {
+			t.Fatalf("entry %d at n2: %q, want %q", i, e.Data, acked[i])
+		}
+	}
+	if err := cl.Start(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lead.Append(ctx, "down", []byte("back")); err != nil {
+		t.Fatalf("append once the leader is back: %v", err)
+	}
+}

@@ -16,7 +16,6 @@ import (
 	"github.com/rpstream/rpstream/api"
 	"github.com/rpstream/rpstream/catalog"
 	pb "github.com/rpstream/rpstream/catalog/catalogpb"
-	"github.com/rpstream/rpstream/catalog/controller"
 )
 
 // A node in a cluster serves streams by the catalog (Config.Catalog, a
@@ -39,33 +38,9 @@ var errNotHere = errors.New("node: stream led by another node")
 // its files (its data directory was lost or replaced).
 var errLost = errors.New("node: this node leads the stream but holds no copy of it")
 
-// catalogStatus maps a controller error to the client's gRPC status.
-func catalogStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	code := codes.Internal
-	switch {
-	case errors.Is(err, catalog.ErrExists):
-		code = codes.AlreadyExists
-	case errors.Is(err, catalog.ErrNoStream):
-		code = codes.NotFound
-	case errors.Is(err, catalog.ErrInvalid):
-		code = codes.InvalidArgument
-	case errors.Is(err, controller.ErrPlacement), errors.Is(err, catalog.ErrNotLeader), errors.Is(err, catalog.ErrUnknownNode), errors.Is(err, controller.ErrGroupState):
-		code = codes.FailedPrecondition
-	case errors.Is(err, controller.ErrNoController), errors.Is(err, controller.ErrStopped), errors.Is(err, controller.ErrTimeout):
-		code = codes.Unavailable
-	case errors.Is(err, context.DeadlineExceeded):
-		code = codes.DeadlineExceeded
-	case errors.Is(err, context.Canceled):
-		code = codes.Canceled
-	}
-	return status.Error(code, err.Error())
-}
+// catalogStatus maps a controller error to the client's gRPC status
+// (statusOf knows the catalog's classes).
+func catalogStatus(err error) error { return statusOf(err) }
 
 func acksOf(a api.AckPolicy) pb.Acks {
 	switch a {

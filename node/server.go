@@ -428,8 +428,11 @@ func statusOf(err error) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, errLost), errors.Is(err, controller.ErrNoController), errors.Is(err, controller.ErrStopped), errors.Is(err, controller.ErrTimeout):
 		code = codes.Unavailable
-	case errors.Is(err, catalog.ErrNotLeader), errors.Is(err, controller.ErrPlacement), errors.Is(err, ErrWrongLeader), errors.Is(err, ErrStaleEpoch):
+	case errors.Is(err, catalog.ErrNotLeader), errors.Is(err, controller.ErrPlacement), errors.Is(err, ErrWrongLeader), errors.Is(err, ErrStaleEpoch),
+		errors.Is(err, catalog.ErrUnknownNode), errors.Is(err, controller.ErrGroupState):
 		code = codes.FailedPrecondition
+	case errors.Is(err, catalog.ErrInvalid):
+		code = codes.InvalidArgument
 	case errors.Is(err, catalog.ErrExists):
 		code = codes.AlreadyExists
 	case errors.Is(err, catalog.ErrNoStream):
