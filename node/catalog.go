@@ -61,15 +61,10 @@ func (s *Server) createInCatalog(ctx context.Context, req *api.CreateStreamReque
 		return nil, catalogStatus(err)
 	}
 	s.log.Info("stream created", "stream", req.Stream, "id", rec.Id, "leader", rec.Leader, "copies", copyNames(rec), "replicas", m.Replicas, "acks", m.Acks)
-	if rec.Leader != s.cfg.Name {
-		return &api.CreateStreamResponse{Status: s.recordStatus(rec)}, nil
-	}
-	st, err := s.acquire(req.Stream)
-	if err != nil {
-		return nil, statusOf(err)
-	}
-	defer st.release()
-	return &api.CreateStreamResponse{Status: s.statusOfStream(st)}, nil
+	// The leader makes the stream's files and opens it at once, off the
+	// create's path (reconcile, woken by the catalog's change); the first
+	// append waits for that if it comes first.
+	return &api.CreateStreamResponse{Status: s.recordStatus(rec)}, nil
 }
 
 func copyNames(rec *pb.Stream) []string {

@@ -185,8 +185,13 @@ func TestAppendStreamShutdownWhileWaitingForCopies(t *testing.T) {
 	}
 	// Appends wait for their copies longer than this test runs.
 	srv := nodes[0].srv
+	st, err := srv.acquire("q") // opened after the create answered, if not yet
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.release()
 	srv.mu.Lock()
-	srv.streams["q"].quorumWait = time.Minute
+	st.quorumWait = time.Minute
 	srv.mu.Unlock()
 	call, err := c.API().AppendStream(ctx)
 	if err != nil {
