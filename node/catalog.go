@@ -38,10 +38,6 @@ var errNotHere = errors.New("node: stream led by another node")
 // its files (its data directory was lost or replaced).
 var errLost = errors.New("node: this node leads the stream but holds no copy of it")
 
-// catalogStatus maps a controller error to the client's gRPC status
-// (statusOf knows the catalog's classes).
-func catalogStatus(err error) error { return statusOf(err) }
-
 func acksOf(a api.AckPolicy) pb.Acks {
 	switch a {
 	case api.AckPolicy_ACK_POLICY_LEADER:
@@ -58,7 +54,7 @@ func (s *Server) createInCatalog(ctx context.Context, req *api.CreateStreamReque
 	rec, err := s.cfg.Catalog.CreateStream(ctx, &pb.CreateStreamRequest{
 		Name: req.Stream, Replicas: m.Replicas, Acks: acksOf(req.Acks), RegionSize: uint64(m.RegionSize)})
 	if err != nil {
-		return nil, catalogStatus(err)
+		return nil, statusOf(err)
 	}
 	s.log.Info("stream created", "stream", req.Stream, "id", rec.Id, "leader", rec.Leader, "copies", copyNames(rec), "replicas", m.Replicas, "acks", m.Acks)
 	// The leader makes the stream's files and opens it at once, off the
@@ -256,7 +252,7 @@ func (s *Server) deleteInCatalog(ctx context.Context, name string) error {
 	}
 	rec, err := s.cfg.Catalog.DeleteStream(ctx, name, id)
 	if err != nil {
-		return catalogStatus(err)
+		return statusOf(err)
 	}
 	s.log.Info("stream deleted", "stream", name, "id", rec.Id)
 	s.reconcile(ctx, false)
@@ -582,7 +578,7 @@ func (s *Server) ChangeVoter(ctx context.Context, req *api.ChangeVoterRequest) (
 		err = s.cfg.Catalog.AddVoter(ctx, req.Node)
 	}
 	if err != nil {
-		return nil, catalogStatus(err)
+		return nil, statusOf(err)
 	}
 	s.log.Info("controller voters changed", "node", req.Node, "removed", req.Remove)
 	return &api.ChangeVoterResponse{}, nil
