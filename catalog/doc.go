@@ -26,7 +26,8 @@
 //     old incarnation's copies then count as holding nothing (HolderOf);
 //   - an epoch is granted only to the stream's leader under its
 //     registered incarnation, which is also the incarnation its copy was
-//     placed on (a leader that lost its data gets none);
+//     placed on (a leader that lost its data gets none); the create
+//     grants epoch 1, each GrantEpoch the next;
 //   - a delete leaves a tombstone (DELETING) until every copy's holder
 //     has reported its copy dropped (CopyDropped), then DELETED; the name
 //     may then be created again, with a new id.

@@ -12,8 +12,10 @@
 // other replicas on live stream nodes by weighted rendezvous hashing, an
 // extra copy on a live backup target) and commits it: of concurrent
 // creates of one name exactly one wins, the others get AlreadyExists. The
-// leader makes the stream's files and marks it active. Each time the
-// leader opens a stream it takes the next epoch from the catalog, and a
+// create is answered once the asked node's catalog shows it; the leader
+// makes the stream's files, opens it under the epoch the create granted
+// and marks it active, off that path. Each later time the leader opens
+// the stream it takes the next epoch from the catalog, and a
 // copy's holder lets a writer in only under the epoch and leader the
 // catalog names (it catches its view up first if the writer is ahead), so
 // an old incarnation of a leader, a replaced node or a restarted one is
