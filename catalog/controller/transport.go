@@ -62,7 +62,10 @@ type GRPC struct {
 	peers map[string]*grpcPeer // by member name
 	conns map[string]*grpc.ClientConn
 	done  bool
-	wg    sync.WaitGroup
+	// ctx ends with Close: it bounds the sends in flight.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 var _ Transport = (*GRPC)(nil)
@@ -74,8 +77,10 @@ const tokenKey = "rpstream-control-token"
 // addrOf(name) (its client address), authenticating with secret.
 func NewGRPC(self string, secret []byte, addrOf func(name string) (string, bool)) *GRPC {
 	sum := sha256.Sum256(append([]byte("rpstream control token\x00"), secret...))
-	return &GRPC{self: self, addrOf: addrOf, token: hex.EncodeToString(sum[:]), maxSize: 64 << 20,
+	t := &GRPC{self: self, addrOf: addrOf, token: hex.EncodeToString(sum[:]), maxSize: 64 << 20,
 		peers: map[string]*grpcPeer{}, conns: map[string]*grpc.ClientConn{}}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	return t
 }
 
 func (t *GRPC) Attach(s Sink) {
@@ -202,7 +207,8 @@ func (t *GRPC) sendBatch(name string, batch []*raftpb.Message) error {
 		}
 		rb.Messages = append(rb.Messages, b)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// Close ends a send to a hung member at once.
+	ctx, cancel := context.WithTimeout(t.ctx, 5*time.Second)
 	defer cancel()
 	_, err = pb.NewControlClient(cc).Raft(t.outgoing(ctx), rb)
 	return err
@@ -250,6 +256,7 @@ func (t *GRPC) Close() {
 		return
 	}
 	t.done = true
+	t.cancel()
 	for _, p := range t.peers {
 		close(p.stop)
 	}
