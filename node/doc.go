@@ -49,12 +49,13 @@
 // A stream is created in a hidden directory which is renamed to NAME once
 // both files are durable, and deleted by renaming it back to a hidden name
 // before removing it, so a crash never leaves a half-made NAME; New
-// removes hidden leftovers. meta.json is replaced atomically (write,
-// fsync, rename, fsync of the directory) when a replicated stream's epoch
-// is bumped:
+// removes hidden leftovers. meta.json holds what the stream was made
+// with; its copies, leader and epoch are the catalog's (a file written
+// before the catalog may still carry "epoch", "followers", "backup" and
+// "peers", which are not used for writing):
 //
-//	{"replicas":3,"acks":"quorum","region_size":4194304,"epoch":2,"created":"RFC 3339",
-//	 "followers":["n1","n3"],"backup":"b1","peers":{"n1":"10.0.0.1:7421",...}}
+//	{"replicas":3,"acks":"quorum","region_size":4194304,"created":"RFC 3339",
+//	 "envelope":true,"stream_id":8}
 //
 // # Streams in memory
 //

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 
@@ -76,7 +75,3 @@ func (s *Server) clusterMembers() []*api.Member {
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
-
-// errPlacement is the class of streams that cannot be placed on the live
-// members (FailedPrecondition).
-var errPlacement = errors.New("node: cannot place the stream's replicas")

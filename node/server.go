@@ -418,7 +418,7 @@ func statusOf(err error) error {
 		code = codes.Unavailable
 	case errors.Is(err, local.ErrTooLarge), errors.Is(err, local.ErrNoSpace), errors.Is(err, local.ErrTooManyReservations):
 		code = codes.ResourceExhausted
-	case errors.Is(err, local.ErrTrimmed), errors.Is(err, errSeqTooOld), errors.Is(err, errPlacement), errors.Is(err, replicate.ErrFenced):
+	case errors.Is(err, local.ErrTrimmed), errors.Is(err, errSeqTooOld), errors.Is(err, replicate.ErrFenced):
 		code = codes.FailedPrecondition
 	case errors.Is(err, local.ErrCorrupt):
 		code = codes.DataLoss
