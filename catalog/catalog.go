@@ -33,6 +33,9 @@ var (
 	// ErrInvalid: a malformed command (it is in the log, and changes
 	// nothing).
 	ErrInvalid = errors.New("catalog: invalid command")
+	// ErrStale: a decision made on a view of the stream that changed
+	// since (another epoch).
+	ErrStale = errors.New("catalog: decided on a stale view")
 	// ErrCorrupt: a snapshot that does not decode.
 	ErrCorrupt = errors.New("catalog: snapshot is corrupt")
 )
@@ -120,6 +123,13 @@ func (c *Catalog) Apply(index uint64, cmd *pb.Command) Result {
 		}
 	case *pb.Command_ForgetNode:
 		r.Err = c.forget(op.ForgetNode)
+	case *pb.Command_ElectLeader:
+		r.Stream, r.Err = c.elect(op.ElectLeader)
+		if r.Err == nil {
+			r.Epoch = r.Stream.Epoch
+		}
+	case *pb.Command_EpochStarted:
+		r.Stream, r.Err = c.epochStarted(op.EpochStarted)
 	default:
 		r.Err = fmt.Errorf("%w: no operation", ErrInvalid)
 	}
@@ -290,6 +300,63 @@ func (c *Catalog) grant(op *pb.GrantEpoch) (*pb.Stream, error) {
 		return nil, fmt.Errorf("%w: %s's copy of %s was placed on incarnation %016x, not %016x (the node was replaced)", ErrNotLeader, op.Leader, op.Name, lc.Incarnation, op.Incarnation)
 	}
 	s.Epoch++
+	return s, nil
+}
+
+// elect moves the stream's leadership to op.Leader under the next epoch.
+// The new leader must hold a copy of its registered incarnation and be a
+// stream node's (not a backup's): a copy placed on an older incarnation
+// holds nothing, and a backup target leads nothing. Its copy moves to
+// copies[0]; the old leader keeps a copy (it becomes a follower when it
+// is back). A decision made on another epoch than the current one (a
+// stale view, or a race with another election) changes nothing.
+func (c *Catalog) elect(op *pb.ElectLeader) (*pb.Stream, error) {
+	s, err := c.find(op.Name, op.StreamId)
+	if err != nil {
+		return nil, err
+	}
+	if !Live(s.State) {
+		return nil, fmt.Errorf("%w: %s is being deleted", ErrNoStream, op.Name)
+	}
+	if op.FromEpoch != s.Epoch {
+		return nil, fmt.Errorf("%w: election of %s for %s decided at epoch %d, the stream is at epoch %d", ErrStale, op.Leader, op.Name, op.FromEpoch, s.Epoch)
+	}
+	n := c.nodes[op.Leader]
+	if n == nil || n.Incarnation != op.Incarnation {
+		return nil, fmt.Errorf("%w: %s (incarnation %016x) is not registered so", ErrUnknownNode, op.Leader, op.Incarnation)
+	}
+	if n.Role != pb.Role_ROLE_NODE {
+		return nil, fmt.Errorf("%w: %s is a backup target, which leads nothing", ErrInvalid, op.Leader)
+	}
+	k := slices.IndexFunc(s.Copies, func(cp *pb.Copy) bool { return cp.Node == op.Leader })
+	if k < 0 || s.Copies[k].Backup || s.Copies[k].Incarnation != op.Incarnation {
+		return nil, fmt.Errorf("%w: %s holds no current copy of %s", ErrInvalid, op.Leader, op.Name)
+	}
+	if k > 0 {
+		s.Copies[0], s.Copies[k] = s.Copies[k], s.Copies[0]
+	}
+	s.Leader = op.Leader
+	s.Epoch++
+	s.Elections++
+	s.LastElection = op.Reason
+	return s, nil
+}
+
+// epochStarted raises the stream's commit floor: its leader under
+// op.Epoch committed the epoch's first entry, so every entry before
+// op.Index is committed. Only the current epoch's leader reports it; a
+// report of an older epoch, or a lower floor, changes nothing.
+func (c *Catalog) epochStarted(op *pb.EpochStarted) (*pb.Stream, error) {
+	s, err := c.find(op.Name, op.StreamId)
+	if err != nil {
+		return nil, err
+	}
+	if op.Epoch != s.Epoch {
+		return nil, fmt.Errorf("%w: epoch %d of %s started, the stream is at epoch %d", ErrStale, op.Epoch, op.Name, s.Epoch)
+	}
+	if op.Index > s.CommitFloor {
+		s.CommitFloor = op.Index
+	}
 	return s, nil
 }
 

@@ -38,7 +38,7 @@ func forgetCmd(name string) *pb.Command {
 }
 
 // sentinels are the errors Apply and Restore return, each wrapped.
-var sentinels = []error{ErrExists, ErrNoStream, ErrNameTaken, ErrNotLeader, ErrUnknownNode, ErrInvalid, ErrCorrupt}
+var sentinels = []error{ErrExists, ErrNoStream, ErrNameTaken, ErrNotLeader, ErrUnknownNode, ErrInvalid, ErrCorrupt, ErrStale}
 
 // errClass is the one sentinel err wraps: nil for nil, and an error of
 // its own for an error that wraps none or more than one (a broken

@@ -118,6 +118,13 @@ func (e *scenarioEnv) do(cmd string) string {
 	case "grant":
 		leader := kv["leader"]
 		return e.apply(grantCmd(name(), opt("id", 0), leader, opt("inc", e.incarnation(leader))))
+	case "elect":
+		leader := kv["leader"]
+		return e.apply(&pb.Command{Op: &pb.Command_ElectLeader{ElectLeader: &pb.ElectLeader{Name: name(), StreamId: opt("id", 0),
+			Leader: leader, Incarnation: opt("inc", e.incarnation(leader)), FromEpoch: opt("from", 0), Reason: kv["reason"]}}})
+	case "floor":
+		return e.apply(&pb.Command{Op: &pb.Command_EpochStarted{EpochStarted: &pb.EpochStarted{Name: name(), StreamId: opt("id", 0),
+			Epoch: opt("epoch", 0), Index: opt("index", 0)}}})
 	case "forget":
 		return e.apply(forgetCmd(name()))
 	case "noop":
@@ -291,6 +298,12 @@ func (e *scenarioEnv) streamLine(s *pb.Stream) string {
 		}
 	}
 	fmt.Fprintf(&b, " replicas=%d acks=%s region=%d", s.Replicas, AcksName(s.Acks), s.RegionSize)
+	if s.CommitFloor > 0 {
+		fmt.Fprintf(&b, " floor=%d", s.CommitFloor)
+	}
+	if s.Elections > 0 {
+		fmt.Fprintf(&b, " elections=%d (%s)", s.Elections, s.LastElection)
+	}
 	if s.State == pb.StreamState_STREAM_STATE_DELETING {
 		fmt.Fprintf(&b, " deleted@%d pending=%s", s.DeletedIndex, strings.Join(s.PendingDrop, ","))
 	}

@@ -339,17 +339,19 @@ func TestCatalogDuplicateName(t *testing.T) {
 	}
 }
 
-// TestCatalogLeaderDown: with a stream's leader SIGKILLed (no failover
-// yet), every other node answers from its catalog: the stream is listed,
-// appends and status are Unavailable naming the last known leader (never
-// NotFound), and a node holding a copy still serves reads of every
-// acknowledged entry from it. The leader back, appends go on.
+// TestCatalogLeaderDown: with the leader of a stream that acknowledges
+// on the leader alone SIGKILLed (such a stream is never failed over: its
+// acknowledged entries may exist on the leader only), every other node
+// answers from its catalog: the stream is listed, appends and status are
+// Unavailable naming the last known leader (never NotFound), and a node
+// holding a copy still serves reads from it. The leader back, appends go
+// on.
 func TestCatalogLeaderDown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cl := startFailureCluster(t, ctx, 3, false)
 	lead := dial(t, cl.ClientAddrs()[0], client.Options{})
-	if _, err := lead.Create(ctx, "down", client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_ALL}); err != nil {
+	if _, err := lead.Create(ctx, "down", client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_LEADER}); err != nil {
 		t.Fatal(err)
 	}
 	var acked []string

@@ -14,6 +14,14 @@ type ScanRegion struct {
 	End int
 	// Sealed says the region's seal word is set.
 	Sealed bool
+	// Epoch is the epoch in the region's header: the epoch of the leader
+	// that started it.
+	Epoch uint64
+	// Commit is the region's commit word: the end of the entries a
+	// remote leader said were committed (0: none said), and CommitIndex
+	// the entry index there (0 when Commit is 0 or beyond End).
+	Commit      int
+	CommitIndex uint64
 }
 
 // ScanResult is what recovery would make of a stream image, without
@@ -62,7 +70,14 @@ func Scan(mem []byte) (ScanResult, error) {
 				// A truncated region: its valid prefix, unlimited.
 				_, end = scanEntries(s.regionBytes(r), r.seq, ^uint64(0))
 			}
-			out = append(out, ScanRegion{Slot: r.slot, Offset: r.base, Seq: r.seq, First: r.first, End: end, Sealed: r.sealed.Load()})
+			rb := s.regionBytes(r)
+			h, _ := decodeRegionHeader(rb)
+			sr := ScanRegion{Slot: r.slot, Offset: r.base, Seq: r.seq, First: r.first, End: end, Sealed: r.sealed.Load(),
+				Epoch: h.epoch, Commit: int(le.Uint64(rb[regionCommitAt:]))}
+			if sr.Commit > RegionHeaderSize && sr.Commit <= end {
+				sr.CommitIndex = r.first + countEntries(rb, sr.Commit)
+			}
+			out = append(out, sr)
 		}
 		return out
 	}
@@ -76,6 +91,39 @@ func Scan(mem []byte) (ScanResult, error) {
 		res.Truncated[i].Sealed = sealWord(s.regionBytes(st.truncated[i])) != 0
 	}
 	return res, nil
+}
+
+// countEntries counts the entries of region rb that end at or before to,
+// which must lie within its valid entries.
+func countEntries(rb []byte, to int) uint64 {
+	var n uint64
+	for off := RegionHeaderSize; off+EntryHeaderSize <= to; {
+		next := off + entrySize(int(le.Uint32(rb[off:])))
+		if next > to {
+			break
+		}
+		n++
+		off = next
+	}
+	return n
+}
+
+// Committed is the highest entry index the regions' commit words say is
+// committed (0 if none says).
+func (r ScanResult) Committed() uint64 {
+	var c uint64
+	for _, g := range r.Regions {
+		c = max(c, g.CommitIndex)
+	}
+	return c
+}
+
+// RegionEpoch is the epoch recorded in a region's header (line 0, the
+// first 64 bytes of its slot); ok is false if line 0 holds no valid
+// header.
+func RegionEpoch(line0 []byte) (epoch uint64, ok bool) {
+	h, ok := decodeRegionHeader(line0)
+	return h.epoch, ok
 }
 
 // sealWord reads a region's seal word.

@@ -100,25 +100,31 @@ func (s *Server) realize(rec *pb.Stream) (made bool, err error) {
 }
 
 // openLed prepares the opening of stream name, which the catalog says
-// this node leads: its files made if the stream is new, and for a
-// replicated stream a new epoch granted by the catalog. It returns the
-// stream's meta as it is to be opened.
-func (s *Server) openLed(rec *pb.Stream) (meta, error) {
-	ctx, cancel := context.WithTimeout(s.stopCtx, lookupTimeout)
+// this node leads (takeover.go): its files made if the stream is new, or
+// its copy promoted to them; the epoch to open under (the one the
+// catalog granted this node if it never opened under it, else a new
+// one); for a replicated stream the copies fenced and surveyed, and the
+// stream handed to another copy's holder if that copy holds more of the
+// log. It returns the stream's meta as it is to be opened and the
+// takeover's facts.
+func (s *Server) openLed(rec *pb.Stream) (meta, takeover, error) {
+	ctx, cancel := context.WithTimeout(s.stopCtx, lookupTimeout+takeoverTimeout)
 	defer cancel()
-	made := false
+	var tk takeover
 	if rec.State == pb.StreamState_STREAM_STATE_CREATING {
 		var err error
-		if made, err = s.realize(rec); err != nil {
-			return meta{}, err
+		if tk.made, err = s.realize(rec); err != nil {
+			return meta{}, tk, err
 		}
+	} else if err := s.promote(rec); err != nil {
+		return meta{}, tk, err
 	}
 	m, err := s.store.readMeta(rec.Name)
 	if errors.Is(err, ErrNoStream) || err == nil && m.StreamID != rec.Id {
-		return meta{}, fmt.Errorf("%w: %s (id %d): its files are missing or of another stream here", errLost, rec.Name, rec.Id)
+		return meta{}, tk, fmt.Errorf("%w: %s (id %d): its files are missing or of another stream here", errLost, rec.Name, rec.Id)
 	}
 	if err != nil {
-		return meta{}, err
+		return meta{}, tk, err
 	}
 	m.Followers, m.Backup, m.Peers = nil, "", nil
 	for _, cp := range rec.Copies[1:] {
@@ -128,21 +134,85 @@ func (s *Server) openLed(rec *pb.Stream) (meta, error) {
 			m.Followers = append(m.Followers, cp.Node)
 		}
 	}
-	// A new incarnation of the leader: a new epoch, granted by the catalog
-	// before any copy is written under it (and recorded in the regions
-	// this incarnation allocates). The incarnation that just made the
-	// stream's files leads under the epoch the create granted: no earlier
-	// incarnation ever opened the stream (one that made them and crashed
-	// may have, so finding them made takes a new epoch).
-	if made {
-		m.Epoch = rec.Epoch
-		return m, nil
+	// The epoch: the one the catalog granted this node (by the create or
+	// an election) if this node never opened the stream under it (its
+	// meta.json records the last it did), else the next one. It is
+	// recorded before anything is written under it.
+	epoch := rec.Epoch
+	s.mu.Lock()
+	reuse := s.unused[rec.Name] == rec.Epoch && m.Epoch == rec.Epoch
+	s.mu.Unlock()
+	if m.Epoch >= rec.Epoch && !reuse {
+		if epoch, err = s.cfg.Catalog.GrantEpoch(ctx, rec.Name, rec.Id); err != nil {
+			return meta{}, tk, fmt.Errorf("node: %s: taking a new epoch: %w", rec.Name, err)
+		}
 	}
-	if m.Epoch, err = s.cfg.Catalog.GrantEpoch(ctx, rec.Name, rec.Id); err != nil {
-		return meta{}, fmt.Errorf("node: %s: taking a new epoch: %w", rec.Name, err)
+	m.Epoch = epoch
+	if err := s.store.writeMeta(rec.Name, m); err != nil {
+		return meta{}, tk, err
 	}
-	return m, nil
+	if tk.made || !m.replicated() {
+		return m, tk, nil
+	}
+	s.mu.Lock()
+	s.unused[rec.Name] = epoch
+	s.mu.Unlock()
+	// Fence and survey: the copies reached, this node's counted, must
+	// meet every acknowledgement quorum.
+	own, err := s.ownTail(rec.Name)
+	if err != nil {
+		return meta{}, tk, fmt.Errorf("node: %s: reading this node's log: %w", rec.Name, err)
+	}
+	tails, err := s.survey(ctx, rec, epoch)
+	if err != nil {
+		return meta{}, tk, err
+	}
+	need := fenceNeed(policy(m.Acks), int(rec.Replicas))
+	if 1+len(tails) < need {
+		return meta{}, tk, fmt.Errorf("%w: taking over %s (epoch %d): %d of its %d copies answered, %d needed to know every acknowledged entry",
+			errTakeover, rec.Name, epoch, 1+len(tails), rec.Replicas, need)
+	}
+	best := own
+	for _, t := range tails {
+		if t.better(best) {
+			best = t
+		}
+	}
+	if best.node != s.cfg.Name {
+		e, err := s.cfg.Catalog.HandOff(ctx, rec.Name, rec.Id, epoch, best.node)
+		if err != nil {
+			return meta{}, tk, fmt.Errorf("%w: %s holds more of %s (%+v; this node %+v) but cannot take it: %v", errTakeover, best.node, rec.Name, best, own, err)
+		}
+		s.log.Info("takeover: stream handed to the holder of a longer log", "stream", rec.Name, "to", best.node, "epoch", e, "theirs", best.index, "ours", own.index)
+		return meta{}, tk, fmt.Errorf("%w: %s to %s (epoch %d)", errNotHere, rec.Name, best.node, e)
+	}
+	// What is known committed: the catalog's floor, and what any copy's
+	// commit words say (the last leader published them).
+	floor := max(rec.CommitFloor, own.committed)
+	for _, t := range tails {
+		floor = max(floor, t.committed)
+	}
+	if own.index < floor {
+		return meta{}, tk, fmt.Errorf("%w: taking over %s: the longest log reached ends at entry %d, before entry %d, known committed (catalog floor %d)",
+			errTakeover, rec.Name, own.index, floor, rec.CommitFloor)
+	}
+	tk.floor = floor
+	tk.survey = true
+	s.log.Info("takeover: this node's log is the stream's", "stream", rec.Name, "epoch", epoch, "entries", own.index, "copies", 1+len(tails), "floor", rec.CommitFloor)
+	return m, tk, nil
 }
+
+// takeover is what openLed found.
+type takeover struct {
+	made   bool   // the stream's files were made now (a new stream)
+	survey bool   // the copies were fenced and surveyed
+	floor  uint64 // the catalog's commit floor
+}
+
+// errTakeover says a takeover cannot complete now (too few copies
+// answer, or none holds the committed log): the stream is unavailable
+// until it can, and reconcile tries again.
+var errTakeover = errors.New("node: takeover cannot complete")
 
 // ledHere looks stream name up in the catalog: its record if this node
 // leads it, else an error for route (errNotHere with the record, or
@@ -320,6 +390,33 @@ func (s *Server) reconcile(ctx context.Context, create bool) {
 				if err := ctl.ActivateStream(ctx, rec.Name, rec.Id); err != nil {
 					s.log.Warn("cannot mark a stream active yet", "stream", rec.Name, "err", err)
 				}
+			}
+		}
+	}
+	// Streams this node led that another node leads now: demoted to
+	// copies (closed first if open: a paused or cut-off leader learns of
+	// its successor here). Streams this node leads now and has not
+	// opened: opened (a takeover), in the background.
+	for _, rec := range recs {
+		if rec.State != pb.StreamState_STREAM_STATE_ACTIVE {
+			continue
+		}
+		if rec.Leader != s.cfg.Name {
+			if id, err := s.store.streamID(rec.Name); err == nil && id == rec.Id {
+				if holds, _ := catalog.HolderOf(rec, s.cfg.Name, 0); holds {
+					if err := s.demote(rec); err != nil {
+						s.log.Warn("cannot turn a stream led elsewhere now into a copy", "stream", rec.Name, "err", err)
+					}
+				}
+			}
+			continue
+		}
+		if create {
+			s.mu.Lock()
+			busy := s.streams[rec.Name] != nil || s.opening[rec.Name] != nil || s.closing
+			s.mu.Unlock()
+			if !busy {
+				go s.takeOver(rec.Name)
 			}
 		}
 	}

@@ -16,7 +16,11 @@ import (
 //
 //	kind 0:  [0x00] data
 //	kind 1:  [0x01] producer key (8 bytes, little-endian) sequence (8 bytes) data
+//	kind 2:  [0x02] epoch (8 bytes): an epoch marker, no data
 //
+// An epoch marker is the first entry a leader appends under a new epoch
+// (takeover.go); it takes a position like any entry, and reads skip it,
+// as Kafka's consumers skip control records.
 // The producer key is the 64-bit FNV-1a hash of the producer id. Reads
 // strip the envelope. Streams made before envelopes (meta.json without
 // "envelope") hold bare data and are read as such; copies held for other
@@ -24,7 +28,9 @@ import (
 const (
 	envPlain    byte = 0
 	envProducer byte = 1
+	envMarker   byte = 2
 	envHeader        = 17 // the kind, key and sequence of a producer's entry
+	markerSize       = 9  // an epoch marker: the kind and the epoch
 )
 
 // producerKey names producer id in envelopes and in the idempotence state.
@@ -50,6 +56,17 @@ func envelope(data []byte, hasProducer bool, key, seq uint64) []byte {
 	return b
 }
 
+// marker returns an epoch marker's entry.
+func marker(epoch uint64) []byte {
+	b := make([]byte, markerSize)
+	b[0] = envMarker
+	binary.LittleEndian.PutUint64(b[1:], epoch)
+	return b
+}
+
+// isMarker says whether stored entry b is an epoch marker.
+func isMarker(b []byte) bool { return len(b) == markerSize && b[0] == envMarker }
+
 // unwrap parses a stored entry's envelope.
 func unwrap(b []byte) (data []byte, hasProducer bool, key, seq uint64, err error) {
 	if len(b) == 0 {
@@ -58,6 +75,11 @@ func unwrap(b []byte) (data []byte, hasProducer bool, key, seq uint64, err error
 	switch b[0] {
 	case envPlain:
 		return b[1:], false, 0, 0, nil
+	case envMarker:
+		if len(b) != markerSize {
+			return nil, false, 0, 0, fmt.Errorf("%w: an epoch marker of %d bytes", local.ErrCorrupt, len(b))
+		}
+		return nil, false, 0, 0, nil
 	case envProducer:
 		if len(b) < envHeader {
 			return nil, false, 0, 0, fmt.Errorf("%w: a producer's entry of %d bytes, shorter than its envelope", local.ErrCorrupt, len(b))

@@ -45,8 +45,10 @@ func (s *Server) peerAddrOf(name string, m meta) string {
 	return m.Peers[name]
 }
 
-// startLeader starts replicating stream name, open as ls under m.Epoch.
-func (s *Server) startLeader(name string, m meta, ls *local.Stream) (*replicate.Leader, error) {
+// startLeader starts replicating stream name, open as ls under m.Epoch:
+// entries before floor are committed; past it, the commit point moves
+// only beyond epochStart (the epoch marker's index; see takeover.go).
+func (s *Server) startLeader(name string, m meta, ls *local.Stream, floor, epochStart uint64) (*replicate.Leader, error) {
 	if s.cfg.Provider == nil {
 		return nil, fmt.Errorf("node: stream %s has copies on other members but this node has no rdma provider (Config.PeerAddr)", name)
 	}
@@ -62,7 +64,7 @@ func (s *Server) startLeader(name string, m meta, ls *local.Stream) (*replicate.
 		Stream:     ls,
 		Writer:     s.cfg.Name,
 		Epoch:      m.Epoch,
-		Replicator: replicate.Config{Policy: policy(m.Acks)},
+		Replicator: replicate.Config{Policy: policy(m.Acks), Floor: floor, EpochStart: epochStart},
 		Provider:   s.cfg.Provider,
 		RDMA:       s.cfg.RDMA,
 		Replicas:   reps,
@@ -70,8 +72,15 @@ func (s *Server) startLeader(name string, m meta, ls *local.Stream) (*replicate.
 			_, err := c.Open(ctx, &remotepb.OpenRequest{Stream: name, RegionSize: regionSize, StreamId: streamID, Create: true, Leader: s.cfg.Name})
 			return err
 		},
-		ConnectPos: func(ctx context.Context, id replicate.ID, c *remote.Client, epoch uint64, end replicate.Pos, index uint64) (replicate.Pos, error) {
-			r, err := c.Tail(ctx, &remotepb.TailRequest{Epoch: epoch, LeaderSeq: end.Seq, LeaderOff: uint64(end.Off), LeaderIndex: &index})
+		ConnectPos: func(ctx context.Context, id replicate.ID, c *remote.Client, epoch uint64, end replicate.Pos, index uint64, runs []replicate.EpochRun) (replicate.Pos, error) {
+			q := &remotepb.TailRequest{Epoch: epoch, LeaderSeq: end.Seq, LeaderOff: uint64(end.Off), LeaderIndex: &index}
+			for _, r := range runs {
+				q.Runs = append(q.Runs, &remotepb.EpochRun{Epoch: r.Epoch, FirstSeq: r.FirstSeq, LastSeq: r.LastSeq, LastEnd: uint64(r.LastEnd)})
+			}
+			if len(q.Runs) > 0 {
+				q.LeaderIndex = nil
+			}
+			r, err := c.Tail(ctx, q)
 			if err != nil {
 				return replicate.Pos{}, err
 			}

@@ -48,12 +48,15 @@ func (s *Server) openCopy(req *remotepb.OpenRequest) (remote.RegionStore, error)
 	if req.Leader == "" || req.Leader == s.cfg.Name {
 		return nil, fmt.Errorf("%w: writer %q cannot keep a copy of its own stream here", remote.ErrMismatch, req.Leader)
 	}
-	if _, err := s.store.readMeta(req.Stream); err == nil {
-		return nil, fmt.Errorf("%w: %s leads stream %s itself", remote.ErrMismatch, s.cfg.Name, req.Stream)
-	}
 	if s.cfg.Catalog != nil {
-		if _, err := s.checkCopy(req.Stream, req.StreamId, req.Leader); err != nil {
+		rec, err := s.checkCopy(req.Stream, req.StreamId, req.Leader)
+		if err != nil {
 			return nil, fmt.Errorf("%w: %v", remote.ErrMismatch, err)
+		}
+		// This node led the stream before the catalog moved it to
+		// req.Leader: its files become that leader's copy.
+		if err := s.demote(rec); err != nil {
+			return nil, err
 		}
 		if id, err := s.replicas.streamID(req.Stream); err == nil && id != req.StreamId {
 			s.log.Warn("replacing the copy of an older stream of the name", "stream", req.Stream, "old_id", id, "id", req.StreamId)
@@ -61,6 +64,9 @@ func (s *Server) openCopy(req *remotepb.OpenRequest) (remote.RegionStore, error)
 				return nil, err
 			}
 		}
+	}
+	if _, err := s.store.readMeta(req.Stream); err == nil {
+		return nil, fmt.Errorf("%w: %s leads stream %s itself", remote.ErrMismatch, s.cfg.Name, req.Stream)
 	}
 	fs, err := s.replicas.openStore(req.Stream, req.Leader, req.StreamId, int(req.RegionSize), req.Create)
 	switch {
@@ -104,8 +110,9 @@ func (s *Server) authorize(name string, epoch uint64, writer string) error {
 		if epoch != rec.Epoch {
 			return fmt.Errorf("%w: %s writes %s under epoch %d; the catalog granted %d", ErrStaleEpoch, writer, name, epoch, rec.Epoch)
 		}
+		return s.replicas.authorize(name, epoch, writer, true)
 	}
-	return s.replicas.authorize(name, epoch, writer)
+	return s.replicas.authorize(name, epoch, writer, false)
 }
 
 // dropCopy deletes the copy of stream this node holds for its leader.

@@ -174,18 +174,25 @@ func (r *replicas) openStore(name, leader string, id uint64, regionSize int, cre
 // authorize says whether writer may write stream name's copy under epoch:
 // it must be the leader the copy was made for, with an epoch no older
 // than the highest granted before, which is recorded durably first.
-func (r *replicas) authorize(name string, epoch uint64, writer string) error {
+//
+// With moved set (the catalog names writer as the stream's leader under
+// epoch), a writer other than the copy's leader takes the copy over if
+// its epoch is newer than any granted before: the stream failed over.
+func (r *replicas) authorize(name string, epoch uint64, writer string, moved bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	m, err := r.readMetaLocked(name)
 	if err != nil {
 		return err
 	}
-	if writer != m.Leader {
-		return fmt.Errorf("%w: %s leads %s, not %s", ErrWrongLeader, m.Leader, name, writer)
-	}
 	if epoch < m.Epoch {
 		return fmt.Errorf("%w: %d < %d for %s", ErrStaleEpoch, epoch, m.Epoch, name)
+	}
+	if writer != m.Leader {
+		if !moved || epoch == m.Epoch {
+			return fmt.Errorf("%w: %s leads %s, not %s", ErrWrongLeader, m.Leader, name, writer)
+		}
+		m.Leader = writer
 	}
 	if epoch > m.Epoch {
 		m.Epoch = epoch

@@ -44,6 +44,10 @@ type Server struct {
 	streams map[string]*stream
 	// opening has a channel per stream being opened, closed when done.
 	opening map[string]chan struct{}
+	// unused holds, per stream, an epoch a takeover recorded but wrote
+	// nothing under (it could not complete): the next attempt of this
+	// process reuses it instead of taking yet another.
+	unused  map[string]uint64
 	closing bool
 	// stopCtx is cancelled when Shutdown begins, with cause ErrClosing;
 	// every stream's context derives from it.
@@ -101,7 +105,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, store: st, replicas: reps, log: cfg.Logger, streams: make(map[string]*stream), opening: map[string]chan struct{}{}}
+	s := &Server{cfg: cfg, store: st, replicas: reps, log: cfg.Logger, streams: make(map[string]*stream), opening: map[string]chan struct{}{}, unused: map[string]uint64{}}
 	s.stopCtx, s.stopFunc = context.WithCancelCause(context.Background())
 	if cfg.Cluster != nil {
 		s.membership.Store(&cfg.Cluster)
@@ -267,12 +271,14 @@ func (s *Server) acquire(name string) (*stream, error) {
 // not.
 func (s *Server) open(name string) (*stream, error) {
 	var m meta
+	var tk takeover
+	var rec *catalogpb.Stream
 	if s.cfg.Catalog != nil {
-		rec, err := s.ledHere(name)
-		if err != nil {
+		var err error
+		if rec, err = s.ledHere(name); err != nil {
 			return nil, err
 		}
-		if m, err = s.openLed(rec); err != nil {
+		if m, tk, err = s.openLed(rec); err != nil {
 			return nil, err
 		}
 	} else {
@@ -302,11 +308,26 @@ func (s *Server) open(name string) (*stream, error) {
 		}
 	}
 	if m.replicated() {
-		if st.leader, err = s.startLeader(name, m, ls); err != nil {
+		// The epoch's first entry, in a region of its own: the commit
+		// point passes the entries earlier leaders left only with it.
+		start := uint64(0)
+		if tk.survey {
+			s.mu.Lock()
+			delete(s.unused, name)
+			s.mu.Unlock()
+			if start, err = s.openEpoch(ls, m.Epoch); err != nil {
+				ls.Close()
+				return nil, err
+			}
+		}
+		if st.leader, err = s.startLeader(name, m, ls, tk.floor, start); err != nil {
 			ls.Close()
 			return nil, err
 		}
 		st.opened = time.Now()
+		if tk.survey {
+			go s.recordEpochStart(rec, m.Epoch, st.leader, start)
+		}
 	}
 	return st, nil
 }
@@ -418,7 +439,11 @@ func statusOf(err error) error {
 		code = codes.Unavailable
 	case errors.Is(err, local.ErrTooLarge), errors.Is(err, local.ErrNoSpace), errors.Is(err, local.ErrTooManyReservations):
 		code = codes.ResourceExhausted
-	case errors.Is(err, local.ErrTrimmed), errors.Is(err, errSeqTooOld), errors.Is(err, replicate.ErrFenced):
+	case errors.Is(err, replicate.ErrFenced), errors.Is(err, errTakeover), errors.Is(err, catalog.ErrStale):
+		// Another leader took the stream over, or one is taking it over:
+		// the client asks again, and finds the new leader.
+		code = codes.Unavailable
+	case errors.Is(err, local.ErrTrimmed), errors.Is(err, errSeqTooOld):
 		code = codes.FailedPrecondition
 	case errors.Is(err, local.ErrCorrupt):
 		code = codes.DataLoss

@@ -274,6 +274,9 @@ func readBatch(it entryIterator, limit uint64, maxEntries, maxBytes int, env boo
 	for len(out) < maxEntries && it.Pos() < limit && it.Next() {
 		e := it.Entry()
 		data := e.Data
+		if env && isMarker(data) {
+			continue // an epoch marker: not the clients'
+		}
 		if env {
 			var err error
 			if data, _, _, _, err = unwrap(data); err != nil {

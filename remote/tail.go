@@ -72,6 +72,9 @@ func (t *Target) tail(id uint64, c rdma.Conn, q *remotepb.TailRequest) *remotepb
 	if _, err := local.StreamIDOf(b); err != nil {
 		return tailResp(id, 0, 0, 0) // no valid superblock: a fresh replica
 	}
+	if q.Probe {
+		return t.probeLocked(id, b)
+	}
 	sc, err := local.Scan(b)
 	if off, sealed := local.SealedTail(b); err != nil && sealed {
 		// The last region was sealed by a leader whose copy of the next
@@ -91,7 +94,17 @@ func (t *Target) tail(id uint64, c rdma.Conn, q *remotepb.TailRequest) *remotepb
 	if len(sc.Regions) == 0 {
 		return tailResp(id, 0, 0, 0)
 	}
-	if end := sc.Regions[len(sc.Regions)-1]; q.LeaderSeq != 0 && after(end.Seq, uint64(end.End), q.LeaderSeq, q.LeaderOff) {
+	if len(q.Runs) > 0 {
+		if r := t.cutToRunsLocked(id, b, sc, q.Runs); r != nil {
+			return r
+		}
+		if sc, err = local.Scan(b); err != nil {
+			return errResp(id, remotepb.Code_CODE_INTERNAL, fmt.Sprintf("replica after the cut: %v", err))
+		}
+		if len(sc.Regions) == 0 {
+			return tailResp(id, 0, 0, 0)
+		}
+	} else if end := sc.Regions[len(sc.Regions)-1]; q.LeaderSeq != 0 && after(end.Seq, uint64(end.End), q.LeaderSeq, q.LeaderOff) {
 		if r := t.cutBackLocked(id, b, sc, q); r != nil {
 			return r
 		}
@@ -119,7 +132,89 @@ func (t *Target) tail(id uint64, c rdma.Conn, q *remotepb.TailRequest) *remotepb
 	if q.LeaderIndex != nil && end.Seq == q.LeaderSeq && uint64(end.End) == q.LeaderOff && sc.Next != *q.LeaderIndex {
 		return errResp(id, remotepb.Code_CODE_MISMATCH, fmt.Sprintf("the replica ends where the writer does with %d entries, the writer %d", sc.Next, *q.LeaderIndex))
 	}
-	return tailResp(id, end.Seq, uint64(end.End), sc.Next)
+	r := tailResp(id, end.Seq, uint64(end.End), sc.Next)
+	r.GetTail().Epoch = end.Epoch
+	return r
+}
+
+// probeLocked reports the replica's durable end, and the epoch of its
+// last region, as recovery would find them, changing nothing.
+func (t *Target) probeLocked(id uint64, b []byte) *remotepb.Response {
+	sc, err := local.Scan(b)
+	if err != nil {
+		if _, sealed := local.SealedTail(b); !sealed {
+			return errResp(id, remotepb.Code_CODE_INTERNAL, fmt.Sprintf("replica: %v", err))
+		}
+		// A sealed last region (its successor's copy lost): whole. Its
+		// seal word is cleared, as Tail does (the word is advisory:
+		// recovery then checks the region's entries by checksum); the
+		// only change a probe makes.
+		off, _ := local.SealedTail(b)
+		binary.LittleEndian.PutUint64(b[off+local.RegionSealOffset:], 0)
+		if err := t.store.Memory().Persist(off+local.RegionSealOffset, 8); err != nil {
+			return errResp(id, remotepb.Code_CODE_INTERNAL, err.Error())
+		}
+		if sc, err = local.Scan(b); err != nil {
+			return errResp(id, remotepb.Code_CODE_INTERNAL, fmt.Sprintf("replica: %v", err))
+		}
+	}
+	if len(sc.Regions) == 0 {
+		return tailResp(id, 0, 0, 0)
+	}
+	end := sc.Regions[len(sc.Regions)-1]
+	r := tailResp(id, end.Seq, uint64(end.End), sc.Next)
+	r.GetTail().Epoch = end.Epoch
+	r.GetTail().Committed = sc.Committed()
+	return r
+}
+
+// commonEnd is where the replica's log (sc) stops agreeing with the
+// writer's, described by runs: the end of the highest replica region
+// that the writer holds under the same epoch, no further than the
+// writer's copy of it ends (the writer's regions of one epoch were all
+// written by that epoch's leader, which wrote a region's successor only
+// after the region itself, so a region of equal sequence and epoch on
+// both sides is a prefix of the same bytes, and so is everything before
+// it). ok is false when nothing is common.
+func commonEnd(sc local.ScanResult, runs []*remotepb.EpochRun) (k int, off int, ok bool) {
+	for i := len(sc.Regions) - 1; i >= 0; i-- {
+		r := sc.Regions[i]
+		for _, run := range runs {
+			if r.Seq < run.FirstSeq || r.Seq > run.LastSeq || run.Epoch != r.Epoch {
+				continue
+			}
+			off := r.End
+			if r.Seq == run.LastSeq && uint64(off) > run.LastEnd {
+				off = int(run.LastEnd)
+			}
+			return i, off, true
+		}
+	}
+	return 0, 0, false
+}
+
+// cutToRunsLocked cuts the replica back to the longest prefix it shares
+// with the writer's log (commonEnd), durably.
+func (t *Target) cutToRunsLocked(id uint64, b []byte, sc local.ScanResult, runs []*remotepb.EpochRun) *remotepb.Response {
+	rs := uint64(sc.RegionSize)
+	for _, run := range runs {
+		if run.FirstSeq == 0 || run.LastSeq < run.FirstSeq || run.LastEnd < local.RegionHeaderSize || run.LastEnd > rs || run.LastEnd%local.EntryAlign != 0 {
+			return errResp(id, remotepb.Code_CODE_MALFORMED, fmt.Sprintf("epoch run %v in regions of %d bytes", run, rs))
+		}
+	}
+	k, off, ok := commonEnd(sc, runs)
+	if !ok {
+		all := append(append([]local.ScanRegion(nil), sc.Regions...), sc.Truncated...)
+		if err := freeRegions(t.store.Memory(), all); err != nil {
+			return errResp(id, remotepb.Code_CODE_INTERNAL, err.Error())
+		}
+		return nil
+	}
+	last := sc.Regions[len(sc.Regions)-1]
+	if k == len(sc.Regions)-1 && off == last.End && len(sc.Truncated) == 0 {
+		return nil // nothing to cut
+	}
+	return t.cutAtLocked(id, b, sc, k, uint64(off))
 }
 
 // after reports whether position (seq, off) lies after (lseq, loff).
@@ -133,8 +228,6 @@ func after(seq, off, lseq, loff uint64) bool {
 // then unseals that region and zeroes its bytes from the writer's end. It
 // returns an error response, or nil once the cut is durable.
 func (t *Target) cutBackLocked(id uint64, b []byte, sc local.ScanResult, q *remotepb.TailRequest) *remotepb.Response {
-	mem := t.store.Memory()
-	rs := sc.RegionSize
 	k := -1
 	for i, r := range sc.Regions {
 		if r.Seq == q.LeaderSeq {
@@ -150,6 +243,16 @@ func (t *Target) cutBackLocked(id uint64, b []byte, sc local.ScanResult, q *remo
 		return errResp(id, remotepb.Code_CODE_MISMATCH, fmt.Sprintf("region %d ends at %d on the replica, which has regions after it, but at %d on the writer",
 			cut.Seq, cut.End, q.LeaderOff))
 	}
+	return t.cutAtLocked(id, b, sc, k, q.LeaderOff)
+}
+
+// cutAtLocked makes the replica end in its region k at off: every later
+// region is freed (highest first), region k unsealed, its commit word
+// kept within off and its bytes from off on zeroed, durably.
+func (t *Target) cutAtLocked(id uint64, b []byte, sc local.ScanResult, k int, leaderOff uint64) *remotepb.Response {
+	mem := t.store.Memory()
+	rs := sc.RegionSize
+	cut := sc.Regions[k]
 	higher := append(append([]local.ScanRegion(nil), sc.Regions[k+1:]...), sc.Truncated...)
 	if err := freeRegions(mem, higher); err != nil {
 		return errResp(id, remotepb.Code_CODE_INTERNAL, err.Error())
@@ -157,13 +260,13 @@ func (t *Target) cutBackLocked(id uint64, b []byte, sc local.ScanResult, q *remo
 	rb := b[cut.Offset : cut.Offset+rs]
 	// The region is the tail now: no seal, and no commit beyond its end.
 	binary.LittleEndian.PutUint64(rb[local.RegionSealOffset:], 0)
-	if binary.LittleEndian.Uint64(rb[local.RegionCommitOffset:]) > q.LeaderOff {
-		binary.LittleEndian.PutUint64(rb[local.RegionCommitOffset:], q.LeaderOff)
+	if binary.LittleEndian.Uint64(rb[local.RegionCommitOffset:]) > leaderOff {
+		binary.LittleEndian.PutUint64(rb[local.RegionCommitOffset:], leaderOff)
 	}
 	if err := mem.Persist(cut.Offset+local.RegionCommitOffset, 16); err != nil {
 		return errResp(id, remotepb.Code_CODE_INTERNAL, err.Error())
 	}
-	from := int(q.LeaderOff)
+	from := int(leaderOff)
 	to := len(rb) &^ 7
 	for to > from && binary.LittleEndian.Uint64(rb[to-8:]) == 0 {
 		to -= 8

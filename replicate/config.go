@@ -39,6 +39,19 @@ type Config struct {
 	// doubles with each failure in a row up to MaxRetryTicks.
 	RetryTicks    int
 	MaxRetryTicks int
+	// Floor is where the commit point starts: every entry before it was
+	// committed by an earlier leader of the stream (the catalog's commit
+	// floor). A leader never takes its own persisted end as committed:
+	// entries past Floor are acknowledged only once the policy's copies
+	// confirm them under this leader.
+	Floor uint64
+	// EpochStart is the index of the first entry this leader appends
+	// under its epoch (the node's epoch marker). The commit point moves
+	// past Floor only to a point beyond it: the entries an earlier
+	// leader left uncommitted are committed together with one of this
+	// epoch, never by being counted on a quorum alone (Raft's rule for
+	// entries of earlier terms, its "figure 8").
+	EpochStart uint64
 }
 
 // DefaultConfig is quorum acknowledgement with moderate batching.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,7 +65,12 @@ type LeaderConfig struct {
 	// Leader started, or the replica's durable position under this Leader
 	// if that is further (see startConnect). Nil means Pos{}: the replica
 	// is rewritten from the leader's oldest region.
-	ConnectPos func(ctx context.Context, id ID, c *remote.Client, epoch uint64, leaderEnd Pos, leaderIndex uint64) (Pos, error)
+	//
+	// runs is the leader's epoch history over its live regions (each
+	// run: consecutive regions started under one epoch), for a replica
+	// to find where its log stops agreeing with the leader's
+	// (remotepb.TailRequest.runs).
+	ConnectPos func(ctx context.Context, id ID, c *remote.Client, epoch uint64, leaderEnd Pos, leaderIndex uint64, runs []EpochRun) (Pos, error)
 	// Tick is the Replicator's logical clock period. Zero means 10ms.
 	Tick time.Duration
 	// ControlTimeout bounds one connect (dial, grant, header copy) or one
@@ -230,12 +236,14 @@ func StartLeader(ctx context.Context, cfg LeaderConfig) (*Leader, error) {
 		l.end, l.index = Pos{ri.Seq, ri.Used}, ri.First+ri.Count
 	}
 	l.start, l.startIndex = l.end, l.index
-	rep.Persisted(st.Persisted)
-	l.committed.Store(rep.Committed())
+	// The replicas first: the leader's own persisted end is committed
+	// only as far as the policy's copies confirm it (from Floor on).
 	for _, r := range cfg.Replicas {
 		rep.AddReplica(r.ID, r.Backup)
 		l.links[r.ID] = &link{addr: r}
 	}
+	rep.Persisted(st.Persisted)
+	l.committed.Store(rep.Committed())
 	// Status holds from the start, not from the loop's first round: a
 	// caller may wait for the copies to connect before the first append.
 	l.status = rep.Status()
@@ -470,6 +478,7 @@ func fenceErr(err error) error {
 func (l *Leader) startConnect(lk *link, c Connect) {
 	id, addr := c.Replica, lk.addr.Addr
 	from, index := l.start, l.startIndex
+	runs := l.epochRuns()
 	for _, p := range l.rep.Progress() {
 		if p.ID == id && from.Less(p.Acked) && p.Acked.Off >= RegionHeaderSize {
 			from, index = p.Acked, p.AckedIdx
@@ -485,7 +494,7 @@ func (l *Leader) startConnect(lk *link, c Connect) {
 		defer l.wg.Done()
 		ctx, cancel := context.WithTimeout(l.ctx, l.cfg.ControlTimeout)
 		defer cancel()
-		rc, pos, err := l.connect(ctx, id, addr, c.Epoch, from, index, end, live)
+		rc, pos, err := l.connect(ctx, id, addr, c.Epoch, from, index, end, live, runs)
 		if err != nil && rc != nil {
 			l.closeConn(rc)
 			rc = nil
@@ -496,10 +505,59 @@ func (l *Leader) startConnect(lk *link, c Connect) {
 	}()
 }
 
+// EpochRun is a run of consecutive regions of the leader's log started
+// under one epoch: FirstSeq to LastSeq, the last ending at LastEnd (the
+// leader's appended end when it is the leader's tail region).
+type EpochRun struct {
+	Epoch             uint64
+	FirstSeq, LastSeq uint64
+	LastEnd           int
+}
+
+// epochRuns reads the epochs of the leader's live regions from their
+// headers in its mapping. Runs on the loop.
+func (l *Leader) epochRuns() []EpochRun {
+	seqs := make([]uint64, 0, len(l.slots))
+	for seq := range l.slots {
+		seqs = append(seqs, seq)
+	}
+	slices.Sort(seqs)
+	b := l.s.Memory().Bytes()
+	rs := l.s.RegionSize()
+	var runs []EpochRun
+	for _, seq := range seqs {
+		base := remote.RegionOffset(l.slots[seq], rs)
+		ep, ok := local.RegionEpoch(b[base : base+64])
+		if !ok {
+			continue
+		}
+		end := rs
+		if seq == l.end.Seq {
+			end = l.end.Off
+		}
+		if n := len(runs); n > 0 && runs[n-1].Epoch == ep && runs[n-1].LastSeq+1 == seq {
+			runs[n-1].LastSeq, runs[n-1].LastEnd = seq, end
+			continue
+		}
+		runs = append(runs, EpochRun{Epoch: ep, FirstSeq: seq, LastSeq: seq, LastEnd: end})
+	}
+	// A run's last region that is not the leader's tail was sealed when
+	// its successor began: its seal word holds its end.
+	for i := range runs {
+		if runs[i].LastSeq != l.end.Seq {
+			base := remote.RegionOffset(l.slots[runs[i].LastSeq], rs)
+			if w := binary.LittleEndian.Uint64(b[base+local.RegionSealOffset:]); w != 0 {
+				runs[i].LastEnd = int(uint32(w))
+			}
+		}
+	}
+	return runs
+}
+
 // connect is the blocking part of a Connect: from (index entries) is
 // where the replica may hold the leader's bytes up to, end the leader's
 // end.
-func (l *Leader) connect(ctx context.Context, id ID, addr string, epoch uint64, from Pos, index uint64, end Pos, live map[uint64]int) (*rconn, Pos, error) {
+func (l *Leader) connect(ctx context.Context, id ID, addr string, epoch uint64, from Pos, index uint64, end Pos, live map[uint64]int, runs []EpochRun) (*rconn, Pos, error) {
 	conn, err := l.peer.Dial(ctx, addr)
 	if err != nil {
 		return nil, Pos{}, err
@@ -530,7 +588,7 @@ func (l *Leader) connect(ctx context.Context, id ID, addr string, epoch uint64, 
 	}
 	var pos Pos
 	if l.cfg.ConnectPos != nil {
-		if pos, err = l.cfg.ConnectPos(ctx, id, client, epoch, from, index); err != nil {
+		if pos, err = l.cfg.ConnectPos(ctx, id, client, epoch, from, index, runs); err != nil {
 			return rc, Pos{}, fenceErr(err)
 		}
 	}

@@ -564,7 +564,7 @@ func TestLeaderMembershipAndHooks(t *testing.T) {
 			mu.Unlock()
 			return nil
 		},
-		ConnectPos: func(ctx context.Context, id replicate.ID, cl *remote.Client, epoch uint64, end replicate.Pos, index uint64) (replicate.Pos, error) {
+		ConnectPos: func(ctx context.Context, id replicate.ID, cl *remote.Client, epoch uint64, end replicate.Pos, index uint64, _ []replicate.EpochRun) (replicate.Pos, error) {
 			if id == "r0" && resume.Load() {
 				mu.Lock()
 				resumedAt = end
@@ -775,7 +775,7 @@ func TestLeaderTrustsAReplicaOnlyUpToItsStart(t *testing.T) {
 		Replicator: replicate.Config{Policy: quorum.LeaderOnly, MaxRetryTicks: 8},
 		Provider:   tcp.Provider{}, RDMA: rdma.LoopbackConfig(testSecret),
 		Tick: 5 * time.Millisecond, Logger: quietLogger(),
-		ConnectPos: func(ctx context.Context, id replicate.ID, c *remote.Client, epoch uint64, end replicate.Pos, index uint64) (replicate.Pos, error) {
+		ConnectPos: func(ctx context.Context, id replicate.ID, c *remote.Client, epoch uint64, end replicate.Pos, index uint64, _ []replicate.EpochRun) (replicate.Pos, error) {
 			r, err := c.Tail(ctx, &remotepb.TailRequest{Epoch: epoch, LeaderSeq: end.Seq, LeaderOff: uint64(end.Off), LeaderIndex: &index})
 			if err != nil {
 				return replicate.Pos{}, err

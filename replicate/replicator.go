@@ -123,7 +123,7 @@ func New(cfg Config, epoch uint64) (*Replicator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Replicator{cfg: cfg, epoch: epoch}, nil
+	return &Replicator{cfg: cfg, epoch: epoch, commit: cfg.Floor, reported: cfg.Floor}, nil
 }
 
 func (r *Replicator) replica(id ID) *replica {
@@ -408,7 +408,8 @@ func (r *Replicator) updateCommit() {
 			vs = append(vs, p.ackedIdx)
 		}
 	}
-	if c := quorum.Committed(r.cfg.Policy, r.persisted, vs); c > r.commit {
+	c := quorum.Committed(r.cfg.Policy, r.persisted, vs)
+	if c > r.commit && c > r.cfg.EpochStart {
 		r.commit = c
 	}
 }

@@ -209,6 +209,8 @@ const (
 	// The controller group is not in the state the request needs (a voter
 	// already, the only voter, not a voter).
 	ErrorCode_ERROR_CODE_GROUP_STATE ErrorCode = 11
+	// A decision made on a view of the stream that changed since.
+	ErrorCode_ERROR_CODE_STALE ErrorCode = 12
 )
 
 // Enum value maps for ErrorCode.
@@ -226,6 +228,7 @@ var (
 		9:  "ERROR_CODE_UNKNOWN_NODE",
 		10: "ERROR_CODE_TIMEOUT",
 		11: "ERROR_CODE_GROUP_STATE",
+		12: "ERROR_CODE_STALE",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_NONE":          0,
@@ -240,6 +243,7 @@ var (
 		"ERROR_CODE_UNKNOWN_NODE":  9,
 		"ERROR_CODE_TIMEOUT":       10,
 		"ERROR_CODE_GROUP_STATE":   11,
+		"ERROR_CODE_STALE":         12,
 	}
 )
 
@@ -288,6 +292,8 @@ type Command struct {
 	//	*Command_CopyDropped
 	//	*Command_GrantEpoch
 	//	*Command_ForgetNode
+	//	*Command_ElectLeader
+	//	*Command_EpochStarted
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -407,6 +413,24 @@ func (x *Command) GetForgetNode() *ForgetNode {
 	return nil
 }
 
+func (x *Command) GetElectLeader() *ElectLeader {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ElectLeader); ok {
+			return x.ElectLeader
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetEpochStarted() *EpochStarted {
+	if x != nil {
+		if x, ok := x.Op.(*Command_EpochStarted); ok {
+			return x.EpochStarted
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -439,6 +463,14 @@ type Command_ForgetNode struct {
 	ForgetNode *ForgetNode `protobuf:"bytes,16,opt,name=forget_node,json=forgetNode,proto3,oneof"`
 }
 
+type Command_ElectLeader struct {
+	ElectLeader *ElectLeader `protobuf:"bytes,17,opt,name=elect_leader,json=electLeader,proto3,oneof"`
+}
+
+type Command_EpochStarted struct {
+	EpochStarted *EpochStarted `protobuf:"bytes,18,opt,name=epoch_started,json=epochStarted,proto3,oneof"`
+}
+
 func (*Command_RegisterNode) isCommand_Op() {}
 
 func (*Command_CreateStream) isCommand_Op() {}
@@ -452,6 +484,10 @@ func (*Command_CopyDropped) isCommand_Op() {}
 func (*Command_GrantEpoch) isCommand_Op() {}
 
 func (*Command_ForgetNode) isCommand_Op() {}
+
+func (*Command_ElectLeader) isCommand_Op() {}
+
+func (*Command_EpochStarted) isCommand_Op() {}
 
 // RegisterNode records a node's name and incarnation: the identity its
 // data directory was made with. A name held by another incarnation is
@@ -927,6 +963,169 @@ func (x *GrantEpoch) GetIncarnation() uint64 {
 	return 0
 }
 
+// ElectLeader makes leader (a stream node holding a current copy of the
+// stream, not a backup's) the stream's leader under the next epoch, in
+// one entry: the controller's decision when the leader's lease expired,
+// or a new leader's hand-off to a copy that holds more of the log than
+// it does. from_epoch is the epoch the decision was made on: a decision
+// on a stale view (the epoch moved since) changes nothing.
+type ElectLeader struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	StreamId    uint64                 `protobuf:"varint,2,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	Leader      string                 `protobuf:"bytes,3,opt,name=leader,proto3" json:"leader,omitempty"`
+	Incarnation uint64                 `protobuf:"fixed64,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	FromEpoch   uint64                 `protobuf:"varint,5,opt,name=from_epoch,json=fromEpoch,proto3" json:"from_epoch,omitempty"`
+	// Why (recorded for operators): "lease expired", "hand-off", ...
+	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ElectLeader) Reset() {
+	*x = ElectLeader{}
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ElectLeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ElectLeader) ProtoMessage() {}
+
+func (x *ElectLeader) ProtoReflect() protoreflect.Message {
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ElectLeader.ProtoReflect.Descriptor instead.
+func (*ElectLeader) Descriptor() ([]byte, []int) {
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ElectLeader) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ElectLeader) GetStreamId() uint64 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *ElectLeader) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *ElectLeader) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *ElectLeader) GetFromEpoch() uint64 {
+	if x != nil {
+		return x.FromEpoch
+	}
+	return 0
+}
+
+func (x *ElectLeader) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// EpochStarted records that the stream's leader under epoch committed the
+// first entry of that epoch on the policy's copies: every entry before
+// index (exclusive) is committed, and no later takeover may choose a log
+// that ends before it (commit_floor).
+type EpochStarted struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	StreamId      uint64                 `protobuf:"varint,2,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Index         uint64                 `protobuf:"varint,4,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EpochStarted) Reset() {
+	*x = EpochStarted{}
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EpochStarted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EpochStarted) ProtoMessage() {}
+
+func (x *EpochStarted) ProtoReflect() protoreflect.Message {
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EpochStarted.ProtoReflect.Descriptor instead.
+func (*EpochStarted) Descriptor() ([]byte, []int) {
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *EpochStarted) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *EpochStarted) GetStreamId() uint64 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *EpochStarted) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *EpochStarted) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 // ForgetNode removes a node that holds no copy from the catalog
 // (an operator's decision).
 type ForgetNode struct {
@@ -938,7 +1137,7 @@ type ForgetNode struct {
 
 func (x *ForgetNode) Reset() {
 	*x = ForgetNode{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[8]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -950,7 +1149,7 @@ func (x *ForgetNode) String() string {
 func (*ForgetNode) ProtoMessage() {}
 
 func (x *ForgetNode) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[8]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -963,7 +1162,7 @@ func (x *ForgetNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetNode.ProtoReflect.Descriptor instead.
 func (*ForgetNode) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{8}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ForgetNode) GetName() string {
@@ -985,7 +1184,7 @@ type State struct {
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[9]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -997,7 +1196,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[9]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1010,7 +1209,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{9}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *State) GetVersion() uint32 {
@@ -1048,7 +1247,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[10]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1060,7 +1259,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[10]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1073,7 +1272,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{10}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Node) GetName() string {
@@ -1131,13 +1330,20 @@ type Stream struct {
 	// The request ids of the create and of the delete.
 	CreateRequest []byte `protobuf:"bytes,13,opt,name=create_request,json=createRequest,proto3" json:"create_request,omitempty"`
 	DeleteRequest []byte `protobuf:"bytes,14,opt,name=delete_request,json=deleteRequest,proto3" json:"delete_request,omitempty"`
+	// Every entry before commit_floor is committed (EpochStarted): a
+	// takeover never chooses a log ending before it.
+	CommitFloor uint64 `protobuf:"varint,15,opt,name=commit_floor,json=commitFloor,proto3" json:"commit_floor,omitempty"`
+	// The number of leader changes by election (ElectLeader), and the last
+	// one's reason, for operators.
+	Elections     uint64 `protobuf:"varint,16,opt,name=elections,proto3" json:"elections,omitempty"`
+	LastElection  string `protobuf:"bytes,17,opt,name=last_election,json=lastElection,proto3" json:"last_election,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Stream) Reset() {
 	*x = Stream{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[11]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1355,7 @@ func (x *Stream) String() string {
 func (*Stream) ProtoMessage() {}
 
 func (x *Stream) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[11]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1368,7 @@ func (x *Stream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stream.ProtoReflect.Descriptor instead.
 func (*Stream) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{11}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Stream) GetName() string {
@@ -1263,6 +1469,27 @@ func (x *Stream) GetDeleteRequest() []byte {
 	return nil
 }
 
+func (x *Stream) GetCommitFloor() uint64 {
+	if x != nil {
+		return x.CommitFloor
+	}
+	return 0
+}
+
+func (x *Stream) GetElections() uint64 {
+	if x != nil {
+		return x.Elections
+	}
+	return 0
+}
+
+func (x *Stream) GetLastElection() string {
+	if x != nil {
+		return x.LastElection
+	}
+	return ""
+}
+
 type RaftBatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The sender's member name and Raft id.
@@ -1274,7 +1501,7 @@ type RaftBatch struct {
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[12]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1286,7 +1513,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[12]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1299,7 +1526,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{12}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RaftBatch) GetFrom() string {
@@ -1324,7 +1551,7 @@ type RaftAck struct {
 
 func (x *RaftAck) Reset() {
 	*x = RaftAck{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[13]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1336,7 +1563,7 @@ func (x *RaftAck) String() string {
 func (*RaftAck) ProtoMessage() {}
 
 func (x *RaftAck) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[13]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1349,7 +1576,7 @@ func (x *RaftAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAck.ProtoReflect.Descriptor instead.
 func (*RaftAck) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{13}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{15}
 }
 
 type ControlRequest struct {
@@ -1367,6 +1594,8 @@ type ControlRequest struct {
 	//	*ControlRequest_Heartbeat
 	//	*ControlRequest_VoterChange
 	//	*ControlRequest_ForgetNode
+	//	*ControlRequest_ElectLeader
+	//	*ControlRequest_EpochStarted
 	Req           isControlRequest_Req `protobuf_oneof:"req"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1374,7 +1603,7 @@ type ControlRequest struct {
 
 func (x *ControlRequest) Reset() {
 	*x = ControlRequest{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[14]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1386,7 +1615,7 @@ func (x *ControlRequest) String() string {
 func (*ControlRequest) ProtoMessage() {}
 
 func (x *ControlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[14]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1399,7 +1628,7 @@ func (x *ControlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlRequest.ProtoReflect.Descriptor instead.
 func (*ControlRequest) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{14}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ControlRequest) GetHops() uint32 {
@@ -1497,6 +1726,24 @@ func (x *ControlRequest) GetForgetNode() *ForgetNode {
 	return nil
 }
 
+func (x *ControlRequest) GetElectLeader() *ElectLeader {
+	if x != nil {
+		if x, ok := x.Req.(*ControlRequest_ElectLeader); ok {
+			return x.ElectLeader
+		}
+	}
+	return nil
+}
+
+func (x *ControlRequest) GetEpochStarted() *EpochStarted {
+	if x != nil {
+		if x, ok := x.Req.(*ControlRequest_EpochStarted); ok {
+			return x.EpochStarted
+		}
+	}
+	return nil
+}
+
 type isControlRequest_Req interface {
 	isControlRequest_Req()
 }
@@ -1537,6 +1784,14 @@ type ControlRequest_ForgetNode struct {
 	ForgetNode *ForgetNode `protobuf:"bytes,18,opt,name=forget_node,json=forgetNode,proto3,oneof"`
 }
 
+type ControlRequest_ElectLeader struct {
+	ElectLeader *ElectLeader `protobuf:"bytes,19,opt,name=elect_leader,json=electLeader,proto3,oneof"`
+}
+
+type ControlRequest_EpochStarted struct {
+	EpochStarted *EpochStarted `protobuf:"bytes,20,opt,name=epoch_started,json=epochStarted,proto3,oneof"`
+}
+
 func (*ControlRequest_CreateStream) isControlRequest_Req() {}
 
 func (*ControlRequest_DeleteStream) isControlRequest_Req() {}
@@ -1555,6 +1810,10 @@ func (*ControlRequest_VoterChange) isControlRequest_Req() {}
 
 func (*ControlRequest_ForgetNode) isControlRequest_Req() {}
 
+func (*ControlRequest_ElectLeader) isControlRequest_Req() {}
+
+func (*ControlRequest_EpochStarted) isControlRequest_Req() {}
+
 // CreateStreamRequest asks the controller to place and create a stream;
 // requester leads it if it is a live stream node.
 type CreateStreamRequest struct {
@@ -1571,7 +1830,7 @@ type CreateStreamRequest struct {
 
 func (x *CreateStreamRequest) Reset() {
 	*x = CreateStreamRequest{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[15]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1583,7 +1842,7 @@ func (x *CreateStreamRequest) String() string {
 func (*CreateStreamRequest) ProtoMessage() {}
 
 func (x *CreateStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[15]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1596,7 +1855,7 @@ func (x *CreateStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateStreamRequest.ProtoReflect.Descriptor instead.
 func (*CreateStreamRequest) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{15}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CreateStreamRequest) GetName() string {
@@ -1652,7 +1911,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[16]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +1923,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[16]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +1936,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{16}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Heartbeat) GetName() string {
@@ -1706,7 +1965,7 @@ type VoterChange struct {
 
 func (x *VoterChange) Reset() {
 	*x = VoterChange{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[17]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1718,7 +1977,7 @@ func (x *VoterChange) String() string {
 func (*VoterChange) ProtoMessage() {}
 
 func (x *VoterChange) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[17]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1731,7 +1990,7 @@ func (x *VoterChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VoterChange.ProtoReflect.Descriptor instead.
 func (*VoterChange) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{17}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *VoterChange) GetName() string {
@@ -1766,7 +2025,7 @@ type ControlResponse struct {
 
 func (x *ControlResponse) Reset() {
 	*x = ControlResponse{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[18]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +2037,7 @@ func (x *ControlResponse) String() string {
 func (*ControlResponse) ProtoMessage() {}
 
 func (x *ControlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[18]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +2050,7 @@ func (x *ControlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlResponse.ProtoReflect.Descriptor instead.
 func (*ControlResponse) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{18}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ControlResponse) GetIndex() uint64 {
@@ -1840,7 +2099,7 @@ var File_catalog_catalogpb_catalog_proto protoreflect.FileDescriptor
 
 const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\n" +
-	"\x1fcatalog/catalogpb/catalog.proto\x12\x13rpstream.catalog.v1\"\xb0\x04\n" +
+	"\x1fcatalog/catalogpb/catalog.proto\x12\x13rpstream.catalog.v1\"\xc1\x05\n" +
 	"\aCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x12\n" +
 	"\x04time\x18\x02 \x01(\x03R\x04time\x12H\n" +
@@ -1853,7 +2112,9 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\vgrant_epoch\x18\x0f \x01(\v2\x1f.rpstream.catalog.v1.GrantEpochH\x00R\n" +
 	"grantEpoch\x12B\n" +
 	"\vforget_node\x18\x10 \x01(\v2\x1f.rpstream.catalog.v1.ForgetNodeH\x00R\n" +
-	"forgetNodeB\x04\n" +
+	"forgetNode\x12E\n" +
+	"\felect_leader\x18\x11 \x01(\v2 .rpstream.catalog.v1.ElectLeaderH\x00R\velectLeader\x12H\n" +
+	"\repoch_started\x18\x12 \x01(\v2!.rpstream.catalog.v1.EpochStartedH\x00R\fepochStartedB\x04\n" +
 	"\x02op\"\x8d\x01\n" +
 	"\fRegisterNode\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
@@ -1890,7 +2151,20 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tstream_id\x18\x02 \x01(\x04R\bstreamId\x12\x16\n" +
 	"\x06leader\x18\x03 \x01(\tR\x06leader\x12 \n" +
-	"\vincarnation\x18\x04 \x01(\x06R\vincarnation\" \n" +
+	"\vincarnation\x18\x04 \x01(\x06R\vincarnation\"\xaf\x01\n" +
+	"\vElectLeader\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tstream_id\x18\x02 \x01(\x04R\bstreamId\x12\x16\n" +
+	"\x06leader\x18\x03 \x01(\tR\x06leader\x12 \n" +
+	"\vincarnation\x18\x04 \x01(\x06R\vincarnation\x12\x1d\n" +
+	"\n" +
+	"from_epoch\x18\x05 \x01(\x04R\tfromEpoch\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"k\n" +
+	"\fEpochStarted\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tstream_id\x18\x02 \x01(\x04R\bstreamId\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x14\n" +
+	"\x05index\x18\x04 \x01(\x04R\x05index\" \n" +
 	"\n" +
 	"ForgetNode\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x89\x01\n" +
@@ -1903,7 +2177,7 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\vincarnation\x18\x02 \x01(\x06R\vincarnation\x12-\n" +
 	"\x04role\x18\x03 \x01(\x0e2\x19.rpstream.catalog.v1.RoleR\x04role\x12)\n" +
 	"\x10registered_index\x18\x04 \x01(\x04R\x0fregisteredIndex\x12'\n" +
-	"\x0fregistered_time\x18\x05 \x01(\x03R\x0eregisteredTime\"\xe1\x03\n" +
+	"\x0fregistered_time\x18\x05 \x01(\x03R\x0eregisteredTime\"\xc7\x04\n" +
 	"\x06Stream\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x1a\n" +
@@ -1920,11 +2194,14 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\acreated\x18\v \x01(\x03R\acreated\x12#\n" +
 	"\rdeleted_index\x18\f \x01(\x04R\fdeletedIndex\x12%\n" +
 	"\x0ecreate_request\x18\r \x01(\fR\rcreateRequest\x12%\n" +
-	"\x0edelete_request\x18\x0e \x01(\fR\rdeleteRequest\";\n" +
+	"\x0edelete_request\x18\x0e \x01(\fR\rdeleteRequest\x12!\n" +
+	"\fcommit_floor\x18\x0f \x01(\x04R\vcommitFloor\x12\x1c\n" +
+	"\telections\x18\x10 \x01(\x04R\telections\x12#\n" +
+	"\rlast_election\x18\x11 \x01(\tR\flastElection\";\n" +
 	"\tRaftBatch\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x1a\n" +
 	"\bmessages\x18\x02 \x03(\fR\bmessages\"\t\n" +
-	"\aRaftAck\"\xb6\x05\n" +
+	"\aRaftAck\"\xc7\x06\n" +
 	"\x0eControlRequest\x12\x12\n" +
 	"\x04hops\x18\x01 \x01(\rR\x04hops\x12O\n" +
 	"\rcreate_stream\x18\n" +
@@ -1938,7 +2215,9 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\theartbeat\x18\x10 \x01(\v2\x1e.rpstream.catalog.v1.HeartbeatH\x00R\theartbeat\x12E\n" +
 	"\fvoter_change\x18\x11 \x01(\v2 .rpstream.catalog.v1.VoterChangeH\x00R\vvoterChange\x12B\n" +
 	"\vforget_node\x18\x12 \x01(\v2\x1f.rpstream.catalog.v1.ForgetNodeH\x00R\n" +
-	"forgetNodeB\x05\n" +
+	"forgetNode\x12E\n" +
+	"\felect_leader\x18\x13 \x01(\v2 .rpstream.catalog.v1.ElectLeaderH\x00R\velectLeader\x12H\n" +
+	"\repoch_started\x18\x14 \x01(\v2!.rpstream.catalog.v1.EpochStartedH\x00R\fepochStartedB\x05\n" +
 	"\x03req\"\xd2\x01\n" +
 	"\x13CreateStreamRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
@@ -1978,7 +2257,7 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\x15STREAM_STATE_CREATING\x10\x01\x12\x17\n" +
 	"\x13STREAM_STATE_ACTIVE\x10\x02\x12\x19\n" +
 	"\x15STREAM_STATE_DELETING\x10\x03\x12\x18\n" +
-	"\x14STREAM_STATE_DELETED\x10\x04*\xc1\x02\n" +
+	"\x14STREAM_STATE_DELETED\x10\x04*\xd7\x02\n" +
 	"\tErrorCode\x12\x13\n" +
 	"\x0fERROR_CODE_NONE\x10\x00\x12\x17\n" +
 	"\x13ERROR_CODE_INTERNAL\x10\x01\x12\x15\n" +
@@ -1992,7 +2271,8 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\x17ERROR_CODE_UNKNOWN_NODE\x10\t\x12\x16\n" +
 	"\x12ERROR_CODE_TIMEOUT\x10\n" +
 	"\x12\x1a\n" +
-	"\x16ERROR_CODE_GROUP_STATE\x10\v2\xa5\x01\n" +
+	"\x16ERROR_CODE_GROUP_STATE\x10\v\x12\x14\n" +
+	"\x10ERROR_CODE_STALE\x10\f2\xa5\x01\n" +
 	"\aControl\x12D\n" +
 	"\x04Raft\x12\x1e.rpstream.catalog.v1.RaftBatch\x1a\x1c.rpstream.catalog.v1.RaftAck\x12T\n" +
 	"\aForward\x12#.rpstream.catalog.v1.ControlRequest\x1a$.rpstream.catalog.v1.ControlResponseB0Z.github.com/rpstream/rpstream/catalog/catalogpbb\x06proto3"
@@ -2010,7 +2290,7 @@ func file_catalog_catalogpb_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_catalog_catalogpb_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_catalog_catalogpb_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_catalog_catalogpb_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_catalog_catalogpb_catalog_proto_goTypes = []any{
 	(Role)(0),                   // 0: rpstream.catalog.v1.Role
 	(Acks)(0),                   // 1: rpstream.catalog.v1.Acks
@@ -2024,17 +2304,19 @@ var file_catalog_catalogpb_catalog_proto_goTypes = []any{
 	(*DeleteStream)(nil),        // 9: rpstream.catalog.v1.DeleteStream
 	(*CopyDropped)(nil),         // 10: rpstream.catalog.v1.CopyDropped
 	(*GrantEpoch)(nil),          // 11: rpstream.catalog.v1.GrantEpoch
-	(*ForgetNode)(nil),          // 12: rpstream.catalog.v1.ForgetNode
-	(*State)(nil),               // 13: rpstream.catalog.v1.State
-	(*Node)(nil),                // 14: rpstream.catalog.v1.Node
-	(*Stream)(nil),              // 15: rpstream.catalog.v1.Stream
-	(*RaftBatch)(nil),           // 16: rpstream.catalog.v1.RaftBatch
-	(*RaftAck)(nil),             // 17: rpstream.catalog.v1.RaftAck
-	(*ControlRequest)(nil),      // 18: rpstream.catalog.v1.ControlRequest
-	(*CreateStreamRequest)(nil), // 19: rpstream.catalog.v1.CreateStreamRequest
-	(*Heartbeat)(nil),           // 20: rpstream.catalog.v1.Heartbeat
-	(*VoterChange)(nil),         // 21: rpstream.catalog.v1.VoterChange
-	(*ControlResponse)(nil),     // 22: rpstream.catalog.v1.ControlResponse
+	(*ElectLeader)(nil),         // 12: rpstream.catalog.v1.ElectLeader
+	(*EpochStarted)(nil),        // 13: rpstream.catalog.v1.EpochStarted
+	(*ForgetNode)(nil),          // 14: rpstream.catalog.v1.ForgetNode
+	(*State)(nil),               // 15: rpstream.catalog.v1.State
+	(*Node)(nil),                // 16: rpstream.catalog.v1.Node
+	(*Stream)(nil),              // 17: rpstream.catalog.v1.Stream
+	(*RaftBatch)(nil),           // 18: rpstream.catalog.v1.RaftBatch
+	(*RaftAck)(nil),             // 19: rpstream.catalog.v1.RaftAck
+	(*ControlRequest)(nil),      // 20: rpstream.catalog.v1.ControlRequest
+	(*CreateStreamRequest)(nil), // 21: rpstream.catalog.v1.CreateStreamRequest
+	(*Heartbeat)(nil),           // 22: rpstream.catalog.v1.Heartbeat
+	(*VoterChange)(nil),         // 23: rpstream.catalog.v1.VoterChange
+	(*ControlResponse)(nil),     // 24: rpstream.catalog.v1.ControlResponse
 }
 var file_catalog_catalogpb_catalog_proto_depIdxs = []int32{
 	5,  // 0: rpstream.catalog.v1.Command.register_node:type_name -> rpstream.catalog.v1.RegisterNode
@@ -2043,37 +2325,41 @@ var file_catalog_catalogpb_catalog_proto_depIdxs = []int32{
 	9,  // 3: rpstream.catalog.v1.Command.delete_stream:type_name -> rpstream.catalog.v1.DeleteStream
 	10, // 4: rpstream.catalog.v1.Command.copy_dropped:type_name -> rpstream.catalog.v1.CopyDropped
 	11, // 5: rpstream.catalog.v1.Command.grant_epoch:type_name -> rpstream.catalog.v1.GrantEpoch
-	12, // 6: rpstream.catalog.v1.Command.forget_node:type_name -> rpstream.catalog.v1.ForgetNode
-	0,  // 7: rpstream.catalog.v1.RegisterNode.role:type_name -> rpstream.catalog.v1.Role
-	1,  // 8: rpstream.catalog.v1.CreateStream.acks:type_name -> rpstream.catalog.v1.Acks
-	7,  // 9: rpstream.catalog.v1.CreateStream.copies:type_name -> rpstream.catalog.v1.Copy
-	14, // 10: rpstream.catalog.v1.State.nodes:type_name -> rpstream.catalog.v1.Node
-	15, // 11: rpstream.catalog.v1.State.streams:type_name -> rpstream.catalog.v1.Stream
-	0,  // 12: rpstream.catalog.v1.Node.role:type_name -> rpstream.catalog.v1.Role
-	1,  // 13: rpstream.catalog.v1.Stream.acks:type_name -> rpstream.catalog.v1.Acks
-	2,  // 14: rpstream.catalog.v1.Stream.state:type_name -> rpstream.catalog.v1.StreamState
-	7,  // 15: rpstream.catalog.v1.Stream.copies:type_name -> rpstream.catalog.v1.Copy
-	19, // 16: rpstream.catalog.v1.ControlRequest.create_stream:type_name -> rpstream.catalog.v1.CreateStreamRequest
-	9,  // 17: rpstream.catalog.v1.ControlRequest.delete_stream:type_name -> rpstream.catalog.v1.DeleteStream
-	5,  // 18: rpstream.catalog.v1.ControlRequest.register_node:type_name -> rpstream.catalog.v1.RegisterNode
-	11, // 19: rpstream.catalog.v1.ControlRequest.grant_epoch:type_name -> rpstream.catalog.v1.GrantEpoch
-	10, // 20: rpstream.catalog.v1.ControlRequest.copy_dropped:type_name -> rpstream.catalog.v1.CopyDropped
-	8,  // 21: rpstream.catalog.v1.ControlRequest.activate_stream:type_name -> rpstream.catalog.v1.ActivateStream
-	20, // 22: rpstream.catalog.v1.ControlRequest.heartbeat:type_name -> rpstream.catalog.v1.Heartbeat
-	21, // 23: rpstream.catalog.v1.ControlRequest.voter_change:type_name -> rpstream.catalog.v1.VoterChange
-	12, // 24: rpstream.catalog.v1.ControlRequest.forget_node:type_name -> rpstream.catalog.v1.ForgetNode
-	1,  // 25: rpstream.catalog.v1.CreateStreamRequest.acks:type_name -> rpstream.catalog.v1.Acks
-	3,  // 26: rpstream.catalog.v1.ControlResponse.code:type_name -> rpstream.catalog.v1.ErrorCode
-	15, // 27: rpstream.catalog.v1.ControlResponse.stream:type_name -> rpstream.catalog.v1.Stream
-	16, // 28: rpstream.catalog.v1.Control.Raft:input_type -> rpstream.catalog.v1.RaftBatch
-	18, // 29: rpstream.catalog.v1.Control.Forward:input_type -> rpstream.catalog.v1.ControlRequest
-	17, // 30: rpstream.catalog.v1.Control.Raft:output_type -> rpstream.catalog.v1.RaftAck
-	22, // 31: rpstream.catalog.v1.Control.Forward:output_type -> rpstream.catalog.v1.ControlResponse
-	30, // [30:32] is the sub-list for method output_type
-	28, // [28:30] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	14, // 6: rpstream.catalog.v1.Command.forget_node:type_name -> rpstream.catalog.v1.ForgetNode
+	12, // 7: rpstream.catalog.v1.Command.elect_leader:type_name -> rpstream.catalog.v1.ElectLeader
+	13, // 8: rpstream.catalog.v1.Command.epoch_started:type_name -> rpstream.catalog.v1.EpochStarted
+	0,  // 9: rpstream.catalog.v1.RegisterNode.role:type_name -> rpstream.catalog.v1.Role
+	1,  // 10: rpstream.catalog.v1.CreateStream.acks:type_name -> rpstream.catalog.v1.Acks
+	7,  // 11: rpstream.catalog.v1.CreateStream.copies:type_name -> rpstream.catalog.v1.Copy
+	16, // 12: rpstream.catalog.v1.State.nodes:type_name -> rpstream.catalog.v1.Node
+	17, // 13: rpstream.catalog.v1.State.streams:type_name -> rpstream.catalog.v1.Stream
+	0,  // 14: rpstream.catalog.v1.Node.role:type_name -> rpstream.catalog.v1.Role
+	1,  // 15: rpstream.catalog.v1.Stream.acks:type_name -> rpstream.catalog.v1.Acks
+	2,  // 16: rpstream.catalog.v1.Stream.state:type_name -> rpstream.catalog.v1.StreamState
+	7,  // 17: rpstream.catalog.v1.Stream.copies:type_name -> rpstream.catalog.v1.Copy
+	21, // 18: rpstream.catalog.v1.ControlRequest.create_stream:type_name -> rpstream.catalog.v1.CreateStreamRequest
+	9,  // 19: rpstream.catalog.v1.ControlRequest.delete_stream:type_name -> rpstream.catalog.v1.DeleteStream
+	5,  // 20: rpstream.catalog.v1.ControlRequest.register_node:type_name -> rpstream.catalog.v1.RegisterNode
+	11, // 21: rpstream.catalog.v1.ControlRequest.grant_epoch:type_name -> rpstream.catalog.v1.GrantEpoch
+	10, // 22: rpstream.catalog.v1.ControlRequest.copy_dropped:type_name -> rpstream.catalog.v1.CopyDropped
+	8,  // 23: rpstream.catalog.v1.ControlRequest.activate_stream:type_name -> rpstream.catalog.v1.ActivateStream
+	22, // 24: rpstream.catalog.v1.ControlRequest.heartbeat:type_name -> rpstream.catalog.v1.Heartbeat
+	23, // 25: rpstream.catalog.v1.ControlRequest.voter_change:type_name -> rpstream.catalog.v1.VoterChange
+	14, // 26: rpstream.catalog.v1.ControlRequest.forget_node:type_name -> rpstream.catalog.v1.ForgetNode
+	12, // 27: rpstream.catalog.v1.ControlRequest.elect_leader:type_name -> rpstream.catalog.v1.ElectLeader
+	13, // 28: rpstream.catalog.v1.ControlRequest.epoch_started:type_name -> rpstream.catalog.v1.EpochStarted
+	1,  // 29: rpstream.catalog.v1.CreateStreamRequest.acks:type_name -> rpstream.catalog.v1.Acks
+	3,  // 30: rpstream.catalog.v1.ControlResponse.code:type_name -> rpstream.catalog.v1.ErrorCode
+	17, // 31: rpstream.catalog.v1.ControlResponse.stream:type_name -> rpstream.catalog.v1.Stream
+	18, // 32: rpstream.catalog.v1.Control.Raft:input_type -> rpstream.catalog.v1.RaftBatch
+	20, // 33: rpstream.catalog.v1.Control.Forward:input_type -> rpstream.catalog.v1.ControlRequest
+	19, // 34: rpstream.catalog.v1.Control.Raft:output_type -> rpstream.catalog.v1.RaftAck
+	24, // 35: rpstream.catalog.v1.Control.Forward:output_type -> rpstream.catalog.v1.ControlResponse
+	34, // [34:36] is the sub-list for method output_type
+	32, // [32:34] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_catalog_catalogpb_catalog_proto_init() }
@@ -2089,8 +2375,10 @@ func file_catalog_catalogpb_catalog_proto_init() {
 		(*Command_CopyDropped)(nil),
 		(*Command_GrantEpoch)(nil),
 		(*Command_ForgetNode)(nil),
+		(*Command_ElectLeader)(nil),
+		(*Command_EpochStarted)(nil),
 	}
-	file_catalog_catalogpb_catalog_proto_msgTypes[14].OneofWrappers = []any{
+	file_catalog_catalogpb_catalog_proto_msgTypes[16].OneofWrappers = []any{
 		(*ControlRequest_CreateStream)(nil),
 		(*ControlRequest_DeleteStream)(nil),
 		(*ControlRequest_RegisterNode)(nil),
@@ -2100,6 +2388,8 @@ func file_catalog_catalogpb_catalog_proto_init() {
 		(*ControlRequest_Heartbeat)(nil),
 		(*ControlRequest_VoterChange)(nil),
 		(*ControlRequest_ForgetNode)(nil),
+		(*ControlRequest_ElectLeader)(nil),
+		(*ControlRequest_EpochStarted)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2107,7 +2397,7 @@ func file_catalog_catalogpb_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_catalog_catalogpb_catalog_proto_rawDesc), len(file_catalog_catalogpb_catalog_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -160,9 +160,10 @@ func Start(cfg Config) (*Controller, error) {
 		}
 	}
 	cfg.Transport.Attach(c)
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go c.run()
 	go c.heartbeats()
+	go c.watchLeaders()
 	return c, nil
 }
 

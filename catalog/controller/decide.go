@@ -138,6 +138,10 @@ func (c *Controller) decide(ctx context.Context, req *pb.ControlRequest) (*pb.Co
 		return c.decideCommand(ctx, &pb.Command{Op: &pb.Command_ActivateStream{ActivateStream: r.ActivateStream}})
 	case *pb.ControlRequest_ForgetNode:
 		return c.decideCommand(ctx, &pb.Command{Op: &pb.Command_ForgetNode{ForgetNode: r.ForgetNode}})
+	case *pb.ControlRequest_ElectLeader:
+		return c.handOff(ctx, r.ElectLeader, now)
+	case *pb.ControlRequest_EpochStarted:
+		return c.decideCommand(ctx, &pb.Command{Op: &pb.Command_EpochStarted{EpochStarted: r.EpochStarted}})
 	case *pb.ControlRequest_VoterChange:
 		// A change of the group may take longer than one attempt of its
 		// requester: it runs for RequestTimeout whatever the caller does.
@@ -445,6 +449,8 @@ func codeOf(err error) pb.ErrorCode {
 		return pb.ErrorCode_ERROR_CODE_UNKNOWN_NODE
 	case errors.Is(err, catalog.ErrInvalid):
 		return pb.ErrorCode_ERROR_CODE_INVALID
+	case errors.Is(err, catalog.ErrStale):
+		return pb.ErrorCode_ERROR_CODE_STALE
 	case errors.Is(err, ErrPlacement):
 		return pb.ErrorCode_ERROR_CODE_PLACEMENT
 	case errors.Is(err, ErrNoController):
@@ -476,6 +482,8 @@ func errOf(resp *pb.ControlResponse) error {
 		base = catalog.ErrUnknownNode
 	case pb.ErrorCode_ERROR_CODE_INVALID:
 		base = catalog.ErrInvalid
+	case pb.ErrorCode_ERROR_CODE_STALE:
+		base = catalog.ErrStale
 	case pb.ErrorCode_ERROR_CODE_PLACEMENT:
 		base = ErrPlacement
 	case pb.ErrorCode_ERROR_CODE_NO_CONTROLLER:

@@ -168,6 +168,30 @@ func (c *Controller) GrantEpoch(ctx context.Context, name string, id uint64) (ui
 	return resp.Epoch, nil
 }
 
+// HandOff asks the controller to make node to (a live stream node holding
+// a current copy) the leader of stream name (id) under the next epoch:
+// this node leads it under epoch and found that to's copy holds more of
+// the log than its own (a takeover chooses the log holding every
+// acknowledged entry, and that log's holder leads). It returns the epoch
+// granted to.
+func (c *Controller) HandOff(ctx context.Context, name string, id, epoch uint64, to string) (uint64, error) {
+	resp, err := c.request(ctx, &pb.ControlRequest{Req: &pb.ControlRequest_ElectLeader{ElectLeader: &pb.ElectLeader{
+		Name: name, StreamId: id, Leader: to, FromEpoch: epoch, Reason: "hand-off from " + c.cfg.Name}}})
+	if err != nil {
+		return 0, err
+	}
+	return resp.Epoch, nil
+}
+
+// EpochStarted records that this node, leading stream name (id) under
+// epoch, committed the epoch's first entry (index-1): the stream's commit
+// floor becomes index.
+func (c *Controller) EpochStarted(ctx context.Context, name string, id, epoch, index uint64) error {
+	_, err := c.request(ctx, &pb.ControlRequest{Req: &pb.ControlRequest_EpochStarted{EpochStarted: &pb.EpochStarted{
+		Name: name, StreamId: id, Epoch: epoch, Index: index}}})
+	return err
+}
+
 // AddVoter promotes node name, a follower of the catalog, to a voter;
 // RemoveVoter demotes a voter to a follower without a vote.
 func (c *Controller) AddVoter(ctx context.Context, name string) error {

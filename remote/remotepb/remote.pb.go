@@ -510,7 +510,17 @@ type TailRequest struct {
 	LeaderOff uint64 `protobuf:"varint,3,opt,name=leader_off,json=leaderOff,proto3" json:"leader_off,omitempty"`
 	// The writer's entry count at that end, if known: a replica that ends
 	// at the same place with another count is refused (CODE_MISMATCH).
-	LeaderIndex   *uint64 `protobuf:"varint,4,opt,name=leader_index,json=leaderIndex,proto3,oneof" json:"leader_index,omitempty"`
+	LeaderIndex *uint64 `protobuf:"varint,4,opt,name=leader_index,json=leaderIndex,proto3,oneof" json:"leader_index,omitempty"`
+	// probe asks for the durable end without changing anything (a new
+	// leader's survey of the copies before it chooses its log): leader_seq
+	// and runs are then ignored.
+	Probe bool `protobuf:"varint,5,opt,name=probe,proto3" json:"probe,omitempty"`
+	// runs is the writer's epoch history over its live regions, oldest
+	// first: the replica keeps the longest prefix of its own regions that
+	// the writer's log also holds (a region of the same sequence number
+	// and epoch, up to where the writer's copy of it ends) and cuts the
+	// rest, instead of comparing with leader_seq/leader_off alone.
+	Runs          []*EpochRun `protobuf:"bytes,6,rep,name=runs,proto3" json:"runs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -573,6 +583,91 @@ func (x *TailRequest) GetLeaderIndex() uint64 {
 	return 0
 }
 
+func (x *TailRequest) GetProbe() bool {
+	if x != nil {
+		return x.Probe
+	}
+	return false
+}
+
+func (x *TailRequest) GetRuns() []*EpochRun {
+	if x != nil {
+		return x.Runs
+	}
+	return nil
+}
+
+// EpochRun is a run of consecutive regions of a writer's log started
+// under one epoch: regions first_seq to last_seq, the last one ending at
+// last_end on the writer (its tail: the writer's durable end).
+type EpochRun struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	FirstSeq      uint64                 `protobuf:"varint,2,opt,name=first_seq,json=firstSeq,proto3" json:"first_seq,omitempty"`
+	LastSeq       uint64                 `protobuf:"varint,3,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	LastEnd       uint64                 `protobuf:"varint,4,opt,name=last_end,json=lastEnd,proto3" json:"last_end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EpochRun) Reset() {
+	*x = EpochRun{}
+	mi := &file_remote_remotepb_remote_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EpochRun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EpochRun) ProtoMessage() {}
+
+func (x *EpochRun) ProtoReflect() protoreflect.Message {
+	mi := &file_remote_remotepb_remote_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EpochRun.ProtoReflect.Descriptor instead.
+func (*EpochRun) Descriptor() ([]byte, []int) {
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *EpochRun) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *EpochRun) GetFirstSeq() uint64 {
+	if x != nil {
+		return x.FirstSeq
+	}
+	return 0
+}
+
+func (x *EpochRun) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+func (x *EpochRun) GetLastEnd() uint64 {
+	if x != nil {
+		return x.LastEnd
+	}
+	return 0
+}
+
 type Response struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -593,7 +688,7 @@ type Response struct {
 
 func (x *Response) Reset() {
 	*x = Response{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[6]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +700,7 @@ func (x *Response) String() string {
 func (*Response) ProtoMessage() {}
 
 func (x *Response) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[6]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +713,7 @@ func (x *Response) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Response.ProtoReflect.Descriptor instead.
 func (*Response) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{6}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Response) GetId() uint64 {
@@ -731,7 +826,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[7]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -743,7 +838,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[7]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -756,7 +851,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{7}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Error) GetCode() Code {
@@ -788,7 +883,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[8]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +895,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[8]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +908,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{8}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *InfoResponse) GetSuperblockSize() uint32 {
@@ -860,7 +955,7 @@ type GrantResponse struct {
 
 func (x *GrantResponse) Reset() {
 	*x = GrantResponse{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[9]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -872,7 +967,7 @@ func (x *GrantResponse) String() string {
 func (*GrantResponse) ProtoMessage() {}
 
 func (x *GrantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[9]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -885,7 +980,7 @@ func (x *GrantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrantResponse.ProtoReflect.Descriptor instead.
 func (*GrantResponse) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{9}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GrantResponse) GetEpoch() uint64 {
@@ -910,7 +1005,7 @@ type RegionResponse struct {
 
 func (x *RegionResponse) Reset() {
 	*x = RegionResponse{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[10]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1017,7 @@ func (x *RegionResponse) String() string {
 func (*RegionResponse) ProtoMessage() {}
 
 func (x *RegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[10]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1030,7 @@ func (x *RegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionResponse.ProtoReflect.Descriptor instead.
 func (*RegionResponse) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{10}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RegionResponse) GetIndex() uint32 {
@@ -982,7 +1077,7 @@ type OpenResponse struct {
 
 func (x *OpenResponse) Reset() {
 	*x = OpenResponse{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[11]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -994,7 +1089,7 @@ func (x *OpenResponse) String() string {
 func (*OpenResponse) ProtoMessage() {}
 
 func (x *OpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[11]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1007,7 +1102,7 @@ func (x *OpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenResponse.ProtoReflect.Descriptor instead.
 func (*OpenResponse) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{11}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *OpenResponse) GetStream() string {
@@ -1051,17 +1146,21 @@ func (x *OpenResponse) GetEpoch() uint64 {
 // entry). An empty replica (no valid superblock, or no region) answers
 // zeroes.
 type TailResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	Off           uint64                 `protobuf:"varint,2,opt,name=off,proto3" json:"off,omitempty"`
-	Index         uint64                 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Off   uint64                 `protobuf:"varint,2,opt,name=off,proto3" json:"off,omitempty"`
+	Index uint64                 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	// The epoch in the last region's header (0 for an empty replica).
+	Epoch uint64 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The highest entry count the replica's commit words say is committed.
+	Committed     uint64 `protobuf:"varint,5,opt,name=committed,proto3" json:"committed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TailResponse) Reset() {
 	*x = TailResponse{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[12]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1073,7 +1172,7 @@ func (x *TailResponse) String() string {
 func (*TailResponse) ProtoMessage() {}
 
 func (x *TailResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[12]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1086,7 +1185,7 @@ func (x *TailResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailResponse.ProtoReflect.Descriptor instead.
 func (*TailResponse) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{12}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TailResponse) GetSeq() uint64 {
@@ -1106,6 +1205,20 @@ func (x *TailResponse) GetOff() uint64 {
 func (x *TailResponse) GetIndex() uint64 {
 	if x != nil {
 		return x.Index
+	}
+	return 0
+}
+
+func (x *TailResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *TailResponse) GetCommitted() uint64 {
+	if x != nil {
+		return x.Committed
 	}
 	return 0
 }
@@ -1138,15 +1251,22 @@ const file_remote_remotepb_remote_proto_rawDesc = "" +
 	"\x06create\x18\x04 \x01(\bR\x06create\x12\x16\n" +
 	"\x06leader\x18\x05 \x01(\tR\x06leader\x12\x1f\n" +
 	"\vmax_regions\x18\x06 \x01(\rR\n" +
-	"maxRegions\"\x9a\x01\n" +
+	"maxRegions\"\xe2\x01\n" +
 	"\vTailRequest\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1d\n" +
 	"\n" +
 	"leader_seq\x18\x02 \x01(\x04R\tleaderSeq\x12\x1d\n" +
 	"\n" +
 	"leader_off\x18\x03 \x01(\x04R\tleaderOff\x12&\n" +
-	"\fleader_index\x18\x04 \x01(\x04H\x00R\vleaderIndex\x88\x01\x01B\x0f\n" +
-	"\r_leader_index\"\xf4\x02\n" +
+	"\fleader_index\x18\x04 \x01(\x04H\x00R\vleaderIndex\x88\x01\x01\x12\x14\n" +
+	"\x05probe\x18\x05 \x01(\bR\x05probe\x120\n" +
+	"\x04runs\x18\x06 \x03(\v2\x1c.rpstream.remote.v1.EpochRunR\x04runsB\x0f\n" +
+	"\r_leader_index\"s\n" +
+	"\bEpochRun\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1b\n" +
+	"\tfirst_seq\x18\x02 \x01(\x04R\bfirstSeq\x12\x19\n" +
+	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\x12\x19\n" +
+	"\blast_end\x18\x04 \x01(\x04R\alastEnd\"\xf4\x02\n" +
 	"\bResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12/\n" +
 	"\x05error\x18\x02 \x01(\v2\x19.rpstream.remote.v1.ErrorR\x05error\x126\n" +
@@ -1181,11 +1301,13 @@ const file_remote_remotepb_remote_proto_rawDesc = "" +
 	"regionSize\x12\x1b\n" +
 	"\tstream_id\x18\x03 \x01(\x04R\bstreamId\x12\x18\n" +
 	"\aregions\x18\x04 \x01(\rR\aregions\x12\x14\n" +
-	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\"H\n" +
+	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\"|\n" +
 	"\fTailResponse\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x10\n" +
 	"\x03off\x18\x02 \x01(\x04R\x03off\x12\x14\n" +
-	"\x05index\x18\x03 \x01(\x04R\x05index*\xa9\x01\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12\x1c\n" +
+	"\tcommitted\x18\x05 \x01(\x04R\tcommitted*\xa9\x01\n" +
 	"\x04Code\x12\x14\n" +
 	"\x10CODE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eCODE_MALFORMED\x10\x01\x12\x14\n" +
@@ -1209,7 +1331,7 @@ func file_remote_remotepb_remote_proto_rawDescGZIP() []byte {
 }
 
 var file_remote_remotepb_remote_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_remote_remotepb_remote_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_remote_remotepb_remote_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_remote_remotepb_remote_proto_goTypes = []any{
 	(Code)(0),              // 0: rpstream.remote.v1.Code
 	(*Request)(nil),        // 1: rpstream.remote.v1.Request
@@ -1218,13 +1340,14 @@ var file_remote_remotepb_remote_proto_goTypes = []any{
 	(*RegionRequest)(nil),  // 4: rpstream.remote.v1.RegionRequest
 	(*OpenRequest)(nil),    // 5: rpstream.remote.v1.OpenRequest
 	(*TailRequest)(nil),    // 6: rpstream.remote.v1.TailRequest
-	(*Response)(nil),       // 7: rpstream.remote.v1.Response
-	(*Error)(nil),          // 8: rpstream.remote.v1.Error
-	(*InfoResponse)(nil),   // 9: rpstream.remote.v1.InfoResponse
-	(*GrantResponse)(nil),  // 10: rpstream.remote.v1.GrantResponse
-	(*RegionResponse)(nil), // 11: rpstream.remote.v1.RegionResponse
-	(*OpenResponse)(nil),   // 12: rpstream.remote.v1.OpenResponse
-	(*TailResponse)(nil),   // 13: rpstream.remote.v1.TailResponse
+	(*EpochRun)(nil),       // 7: rpstream.remote.v1.EpochRun
+	(*Response)(nil),       // 8: rpstream.remote.v1.Response
+	(*Error)(nil),          // 9: rpstream.remote.v1.Error
+	(*InfoResponse)(nil),   // 10: rpstream.remote.v1.InfoResponse
+	(*GrantResponse)(nil),  // 11: rpstream.remote.v1.GrantResponse
+	(*RegionResponse)(nil), // 12: rpstream.remote.v1.RegionResponse
+	(*OpenResponse)(nil),   // 13: rpstream.remote.v1.OpenResponse
+	(*TailResponse)(nil),   // 14: rpstream.remote.v1.TailResponse
 }
 var file_remote_remotepb_remote_proto_depIdxs = []int32{
 	2,  // 0: rpstream.remote.v1.Request.info:type_name -> rpstream.remote.v1.InfoRequest
@@ -1232,18 +1355,19 @@ var file_remote_remotepb_remote_proto_depIdxs = []int32{
 	4,  // 2: rpstream.remote.v1.Request.region:type_name -> rpstream.remote.v1.RegionRequest
 	5,  // 3: rpstream.remote.v1.Request.open:type_name -> rpstream.remote.v1.OpenRequest
 	6,  // 4: rpstream.remote.v1.Request.tail:type_name -> rpstream.remote.v1.TailRequest
-	8,  // 5: rpstream.remote.v1.Response.error:type_name -> rpstream.remote.v1.Error
-	9,  // 6: rpstream.remote.v1.Response.info:type_name -> rpstream.remote.v1.InfoResponse
-	10, // 7: rpstream.remote.v1.Response.grant:type_name -> rpstream.remote.v1.GrantResponse
-	11, // 8: rpstream.remote.v1.Response.region:type_name -> rpstream.remote.v1.RegionResponse
-	12, // 9: rpstream.remote.v1.Response.open:type_name -> rpstream.remote.v1.OpenResponse
-	13, // 10: rpstream.remote.v1.Response.tail:type_name -> rpstream.remote.v1.TailResponse
-	0,  // 11: rpstream.remote.v1.Error.code:type_name -> rpstream.remote.v1.Code
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	7,  // 5: rpstream.remote.v1.TailRequest.runs:type_name -> rpstream.remote.v1.EpochRun
+	9,  // 6: rpstream.remote.v1.Response.error:type_name -> rpstream.remote.v1.Error
+	10, // 7: rpstream.remote.v1.Response.info:type_name -> rpstream.remote.v1.InfoResponse
+	11, // 8: rpstream.remote.v1.Response.grant:type_name -> rpstream.remote.v1.GrantResponse
+	12, // 9: rpstream.remote.v1.Response.region:type_name -> rpstream.remote.v1.RegionResponse
+	13, // 10: rpstream.remote.v1.Response.open:type_name -> rpstream.remote.v1.OpenResponse
+	14, // 11: rpstream.remote.v1.Response.tail:type_name -> rpstream.remote.v1.TailResponse
+	0,  // 12: rpstream.remote.v1.Error.code:type_name -> rpstream.remote.v1.Code
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_remote_remotepb_remote_proto_init() }
@@ -1259,7 +1383,7 @@ func file_remote_remotepb_remote_proto_init() {
 		(*Request_Tail)(nil),
 	}
 	file_remote_remotepb_remote_proto_msgTypes[5].OneofWrappers = []any{}
-	file_remote_remotepb_remote_proto_msgTypes[6].OneofWrappers = []any{
+	file_remote_remotepb_remote_proto_msgTypes[7].OneofWrappers = []any{
 		(*Response_Info)(nil),
 		(*Response_Grant)(nil),
 		(*Response_Region)(nil),
@@ -1272,7 +1396,7 @@ func file_remote_remotepb_remote_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_remote_remotepb_remote_proto_rawDesc), len(file_remote_remotepb_remote_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,281 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rpstream/rpstream/api"
+	"github.com/rpstream/rpstream/client"
+	"github.com/rpstream/rpstream/internal/proccluster"
+)
+
+// leaderOf asks the members the test can reach for stream's leader and
+// epoch, until one names a leader other than not ("" for any) or ctx
+// ends.
+func leaderOf(t *testing.T, ctx context.Context, cl *proccluster.Cluster, stream, not string) (string, uint64) {
+	t.Helper()
+	l, e, err := findLeader(ctx, cl, stream, not)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, e
+}
+
+// findLeader is leaderOf for any goroutine.
+func findLeader(ctx context.Context, cl *proccluster.Cluster, stream, not string) (string, uint64, error) {
+	var last error
+	for ctx.Err() == nil {
+		for i := range cl.Len() {
+			if !cl.Running(i) {
+				continue
+			}
+			c, err := client.Dial(mustNode(cl, i).ClientAddr, client.Options{})
+			if err != nil {
+				continue
+			}
+			sctx, cancel := context.WithTimeout(ctx, time.Second)
+			st, err := c.Status(sctx, stream)
+			cancel()
+			c.Close()
+			if err == nil && st.Leader != "" && st.Leader != not {
+				return st.Leader, st.Epoch, nil
+			}
+			if err != nil {
+				last = err
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return "", 0, fmt.Errorf("no leader of %s other than %q: %v (last answer: %v)", stream, not, ctx.Err(), last)
+}
+
+// TestFailoverLeaderKilled: the leader of a stream with three replicas
+// (quorum) is SIGKILLed under load, again and again; it is not restarted
+// until another node leads the stream (the controller elected it when the
+// old leader's lease expired, and it took the stream over). The clients
+// keep appending through a node that is never killed, following the
+// leader. At the end every acknowledged append is read back exactly once
+// at the position it was acknowledged with, each client's in its order,
+// and every copy holds the final leader's committed entries byte for
+// byte.
+func TestFailoverLeaderKilled(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl := startFailureCluster(t, ctx, 3, false)
+	const stream = "failover"
+	admin := dial(t, cl.ClientAddrs()[0], client.Options{})
+	st, err := admin.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_QUORUM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The clients go through node 2, which the test never kills; the
+	// stream is created on node 0, which leads it first.
+	const via = 2
+	const clients, each, window, kills = 3, 1200, 16, 2
+	var mu sync.Mutex
+	n := 0
+	marks := make(chan struct{}, kills)
+	progress := func() {
+		mu.Lock()
+		n++
+		if n%(clients*each/(kills+1)) == 0 {
+			select {
+			case marks <- struct{}{}:
+			default:
+			}
+		}
+		mu.Unlock()
+	}
+	faultErr := make(chan error, 1)
+	loaded := make(chan struct{})
+	leader := st.Leader
+	var failovers []time.Duration
+	go func() {
+		for k := 0; k < kills; k++ {
+			select {
+			case <-marks:
+			case <-loaded:
+				faultErr <- nil
+				return
+			case <-ctx.Done():
+				faultErr <- ctx.Err()
+				return
+			}
+			i := indexOf(t, cl, leader)
+			if i == via {
+				continue // the clients' node leads: not killed (see above)
+			}
+			if err := cl.Kill(i); err != nil {
+				faultErr <- err
+				return
+			}
+			killed := time.Now()
+			next, epoch, err := findLeader(ctx, cl, stream, leader)
+			if err != nil {
+				faultErr <- err
+				return
+			}
+			failovers = append(failovers, time.Since(killed))
+			t.Logf("killed the leader %s; %s leads under epoch %d after %v", leader, next, epoch, time.Since(killed).Round(time.Millisecond))
+			if err := cl.Start(ctx, i); err != nil {
+				faultErr <- err
+				return
+			}
+			leader = next
+		}
+		faultErr <- nil
+	}()
+	acked := load(t, ctx, mustNode(cl, via).ClientAddr, stream, 0, clients, each, window, progress)
+	close(loaded)
+	if err := <-faultErr; err != nil {
+		t.Fatal(err)
+	}
+	if t.Failed() {
+		return
+	}
+	if len(acked) != clients*each {
+		t.Fatalf("%d appends acknowledged, want %d", len(acked), clients*each)
+	}
+	if len(failovers) == 0 {
+		t.Fatal("no leader was killed")
+	}
+	final, _ := leaderOf(t, ctx, cl, stream, "")
+	li := indexOf(t, cl, final)
+	dups := checkTail(t, ctx, mustNode(cl, li).ClientAddr, stream, acked, clients)
+	if dups != 0 {
+		t.Errorf("%d entries stored twice across the failovers", dups)
+	}
+	copies := compareCopies(t, cl, li, stream, len(acked))
+	if copies != 2 {
+		t.Errorf("%d copies compared, want 2", copies)
+	}
+	t.Logf("%d failovers %v; %d acknowledged, %d stored twice; %d copies identical to %s's", len(failovers), failovers, len(acked), dups, copies, final)
+}
+
+// TestFailoverLeaderPaused: the leader is stopped (SIGSTOP) past its
+// lease while appends go on through another node: the controller elects
+// another leader, which fences the copies. When the old leader is
+// continued (SIGCONT) its writes to the copies are refused, it learns of
+// its successor from the catalog and turns its files into a copy; no
+// second writer ever succeeds: every acknowledged append is read back
+// once at its position, and every copy ends identical to the new
+// leader's.
+func TestFailoverLeaderPaused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl := startFailureCluster(t, ctx, 3, false)
+	const stream = "paused"
+	admin := dial(t, cl.ClientAddrs()[0], client.Options{})
+	st, err := admin.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_QUORUM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := indexOf(t, cl, st.Leader)
+	const via = 2
+	acked := load(t, ctx, mustNode(cl, via).ClientAddr, stream, 0, 2, 300, 8, nil)
+	if t.Failed() {
+		return
+	}
+	pid := cl.PID(old)
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	continued := false
+	cont := func() {
+		if !continued {
+			syscall.Kill(pid, syscall.SIGCONT)
+			continued = true
+		}
+	}
+	defer cont()
+	next, epoch := leaderOf(t, ctx, cl, stream, st.Leader)
+	t.Logf("%s paused; %s leads under epoch %d", st.Leader, next, epoch)
+	more := load(t, ctx, mustNode(cl, via).ClientAddr, stream, 2, 2, 300, 8, nil)
+	cont()
+	// The old leader, continued, is a follower now: appends sent to it
+	// are refused or routed, never stored by it as leader.
+	oc := dial(t, mustNode(cl, old).ClientAddr, client.Options{MaxAttempts: 1})
+	actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+	_, aerr := oc.API().Append(actx, &api.AppendRequest{Stream: stream, Data: []byte("stale")})
+	acancel()
+	t.Logf("append at the continued old leader: %v", aerr)
+	more2 := load(t, ctx, mustNode(cl, via).ClientAddr, stream, 4, 1, 200, 8, nil)
+	if t.Failed() {
+		return
+	}
+	for _, m := range []map[uint64]string{more, more2} {
+		for p, d := range m {
+			acked[p] = d
+		}
+	}
+	final, _ := leaderOf(t, ctx, cl, stream, "")
+	li := indexOf(t, cl, final)
+	// An append the old leader answered itself would be a second writer.
+	if aerr == nil && final == st.Leader {
+		t.Logf("the old leader leads again (elected back): its append was legitimate")
+	}
+	if dups := checkTail(t, ctx, mustNode(cl, li).ClientAddr, stream, acked, 5); dups != 0 {
+		t.Errorf("%d entries stored twice", dups)
+	}
+	if copies := compareCopies(t, cl, li, stream, len(acked)); copies != 2 {
+		t.Errorf("%d copies compared, want 2", copies)
+	}
+}
+
+// TestFailoverAllKilled: every node is SIGKILLed at once under load and
+// restarted: the stream comes back (its leader, or another copy's holder
+// if the leader's lease ran out first, takes it over), every acknowledged
+// append is there once at its position, and the copies end identical.
+func TestFailoverAllKilled(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl := startFailureCluster(t, ctx, 3, false)
+	const stream = "allkilled"
+	admin := dial(t, cl.ClientAddrs()[0], client.Options{})
+	if _, err := admin.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_QUORUM}); err != nil {
+		t.Fatal(err)
+	}
+	acked := load(t, ctx, cl.ClientAddrs()[0], stream, 0, 2, 400, 8, nil)
+	if t.Failed() {
+		return
+	}
+	for i := range cl.Len() {
+		if err := cl.Kill(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, cl.Len())
+	for i := range cl.Len() {
+		wg.Go(func() { errs <- cl.Start(ctx, i) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	final, epoch := leaderOf(t, ctx, cl, stream, "")
+	li := indexOf(t, cl, final)
+	t.Logf("after the restart of every node %s leads under epoch %d", final, epoch)
+	more := load(t, ctx, mustNode(cl, li).ClientAddr, stream, 2, 1, 200, 8, nil)
+	if t.Failed() {
+		return
+	}
+	for p, d := range more {
+		acked[p] = d
+	}
+	final, _ = leaderOf(t, ctx, cl, stream, "")
+	li = indexOf(t, cl, final)
+	if dups := checkTail(t, ctx, mustNode(cl, li).ClientAddr, stream, acked, 3); dups != 0 {
+		t.Errorf("%d entries stored twice", dups)
+	}
+	if copies := compareCopies(t, cl, li, stream, len(acked)); copies != 2 {
+		t.Errorf("%d copies compared, want 2", copies)
+	}
+}
