@@ -167,16 +167,9 @@ func (s *Server) openLed(rec *pb.Stream) (meta, takeover, error) {
 	if err != nil {
 		return meta{}, tk, err
 	}
-	need := fenceNeed(policy(m.Acks), int(rec.Replicas))
-	if 1+len(tails) < need {
-		return meta{}, tk, fmt.Errorf("%w: taking over %s (epoch %d): %d of its %d copies answered, %d needed to know every acknowledged entry",
-			errTakeover, rec.Name, epoch, 1+len(tails), rec.Replicas, need)
-	}
-	best := own
-	for _, t := range tails {
-		if t.better(best) {
-			best = t
-		}
+	best, floor, err := chooseLog(own, tails, rec.CommitFloor, fenceNeed(policy(m.Acks), int(rec.Replicas)))
+	if err != nil {
+		return meta{}, tk, fmt.Errorf("%w: taking over %s (epoch %d): %v", errTakeover, rec.Name, epoch, err)
 	}
 	if best.node != s.cfg.Name {
 		e, err := s.cfg.Catalog.HandOff(ctx, rec.Name, rec.Id, epoch, best.node)
@@ -185,16 +178,6 @@ func (s *Server) openLed(rec *pb.Stream) (meta, takeover, error) {
 		}
 		s.log.Info("takeover: stream handed to the holder of a longer log", "stream", rec.Name, "to", best.node, "epoch", e, "theirs", best.index, "ours", own.index)
 		return meta{}, tk, fmt.Errorf("%w: %s to %s (epoch %d)", errNotHere, rec.Name, best.node, e)
-	}
-	// What is known committed: the catalog's floor, and what any copy's
-	// commit words say (the last leader published them).
-	floor := max(rec.CommitFloor, own.committed)
-	for _, t := range tails {
-		floor = max(floor, t.committed)
-	}
-	if own.index < floor {
-		return meta{}, tk, fmt.Errorf("%w: taking over %s: the longest log reached ends at entry %d, before entry %d, known committed (catalog floor %d)",
-			errTakeover, rec.Name, own.index, floor, rec.CommitFloor)
 	}
 	tk.floor = floor
 	tk.survey = true

@@ -94,6 +94,30 @@ func fenceNeed(p quorum.Policy, n int) int {
 	return n - q + 1
 }
 
+// chooseLog is a takeover's choice (see the comment at the top): own is
+// this node's log, tails the other voters' copies reached, floor the
+// catalog's commit floor, need how many copies (this node's counted) must
+// have answered. It returns the log that holds every acknowledged entry
+// and the index below which entries are known committed (the catalog's
+// floor, or what any copy's commit words say).
+func chooseLog(own copyTail, tails []copyTail, floor uint64, need int) (copyTail, uint64, error) {
+	if 1+len(tails) < need {
+		return copyTail{}, 0, fmt.Errorf("%d copies answered, %d needed to know every acknowledged entry", 1+len(tails), need)
+	}
+	best := own
+	known := max(floor, own.committed)
+	for _, t := range tails {
+		if t.better(best) {
+			best = t
+		}
+		known = max(known, t.committed)
+	}
+	if best.index < known {
+		return copyTail{}, 0, fmt.Errorf("the longest log reached (%s's) ends at entry %d, before entry %d, known committed (catalog floor %d)", best.node, best.index, known, floor)
+	}
+	return best, known, nil
+}
+
 // takeoverTimeout bounds the fencing and survey of a takeover.
 const takeoverTimeout = 5 * time.Second
 

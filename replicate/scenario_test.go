@@ -23,7 +23,7 @@ var rewrite = flag.Bool("rewrite", false, "rewrite testdata/*.txt with the actua
 // arguments are optional):
 //
 //	config [policy=quorum|leader|all] [inflight=N] [batch=N] [chunk=N]
-//	       [lag=N] [words=N] [retry=N] [maxretry=N] [backupsvote]
+//	       [lag=N] [words=N] [retry=N] [maxretry=N] [backupsvote] [floor=N] [start=N]
 //	                          a new Replicator under epoch 1
 //	region SEQ SLOT           a new region (first: the appended end)
 //	append LEN [entries=N]    one local append of LEN bytes and N entries
@@ -120,6 +120,7 @@ func (e *scenarioEnv) do(cmd string) string {
 			LagEntries: uint64(opt("lag", 0)), CommitWordTicks: opt("words", 0),
 			RetryTicks: opt("retry", 0), MaxRetryTicks: opt("maxretry", 0),
 			BackupsVote: slices.Contains(args, "backupsvote"),
+			Floor:       uint64(opt("floor", 0)), EpochStart: uint64(opt("start", 0)),
 		}
 		if p, ok := kv["policy"]; ok {
 			var err error
