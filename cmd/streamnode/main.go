@@ -116,6 +116,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if cfg.CatalogTiming == "loopback" {
 		ctlCfg = controller.LoopbackConfig(cfg.Name)
 	}
+	if cfg.LeaseTTL != 0 {
+		ctlCfg.LeaseTTL = time.Duration(cfg.LeaseTTL)
+	}
 	ctlCfg.Incarnation = inc
 	ctlCfg.Role = catalogpb.Role_ROLE_NODE
 	if cfg.Role == "backup" {
