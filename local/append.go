@@ -80,7 +80,7 @@ func (v *Reservation) Publish() (uint64, error) {
 	if s.closed.Load() {
 		return v.Index, ErrClosed
 	}
-	writeEntryHeader(s.regionBytes(v.r), v.r.seq, v.off, v.n)
+	writeEntryHeader(s.regionBytes(v.r), v.r.key, v.off, v.n)
 	s.commit(v.Index, loc{v.r, v.off + entrySize(v.n)})
 	return v.Index, nil
 }

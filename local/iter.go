@@ -128,7 +128,7 @@ func (it *Iterator) read() error {
 	// Copy first and check the copy: a region freed and reused meanwhile
 	// cannot then hand back bytes that were not checked.
 	it.buf = append(it.buf[:0], rb[off+EntryHeaderSize:off+EntryHeaderSize+n]...)
-	if crc != entryCRC(r.seq, off, it.buf) {
+	if crc != entryCRC(r.key, off, it.buf) {
 		return it.damaged(r, off, "checksum mismatch")
 	}
 	it.cur = Entry{Index: it.next, Data: it.buf}

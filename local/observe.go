@@ -65,7 +65,7 @@ func (s *Stream) SetObserver(o Observer) (ObserverStart, error) {
 	defer s.pub.Unlock()
 	st := ObserverStart{Committed: s.committed.Load(), Persisted: s.persisted.Load()}
 	for i, r := range s.regions {
-		ri := RegionInfo{Seq: r.seq, Slot: r.slot, Offset: r.base, First: r.first, Sealed: r.sealed.Load()}
+		ri := r.info()
 		if r == s.commitLoc.r {
 			ri.Count, ri.Used = st.Committed-r.first, s.commitLoc.off
 			st.Regions = append(st.Regions, ri)

@@ -78,7 +78,7 @@ func findRegions(b []byte, sb superblock) (found []*region, free []int, nslots i
 			free = append(free, k)
 			continue
 		}
-		r := &region{slot: k, base: base, seq: h.seq, first: h.first}
+		r := &region{slot: k, base: base, seq: h.seq, first: h.first, epoch: h.epoch, key: entryKey(sb.version, h.seq, h.epoch)}
 		r.end.Store(-1)
 		found = append(found, r)
 	}
@@ -111,7 +111,7 @@ func (s *Stream) scan() (*scanState, error) {
 			if atomic.LoadUint64((*uint64)(unsafe.Pointer(&rb[regionSealAt]))) != 0 {
 				return nil, fmt.Errorf("%w: the last region (%d, slot %d) is sealed, so the region after it is missing", ErrCorrupt, r.seq, r.slot)
 			}
-			n, end := scanEntries(rb, r.seq, ^uint64(0))
+			n, end := scanEntries(rb, r.key, ^uint64(0))
 			st.regions, st.tailEnd, st.next = found, end, r.first+n
 			st.dirtyTo = lastNonZero(rb, end)
 			return st, nil
@@ -126,7 +126,7 @@ func (s *Stream) scan() (*scanState, error) {
 			r.sealed.Store(true)
 			continue
 		}
-		n, end := scanEntries(rb, r.seq, want)
+		n, end := scanEntries(rb, r.key, want)
 		if n == want {
 			r.end.Store(int64(end))
 			continue
@@ -144,10 +144,10 @@ func (s *Stream) scan() (*scanState, error) {
 
 // scanEntries counts the valid entries from the start of a region, at most
 // limit, and returns the offset after the last.
-func scanEntries(rb []byte, seq uint64, limit uint64) (n uint64, end int) {
+func scanEntries(rb []byte, key uint32, limit uint64) (n uint64, end int) {
 	off := RegionHeaderSize
 	for n < limit {
-		_, next, ok := readEntry(rb, seq, off)
+		_, next, ok := readEntry(rb, key, off)
 		if !ok {
 			break
 		}

@@ -7,13 +7,20 @@ type ScanRegion struct {
 	Slot   int    // slot number
 	Offset int    // file offset of the slot
 	Seq    uint64 // region sequence number
+	Epoch  uint64 // recorded in its header
 	First  uint64 // index of the region's first entry
+	// Count is the number of its entries that End covers.
+	Count uint64
 	// End is the offset within the region after its last valid entry
 	// (for a region that recovery keeps: the entries its successor
 	// requires, or every valid one in the tail).
 	End int
 	// Sealed says the region's seal word is set.
 	Sealed bool
+	// Commit is the region's commit word (line 1) as found: on a
+	// replica's copy, the end offset of the entries a leader committed
+	// in it; zero where none did (and on a writer's own file).
+	Commit uint64
 }
 
 // ScanResult is what recovery would make of a stream image, without
@@ -21,6 +28,9 @@ type ScanRegion struct {
 type ScanResult struct {
 	StreamID   uint64
 	RegionSize int
+	// Version is the file's format version (FormatVersion1 files do not
+	// check entries against their region's epoch).
+	Version int
 	// Regions is the recovered sequence, head first; the last is the
 	// tail. Empty only for a stream formatted but given no region yet.
 	Regions []ScanRegion
@@ -37,8 +47,10 @@ type ScanResult struct {
 
 // Scan reads the stream image mem (a mapped stream file, perhaps a
 // replica's copy) as recovery does (see the package comment), read-only:
-// the superblock, the region headers, the seal words and the entry
-// checksums, never the live area. It returns ErrNotStream, ErrVersion or
+// the superblock, the region headers, the seal and commit words and the
+// entry checksums, never the live area. A leader taking over reads each
+// copy's durable tail with it: the epoch and end of every region, and
+// how far a leader committed in each. It returns ErrNotStream, ErrVersion or
 // ErrCorrupt errors as Open does, and does not write to mem. The caller
 // must keep mem from changing while Scan runs.
 func Scan(mem []byte) (ScanResult, error) {
@@ -51,18 +63,24 @@ func Scan(mem []byte) (ScanResult, error) {
 	if err != nil {
 		return ScanResult{}, err
 	}
-	res := ScanResult{StreamID: sb.streamID, RegionSize: sb.regionSize, Next: st.next, DirtyTo: st.dirtyTo}
+	res := ScanResult{StreamID: sb.streamID, RegionSize: sb.regionSize, Version: int(sb.version), Next: st.next, DirtyTo: st.dirtyTo}
 	conv := func(rs []*region, tail *region) []ScanRegion {
 		var out []ScanRegion
-		for _, r := range rs {
+		for i, r := range rs {
+			rb := s.regionBytes(r)
 			end := int(r.end.Load())
-			if r == tail {
-				end = st.tailEnd
-			} else if end < 0 {
+			var count uint64
+			switch {
+			case r == tail:
+				end, count = st.tailEnd, st.next-r.first
+			case end < 0:
 				// A truncated region: its valid prefix, unlimited.
-				_, end = scanEntries(s.regionBytes(r), r.seq, ^uint64(0))
+				count, end = scanEntries(rb, r.key, ^uint64(0))
+			default:
+				count = rs[i+1].first - r.first
 			}
-			out = append(out, ScanRegion{Slot: r.slot, Offset: r.base, Seq: r.seq, First: r.first, End: end, Sealed: r.sealed.Load()})
+			out = append(out, ScanRegion{Slot: r.slot, Offset: r.base, Seq: r.seq, Epoch: r.epoch, First: r.first, Count: count,
+				End: end, Sealed: r.sealed.Load(), Commit: loadWord(rb, regionCommitAt)})
 		}
 		return out
 	}

@@ -44,7 +44,7 @@ func scanAgrees(t *testing.T, img []byte) {
 	}
 	for i, r := range rs {
 		g := res.Regions[i]
-		if g.Seq != r.Seq || g.Slot != r.Slot || g.Offset != r.Offset || g.First != r.First || g.End != r.Used {
+		if g.Seq != r.Seq || g.Epoch != r.Epoch || g.Slot != r.Slot || g.Offset != r.Offset || g.First != r.First || g.Count != r.Count || g.End != r.Used {
 			t.Fatalf("region %d: Scan %+v, open %+v", i, g, r)
 		}
 	}

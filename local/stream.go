@@ -76,6 +76,11 @@ type Options struct {
 	// stream file, so that appends do not wait for a new region's blocks
 	// and page faults. Zero means 1; negative means none.
 	SpareRegions int
+
+	// formatVersion is the version of a new stream's file; zero means
+	// FormatVersion. Tests set it (export_test.go) to write files of an
+	// older version.
+	formatVersion uint32
 }
 
 // Validate reports whether the options are usable.
@@ -156,6 +161,8 @@ type region struct {
 	base  int // file offset of the slot
 	seq   uint64
 	first uint64
+	epoch uint64 // recorded in its header
+	key   uint32 // entryKey of its entries
 	next  atomic.Pointer[region]
 	// end is the data end offset within the region once a successor
 	// exists (the region is full); -1 while it is the tail.
@@ -283,7 +290,11 @@ func format(mem pmem.Memory, regionSize int, opts Options) (*Stream, error) {
 		rand.Read(idb[:])
 		id = binary.LittleEndian.Uint64(idb[:])
 	}
-	sb := superblock{regionSize: regionSize, streamID: id, created: uint64(time.Now().UnixNano())}
+	version := uint32(FormatVersion)
+	if opts.formatVersion != 0 {
+		version = opts.formatVersion
+	}
+	sb := superblock{version: version, regionSize: regionSize, streamID: id, created: uint64(time.Now().UnixNano())}
 	b := mem.Bytes()
 	sb.encode(b)
 	if err := mem.Persist(0, SuperblockSize); err != nil {
