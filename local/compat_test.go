@@ -3,6 +3,7 @@ package local_test
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -64,8 +65,8 @@ func readFrom(t *testing.T, s *local.Stream, want func(i uint64) []byte) uint64 
 }
 
 // A file of today's format before version 2 still opens, reads, appends
-// (in its own format), recovers from crashes and reads as a replica's
-// copy.
+// (in its own format), recovers from crashes, reads as a replica's copy
+// and starts epochs.
 func TestV1FileStillWorks(t *testing.T) {
 	img := loadV1Image(t)
 	sc, err := local.Scan(img)
@@ -154,6 +155,17 @@ func TestV1FileStillWorks(t *testing.T) {
 	if got := readFrom(t, s2, look); got != end {
 		t.Fatalf("reopened with %d entries, want %d", got, end)
 	}
+	// A new epoch starts a region in a version 1 file too.
+	if err := s2.StartEpoch(context.Background(), 4); err != nil {
+		t.Fatal(err)
+	}
+	want[end] = []byte("under epoch 4")
+	if _, err := s2.Append(want[end]); err != nil {
+		t.Fatal(err)
+	}
+	if tr := s2.TailRegion(); tr.Epoch != 4 || tr.Count != 1 {
+		t.Fatalf("tail after StartEpoch: %+v", tr)
+	}
 	s2.Close()
 	scanAgrees(t, mem2.Media())
 
@@ -171,8 +183,8 @@ func TestV1FileStillWorks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if got := c.Committed(); got != end {
-		t.Fatalf("copy committed %d, want %d", got, end)
+	if got := c.Committed(); got != end+1 {
+		t.Fatalf("copy committed %d, want %d", got, end+1)
 	}
 	it := c.Iterator(v1Head)
 	n := uint64(v1Head)
@@ -181,7 +193,7 @@ func TestV1FileStillWorks(t *testing.T) {
 			t.Fatalf("copy's entry %d differs", n)
 		}
 	}
-	if it.Err() != nil || n != end {
+	if it.Err() != nil || n != end+1 {
 		t.Fatalf("copy read to %d: %v", n, it.Err())
 	}
 }

@@ -372,11 +372,16 @@ func (it *CopyIterator) step(v *copyView) (ok bool, err error) {
 		case !ok || r.slot != it.r.slot || r.key != it.r.key:
 			it.have = false // freed, cut back or reallocated meanwhile: search again
 		case r.counted && it.next >= r.first+r.count:
-			if nr, ok := v.region(r.seq + 1); ok && nr.first <= it.next {
-				it.r, it.off, it.at = nr, RegionHeaderSize, nr.first
-			} else {
-				return false, nil
+			// On to the region holding it.next, past regions that
+			// StartEpoch left empty.
+			for r.counted && it.next >= r.first+r.count {
+				nr, ok := v.region(r.seq + 1)
+				if !ok || nr.first > it.next {
+					return false, nil
+				}
+				r = nr
 			}
+			it.r, it.off, it.at = r, RegionHeaderSize, r.first
 		default:
 			it.r = r
 		}

@@ -41,7 +41,9 @@
 //	    8  seq          u64 region sequence number, from 1, +1 per region
 //	   16  first        u64 index of the region's first entry
 //	   24  stream id    u64
-//	   32  epoch        u64 epoch of the writer that allocated the region
+//	   32  epoch        u64 epoch of the writer that allocated the region;
+//	                    this build never writes one below the previous
+//	                    region's
 //	   40  reserved     zero up to 60
 //	   60  crc          u32 over [0, 60)
 //	region, line 1, zeroed and persisted before line 0 is written:
@@ -50,6 +52,7 @@
 //	                    region) of the entries it has committed
 //	   72  seal         u64 count<<32 | end, written once every entry of the
 //	                    region is durable and the next region exists
+//	                    (count may be 0: a region StartEpoch ended empty)
 //	  128  entries, each starting at an 8-byte aligned offset:
 //	    0  length       u32 payload bytes
 //	    4  crc          u32 over seq u64, epoch u64, offset u32,
@@ -72,8 +75,10 @@
 // sequence number (on a replica's copy, after a failover): that region
 // has a newer epoch, and the two checksums differ in the epoch's bits
 // alone, a difference CRC-32C always detects when the epochs differ only
-// within 32 consecutive bits (any two epochs below 2^32). That needs each
-// region to be written under one epoch. Version 1 files have no such
+// within 32 consecutive bits (any two epochs below 2^32). Each region is
+// written under one epoch, which StartEpoch (epoch.go) keeps to: a writer
+// taking a new epoch ends the tail region where it stands, sealed, and
+// appends in a new region under its epoch. Version 1 files have no such
 // protection: an older epoch's entries in such a slot validate.
 //
 // Entries are made durable in index order (the persisted position
@@ -132,8 +137,8 @@
 //
 // Stream.SetObserver (observe.go) installs an Observer that is told, in
 // commit order and whatever the append path, each region the commit point
-// enters, each run of committed entries (region, offset, length, end
-// index) and each persist: a replicating leader copies exactly those bytes
-// from the mapping. Without an observer the commit path pays one nil
-// check.
+// enters (every one, those StartEpoch left empty included), each run of
+// committed entries (region, offset, length, end index) and each persist:
+// a replicating leader copies exactly those bytes from the mapping.
+// Without an observer the commit path pays one nil check.
 package local

@@ -84,7 +84,13 @@ func (it *Iterator) Next() bool {
 func (it *Iterator) seek() error {
 	s := it.s
 	if r := it.r; r != nil && r.next.Load() != nil && it.next == r.next.Load().first {
-		it.r, it.off = r.next.Load(), RegionHeaderSize
+		// Past regions StartEpoch left empty, whose successor starts at
+		// the same index.
+		r = r.next.Load()
+		for n := r.next.Load(); n != nil && n.first <= it.next; n = r.next.Load() {
+			r = n
+		}
+		it.r, it.off = r, RegionHeaderSize
 		return nil
 	}
 	r, err := s.regionOf(it.next)

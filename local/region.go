@@ -22,7 +22,8 @@ func (s *Stream) regionBytes(r *region) []byte {
 func (s *Stream) allocRegionLocked(first uint64) (*region, error) {
 	seq, epoch := uint64(1), s.epoch
 	if n := len(s.regions); n > 0 {
-		seq = s.regions[n-1].seq + 1
+		// Epochs never go back along the stream, whatever the opener's.
+		seq, epoch = s.regions[n-1].seq+1, max(epoch, s.regions[n-1].epoch)
 	}
 	var slot int
 	if len(s.spares) > 0 {
@@ -174,12 +175,27 @@ func (s *Stream) Regions() []RegionInfo {
 			ri.Count = s.regions[i+1].first - r.first
 			ri.Used = int(r.end.Load())
 		} else {
-			ri.Count = committed - r.first
+			ri.Count = committed - min(committed, r.first)
 			ri.Used = s.tailOff
 		}
 		out = append(out, ri)
 	}
 	return out
+}
+
+// TailRegion describes the tail region (the one appends go to) as Regions
+// does, without describing the others.
+func (s *Stream) TailRegion() RegionInfo {
+	committed := s.Committed()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.regions) == 0 {
+		return RegionInfo{} // a read-only view of a stream given no region yet
+	}
+	r := s.regions[len(s.regions)-1]
+	ri := r.info()
+	ri.Count, ri.Used = committed-min(committed, r.first), s.tailOff
+	return ri
 }
 
 // info is what RegionInfo says of r that does not depend on its successor.

@@ -49,6 +49,9 @@ var (
 	// ErrTooManyReservations is returned by Reserve when MaxInFlight
 	// reservations are outstanding (unpublished or not yet committed).
 	ErrTooManyReservations = errors.New("local: too many reservations in flight")
+	// ErrEpoch is returned by StartEpoch for an epoch older than the
+	// stream's: its tail region's, or one the opener already holds.
+	ErrEpoch = errors.New("local: epoch older than the stream's")
 )
 
 // MaxInFlight is the most reservations that may be outstanding at once.
@@ -66,7 +69,10 @@ type Options struct {
 	// no lock, any number of such openers beside one writer.
 	ReadOnly bool
 	// Epoch is recorded in the header of every region this opener
-	// allocates.
+	// allocates (or the epoch of the region before it, if that is
+	// greater: epochs never go back along a stream). Appends continue in
+	// the tail region, whatever its epoch, until it is full; StartEpoch
+	// starts a region under a new epoch at once.
 	Epoch uint64
 	// StreamID is the identity of a new stream (Create only); zero means
 	// a random one. A cluster gives a stream the id its catalog assigned.
@@ -102,7 +108,7 @@ type Stream struct {
 	lockFile *os.File // holds the writer's flock; nil when read-only or in memory
 	sb       superblock
 	readOnly bool
-	epoch    uint64
+	epoch    uint64 // the opener's (Options.Epoch, StartEpoch); under mu
 
 	// mu guards the reservation state and the region list.
 	mu      sync.Mutex
