@@ -250,7 +250,7 @@ func (s *Stream) roRefresh() {
 		st = &scanState{}
 		st.regions, st.free, st.nslots, err = s.scanHeaders()
 	} else {
-		st, err = s.scan()
+		st, err = s.scan(scanFile)
 	}
 	if err != nil {
 		return // a half-written header of a live writer; look again later

@@ -53,13 +53,21 @@ type ScanResult struct {
 // how far a leader committed in each. It returns ErrNotStream, ErrVersion or
 // ErrCorrupt errors as Open does, and does not write to mem. The caller
 // must keep mem from changing while Scan runs.
-func Scan(mem []byte) (ScanResult, error) {
+func Scan(mem []byte) (ScanResult, error) { return scanImage(mem, scanFile) }
+
+// ScanCopy is Scan of a replica's copy, whose last region may
+// legitimately be sealed (see SealedTail): such a region is the tail, its
+// entries those its seal counts (Sealed is set). Scan calls that image
+// corrupt; ScanCopy reads it without clearing the seal word.
+func ScanCopy(mem []byte) (ScanResult, error) { return scanImage(mem, scanCopy) }
+
+func scanImage(mem []byte, mode scanMode) (ScanResult, error) {
 	sb, err := decodeSuperblock(mem)
 	if err != nil {
 		return ScanResult{}, err
 	}
 	s := &Stream{mem: bytesMemory(mem), sb: sb, readOnly: true}
-	st, err := s.scan()
+	st, err := s.scan(mode)
 	if err != nil {
 		return ScanResult{}, err
 	}
@@ -136,7 +144,8 @@ func StreamIDOf(mem []byte) (uint64, error) {
 // such an image corrupt (a sealed region's successor existed), but a
 // replica can hold it legitimately when a leader's copy of the successor
 // was lost: clearing the seal word (it is advisory: recovery then checks
-// the region's entries by checksum) makes the image readable.
+// the region's entries by checksum) makes the image readable, and
+// ScanCopy reads it as it is.
 func SealedTail(mem []byte) (offset int, sealed bool) {
 	sb, err := decodeSuperblock(mem)
 	if err != nil {
