@@ -80,7 +80,7 @@ func (v *Reservation) Publish() (uint64, error) {
 	if s.closed.Load() {
 		return v.Index, ErrClosed
 	}
-	writeEntryHeader(s.regionBytes(v.r), v.r.seq, v.off, v.n)
+	writeEntryHeader(s.regionBytes(v.r), v.r.key, v.off, v.n)
 	s.commit(v.Index, loc{v.r, v.off + entrySize(v.n)})
 	return v.Index, nil
 }
@@ -224,7 +224,10 @@ func (s *Stream) persistCommittedLeader() error {
 	s.pub.Lock()
 	target, end, obs := s.committed.Load(), s.commitLoc, s.obs
 	s.pub.Unlock()
-	if target <= s.persisted.Load() {
+	persisted := s.persisted.Load()
+	if target <= persisted && end.r == s.persistLoc.r {
+		// Nothing to persist, and no region to seal: the commit point
+		// moves into a region without entries only by StartEpoch.
 		return nil
 	}
 	from := s.persistLoc
@@ -251,6 +254,9 @@ func (s *Stream) persistCommittedLeader() error {
 		}
 	}
 	s.persistLoc = end
+	if target <= persisted {
+		return nil
+	}
 	s.persisted.Store(target)
 	if obs != nil {
 		obs.Persisted(target)

@@ -199,7 +199,7 @@ func (a *Appender) start(ctx context.Context, p []byte, pd *Pending) (uint64, er
 		return 0, err
 	}
 	sl := &a.slots[k]
-	*sl = appendSlot{index: v.Index, r: v.r, off: v.off, crc: entryCRC(v.r.seq, v.off, p), src: p, dst: v.buf, p: pd}
+	*sl = appendSlot{index: v.Index, r: v.r, off: v.off, crc: entryCRC(v.r.key, v.off, p), src: p, dst: v.buf, p: pd}
 	if pd != nil {
 		pd.Index = v.Index
 	}
@@ -282,7 +282,7 @@ func (c *appendCompleter) publish(k int32) {
 	i, r, off, n, pd := sl.index, sl.r, sl.off, len(sl.dst), sl.p
 	b := s.regionBytes(r)
 	if checkInvariants {
-		if got := entryCRC(r.seq, off, sl.dst); got != sl.crc {
+		if got := entryCRC(r.key, off, sl.dst); got != sl.crc {
 			panic(fmt.Sprintf("local: entry %d: the mover landed bytes whose checksum %#x is not the source's %#x (source changed during the copy?)", i, got, sl.crc))
 		}
 	}

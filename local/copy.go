@@ -46,6 +46,7 @@ type Copy struct {
 	// one refresh to the next so that Committed reads each entry once.
 	walkSeq  uint64
 	walkSlot int
+	walkKey  uint32
 	walkOff  int
 	walkN    uint64
 }
@@ -68,6 +69,7 @@ type copyRegion struct {
 	base  int
 	seq   uint64
 	first uint64
+	key   uint32 // entryKey of its entries
 	// counted: the region's committed entries are [first, first+count)
 	// (it is sealed, or a later region holds committed entries).
 	// Otherwise they are those before offset cover.
@@ -179,7 +181,7 @@ func (c *Copy) look() *copyView {
 	last := -1 // the last region holding committed entries
 	for i, r := range found {
 		rb := b[r.base : r.base+c.sb.regionSize]
-		cr := copyRegion{slot: r.slot, base: r.base, seq: r.seq, first: r.first, cover: RegionHeaderSize}
+		cr := copyRegion{slot: r.slot, base: r.base, seq: r.seq, first: r.first, key: r.key, cover: RegionHeaderSize}
 		if w := loadWord(rb, regionSealAt); w != 0 {
 			count, end := unseal(w)
 			if end < RegionHeaderSize || end > len(rb) || (i+1 < len(found) && r.first+uint64(count) != found[i+1].first) {
@@ -218,13 +220,14 @@ func (c *Copy) look() *copyView {
 // walk counts the intact committed entries of region cr, continuing the
 // previous walk when it was of the same region.
 func (c *Copy) walk(rb []byte, cr copyRegion) uint64 {
-	if c.walkSeq != cr.seq || c.walkSlot != cr.slot || (cr.counted && c.walkN > cr.count) || (!cr.counted && c.walkOff > cr.cover) {
-		// Another region, or words that went back (a leader's new
-		// generation): walk again from the start.
-		c.walkSeq, c.walkSlot, c.walkOff, c.walkN = cr.seq, cr.slot, RegionHeaderSize, 0
+	if c.walkSeq != cr.seq || c.walkSlot != cr.slot || c.walkKey != cr.key || (cr.counted && c.walkN > cr.count) || (!cr.counted && c.walkOff > cr.cover) {
+		// Another region (perhaps the same sequence number in the same
+		// slot under another epoch), or words that went back (a
+		// leader's new generation): walk again from the start.
+		c.walkSeq, c.walkSlot, c.walkKey, c.walkOff, c.walkN = cr.seq, cr.slot, cr.key, RegionHeaderSize, 0
 	}
 	for (cr.counted && c.walkN < cr.count) || (!cr.counted && c.walkOff < cr.cover) {
-		_, next, ok := readEntry(rb, cr.seq, c.walkOff)
+		_, next, ok := readEntry(rb, cr.key, c.walkOff)
 		if !ok || (!cr.counted && next > cr.cover) {
 			break
 		}
@@ -366,14 +369,19 @@ func (it *CopyIterator) step(v *copyView) (ok bool, err error) {
 	if it.have {
 		r, ok := v.region(it.r.seq)
 		switch {
-		case !ok || r.slot != it.r.slot:
-			it.have = false // freed or cut back meanwhile: search again
+		case !ok || r.slot != it.r.slot || r.key != it.r.key:
+			it.have = false // freed, cut back or reallocated meanwhile: search again
 		case r.counted && it.next >= r.first+r.count:
-			if nr, ok := v.region(r.seq + 1); ok && nr.first <= it.next {
-				it.r, it.off, it.at = nr, RegionHeaderSize, nr.first
-			} else {
-				return false, nil
+			// On to the region holding it.next, past regions that
+			// StartEpoch left empty.
+			for r.counted && it.next >= r.first+r.count {
+				nr, ok := v.region(r.seq + 1)
+				if !ok || nr.first > it.next {
+					return false, nil
+				}
+				r = nr
 			}
+			it.r, it.off, it.at = r, RegionHeaderSize, r.first
 		default:
 			it.r = r
 		}
@@ -416,7 +424,7 @@ func (it *CopyIterator) step(v *copyView) (ok bool, err error) {
 	crc := le.Uint32(rb[it.off+4:])
 	// Copy first and check the copy, as Iterator does.
 	it.buf = append(it.buf[:0], rb[it.off+EntryHeaderSize:it.off+EntryHeaderSize+n]...)
-	if crc != entryCRC(it.r.seq, it.off, it.buf) {
+	if crc != entryCRC(it.r.key, it.off, it.buf) {
 		return false, it.damaged("checksum mismatch")
 	}
 	it.cur = Entry{Index: it.next, Data: it.buf}

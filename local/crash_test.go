@@ -305,13 +305,27 @@ func TestCrashConsistency(t *testing.T) {
 	if testing.Short() {
 		n = 5
 	}
+	crashConsistency(t, n, local.CreateOn)
+}
+
+// TestCrashConsistencyV1 runs the workload on files of format version 1,
+// which this build still writes in their own format.
+func TestCrashConsistencyV1(t *testing.T) {
+	n := 6
+	if testing.Short() {
+		n = 2
+	}
+	crashConsistency(t, n, local.CreateV1On)
+}
+
+func crashConsistency(t *testing.T, n int, create func(pmem.Memory, local.Options) (*local.Stream, error)) {
 	for _, seed := range seeds(t, n) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			t.Logf("seed %d (rerun with RPSTREAM_CRASH_SEED=%d go test -run TestCrashConsistency ./local/)", seed, seed)
+			t.Logf("seed %d (rerun with RPSTREAM_CRASH_SEED=%d go test -run %s ./local/)", seed, seed, t.Name())
 			rng := rand.New(rand.NewPCG(seed, seed^0x5eed))
 			mem := simpmem.New(SuperAndSlots(64))
 			defer mem.Release()
-			s, err := local.CreateOn(mem, crashOpts)
+			s, err := create(mem, crashOpts)
 			if err != nil {
 				t.Fatal(err)
 			}

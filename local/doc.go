@@ -2,10 +2,17 @@
 // libpmemstream: one mapped file per stream, holding a sequence of regions,
 // each holding entries of any size appended atomically.
 //
-// # On-media format (version 1)
+// # On-media format (version 2)
 //
 // All integers are little-endian. Checksums are CRC-32C (Castagnoli). These
 // constants never change without a bump of FormatVersion.
+//
+// Version 2 differs from version 1 in one thing: an entry's checksum
+// covers its region's epoch. The version is decided per file, by its
+// superblock: a file of version 1 is opened, read, recovered and appended
+// to in version 1 (its new entries' checksums still leave the epoch out;
+// the superblock is never rewritten), and a replica's copy, a byte copy of
+// its leader's file, has the leader's version. New files are version 2.
 //
 //	file:    [ superblock 4096 B ][ slot 0 ][ slot 1 ] ... [ slot n-1 ]
 //	         slot k starts at 4096 + k*RegionSize; the file grows by whole
@@ -13,7 +20,7 @@
 //
 //	superblock (offset 0):
 //	    0  magic        "rpstream"
-//	    8  version      u32 = 1
+//	    8  version      u32 = 2 (1: entry checksums without the epoch)
 //	   12  flags        u32 = 0
 //	   16  region size  u64 (multiple of 4096, 16 KiB .. 1 GiB)
 //	   24  stream id    u64 random, non-zero; every region repeats it
@@ -34,7 +41,9 @@
 //	    8  seq          u64 region sequence number, from 1, +1 per region
 //	   16  first        u64 index of the region's first entry
 //	   24  stream id    u64
-//	   32  epoch        u64 epoch of the writer that allocated the region
+//	   32  epoch        u64 epoch of the writer that allocated the region;
+//	                    this build never writes one below the previous
+//	                    region's
 //	   40  reserved     zero up to 60
 //	   60  crc          u32 over [0, 60)
 //	region, line 1, zeroed and persisted before line 0 is written:
@@ -43,9 +52,13 @@
 //	                    region) of the entries it has committed
 //	   72  seal         u64 count<<32 | end, written once every entry of the
 //	                    region is durable and the next region exists
+//	                    (count may be 0: a region StartEpoch ended empty)
 //	  128  entries, each starting at an 8-byte aligned offset:
 //	    0  length       u32 payload bytes
-//	    4  crc          u32 over seq u64, offset u32, length u32, payload
+//	    4  crc          u32 over seq u64, epoch u64, offset u32,
+//	                    length u32, payload (the region's seq and epoch
+//	                    from line 0, the entry's offset within the
+//	                    region); version 1: the same without epoch
 //	    8  payload      padded with zeroes to a multiple of 8
 //
 // A region allocated in a slot is a byte-identical copy wherever it lives:
@@ -55,11 +68,22 @@
 // # Atomicity and recovery
 //
 // An entry is valid only if its checksum, which covers the region's
-// sequence number and the entry's offset, matches; so torn entries, bytes
-// left by an earlier use of the slot and entries shifted to another offset
-// are all rejected. Entries are made durable in index order (the persisted
-// position advances only over a contiguous run), so after a crash each
-// region holds a valid prefix followed by rejected bytes. Recovery scans the
+// sequence number and epoch and the entry's offset, matches; so torn
+// entries, bytes left by an earlier use of the slot and entries shifted to
+// another offset are all rejected, and so are entries an older leader
+// left in a slot where a new leader allocated a region of the same
+// sequence number (on a replica's copy, after a failover): that region
+// has a newer epoch, and the two checksums differ in the epoch's bits
+// alone, a difference CRC-32C always detects when the epochs differ only
+// within 32 consecutive bits (any two epochs below 2^32). Each region is
+// written under one epoch, which StartEpoch (epoch.go) keeps to: a writer
+// taking a new epoch ends the tail region where it stands, sealed, and
+// appends in a new region under its epoch. Version 1 files have no such
+// protection: an older epoch's entries in such a slot validate.
+//
+// Entries are made durable in index order (the persisted position
+// advances only over a contiguous run), so after a crash each region
+// holds a valid prefix followed by rejected bytes. Recovery scans the
 // regions that are not sealed; the first region whose valid prefix is
 // shorter than its successor's first index says becomes the tail, and every
 // region after it is freed (last first, so a crash during recovery leaves a
@@ -113,8 +137,8 @@
 //
 // Stream.SetObserver (observe.go) installs an Observer that is told, in
 // commit order and whatever the append path, each region the commit point
-// enters, each run of committed entries (region, offset, length, end
-// index) and each persist: a replicating leader copies exactly those bytes
-// from the mapping. Without an observer the commit path pays one nil
-// check.
+// enters (every one, those StartEpoch left empty included), each run of
+// committed entries (region, offset, length, end index) and each persist:
+// a replicating leader copies exactly those bytes from the mapping.
+// Without an observer the commit path pays one nil check.
 package local

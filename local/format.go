@@ -8,7 +8,13 @@ import (
 
 // Format constants. They never change without a bump of FormatVersion.
 const (
-	FormatVersion = 1
+	// FormatVersion is the version of the files this build creates.
+	// Version 2 puts the region's epoch into every entry's checksum;
+	// files of version 1 (epoch not in it) are still read and written in
+	// their own format (see the package comment).
+	FormatVersion = 2
+	// FormatVersion1 is the oldest version this build opens.
+	FormatVersion1 = 1
 
 	SuperblockSize   = 4096
 	RegionHeaderSize = 128 // lines 0 and 1
@@ -37,6 +43,7 @@ var le = binary.LittleEndian
 
 // superblock is the decoded fixed part of the superblock.
 type superblock struct {
+	version    uint32 // FormatVersion1 or FormatVersion
 	regionSize int
 	streamID   uint64
 	created    uint64
@@ -45,7 +52,7 @@ type superblock struct {
 func (sb superblock) encode(b []byte) {
 	clear(b[:SuperblockSize])
 	copy(b, superMagic)
-	le.PutUint32(b[8:], FormatVersion)
+	le.PutUint32(b[8:], sb.version)
 	le.PutUint32(b[12:], 0)
 	le.PutUint64(b[16:], uint64(sb.regionSize))
 	le.PutUint64(b[24:], sb.streamID)
@@ -60,13 +67,15 @@ func decodeSuperblock(b []byte) (superblock, error) {
 	if string(b[:8]) != superMagic {
 		return superblock{}, ErrNotStream
 	}
-	if v := le.Uint32(b[8:]); v != FormatVersion {
-		return superblock{}, fmt.Errorf("%w: format version %d, this build reads %d", ErrVersion, v, FormatVersion)
+	v := le.Uint32(b[8:])
+	if v < FormatVersion1 || v > FormatVersion {
+		return superblock{}, fmt.Errorf("%w: format version %d, this build reads %d to %d", ErrVersion, v, FormatVersion1, FormatVersion)
 	}
 	if got, want := le.Uint32(b[superCRCOff:]), crc32.Checksum(b[:superCRCOff], castagnoli); got != want {
 		return superblock{}, fmt.Errorf("%w: superblock checksum %08x, want %08x", ErrCorrupt, got, want)
 	}
 	sb := superblock{
+		version:    v,
 		regionSize: int(le.Uint64(b[16:])),
 		streamID:   le.Uint64(b[24:]),
 		created:    le.Uint64(b[32:]),
@@ -139,13 +148,26 @@ func MaxEntrySize(regionSize int) int {
 	return (regionSize - RegionHeaderSize - EntryHeaderSize) &^ (EntryAlign - 1)
 }
 
-// entryCRC is the checksum of an entry of region seq at offset off.
-func entryCRC(seq uint64, off int, payload []byte) uint32 {
-	// The 16 header bytes go through the table by hand: a buffer passed
-	// to crc32.Update would escape and cost an allocation per append.
-	c := ^uint32(0)
-	c = crcWord(c, seq)
-	c = crcWord(c, uint64(uint32(off))|uint64(uint32(len(payload)))<<32)
+// entryKey is what an entry's checksum binds it to in region seq of
+// epoch epoch, in a file of format version: the running (inverted)
+// CRC-32C of the fields its checksum starts with. Version 1 covers the
+// sequence number only, so an entry left in a slot by an earlier region
+// of the same sequence number validates again; from version 2 the epoch
+// follows it, and such an entry of another epoch fails its check.
+func entryKey(version uint32, seq, epoch uint64) uint32 {
+	c := crcWord(^uint32(0), seq)
+	if version >= 2 {
+		c = crcWord(c, epoch)
+	}
+	return c
+}
+
+// entryCRC is the checksum of an entry at offset off of the region whose
+// entryKey is key.
+func entryCRC(key uint32, off int, payload []byte) uint32 {
+	// The header words go through the table by hand: a buffer passed to
+	// crc32.Update would escape and cost an allocation per append.
+	c := crcWord(key, uint64(uint32(off))|uint64(uint32(len(payload)))<<32)
 	return crc32.Update(^c, castagnoli, payload)
 }
 
@@ -160,9 +182,9 @@ func crcWord(c uint32, w uint64) uint32 {
 }
 
 // readEntry validates the entry at offset off of region r (r is the
-// region's bytes, seq its sequence number) and returns its payload (aliasing
-// r) and the offset after it. ok is false where no valid entry stands.
-func readEntry(r []byte, seq uint64, off int) (payload []byte, next int, ok bool) {
+// region's bytes, key its entryKey) and returns its payload (aliasing r)
+// and the offset after it. ok is false where no valid entry stands.
+func readEntry(r []byte, key uint32, off int) (payload []byte, next int, ok bool) {
 	if off+EntryHeaderSize > len(r) {
 		return nil, 0, false
 	}
@@ -171,7 +193,7 @@ func readEntry(r []byte, seq uint64, off int) (payload []byte, next int, ok bool
 		return nil, 0, false
 	}
 	p := r[off+EntryHeaderSize : off+EntryHeaderSize+n]
-	if le.Uint32(r[off+4:]) != entryCRC(seq, off, p) {
+	if le.Uint32(r[off+4:]) != entryCRC(key, off, p) {
 		return nil, 0, false
 	}
 	next = off + entrySize(n)
@@ -183,8 +205,8 @@ func readEntry(r []byte, seq uint64, off int) (payload []byte, next int, ok bool
 
 // writeEntryHeader stores the header of an entry whose payload is already in
 // place at r[off+EntryHeaderSize:], and zeroes its padding.
-func writeEntryHeader(r []byte, seq uint64, off, n int) {
-	writeEntryHeaderCRC(r, off, n, entryCRC(seq, off, r[off+EntryHeaderSize:off+EntryHeaderSize+n]))
+func writeEntryHeader(r []byte, key uint32, off, n int) {
+	writeEntryHeaderCRC(r, off, n, entryCRC(key, off, r[off+EntryHeaderSize:off+EntryHeaderSize+n]))
 }
 
 // writeEntryHeaderCRC is writeEntryHeader with the checksum computed by

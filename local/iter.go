@@ -84,7 +84,13 @@ func (it *Iterator) Next() bool {
 func (it *Iterator) seek() error {
 	s := it.s
 	if r := it.r; r != nil && r.next.Load() != nil && it.next == r.next.Load().first {
-		it.r, it.off = r.next.Load(), RegionHeaderSize
+		// Past regions StartEpoch left empty, whose successor starts at
+		// the same index.
+		r = r.next.Load()
+		for n := r.next.Load(); n != nil && n.first <= it.next; n = r.next.Load() {
+			r = n
+		}
+		it.r, it.off = r, RegionHeaderSize
 		return nil
 	}
 	r, err := s.regionOf(it.next)
@@ -128,7 +134,7 @@ func (it *Iterator) read() error {
 	// Copy first and check the copy: a region freed and reused meanwhile
 	// cannot then hand back bytes that were not checked.
 	it.buf = append(it.buf[:0], rb[off+EntryHeaderSize:off+EntryHeaderSize+n]...)
-	if crc != entryCRC(r.seq, off, it.buf) {
+	if crc != entryCRC(r.key, off, it.buf) {
 		return it.damaged(r, off, "checksum mismatch")
 	}
 	it.cur = Entry{Index: it.next, Data: it.buf}
@@ -244,7 +250,7 @@ func (s *Stream) roRefresh() {
 		st = &scanState{}
 		st.regions, st.free, st.nslots, err = s.scanHeaders()
 	} else {
-		st, err = s.scan()
+		st, err = s.scan(scanFile)
 	}
 	if err != nil {
 		return // a half-written header of a live writer; look again later

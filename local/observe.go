@@ -13,7 +13,9 @@ import "fmt"
 type Observer interface {
 	// RegionStarted: the commit point entered a new region, whose header
 	// is in the mapping (and durable). It comes before the region's first
-	// Committed span.
+	// Committed span. Every region is announced, in sequence: StartEpoch
+	// announces the region it starts at once, and may leave a region
+	// without entries (its First is its successor's).
 	RegionStarted(r ObservedRegion)
 	// Committed: the entries before index End, bytes [Off, Off+Len) of
 	// region Seq, were committed. Spans of one region are contiguous and
@@ -28,6 +30,7 @@ type ObservedRegion struct {
 	Seq   uint64
 	Slot  int
 	First uint64 // index of its first entry
+	Epoch uint64 // recorded in its header
 }
 
 // Span is a run of committed entries in one region.
@@ -65,7 +68,7 @@ func (s *Stream) SetObserver(o Observer) (ObserverStart, error) {
 	defer s.pub.Unlock()
 	st := ObserverStart{Committed: s.committed.Load(), Persisted: s.persisted.Load()}
 	for i, r := range s.regions {
-		ri := RegionInfo{Seq: r.seq, Slot: r.slot, Offset: r.base, First: r.first, Sealed: r.sealed.Load()}
+		ri := r.info()
 		if r == s.commitLoc.r {
 			ri.Count, ri.Used = st.Committed-r.first, s.commitLoc.off
 			st.Regions = append(st.Regions, ri)
@@ -95,7 +98,7 @@ func (s *Stream) commitObservedLocked(i uint64, end loc) uint64 {
 			if prev.off > start.off {
 				o.Committed(Span{Seq: prev.r.seq, Slot: prev.r.slot, Off: start.off, Len: prev.off - start.off, End: c})
 			}
-			o.RegionStarted(ObservedRegion{Seq: end.r.seq, Slot: end.r.slot, First: end.r.first})
+			s.startedLocked(prev.r, end.r)
 			start = loc{end.r, RegionHeaderSize}
 		}
 		prev = end
@@ -112,4 +115,16 @@ func (s *Stream) commitObservedLocked(i uint64, end loc) uint64 {
 	}
 	s.commitLoc = prev
 	return c
+}
+
+// startedLocked tells the observer of each region after from up to and
+// including to: regions left empty by StartEpoch are announced too, so
+// that the observer sees every sequence number. s.pub is held.
+func (s *Stream) startedLocked(from, to *region) {
+	for r := from.next.Load(); r != nil; r = r.next.Load() {
+		s.obs.RegionStarted(observed(r))
+		if r == to {
+			return
+		}
+	}
 }

@@ -23,7 +23,7 @@ func OpenOn(mem pmem.Memory, opts Options) (*Stream, error) {
 		return nil, err
 	}
 	s := newStream(mem, sb, opts)
-	st, err := s.scan()
+	st, err := s.scan(scanFile)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +78,7 @@ func findRegions(b []byte, sb superblock) (found []*region, free []int, nslots i
 			free = append(free, k)
 			continue
 		}
-		r := &region{slot: k, base: base, seq: h.seq, first: h.first}
+		r := &region{slot: k, base: base, seq: h.seq, first: h.first, epoch: h.epoch, key: entryKey(sb.version, h.seq, h.epoch)}
 		r.end.Store(-1)
 		found = append(found, r)
 	}
@@ -86,7 +86,20 @@ func findRegions(b []byte, sb superblock) (found []*region, free []int, nslots i
 	return found, free, nslots
 }
 
-func (s *Stream) scan() (*scanState, error) {
+// scanMode says how scan reads a sealed last region.
+type scanMode int
+
+const (
+	// scanFile: a stream file, whose last region is never sealed (its
+	// successor existed): a sealed one is corruption.
+	scanFile scanMode = iota
+	// scanCopy: a replica's copy, whose last region may be sealed (a
+	// leader's copy of its successor was lost): it is the tail, as its
+	// seal says.
+	scanCopy
+)
+
+func (s *Stream) scan(mode scanMode) (*scanState, error) {
 	found, free, nslots, err := s.scanHeaders()
 	if err != nil {
 		return nil, err
@@ -108,10 +121,20 @@ func (s *Stream) scan() (*scanState, error) {
 	for i, r := range found {
 		rb := s.regionBytes(r)
 		if i == len(found)-1 {
-			if atomic.LoadUint64((*uint64)(unsafe.Pointer(&rb[regionSealAt]))) != 0 {
-				return nil, fmt.Errorf("%w: the last region (%d, slot %d) is sealed, so the region after it is missing", ErrCorrupt, r.seq, r.slot)
+			if w := atomic.LoadUint64((*uint64)(unsafe.Pointer(&rb[regionSealAt]))); w != 0 {
+				count, end := unseal(w)
+				if mode != scanCopy {
+					return nil, fmt.Errorf("%w: the last region (%d, slot %d) is sealed, so the region after it is missing", ErrCorrupt, r.seq, r.slot)
+				}
+				if end < RegionHeaderSize || end > len(rb) {
+					return nil, fmt.Errorf("%w: region %d (slot %d) sealed with %d entries ending at %d", ErrCorrupt, r.seq, r.slot, count, end)
+				}
+				r.sealed.Store(true)
+				st.regions, st.tailEnd, st.next = found, end, r.first+uint64(count)
+				st.dirtyTo = lastNonZero(rb, end)
+				return st, nil
 			}
-			n, end := scanEntries(rb, r.seq, ^uint64(0))
+			n, end := scanEntries(rb, r.key, ^uint64(0))
 			st.regions, st.tailEnd, st.next = found, end, r.first+n
 			st.dirtyTo = lastNonZero(rb, end)
 			return st, nil
@@ -126,7 +149,7 @@ func (s *Stream) scan() (*scanState, error) {
 			r.sealed.Store(true)
 			continue
 		}
-		n, end := scanEntries(rb, r.seq, want)
+		n, end := scanEntries(rb, r.key, want)
 		if n == want {
 			r.end.Store(int64(end))
 			continue
@@ -144,10 +167,10 @@ func (s *Stream) scan() (*scanState, error) {
 
 // scanEntries counts the valid entries from the start of a region, at most
 // limit, and returns the offset after the last.
-func scanEntries(rb []byte, seq uint64, limit uint64) (n uint64, end int) {
+func scanEntries(rb []byte, key uint32, limit uint64) (n uint64, end int) {
 	off := RegionHeaderSize
 	for n < limit {
-		_, next, ok := readEntry(rb, seq, off)
+		_, next, ok := readEntry(rb, key, off)
 		if !ok {
 			break
 		}

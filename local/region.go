@@ -20,9 +20,10 @@ func (s *Stream) regionBytes(r *region) []byte {
 // first region), whose first entry will have index first. s.mu is held (or
 // the stream is not yet shared). The header is durable when it returns.
 func (s *Stream) allocRegionLocked(first uint64) (*region, error) {
-	seq := uint64(1)
+	seq, epoch := uint64(1), s.epoch
 	if n := len(s.regions); n > 0 {
-		seq = s.regions[n-1].seq + 1
+		// Epochs never go back along the stream, whatever the opener's.
+		seq, epoch = s.regions[n-1].seq+1, max(epoch, s.regions[n-1].epoch)
 	}
 	var slot int
 	if len(s.spares) > 0 {
@@ -48,11 +49,11 @@ func (s *Stream) allocRegionLocked(first uint64) (*region, error) {
 	if err := s.mem.Persist(base+64, RegionHeaderSize+EntryHeaderSize-64); err != nil {
 		return nil, s.fail(err)
 	}
-	regionHeader{seq: seq, first: first, streamID: s.sb.streamID, epoch: s.epoch}.encode(b)
+	regionHeader{seq: seq, first: first, streamID: s.sb.streamID, epoch: epoch}.encode(b)
 	if err := s.mem.Persist(base, 64); err != nil {
 		return nil, s.fail(err)
 	}
-	r := &region{slot: slot, base: base, seq: seq, first: first}
+	r := &region{slot: slot, base: base, seq: seq, first: first, epoch: epoch, key: entryKey(s.sb.version, seq, epoch)}
 	r.end.Store(-1)
 	return r, nil
 }
@@ -153,6 +154,7 @@ func (s *Stream) trimToLocked(head uint64) error {
 // RegionInfo describes one live region.
 type RegionInfo struct {
 	Seq    uint64 // sequence number, from 1
+	Epoch  uint64 // recorded in its header
 	Slot   int    // slot in the file
 	Offset int    // file offset of the region
 	First  uint64 // index of its first entry
@@ -168,17 +170,37 @@ func (s *Stream) Regions() []RegionInfo {
 	defer s.mu.Unlock()
 	var out []RegionInfo
 	for i, r := range s.regions {
-		ri := RegionInfo{Seq: r.seq, Slot: r.slot, Offset: r.base, First: r.first, Sealed: r.sealed.Load()}
+		ri := r.info()
 		if i+1 < len(s.regions) {
 			ri.Count = s.regions[i+1].first - r.first
 			ri.Used = int(r.end.Load())
 		} else {
-			ri.Count = committed - r.first
+			ri.Count = committed - min(committed, r.first)
 			ri.Used = s.tailOff
 		}
 		out = append(out, ri)
 	}
 	return out
+}
+
+// TailRegion describes the tail region (the one appends go to) as Regions
+// does, without describing the others.
+func (s *Stream) TailRegion() RegionInfo {
+	committed := s.Committed()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.regions) == 0 {
+		return RegionInfo{} // a read-only view of a stream given no region yet
+	}
+	r := s.regions[len(s.regions)-1]
+	ri := r.info()
+	ri.Count, ri.Used = committed-min(committed, r.first), s.tailOff
+	return ri
+}
+
+// info is what RegionInfo says of r that does not depend on its successor.
+func (r *region) info() RegionInfo {
+	return RegionInfo{Seq: r.seq, Epoch: r.epoch, Slot: r.slot, Offset: r.base, First: r.first, Sealed: r.sealed.Load()}
 }
 
 // regionOf returns the live region holding index i, or ErrTrimmed, or nil

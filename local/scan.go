@@ -7,20 +7,21 @@ type ScanRegion struct {
 	Slot   int    // slot number
 	Offset int    // file offset of the slot
 	Seq    uint64 // region sequence number
+	Epoch  uint64 // recorded in its header
 	First  uint64 // index of the region's first entry
+	// Count is the number of its entries that End covers.
+	Count uint64
 	// End is the offset within the region after its last valid entry
 	// (for a region that recovery keeps: the entries its successor
 	// requires, or every valid one in the tail).
 	End int
 	// Sealed says the region's seal word is set.
 	Sealed bool
-	// Epoch is the epoch in the region's header: the epoch of the leader
-	// that started it.
-	Epoch uint64
-	// Commit is the region's commit word: the end of the entries a
-	// remote leader said were committed (0: none said), and CommitIndex
-	// the entry index there (0 when Commit is 0 or beyond End).
-	Commit      int
+	// Commit is the region's commit word (line 1) as found: on a
+	// replica's copy, the end offset of the entries a leader committed
+	// in it; zero where none did (and on a writer's own file). CommitIndex
+	// is the entry index there (0 when Commit is 0 or beyond End).
+	Commit      uint64
 	CommitIndex uint64
 }
 
@@ -29,6 +30,9 @@ type ScanRegion struct {
 type ScanResult struct {
 	StreamID   uint64
 	RegionSize int
+	// Version is the file's format version (FormatVersion1 files do not
+	// check entries against their region's epoch).
+	Version int
 	// Regions is the recovered sequence, head first; the last is the
 	// tail. Empty only for a stream formatted but given no region yet.
 	Regions []ScanRegion
@@ -45,37 +49,50 @@ type ScanResult struct {
 
 // Scan reads the stream image mem (a mapped stream file, perhaps a
 // replica's copy) as recovery does (see the package comment), read-only:
-// the superblock, the region headers, the seal words and the entry
-// checksums, never the live area. It returns ErrNotStream, ErrVersion or
+// the superblock, the region headers, the seal and commit words and the
+// entry checksums, never the live area. A leader taking over reads each
+// copy's durable tail with it: the epoch and end of every region, and
+// how far a leader committed in each. It returns ErrNotStream, ErrVersion or
 // ErrCorrupt errors as Open does, and does not write to mem. The caller
 // must keep mem from changing while Scan runs.
-func Scan(mem []byte) (ScanResult, error) {
+func Scan(mem []byte) (ScanResult, error) { return scanImage(mem, scanFile) }
+
+// ScanCopy is Scan of a replica's copy, whose last region may
+// legitimately be sealed (see SealedTail): such a region is the tail, its
+// entries those its seal counts (Sealed is set). Scan calls that image
+// corrupt; ScanCopy reads it without clearing the seal word.
+func ScanCopy(mem []byte) (ScanResult, error) { return scanImage(mem, scanCopy) }
+
+func scanImage(mem []byte, mode scanMode) (ScanResult, error) {
 	sb, err := decodeSuperblock(mem)
 	if err != nil {
 		return ScanResult{}, err
 	}
 	s := &Stream{mem: bytesMemory(mem), sb: sb, readOnly: true}
-	st, err := s.scan()
+	st, err := s.scan(mode)
 	if err != nil {
 		return ScanResult{}, err
 	}
-	res := ScanResult{StreamID: sb.streamID, RegionSize: sb.regionSize, Next: st.next, DirtyTo: st.dirtyTo}
+	res := ScanResult{StreamID: sb.streamID, RegionSize: sb.regionSize, Version: int(sb.version), Next: st.next, DirtyTo: st.dirtyTo}
 	conv := func(rs []*region, tail *region) []ScanRegion {
 		var out []ScanRegion
-		for _, r := range rs {
-			end := int(r.end.Load())
-			if r == tail {
-				end = st.tailEnd
-			} else if end < 0 {
-				// A truncated region: its valid prefix, unlimited.
-				_, end = scanEntries(s.regionBytes(r), r.seq, ^uint64(0))
-			}
+		for i, r := range rs {
 			rb := s.regionBytes(r)
-			h, _ := decodeRegionHeader(rb)
-			sr := ScanRegion{Slot: r.slot, Offset: r.base, Seq: r.seq, First: r.first, End: end, Sealed: r.sealed.Load(),
-				Epoch: h.epoch, Commit: int(le.Uint64(rb[regionCommitAt:]))}
-			if sr.Commit > RegionHeaderSize && sr.Commit <= end {
-				sr.CommitIndex = r.first + countEntries(rb, sr.Commit)
+			end := int(r.end.Load())
+			var count uint64
+			switch {
+			case r == tail:
+				end, count = st.tailEnd, st.next-r.first
+			case end < 0:
+				// A truncated region: its valid prefix, unlimited.
+				count, end = scanEntries(rb, r.key, ^uint64(0))
+			default:
+				count = rs[i+1].first - r.first
+			}
+			sr := ScanRegion{Slot: r.slot, Offset: r.base, Seq: r.seq, Epoch: r.epoch, First: r.first, Count: count,
+				End: end, Sealed: r.sealed.Load(), Commit: loadWord(rb, regionCommitAt)}
+			if sr.Commit > RegionHeaderSize && sr.Commit <= uint64(end) {
+				sr.CommitIndex = r.first + countEntries(rb, int(sr.Commit))
 			}
 			out = append(out, sr)
 		}
@@ -166,7 +183,8 @@ func StreamIDOf(mem []byte) (uint64, error) {
 // such an image corrupt (a sealed region's successor existed), but a
 // replica can hold it legitimately when a leader's copy of the successor
 // was lost: clearing the seal word (it is advisory: recovery then checks
-// the region's entries by checksum) makes the image readable.
+// the region's entries by checksum) makes the image readable, and
+// ScanCopy reads it as it is.
 func SealedTail(mem []byte) (offset int, sealed bool) {
 	sb, err := decodeSuperblock(mem)
 	if err != nil {

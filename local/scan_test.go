@@ -44,7 +44,7 @@ func scanAgrees(t *testing.T, img []byte) {
 	}
 	for i, r := range rs {
 		g := res.Regions[i]
-		if g.Seq != r.Seq || g.Slot != r.Slot || g.Offset != r.Offset || g.First != r.First || g.End != r.Used {
+		if g.Seq != r.Seq || g.Epoch != r.Epoch || g.Slot != r.Slot || g.Offset != r.Offset || g.First != r.First || g.Count != r.Count || g.End != r.Used {
 			t.Fatalf("region %d: Scan %+v, open %+v", i, g, r)
 		}
 	}
@@ -118,5 +118,35 @@ func TestSealedTail(t *testing.T) {
 	img[last.Offset+local.RegionSealOffset] = 0
 	if _, sealed := local.SealedTail(make([]byte, 100)); sealed {
 		t.Fatal("SealedTail of a non-stream")
+	}
+}
+
+// A copy whose last region is sealed (its successor's copy was lost) is
+// corrupt to Scan and to recovery, and read as it is by ScanCopy, with the
+// entries its seal counts, without a write.
+func TestScanCopySealedTail(t *testing.T) {
+	img, _ := fuzzImage(40, 5, 0)
+	sc, err := local.Scan(img)
+	if err != nil || len(sc.Regions) < 2 {
+		t.Fatalf("scan: %+v, %v", sc, err)
+	}
+	last := sc.Regions[len(sc.Regions)-1]
+	clear(img[last.Offset : last.Offset+64]) // the successor's header, lost
+	if _, err := local.Scan(img); !errors.Is(err, local.ErrCorrupt) {
+		t.Fatalf("Scan of a sealed tail: %v", err)
+	}
+	orig := bytes.Clone(img)
+	got, err := local.ScanCopy(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(img, orig) {
+		t.Fatal("ScanCopy changed the image")
+	}
+	want := sc.Regions[len(sc.Regions)-2]
+	tail := got.Regions[len(got.Regions)-1]
+	if len(got.Regions) != len(sc.Regions)-1 || got.Next != last.First || !tail.Sealed ||
+		tail.Seq != want.Seq || tail.End != want.End || tail.Count != want.Count || got.DirtyTo != want.End {
+		t.Fatalf("ScanCopy: %+v, tail %+v; the region was %+v", got, tail, want)
 	}
 }

@@ -49,6 +49,9 @@ var (
 	// ErrTooManyReservations is returned by Reserve when MaxInFlight
 	// reservations are outstanding (unpublished or not yet committed).
 	ErrTooManyReservations = errors.New("local: too many reservations in flight")
+	// ErrEpoch is returned by StartEpoch for an epoch older than the
+	// stream's: its tail region's, or one the opener already holds.
+	ErrEpoch = errors.New("local: epoch older than the stream's")
 )
 
 // MaxInFlight is the most reservations that may be outstanding at once.
@@ -66,7 +69,10 @@ type Options struct {
 	// no lock, any number of such openers beside one writer.
 	ReadOnly bool
 	// Epoch is recorded in the header of every region this opener
-	// allocates.
+	// allocates (or the epoch of the region before it, if that is
+	// greater: epochs never go back along a stream). Appends continue in
+	// the tail region, whatever its epoch, until it is full; StartEpoch
+	// starts a region under a new epoch at once.
 	Epoch uint64
 	// StreamID is the identity of a new stream (Create only); zero means
 	// a random one. A cluster gives a stream the id its catalog assigned.
@@ -76,6 +82,11 @@ type Options struct {
 	// stream file, so that appends do not wait for a new region's blocks
 	// and page faults. Zero means 1; negative means none.
 	SpareRegions int
+
+	// formatVersion is the version of a new stream's file; zero means
+	// FormatVersion. Tests set it (export_test.go) to write files of an
+	// older version.
+	formatVersion uint32
 }
 
 // Validate reports whether the options are usable.
@@ -97,7 +108,7 @@ type Stream struct {
 	lockFile *os.File // holds the writer's flock; nil when read-only or in memory
 	sb       superblock
 	readOnly bool
-	epoch    uint64
+	epoch    uint64 // the opener's (Options.Epoch, StartEpoch); under mu
 
 	// mu guards the reservation state and the region list.
 	mu      sync.Mutex
@@ -156,6 +167,8 @@ type region struct {
 	base  int // file offset of the slot
 	seq   uint64
 	first uint64
+	epoch uint64 // recorded in its header
+	key   uint32 // entryKey of its entries
 	next  atomic.Pointer[region]
 	// end is the data end offset within the region once a successor
 	// exists (the region is full); -1 while it is the tail.
@@ -283,7 +296,11 @@ func format(mem pmem.Memory, regionSize int, opts Options) (*Stream, error) {
 		rand.Read(idb[:])
 		id = binary.LittleEndian.Uint64(idb[:])
 	}
-	sb := superblock{regionSize: regionSize, streamID: id, created: uint64(time.Now().UnixNano())}
+	version := uint32(FormatVersion)
+	if opts.formatVersion != 0 {
+		version = opts.formatVersion
+	}
+	sb := superblock{version: version, regionSize: regionSize, streamID: id, created: uint64(time.Now().UnixNano())}
 	b := mem.Bytes()
 	sb.encode(b)
 	if err := mem.Persist(0, SuperblockSize); err != nil {

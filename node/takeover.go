@@ -424,7 +424,9 @@ func (r *replicas) adopt(name string, m replicaMeta, data string) error {
 // (no region mixes epochs), then the epoch marker, durably. It returns
 // the marker's index.
 func (s *Server) openEpoch(ls *local.Stream, epoch uint64) (uint64, error) {
-	if err := startEpochRegion(ls, epoch); err != nil {
+	ctx, cancel := context.WithTimeout(s.stopCtx, takeoverTimeout)
+	defer cancel()
+	if err := ls.StartEpoch(ctx, epoch); err != nil {
 		return 0, fmt.Errorf("node: starting epoch %d: %w", epoch, err)
 	}
 	i, err := ls.Append(marker(epoch))
@@ -455,8 +457,6 @@ func (s *Server) recordEpochStart(rec *pb.Stream, epoch uint64, l interface {
 	}
 }
 
-// startEpochRegion: placeholder until local's epoch regions land.
-func startEpochRegion(ls *local.Stream, epoch uint64) error { return nil }
 
 // takeOver opens stream name, which the catalog says this node leads, so
 // that it serves without waiting for a client's call.

@@ -137,26 +137,14 @@ func (t *Target) tail(id uint64, c rdma.Conn, q *remotepb.TailRequest) *remotepb
 	return r
 }
 
-// probeLocked reports the replica's durable end, and the epoch of its
-// last region, as recovery would find them, changing nothing.
+// probeLocked reports the replica's durable end, the epoch of its last
+// region and what its commit words say, changing nothing.
 func (t *Target) probeLocked(id uint64, b []byte) *remotepb.Response {
-	sc, err := local.Scan(b)
+	// A sealed last region (its successor's copy lost) is whole: ScanCopy
+	// reads it as the tail without clearing its seal.
+	sc, err := local.ScanCopy(b)
 	if err != nil {
-		if _, sealed := local.SealedTail(b); !sealed {
-			return errResp(id, remotepb.Code_CODE_INTERNAL, fmt.Sprintf("replica: %v", err))
-		}
-		// A sealed last region (its successor's copy lost): whole. Its
-		// seal word is cleared, as Tail does (the word is advisory:
-		// recovery then checks the region's entries by checksum); the
-		// only change a probe makes.
-		off, _ := local.SealedTail(b)
-		binary.LittleEndian.PutUint64(b[off+local.RegionSealOffset:], 0)
-		if err := t.store.Memory().Persist(off+local.RegionSealOffset, 8); err != nil {
-			return errResp(id, remotepb.Code_CODE_INTERNAL, err.Error())
-		}
-		if sc, err = local.Scan(b); err != nil {
-			return errResp(id, remotepb.Code_CODE_INTERNAL, fmt.Sprintf("replica: %v", err))
-		}
+		return errResp(id, remotepb.Code_CODE_INTERNAL, fmt.Sprintf("replica: %v", err))
 	}
 	if len(sc.Regions) == 0 {
 		return tailResp(id, 0, 0, 0)
