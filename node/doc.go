@@ -31,10 +31,14 @@
 // NotFound only when a current view of the catalog (a Raft read barrier)
 // has no such stream. Read and Tail are answered by any node holding a
 // copy (copyread.go, local.OpenCopy), from that copy, up to the commit
-// point the copy knows, without asking the leader. Automatic failover of
-// a dead leader is not built yet: its streams are unavailable for appends
-// until it comes back. A node without a catalog runs alone: its streams
-// are its own, without copies.
+// point the copy knows, without asking the leader. When a leader's lease
+// at the controller expires the catalog elects another leader among the
+// copies, which takes the stream over (takeover.go: fence, survey, choose
+// the log holding every acknowledged entry or hand the stream to its
+// holder, open a new epoch with a marker entry); a node that finds
+// another leader named for a stream it led turns its files into a copy.
+// Streams acknowledged by the leader alone are not moved. A node without
+// a catalog runs alone: its streams are its own, without copies.
 //
 // # Data directory
 //
