@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"syscall"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/rpstream/rpstream/api"
 	"github.com/rpstream/rpstream/client"
 	"github.com/rpstream/rpstream/internal/proccluster"
+	"github.com/rpstream/rpstream/local"
 )
 
 // leaderOf asks the members the test can reach for stream's leader and
@@ -273,6 +275,74 @@ func TestFailoverAllKilled(t *testing.T) {
 	final, _ = leaderOf(t, ctx, cl, stream, "")
 	li = indexOf(t, cl, final)
 	if dups := checkTail(t, ctx, mustNode(cl, li).ClientAddr, stream, acked, 3); dups != 0 {
+		t.Errorf("%d entries stored twice", dups)
+	}
+	if copies := compareCopies(t, cl, li, stream, len(acked)); copies != 2 {
+		t.Errorf("%d copies compared, want 2", copies)
+	}
+}
+
+// TestFailoverLeaderDamaged is the first symptom: ten entries
+// acknowledged on every copy; the leader is stopped, one byte of an entry
+// in the middle of its tail region flipped, and it is restarted. Its
+// recovery finds a shorter log, but a takeover never chooses by its own
+// length: the copies hold the longer log of the same epoch, so the
+// stream goes on from there (on another node, or on this one after the
+// copies' holder took over and this one became a copy again), every
+// acknowledged entry is read back at its position, later appends follow
+// them, and every copy ends identical.
+func TestFailoverLeaderDamaged(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl := startFailureCluster(t, ctx, 3, false)
+	const stream = "flipped"
+	admin := dial(t, cl.ClientAddrs()[0], client.Options{})
+	st, err := admin.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_ALL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := indexOf(t, cl, st.Leader)
+	acked := load(t, ctx, mustNode(cl, leader).ClientAddr, stream, 0, 1, 300, 8, nil)
+	if t.Failed() {
+		return
+	}
+	if err := cl.Kill(leader); err != nil {
+		t.Fatal(err)
+	}
+	path := proccluster.LeaderFile(mustNode(cl, leader).Data, stream)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := local.Scan(b)
+	if err != nil || len(sc.Regions) == 0 {
+		t.Fatalf("scan of the leader's file: %+v, %v", sc, err)
+	}
+	r := sc.Regions[len(sc.Regions)-1]
+	off := int64(r.Offset + r.End/2)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{b[off] ^ 0x01}, off); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := cl.Start(ctx, leader); err != nil {
+		t.Fatal(err)
+	}
+	final, epoch := leaderOf(t, ctx, cl, stream, "")
+	t.Logf("after the damaged leader's restart %s leads under epoch %d", final, epoch)
+	li := indexOf(t, cl, final)
+	for p, d := range load(t, ctx, mustNode(cl, li).ClientAddr, stream, 1, 1, 200, 8, nil) {
+		acked[p] = d
+	}
+	if t.Failed() {
+		return
+	}
+	final, _ = leaderOf(t, ctx, cl, stream, "")
+	li = indexOf(t, cl, final)
+	if dups := checkTail(t, ctx, mustNode(cl, li).ClientAddr, stream, acked, 2); dups != 0 {
 		t.Errorf("%d entries stored twice", dups)
 	}
 	if copies := compareCopies(t, cl, li, stream, len(acked)); copies != 2 {
