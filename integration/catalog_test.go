@@ -362,10 +362,18 @@ func TestCatalogLeaderDown(t *testing.T) {
 		}
 		acked = append(acked, d)
 	}
+	n2 := dial(t, cl.ClientAddrs()[1], client.Options{MaxAttempts: 1})
+	// With acks=leader the copies' commit words follow the leader's
+	// acknowledgements lazily: wait until n2's copy shows some.
+	if !waitFor(ctx, 10*time.Second, func() bool {
+		ents, _, err := n2.Read(ctx, "down", 0, 100)
+		return err == nil && len(ents) > 0
+	}) {
+		t.Fatal("n2's copy shows no committed entry")
+	}
 	if err := cl.Kill(0); err != nil {
 		t.Fatal(err)
 	}
-	n2 := dial(t, cl.ClientAddrs()[1], client.Options{MaxAttempts: 1})
 	names, err := n2.List(ctx)
 	if err != nil || !slices.Equal(names, []string{"down"}) {
 		t.Fatalf("ls at n2 with the leader down: %v, %v", names, err)

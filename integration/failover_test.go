@@ -349,3 +349,16 @@ func TestFailoverLeaderDamaged(t *testing.T) {
 		t.Errorf("%d copies compared, want 2", copies)
 	}
 }
+
+// waitFor polls cond every 20 ms until it holds (true), d passes or ctx
+// ends (false).
+func waitFor(ctx context.Context, d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}
