@@ -132,10 +132,10 @@ type Options struct {
 	// up to MaxBackoff; zero means 20 ms.
 	Backoff time.Duration
 	// MaxBackoff bounds the wait between retries; zero means one second.
+	// gRPC's reconnection to a node lost follows the same backoff.
 	MaxBackoff time.Duration
 	// DialOptions are passed to grpc.NewClient after the client's own
-	// (plaintext transport, message size limits, reconnection backoff
-	// from 100 ms to 1 s).
+	// (plaintext transport, message size limits, reconnection backoff).
 	DialOptions []grpc.DialOption
 }
 
@@ -205,20 +205,32 @@ func Dial(addr string, opts Options) (*Client, error) {
 	if len(seeds) == 0 {
 		return nil, errors.New("client: no address given")
 	}
-	dopts := append([]grpc.DialOption{
+	c := &Client{producer: opts.ProducerID, attempts: opts.MaxAttempts, backoff: opts.Backoff, maxBackoff: opts.MaxBackoff, timeout: opts.Timeout,
+		routes: &routes{conns: map[string]*grpc.ClientConn{}, leaders: map[string]string{}, seeds: seeds}}
+	if c.backoff == 0 {
+		c.backoff = 20 * time.Millisecond
+	}
+	if c.maxBackoff == 0 {
+		c.maxBackoff = time.Second
+	}
+	c.backoff = min(c.backoff, c.maxBackoff)
+	if c.timeout == 0 {
+		c.timeout = DefaultTimeout
+	}
+	c.dopts = append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
-		// A restarted node is reconnected to within a second (gRPC's
-		// default backoff grows to two minutes), and a connection that
-		// does not complete is given up on in time to ask another seed
-		// within Timeout.
+		// A restarted node is connected to again as soon as the
+		// Client's own retries would ask it (gRPC's default backoff
+		// grows to two minutes, and calls fail at once meanwhile), and
+		// a connection that does not complete is given up on in time
+		// to ask another seed within Timeout.
 		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			Backoff:           backoff.Config{BaseDelay: c.backoff, Multiplier: 2, Jitter: 0.2, MaxDelay: c.maxBackoff},
 			MinConnectTimeout: 3 * time.Second,
 		}),
 	}, opts.DialOptions...)
-	c := &Client{dopts: dopts, producer: opts.ProducerID, attempts: opts.MaxAttempts, backoff: opts.Backoff, maxBackoff: opts.MaxBackoff, timeout: opts.Timeout,
-		routes: &routes{conns: map[string]*grpc.ClientConn{}, leaders: map[string]string{}, seeds: seeds}}
+	dopts := c.dopts
 	for _, a := range seeds {
 		cc, err := grpc.NewClient(a, dopts...)
 		if err != nil {
@@ -230,16 +242,6 @@ func Dial(addr string, opts Options) (*Client, error) {
 	c.api = api.NewStreamsClient(c.conns[seeds[0]])
 	if c.producer == "" {
 		c.producer = randomProducer()
-	}
-	if c.backoff == 0 {
-		c.backoff = 20 * time.Millisecond
-	}
-	if c.maxBackoff == 0 {
-		c.maxBackoff = time.Second
-	}
-	c.backoff = min(c.backoff, c.maxBackoff)
-	if c.timeout == 0 {
-		c.timeout = DefaultTimeout
 	}
 	return c, nil
 }
