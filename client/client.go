@@ -230,9 +230,8 @@ func Dial(addr string, opts Options) (*Client, error) {
 			MinConnectTimeout: 3 * time.Second,
 		}),
 	}, opts.DialOptions...)
-	dopts := c.dopts
 	for _, a := range seeds {
-		cc, err := grpc.NewClient(a, dopts...)
+		cc, err := grpc.NewClient(a, c.dopts...)
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("client: %s: %w", a, err)
@@ -350,8 +349,9 @@ func (r *routes) addSeedLocked(addr string) {
 }
 
 // follow handles err of a call about stream sent to addr: it remembers
-// the leader a hint names and reports true (send the call again at
-// once), or, when addr was Unavailable, forgets it as the stream's leader
+// the leader a hint names, or forgets a remembered leader that refused
+// the call (FailedPrecondition), and reports true (send the call again at
+// once); or, when addr was Unavailable, forgets it as the stream's leader
 // and moves on to the next seed, and reports false.
 func (c *Client) follow(stream, addr string, err error) bool {
 	st, ok := status.FromError(err)
@@ -368,6 +368,17 @@ func (c *Client) follow(stream, addr string, err error) bool {
 				c.mu.Unlock()
 				return true
 			}
+		}
+		// Refused by the leader remembered, without a hint: it may
+		// have been deposed (fenced by a newer epoch). Ask a seed who
+		// leads now; if it is the same node, its answer stands (the
+		// hops are bounded). A refusal stores nothing, and a retry
+		// keeps its sequence numbers.
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.leaders[stream] == addr {
+			delete(c.leaders, stream)
+			return true
 		}
 	case codes.Unavailable:
 		c.unreachable(stream, addr)
@@ -601,7 +612,8 @@ func (c *Client) List(ctx context.Context) ([]string, error) {
 
 // Append appends data to stream as one entry and returns its position
 // once it is durable, retrying while the node is Unavailable (see the
-// package comment: a retry is not stored twice).
+// package comment: a retry is not stored twice), for at most
+// Options.Timeout (then ErrTimeout).
 func (c *Client) Append(ctx context.Context, stream string, data []byte) (uint64, error) {
 	req := &api.AppendRequest{Stream: stream, Data: data, ProducerId: c.producer, Sequence: c.seq.Add(1)}
 	var r *api.AppendResponse
@@ -619,7 +631,7 @@ func (c *Client) Append(ctx context.Context, stream string, data []byte) (uint64
 // request (AppendRequest.batch: at most 4096 entries and 60 MiB, else
 // InvalidArgument) and returns their positions, in order, once the last
 // is durable, retrying while the node is Unavailable with the same
-// sequence numbers (none stored twice). The positions are consecutive
+// sequence numbers (none stored twice), for at most Options.Timeout. The positions are consecutive
 // unless other appends to the stream ran at the same time.
 func (c *Client) AppendBatch(ctx context.Context, stream string, entries [][]byte) ([]uint64, error) {
 	if len(entries) == 0 {

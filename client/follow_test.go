@@ -203,7 +203,8 @@ func TestAppendBounded(t *testing.T) {
 // TestSeeds: a Client dialled to several addresses, the first dead, asks
 // the next; it is told the leader and remembers it; when the leader dies
 // and a seed names another, an Appender's unanswered append goes there
-// with its producer id and sequence number unchanged.
+// with its producer id and sequence number unchanged; a leader that
+// refuses without a hint (deposed) is asked of a seed again.
 func TestSeeds(t *testing.T) {
 	ctx := testCtx(t)
 	dead, err := net.Listen("tcp", "127.0.0.1:0")
@@ -258,5 +259,18 @@ func TestSeeds(t *testing.T) {
 	}
 	if s := c.Seeds(); len(s) != 4 {
 		t.Fatalf("seeds %v: want the two given and the leaders learned", s)
+	}
+
+	// B is deposed: it refuses appends without a hint (fenced), and the
+	// seed names C.
+	leaderC := newStreamsFake()
+	addrC, _ := serveStreams(t, leaderC)
+	leaderB.set(status.Error(codes.FailedPrecondition, "replicate: fenced by a newer epoch"), false)
+	seed.set(hint("c", addrC), false)
+	if _, err := c.Append(ctx, "s", []byte("z")); err != nil {
+		t.Fatalf("append after the leader was deposed: %v", err)
+	}
+	if c.Leader("s") != addrC || len(leaderC.requests()) != 1 {
+		t.Fatalf("leader %q, C received %d appends; want C, 1", c.Leader("s"), len(leaderC.requests()))
 	}
 }
