@@ -23,7 +23,8 @@ import (
 // the next; and, with acks all and a copy's node killed, streamcli append
 // and a client.Appender fail with Unavailable, saying why, within their
 // timeout (streamcli's default, client.DefaultTimeout), where they once
-// waited for minutes, printing nothing.
+// waited for minutes, printing nothing; so does an append with quorum
+// and two of the three nodes killed.
 func TestFollowAndBoundProcess(t *testing.T) {
 	c := startCluster(t, 3)
 	addrs := c.ClientAddrs()
@@ -131,4 +132,15 @@ func TestFollowAndBoundProcess(t *testing.T) {
 	}
 	t.Logf("streamcli append failed after %v: %s", took, strings.TrimSpace(r.stderr))
 	t.Logf("Appender failed after %v: %v", o.took, o.err)
+
+	// quorum with two of three nodes down: bounded too (--timeout 6s).
+	if err := c.Kill(1); err != nil {
+		t.Fatal(err)
+	}
+	t0 = time.Now()
+	r = fails(t, 1, "", []string{"--node", addrs[0], "append", "q", "d", "--timeout", "6s"}, "unavailable", "not on enough copies", "within 6s")
+	if took := time.Since(t0); took < 6*time.Second || took > 14*time.Second {
+		t.Errorf("append with quorum and two of three nodes down failed after %v, want 6 s to 14 s", took)
+	}
+	t.Logf("quorum lost: %s", strings.TrimSpace(r.stderr))
 }
