@@ -485,13 +485,15 @@ func (c *Client) API() api.StreamsClient { return c.api }
 // Unavailable, ctx ends, the attempts run out or Timeout passes (then
 // ErrTimeout with the last failure; what names the call in its message).
 func (c *Client) retry(ctx context.Context, what string, f func(ctx context.Context) error) error {
-	dctx, cancel := context.WithTimeout(ctx, c.timeout)
+	deadline := time.Now().Add(c.timeout)
+	dctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	b := c.newBackoff()
 	var last error
 	for attempt := 1; ; attempt++ {
 		err := f(dctx)
-		if err != nil && dctx.Err() != nil && ctx.Err() == nil {
+		// gRPC's own timer may end the call before dctx's marks it done.
+		if err != nil && ctx.Err() == nil && (dctx.Err() != nil || status.Code(err) == codes.DeadlineExceeded && !time.Now().Before(deadline)) {
 			// Cut by Timeout: last is the failure before, if any.
 			return c.timedOut(what, last)
 		}
