@@ -36,12 +36,18 @@ var ErrAppenderClosed = errors.New("client: appender closed")
 // while the call has requests in flight is queued for the Appender's
 // sender goroutine, which sends all that queued meanwhile as one batch
 // request (AppendRequest.batch, up to MaxInFlight entries and about
-// 1 MiB), which the node stores and answers at once. When the call breaks with Unavailable, the Appender
-// opens a new one and sends every unanswered append again with its
-// original sequence number, so none is stored twice (see the package
-// comment), giving up after Options.MaxAttempts attempts without an
-// answer; its error then fails every unanswered append and every later
-// Append.
+// 1 MiB), which the node stores and answers at once. When the call
+// breaks with Unavailable (the node restarting, the leader gone, its
+// policy not met in the node's QuorumWait), the Appender opens a new one,
+// to the stream's leader as the node asked names it (see the package
+// comment), and sends every unanswered append again with its original
+// sequence number, so none is stored twice. An append not answered
+// within Options.Timeout of its Append (or, if set, after
+// Options.MaxAttempts calls broken in a row without an answer) fails the
+// Appender: with ErrTimeout (Unavailable, carrying the last reason a node
+// gave), or the call's error when it is not Unavailable. That error then
+// fails every unanswered append and every later Append; make a new
+// Appender to go on.
 type Appender struct {
 	c      *Client
 	stream string
@@ -64,18 +70,26 @@ type Appender struct {
 	senderDone chan struct{}      // closed when the sender goroutine ends
 	err        error
 	closing    bool
-	failures   int // calls broken in a row without an answer
-	hops       int // leader hints followed in a row without an answer
+	failures   int    // calls broken in a row without an answer
+	hops       int    // leader hints followed in a row
+	addr       string // where call goes
+	last       error  // the last failure of a call, for ErrTimeout's message
 	receivers  sync.WaitGroup
+	// expiry fails the Appender once the oldest unanswered append has
+	// waited Options.Timeout; armed (under mu) while appends are
+	// unanswered.
+	expiry *time.Timer
+	armed  bool
 }
 
 // Pending is an append in flight.
 type Pending struct {
-	req  *api.AppendRequest
-	done chan struct{}
-	pos  uint64
-	err  error
-	free func()
+	req      *api.AppendRequest
+	deadline time.Time // Options.Timeout after Append
+	done     chan struct{}
+	pos      uint64
+	err      error
+	free     func()
 }
 
 // Done is closed when the append is answered or failed.
@@ -104,6 +118,8 @@ func (c *Client) NewAppender(ctx context.Context, stream string) *Appender {
 	ctx, cancel := context.WithCancel(ctx)
 	a := &Appender{c: c, stream: stream, ctx: ctx, cancel: cancel, slots: make(chan struct{}, MaxInFlight),
 		wake: make(chan struct{}, 1), senderDone: make(chan struct{})}
+	a.expiry = time.AfterFunc(time.Hour, a.expire)
+	a.expiry.Stop()
 	go a.sender()
 	return a
 }
@@ -124,9 +140,10 @@ func (a *Appender) Append(data []byte) (*Pending, error) {
 		return nil, a.ctx.Err()
 	}
 	p := &Pending{
-		req:  &api.AppendRequest{Stream: a.stream, Data: data, ProducerId: a.c.producer},
-		done: make(chan struct{}),
-		free: func() { <-a.slots },
+		req:      &api.AppendRequest{Stream: a.stream, Data: data, ProducerId: a.c.producer},
+		deadline: time.Now().Add(a.c.timeout),
+		done:     make(chan struct{}),
+		free:     func() { <-a.slots },
 	}
 	a.mu.Lock()
 	if err := a.stoppedLocked(); err != nil {
@@ -148,6 +165,10 @@ func (a *Appender) Append(data []byte) (*Pending, error) {
 	direct := len(a.unanswered) == a.queued
 	a.unanswered = append(a.unanswered, p)
 	a.queued++
+	if !a.armed {
+		a.expiry.Reset(time.Until(a.unanswered[0].deadline))
+		a.armed = true
+	}
 	a.mu.Unlock()
 	if direct {
 		a.sendMu.Lock()
@@ -251,6 +272,28 @@ func (a *Appender) stoppedLocked() error {
 	return nil
 }
 
+// expire fails the Appender if its oldest unanswered append has waited
+// Options.Timeout, and otherwise arms the timer for it.
+func (a *Appender) expire() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.armed = false
+	if a.err != nil || len(a.unanswered) == 0 {
+		return
+	}
+	if d := time.Until(a.unanswered[0].deadline); d > 0 {
+		a.expiry.Reset(d)
+		a.armed = true
+		return
+	}
+	a.failLocked(a.c.timedOut("append to "+a.stream, a.last))
+	// The call's receiver, or a retry under way, gives up.
+	a.gen++
+	if a.callCancel != nil {
+		a.callCancel()
+	}
+}
+
 // newCallLocked opens a new call, ending the previous one.
 func (a *Appender) newCallLocked() (api.Streams_AppendStreamClient, error) {
 	if a.callCancel != nil {
@@ -259,7 +302,9 @@ func (a *Appender) newCallLocked() (api.Streams_AppendStreamClient, error) {
 	a.gen++
 	ctx, cancel := context.WithCancel(a.ctx)
 	a.callCancel = cancel
-	return a.c.stub(a.stream).AppendStream(ctx)
+	var rpc api.StreamsClient
+	rpc, a.addr = a.c.stub(a.stream)
+	return rpc.AppendStream(ctx)
 }
 
 // openLocked opens a new call and starts its receiver.
@@ -313,7 +358,7 @@ func (a *Appender) receive(call api.Streams_AppendStreamClient, gen int) {
 // call and the unanswered appends sent again after Unavailable, or the
 // failure of every unanswered append.
 func (a *Appender) broken(gen int, err error) {
-	wait := a.c.backoff
+	b := a.c.newBackoff()
 	for {
 		a.mu.Lock()
 		if gen != a.gen {
@@ -327,28 +372,26 @@ func (a *Appender) broken(gen int, err error) {
 		if err == io.EOF {
 			err = status.Error(codes.Unavailable, "append call ended before every append was answered")
 		}
-		sleep := wait
-		if a.c.follow(a.stream, err) && a.hops < maxHops {
+		hint := a.c.follow(a.stream, a.addr, err) && a.hops < maxHops
+		if hint {
 			// A leader hint: the node refused the first append and
 			// stored nothing; send them all to the leader at once.
 			a.hops++
 			err = status.Error(codes.Unavailable, "following the leader hint")
-			sleep = 0
 		} else {
 			a.failures++
-			wait = min(2*wait, time.Second)
+			a.hops = 0
+			a.last = err
 		}
-		if status.Code(err) != codes.Unavailable || a.failures >= a.c.attempts || a.ctx.Err() != nil {
+		if status.Code(err) != codes.Unavailable || (a.c.attempts > 0 && a.failures >= a.c.attempts) || a.ctx.Err() != nil {
 			a.failLocked(err)
 			a.mu.Unlock()
 			return
 		}
 		a.mu.Unlock()
-		t := time.NewTimer(sleep)
-		select {
-		case <-a.ctx.Done():
-			t.Stop()
-		case <-t.C:
+		if !hint {
+			a.c.learnMembers(a.ctx)
+			b.sleep(a.ctx)
 		}
 		a.sendMu.Lock()
 		a.mu.Lock()
@@ -416,6 +459,7 @@ func (a *Appender) Close() error {
 	a.receivers.Wait()
 	a.cancel()
 	<-a.senderDone
+	a.expiry.Stop()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.err

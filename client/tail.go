@@ -19,31 +19,43 @@ const End = math.MaxUint64
 // Tail returns an iterator over the entries of stream from position from
 // (or End), following the stream as it grows: it yields each entry once,
 // in order, and ends only when the loop breaks or with an error, yielded
-// once with a zero Entry (ctx's error once ctx ends). When the node is
-// Unavailable (restarting, connection lost) it reconnects and resumes
-// after the last entry yielded, giving up after Options.MaxAttempts
-// failed attempts in a row. A tail from End that reconnects before its
-// first entry starts again at the end, and may miss entries appended in
-// between.
+// once with a zero Entry (ctx's error once ctx ends). When its node is
+// Unavailable (restarting, dead, connection lost) it reconnects, to the
+// next seed when that node was the one asked (any node holding a copy
+// answers a tail from it; the others name the leader), and resumes after
+// the last entry yielded, giving up with ErrTimeout once Options.Timeout
+// has passed since the first of the attempts failing in a row (or after
+// Options.MaxAttempts of them, if set). A tail that is connected waits
+// for entries for as long as its node holds the call. A tail from End
+// that reconnects before its first entry starts again at the end, and
+// may miss entries appended in between.
 func (c *Client) Tail(ctx context.Context, stream string, from uint64) iter.Seq2[Entry, error] {
 	return func(yield func(Entry, error) bool) {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		next := from
 		failures, hops := 0, 0
-		wait := c.backoff
+		b := c.newBackoff()
+		// failing is when the first of the attempts failing in a row
+		// failed (zero while none is): the tail gives up Timeout after
+		// it. An idle tail, connected and waiting for entries, may wait
+		// for ever.
+		var failing time.Time
+		var last error
 		for {
 			req := &api.TailRequest{Stream: stream, From: next}
 			if next == End {
 				req.From, req.FromEnd = 0, true
 			}
-			call, err := c.stub(stream).Tail(ctx, req)
+			rpc, addr := c.stub(stream)
+			call, err := rpc.Tail(ctx, req)
 			for err == nil {
 				var r *api.TailResponse
 				if r, err = call.Recv(); err != nil {
 					break
 				}
-				failures, hops, wait = 0, 0, c.backoff
+				failures, hops, failing = 0, 0, time.Time{}
+				b.reset(c)
 				for _, e := range r.Entries {
 					next = e.Position + 1
 					if !yield(Entry{Position: e.Position, Data: e.Data}, nil) {
@@ -55,24 +67,32 @@ func (c *Client) Tail(ctx context.Context, stream string, from uint64) iter.Seq2
 				yield(Entry{}, ctx.Err())
 				return
 			}
-			if c.follow(stream, err) && hops < maxHops {
+			if failing.IsZero() {
+				failing = time.Now()
+			}
+			if c.follow(stream, addr, err) && hops < maxHops {
 				hops++
 				continue
 			}
 			failures++
-			if status.Code(err) != codes.Unavailable || failures >= c.attempts {
+			hops = 0
+			if status.Code(err) != codes.Unavailable || (c.attempts > 0 && failures >= c.attempts) {
 				yield(Entry{}, err)
 				return
 			}
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				yield(Entry{}, ctx.Err())
+			last = err
+			c.learnMembers(ctx)
+			wctx, wcancel := context.WithDeadline(ctx, failing.Add(c.timeout))
+			slept := b.sleep(wctx)
+			wcancel()
+			if !slept {
+				if ctx.Err() != nil {
+					yield(Entry{}, ctx.Err())
+				} else {
+					yield(Entry{}, c.timedOut("tail of "+stream, last))
+				}
 				return
-			case <-t.C:
 			}
-			wait = min(2*wait, time.Second)
 		}
 	}
 }

@@ -16,10 +16,18 @@ import (
 // answerer, which makes each stored entry durable and answers it, in
 // order. Many entries are thus in flight at once and share persists. The
 // receiver blocks in Recv, which only the end of the call interrupts, so
-// when the stream is deleted or the server stops the call's goroutine
-// marks the call stopped (the receiver then stores nothing more), lets
-// the answerer answer what was stored, and returns Unavailable or
-// NotFound; the receiver ends when its Recv fails with the call.
+// when the stream is deleted, the server stops or the answerer fails the
+// call's goroutine marks the call stopped (the receiver then stores
+// nothing more), lets the answerer answer what was stored (after a
+// failure: only what is durable already), and returns Unavailable,
+// NotFound or the answerer's error; the receiver ends when its Recv fails
+// with the call.
+//
+// The answerer fails when an entry is not acknowledged: for a replicated
+// stream, after Config.QuorumWait with too few copies reachable for its
+// policy (Unavailable, saying so). The call then ends with that status at
+// once, so a client waiting for an answer is never left waiting for the
+// end of a call that only the client would end.
 
 // appendAnswer is a request stored and not yet answered: resp once entry
 // top (its highest position) is durable.
@@ -36,6 +44,7 @@ type appendCall struct {
 
 	answers  chan appendAnswer // closed under mu by whoever sets stopped
 	acquired chan struct{}     // closed when st is set
+	failed   chan struct{}     // closed by the answerer when it fails
 
 	// mu is held by the receiver while it stores and queues one entry,
 	// and by the call's goroutine when it stops the receiver.
@@ -49,7 +58,7 @@ func (s *Server) AppendStream(call api.Streams_AppendStreamServer) error {
 		return statusOf(err)
 	}
 	defer s.leave()
-	c := &appendCall{s: s, call: call, answers: make(chan appendAnswer, 256), acquired: make(chan struct{})}
+	c := &appendCall{s: s, call: call, answers: make(chan appendAnswer, 256), acquired: make(chan struct{}), failed: make(chan struct{})}
 	answered := make(chan error, 1)
 	go func() { answered <- c.answer() }()
 	received := make(chan error, 1)
@@ -72,6 +81,10 @@ wait:
 			break wait
 		case <-streamDone:
 			err = fmt.Errorf("%w: %s deleted", ErrNoStream, c.st.name)
+			c.stop()
+			break wait
+		case <-c.failed:
+			// Its error is the call's (below).
 			c.stop()
 			break wait
 		}
@@ -160,7 +173,8 @@ func (c *appendCall) store(req *api.AppendRequest) error {
 }
 
 // answer makes each queued request durable and answers it, in order,
-// until answers is closed; after a failure it only drains. It takes every
+// until answers is closed; after a failure it closes failed and only
+// drains (the receiver may be sending under mu, which stop needs). It takes every
 // answer already queued at once, waits for the highest position among
 // them and sends them all: one wake-up and one wait for many requests.
 func (c *appendCall) answer() error {
@@ -187,7 +201,9 @@ func (c *appendCall) answer() error {
 				break more
 			}
 		}
-		err = c.answerAll(queue, top)
+		if err = c.answerAll(queue, top); err != nil {
+			close(c.failed)
+		}
 		if !open {
 			break
 		}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -472,6 +473,25 @@ func TestQuorumLost(t *testing.T) {
 	// The retry was not stored again: the leader holds "a" and one "b".
 	if st, err := c.Status(ctx, "q"); err != nil || st.Persisted != 2 {
 		t.Fatalf("after a retry: persisted %d, %v; want 2", st.GetPersisted(), err)
+	}
+
+	// AppendStream ends the call with the same Unavailable, saying why,
+	// while the client's side is still open (it once only drained, and
+	// the call waited for the client to close its side).
+	call, err := c.API().AppendStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if err := call.Send(&api.AppendRequest{Stream: "q", Data: []byte("c"), ProducerId: "p", Sequence: 2}); err != nil {
+		t.Fatal(err)
+	}
+	r2, err := call.Recv()
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "not on enough copies") {
+		t.Fatalf("AppendStream without a quorum: %v, %v; want Unavailable saying why", r2, err)
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("AppendStream without a quorum answered after %v (QuorumWait 300ms)", d)
 	}
 }
 

@@ -375,6 +375,14 @@ func (c *Cluster) waitReady(ctx context.Context, i int) error {
 			if last == nil && !cs.Registered {
 				last = fmt.Errorf("%s is not registered in the catalog yet (controller %q)", m.Name, cs.Controller)
 			}
+			// And caught up: it knows the controller and has applied
+			// what it knows committed. A restarted member that answered
+			// before that listed streams without the latest, or knew no
+			// controller, once its client reconnected at once (the
+			// client's backoff once kept the harness a second behind).
+			if last == nil && (cs.Controller == "" || cs.Applied < cs.Commit) {
+				last = fmt.Errorf("%s is not caught up with the catalog yet (controller %q, applied %d of %d)", m.Name, cs.Controller, cs.Applied, cs.Commit)
+			}
 			if last == nil {
 				return nil
 			}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"strconv"
 
+	"github.com/rpstream/rpstream/client"
 	"github.com/rpstream/rpstream/local"
 )
 
@@ -25,10 +26,23 @@ The position of each entry is printed, one per line, once the entry is
 durable: a printed position survives a crash or a power failure. Entries
 from standard input are made durable in batches (one sync for all the input
 at hand), so reading from a pipe is fast and typing lines interactively
-prints each position at once.`,
+prints each position at once.
+
+With --node, an entry not acknowledged within --timeout (default 15s) of
+being sent ends the command with exit code 1 and the reason the node gave
+(such as too few copies reachable for the stream's --acks policy: the
+node answers so after 5 s, and the entry is sent again, with the same
+producer sequence number, until the timeout); the positions printed
+before it are durable. A leader that moves or restarts meanwhile is
+followed: the addresses of --node are asked in turn.`,
 	flags: func(fs *flag.FlagSet) runFunc {
 		binary := fs.Bool("binary", false, "append all of standard input as one entry")
+		timeout := fs.Duration("timeout", client.DefaultTimeout, "with --node: fail when an entry is not acknowledged within `D`")
 		return func(ctx context.Context, c *invocation, args []string) error {
+			if *timeout <= 0 {
+				return usagef("--timeout must be above 0")
+			}
+			c.timeout = *timeout
 			if len(args) < 1 {
 				return usagef("append needs a stream name")
 			}

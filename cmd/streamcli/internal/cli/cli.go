@@ -16,6 +16,7 @@ import (
 	"maps"
 	"os"
 	"strings"
+	"time"
 )
 
 // Env is what a command may use of the world.
@@ -63,7 +64,10 @@ type invocation struct {
 	// node is the client address of a streamnode (--node): when set,
 	// commands go through it instead of the data directory (remote.go).
 	node string
-	out  *bufio.Writer
+	// timeout bounds each call in network mode (client.Options.Timeout;
+	// zero: client.DefaultTimeout).
+	timeout time.Duration
+	out     *bufio.Writer
 }
 
 // commands is the table of subcommands, in the order usage lists them.
@@ -261,11 +265,12 @@ commands:
 global flags (before or after the command):
   --data DIR  data directory holding the streams, one file DIR/NAME.stream each
               (default $RPSTREAM_DATA, else ./rpstream-data)
-  --node HOST:PORT
-              client address of a streamnode: create, append, tail, ls and
-              delete go through it instead of a data directory, status,
-              members and cluster ask it, and bench cluster measures it
-              ($RPSTREAM_NODE)
+  --node HOST:PORT[,HOST:PORT...]
+              client address of a streamnode, or of several nodes of one
+              cluster (asked in turn when one is unavailable): create,
+              append, tail, ls and delete go through it instead of a data
+              directory, status, members and cluster ask it, and bench
+              cluster and bench failover measure it ($RPSTREAM_NODE)
 
 Flags may stand before or after the arguments; "--" ends the flags.
 Run "streamcli COMMAND --help" for the flags of a command.
@@ -295,4 +300,4 @@ func commandUsage(w io.Writer, c *command) {
 	printFlags(w, fs)
 }
 
-const nodeUsage = "`HOST:PORT`, the client address of a streamnode to work through instead of a data directory ($RPSTREAM_NODE)"
+const nodeUsage = "`HOST:PORT,...`, the client address of a streamnode, or of several of one cluster (asked in turn), to work through instead of a data directory ($RPSTREAM_NODE)"

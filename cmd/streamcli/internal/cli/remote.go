@@ -17,13 +17,15 @@ import (
 	"github.com/rpstream/rpstream/local"
 )
 
-// Network mode: with --node HOST:PORT (or $RPSTREAM_NODE) create, append,
-// tail and ls go through the client package to a streamnode instead of
-// opening the files of a data directory.
+// Network mode: with --node HOST:PORT[,HOST:PORT...] (or $RPSTREAM_NODE)
+// create, append, tail and ls go through the client package to a
+// streamnode instead of opening the files of a data directory; the
+// addresses are the client's seeds, asked in turn when one is
+// unavailable.
 
-// dialNode connects to the node named by --node.
+// dialNode connects to the nodes named by --node.
 func (c *invocation) dialNode() (*client.Client, error) {
-	cl, err := client.Dial(c.node, client.Options{})
+	cl, err := client.Dial(c.node, client.Options{Timeout: c.timeout})
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", c.node, err)
 	}
@@ -42,6 +44,9 @@ func (c *invocation) explainRemote(name string, err error) error {
 	case codes.AlreadyExists:
 		return fmt.Errorf("stream %q already exists on node %s", name, c.node)
 	case codes.Unavailable:
+		if errors.Is(err, client.ErrTimeout) {
+			return fmt.Errorf("unavailable (node %s): %s", c.node, st.Message())
+		}
 		return fmt.Errorf("node %s is unavailable: %s", c.node, st.Message())
 	}
 	return fmt.Errorf("node %s: %s: %s", c.node, st.Code(), st.Message())
