@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -56,14 +57,13 @@ func findLeader(ctx context.Context, cl *proccluster.Cluster, stream, not string
 }
 
 // TestFailoverLeaderKilled: the leader of a stream with three replicas
-// (quorum) is SIGKILLed under load, again and again; it is not restarted
-// until another node leads the stream (the controller elected it when the
+// (quorum) is SIGKILLed under load, again and again; it is restarted only
+// once another node leads the stream (the controller elected it when the
 // old leader's lease expired, and it took the stream over). The clients
-// keep appending through a node that is never killed, following the
-// leader. At the end every acknowledged append is read back exactly once
-// at the position it was acknowledged with, each client's in its order,
-// and every copy holds the final leader's committed entries byte for
-// byte.
+// know every node (seeds) and follow the leader. At the end every
+// acknowledged append is read back exactly once at the position it was
+// acknowledged with, each client's in its order, and every copy holds
+// the final leader's committed entries byte for byte.
 func TestFailoverLeaderKilled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -74,10 +74,8 @@ func TestFailoverLeaderKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The clients go through node 2, which the test never kills; the
-	// stream is created on node 0, which leads it first.
-	const via = 2
-	const clients, each, window, kills = 3, 1200, 16, 2
+	seeds := strings.Join(cl.ClientAddrs(), ",")
+	const clients, each, window, kills = 3, 3000, 16, 3
 	var mu sync.Mutex
 	n := 0
 	marks := make(chan struct{}, kills)
@@ -100,17 +98,22 @@ func TestFailoverLeaderKilled(t *testing.T) {
 		for k := 0; k < kills; k++ {
 			select {
 			case <-marks:
-			case <-loaded:
-				faultErr <- nil
-				return
-			case <-ctx.Done():
+			default:
+				select {
+				case <-marks:
+				case <-loaded:
+					faultErr <- nil
+					return
+				case <-ctx.Done():
+					faultErr <- ctx.Err()
+					return
+				}
+			}
+			if ctx.Err() != nil {
 				faultErr <- ctx.Err()
 				return
 			}
 			i := indexOf(t, cl, leader)
-			if i == via {
-				continue // the clients' node leads: not killed (see above)
-			}
 			if err := cl.Kill(i); err != nil {
 				faultErr <- err
 				return
@@ -131,7 +134,7 @@ func TestFailoverLeaderKilled(t *testing.T) {
 		}
 		faultErr <- nil
 	}()
-	acked := load(t, ctx, mustNode(cl, via).ClientAddr, stream, 0, clients, each, window, progress)
+	acked := load(t, ctx, seeds, stream, 0, clients, each, window, progress)
 	close(loaded)
 	if err := <-faultErr; err != nil {
 		t.Fatal(err)

@@ -194,37 +194,43 @@ func checkTailMaybe(t *testing.T, ctx context.Context, addr, stream string, acke
 	next := uint64(0)
 	seen := map[uint64]bool{}
 	if st.Committed > 0 {
-		for e, err := range reader.Tail(ctx, stream, 0) {
+		// Reads in batches up to the committed index (a tail would wait
+		// past an epoch marker at the end, which reads skip).
+		for from := uint64(0); from < st.Committed; {
+			ents, nx, err := reader.Read(ctx, stream, from, 1000)
 			if err != nil {
-				t.Fatalf("tail at %d: %v", next, err)
+				t.Fatalf("read at %d: %v", from, err)
 			}
-			// Positions rise; a gap is an epoch marker a new leader
-			// appended (reads skip it).
-			if e.Position < next {
-				t.Fatalf("tail gave position %d after %d", e.Position, next-1)
+			if nx <= from {
+				t.Fatalf("read at %d made no progress (next %d, committed %d)", from, nx, st.Committed)
 			}
-			next = e.Position
-			data := string(e.Data)
-			if want, ok := acked[next]; ok {
-				if want != data {
-					t.Fatalf("position %d holds %q, %q was acknowledged there", next, data, want)
+			from = nx
+			for _, e := range ents {
+				// Positions rise; a gap is an epoch marker a new leader
+				// appended (reads skip it).
+				if e.Position < next {
+					t.Fatalf("read gave position %d after %d", e.Position, next-1)
 				}
-				seen[next] = true
-			} else if maybe[data] && !stored[data] {
-				stored[data] = true
-			} else if _, ok := byData[data]; !ok {
-				t.Fatalf("position %d holds %q, which was never acknowledged anywhere", next, data)
-			} else {
-				dups++
-			}
-			next++
-			if next >= st.Committed {
-				break
+				next = e.Position
+				data := string(e.Data)
+				if want, ok := acked[next]; ok {
+					if want != data {
+						t.Fatalf("position %d holds %q, %q was acknowledged there", next, data, want)
+					}
+					seen[next] = true
+				} else if maybe[data] && !stored[data] {
+					stored[data] = true
+				} else if _, ok := byData[data]; !ok {
+					t.Fatalf("position %d holds %q, which was never acknowledged anywhere", next, data)
+				} else {
+					dups++
+				}
+				next++
 			}
 		}
 	}
 	if len(seen) != len(acked) {
-		t.Fatalf("tail saw %d of %d acknowledged entries", len(seen), len(acked))
+		t.Fatalf("read saw %d of %d acknowledged entries", len(seen), len(acked))
 	}
 	// Each client's acknowledged entries in its order.
 	positions := make([]uint64, 0, len(acked))
@@ -255,6 +261,26 @@ func checkTailMaybe(t *testing.T, ctx context.Context, addr, stream string, acke
 // number of copies compared.
 func compareCopies(t *testing.T, cl *proccluster.Cluster, leader int, stream string, acked int) int {
 	t.Helper()
+	// A copy whose node came back late may still be catching up: wait
+	// (bounded) until the leader reports every copy holding its end.
+	c, err := client.Dial(mustNode(cl, leader).ClientAddr, client.Options{})
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		waitFor(ctx, 15*time.Second, func() bool {
+			st, err := c.Status(ctx, stream)
+			if err != nil {
+				return false
+			}
+			for _, r := range st.ReplicaStatus {
+				if r.Persisted < st.Committed {
+					return false
+				}
+			}
+			return true
+		})
+		cancel()
+		c.Close()
+	}
 	for i := range cl.Len() {
 		if err := cl.Stop(i); err != nil {
 			t.Error(err)
