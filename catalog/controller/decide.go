@@ -27,7 +27,7 @@ import (
 
 // leaseTable is the controller's record of node heartbeats. It lives in
 // the leader's memory only: a new controller gives every registered node
-// a full LeaseTTL from its election before counting it dead.
+// half a LeaseTTL from its election before counting it dead.
 type leaseTable struct {
 	mu    sync.Mutex
 	since time.Time // when this member last became the controller
@@ -63,8 +63,12 @@ func (t *leaseTable) live(name string, inc uint64, now time.Time, ttl time.Durat
 		return now.Sub(l.at) < ttl, now.Sub(l.at)
 	}
 	// Not heard of since this member became the controller: live during
-	// the grace period.
-	return now.Sub(t.since) < ttl, now.Sub(t.since)
+	// the grace period, half a TTL (two heartbeat periods: a live node
+	// learns of the new controller from Raft within ticks and
+	// heartbeats it within TTL/4). Shorter than a TTL so that a leader
+	// that died with the old controller is replaced soon; too short a
+	// grace only elects early, which the epochs make safe.
+	return now.Sub(t.since) < ttl/2, now.Sub(t.since)
 }
 
 // Handle decides req if this node is the controller, or passes it on to

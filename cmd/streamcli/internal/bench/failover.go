@@ -51,6 +51,10 @@ type Failover struct {
 	// before the killed leader is started again (0: at once).
 	Interval     time.Duration
 	RestartDelay time.Duration
+	// LeaseTTL, if set, is the started cluster's node lease at the
+	// controller (streamnode --lease-ttl): how soon a silent leader is
+	// replaced. 0: the loopback preset's (500 ms).
+	LeaseTTL time.Duration
 	// Wait bounds the wait for the first acknowledgement after a kill
 	// and for a restarted node to answer; 0 means 60 s. The producers'
 	// client.Options.Timeout is Wait too.
@@ -133,7 +137,7 @@ func (f Failover) Validate() error {
 		return fmt.Errorf("replicas (%d) must not exceed the nodes started (%d; see --nodes)", f.Replicas, f.nodes())
 	case f.InFlight < 0 || f.InFlight > client.MaxInFlight:
 		return fmt.Errorf("inflight must be from 1 to %d, not %d", client.MaxInFlight, f.InFlight)
-	case f.Interval < 0 || f.RestartDelay < 0 || f.Wait < 0:
+	case f.Interval < 0 || f.RestartDelay < 0 || f.Wait < 0 || f.LeaseTTL < 0:
 		return errors.New("interval, restart delay and wait must not be negative")
 	}
 	return nil
@@ -520,7 +524,11 @@ func (f Failover) startCluster(ctx context.Context) (*proccluster.Cluster, func(
 		return nil, nil, err
 	}
 	f.say("bench failover: starting %d streamnode process(es) (%s) in %s", f.nodes(), bin, dir)
-	c, err := proccluster.Start(ctx, proccluster.Config{Binary: bin, Dir: dir, Nodes: f.nodes(), StartTimeout: f.Wait})
+	var args []string
+	if f.LeaseTTL > 0 {
+		args = append(args, "--lease-ttl", f.LeaseTTL.String())
+	}
+	c, err := proccluster.Start(ctx, proccluster.Config{Binary: bin, Dir: dir, Nodes: f.nodes(), StartTimeout: f.Wait, Args: args})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, nil, err

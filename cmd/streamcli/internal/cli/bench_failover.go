@@ -13,7 +13,7 @@ import (
 var benchFailoverCmd = &command{
 	graceful: true,
 	name:     "bench failover",
-	args:     "--kills N --producers P --size S --acks leader|quorum|all --replicas R [--node HOST:PORT,... | --nodes K] [--inflight N] [--interval D] [--restart-delay D] [--wait D] [--streamnode PATH] [--dir DIR] [--json]",
+	args:     "--kills N --producers P --size S --acks leader|quorum|all --replicas R [--node HOST:PORT,... | --nodes K] [--inflight N] [--interval D] [--restart-delay D] [--lease-ttl D] [--wait D] [--streamnode PATH] [--dir DIR] [--json]",
 	summary:  "Kill a stream's leader (SIGKILL) N times under load and time each kill to the first acknowledged append.",
 	detail: `
 Without --node it starts its own cluster of K streamnode processes on
@@ -59,6 +59,7 @@ failed (neither acknowledged nor lost).`,
 		fs.IntVar(&cfg.InFlight, "inflight", 1, "`N` appends each producer keeps in flight")
 		fs.DurationVar(&cfg.Interval, "interval", 0, "`D` of load before the first kill and after each recovery (default 2s)")
 		fs.DurationVar(&cfg.RestartDelay, "restart-delay", 0, "wait `D` after a kill before starting the killed node again (default: at once)")
+		fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", 0, "node lease `D` of the cluster it starts (streamnode --lease-ttl; default: the loopback preset's 500ms)")
 		fs.DurationVar(&cfg.Wait, "wait", 0, "give up when no append is acknowledged within `D` of a kill; the producers' client timeout (default 60s)")
 		fs.StringVar(&cfg.Streamnode, "streamnode", "", "streamnode binary `PATH` for the cluster it starts")
 		fs.StringVar(&cfg.Dir, "dir", "", "`DIR` for the started cluster's data (default /dev/shm if it exists, else the system temporary directory)")
