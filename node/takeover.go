@@ -457,7 +457,6 @@ func (s *Server) recordEpochStart(rec *pb.Stream, epoch uint64, l interface {
 	}
 }
 
-
 // takeOver opens stream name, which the catalog says this node leads, so
 // that it serves without waiting for a client's call.
 func (s *Server) takeOver(name string) {
