@@ -28,9 +28,9 @@ import (
 // with (each payload names its producer and sequence number): missing
 // ones are lost, payloads stored more than once duplicates.
 //
-// Until leaders fail over, the stream waits for its restarted leader, so
-// the time measured is the leader's restart; once they do, it is the
-// failover's.
+// The time measured is the failover's (another copy's holder elected
+// when the killed leader's lease expired) or the restart's (the killed
+// node back and reopening the stream before that), whichever came first.
 type Failover struct {
 	Producers int
 	Size      int

@@ -40,9 +40,12 @@ once is a duplicate. It prints the kill-to-acknowledgement p50, p99 and
 max, each kill, and the counts, and exits 1 if anything acknowledged was
 lost or stored twice; --json prints one object.
 
-Until leaders fail over, a stream waits for its killed leader to restart,
-so the time measured is the leader's restart; once they do, the
-failover's. --wait (default 60s) bounds the wait for the first
+A killed leader is replaced once its lease at the controller expires
+(--lease-ttl of the cluster it starts; the loopback preset's is 500ms),
+unless it is back first: restarted at once, a node is often back and
+heartbeating before that, and then reopens its streams itself; the time
+measured is whichever came first (the "leader then" column tells).
+--restart-delay longer than the lease measures the failover alone. --wait (default 60s) bounds the wait for the first
 acknowledgement after a kill and for a restarted node, and is the
 producers' client timeout: an append not acknowledged within it counts as
 failed (neither acknowledged nor lost).`,
