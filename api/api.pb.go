@@ -1600,7 +1600,14 @@ type ClusterStatusResponse struct {
 	// Every node of the catalog, by name.
 	Nodes []*CatalogNode `protobuf:"bytes,10,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	// Live streams in the catalog.
-	Streams       uint32 `protobuf:"varint,11,opt,name=streams,proto3" json:"streams,omitempty"`
+	Streams uint32 `protobuf:"varint,11,opt,name=streams,proto3" json:"streams,omitempty"`
+	// The answering node's scrubber since it started: copies read through,
+	// entry bytes read, damaged entries found, copies cut back for their
+	// leader to rewrite.
+	ScrubPasses   uint64 `protobuf:"varint,12,opt,name=scrub_passes,json=scrubPasses,proto3" json:"scrub_passes,omitempty"`
+	ScrubBytes    uint64 `protobuf:"varint,13,opt,name=scrub_bytes,json=scrubBytes,proto3" json:"scrub_bytes,omitempty"`
+	ScrubDamaged  uint64 `protobuf:"varint,14,opt,name=scrub_damaged,json=scrubDamaged,proto3" json:"scrub_damaged,omitempty"`
+	ScrubRepaired uint64 `protobuf:"varint,15,opt,name=scrub_repaired,json=scrubRepaired,proto3" json:"scrub_repaired,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1708,6 +1715,34 @@ func (x *ClusterStatusResponse) GetNodes() []*CatalogNode {
 func (x *ClusterStatusResponse) GetStreams() uint32 {
 	if x != nil {
 		return x.Streams
+	}
+	return 0
+}
+
+func (x *ClusterStatusResponse) GetScrubPasses() uint64 {
+	if x != nil {
+		return x.ScrubPasses
+	}
+	return 0
+}
+
+func (x *ClusterStatusResponse) GetScrubBytes() uint64 {
+	if x != nil {
+		return x.ScrubBytes
+	}
+	return 0
+}
+
+func (x *ClusterStatusResponse) GetScrubDamaged() uint64 {
+	if x != nil {
+		return x.ScrubDamaged
+	}
+	return 0
+}
+
+func (x *ClusterStatusResponse) GetScrubRepaired() uint64 {
+	if x != nil {
+		return x.ScrubRepaired
 	}
 	return 0
 }
@@ -1997,7 +2032,7 @@ const file_api_api_proto_rawDesc = "" +
 	"\vleader_addr\x18\x02 \x01(\tR\n" +
 	"leaderAddr\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"\x16\n" +
-	"\x14ClusterStatusRequest\"\xd4\x02\n" +
+	"\x14ClusterStatusRequest\"\xe4\x03\n" +
 	"\x15ClusterStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1e\n" +
 	"\n" +
@@ -2015,7 +2050,12 @@ const file_api_api_proto_rawDesc = "" +
 	"\tfollowers\x18\t \x03(\tR\tfollowers\x122\n" +
 	"\x05nodes\x18\n" +
 	" \x03(\v2\x1c.rpstream.api.v1.CatalogNodeR\x05nodes\x12\x18\n" +
-	"\astreams\x18\v \x01(\rR\astreams\"\xf5\x01\n" +
+	"\astreams\x18\v \x01(\rR\astreams\x12!\n" +
+	"\fscrub_passes\x18\f \x01(\x04R\vscrubPasses\x12\x1f\n" +
+	"\vscrub_bytes\x18\r \x01(\x04R\n" +
+	"scrubBytes\x12#\n" +
+	"\rscrub_damaged\x18\x0e \x01(\x04R\fscrubDamaged\x12%\n" +
+	"\x0escrub_repaired\x18\x0f \x01(\x04R\rscrubRepaired\"\xf5\x01\n" +
 	"\vCatalogNode\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\tR\vincarnation\x12)\n" +

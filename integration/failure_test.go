@@ -42,6 +42,13 @@ func TestMain(m *testing.M) {
 // panic.
 func startFailureCluster(t *testing.T, ctx context.Context, nodes int, backup bool) *proccluster.Cluster {
 	t.Helper()
+	return startFailureClusterArgs(t, ctx, nodes, backup)
+}
+
+// startFailureClusterArgs is startFailureCluster with more streamnode
+// flags.
+func startFailureClusterArgs(t *testing.T, ctx context.Context, nodes int, backup bool, args ...string) *proccluster.Cluster {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs streamnode processes")
 	}
@@ -50,7 +57,7 @@ func startFailureCluster(t *testing.T, ctx context.Context, nodes int, backup bo
 		t.Fatal(err)
 	}
 	cl, err := proccluster.Start(ctx, proccluster.Config{Binary: bin, Dir: t.TempDir(), Nodes: nodes, Backup: backup,
-		Args: []string{"--region-size", "262144"}, StopTimeout: 10 * time.Second})
+		Args: append([]string{"--region-size", "262144"}, args...), StopTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

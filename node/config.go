@@ -66,6 +66,13 @@ type Config struct {
 	// Backup makes this node a backup target: it holds copies of streams
 	// other members lead, and leads none.
 	Backup bool
+	// ScrubEvery is how often the node reads every copy it holds for
+	// other leaders through, checking each committed entry's checksum
+	// (scrub.go); a damaged copy is cut back before the damage and
+	// rewritten by its leader. Zero means 1 minute; negative disables it.
+	// ScrubRate bounds the bytes read per second (zero: 64 MiB/s).
+	ScrubEvery time.Duration
+	ScrubRate  int
 	// Catalog, if set, is this node's member of the catalog's Raft group
 	// (catalog/controller): it decides which streams exist, who leads
 	// each under which epoch and where their copies are, and the node
@@ -135,6 +142,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxProducers == 0 {
 		c.MaxProducers = 4096
+	}
+	if c.ScrubEvery == 0 {
+		c.ScrubEvery = time.Minute
+	}
+	if c.ScrubRate <= 0 {
+		c.ScrubRate = 64 << 20
 	}
 	if c.QuorumWait == 0 {
 		c.QuorumWait = 5 * time.Second

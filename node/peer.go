@@ -45,6 +45,12 @@ func (s *Server) startHub() error {
 // must name req.Leader as the stream's leader (by id) and this node as a
 // holder; a copy of an older stream of the name held here is replaced.
 func (s *Server) openCopy(req *remotepb.OpenRequest) (remote.RegionStore, error) {
+	s.mu.Lock()
+	busy := s.repairing[req.Stream]
+	s.mu.Unlock()
+	if busy {
+		return nil, fmt.Errorf("node: the copy of %s is being repaired here; try again", req.Stream)
+	}
 	if req.Leader == "" || req.Leader == s.cfg.Name {
 		return nil, fmt.Errorf("%w: writer %q cannot keep a copy of its own stream here", remote.ErrMismatch, req.Leader)
 	}

@@ -47,8 +47,12 @@ type Server struct {
 	// unused holds, per stream, an epoch a takeover recorded but wrote
 	// nothing under (it could not complete): the next attempt of this
 	// process reuses it instead of taking yet another.
-	unused  map[string]uint64
-	closing bool
+	unused map[string]uint64
+	// repairing names the copies the scrubber is cutting back: their
+	// leader's connections are refused meanwhile.
+	repairing map[string]bool
+	scrub     scrubCounters
+	closing   bool
 	// stopCtx is cancelled when Shutdown begins, with cause ErrClosing;
 	// every stream's context derives from it.
 	stopCtx  context.Context
@@ -105,7 +109,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, store: st, replicas: reps, log: cfg.Logger, streams: make(map[string]*stream), opening: map[string]chan struct{}{}, unused: map[string]uint64{}}
+	s := &Server{cfg: cfg, store: st, replicas: reps, log: cfg.Logger, streams: make(map[string]*stream), opening: map[string]chan struct{}{}, unused: map[string]uint64{}, repairing: map[string]bool{}}
 	s.stopCtx, s.stopFunc = context.WithCancelCause(context.Background())
 	if cfg.Cluster != nil {
 		s.membership.Store(&cfg.Cluster)
@@ -123,6 +127,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Catalog != nil {
 		s.calls.Add(1)
 		go s.reconcileLoop()
+	}
+	if s.cfg.ScrubEvery > 0 {
+		s.calls.Add(1)
+		go s.scrubLoop()
 	}
 	return s, nil
 }

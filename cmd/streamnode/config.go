@@ -63,6 +63,10 @@ type Config struct {
 	// sends the controller no heartbeat for this long (it sends one every
 	// quarter of it) is replaced. 0: the preset's.
 	LeaseTTL Duration `json:"lease_ttl"`
+	// ScrubEvery is how often the copies this node holds are read through
+	// and their entries' checksums checked (a damaged copy is cut back
+	// and rewritten by its leader); negative disables it. 0: 1m.
+	ScrubEvery Duration `json:"scrub_every"`
 	// RegionSize is the region size of streams created without one.
 	RegionSize int `json:"region_size"`
 	// DrainTimeout bounds how long SIGTERM waits for calls in flight
@@ -251,6 +255,11 @@ var settings = []setting{
 		return nil
 	}},
 	{"catalog-timing", "catalog timing preset: default (leases of 3s) or loopback (500ms)", str(func(c *Config) *string { return &c.CatalogTiming })},
+	{"scrub-every", "how often the copies held here are read through and checked (negative: never; 0: 1m)", func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		c.ScrubEvery = Duration(d)
+		return err
+	}},
 	{"lease-ttl", "node lease at the controller: a leader silent this long is replaced (0: the timing preset's)", func(c *Config, v string) error {
 		d, err := time.ParseDuration(v)
 		c.LeaseTTL = Duration(d)

@@ -148,6 +148,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	ncfg.RDMA = rdma.DefaultConfig()
 	ncfg.RDMA.Secret = secret
 	ncfg.Backup = cfg.Role == "backup"
+	ncfg.ScrubEvery = time.Duration(cfg.ScrubEvery)
 	ncfg.Catalog = ctl
 	ncfg.Control = transport.Service()
 	mv, err := newMover(cfg.Mover)

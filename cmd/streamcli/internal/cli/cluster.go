@@ -106,6 +106,15 @@ type clusterJSON struct {
 	Followers  []string          `json:"followers"`
 	Streams    uint32            `json:"streams"`
 	Nodes      []clusterNodeJSON `json:"nodes"`
+	Scrub      scrubJSON         `json:"scrub"`
+}
+
+// scrubJSON is the answering node's scrubber counts.
+type scrubJSON struct {
+	Passes   uint64 `json:"passes"`
+	Bytes    uint64 `json:"bytes"`
+	Damaged  uint64 `json:"damaged"`
+	Repaired uint64 `json:"repaired"`
 }
 
 type clusterNodeJSON struct {
@@ -141,6 +150,7 @@ func (c *invocation) cluster(ctx context.Context, asJSON bool) error {
 			Node: st.Node, Registered: st.Registered, Controller: st.Controller, Term: st.Term, Commit: st.Commit, Applied: st.Applied,
 			RaftState: st.RaftState, Voters: append([]string{}, st.Voters...), Followers: append([]string{}, st.Followers...),
 			Streams: st.Streams, Nodes: []clusterNodeJSON{},
+			Scrub: scrubJSON{Passes: st.ScrubPasses, Bytes: st.ScrubBytes, Damaged: st.ScrubDamaged, Repaired: st.ScrubRepaired},
 		}
 		for _, n := range st.Nodes {
 			j.Nodes = append(j.Nodes, clusterNodeJSON{Name: n.Name, Incarnation: n.Incarnation, Role: roleName(n.Role),
@@ -175,6 +185,7 @@ func (c *invocation) printCluster(st *api.ClusterStatusResponse) error {
 	fmt.Fprintf(tw, "voters\t%s\n", list(st.Voters))
 	fmt.Fprintf(tw, "followers\t%s\n", list(st.Followers))
 	fmt.Fprintf(tw, "streams\t%d\n", st.Streams)
+	fmt.Fprintf(tw, "scrub\t%d copies read through (%d bytes), %d damaged entries found, %d copies repaired\n", st.ScrubPasses, st.ScrubBytes, st.ScrubDamaged, st.ScrubRepaired)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
