@@ -485,8 +485,15 @@ func TestFailureDeletedWhileDown(t *testing.T) {
 			}
 			// The same name again: replicas 3 places the two others,
 			// n2 among them.
+			// The tombstone holds the name until n2's drop is recorded,
+			// just after its file went.
 			c := dial(t, cl.ClientAddrs()[tc.newLeader], client.Options{})
-			st, err := c.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_ALL})
+			var st *api.StreamStatusResponse
+			var err error
+			waitFor(ctx, 10*time.Second, func() bool {
+				st, err = c.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_ALL})
+				return status.Code(err) != codes.AlreadyExists || !strings.Contains(err.Error(), "deleting")
+			})
 			if err != nil {
 				t.Fatal(err)
 			}
