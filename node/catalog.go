@@ -238,6 +238,12 @@ func (s *Server) routeCatalog(stream string, err error) error {
 	if !ok || !catalog.Live(rec.State) {
 		return statusOf(fmt.Errorf("%w: %s", ErrNoStream, stream))
 	}
+	if rec.Leader == s.cfg.Name {
+		// The current view names this node (an election it had not seen
+		// yet): it takes the stream over now; the client asks again.
+		go s.takeOver(stream)
+		return status.Error(codes.Unavailable, fmt.Sprintf("stream %s: this node (%s) was just elected its leader (epoch %d) and is taking it over; try again", stream, s.cfg.Name, rec.Epoch))
+	}
 	addr, live := s.memberAddr(rec.Leader)
 	hint := &api.StreamStatusResponse{Leader: rec.Leader, LeaderAddr: addr, Epoch: rec.Epoch}
 	if !live {

@@ -170,6 +170,19 @@ wait_alive 4
 sleep 1
 show --node "$n2" status orders
 
+say "Kill the leader (SIGKILL): once its lease at the controller runs out (3 s) a copy's holder takes the stream over; the client follows"
+echo "$ kill -9 <PID of n2>"
+kill -9 "${nodepids[1]}"
+wait "${nodepids[1]}" 2>/dev/null || true
+show --node "$n2,$n1,$n3" append orders "order 6"
+show --node "$n1" status orders
+
+say "Restart n2: it finds another leader named and holds a copy again"
+start_node 2
+wait_alive 4
+show --node "$n1,$n3" append orders "order 7"
+show --node "$n3" tail orders
+
 say "Stop the cluster (SIGTERM: each node drains and leaves)"
 for p in "${nodepids[@]}"; do
 	kill "$p" 2>/dev/null || true
