@@ -33,11 +33,64 @@ func TestKillReplica(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	killReplica(ctx, t, killReplicaConfig{binary: bin, provider: "tcp", each: 2000})
+}
+
+// softroceEnv lists the IP addresses of a SoftRoCE device's interface
+// (comma or space separated); streamnodeEnv is a streamnode built with
+// -tags verbs. make test-softroce sets both inside the VM.
+const (
+	softroceEnv   = "RPSTREAM_TEST_SOFTROCE_HOSTS"
+	streamnodeEnv = "RPSTREAM_STREAMNODE"
+)
+
+// TestKillReplicaSoftRoCE is TestKillReplica with every member on its own
+// address of a SoftRoCE device and --rdma verbs: the leader writes and
+// flushes into its copies with real RDMA WRITEs and READs (rxe). Under
+// QEMU's TCG the appends are fewer and the bound longer.
+func TestKillReplicaSoftRoCE(t *testing.T) {
+	hosts := strings.FieldsFunc(os.Getenv(softroceEnv), func(r rune) bool { return r == ',' || r == ' ' })
+	if len(hosts) == 0 {
+		t.Skip(softroceEnv + " is not set: make test-softroce runs this inside a VM with SoftRoCE")
+	}
+	bin := os.Getenv(streamnodeEnv)
+	if bin == "" {
+		t.Fatal(softroceEnv + " is set but " + streamnodeEnv + " (a streamnode built with -tags verbs) is not")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	killReplica(ctx, t, killReplicaConfig{binary: bin, provider: "verbs", hosts: hosts, each: 300})
+}
+
+type killReplicaConfig struct {
+	binary   string
+	provider string   // --rdma
+	hosts    []string // proccluster.Config.Hosts
+	each     int      // appends per client
+}
+
+func killReplica(ctx context.Context, t *testing.T, kc killReplicaConfig) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	dir := t.TempDir()
-	cl, err := proccluster.Start(ctx, proccluster.Config{Binary: bin, Dir: dir, Nodes: 3, Backup: true,
-		Args: []string{"--region-size", "262144"}})
+	cl, err := proccluster.Start(ctx, proccluster.Config{Binary: kc.binary, Dir: dir, Nodes: 3, Backup: true,
+		Hosts: kc.hosts, StartTimeout: time.Until(deadlineOf(ctx)),
+		Args: []string{"--region-size", "262144", "--rdma", kc.provider}})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Each member says which provider it runs (a verbs member that
+	// cannot open the device exits, but check what it says it uses).
+	for i := range cl.Len() {
+		n, _ := cl.Node(i)
+		b, err := os.ReadFile(n.Log)
+		said := false
+		for _, l := range strings.Split(string(b), "\n") {
+			said = said || strings.Contains(l, `"msg":"rdma provider"`) && strings.Contains(l, `"provider":"`+kc.provider+`"`)
+		}
+		if !said {
+			t.Fatalf("%s's log does not say it uses rdma provider %s: %v\n%s", n.Name, kc.provider, err, proccluster.LogTail(n.Log, 20))
+		}
 	}
 	t.Cleanup(func() { cl.Close() }) // kills every member by PID
 	const backup = 3
@@ -80,7 +133,8 @@ func TestKillReplica(t *testing.T) {
 
 	// Appenders: unique payloads "cC-NNNNNN", each client's numbered in
 	// the order it appends them.
-	const clients, each, window = 4, 2000, 16
+	const clients, window = 4, 16
+	each := kc.each
 	var mu sync.Mutex
 	acked := map[uint64]string{}
 	progress := make(chan int, clients*each)
@@ -259,6 +313,14 @@ func TestKillReplica(t *testing.T) {
 		t.Fatalf("the leader's file has %d committed entries, %d were acknowledged", committed, len(acked))
 	}
 	t.Logf("%d replica file(s) hold the leader's %d committed entries", len(replicas), committed)
+}
+
+// deadlineOf is ctx's deadline, or a minute from now.
+func deadlineOf(ctx context.Context) time.Time {
+	if d, ok := ctx.Deadline(); ok {
+		return d
+	}
+	return time.Now().Add(time.Minute)
 }
 
 func mustNode(cl *proccluster.Cluster, i int) proccluster.Node {
