@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,6 +63,11 @@ func TestKillReplicaSoftRoCE(t *testing.T) {
 	killReplica(ctx, t, killReplicaConfig{binary: bin, provider: "verbs", hosts: hosts, each: 300})
 }
 
+// logDirEnv names a directory that keeps the members' logs of a failed
+// run (t.TempDir is removed): make test-softroce sets it to a directory
+// the host sees.
+const logDirEnv = "RPSTREAM_TEST_LOG_DIR"
+
 type killReplicaConfig struct {
 	binary   string
 	provider string   // --rdma
@@ -96,9 +102,18 @@ func killReplica(ctx context.Context, t *testing.T, kc killReplicaConfig) {
 	const backup = 3
 	defer func() {
 		if t.Failed() {
+			keep := os.Getenv(logDirEnv)
 			for i := range cl.Len() {
 				n, _ := cl.Node(i)
 				t.Logf("log of %s:\n%s", n.Name, proccluster.LogTail(n.Log, 30))
+				if keep != "" {
+					if b, err := os.ReadFile(n.Log); err == nil {
+						os.WriteFile(filepath.Join(keep, t.Name()+"-"+n.Name+".log"), b, 0o644)
+					}
+				}
+			}
+			if keep != "" {
+				t.Logf("the members' whole logs are in %s", keep)
 			}
 		}
 	}()

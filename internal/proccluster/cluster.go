@@ -260,7 +260,8 @@ func (c *Cluster) Kill(i int) error {
 }
 
 // Stop sends SIGTERM to member i's process and waits for it to exit, at
-// most Config.StopTimeout; then it kills it and returns an error. An exit
+// most Config.StopTimeout; then it sends SIGQUIT (a goroutine dump into
+// the log), kills it if it still runs 5 s later, and returns an error. An exit
 // code other than 0 is an error too (streamnode exits 0 after draining).
 func (c *Cluster) Stop(i int) error {
 	m, err := c.running(i)
@@ -273,9 +274,16 @@ func (c *Cluster) Stop(i int) error {
 	select {
 	case <-m.exited:
 	case <-t.C:
-		m.cmd.Process.Signal(syscall.SIGKILL)
-		<-m.exited
-		return fmt.Errorf("proccluster: %s did not exit within %v of SIGTERM; killed (log %s)", m.Name, c.cfg.StopTimeout, m.Log)
+		// SIGQUIT first: the Go runtime writes every goroutine's stack to
+		// the log and exits, which shows what the stop waited for.
+		m.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-m.exited:
+		case <-time.After(5 * time.Second):
+			m.cmd.Process.Signal(syscall.SIGKILL)
+			<-m.exited
+		}
+		return fmt.Errorf("proccluster: %s did not exit within %v of SIGTERM; its goroutines are dumped in its log %s", m.Name, c.cfg.StopTimeout, m.Log)
 	}
 	if code := m.cmd.ProcessState.ExitCode(); code != 0 {
 		return fmt.Errorf("proccluster: %s exited %d after SIGTERM (log %s)", m.Name, code, m.Log)
