@@ -157,7 +157,7 @@ qemu_pid=$!
 
 # The console is the guest's serial port: the command's output goes there
 # as well as to $run/output; print it as it comes.
-tail -n +1 -f --pid="$qemu_pid" "$run/console" 2>/dev/null | tr -d '\r' | sed -u -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' &
+tail -n +1 -f --pid="$qemu_pid" "$run/console" 2>/dev/null | sed -u -e 's/\r$//' -e 's/\x1bc//g' -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' &
 tail_pid=$!
 timed_out=0
 while kill -0 "$qemu_pid" 2>/dev/null; do
