@@ -344,11 +344,22 @@ func (m *File) Close() error {
 }
 
 // fallocate reserves blocks for [off, off+n), growing the file if needed.
+// maxFallocateRetries bounds the retries of a fallocate interrupted by
+// signals.
+const maxFallocateRetries = 10000
+
 func fallocate(f *os.File, off, n int) error {
 	if n == 0 {
 		return nil
 	}
 	err := unix.Fallocate(int(f.Fd()), 0, int64(off), int64(n))
+	// A signal (the Go runtime's preemption, SIGURG) interrupts a long
+	// fallocate with EINTR: on DAX, where it zeroes the blocks, under
+	// QEMU's TCG a 4 MiB region failed so. What was allocated stays, so a
+	// retry goes on from there; the bound only keeps a pathology finite.
+	for i := 0; errors.Is(err, unix.EINTR) && i < maxFallocateRetries; i++ {
+		err = unix.Fallocate(int(f.Fd()), 0, int64(off), int64(n))
+	}
 	if errors.Is(err, unix.EOPNOTSUPP) {
 		// A file system without fallocate: grow with ftruncate. Stores
 		// into a full such file system may fault; there is nothing
