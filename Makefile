@@ -7,7 +7,7 @@ GO      ?= go
 PKGS    := ./...
 BIN     := bin
 
-.PHONY: all deps build demo test lint unit build-variants bench fuzz clean proto test-vm test-softroce test-pmem test-softroce-host images images-rdma compose-up compose-down
+.PHONY: all deps build demo test lint unit build-variants bench fuzz clean proto test-vm test-softroce test-pmem test-pmem-eadr test-softroce-host images images-rdma compose-up compose-down
 
 all: build
 
@@ -96,6 +96,11 @@ test-softroce: deps
 
 test-pmem: deps
 	@scripts/vm-tests.sh pmem
+
+# The eADR detection on a QEMU NVDIMM whose persistence domain is the CPU
+# cache (not part of make test).
+test-pmem-eadr: deps
+	@scripts/vm-tests.sh eadr
 
 # The conformance suite over verbs on this machine's own kernel (root, a
 # kernel with rdma_rxe or a real RDMA NIC).

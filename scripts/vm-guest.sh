@@ -31,14 +31,23 @@ vm_setup_softroce() {
 # fsdax on the memmap= region, ext4 with 4 KiB blocks (1 KiB blocks refuse
 # DAX), mounted -o dax at /mnt/dax.
 vm_setup_dax() {
-	modprobe -a ext4 nd_e820 nd_pmem || vm_setup_fail "modprobe nd_pmem"
+	if [ "$VM_EADR" = 1 ]; then
+		modprobe -a ext4 nfit nd_pmem || vm_setup_fail "modprobe nfit nd_pmem"
+	else
+		modprobe -a ext4 nd_e820 nd_pmem || vm_setup_fail "modprobe nd_e820 nd_pmem"
+	fi
+	# Give udev-less device nodes a moment to appear (bounded).
+	for _ in 1 2 3 4 5 6 7 8 9 10; do
+		ndctl list -N 2>/dev/null | grep -q namespace0.0 && break
+		sleep 0.5
+	done
 	ndctl create-namespace -f -e namespace0.0 -m fsdax >/dev/null || vm_setup_fail "ndctl create-namespace"
 	mkfs.ext4 -q -F -b 4096 /dev/pmem0 || vm_setup_fail "mkfs.ext4 /dev/pmem0"
 	mkdir -p /mnt/dax
 	mount -o dax /dev/pmem0 /mnt/dax || vm_setup_fail "mount -o dax"
 	grep -q '/mnt/dax .*dax' /proc/mounts || vm_setup_fail "/mnt/dax is not mounted with dax: $(grep /mnt/dax /proc/mounts)"
 	chmod 1777 /mnt/dax
-	echo "vm-guest: /dev/pmem0 ($(($(cat /sys/block/pmem0/size) / 2048)) MiB) ext4 -o dax on /mnt/dax"
+	echo "vm-guest: /dev/pmem0 ($(($(cat /sys/block/pmem0/size) / 2048)) MiB) ext4 -o dax on /mnt/dax; persistence domain: $(cat /sys/bus/nd/devices/region*/persistence_domain 2>/dev/null | tr '\n' ' ')"
 }
 
 vm_guest_run() {

@@ -18,11 +18,19 @@ die() {
 for m in $(cat /modules/order); do
 	insmod "/modules/$m.ko" || die "insmod $m failed"
 done
-run=""
+run="" limit=""
 for a in $(cat /proc/cmdline); do
-	case "$a" in rpstream.run=*) run="${a#rpstream.run=}" ;; esac
+	case "$a" in
+	rpstream.run=*) run="${a#rpstream.run=}" ;;
+	rpstream.timeout=*) limit="${a#rpstream.timeout=}" ;;
+	esac
 done
 [ -n "$run" ] || die "no rpstream.run= on the kernel command line"
+# A watchdog of the guest's own: the VM ends even if the host's
+# scripts/vm.sh died without killing QEMU.
+if [ -n "$limit" ]; then
+	(sleep "$limit"; echo "vm-init: ${limit}s passed: powering off" >/dev/console; poweroff -f) &
+fi
 share="${run%/*}"
 o=trans=virtio,version=9p2000.L,msize=524288
 mount -t 9p -o "$o,ro" hostroot /newroot || die "mounting the host's / failed"

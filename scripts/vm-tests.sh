@@ -20,6 +20,10 @@
 #             a simulated persistence domain, not the file, and
 #             TestAsyncEngines (every data mover engine; 1 minute under
 #             TCG). PMEM_ALL=1 runs them here too (about 5 more minutes).
+#   eadr      (not in make test; make test-pmem-eadr) the pmem suite on a
+#             QEMU NVDIMM declared with nvdimm-persistence=cpu: the region
+#             must report "cpu_cache", a writer must persist with a fence
+#             alone (eADR), and streamcli ls must say "fence".
 #
 # Test binaries are built here on the host (Go under TCG would compile for
 # minutes) into a directory under bin/vm/ that the VM sees, removed after.
@@ -31,14 +35,29 @@ cd "$(dirname "$0")/.."
 [ $# -gt 0 ] || { echo "usage: scripts/vm-tests.sh softroce|pmem..." >&2; exit 2; }
 export VM_SKIP_OK="${RPSTREAM_SKIP_VM:-0}"
 
-flags=() softroce=0 pmem=0
+flags=() softroce=0 pmem=0 eadr=0
 for s in "$@"; do
 	case "$s" in
 	softroce) softroce=1; flags+=(--softroce) ;;
 	pmem) pmem=1; flags+=(--dax) ;;
+	eadr) eadr=1; flags+=(--eadr) ;;
 	*) echo "vm-tests: unknown suite $s" >&2; exit 2 ;;
 	esac
 done
+
+if [ "$eadr" = 1 ] && [ "$pmem" = 1 ]; then
+	echo "vm-tests: pmem and eadr need different VMs (memmap= pmem, an NVDIMM): run them one at a time" >&2
+	exit 2
+fi
+
+# Before building anything: can the VM run here?
+rc=0
+scripts/vm.sh --check "${flags[@]}" -- true || rc=$?
+case $rc in
+0) ;;
+99) exit 0 ;; # skipped, said so
+*) exit "$rc" ;;
+esac
 
 mkdir -p bin/vm
 t="$(mktemp -d "$PWD/bin/vm/tests.XXXXXX")"
@@ -52,7 +71,7 @@ if [ "$softroce" = 1 ]; then
 	go test -c -o "$t/integration.test" ./integration/
 	go build -tags "$tags" -o "$t/" ./cmd/streamnode
 fi
-if [ "$pmem" = 1 ]; then
+if [ "$pmem" = 1 ] || [ "$eadr" = 1 ]; then
 	go test -c -o "$t/pmem.test" ./pmem/
 	go test -c -o "$t/local.test" ./local/
 	go build -o "$t/" ./cmd/streamcli
@@ -62,7 +81,7 @@ fi
 cat >"$t/guest.sh" <<EOF
 set -u
 t=$t
-softroce=$softroce pmem=$pmem pmem_all=${PMEM_ALL:-0}
+softroce=$softroce pmem=$pmem eadr=$eadr pmem_all=${PMEM_ALL:-0}
 EOF
 cat >>"$t/guest.sh" <<'EOF'
 fail=0
@@ -99,6 +118,18 @@ if [ "$pmem" = 1 ]; then
 	ls_out="$("$t/streamcli" --data "$d" ls)"
 	echo "$ls_out"
 	echo "$ls_out" | awk 'NR > 1 && $1 == "s" { print $NF }' | grep -qx flush || bad "streamcli ls on DAX does not say flush"
+fi
+if [ "$eadr" = 1 ]; then
+	export TMPDIR=/mnt/dax RPSTREAM_TEST_DAX=1
+	suite "pmem on DAX on an NVDIMM whose persistence domain is the CPU cache"
+	grep -qx cpu_cache /sys/bus/nd/devices/region*/persistence_domain || bad "the NVDIMM region does not report cpu_cache"
+	(cd pmem && "$t/pmem.test" -test.v -test.count=1 -test.timeout 5m >"$t/pmem.log" 2>&1) || bad "the pmem suite failed on the eADR NVDIMM"
+	grep -v '^=== RUN' "$t/pmem.log"
+	d="$(mktemp -d /mnt/dax/ls.XXXXXX)"
+	"$t/streamcli" --data "$d" create s >/dev/null && "$t/streamcli" --data "$d" append s a >/dev/null || bad "streamcli on DAX"
+	ls_out="$("$t/streamcli" --data "$d" ls)"
+	echo "$ls_out"
+	echo "$ls_out" | awk 'NR > 1 && $1 == "s" { print $NF }' | grep -qx fence || bad "streamcli ls on an eADR NVDIMM does not say fence"
 fi
 [ $fail = 0 ] && echo "vm-tests: PASS"
 exit $fail
