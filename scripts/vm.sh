@@ -3,7 +3,7 @@
 # Debian's stock kernel, which has what our machines' kernel lacks: SoftRoCE
 # (rdma_rxe) and DAX (a memmap= pmem region, fsdax, ext4 -o dax).
 #
-#   scripts/vm.sh [--softroce] [--dax] [--timeout SECONDS] [--mem MIB] -- COMMAND [ARG]...
+#   scripts/vm.sh [--softroce] [--dax | --eadr] [--check] [--timeout SECONDS] [--mem MIB] -- COMMAND [ARG]...
 #
 # The guest's root file system is the host's / shared read-only over
 # virtio-9p, so the repository, Go, rdma-core and every installed tool are
@@ -59,7 +59,7 @@ while [ $# -gt 0 ]; do
 	esac
 	shift
 done
-[ $# -gt 0 ] || { echo "usage: scripts/vm.sh [--softroce] [--dax] [--timeout S] [--mem MIB] -- COMMAND..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: scripts/vm.sh [--softroce] [--dax | --eadr] [--check] [--timeout S] [--mem MIB] -- COMMAND..." >&2; exit 2; }
 
 cannot() {
 	if [ "${VM_SKIP_OK:-${RPSTREAM_SKIP_VM:-0}}" = 1 ]; then
