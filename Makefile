@@ -7,23 +7,28 @@ GO      ?= go
 PKGS    := ./...
 BIN     := bin
 
-.PHONY: all deps build demo test lint unit build-variants bench fuzz clean proto test-softroce images compose-up compose-down
+.PHONY: all deps build demo test lint unit build-variants bench fuzz clean proto test-vm test-softroce test-pmem test-pmem-eadr test-softroce-host images images-rdma compose-up compose-down
 
 all: build
 
 deps:
 	@scripts/deps.sh
 
+# With cgo and rdma-core's headers (scripts/deps.sh installs them) the
+# binaries include the verbs provider (--rdma verbs; libibverbs and
+# librdmacm are linked dynamically). The pure-Go CGO_ENABLED=0 build is
+# checked by build-variants and used by make images.
 build: deps
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -tags "$$(scripts/verbs-tags.sh)" -o $(BIN)/ ./cmd/...
 
 demo: build
 	@scripts/demo.sh
 
 # Every test: formatting, vet, the unit/crash/kill/conformance tests under
-# the race detector, and the builds that must keep compiling.
-test: deps lint build-variants unit
+# the race detector, the builds that must keep compiling, and the tests
+# that need SoftRoCE and DAX, inside a QEMU VM (test-vm).
+test: deps lint build-variants unit test-vm
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -58,6 +63,12 @@ images: deps
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/static/ ./cmd/streamnode ./cmd/streamcli
 	docker build -f deploy/Dockerfile -t $(IMAGE) $(BIN)/static
 
+# The variant for RDMA hosts (deploy/Dockerfile.rdma): streamnode and
+# streamcli with the verbs provider, rdma-core's libraries and drivers.
+RDMA_IMAGE     ?= rpstream:rdma-dev
+images-rdma: deps
+	@scripts/rdma-image.sh $(RDMA_IMAGE)
+
 # Three nodes and a backup (docker-compose.yml); README, "A cluster with
 # docker-compose". compose-down also removes the data volumes.
 compose-up: images build
@@ -71,9 +82,29 @@ FUZZTIME ?= 30s
 fuzz: deps
 	@scripts/fuzz.sh $(FUZZTIME)
 
-# The rdma conformance suite over the verbs provider on a SoftRoCE device
-# (needs root and a kernel with rdma_rxe; fails saying so elsewhere).
+# Inside a QEMU VM with Debian's 6.1 kernel (scripts/vm.sh, scripts/vm-tests.sh):
+# test-softroce runs the rdma conformance suite over verbs on rxe and three
+# streamnodes replicating over verbs with a follower killed; test-pmem the
+# pmem and local suites (kill -9 included) on an ext4 mounted -o dax;
+# test-vm both in one VM. Where QEMU or the kernel is missing they fail
+# saying what is missing; RPSTREAM_SKIP_VM=1 makes them skip instead.
+test-vm: deps
+	@scripts/vm-tests.sh softroce pmem
+
 test-softroce: deps
+	@scripts/vm-tests.sh softroce
+
+test-pmem: deps
+	@scripts/vm-tests.sh pmem
+
+# The eADR detection on a QEMU NVDIMM whose persistence domain is the CPU
+# cache (not part of make test).
+test-pmem-eadr: deps
+	@scripts/vm-tests.sh eadr
+
+# The conformance suite over verbs on this machine's own kernel (root, a
+# kernel with rdma_rxe or a real RDMA NIC).
+test-softroce-host: deps
 	@scripts/softroce.sh
 
 # Regenerate the committed protobuf code with the pinned protoc-gen-go.

@@ -25,7 +25,8 @@ type Options struct {
 	// It is rounded up to a page.
 	Reserve int
 	// ReadOnly maps the file for reading only. Allocate, Persist and
-	// Discard then return ErrReadOnly.
+	// Discard then return ErrReadOnly; Mode and Describe report what a
+	// writer of the same file gets.
 	ReadOnly bool
 }
 
@@ -118,13 +119,18 @@ func mapFile(f *os.File, opts Options) (*File, error) {
 	m.size.Store(st.Size())
 
 	// Real persistent memory accepts a synchronous mapping; anything else
-	// refuses it with EOPNOTSUPP (or EINVAL on old kernels).
+	// refuses it with EOPNOTSUPP (or EINVAL on old kernels). A reader maps
+	// plainly but still asks, with a one-page probe, so that its Mode is
+	// the one a writer of the same file gets (streamcli ls reports it).
 	var data []byte
+	var dax bool
 	if !opts.ReadOnly {
 		data, err = unix.Mmap(int(f.Fd()), 0, reserve, prot, unix.MAP_SHARED_VALIDATE|unix.MAP_SYNC)
+		dax = err == nil
+	} else {
+		dax = mapSyncProbe(f)
 	}
-	dax := err == nil && data != nil
-	if !dax {
+	if data == nil {
 		data, err = unix.Mmap(int(f.Fd()), 0, reserve, prot, unix.MAP_SHARED)
 		if err != nil {
 			return nil, fmt.Errorf("pmem: mmap %s: %w", f.Name(), err)
@@ -133,6 +139,17 @@ func mapFile(f *os.File, opts Options) (*File, error) {
 	m.data = data
 	m.mode, m.why = detectMode(f, dax)
 	return m, nil
+}
+
+// mapSyncProbe says whether f accepts a MAP_SYNC mapping (a DAX file),
+// mapping one page read-only and unmapping it at once.
+func mapSyncProbe(f *os.File) bool {
+	b, err := unix.Mmap(int(f.Fd()), 0, os.Getpagesize(), unix.PROT_READ, unix.MAP_SHARED_VALIDATE|unix.MAP_SYNC)
+	if err != nil {
+		return false
+	}
+	unix.Munmap(b)
+	return true
 }
 
 // detectMode decides what Persist does for f, honouring RPSTREAM_PMEM_FORCE.
@@ -327,11 +344,22 @@ func (m *File) Close() error {
 }
 
 // fallocate reserves blocks for [off, off+n), growing the file if needed.
+// maxFallocateRetries bounds the retries of a fallocate interrupted by
+// signals.
+const maxFallocateRetries = 10000
+
 func fallocate(f *os.File, off, n int) error {
 	if n == 0 {
 		return nil
 	}
 	err := unix.Fallocate(int(f.Fd()), 0, int64(off), int64(n))
+	// A signal (the Go runtime's preemption, SIGURG) interrupts a long
+	// fallocate with EINTR: on DAX, where it zeroes the blocks, under
+	// QEMU's TCG a 4 MiB region failed so. What was allocated stays, so a
+	// retry goes on from there; the bound only keeps a pathology finite.
+	for i := 0; errors.Is(err, unix.EINTR) && i < maxFallocateRetries; i++ {
+		err = unix.Fallocate(int(f.Fd()), 0, int64(off), int64(n))
+	}
 	if errors.Is(err, unix.EOPNOTSUPP) {
 		// A file system without fallocate: grow with ftruncate. Stores
 		// into a full such file system may fault; there is nothing

@@ -77,7 +77,11 @@ func TestModeDetection(t *testing.T) {
 		return m.Mode()
 	}
 	disk := t.TempDir()
-	if got := open(disk); got != pmem.PersistMsync {
+	if dax, _ := daxMount(t, disk); dax { // make test-pmem: TMPDIR on DAX
+		if got := open(disk); got != pmem.PersistFlush && got != pmem.PersistFence {
+			t.Errorf("file on DAX: mode %v, want flush (or fence with eADR)", got)
+		}
+	} else if got := open(disk); got != pmem.PersistMsync {
 		t.Errorf("ordinary file: mode %v, want msync", got)
 	}
 	if got := open(shmDir(t)); got != pmem.PersistFence {

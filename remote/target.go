@@ -366,9 +366,10 @@ func revoke(c rdma.Conn) {
 	go func() { done <- sw.SetRemoteAccess(false) }()
 	select {
 	case err := <-done:
-		if err == nil {
-			return
+		if err != nil { // a connection that cannot switch is closed
+			c.Close()
 		}
+		return
 	case <-time.After(revokeTimeout):
 	}
 	c.Close()

@@ -6,6 +6,12 @@
 set -euo pipefail
 
 pkgs=(gcc make git ca-certificates libibverbs-dev librdmacm-dev protobuf-compiler iproute2)
+# The VM of make test-softroce and test-pmem (scripts/vm.sh): QEMU, Debian's
+# stock kernel (6.1: rdma_rxe, DAX; it is only booted inside QEMU, never on
+# this machine), a static busybox for its initramfs, and the tools the
+# guest runs from this machine's / (rdma-core's rxe driver, ibv_devinfo,
+# ndctl, mkfs.ext4, modprobe).
+pkgs+=(qemu-system-x86 linux-image-amd64 busybox-static rdma-core ibverbs-providers ibverbs-utils ndctl e2fsprogs kmod)
 # Go: /usr/local/go when present; otherwise Debian's golang-go, which
 # fetches the toolchain go.mod names (go1.26.x) from the Go module proxy
 # on first use (GOTOOLCHAIN=auto, Go 1.21 and later: Debian 13 "trixie").

@@ -1,8 +1,8 @@
 // Package proccluster runs a cluster of streamnode processes on loopback,
 // for integration tests and for "streamcli bench cluster".
 //
-// Start picks free 127.0.0.1 ports (client, peer, gossip) for every
-// member, starts each as its own streamnode process (--name nK --data
+// Start picks free ports (client, peer, gossip) on 127.0.0.1, or on the
+// Config's Hosts, for every member, starts each as its own streamnode process (--name nK --data
 // DIR/nK, the others' gossip addresses in --join, --role node or backup,
 // JSON logs appended to DIR/nK.log) and waits, bounded, until each
 // answers the client service and lists every running member alive. Members keep their ports and data
@@ -55,6 +55,12 @@ type Config struct {
 	// StopTimeout bounds the wait for a member to exit after SIGTERM
 	// (Stop) before it is killed; zero means 20 s.
 	StopTimeout time.Duration
+	// Hosts, if set, are the IP addresses members listen on (client, peer
+	// and gossip), member i on Hosts[i%len(Hosts)]: for instance the
+	// addresses of a SoftRoCE device's interface, so that each member's
+	// rdma traffic has its own address (make test-softroce). Empty means
+	// 127.0.0.1 for all.
+	Hosts []string
 	// SkipMembership makes a member ready as soon as it answers. By
 	// default a member is ready once its Members lists every running
 	// member alive (gossip has converged), so that streams created next
@@ -121,21 +127,43 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if cfg.Backup {
 		n++
 	}
-	ports, err := freePorts(3 * n)
-	if err != nil {
-		return nil, err
+	hosts := cfg.Hosts
+	if len(hosts) == 0 {
+		hosts = []string{"127.0.0.1"}
+	}
+	for _, h := range hosts {
+		if net.ParseIP(h) == nil {
+			return nil, fmt.Errorf("proccluster: host %q is not an IP address", h)
+		}
+	}
+	// Every port of one host is picked in one call, so none is picked
+	// twice.
+	need := map[string]int{}
+	for i := range n {
+		need[hosts[i%len(hosts)]] += 3
+	}
+	free := map[string][]int{}
+	for h, k := range need {
+		ports, err := freePorts(h, k)
+		if err != nil {
+			return nil, err
+		}
+		free[h] = ports
 	}
 	c := &Cluster{cfg: cfg}
 	for i := range n {
+		host := hosts[i%len(hosts)]
+		ports := free[host][:3]
+		free[host] = free[host][3:]
 		m := &member{Node: Node{Name: "n" + strconv.Itoa(i+1), Role: "node"}}
 		if i == cfg.Nodes {
 			m.Name, m.Role = "backup", "backup"
 		}
 		m.Data = filepath.Join(cfg.Dir, m.Name)
 		m.Log = filepath.Join(cfg.Dir, m.Name+".log")
-		m.ClientAddr = "127.0.0.1:" + strconv.Itoa(ports[3*i])
-		m.PeerAddr = "127.0.0.1:" + strconv.Itoa(ports[3*i+1])
-		m.GossipAddr = "127.0.0.1:" + strconv.Itoa(ports[3*i+2])
+		m.ClientAddr = net.JoinHostPort(host, strconv.Itoa(ports[0]))
+		m.PeerAddr = net.JoinHostPort(host, strconv.Itoa(ports[1]))
+		m.GossipAddr = net.JoinHostPort(host, strconv.Itoa(ports[2]))
 		c.members = append(c.members, m)
 	}
 	// Start them all, then wait for each: members that join one another
@@ -232,7 +260,8 @@ func (c *Cluster) Kill(i int) error {
 }
 
 // Stop sends SIGTERM to member i's process and waits for it to exit, at
-// most Config.StopTimeout; then it kills it and returns an error. An exit
+// most Config.StopTimeout; then it sends SIGQUIT (a goroutine dump into
+// the log), kills it if it still runs 5 s later, and returns an error. An exit
 // code other than 0 is an error too (streamnode exits 0 after draining).
 func (c *Cluster) Stop(i int) error {
 	m, err := c.running(i)
@@ -245,9 +274,16 @@ func (c *Cluster) Stop(i int) error {
 	select {
 	case <-m.exited:
 	case <-t.C:
-		m.cmd.Process.Signal(syscall.SIGKILL)
-		<-m.exited
-		return fmt.Errorf("proccluster: %s did not exit within %v of SIGTERM; killed (log %s)", m.Name, c.cfg.StopTimeout, m.Log)
+		// SIGQUIT first: the Go runtime writes every goroutine's stack to
+		// the log and exits, which shows what the stop waited for.
+		m.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-m.exited:
+		case <-time.After(5 * time.Second):
+			m.cmd.Process.Signal(syscall.SIGKILL)
+			<-m.exited
+		}
+		return fmt.Errorf("proccluster: %s did not exit within %v of SIGTERM; its goroutines are dumped in its log %s", m.Name, c.cfg.StopTimeout, m.Log)
 	}
 	if code := m.cmd.ProcessState.ExitCode(); code != 0 {
 		return fmt.Errorf("proccluster: %s exited %d after SIGTERM (log %s)", m.Name, code, m.Log)
@@ -433,10 +469,10 @@ func LogTail(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// freePorts returns n distinct loopback ports free for TCP and UDP (the
+// freePorts returns n distinct ports of host free for TCP and UDP (the
 // gossip port takes both) when asked. Another process may take one before
 // the member binds it; Start then reports the member's failure.
-func freePorts(n int) ([]int, error) {
+func freePorts(host string, n int) ([]int, error) {
 	var held []net.Listener
 	var heldUDP []net.PacketConn
 	defer func() {
@@ -450,15 +486,15 @@ func freePorts(n int) ([]int, error) {
 	var ports []int
 	for tries := 0; len(ports) < n; tries++ {
 		if tries > 20*n {
-			return nil, errors.New("proccluster: cannot find free loopback ports")
+			return nil, fmt.Errorf("proccluster: cannot find free ports on %s", host)
 		}
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 		if err != nil {
 			return nil, fmt.Errorf("proccluster: %w", err)
 		}
 		held = append(held, l)
 		port := l.Addr().(*net.TCPAddr).Port
-		p, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
+		p, err := net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(port)))
 		if err != nil {
 			continue // keep the TCP one held so it is not picked again
 		}

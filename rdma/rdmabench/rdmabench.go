@@ -46,6 +46,15 @@ type Config struct {
 	// stand-in for real persistent memory, elsewhere msync. It overrides
 	// Persister.
 	Dir string
+	// Provider is the rdma provider measured; nil means tcp. Addr is the
+	// local IP address both peers use (for verbs, an address of the RDMA
+	// device's interface); empty means 127.0.0.1. With a provider other
+	// than tcp the target declares DirectWriteToPmem, so that a
+	// persistence flush is allowed: over verbs it is a read after the
+	// writes (placement in the target's memory), as on a platform whose
+	// NIC writes straight into persistent memory.
+	Provider rdma.Provider
+	Addr     string
 }
 
 // DefaultConfig is 4 KiB, 16 in flight, one second each.
@@ -101,7 +110,13 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return Result{}, err
 	}
-	r := Result{Provider: "tcp", Size: cfg.Size, Inflight: cfg.Inflight}
+	if cfg.Provider == nil {
+		cfg.Provider = tcp.Provider{}
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1"
+	}
+	r := Result{Provider: cfg.Provider.Name(), Size: cfg.Size, Inflight: cfg.Inflight}
 	lat, bytes, el, err := runRDMA(ctx, cfg)
 	if err != nil {
 		return r, err
@@ -166,15 +181,26 @@ func NewPair(ctx context.Context, srcSize, dstSize, inflight int, pers rdma.Pers
 // NewPairOn is NewPair with the target memory given (it must stay mapped
 // until Close) and persisted by pers (nil: nothing to do).
 func NewPairOn(ctx context.Context, srcSize int, dst []byte, inflight int, pers rdma.Persister) (*Pair, error) {
+	return newPair(ctx, tcp.Provider{}, "127.0.0.1", srcSize, dst, inflight, pers)
+}
+
+// newPair connects two peers of provider on the local address addr.
+func newPair(ctx context.Context, provider rdma.Provider, addr string, srcSize int, dst []byte, inflight int, pers rdma.Persister) (*Pair, error) {
 	cfg := rdma.LoopbackConfig("rdmabench loopback secret")
 	cfg.MaxInflight = max(2*inflight, 64)
+	tcfg := cfg
+	dev := ""
+	if provider.Name() != "tcp" {
+		tcfg.DirectWriteToPmem = true
+		dev = addr
+	}
 	p := &Pair{}
 	var err error
 	fail := func(e error) (*Pair, error) { p.Close(); return nil, e }
-	if p.pa, err = (tcp.Provider{}).NewPeer("", cfg); err != nil {
+	if p.pa, err = provider.NewPeer(dev, cfg); err != nil {
 		return fail(err)
 	}
-	if p.pb, err = (tcp.Provider{}).NewPeer("", cfg); err != nil {
+	if p.pb, err = provider.NewPeer(dev, tcfg); err != nil {
 		return fail(err)
 	}
 	if p.src, err = rdma.Alloc(srcSize); err != nil {
@@ -191,7 +217,7 @@ func NewPairOn(ctx context.Context, srcSize int, dst []byte, inflight int, pers 
 		return fail(err)
 	}
 	p.Remote = tmr.Descriptor()
-	ln, err := p.pb.Listen(ctx, "127.0.0.1:0")
+	ln, err := p.pb.Listen(ctx, net.JoinHostPort(addr, "0"))
 	if err != nil {
 		return fail(err)
 	}
@@ -259,9 +285,17 @@ func runRDMA(ctx context.Context, cfg Config) ([]time.Duration, int64, time.Dura
 			return nil, 0, 0, merr
 		}
 		defer mem.Close()
-		p, err = NewPairOn(ctx, cfg.Size*n, mem.Bytes(), n, mem)
+		p, err = newPair(ctx, cfg.Provider, cfg.Addr, cfg.Size*n, mem.Bytes(), n, mem)
 	} else {
-		p, err = NewPair(ctx, cfg.Size*n, cfg.Size*n, n, cfg.Persister)
+		var dst *rdma.Buffer
+		if dst, err = rdma.Alloc(cfg.Size * n); err != nil {
+			return nil, 0, 0, err
+		}
+		if p, err = newPair(ctx, cfg.Provider, cfg.Addr, cfg.Size*n, dst.Bytes(), n, cfg.Persister); err != nil {
+			dst.Free()
+		} else {
+			p.dst = dst
+		}
 	}
 	if err != nil {
 		return nil, 0, 0, err

@@ -24,10 +24,14 @@ import (
 // Layout of a Conn's scratch registration (rdma.Alloc memory).
 const (
 	scratchSend = 0    // outgoing handshake message
-	scratchRecv = 2048 // incoming handshake message
-	scratchSink = 4096 // target of read-after-write flushes
+	scratchRecv = 2048 // incoming handshake messages, hsRecvs of msgMax
+	scratchSink = 6144 // target of read-after-write flushes
 	scratchSize = 8192
 	msgMax      = 2048
+	// hsRecvs is how many messages one side of the handshake receives
+	// (package hs: the dialer a Hello with a proof and a status, the
+	// listener a Hello and a proof).
+	hsRecvs = 2
 )
 
 type conn struct {
@@ -49,6 +53,7 @@ type conn struct {
 	scratch    *rdma.Buffer
 	smr        *mr
 	wc         *C.struct_rp_wc // poller only; C memory
+	hsRecv     []*rdma.Op      // the handshake's receives, posted before connecting
 
 	postMu sync.Mutex      // serialises posting; guards wr
 	wr     *C.struct_rp_wr // C memory
@@ -230,6 +235,7 @@ func (p *peer) Dial(ctx context.Context, addr string) (rdma.Conn, error) {
 		return nil, err
 	}
 	c.remoteAddr = addr
+	c.postHandshakeRecvs()
 	if e := C.rp_conn_param(id, 0, C.int(p.rdAtom)); e != 0 {
 		c.destroy()
 		return nil, errnoErr("rdma_connect", e)
@@ -267,6 +273,7 @@ func (p *peer) accept(ctx context.Context, child *C.struct_rdma_cm_id) (rdma.Con
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.HandshakeTimeout)
 	defer cancel()
+	c.postHandshakeRecvs()
 	if e := C.rp_conn_param(child, 1, C.int(p.rdAtom)); e != 0 {
 		c.destroy()
 		return nil, errnoErr("rdma_accept", e)
@@ -284,8 +291,29 @@ func (p *peer) accept(ctx context.Context, child *C.struct_rdma_cm_id) (rdma.Con
 	return c.handshake(ctx, false)
 }
 
+// postHandshakeRecvs posts the receives of every handshake message this
+// side gets, before the connection is made: a SEND that finds no receive
+// posted is retried by the sender only after the receiver's RNR timer,
+// which rdma_cm leaves at its largest (655 ms), so a handshake that posted
+// each receive when it came to read paid that several times and overran
+// HandshakeTimeout on SoftRoCE. Messages complete in the order the
+// receives were posted (one RC queue pair).
+func (c *conn) postHandshakeRecvs() {
+	for i := 0; i < hsRecvs; i++ {
+		off := scratchRecv + i*msgMax
+		c.hsRecv = append(c.hsRecv, c.post(rdma.OpRecv, false, func(w *C.struct_rp_wr) {
+			c.local(w, C.RP_RECV, c.smr, off, msgMax)
+		}))
+	}
+}
+
 // handshake starts the poller and runs package hs over SEND/RECV.
 func (c *conn) handshake(ctx context.Context, client bool) (rdma.Conn, error) {
+	// Receives the application posts late cost the sender the RNR timer
+	// rdma_cm set (655 ms); a short one keeps a late receive cheap. Best
+	// effort: the IB spec allows it from RTS to RTS, and a device that
+	// refuses it only makes late receives slow, not wrong.
+	C.rp_qp_rnr_timer(c.rc, rnrTimer)
 	c.wg.Add(1)
 	go func() { defer c.wg.Done(); c.poll() }()
 	rw := &msgRW{c: c, ctx: ctx}
@@ -314,10 +342,17 @@ func (c *conn) handshake(ctx context.Context, client bool) (rdma.Conn, error) {
 	return c, nil
 }
 
-// msgRW carries the handshake as one message per Write and per Read.
+// rnrTimer is the queue pair's min_rnr_timer once connected: IB encoding
+// 6, 0.12 ms, what a sender waits before retrying a SEND that found no
+// receive posted (rnr_retry_count 7: without end).
+const rnrTimer = 6
+
+// msgRW carries the handshake as one message per Write and per Read; the
+// reads take the receives of postHandshakeRecvs in order.
 type msgRW struct {
-	c   *conn
-	ctx context.Context
+	c     *conn
+	ctx   context.Context
+	nread int
 }
 
 func (m *msgRW) Write(b []byte) (int, error) {
@@ -335,13 +370,16 @@ func (m *msgRW) Write(b []byte) (int, error) {
 }
 
 func (m *msgRW) Read(b []byte) (int, error) {
-	op := m.c.post(rdma.OpRecv, false, func(w *C.struct_rp_wr) {
-		m.c.local(w, C.RP_RECV, m.c.smr, scratchRecv, msgMax)
-	})
+	if m.nread >= len(m.c.hsRecv) {
+		return 0, fmt.Errorf("%w: more handshake messages than receives posted", rdma.ErrHandshake)
+	}
+	op := m.c.hsRecv[m.nread]
+	off := scratchRecv + m.nread*msgMax
+	m.nread++
 	if err := op.Wait(m.ctx); err != nil {
 		return 0, err
 	}
-	return copy(b, m.c.scratch.Bytes()[scratchRecv:scratchRecv+op.Len()]), nil
+	return copy(b, m.c.scratch.Bytes()[off:off+op.Len()]), nil
 }
 
 func (c *conn) local(w *C.struct_rp_wr, kind C.uint32_t, m *mr, off, n int) {

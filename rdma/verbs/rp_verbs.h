@@ -282,6 +282,15 @@ static int rp_qp_access(struct rp_conn *c, int flags) {
 	return ibv_modify_qp(c->id->qp, &a, IBV_QP_ACCESS_FLAGS);
 }
 
+// rp_qp_rnr_timer sets the RNR NAK timer this side sends when a SEND
+// finds no receive posted (allowed RTS to RTS).
+static int rp_qp_rnr_timer(struct rp_conn *c, int t) {
+	struct ibv_qp_attr a;
+	memset(&a, 0, sizeof a);
+	a.min_rnr_timer = t;
+	return ibv_modify_qp(c->id->qp, &a, IBV_QP_MIN_RNR_TIMER);
+}
+
 static int rp_comp_fd(struct rp_conn *c) { return c->cch->fd; }
 static struct ibv_context *rp_id_verbs(struct rdma_cm_id *id) { return id->verbs; }
 static int rp_ech_fd(struct rdma_event_channel *ch) { return ch->fd; }

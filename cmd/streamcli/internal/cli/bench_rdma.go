@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rpstream/rpstream/rdma/rdmabench"
+	"github.com/rpstream/rpstream/rdma/verbs"
 )
 
 // benchRdmaCmd is "bench rdma": one-sided write + flush over the tcp rdma
@@ -14,8 +15,8 @@ import (
 var benchRdmaCmd = &command{
 	graceful: true,
 	name:     "bench rdma",
-	args:     "--size S --inflight N [--duration D] [--dir DIR] [--visibility] [--json]",
-	summary:  "Measure write + flush round trips and throughput over the rdma tcp provider on loopback.",
+	args:     "--size S --inflight N [--duration D] [--dir DIR] [--visibility] [--provider tcp|verbs --addr IP] [--json]",
+	summary:  "Measure write + flush round trips and throughput over an rdma provider (tcp on loopback by default).",
 	detail: `
 A target and a writer run in this process on 127.0.0.1. Each operation is an
 RDMA write of S bytes followed by a flush to persistence (--visibility: to
@@ -23,7 +24,10 @@ visibility); N operations are kept in flight. Printed beside a raw loopback
 TCP ping-pong (for latency) and stream (for bandwidth) of the same size,
 measured in the same run. --dir puts the target's memory in a file there
 (/dev/shm: the pmem stand-in; a disk: every flush is an msync); without it
-the target's memory is anonymous and a flush persists nothing.`,
+the target's memory is anonymous and a flush persists nothing.
+--provider verbs --addr IP measures the verbs provider on the RDMA device
+whose interface has IP (SoftRoCE: make test-softroce's VM); its persistence
+flush is a read after the writes.`,
 	flags: func(fs *flag.FlagSet) runFunc {
 		cfg := rdmabench.DefaultConfig()
 		var asJSON bool
@@ -33,6 +37,8 @@ the target's memory is anonymous and a flush persists nothing.`,
 		fs.StringVar(&cfg.Dir, "dir", "", "`DIR` for the target's memory file (default: anonymous memory)")
 		fs.BoolVar(&cfg.Visibility, "visibility", false, "flush to visibility instead of persistence")
 		fs.BoolVar(&asJSON, "json", false, "print one JSON object")
+		provider := fs.String("provider", "tcp", "rdma `provider`: tcp, or verbs (a streamcli built with -tags verbs, an RDMA device)")
+		fs.StringVar(&cfg.Addr, "addr", "127.0.0.1", "local `IP` both ends use (for verbs, an address of the RDMA device's interface)")
 		return func(ctx context.Context, c *invocation, args []string) error {
 			if len(args) != 0 {
 				return usagef("bench rdma takes no arguments, got %q", args)
@@ -45,6 +51,13 @@ the target's memory is anonymous and a flush persists nothing.`,
 			}
 			if cfg.Duration <= 0 || cfg.Duration > 10*time.Minute {
 				return usagef("duration must be positive and at most 10m, not %v", cfg.Duration)
+			}
+			switch *provider {
+			case "tcp":
+			case "verbs":
+				cfg.Provider = verbs.Provider{}
+			default:
+				return usagef("provider must be tcp or verbs, not %q", *provider)
 			}
 			r, err := rdmabench.Run(ctx, cfg)
 			return emitBench(ctx, c, asJSON, r, err, func() { fmt.Fprintln(c.out, r.String()) })
