@@ -163,11 +163,12 @@ func (s *Server) openLed(rec *pb.Stream) (meta, takeover, error) {
 	if err != nil {
 		return meta{}, tk, fmt.Errorf("node: %s: reading this node's log: %w", rec.Name, err)
 	}
-	tails, err := s.survey(ctx, rec, epoch)
+	need := fenceNeed(policy(m.Acks), int(rec.Replicas))
+	tails, err := s.survey(ctx, rec, epoch, need)
 	if err != nil {
 		return meta{}, tk, err
 	}
-	best, floor, err := chooseLog(own, tails, rec.CommitFloor, fenceNeed(policy(m.Acks), int(rec.Replicas)))
+	best, floor, err := chooseLog(own, tails, rec.CommitFloor, need)
 	if err != nil {
 		return meta{}, tk, fmt.Errorf("%w: taking over %s (epoch %d): %v", errTakeover, rec.Name, epoch, err)
 	}

@@ -51,8 +51,11 @@ type Server struct {
 	// repairing names the copies the scrubber is cutting back: their
 	// leader's connections are refused meanwhile.
 	repairing map[string]bool
-	scrub     scrubCounters
-	closing   bool
+	// moveMu serialises promote and demote (a stream's files moving
+	// between streams/ and replicas/).
+	moveMu  sync.Mutex
+	scrub   scrubCounters
+	closing bool
 	// stopCtx is cancelled when Shutdown begins, with cause ErrClosing;
 	// every stream's context derives from it.
 	stopCtx  context.Context

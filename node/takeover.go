@@ -127,6 +127,8 @@ const takeoverTimeout = 5 * time.Second
 // already of rec's id (a restart, or a promotion that crashed after the
 // link: the leftover copy is removed).
 func (s *Server) promote(rec *pb.Stream) error {
+	s.moveMu.Lock()
+	defer s.moveMu.Unlock()
 	if m, err := s.store.readMeta(rec.Name); err == nil && m.StreamID == rec.Id {
 		if id, err := s.replicas.streamID(rec.Name); err == nil && id == rec.Id {
 			if err := s.dropCopy(rec.Name); err != nil && !errors.Is(err, ErrNoStream) {
@@ -171,6 +173,8 @@ func (s *Server) promote(rec *pb.Stream) error {
 // (its calls end with a leader hint), its file linked under replicas/NAME
 // with a copy's meta, and the stream's directory removed.
 func (s *Server) demote(rec *pb.Stream) error {
+	s.moveMu.Lock()
+	defer s.moveMu.Unlock()
 	m, err := s.store.readMeta(rec.Name)
 	if err != nil || m.StreamID != rec.Id {
 		return nil
@@ -258,7 +262,7 @@ func (s *Server) ownTail(name string) (copyTail, error) {
 // durable tails. It returns the tails of the voters' copies it reached
 // (a backup target's copy is fenced too, but does not vote: its tail is
 // not a candidate log).
-func (s *Server) survey(ctx context.Context, rec *pb.Stream, epoch uint64) ([]copyTail, error) {
+func (s *Server) survey(ctx context.Context, rec *pb.Stream, epoch uint64, need int) ([]copyTail, error) {
 	if s.cfg.Provider == nil {
 		return nil, fmt.Errorf("node: stream %s has copies on other members but this node has no rdma provider (Config.PeerAddr)", rec.Name)
 	}
@@ -284,18 +288,36 @@ func (s *Server) survey(ctx context.Context, rec *pb.Stream, epoch uint64) ([]co
 			ch <- answer{t, cp.Backup, err}
 		}()
 	}
+	// Every answer is awaited, but once enough voters answered (need,
+	// this node's counted) the rest get surveyGrace more: a hung copy
+	// (a paused process answers no dial) does not hold the takeover up
+	// until the timeout, and more answers only refine the choice.
 	var tails []copyTail
+	var grace <-chan time.Time
 	for range n {
-		a := <-ch
+		var a answer
+		select {
+		case a = <-ch:
+		case <-grace:
+			s.log.Info("takeover: copies still unanswered after the grace; going on", "stream", rec.Name, "answered", 1+len(tails))
+			return tails, nil
+		}
 		switch {
 		case a.err != nil:
 			s.log.Info("takeover: a copy did not answer", "stream", rec.Name, "copy", a.t.node, "err", a.err)
 		case !a.backup:
 			tails = append(tails, a.t)
 		}
+		if grace == nil && 1+len(tails) >= need {
+			grace = time.After(surveyGrace)
+		}
 	}
 	return tails, nil
 }
+
+// surveyGrace is how long a takeover waits for more copies once enough
+// answered.
+const surveyGrace = 50 * time.Millisecond
 
 // probeCopy fences node's copy of rec with epoch and reads its tail. A
 // holder without the copy (never written, or removed) answers an empty

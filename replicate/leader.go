@@ -682,6 +682,16 @@ func (l *Leader) cutBack(ctx context.Context, rc *rconn, epoch uint64, from, end
 func (l *Leader) grant(ctx context.Context, c *remote.Client, epoch uint64) error {
 	for try := 0; ; try++ {
 		err := c.Grant(ctx, epoch, l.cfg.Writer)
+		if err != nil && errors.Is(err, remote.ErrNotWriter) {
+			// The target's owner refused this writer (its catalog does not
+			// show it yet, or its copy is being moved or repaired): a
+			// fence only if the target holds a newer epoch, else a plain
+			// failure, retried after the backoff.
+			if info, ierr := c.Info(ctx); ierr == nil && info.GetEpoch() > epoch {
+				return fenceErr(err)
+			}
+			return fmt.Errorf("replicate: epoch %d refused, not fenced: %v", epoch, err)
+		}
 		if err == nil || !errors.Is(err, remote.ErrStaleEpoch) {
 			return fenceErr(err)
 		}
