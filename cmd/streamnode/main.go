@@ -198,7 +198,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 
-	if err := register(ctx, ctl, ctlCfg.LeaseTTL, log); err != nil {
+	if err := register(ctx, ctl, ctlCfg.LeaseTTL, log); err != nil && ctx.Err() != nil && ownsName(ctl, cfg.Name) {
+		// Stopped (SIGTERM) while registering again after a restart: the
+		// catalog already holds this incarnation under its name, so this
+		// is an ordinary stop, drained below.
+		log.Info("stopped while registering again in the catalog", "err", err)
+	} else if err != nil {
 		// Not Leave: the name may be another live node's, whose
 		// membership a leave message in this name would end.
 		log.Error("cannot join the catalog", "err", err)
@@ -273,6 +278,13 @@ func register(ctx context.Context, ctl *controller.Controller, ttl time.Duration
 		case <-time.After(ttl / 4):
 		}
 	}
+}
+
+// ownsName says whether the catalog, as this node sees it, holds name
+// under this node's incarnation.
+func ownsName(ctl *controller.Controller, name string) bool {
+	n, ok := ctl.Node(name)
+	return ok && n.Incarnation == ctl.Incarnation()
 }
 
 // chooseProvider is the rdma provider --rdma names; auto takes verbs when
