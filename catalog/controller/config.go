@@ -67,13 +67,13 @@ func DefaultConfig(name string) Config {
 }
 
 // LoopbackConfig is DefaultConfig for processes on one machine: 20 ms
-// ticks, elections after 300 ms, leases of 500 ms; requests may wait 10 s
+// ticks, elections after 300 ms, leases of 1 s; requests may wait 10 s
 // (tests run under the race detector on loaded machines).
 func LoopbackConfig(name string) Config {
 	c := DefaultConfig(name)
 	c.Tick = 20 * time.Millisecond
 	c.ElectionTicks = 15
-	c.LeaseTTL = 500 * time.Millisecond
+	c.LeaseTTL = time.Second
 	c.RequestTimeout = 10 * time.Second
 	return c
 }

@@ -57,7 +57,7 @@ type Config struct {
 	Voters []string `json:"voters"`
 	// CatalogTiming is the catalog's timing preset: default (100 ms Raft
 	// ticks, elections after 1 s, node leases of 3 s) or loopback (20 ms,
-	// 300 ms, 500 ms: processes on one machine, as tests run them).
+	// 300 ms, 1 s: processes on one machine, as tests run them).
 	CatalogTiming string `json:"catalog_timing"`
 	// LeaseTTL overrides the preset's node lease: a stream's leader that
 	// sends the controller no heartbeat for this long (it sends one every
@@ -254,7 +254,7 @@ var settings = []setting{
 		}
 		return nil
 	}},
-	{"catalog-timing", "catalog timing preset: default (leases of 3s) or loopback (500ms)", str(func(c *Config) *string { return &c.CatalogTiming })},
+	{"catalog-timing", "catalog timing preset: default (leases of 3s) or loopback (1s)", str(func(c *Config) *string { return &c.CatalogTiming })},
 	{"scrub-every", "how often the copies held here are read through and checked (negative: never; 0: 1m)", func(c *Config, v string) error {
 		d, err := time.ParseDuration(v)
 		c.ScrubEvery = Duration(d)

@@ -53,7 +53,7 @@ type Failover struct {
 	RestartDelay time.Duration
 	// LeaseTTL, if set, is the started cluster's node lease at the
 	// controller (streamnode --lease-ttl): how soon a silent leader is
-	// replaced. 0: the loopback preset's (500 ms).
+	// replaced. 0: the loopback preset's (1 s).
 	LeaseTTL time.Duration
 	// Wait bounds the wait for the first acknowledgement after a kill
 	// and for a restarted node to answer; 0 means 60 s. The producers'

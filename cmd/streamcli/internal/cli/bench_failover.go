@@ -41,7 +41,7 @@ max, each kill, and the counts, and exits 1 if anything acknowledged was
 lost or stored twice; --json prints one object.
 
 A killed leader is replaced once its lease at the controller expires
-(--lease-ttl of the cluster it starts; the loopback preset's is 500ms),
+(--lease-ttl of the cluster it starts; the loopback preset's is 1s),
 unless it is back first: restarted at once, a node is often back and
 heartbeating before that, and then reopens its streams itself; the time
 measured is whichever came first (the "leader then" column tells).
@@ -62,7 +62,7 @@ failed (neither acknowledged nor lost).`,
 		fs.IntVar(&cfg.InFlight, "inflight", 1, "`N` appends each producer keeps in flight")
 		fs.DurationVar(&cfg.Interval, "interval", 0, "`D` of load before the first kill and after each recovery (default 2s)")
 		fs.DurationVar(&cfg.RestartDelay, "restart-delay", 0, "wait `D` after a kill before starting the killed node again (default: at once)")
-		fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", 0, "node lease `D` of the cluster it starts (streamnode --lease-ttl; default: the loopback preset's 500ms)")
+		fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", 0, "node lease `D` of the cluster it starts (streamnode --lease-ttl; default: the loopback preset's 1s)")
 		fs.DurationVar(&cfg.Wait, "wait", 0, "give up when no append is acknowledged within `D` of a kill; the producers' client timeout (default 60s)")
 		fs.StringVar(&cfg.Streamnode, "streamnode", "", "streamnode binary `PATH` for the cluster it starts")
 		fs.StringVar(&cfg.Dir, "dir", "", "`DIR` for the started cluster's data (default /dev/shm if it exists, else the system temporary directory)")
