@@ -27,7 +27,12 @@ import (
 
 // leaseTable is the controller's record of node heartbeats. It lives in
 // the leader's memory only: a new controller gives every registered node
-// half a LeaseTTL from its election before counting it dead.
+// a LeaseTTL from its election before counting it dead for placement
+// and names, and half a LeaseTTL (two heartbeat periods: a live node
+// learns of the new controller from Raft within ticks and heartbeats it
+// within TTL/4) before replacing a stream's leader, so that a leader
+// that died with the old controller is replaced soon; electing early is
+// safe (epochs fence the old leader).
 type leaseTable struct {
 	mu    sync.Mutex
 	since time.Time // when this member last became the controller
@@ -55,20 +60,15 @@ func (t *leaseTable) renew(name string, inc uint64, now time.Time) {
 }
 
 // live says whether incarnation inc of name holds a lease at now, and
-// since when it was last heard of.
-func (t *leaseTable) live(name string, inc uint64, now time.Time, ttl time.Duration) (bool, time.Duration) {
+// since when it was last heard of. A node not heard of since this member
+// became the controller is live for grace from that moment.
+func (t *leaseTable) live(name string, inc uint64, now time.Time, ttl, grace time.Duration) (bool, time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if l, ok := t.seen[name]; ok && l.incarnation == inc {
 		return now.Sub(l.at) < ttl, now.Sub(l.at)
 	}
-	// Not heard of since this member became the controller: live during
-	// the grace period, half a TTL (two heartbeat periods: a live node
-	// learns of the new controller from Raft within ticks and
-	// heartbeats it within TTL/4). Shorter than a TTL so that a leader
-	// that died with the old controller is replaced soon; too short a
-	// grace only elects early, which the epochs make safe.
-	return now.Sub(t.since) < ttl/2, now.Sub(t.since)
+	return now.Sub(t.since) < grace, now.Sub(t.since)
 }
 
 // Handle decides req if this node is the controller, or passes it on to
@@ -210,7 +210,7 @@ func (c *Controller) register(ctx context.Context, r *pb.RegisterNode, now time.
 	}
 	reg := &pb.RegisterNode{Name: r.Name, Incarnation: r.Incarnation, Role: r.Role}
 	if n, ok := c.Node(r.Name); ok && n.Incarnation != r.Incarnation {
-		if live, ago := c.leases.live(r.Name, n.Incarnation, now, c.cfg.LeaseTTL); live {
+		if live, ago := c.leases.live(r.Name, n.Incarnation, now, c.cfg.LeaseTTL, c.cfg.LeaseTTL); live {
 			return &pb.ControlResponse{Code: pb.ErrorCode_ERROR_CODE_NAME_TAKEN, Error: fmt.Sprintf(
 				"the name %s is held by a live node (incarnation %016x, heard from %v ago); this process has incarnation %016x: give it another --name, or stop the other one first",
 				r.Name, n.Incarnation, ago.Round(time.Millisecond), r.Incarnation)}, nil
@@ -361,7 +361,7 @@ func (c *Controller) liveCandidates(now time.Time) ([]cluster.Candidate, map[str
 		if want := roleOf(m.Role); want != n.Role {
 			continue
 		}
-		if live, _ := c.leases.live(m.Name, n.Incarnation, now, c.cfg.LeaseTTL); !live {
+		if live, _ := c.leases.live(m.Name, n.Incarnation, now, c.cfg.LeaseTTL, c.cfg.LeaseTTL); !live {
 			continue
 		}
 		incs[m.Name] = n.Incarnation

@@ -68,7 +68,7 @@ func (c *Controller) elections(now time.Time) []*pb.ElectLeader {
 		}
 		ln, ok := c.Node(s.Leader)
 		if ok {
-			if live, _ := c.leases.live(s.Leader, ln.Incarnation, now, c.cfg.LeaseTTL); live && ln.Incarnation == s.Copies[0].Incarnation {
+			if live, _ := c.leases.live(s.Leader, ln.Incarnation, now, c.cfg.LeaseTTL, c.cfg.LeaseTTL/2); live && ln.Incarnation == s.Copies[0].Incarnation {
 				continue
 			}
 		}
@@ -90,7 +90,7 @@ func (c *Controller) candidate(s *pb.Stream, now time.Time) *pb.ElectLeader {
 		if !ok || n.Incarnation != cp.Incarnation || n.Role != pb.Role_ROLE_NODE {
 			continue
 		}
-		if live, _ := c.leases.live(cp.Node, n.Incarnation, now, c.cfg.LeaseTTL); !live {
+		if live, _ := c.leases.live(cp.Node, n.Incarnation, now, c.cfg.LeaseTTL, c.cfg.LeaseTTL); !live {
 			continue
 		}
 		return &pb.ElectLeader{Name: s.Name, StreamId: s.Id, Leader: cp.Node, Incarnation: cp.Incarnation, FromEpoch: s.Epoch,
@@ -106,7 +106,7 @@ func (c *Controller) handOff(ctx context.Context, r *pb.ElectLeader, now time.Ti
 	if !ok {
 		return &pb.ControlResponse{Code: pb.ErrorCode_ERROR_CODE_UNKNOWN_NODE, Error: fmt.Sprintf("controller: %s is not registered", r.Leader)}, nil
 	}
-	if live, ago := c.leases.live(r.Leader, n.Incarnation, now, c.cfg.LeaseTTL); !live {
+	if live, ago := c.leases.live(r.Leader, n.Incarnation, now, c.cfg.LeaseTTL, c.cfg.LeaseTTL); !live {
 		return &pb.ControlResponse{Code: pb.ErrorCode_ERROR_CODE_INVALID, Error: fmt.Sprintf("controller: %s holds no lease (heard from %v ago)", r.Leader, ago.Round(time.Millisecond))}, nil
 	}
 	e := &pb.ElectLeader{Name: r.Name, StreamId: r.StreamId, Leader: r.Leader, Incarnation: n.Incarnation, FromEpoch: r.FromEpoch, Reason: r.Reason}

@@ -303,7 +303,7 @@ func (c *Controller) LeaseLive(name string) (live, ok bool) {
 	if !found {
 		return false, true
 	}
-	live, _ = c.leases.live(name, n.Incarnation, time.Now(), c.cfg.LeaseTTL)
+	live, _ = c.leases.live(name, n.Incarnation, time.Now(), c.cfg.LeaseTTL, c.cfg.LeaseTTL)
 	return live, true
 }
 
