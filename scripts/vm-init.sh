@@ -34,6 +34,19 @@ fi
 share="${run%/*}"
 o=trans=virtio,version=9p2000.L,msize=524288
 mount -t 9p -o "$o,ro" hostroot /newroot || die "mounting the host's / failed"
+# The guest's own /tmp (a tmpfs) hides the host's: a repository under the
+# host's /tmp (a clone there) is exposed again, read-only, from a view of
+# the host's / taken before.
+mkdir -p /hostview
+mount -o bind /newroot /hostview || die "binding the host's / failed"
+mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp
+case "$share" in
+/tmp/*)
+	repo="${share%/bin/vm}"
+	mkdir -p "/newroot$repo" || die "making $repo in the guest's /tmp failed"
+	mount -o bind "/hostview$repo" "/newroot$repo" || die "exposing $repo (under the host's /tmp) failed"
+	;;
+esac
 mount -t 9p -o "$o" vmshare "/newroot$share" || die "mounting the share at $share failed"
 mount -t proc proc /newroot/proc
 mount -t sysfs sys /newroot/sys
@@ -41,7 +54,6 @@ mount -t devtmpfs dev /newroot/dev
 mkdir -p /newroot/dev/pts /newroot/dev/shm 2>/dev/null
 mount -t devpts devpts /newroot/dev/pts
 mount -t tmpfs tmpfs /newroot/dev/shm
-mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp
 mount -t tmpfs tmpfs /newroot/run
 # Module loading inside needs /lib/modules (host's, read-only: fine) and a
 # writable /mnt for the DAX mount point.
