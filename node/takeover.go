@@ -367,45 +367,23 @@ func (st *store) writeMetaEpoch(name string, epoch uint64) (meta, error) {
 }
 
 // adopt makes stream name here from data, an existing stream file (a
-// copy's), with m as its meta.json: the file is hard-linked into a hidden
-// directory that is then renamed to NAME, so the file is always in one
-// place at least.
+// copy's), with m as its meta.json (adoptInto).
 func (st *store) adopt(name string, m meta, data string) error {
-	tmp := filepath.Join(st.dir, hiddenName(name, "new"))
-	if err := os.Mkdir(tmp, 0o755); err != nil {
-		return fmt.Errorf("node: %w", err)
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			os.RemoveAll(tmp)
-		}
-	}()
-	if err := os.Link(data, filepath.Join(tmp, streamFile)); err != nil {
-		return fmt.Errorf("node: %w", err)
-	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	if err := writeFileSync(filepath.Join(tmp, metaFile), append(b, '\n')); err != nil {
+	if err := adoptInto(st.dir, name, data, b); err != nil {
 		return err
 	}
-	if err := syncDir(tmp); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, st.path(name)); err != nil {
-		return fmt.Errorf("node: %w", err)
-	}
-	ok = true
 	st.mu.Lock()
 	st.ids[name] = m.StreamID
 	st.mu.Unlock()
-	return syncDir(st.dir)
+	return nil
 }
 
 // adopt makes the copy of stream name here from data, an existing stream
-// file (the stream this node led), with m as its meta, as store.adopt.
+// file (the stream this node led), with m as its meta (adoptInto).
 func (r *replicas) adopt(name string, m replicaMeta, data string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -414,7 +392,20 @@ func (r *replicas) adopt(name string, m replicaMeta, data string) error {
 			return err
 		}
 	}
-	tmp := filepath.Join(r.dir, hiddenName(name, "new"))
+	b, _ := json.Marshal(m)
+	if err := adoptInto(r.dir, name, data, b); err != nil {
+		return err
+	}
+	r.metas[name] = m
+	return nil
+}
+
+// adoptInto makes dir/name from data, an existing stream file, and
+// metaJSON: the file is hard-linked into a hidden directory with the meta
+// (both durable), which is then renamed to name, so the file is always
+// in one place at least.
+func adoptInto(dir, name, data string, metaJSON []byte) error {
+	tmp := filepath.Join(dir, hiddenName(name, "new"))
 	if err := os.Mkdir(tmp, 0o755); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
@@ -427,19 +418,17 @@ func (r *replicas) adopt(name string, m replicaMeta, data string) error {
 	if err := os.Link(data, filepath.Join(tmp, streamFile)); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	b, _ := json.Marshal(m)
-	if err := writeFileSync(filepath.Join(tmp, metaFile), append(b, '\n')); err != nil {
+	if err := writeFileSync(filepath.Join(tmp, metaFile), append(metaJSON, '\n')); err != nil {
 		return err
 	}
 	if err := syncDir(tmp); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, r.path(name)); err != nil {
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
 	ok = true
-	r.metas[name] = m
-	return syncDir(r.dir)
+	return syncDir(dir)
 }
 
 // openEpoch starts this leader's epoch in ls: a new region under epoch
