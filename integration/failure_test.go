@@ -49,15 +49,29 @@ func startFailureCluster(t *testing.T, ctx context.Context, nodes int, backup bo
 // flags.
 func startFailureClusterArgs(t *testing.T, ctx context.Context, nodes int, backup bool, args ...string) *proccluster.Cluster {
 	t.Helper()
+	return startClusterConfig(t, ctx, proccluster.Config{Nodes: nodes, Backup: backup, Args: args})
+}
+
+// startClusterConfig starts a cluster of cfg with small regions and the
+// failure tests' checks (see startFailureCluster); Binary and Dir are
+// filled in: the streamnode named by RPSTREAM_TEST_STREAMNODE (a test
+// re-run in a network namespace gets the one its parent built) or one
+// built once.
+func startClusterConfig(t *testing.T, ctx context.Context, cfg proccluster.Config) *proccluster.Cluster {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs streamnode processes")
 	}
-	bin, err := proccluster.BuildOnce()
-	if err != nil {
-		t.Fatal(err)
+	bin := os.Getenv("RPSTREAM_TEST_STREAMNODE")
+	if bin == "" {
+		var err error
+		if bin, err = proccluster.BuildOnce(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	cl, err := proccluster.Start(ctx, proccluster.Config{Binary: bin, Dir: t.TempDir(), Nodes: nodes, Backup: backup,
-		Args: append([]string{"--region-size", "262144"}, args...), StopTimeout: 10 * time.Second})
+	cfg.Binary, cfg.Dir, cfg.StopTimeout = bin, t.TempDir(), 10*time.Second
+	cfg.Args = append([]string{"--region-size", "262144"}, cfg.Args...)
+	cl, err := proccluster.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

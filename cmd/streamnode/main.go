@@ -147,6 +147,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	ncfg.Provider = provider
 	ncfg.RDMA = rdma.DefaultConfig()
 	ncfg.RDMA.Secret = secret
+	// A peer silent for a lease is gone, for the rdma connections as for
+	// the controller: a leader cut off from its copies fails its
+	// appends (Unavailable, quorum lost) within about a lease instead of
+	// the provider's default 30 s, and its clients go on at the leader
+	// elected meanwhile. (A real NIC's reliable connection gives up
+	// after its retry budget, typically well under a second.)
+	ncfg.RDMA.AckTimeout = max(ctlCfg.LeaseTTL, time.Second)
+	ncfg.QuorumWait = ncfg.RDMA.AckTimeout
 	ncfg.Backup = cfg.Role == "backup"
 	ncfg.ScrubEvery = time.Duration(cfg.ScrubEvery)
 	ncfg.Catalog = ctl

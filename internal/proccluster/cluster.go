@@ -66,6 +66,12 @@ type Config struct {
 	// member alive (gossip has converged), so that streams created next
 	// can be placed on all of them.
 	SkipMembership bool
+	// Wrap, if set, is the command prefix that runs member i (such as
+	// nsenter into a network namespace of its own; see internal/netlab).
+	// Each member must then have a host of its own (Hosts), whose ports
+	// this process cannot probe: members listen on the fixed ports
+	// 7420 (client), 7421 (peer) and 7946 (gossip) of their host.
+	Wrap func(i int) []string
 }
 
 // Node describes one member.
@@ -144,6 +150,13 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	free := map[string][]int{}
 	for h, k := range need {
+		if cfg.Wrap != nil {
+			if k > 3 {
+				return nil, fmt.Errorf("proccluster: host %s given to more than one wrapped member", h)
+			}
+			free[h] = []int{7420, 7421, 7946}
+			continue
+		}
 		ports, err := freePorts(h, k)
 		if err != nil {
 			return nil, err
@@ -343,7 +356,11 @@ func (c *Cluster) launch(i int) error {
 		return fmt.Errorf("proccluster: %w", err)
 	}
 	fmt.Fprintf(logf, "# proccluster: starting %s at %s\n", m.Name, time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(c.cfg.Binary, c.args(i)...)
+	argv := append([]string{c.cfg.Binary}, c.args(i)...)
+	if c.cfg.Wrap != nil {
+		argv = append(c.cfg.Wrap(i), argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = memberEnv()
 	cmd.SysProcAttr = sysProcAttr()
