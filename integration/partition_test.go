@@ -4,6 +4,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -170,4 +171,92 @@ func TestFailoverLeaderPartitioned(t *testing.T) {
 		t.Errorf("%d copies compared, want 2", copies)
 	}
 	t.Logf("%d acknowledged; %s led after the cut, %s at the end; copies identical", len(acked), next, final)
+}
+
+// TestFailoverFollowerPartitioned: a follower of a stream with three
+// replicas (quorum) is cut off from the other nodes under load: the
+// leader keeps acknowledging with the other copy, and after the heal the
+// cut-off copy catches up. Nothing acknowledged is lost or doubled, and
+// every copy ends identical to the leader's.
+func TestFailoverFollowerPartitioned(t *testing.T) {
+	cl, lab, ctx := startLabCluster(t, 3, 90*time.Second)
+	if cl == nil {
+		return
+	}
+	const stream = "cutcopy"
+	admin := dial(t, cl.ClientAddrs()[0], client.Options{})
+	st, err := admin.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_QUORUM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := (indexOf(t, cl, st.Leader) + 1) % 3
+	lc := dial(t, mustNode(cl, indexOf(t, cl, st.Leader)).ClientAddr, client.Options{})
+	seeds := strings.Join(cl.ClientAddrs(), ",")
+	const clients, each, window = 2, 3000, 8
+	var mu sync.Mutex
+	n := 0
+	cut, heal := make(chan struct{}), make(chan struct{})
+	progress := func() {
+		mu.Lock()
+		n++
+		switch n {
+		case clients * each / 4:
+			close(cut)
+		case clients * each * 3 / 4:
+			close(heal)
+		}
+		mu.Unlock()
+	}
+	faultErr := make(chan error, 1)
+	go func() {
+		var cutAt time.Time
+		for _, step := range []struct {
+			at <-chan struct{}
+			do func() error
+		}{{cut, func() error { cutAt = time.Now(); return lab.Isolate(victim) }}, {heal, func() error {
+			// Cut for longer than a lease (1 s): the leader's rdma
+			// connections to the copy are declared lost, and the
+			// controller counts its node dead.
+			time.Sleep(time.Until(cutAt.Add(3 * time.Second)))
+			// The leader says so meanwhile.
+			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			s, err := lc.Status(sctx, stream)
+			if err != nil {
+				return fmt.Errorf("status during the cut: %w", err)
+			}
+			if !s.UnderReplicated {
+				return fmt.Errorf("%s cut off for 3 s, and the leader's status says the stream is not under-replicated: %+v", mustNode(cl, victim).Name, s)
+			}
+			return lab.Heal()
+		}}} {
+			select {
+			case <-step.at:
+			case <-ctx.Done():
+				faultErr <- ctx.Err()
+				return
+			}
+			if err := step.do(); err != nil {
+				faultErr <- err
+				return
+			}
+		}
+		faultErr <- nil
+	}()
+	acked := load(t, ctx, seeds, stream, 0, clients, each, window, progress)
+	if err := <-faultErr; err != nil {
+		t.Fatal(err)
+	}
+	if t.Failed() {
+		return
+	}
+	final, epoch := leaderOf(t, ctx, cl, stream, "")
+	li := indexOf(t, cl, final)
+	if dups := checkTail(t, ctx, mustNode(cl, li).ClientAddr, stream, acked, clients); dups != 0 {
+		t.Errorf("%d entries stored twice", dups)
+	}
+	if copies := compareCopies(t, cl, li, stream, len(acked)); copies != 2 {
+		t.Errorf("%d copies compared, want 2", copies)
+	}
+	t.Logf("%d acknowledged with %s cut off for 3 s; %s leads (epoch %d); copies identical", len(acked), mustNode(cl, victim).Name, final, epoch)
 }
