@@ -430,3 +430,82 @@ func TestScrubRepairsCopy(t *testing.T) {
 		t.Errorf("%d copies compared, want 2", copies)
 	}
 }
+
+// TestFailoverTwiceInARow: the leader is SIGKILLed under load, and so is
+// its successor the moment it leads, while the first is restarted: the
+// stream passes to a third leader (or back to the first), whose takeover
+// must find every acknowledged entry although the second leader's epoch
+// may have started on only some copies. Every acknowledged append is read
+// back once at its position, and the copies end identical.
+func TestFailoverTwiceInARow(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl := startFailureCluster(t, ctx, 3, false)
+	const stream = "twice"
+	admin := dial(t, cl.ClientAddrs()[0], client.Options{})
+	st, err := admin.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_QUORUM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seeds := strings.Join(cl.ClientAddrs(), ",")
+	const clients, each, window = 3, 2000, 8
+	var mu sync.Mutex
+	n := 0
+	start := make(chan struct{})
+	progress := func() {
+		mu.Lock()
+		n++
+		if n == clients*each/4 {
+			close(start)
+		}
+		mu.Unlock()
+	}
+	faultErr := make(chan error, 1)
+	go func() {
+		faultErr <- func() error {
+			select {
+			case <-start:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			first := indexOf(t, cl, st.Leader)
+			if err := cl.Kill(first); err != nil {
+				return err
+			}
+			killed := time.Now()
+			second, e2, err := findLeader(ctx, cl, stream, st.Leader)
+			if err != nil {
+				return err
+			}
+			si := indexOf(t, cl, second)
+			if err := cl.Kill(si); err != nil {
+				return err
+			}
+			t.Logf("killed %s; %s led under epoch %d after %v and was killed at once", st.Leader, second, e2, time.Since(killed).Round(time.Millisecond))
+			if err := cl.Start(ctx, first); err != nil {
+				return err
+			}
+			third, e3, err := findLeader(ctx, cl, stream, second)
+			if err != nil {
+				return err
+			}
+			t.Logf("%s restarted; %s leads under epoch %d, %v after the first kill", st.Leader, third, e3, time.Since(killed).Round(time.Millisecond))
+			return cl.Start(ctx, si)
+		}()
+	}()
+	acked := load(t, ctx, seeds, stream, 0, clients, each, window, progress)
+	if err := <-faultErr; err != nil {
+		t.Fatal(err)
+	}
+	if t.Failed() {
+		return
+	}
+	final, _ := leaderOf(t, ctx, cl, stream, "")
+	li := indexOf(t, cl, final)
+	if dups := checkTail(t, ctx, mustNode(cl, li).ClientAddr, stream, acked, clients); dups != 0 {
+		t.Errorf("%d entries stored twice", dups)
+	}
+	if copies := compareCopies(t, cl, li, stream, len(acked)); copies != 2 {
+		t.Errorf("%d copies compared, want 2", copies)
+	}
+}
