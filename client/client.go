@@ -500,7 +500,7 @@ func (c *Client) retry(ctx context.Context, what string, f func(ctx context.Cont
 		if status.Code(err) != codes.Unavailable || (c.attempts > 0 && attempt >= c.attempts) || ctx.Err() != nil {
 			return err
 		}
-		last = err
+		last = reason(last, err)
 		c.learnMembers(dctx)
 		if !b.sleep(dctx) {
 			if ctx.Err() != nil {
@@ -536,6 +536,30 @@ func (b *backoffTimer) sleep(ctx context.Context) bool {
 
 // reset starts the waits again from Options.Backoff.
 func (b *backoffTimer) reset(c *Client) { b.next = c.backoff }
+
+// reason is the failure an ErrTimeout reports given the one kept so far
+// (last) and a new one (err): the newest, except that a node's own answer
+// (quorum lost, a leader down) is not replaced by a failure to reach some
+// other node (connection refused by a member that is down), which says
+// less about why the call cannot be served.
+func reason(last, err error) error {
+	if last != nil && unreachable(err) && !unreachable(last) {
+		return last
+	}
+	return err
+}
+
+// unreachable says whether err is gRPC's failure to reach a node or keep
+// its connection rather than a node's answer.
+func unreachable(err error) bool {
+	msg := status.Convert(err).Message()
+	for _, s := range []string{"connection error", "transport is closing", "error reading from server", "name resolver error", "while dialing"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
 
 // timeoutError is ErrTimeout with the call's description and its last
 // failure.

@@ -82,6 +82,7 @@ type stream struct {
 	// leader replicates the stream to its copies; nil for a stream of
 	// this node alone. quorumWait is Config.QuorumWait.
 	leader     *replicate.Leader
+	repairMu   sync.Mutex // one repair of its damaged entries at a time (scrub.go)
 	quorumWait time.Duration
 	opened     time.Time // when leader started
 	// app copies payloads into the stream with Config.Mover; nil copies

@@ -244,6 +244,11 @@ func (s *Server) Read(ctx context.Context, req *api.ReadRequest) (*api.ReadRespo
 	resp := &api.ReadResponse{Committed: st.committed(), Head: st.ls.Head()}
 	it := st.ls.Iterator(req.From)
 	resp.Entries, err = readBatch(it, resp.Committed, maxEntries, maxBytes, st.meta.Envelope)
+	if err != nil && s.repairOnRead(st, it.Pos(), err) {
+		// Damage repaired from a copy: read again.
+		it = st.ls.Iterator(req.From)
+		resp.Entries, err = readBatch(it, resp.Committed, maxEntries, maxBytes, st.meta.Envelope)
+	}
 	if err != nil {
 		return nil, statusOf(err)
 	}
@@ -314,8 +319,15 @@ func (s *Server) Tail(req *api.TailRequest, call api.Streams_TailServer) error {
 		from = st.committed()
 	}
 	it := st.ls.Iterator(from)
+	repairs := 0
 	for {
 		batch, err := readBatch(it, st.committed(), maxReadEntries, maxReadBytes, st.meta.Envelope)
+		if err != nil && repairs < 3 && s.repairOnRead(st, it.Pos(), err) {
+			// Damage repaired from a copy: go on from the entry.
+			repairs++
+			it = st.ls.Iterator(it.Pos())
+			err = nil
+		}
 		if err != nil {
 			return statusOf(err)
 		}

@@ -71,7 +71,7 @@ applied     40
 voters      n1, n2, n3
 followers   -
 streams     0
-scrub       0 copies read through (0 bytes), 0 damaged entries found, 0 copies repaired
+scrub       0 copies and led streams read through (0 bytes), 0 damaged entries found, 0 repaired, 0 beyond repair
 
 NAME  ROLE    STATE    VOTER  INCARNATION       ADDRESS
 n1    node    alive    yes    00000000000000a1  127.0.0.1:7420
