@@ -72,8 +72,19 @@ func New() *Catalog {
 	return &Catalog{nodes: map[string]*pb.Node{}, streams: map[string]*pb.Stream{}}
 }
 
-// Applied is the index of the last command applied (or restored).
+// Applied is the index of the last log entry applied (by Apply or Skip)
+// or restored.
 func (c *Catalog) Applied() uint64 { return c.applied }
+
+// Skip records that the log's entry at index, which is not a command (a
+// new Raft leader's empty entry, a change of the Raft group), was
+// applied: it changes nothing but Applied. Waiting for an index (a read
+// barrier's, which is often such an entry) needs Applied to pass it.
+func (c *Catalog) Skip(index uint64) {
+	if index > c.applied {
+		c.applied = index
+	}
+}
 
 // ValidName reports whether name is 1 to MaxNameLen bytes of
 // [A-Za-z0-9._-] starting with a letter or digit: safe as a file name and

@@ -883,15 +883,6 @@ func TestFailureFollowerHangs(t *testing.T) {
 // the leader, says the stream is gone, so the follower removes its copy
 // at once.
 func TestFailureDeletedWhileDownLeaderAway(t *testing.T) {
-	if os.Getenv("RPSTREAM_RUN_FLAKY") == "" {
-		// Open bug, found on the last day of issue 9: in about 1 run in 8
-		// (under -race, more under load) n2's reads of the deleted stream
-		// each wait out their deadline for 30 s and its copy is never
-		// removed: both wait on the catalog's read barrier (ReadIndex) at
-		// n2, restarted while the stream's old leader, a voter, is dead.
-		// Not yet diagnosed; RPSTREAM_RUN_FLAKY=1 runs it.
-		t.Skip("known intermittent hang of the catalog read barrier on a restarted voter (open bug, see docs/design-notes.md); RPSTREAM_RUN_FLAKY=1 runs it")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cl := startFailureCluster(t, ctx, 3, false)

@@ -364,6 +364,10 @@ func (c *Controller) apply(ents []*raftpb.Entry) error {
 	var ids []string
 	c.mu.Lock()
 	for _, e := range ents {
+		// Every entry counts as applied, commands or not: a read
+		// barrier's index is often a new leader's empty entry, and
+		// WaitApplied must see it passed even if no command follows.
+		c.cat.Skip(e.GetIndex())
 		switch e.GetType() {
 		case raftpb.EntryNormal:
 			if len(e.GetData()) == 0 {
