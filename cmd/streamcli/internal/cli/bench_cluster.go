@@ -19,7 +19,9 @@ Without --node it starts its own cluster of K streamnode processes on
 127.0.0.1 (default 3; the binary is --streamnode, else the streamnode next
 to streamcli, else the one on PATH) with their data in a fresh directory
 under --dir (default /dev/shm, tmpfs, if it exists), and stops it and
-removes the data afterwards. With --node it uses that running node's
+removes the data afterwards; --admin starts them with their admin
+listener (metrics counted) and scrapes each one's /metrics every second,
+to measure what metrics cost. With --node it uses that running node's
 cluster and deletes the stream it made afterwards. The stream is fresh
 (bench-TIME-RANDOM), created with --replicas and --acks. After a warm-up
 (50 appends per client, untimed), C clients append N entries in all on
