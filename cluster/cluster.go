@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/rpstream/rpstream/internal/logrepeat"
 )
 
 // State is a member's state as failure detection sees it.
@@ -95,6 +97,8 @@ type Cluster struct {
 	cfg Config
 	log *slog.Logger
 	ml  *memberlist.Memberlist
+	// repeats keeps memberlist's repeated warnings from flooding log.
+	repeats *logrepeat.Limiter
 
 	// lifeMu serialises Join, Leave, UpdateCapacity and Shutdown
 	// (memberlist panics on Leave after Shutdown). Taken before mu, never
@@ -122,6 +126,7 @@ func New(cfg Config) (*Cluster, error) {
 	c := &Cluster{
 		cfg:     cfg,
 		log:     cfg.Logger,
+		repeats: logrepeat.New(0),
 		meta:    Meta{Role: cfg.Role, Capacity: cfg.Capacity, ClientAddr: cfg.ClientAddr, PeerAddr: cfg.PeerAddr},
 		view:    map[string]Member{},
 		suspect: map[string]bool{},
@@ -467,15 +472,32 @@ func (w *logWriter) Write(p []byte) (int, error) {
 		name := line[i+len(suspectPrefix) : len(line)-len(suspectSuffix)]
 		(*Cluster)(w).markSuspect(name)
 	}
-	level := slog.LevelDebug
-	switch {
-	case strings.HasPrefix(line, "[ERR]"):
-		level = slog.LevelError
-	case strings.HasPrefix(line, "[WARN]"):
-		level = slog.LevelWarn
-	case strings.HasPrefix(line, "[INFO]"):
-		level = slog.LevelInfo
+	level, msg := memberlistLevel(line)
+	if level < slog.LevelWarn {
+		w.log.Log(context.Background(), level, msg, "source", "memberlist")
+		return len(p), nil
 	}
-	w.log.Log(context.Background(), level, line)
+	// A warning or error repeated word for word (a member that stays
+	// unreachable) is logged once, then counted: once a minute at most.
+	w.repeats.Log(w.log, level, msg, "repeat", msg, "source", "memberlist")
 	return len(p), nil
+}
+
+// memberlistLevel parses one of memberlist's log lines, "[LEVEL]
+// memberlist: text", into a slog level and the text. A line without a
+// level is Debug.
+func memberlistLevel(line string) (slog.Level, string) {
+	level := slog.LevelDebug
+	for _, l := range []struct {
+		prefix string
+		level  slog.Level
+	}{{"[ERR]", slog.LevelError}, {"[ERROR]", slog.LevelError}, {"[WARN]", slog.LevelWarn}, {"[INFO]", slog.LevelInfo}, {"[DEBUG]", slog.LevelDebug}, {"[TRACE]", slog.LevelDebug}} {
+		if rest, ok := strings.CutPrefix(line, l.prefix); ok {
+			level, line = l.level, rest
+			break
+		}
+	}
+	line = strings.TrimSpace(line)
+	line = strings.TrimPrefix(line, "memberlist: ")
+	return level, "memberlist: " + line
 }

@@ -125,8 +125,9 @@ type Config struct {
 	// from one goroutine owned by the Cluster. It must not block for long:
 	// events queue behind it.
 	OnChange func(Event)
-	// Logger receives memberlist's log lines (at Debug level) and the
-	// Cluster's own; nil discards them.
+	// Logger receives memberlist's log lines, at the level each carries
+	// ("[WARN]": Warn; a warning repeated word for word is logged once a
+	// minute with its count), and the Cluster's own; nil discards them.
 	Logger *slog.Logger
 }
 

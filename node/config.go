@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/rpstream/rpstream/catalog/catalogpb"
 	"github.com/rpstream/rpstream/catalog/controller"
 	"github.com/rpstream/rpstream/local"
@@ -84,6 +86,10 @@ type Config struct {
 	// Control service (controller.GRPC.Service), separate from the
 	// client service.
 	Control catalogpb.ControlServer
+	// Metrics, if set, is where the server registers its Prometheus
+	// metrics (metrics.go): a registry of this node's own, as tests run
+	// several nodes in one process. Nil: nothing is counted.
+	Metrics prometheus.Registerer
 }
 
 // DefaultConfig returns the configuration of a node keeping its data in

@@ -12,6 +12,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
 	"github.com/rpstream/rpstream/api"
@@ -62,6 +66,9 @@ type Server struct {
 	stopFunc context.CancelCauseFunc
 	calls    sync.WaitGroup // calls in flight
 	addr     string         // listener address, once Serve runs; under mu
+
+	metrics *metrics       // nil without Config.Metrics
+	health  *health.Server // grpc.health.v1 on the client port, following Ready
 
 	hub     *remote.Hub   // serves copies on Config.PeerAddr; nil without
 	hubDone chan struct{} // closed when the hub's Serve returned
@@ -123,11 +130,24 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	if cfg.Metrics != nil {
+		if s.metrics, err = newMetrics(s, cfg.Metrics); err != nil {
+			s.stopHub()
+			return nil, fmt.Errorf("node: metrics: %w", err)
+		}
+	}
 	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize))
 	api.RegisterStreamsServer(s.grpc, s)
 	if cfg.Control != nil {
 		catalogpb.RegisterControlServer(s.grpc, cfg.Control)
 	}
+	s.health = health.NewServer()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	s.health.SetServingStatus(api.Streams_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	healthgrpc.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	s.calls.Add(1)
+	go s.healthLoop()
 	if cfg.Catalog != nil {
 		s.calls.Add(1)
 		go s.reconcileLoop()
@@ -186,6 +206,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing = true
 	s.mu.Unlock()
 	s.stopFunc(ErrClosing)
+	// Health checks answer NOT_SERVING while the calls drain.
+	s.health.Shutdown()
 
 	drained := make(chan struct{})
 	go func() { s.calls.Wait(); close(drained) }()

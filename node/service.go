@@ -111,11 +111,18 @@ func (s *Server) ListStreams(ctx context.Context, req *api.ListStreamsRequest) (
 	return &api.ListStreamsResponse{Streams: names}, nil
 }
 
-func (s *Server) Append(ctx context.Context, req *api.AppendRequest) (*api.AppendResponse, error) {
+func (s *Server) Append(ctx context.Context, req *api.AppendRequest) (resp *api.AppendResponse, err error) {
 	if err := s.enter(); err != nil {
 		return nil, statusOf(err)
 	}
 	defer s.leave()
+	if s.metrics != nil {
+		started := time.Now()
+		defer func() {
+			n, b := reqSize(req)
+			s.metrics.appended(n, b, started, err)
+		}()
+	}
 	if err := checkAppend(req); err != nil {
 		return nil, statusOf(err)
 	}
@@ -132,6 +139,18 @@ func (s *Server) Append(ctx context.Context, req *api.AppendRequest) (*api.Appen
 		return nil, statusOf(err)
 	}
 	return resp, nil
+}
+
+// reqSize is the number of entries an append request carries and their
+// payload bytes.
+func reqSize(req *api.AppendRequest) (entries, bytes int) {
+	if len(req.Batch) == 0 {
+		return 1, len(req.Data)
+	}
+	for _, e := range req.Batch {
+		bytes += len(e)
+	}
+	return len(req.Batch), bytes
 }
 
 // Batch limits (AppendRequest.batch).

@@ -6,7 +6,8 @@
 # appends, tails, follows, lists and benchmarks; then it runs a cluster of
 # three streamnodes and a backup target on loopback (ports from
 # $RPSTREAM_DEMO_PORT, default 27400, +11..+34), replicates a stream, kills
-# a replica, and benchmarks replicated appends.
+# a replica, and benchmarks replicated appends. Each node serves its admin
+# listener (/metrics, /readyz) on 127.0.0.1, port base+41..+44.
 set -euo pipefail
 
 data=${1:-./rpstream-data}
@@ -116,11 +117,11 @@ join=127.0.0.1:$((base + 31)),127.0.0.1:$((base + 32)),127.0.0.1:$((base + 33)),
 start_node() {
 	local i=$1 role=node
 	[ "$i" = 4 ] && role=backup
-	printf '$ streamnode --name n%d --role %s --data %s --client-addr 127.0.0.1:%d --peer-addr 127.0.0.1:%d --gossip-addr 127.0.0.1:%d --join %s --voters n1,n2,n3 &\n' \
-		"$i" "$role" "$cdir/n$i" $((base + 10 + i)) $((base + 20 + i)) $((base + 30 + i)) "$join"
+	printf '$ streamnode --name n%d --role %s --data %s --client-addr 127.0.0.1:%d --peer-addr 127.0.0.1:%d --gossip-addr 127.0.0.1:%d --admin-addr 127.0.0.1:%d --join %s --voters n1,n2,n3 &\n' \
+		"$i" "$role" "$cdir/n$i" $((base + 10 + i)) $((base + 20 + i)) $((base + 30 + i)) $((base + 40 + i)) "$join"
 	"$node" --name "n$i" --role "$role" --data "$cdir/n$i" --client-addr "127.0.0.1:$((base + 10 + i))" \
 		--peer-addr "127.0.0.1:$((base + 20 + i))" --gossip-addr "127.0.0.1:$((base + 30 + i))" \
-		--join "$join" --voters n1,n2,n3 2>>"$cdir/n$i.log" &
+		--admin-addr "127.0.0.1:$((base + 40 + i))" --join "$join" --voters n1,n2,n3 2>>"$cdir/n$i.log" &
 	nodepids[$((i - 1))]=$!
 }
 # wait_alive N waits (at most 15 s) until n1 lists N members alive and
@@ -154,6 +155,16 @@ show --node "$n1" append orders "order 1" "order 2" "order 3"
 sleep 0.2
 show --node "$n3" tail orders
 show --node "$n1" status orders
+
+say "Watch it: each node's admin listener serves /readyz and Prometheus /metrics"
+echo "$ streamnode probe http://127.0.0.1:$((base + 42))/readyz"
+"$node" probe "http://127.0.0.1:$((base + 42))/readyz"
+echo "$ curl -s http://127.0.0.1:$((base + 42))/metrics | grep -E '^rpstream_(appends_total|streams_led|replica_commit_lag_entries|catalog_is_controller)'"
+if command -v curl >/dev/null; then
+	curl -s "http://127.0.0.1:$((base + 42))/metrics" | grep -E '^rpstream_(appends_total|streams_led|replica_commit_lag_entries|catalog_is_controller)' || true
+else
+	echo "(no curl here)"
+fi
 
 say "Kill a replica (SIGKILL): a quorum, the leader and one copy, still acknowledges"
 victim=n1

@@ -75,6 +75,11 @@ type Config struct {
 	// LogLevel is debug, info, warn or error; LogFormat text or json.
 	LogLevel  string `json:"log_level"`
 	LogFormat string `json:"log_format"`
+	// AdminAddr, if set, is the HTTP admin listener's address (package
+	// admin: /metrics, /healthz, /readyz); empty, the default, means no
+	// listener and no metrics counted. Pprof adds /debug/pprof/ to it.
+	AdminAddr string `json:"admin_addr"`
+	Pprof     bool   `json:"pprof"`
 }
 
 // Duration is a time.Duration written as "10s" in JSON.
@@ -215,6 +220,18 @@ func (c Config) Validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("log-format %q: want text or json", c.LogFormat)
 	}
+	if c.AdminAddr != "" {
+		if err := validateAddr("admin-addr", c.AdminAddr); err != nil {
+			return err
+		}
+		for _, a := range []struct{ what, addr string }{{"client-addr", c.ClientAddr}, {"peer-addr", c.PeerAddr}, {"gossip-addr", c.GossipAddr}} {
+			if _, port, _ := net.SplitHostPort(a.addr); a.addr == c.AdminAddr && port != "0" {
+				return fmt.Errorf("%s and admin-addr are both %s", a.what, a.addr)
+			}
+		}
+	} else if c.Pprof {
+		return errors.New("pprof: needs --admin-addr (pprof is served on the admin listener)")
+	}
 	return nil
 }
 
@@ -224,6 +241,22 @@ type setting struct {
 	usage string
 	set   func(c *Config, v string) error
 }
+
+// boolSettings may be given without a value, which means true (--pprof).
+var boolSettings = map[string]bool{"pprof": true}
+
+// boolValue is a string flag that may be given without a value, which
+// means "true".
+type boolValue struct{ v *string }
+
+func (b boolValue) String() string {
+	if b.v == nil {
+		return ""
+	}
+	return *b.v
+}
+func (b boolValue) Set(s string) error { *b.v = s; return nil }
+func (b boolValue) IsBoolFlag() bool   { return true }
 
 func str(p func(c *Config) *string) func(*Config, string) error {
 	return func(c *Config, v string) error { *p(c) = v; return nil }
@@ -280,6 +313,12 @@ var settings = []setting{
 	}},
 	{"log-level", "debug, info, warn or error", str(func(c *Config) *string { return &c.LogLevel })},
 	{"log-format", "text or json", str(func(c *Config) *string { return &c.LogFormat })},
+	{"admin-addr", "HTTP admin listener for /metrics, /healthz and /readyz, HOST:PORT (default: none)", str(func(c *Config) *string { return &c.AdminAddr })},
+	{"pprof", "serve net/http/pprof under /debug/pprof/ on the admin listener", func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		c.Pprof = b
+		return err
+	}},
 }
 
 func envName(flagName string) string {
@@ -295,6 +334,11 @@ func loadConfig(args []string, getenv func(string) string, usage *bytes.Buffer) 
 	configPath := fs.String("config", "", "JSON config file (env RPSTREAM_CONFIG)")
 	vals := map[string]*string{}
 	for _, s := range settings {
+		if boolSettings[s.name] {
+			vals[s.name] = new(string)
+			fs.Var(boolValue{vals[s.name]}, s.name, s.usage+" (env "+envName(s.name)+")")
+			continue
+		}
 		vals[s.name] = fs.String(s.name, "", s.usage+" (env "+envName(s.name)+")")
 	}
 	if err := fs.Parse(args); err != nil {

@@ -26,15 +26,19 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
+	"github.com/rpstream/rpstream/admin"
 	"github.com/rpstream/rpstream/catalog"
 	"github.com/rpstream/rpstream/catalog/catalogpb"
 	"github.com/rpstream/rpstream/catalog/controller"
@@ -47,6 +51,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "probe" {
+		os.Exit(probe(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stderr))
@@ -90,6 +97,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return 1
 	}
 	defer lis.Close()
+	var adminLis net.Listener
+	if cfg.AdminAddr != "" {
+		if adminLis, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			log.Error("cannot listen for the admin listener", "err", err)
+			return 1
+		}
+		defer adminLis.Close()
+	}
 
 	// The catalog: this node's member of its Raft group. Its transport
 	// finds members' client addresses through memberlist, made below.
@@ -167,10 +182,36 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	defer mv.Close()
 	log.Info("data mover", "mover", mv.Describe())
 	ncfg.Mover = mv
+	var reg *prometheus.Registry
+	if adminLis != nil {
+		reg = admin.NewRegistry()
+		ncfg.Metrics = reg
+	}
 	srv, err := node.New(ncfg)
 	if err != nil {
 		log.Error("cannot open the data directory", "err", err)
 		return 1
+	}
+	if adminLis != nil {
+		hs := admin.NewServer(admin.Handler(admin.Config{Gatherer: reg, Ready: srv.Ready, Pprof: cfg.Pprof}))
+		hs.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
+		log.Info("serving admin", "addr", adminLis.Addr().String(), "pprof", cfg.Pprof)
+		adminDone := make(chan struct{})
+		go func() {
+			defer close(adminDone)
+			if err := hs.Serve(adminLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("admin listener failed", "err", err)
+			}
+		}()
+		// Last to stop: /readyz says "draining" while the node drains.
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			if hs.Shutdown(sctx) != nil {
+				hs.Close()
+			}
+			<-adminDone
+		}()
 	}
 	role, _ := cluster.ParseRole(cfg.Role)
 	ccfg := cluster.DefaultConfig()
@@ -253,6 +294,29 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return 1
 	}
 	log.Info("stopped cleanly")
+	return 0
+}
+
+// probe is "streamnode probe URL": an HTTP GET of URL (an admin
+// listener's /readyz or /healthz), for health checks where there is no
+// curl (the FROM scratch image). It prints the answer and returns 0 for
+// 200, 1 for any other answer or no answer within 3 s, 2 for bad usage.
+func probe(args []string, stdout, stderr io.Writer) int {
+	if len(args) != 1 || !strings.HasPrefix(args[0], "http://") {
+		fmt.Fprintln(stderr, "usage: streamnode probe http://HOST:PORT/readyz")
+		return 2
+	}
+	c := &http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get(args[0])
+	if err != nil {
+		fmt.Fprintf(stderr, "streamnode probe: %v\n", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	io.Copy(stdout, io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return 1
+	}
 	return 0
 }
 

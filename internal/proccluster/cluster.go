@@ -70,8 +70,12 @@ type Config struct {
 	// nsenter into a network namespace of its own; see internal/netlab).
 	// Each member must then have a host of its own (Hosts), whose ports
 	// this process cannot probe: members listen on the fixed ports
-	// 7420 (client), 7421 (peer) and 7946 (gossip) of their host.
+	// 7420 (client), 7421 (peer), 7946 (gossip) and 7423 (admin) of
+	// their host.
 	Wrap func(i int) []string
+	// Admin gives every member an admin listener (--admin-addr: metrics,
+	// readiness) on a port of its own, Node.AdminAddr.
+	Admin bool
 }
 
 // Node describes one member.
@@ -83,6 +87,7 @@ type Node struct {
 	ClientAddr string
 	PeerAddr   string
 	GossipAddr string
+	AdminAddr  string // with Config.Admin
 }
 
 // member is a Node and its process, if running.
@@ -144,17 +149,21 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	// Every port of one host is picked in one call, so none is picked
 	// twice.
+	per := 3
+	if cfg.Admin {
+		per = 4
+	}
 	need := map[string]int{}
 	for i := range n {
-		need[hosts[i%len(hosts)]] += 3
+		need[hosts[i%len(hosts)]] += per
 	}
 	free := map[string][]int{}
 	for h, k := range need {
 		if cfg.Wrap != nil {
-			if k > 3 {
+			if k > per {
 				return nil, fmt.Errorf("proccluster: host %s given to more than one wrapped member", h)
 			}
-			free[h] = []int{7420, 7421, 7946}
+			free[h] = []int{7420, 7421, 7946, 7423}
 			continue
 		}
 		ports, err := freePorts(h, k)
@@ -166,8 +175,8 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	c := &Cluster{cfg: cfg}
 	for i := range n {
 		host := hosts[i%len(hosts)]
-		ports := free[host][:3]
-		free[host] = free[host][3:]
+		ports := free[host][:per]
+		free[host] = free[host][per:]
 		m := &member{Node: Node{Name: "n" + strconv.Itoa(i+1), Role: "node"}}
 		if i == cfg.Nodes {
 			m.Name, m.Role = "backup", "backup"
@@ -177,6 +186,9 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		m.ClientAddr = net.JoinHostPort(host, strconv.Itoa(ports[0]))
 		m.PeerAddr = net.JoinHostPort(host, strconv.Itoa(ports[1]))
 		m.GossipAddr = net.JoinHostPort(host, strconv.Itoa(ports[2]))
+		if cfg.Admin {
+			m.AdminAddr = net.JoinHostPort(host, strconv.Itoa(ports[3]))
+		}
 		c.members = append(c.members, m)
 	}
 	// Start them all, then wait for each: members that join one another
@@ -337,6 +349,9 @@ func (c *Cluster) args(i int) []string {
 		"--peer-addr", m.PeerAddr, "--gossip-addr", m.GossipAddr, "--role", m.Role, "--log-format", "json"}
 	if len(join) > 0 {
 		a = append(a, "--join", strings.Join(join, ","))
+	}
+	if m.AdminAddr != "" {
+		a = append(a, "--admin-addr", m.AdminAddr)
 	}
 	// The first three stream nodes vote in the catalog; timings for one
 	// machine.
