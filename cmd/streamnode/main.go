@@ -39,6 +39,7 @@ import (
 	"github.com/rpstream/rpstream/catalog/catalogpb"
 	"github.com/rpstream/rpstream/catalog/controller"
 	"github.com/rpstream/rpstream/cluster"
+	"github.com/rpstream/rpstream/internal/buildinfo"
 	"github.com/rpstream/rpstream/mover"
 	"github.com/rpstream/rpstream/node"
 	"github.com/rpstream/rpstream/rdma"
@@ -52,12 +53,19 @@ func main() {
 	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stderr))
 }
 
+// stdout is where --version prints.
+var stdout io.Writer = os.Stdout
+
 // run is the whole program; it returns the exit code.
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
 	var usage bytes.Buffer
 	cfg, err := loadConfig(args, getenv, &usage)
 	if errors.Is(err, flag.ErrHelp) {
 		stderr.Write(usage.Bytes())
+		return 0
+	}
+	if errors.Is(err, errVersion) {
+		fmt.Fprintln(stdout, buildinfo.Read().String("streamnode"))
 		return 0
 	}
 	if err != nil {
