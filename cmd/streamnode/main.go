@@ -181,6 +181,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	ccfg.ClientAddr = lis.Addr().String()
 	ccfg.PeerAddr = srv.PeerAddr()
 	ccfg.Capacity = max(1, freeBytes(cfg.Data))
+	// Kept current: placement weighs members by the space they have now.
+	ccfg.MeasureCapacity = func() uint64 { return max(1, freeBytes(cfg.Data)) }
 	key := sha256.Sum256(append([]byte("rpstream gossip key\x00"), secret...))
 	ccfg.SecretKey = key[:]
 	ccfg.Logger = log.With("component", "cluster")
