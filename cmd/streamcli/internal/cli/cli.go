@@ -17,6 +17,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/rpstream/rpstream/internal/buildinfo"
 )
 
 // Env is what a command may use of the world.
@@ -74,7 +76,7 @@ type invocation struct {
 var commands []*command
 
 func init() {
-	commands = []*command{createCmd, appendCmd, tailCmd, lsCmd, deleteCmd, statusCmd, membersCmd, clusterCmd, benchCmd}
+	commands = []*command{createCmd, appendCmd, tailCmd, lsCmd, deleteCmd, statusCmd, healthCmd, membersCmd, clusterCmd, benchCmd, versionCmd, completionCmd}
 }
 
 func lookup(name string) *command {
@@ -96,6 +98,9 @@ func Main(ctx context.Context, env Env, args []string) int {
 	if env.Getenv == nil {
 		env.Getenv = os.Getenv
 	}
+	if len(args) > 0 && args[0] == completeCommand {
+		return runComplete(env, args[1:])
+	}
 	// The command is the first argument that is neither a global flag nor
 	// its value; every other argument, before or after it, goes to the
 	// command, which knows the global flags too.
@@ -109,6 +114,10 @@ func Main(ctx context.Context, env Env, args []string) int {
 			name, hasValue := flagName(a)
 			if name == "h" || name == "help" {
 				topUsage(env.Stderr)
+				return 0
+			}
+			if name == "version" {
+				fmt.Fprintln(env.Stdout, buildinfo.Read().String("streamcli"))
 				return 0
 			}
 			if globalValueFlags[name] && !hasValue {
@@ -215,9 +224,13 @@ func run(ctx context.Context, env Env, cmd *command, args []string) int {
 		err = fmt.Errorf("write output: %w", ferr)
 	}
 	var ue *usageError
+	var xe *exitError
 	switch {
 	case err == nil:
 		return 0
+	case errors.As(err, &xe):
+		fmt.Fprintf(env.Stderr, "streamcli %s: %s\n", cmd.name, oneLine(xe.msg))
+		return xe.code
 	case errors.Is(err, errHelp):
 		commandUsage(env.Stderr, cmd)
 		return 0
@@ -259,7 +272,7 @@ usage: streamcli [--data DIR | --node HOST:PORT] COMMAND [ARGUMENTS] [FLAGS]
 commands:
 `)
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-7s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, `
 global flags (before or after the command):
