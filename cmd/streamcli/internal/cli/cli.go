@@ -3,7 +3,9 @@
 // arguments, standard streams and a context cancelled by SIGINT/SIGTERM.
 //
 // Exit codes: 0 success, 1 an operation failed (the message says why),
-// 2 bad usage (the usage of the command follows the message).
+// 2 bad usage (the usage of the command follows the message); status and
+// health exit 3 when degraded (under-replicated) and health 4 when the
+// catalog has no controller (exitError).
 package cli
 
 import (
@@ -272,7 +274,7 @@ usage: streamcli [--data DIR | --node HOST:PORT] COMMAND [ARGUMENTS] [FLAGS]
 commands:
 `)
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-10s  %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, `
 global flags (before or after the command):
@@ -282,11 +284,12 @@ global flags (before or after the command):
               client address of a streamnode, or of several nodes of one
               cluster (asked in turn when one is unavailable): create,
               append, tail, ls and delete go through it instead of a data
-              directory, status, members and cluster ask it, and bench
+              directory, status, health, members and cluster ask it, and bench
               cluster and bench failover measure it ($RPSTREAM_NODE)
 
 Flags may stand before or after the arguments; "--" ends the flags.
-Run "streamcli COMMAND --help" for the flags of a command.
+Run "streamcli COMMAND --help" for the flags of a command, "streamcli
+--version" for the build. Every command that prints takes --output json.
 `)
 }
 
