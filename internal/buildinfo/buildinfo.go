@@ -3,7 +3,9 @@
 // toolchain, from what the Go linker records (runtime/debug.ReadBuildInfo).
 // streamcli and streamnode print it for --version.
 //
-// A release build may name its version with the linker:
+// A build may name its version with the linker (make build and make
+// images pass git describe's, since a build with -buildvcs=false, or from
+// a git worktree, records no commit):
 //
 //	go build -ldflags "-X github.com/rpstream/rpstream/internal/buildinfo.Version=v1.2.0" ./cmd/...
 package buildinfo
@@ -78,7 +80,9 @@ func (in Info) String(program string) string {
 		fmt.Fprintf(&b, " (commit %s, modified)", short(in.Commit))
 	case in.Commit != "":
 		fmt.Fprintf(&b, " (commit %s)", short(in.Commit))
-	default:
+	case in.Version == "(devel)":
+		// Neither a release nor VCS information (-buildvcs=false, or
+		// a build outside the repository): say so.
 		b.WriteString(" (commit unknown)")
 	}
 	fmt.Fprintf(&b, " %s %s", in.Go, in.Platform)

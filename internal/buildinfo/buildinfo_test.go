@@ -24,8 +24,12 @@ func TestFill(t *testing.T) {
 		t.Errorf("String unmodified: %q", got)
 	}
 	in.Commit = ""
+	if got := in.String("x"); got != "x v1.2.3 go1.99.1 linux/amd64" {
+		t.Errorf("String of a release without commit: %q", got)
+	}
+	in.Version = "(devel)"
 	if got := in.String("x"); !strings.Contains(got, "(commit unknown)") {
-		t.Errorf("String without commit: %q", got)
+		t.Errorf("String without version or commit: %q", got)
 	}
 }
 
