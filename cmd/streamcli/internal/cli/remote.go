@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -38,7 +39,7 @@ func (c *invocation) dialNode() (*client.Client, error) {
 		}
 	}
 	c.node = strings.Join(addrs, ",")
-	if err := probeNodes(addrs); err != nil {
+	if err := c.probeNodes(addrs); err != nil {
 		return nil, err
 	}
 	cl, err := client.Dial(c.node, client.Options{Timeout: c.timeout})
@@ -50,7 +51,11 @@ func (c *invocation) dialNode() (*client.Client, error) {
 
 // probeNodes probes addrs at once (client.Probe, at most 3 s) and
 // returns an error only when every one of them is known not to be a node.
-func probeNodes(addrs []string) error {
+// When none answered as a node but some could not be told (they accepted
+// a connection and said nothing: a hung node, or a port that is not a
+// client port), it says so on stderr before the command goes on trying
+// for --timeout.
+func (c *invocation) probeNodes(addrs []string) error {
 	errs := make([]error, len(addrs))
 	var wg sync.WaitGroup
 	for i, a := range addrs {
@@ -62,11 +67,18 @@ func probeNodes(addrs []string) error {
 	}
 	wg.Wait()
 	var words []string
+	silent := false
 	for _, err := range errs {
-		if err == nil || errors.Is(err, client.ErrNoAnswer) {
+		if err == nil {
 			return nil
 		}
+		silent = silent || errors.Is(err, client.ErrNoAnswer)
 		words = append(words, err.Error())
+	}
+	if silent {
+		fmt.Fprintf(c.Stderr, "streamcli: %s (is it a node's client address, not its peer or gossip one?); trying for %v\n",
+			strings.Join(words, "; "), cmp.Or(c.timeout, client.DefaultTimeout))
+		return nil
 	}
 	return errors.New(strings.Join(words, "; "))
 }

@@ -213,4 +213,33 @@ func TestNotANode(t *testing.T) {
 			t.Errorf("--node %s %v: exit %d, %q; want exit 1, %q", tc.node, tc.args, code, errs, tc.want)
 		}
 	}
+
+	// A port that accepts and says nothing (a hung node, a peer port) cannot
+	// be told at once: streamcli says so, then tries for --timeout.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		var held []net.Conn // open and silent until the listener closes
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				for _, c := range held {
+					c.Close()
+				}
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	start := time.Now()
+	code, _, errs := streamcli(ctx, "", nil, "--node", silent.Addr().String(), "append", "s", "x", "--timeout", "1s")
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("a silent address took %v", took)
+	}
+	if code != 1 || !strings.HasPrefix(errs, "streamcli: no answer from "+silent.Addr().String()+" within 3s") || !strings.Contains(errs, "trying for 1s\nstreamcli append: unavailable") {
+		t.Errorf("a silent address: exit %d, %q", code, errs)
+	}
 }
