@@ -190,15 +190,16 @@ type Entry struct {
 
 // Dial returns a client of the cluster whose node's client address is
 // addr (HOST:PORT), or of several of its nodes: "HOST:PORT,HOST:PORT,...",
-// with Options.Seeds after them. It does not wait for a connection: the
-// first call does.
+// with Options.Seeds after them; an address without a port gets
+// DefaultPort (WithDefaultPort). It does not wait for a connection: the
+// first call does (Probe checks an address at once).
 func Dial(addr string, opts Options) (*Client, error) {
 	if opts.MaxAttempts < 0 || opts.Backoff < 0 || opts.MaxBackoff < 0 || opts.Timeout < 0 {
 		return nil, errors.New("client: negative MaxAttempts, Backoff, MaxBackoff or Timeout")
 	}
 	var seeds []string
 	for _, a := range append(strings.Split(addr, ","), opts.Seeds...) {
-		if a = strings.TrimSpace(a); a != "" && !slices.Contains(seeds, a) {
+		if a = WithDefaultPort(a); a != "" && !slices.Contains(seeds, a) {
 			seeds = append(seeds, a)
 		}
 	}

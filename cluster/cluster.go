@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"log/slog"
@@ -170,6 +171,9 @@ func New(cfg Config) (*Cluster, error) {
 	if cfg.ReconnectInterval > 0 {
 		c.goFunc(c.reconnect)
 	}
+	if cfg.MeasureCapacity != nil {
+		c.goFunc(c.refreshCapacity)
+	}
 	return c, nil
 }
 
@@ -250,6 +254,11 @@ func (c *Cluster) Shutdown() error {
 func (c *Cluster) UpdateCapacity(capacity uint64) error {
 	c.lifeMu.Lock()
 	defer c.lifeMu.Unlock()
+	return c.updateCapacityLocked(capacity)
+}
+
+// updateCapacityLocked is UpdateCapacity; lifeMu is held.
+func (c *Cluster) updateCapacityLocked(capacity uint64) error {
 	if c.down {
 		return ErrClosed
 	}
@@ -258,6 +267,53 @@ func (c *Cluster) UpdateCapacity(capacity uint64) error {
 		return fmt.Errorf("cluster: update metadata: %w", err)
 	}
 	return nil
+}
+
+// refreshCapacity measures the capacity every CapacityInterval until
+// Shutdown and spreads a value that moved by 1% or more (free space moves
+// with every append; gossiping each byte would be noise).
+func (c *Cluster) refreshCapacity() {
+	every := c.cfg.CapacityInterval
+	if every <= 0 {
+		every = 5 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		now := c.cfg.MeasureCapacity()
+		c.mu.Lock()
+		was := c.meta.Capacity
+		c.mu.Unlock()
+		if !movedEnough(was, now) {
+			continue
+		}
+		// Not UpdateCapacity: Shutdown holds lifeMu while it waits for
+		// this goroutine, so a tick that finds it held (Join, Leave,
+		// Shutdown under way) is skipped instead of waited for.
+		if !c.lifeMu.TryLock() {
+			continue
+		}
+		err := c.updateCapacityLocked(now)
+		c.lifeMu.Unlock()
+		if err != nil && !errors.Is(err, ErrClosed) {
+			c.log.Warn("cluster: spreading the new capacity", "capacity", now, "err", err)
+		}
+	}
+}
+
+// movedEnough reports whether capacity now differs from was by 1% of was
+// or more, or crosses zero.
+func movedEnough(was, now uint64) bool {
+	if (was == 0) != (now == 0) {
+		return true
+	}
+	diff := max(was, now) - min(was, now)
+	return diff > 0 && diff >= was/100
 }
 
 // setMetaLocked changes c.meta; lifeMu is held.

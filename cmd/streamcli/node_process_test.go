@@ -49,7 +49,9 @@ func TestNodeCommandsProcess(t *testing.T) {
 	if out := ok(t, "", "--node", addr, "ls"); !strings.Contains(out, "s1") {
 		t.Fatalf("ls does not list s1:\n%s", out)
 	}
-	ok(t, "", "--node", addr, "status", "s1")
+	// A node without a catalog keeps one copy of the three asked for:
+	// status prints it and exits 3, under-replicated.
+	fails(t, 3, "", []string{"--node", addr, "status", "s1"}, `streamcli status: stream "s1" is under-replicated`)
 	ok(t, "", "--node", addr, "members")
 }
 
@@ -243,5 +245,70 @@ func TestChangeVoterProcess(t *testing.T) {
 	}
 	if st := clusterJSON(t, addr); fmt.Sprint(st.Voters) != "[n1 n2]" || len(st.Followers) != 0 {
 		t.Errorf("after add-voter n2: %+v", st)
+	}
+}
+
+// healthReport is what a script reads of health --output json.
+type healthReport struct {
+	Healthy         bool     `json:"healthy"`
+	Status          string   `json:"status"`
+	Controller      string   `json:"controller"`
+	VotersAlive     int      `json:"voters_alive"`
+	NodesDown       []string `json:"nodes_down"`
+	Streams         int      `json:"streams"`
+	UnderReplicated []string `json:"under_replicated"`
+}
+
+// waitHealth runs health --output json at addr until it exits with code
+// and cond holds, for at most 20 s.
+func waitHealth(t *testing.T, addr string, code int, cond func(healthReport) bool) healthReport {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r := run(t, "", "--node", addr, "health", "--output", "json", "--timeout", "2s")
+		var h healthReport
+		if r.code == code && json.Unmarshal([]byte(r.stdout), &h) == nil && cond(h) {
+			return h
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health at %s did not exit %d as awaited within 20 s; last: exit %d\n%s%s", addr, code, r.code, r.stdout, r.stderr)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestHealthProcess: health exits 0 on a whole cluster of three
+// streamnode processes, 3 once a node is killed (its stream copies
+// missing), 4 once a second voter is killed (no quorum, no controller).
+func TestHealthProcess(t *testing.T) {
+	c := startCluster(t, 3)
+	addr := c.ClientAddrs()[0]
+	ok(t, "", "--node", addr, "create", "s", "--replicas", "3")
+	h := waitHealth(t, addr, 0, func(h healthReport) bool { return h.Healthy })
+	if h.Status != "healthy" || h.Controller == "" || h.VotersAlive != 3 || h.Streams != 1 || len(h.NodesDown) != 0 {
+		t.Errorf("health of a whole cluster: %+v", h)
+	}
+	if out := ok(t, "", "--node", addr, "health"); !strings.HasPrefix(out, "healthy           yes\n") {
+		t.Errorf("health printed:\n%s", out)
+	}
+
+	if err := c.Kill(2); err != nil {
+		t.Fatal(err)
+	}
+	h = waitHealth(t, addr, 3, func(h healthReport) bool { return fmt.Sprint(h.NodesDown) == "[n3]" })
+	if h.Healthy || h.Status != "degraded" {
+		t.Errorf("health with n3 killed: %+v", h)
+	}
+	r := run(t, "", "--node", addr, "health")
+	if r.code != 3 || !strings.Contains(r.stderr, "streamcli health: unhealthy: 1 node(s) down") {
+		t.Errorf("health with n3 killed: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	if err := c.Kill(1); err != nil {
+		t.Fatal(err)
+	}
+	h = waitHealth(t, addr, 4, func(h healthReport) bool { return h.Status == "no-controller" })
+	if h.Healthy || h.Controller != "" {
+		t.Errorf("health with two voters killed: %+v", h)
 	}
 }

@@ -43,6 +43,7 @@ import (
 	"github.com/rpstream/rpstream/catalog/catalogpb"
 	"github.com/rpstream/rpstream/catalog/controller"
 	"github.com/rpstream/rpstream/cluster"
+	"github.com/rpstream/rpstream/internal/buildinfo"
 	"github.com/rpstream/rpstream/mover"
 	"github.com/rpstream/rpstream/node"
 	"github.com/rpstream/rpstream/rdma"
@@ -59,12 +60,19 @@ func main() {
 	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stderr))
 }
 
+// stdout is where --version prints.
+var stdout io.Writer = os.Stdout
+
 // run is the whole program; it returns the exit code.
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
 	var usage bytes.Buffer
 	cfg, err := loadConfig(args, getenv, &usage)
 	if errors.Is(err, flag.ErrHelp) {
 		stderr.Write(usage.Bytes())
+		return 0
+	}
+	if errors.Is(err, errVersion) {
+		fmt.Fprintln(stdout, buildinfo.Read().String("streamnode"))
 		return 0
 	}
 	if err != nil {
@@ -222,6 +230,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	ccfg.ClientAddr = lis.Addr().String()
 	ccfg.PeerAddr = srv.PeerAddr()
 	ccfg.Capacity = max(1, freeBytes(cfg.Data))
+	// Kept current: placement weighs members by the space they have now.
+	ccfg.MeasureCapacity = func() uint64 { return max(1, freeBytes(cfg.Data)) }
 	key := sha256.Sum256(append([]byte("rpstream gossip key\x00"), secret...))
 	ccfg.SecretKey = key[:]
 	ccfg.Logger = log.With("component", "cluster")

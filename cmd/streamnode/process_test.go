@@ -210,3 +210,24 @@ func TestProcessBadFlags(t *testing.T) {
 		t.Fatalf("bad --role: %v\n%s", err, out)
 	}
 }
+
+// TestVersionProcess: --version prints the build, and a release version
+// given to the linker.
+func TestVersionProcess(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "streamnode")
+	gotool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(gotool); err != nil {
+		gotool = "go"
+	}
+	out, err := exec.Command(gotool, "build", "-ldflags", "-X github.com/rpstream/rpstream/internal/buildinfo.Version=v9.8.7", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err = exec.Command(bin, "--version").Output()
+	if err != nil {
+		t.Fatalf("--version: %v", err)
+	}
+	if want := "streamnode v9.8.7 (commit "; !bytes.HasPrefix(out, []byte(want)) || !bytes.Contains(out, []byte(" "+runtime.Version()+" ")) {
+		t.Fatalf("--version printed %q, want %q... and %s", out, want, runtime.Version())
+	}
+}

@@ -12,7 +12,7 @@ import (
 var benchClusterCmd = &command{
 	graceful: true,
 	name:     "bench cluster",
-	args:     "--clients C --size S --count N --acks leader|quorum|all --replicas R [--node HOST:PORT | --nodes K] [--duration D] [--inflight N] [--conns K] [--calls K] [--unary] [--streamnode PATH] [--admin] [--dir DIR] [--json]",
+	args:     "--clients C --size S --count N --acks leader|quorum|all --replicas R [--node HOST:PORT | --nodes K] [--duration D] [--inflight N] [--conns K] [--calls K] [--unary] [--streamnode PATH] [--admin] [--dir DIR] [--json | --output json]",
 	summary:  "Measure appends through streamnode: C concurrent clients append N entries of S bytes to a fresh stream.",
 	detail: `
 Without --node it starts its own cluster of K streamnode processes on
@@ -41,7 +41,7 @@ each append's send to its acknowledgement; --json prints one object.`,
 		var asJSON bool
 		fs.IntVar(&cfg.Clients, "clients", 1, "`C` concurrent clients")
 		cfg.Size = 128
-		fs.Var(sizeFlag{&cfg.Size}, "size", "`S` bytes per entry, such as 128 or 4k (default 128)")
+		fs.Var(sizeFlag(&cfg.Size), "size", "`S` bytes per entry, such as 128 or 4k (default 128)")
 		fs.IntVar(&cfg.Count, "count", 100000, "`N` entries to append in all")
 		fs.StringVar(&cfg.Acks, "acks", "quorum", "acknowledgement `POLICY`: leader, quorum or all")
 		fs.IntVar(&cfg.Replicas, "replicas", 3, "`R` replicas of the stream")
@@ -54,10 +54,16 @@ each append's send to its acknowledgement; --json prints one object.`,
 		fs.StringVar(&cfg.Streamnode, "streamnode", "", "streamnode binary `PATH` for the cluster it starts")
 		fs.BoolVar(&cfg.Admin, "admin", false, "start the nodes with --admin-addr (metrics counted) and scrape their /metrics every second")
 		fs.StringVar(&cfg.Dir, "dir", "", "`DIR` for the started cluster's data (default /dev/shm if it exists, else the system temporary directory)")
-		fs.BoolVar(&asJSON, "json", false, "print one JSON object")
+		fs.BoolVar(&asJSON, "json", false, "print one JSON object (the same as --output json)")
+		output := outputFlag(fs)
 		return func(ctx context.Context, c *invocation, args []string) error {
 			if len(args) != 0 {
 				return usagef("bench cluster takes no arguments, got %q", args)
+			}
+			if j, err := wantJSON(*output); err != nil {
+				return err
+			} else if j {
+				asJSON = true
 			}
 			cfg.Node = c.node
 			if err := cfg.Validate(); err != nil {
