@@ -56,7 +56,9 @@ type Server struct {
 	// leader's connections are refused meanwhile.
 	repairing map[string]bool
 	// moveMu serialises promote and demote (a stream's files moving
-	// between streams/ and replicas/).
+	// between streams/ and replicas/). Lock order: the Hub's lock (held
+	// while it calls openCopy, which may demote), then moveMu; never
+	// the Hub with moveMu held.
 	moveMu  sync.Mutex
 	scrub   scrubCounters
 	closing bool
