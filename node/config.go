@@ -1,11 +1,13 @@
 package node
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/rpstream/rpstream/acl"
 	"github.com/rpstream/rpstream/catalog/catalogpb"
 	"github.com/rpstream/rpstream/catalog/controller"
 	"github.com/rpstream/rpstream/local"
@@ -84,6 +86,15 @@ type Config struct {
 	// Control service (controller.GRPC.Service), separate from the
 	// client service.
 	Control catalogpb.ControlServer
+	// TLS, if set, is the client port's TLS config (pki.Keys.ServerConfig):
+	// the client service and Control are served over TLS only, and
+	// refused handshakes are logged. Nil serves plaintext.
+	TLS *tls.Config
+	// ACL, if set, turns authentication and authorisation of the client
+	// service on (auth.go): it returns the ACL in force at each call
+	// (the caller may swap it, on SIGHUP). Nil lets every caller do
+	// everything.
+	ACL func() *acl.ACL
 }
 
 // DefaultConfig returns the configuration of a node keeping its data in

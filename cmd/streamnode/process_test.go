@@ -48,11 +48,11 @@ type process struct {
 
 // startProcess starts bin serving dir on a free loopback port and waits
 // until it logs that it serves clients.
-func startProcess(t *testing.T, bin, dir string) *process {
+func startProcess(t *testing.T, bin, dir string, extra ...string) *process {
 	t.Helper()
 	p := &process{exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, "--name", "n1", "--data", dir, "--client-addr", "127.0.0.1:0",
-		"--peer-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--log-format", "json")
+	p.cmd = exec.Command(bin, append([]string{"--name", "n1", "--data", dir, "--client-addr", "127.0.0.1:0",
+		"--peer-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--log-format", "json"}, extra...)...)
 	p.cmd.Env = append(os.Environ(), "RPSTREAM_CONFIG=")
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {

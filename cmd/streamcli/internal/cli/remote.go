@@ -25,7 +25,7 @@ import (
 
 // dialNode connects to the nodes named by --node.
 func (c *invocation) dialNode() (*client.Client, error) {
-	cl, err := client.Dial(c.node, client.Options{Timeout: c.timeout})
+	cl, err := client.Dial(c.node, c.clientOptions())
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", c.node, err)
 	}
