@@ -12,8 +12,11 @@
 // SIGTERM or SIGINT drains: new calls are refused, tails end, appends in
 // flight finish and are answered (for at most --drain-timeout), streams
 // are closed, and the process exits 0. Logs are structured (log/slog) on
-// standard error. Exit codes: 0 after a drain, 1 on a failure, 2 on bad
-// configuration.
+// standard error. SIGHUP reloads the TLS files and the ACL. Exit codes:
+// 0 after a drain, 1 on a failure, 2 on bad configuration.
+//
+// `streamnode dev-ca` writes a development CA and certificates instead
+// (security.go).
 package main
 
 import (
