@@ -17,6 +17,8 @@ import (
 	"github.com/rpstream/rpstream/client"
 	"github.com/rpstream/rpstream/internal/proccluster"
 	"github.com/rpstream/rpstream/pki"
+	"github.com/rpstream/rpstream/rdma"
+	"github.com/rpstream/rpstream/rdma/tcp"
 )
 
 // TestTLSCluster: three nodes with TLS on replicate a stream (the
@@ -63,6 +65,26 @@ func TestTLSCluster(t *testing.T) {
 	plain := dial(t, cl.ClientAddrs()[0], client.Options{MaxAttempts: 1, Timeout: 2 * time.Second})
 	if _, err := plain.Members(ctx); status.Code(err) != codes.Unavailable {
 		t.Fatalf("plaintext client: %v, want Unavailable (the handshake is refused)", err)
+	}
+
+	// The peer port (rdma tcp) takes no plaintext connection, even one
+	// that knows the cluster secret (the built-in development one).
+	{
+		rc := rdma.LoopbackConfig("rpstream development secret, not for production")
+		peer, err := tcp.Provider{}.NewPeer("", rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
+		conn, err := peer.Dial(dctx, mustNode(cl, 1).PeerAddr)
+		dcancel()
+		if err == nil {
+			conn.Close()
+			peer.Close()
+			t.Fatal("a plaintext rdma connection with the right secret was accepted by a TLS node")
+		}
+		peer.Close()
+		t.Logf("plaintext rdma refused: %v", err)
 	}
 
 	// An intruder: a node certificate from another CA, the cluster's
