@@ -6,6 +6,10 @@ export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 GO      ?= go
 PKGS    := ./...
 BIN     := bin
+# The version --version prints (internal/buildinfo): the repository's
+# description (tag, or commit, "-dirty" with changes); empty outside git.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+VERSION_LDFLAGS := $(if $(VERSION),-X github.com/rpstream/rpstream/internal/buildinfo.Version=$(VERSION))
 
 .PHONY: all deps build demo test lint unit build-variants bench fuzz clean proto test-vm test-softroce test-pmem test-pmem-eadr test-softroce-host images images-rdma compose-up compose-down
 
@@ -20,7 +24,7 @@ deps:
 # checked by build-variants and used by make images.
 build: deps
 	@mkdir -p $(BIN)
-	$(GO) build -tags "$$(scripts/verbs-tags.sh)" -o $(BIN)/ ./cmd/...
+	$(GO) build -tags "$$(scripts/verbs-tags.sh)" -ldflags "$(VERSION_LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 demo: build
 	@scripts/demo.sh
@@ -60,7 +64,7 @@ COMPOSE        ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker
 
 images: deps
 	@mkdir -p $(BIN)/static/data
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/static/ ./cmd/streamnode ./cmd/streamcli
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w $(VERSION_LDFLAGS)' -o $(BIN)/static/ ./cmd/streamnode ./cmd/streamcli
 	docker build -f deploy/Dockerfile -t $(IMAGE) $(BIN)/static
 
 # The variant for RDMA hosts (deploy/Dockerfile.rdma): streamnode and

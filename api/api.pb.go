@@ -1601,15 +1601,18 @@ type ClusterStatusResponse struct {
 	Nodes []*CatalogNode `protobuf:"bytes,10,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	// Live streams in the catalog.
 	Streams uint32 `protobuf:"varint,11,opt,name=streams,proto3" json:"streams,omitempty"`
-	// The answering node's scrubber since it started: copies read through,
-	// entry bytes read, damaged entries found, copies cut back for their
-	// leader to rewrite.
-	ScrubPasses   uint64 `protobuf:"varint,12,opt,name=scrub_passes,json=scrubPasses,proto3" json:"scrub_passes,omitempty"`
-	ScrubBytes    uint64 `protobuf:"varint,13,opt,name=scrub_bytes,json=scrubBytes,proto3" json:"scrub_bytes,omitempty"`
-	ScrubDamaged  uint64 `protobuf:"varint,14,opt,name=scrub_damaged,json=scrubDamaged,proto3" json:"scrub_damaged,omitempty"`
-	ScrubRepaired uint64 `protobuf:"varint,15,opt,name=scrub_repaired,json=scrubRepaired,proto3" json:"scrub_repaired,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The answering node's scrubber since it started: copies and led
+	// streams read through, entry bytes read, damaged entries found (by the
+	// scrubber or a read), repairs made (copies cut back for their leader
+	// to rewrite, regions of streams led here rewritten from a copy), and
+	// damaged entries led here that no copy within reach held whole.
+	ScrubPasses       uint64 `protobuf:"varint,12,opt,name=scrub_passes,json=scrubPasses,proto3" json:"scrub_passes,omitempty"`
+	ScrubBytes        uint64 `protobuf:"varint,13,opt,name=scrub_bytes,json=scrubBytes,proto3" json:"scrub_bytes,omitempty"`
+	ScrubDamaged      uint64 `protobuf:"varint,14,opt,name=scrub_damaged,json=scrubDamaged,proto3" json:"scrub_damaged,omitempty"`
+	ScrubRepaired     uint64 `protobuf:"varint,15,opt,name=scrub_repaired,json=scrubRepaired,proto3" json:"scrub_repaired,omitempty"`
+	ScrubUnrepairable uint64 `protobuf:"varint,16,opt,name=scrub_unrepairable,json=scrubUnrepairable,proto3" json:"scrub_unrepairable,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ClusterStatusResponse) Reset() {
@@ -1743,6 +1746,13 @@ func (x *ClusterStatusResponse) GetScrubDamaged() uint64 {
 func (x *ClusterStatusResponse) GetScrubRepaired() uint64 {
 	if x != nil {
 		return x.ScrubRepaired
+	}
+	return 0
+}
+
+func (x *ClusterStatusResponse) GetScrubUnrepairable() uint64 {
+	if x != nil {
+		return x.ScrubUnrepairable
 	}
 	return 0
 }
@@ -2032,7 +2042,7 @@ const file_api_api_proto_rawDesc = "" +
 	"\vleader_addr\x18\x02 \x01(\tR\n" +
 	"leaderAddr\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"\x16\n" +
-	"\x14ClusterStatusRequest\"\xe4\x03\n" +
+	"\x14ClusterStatusRequest\"\x93\x04\n" +
 	"\x15ClusterStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1e\n" +
 	"\n" +
@@ -2055,7 +2065,8 @@ const file_api_api_proto_rawDesc = "" +
 	"\vscrub_bytes\x18\r \x01(\x04R\n" +
 	"scrubBytes\x12#\n" +
 	"\rscrub_damaged\x18\x0e \x01(\x04R\fscrubDamaged\x12%\n" +
-	"\x0escrub_repaired\x18\x0f \x01(\x04R\rscrubRepaired\"\xf5\x01\n" +
+	"\x0escrub_repaired\x18\x0f \x01(\x04R\rscrubRepaired\x12-\n" +
+	"\x12scrub_unrepairable\x18\x10 \x01(\x04R\x11scrubUnrepairable\"\xf5\x01\n" +
 	"\vCatalogNode\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\tR\vincarnation\x12)\n" +

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/rpstream/rpstream/catalog/catalogpb"
+	"github.com/rpstream/rpstream/internal/validate"
 )
 
 // Errors of Apply, each the result of a command that changed nothing.
@@ -44,7 +45,7 @@ var (
 const StateVersion = 1
 
 // MaxNameLen is the longest stream or node name.
-const MaxNameLen = 128
+const MaxNameLen = validate.MaxNameLen
 
 // Result is what a command did.
 type Result struct {
@@ -72,25 +73,25 @@ func New() *Catalog {
 	return &Catalog{nodes: map[string]*pb.Node{}, streams: map[string]*pb.Stream{}}
 }
 
-// Applied is the index of the last command applied (or restored).
+// Applied is the index of the last log entry applied (by Apply or Skip)
+// or restored.
 func (c *Catalog) Applied() uint64 { return c.applied }
+
+// Skip records that the log's entry at index, which is not a command (a
+// new Raft leader's empty entry, a change of the Raft group), was
+// applied: it changes nothing but Applied. Waiting for an index (a read
+// barrier's, which is often such an entry) needs Applied to pass it.
+func (c *Catalog) Skip(index uint64) {
+	if index > c.applied {
+		c.applied = index
+	}
+}
 
 // ValidName reports whether name is 1 to MaxNameLen bytes of
 // [A-Za-z0-9._-] starting with a letter or digit: safe as a file name and
-// never hidden. Streams and nodes are named so.
-func ValidName(name string) error {
-	if name == "" || len(name) > MaxNameLen {
-		return fmt.Errorf("%q: want 1 to %d bytes", name, MaxNameLen)
-	}
-	for i := 0; i < len(name); i++ {
-		ch := name[i]
-		alnum := ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9'
-		if !alnum && (i == 0 || ch != '.' && ch != '_' && ch != '-') {
-			return fmt.Errorf("%q: want [A-Za-z0-9._-], starting with a letter or digit", name)
-		}
-	}
-	return nil
-}
+// never hidden. Streams and nodes are named so (validate.Name, the rule
+// streamcli and streamnode check too).
+func ValidName(name string) error { return validate.Name(name) }
 
 // Live reports whether a stream in state s exists for its users
 // (creating or active).
@@ -178,7 +179,7 @@ func (c *Catalog) create(index uint64, now int64, op *pb.CreateStream) (*pb.Stre
 	if old := c.streams[op.Name]; old != nil && old.State != pb.StreamState_STREAM_STATE_DELETED {
 		return nil, fmt.Errorf("%w: %s (id %d, %s)", ErrExists, op.Name, old.Id, StateName(old.State))
 	}
-	if op.Replicas == 0 || op.Replicas > 15 {
+	if validate.Replicas(int(op.Replicas)) != nil {
 		return nil, fmt.Errorf("%w: stream %s: %d replicas", ErrInvalid, op.Name, op.Replicas)
 	}
 	if op.Acks < pb.Acks_ACKS_LEADER || op.Acks > pb.Acks_ACKS_ALL {

@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"bytes"
 	"errors"
 	"testing"
 	"testing/quick"
@@ -98,5 +99,36 @@ func TestNameRuleQuick(t *testing.T) {
 	}
 	if err := quick.Check(f, &quick.Config{MaxCount: 2000}); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestSkip: entries that are not commands advance Applied and change
+// nothing else; Applied never goes back.
+func TestSkip(t *testing.T) {
+	c := New()
+	c.Apply(1, registerCmd("n1", 1, pb.Role_ROLE_NODE, false))
+	before, err := c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Skip(2)
+	c.Skip(3)
+	if c.Applied() != 3 {
+		t.Fatalf("applied %d after skipping 2 and 3, want 3", c.Applied())
+	}
+	after, err := c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(before, after) {
+		t.Fatal("Skip changed the catalog")
+	}
+	c.Skip(2)
+	if c.Applied() != 3 {
+		t.Fatalf("applied %d after skipping 2 again, want 3", c.Applied())
+	}
+	c.Apply(4, registerCmd("n2", 1, pb.Role_ROLE_NODE, false))
+	if c.Applied() != 4 {
+		t.Fatalf("applied %d after the command at 4", c.Applied())
 	}
 }

@@ -381,7 +381,7 @@ func (a *Appender) broken(gen int, err error) {
 		} else {
 			a.failures++
 			a.hops = 0
-			a.last = err
+			a.last = reason(a.last, err)
 		}
 		if status.Code(err) != codes.Unavailable || (a.c.attempts > 0 && a.failures >= a.c.attempts) || a.ctx.Err() != nil {
 			a.failLocked(err)

@@ -160,15 +160,27 @@ type Options struct {
 	TokenFile string
 }
 
+// TLSConfig returns the TLS config connections to nodes use: TLS, or
+// one made from TLSCAFile, TLSCertFile and TLSKeyFile; nil when
+// connections are plaintext. Probe takes it, to check an address the
+// way the client will dial it.
+func (opts Options) TLSConfig() (*tls.Config, error) {
+	if opts.TLS != nil || (opts.TLSCAFile == "" && opts.TLSCertFile == "" && opts.TLSKeyFile == "") {
+		return opts.TLS, nil
+	}
+	cfg, err := pki.ClientConfig(opts.TLSCAFile, opts.TLSCertFile, opts.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	return cfg, nil
+}
+
 // transport returns the transport credentials and the per-call
 // credentials opts describe.
 func (opts Options) transport() ([]grpc.DialOption, error) {
-	cfg := opts.TLS
-	if cfg == nil && (opts.TLSCAFile != "" || opts.TLSCertFile != "" || opts.TLSKeyFile != "") {
-		var err error
-		if cfg, err = pki.ClientConfig(opts.TLSCAFile, opts.TLSCertFile, opts.TLSKeyFile); err != nil {
-			return nil, fmt.Errorf("client: %w", err)
-		}
+	cfg, err := opts.TLSConfig()
+	if err != nil {
+		return nil, err
 	}
 	token := opts.Token
 	if token == "" && opts.TokenFile != "" {
@@ -253,15 +265,16 @@ type Entry struct {
 
 // Dial returns a client of the cluster whose node's client address is
 // addr (HOST:PORT), or of several of its nodes: "HOST:PORT,HOST:PORT,...",
-// with Options.Seeds after them. It does not wait for a connection: the
-// first call does.
+// with Options.Seeds after them; an address without a port gets
+// DefaultPort (WithDefaultPort). It does not wait for a connection: the
+// first call does (Probe checks an address at once).
 func Dial(addr string, opts Options) (*Client, error) {
 	if opts.MaxAttempts < 0 || opts.Backoff < 0 || opts.MaxBackoff < 0 || opts.Timeout < 0 {
 		return nil, errors.New("client: negative MaxAttempts, Backoff, MaxBackoff or Timeout")
 	}
 	var seeds []string
 	for _, a := range append(strings.Split(addr, ","), opts.Seeds...) {
-		if a = strings.TrimSpace(a); a != "" && !slices.Contains(seeds, a) {
+		if a = WithDefaultPort(a); a != "" && !slices.Contains(seeds, a) {
 			seeds = append(seeds, a)
 		}
 	}
@@ -567,7 +580,7 @@ func (c *Client) retry(ctx context.Context, what string, f func(ctx context.Cont
 		if status.Code(err) != codes.Unavailable || (c.attempts > 0 && attempt >= c.attempts) || ctx.Err() != nil {
 			return err
 		}
-		last = err
+		last = reason(last, err)
 		c.learnMembers(dctx)
 		if !b.sleep(dctx) {
 			if ctx.Err() != nil {
@@ -603,6 +616,30 @@ func (b *backoffTimer) sleep(ctx context.Context) bool {
 
 // reset starts the waits again from Options.Backoff.
 func (b *backoffTimer) reset(c *Client) { b.next = c.backoff }
+
+// reason is the failure an ErrTimeout reports given the one kept so far
+// (last) and a new one (err): the newest, except that a node's own answer
+// (quorum lost, a leader down) is not replaced by a failure to reach some
+// other node (connection refused by a member that is down), which says
+// less about why the call cannot be served.
+func reason(last, err error) error {
+	if last != nil && unreachable(err) && !unreachable(last) {
+		return last
+	}
+	return err
+}
+
+// unreachable says whether err is gRPC's failure to reach a node or keep
+// its connection rather than a node's answer.
+func unreachable(err error) bool {
+	msg := status.Convert(err).Message()
+	for _, s := range []string{"connection error", "transport is closing", "error reading from server", "name resolver error", "while dialing"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
 
 // timeoutError is ErrTimeout with the call's description and its last
 // failure.

@@ -80,7 +80,7 @@ func (c *Client) Tail(ctx context.Context, stream string, from uint64) iter.Seq2
 				yield(Entry{}, err)
 				return
 			}
-			last = err
+			last = reason(last, err)
 			c.learnMembers(ctx)
 			wctx, wcancel := context.WithDeadline(ctx, failing.Add(c.timeout))
 			slept := b.sleep(wctx)

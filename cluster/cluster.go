@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"log/slog"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/rpstream/rpstream/internal/logrepeat"
 )
 
 // State is a member's state as failure detection sees it.
@@ -95,6 +98,8 @@ type Cluster struct {
 	cfg Config
 	log *slog.Logger
 	ml  *memberlist.Memberlist
+	// repeats keeps memberlist's repeated warnings from flooding log.
+	repeats *logrepeat.Limiter
 
 	// lifeMu serialises Join, Leave, UpdateCapacity and Shutdown
 	// (memberlist panics on Leave after Shutdown). Taken before mu, never
@@ -122,6 +127,7 @@ func New(cfg Config) (*Cluster, error) {
 	c := &Cluster{
 		cfg:     cfg,
 		log:     cfg.Logger,
+		repeats: logrepeat.New(0),
 		meta:    Meta{Role: cfg.Role, Capacity: cfg.Capacity, ClientAddr: cfg.ClientAddr, PeerAddr: cfg.PeerAddr},
 		view:    map[string]Member{},
 		suspect: map[string]bool{},
@@ -164,6 +170,9 @@ func New(cfg Config) (*Cluster, error) {
 	c.ml = ml
 	if cfg.ReconnectInterval > 0 {
 		c.goFunc(c.reconnect)
+	}
+	if cfg.MeasureCapacity != nil {
+		c.goFunc(c.refreshCapacity)
 	}
 	return c, nil
 }
@@ -245,6 +254,11 @@ func (c *Cluster) Shutdown() error {
 func (c *Cluster) UpdateCapacity(capacity uint64) error {
 	c.lifeMu.Lock()
 	defer c.lifeMu.Unlock()
+	return c.updateCapacityLocked(capacity)
+}
+
+// updateCapacityLocked is UpdateCapacity; lifeMu is held.
+func (c *Cluster) updateCapacityLocked(capacity uint64) error {
 	if c.down {
 		return ErrClosed
 	}
@@ -253,6 +267,53 @@ func (c *Cluster) UpdateCapacity(capacity uint64) error {
 		return fmt.Errorf("cluster: update metadata: %w", err)
 	}
 	return nil
+}
+
+// refreshCapacity measures the capacity every CapacityInterval until
+// Shutdown and spreads a value that moved by 1% or more (free space moves
+// with every append; gossiping each byte would be noise).
+func (c *Cluster) refreshCapacity() {
+	every := c.cfg.CapacityInterval
+	if every <= 0 {
+		every = 5 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		now := c.cfg.MeasureCapacity()
+		c.mu.Lock()
+		was := c.meta.Capacity
+		c.mu.Unlock()
+		if !movedEnough(was, now) {
+			continue
+		}
+		// Not UpdateCapacity: Shutdown holds lifeMu while it waits for
+		// this goroutine, so a tick that finds it held (Join, Leave,
+		// Shutdown under way) is skipped instead of waited for.
+		if !c.lifeMu.TryLock() {
+			continue
+		}
+		err := c.updateCapacityLocked(now)
+		c.lifeMu.Unlock()
+		if err != nil && !errors.Is(err, ErrClosed) {
+			c.log.Warn("cluster: spreading the new capacity", "capacity", now, "err", err)
+		}
+	}
+}
+
+// movedEnough reports whether capacity now differs from was by 1% of was
+// or more, or crosses zero.
+func movedEnough(was, now uint64) bool {
+	if (was == 0) != (now == 0) {
+		return true
+	}
+	diff := max(was, now) - min(was, now)
+	return diff > 0 && diff >= was/100
 }
 
 // setMetaLocked changes c.meta; lifeMu is held.
@@ -467,15 +528,32 @@ func (w *logWriter) Write(p []byte) (int, error) {
 		name := line[i+len(suspectPrefix) : len(line)-len(suspectSuffix)]
 		(*Cluster)(w).markSuspect(name)
 	}
-	level := slog.LevelDebug
-	switch {
-	case strings.HasPrefix(line, "[ERR]"):
-		level = slog.LevelError
-	case strings.HasPrefix(line, "[WARN]"):
-		level = slog.LevelWarn
-	case strings.HasPrefix(line, "[INFO]"):
-		level = slog.LevelInfo
+	level, msg := memberlistLevel(line)
+	if level < slog.LevelWarn {
+		w.log.Log(context.Background(), level, msg, "source", "memberlist")
+		return len(p), nil
 	}
-	w.log.Log(context.Background(), level, line)
+	// A warning or error repeated word for word (a member that stays
+	// unreachable) is logged once, then counted: once a minute at most.
+	w.repeats.Log(w.log, level, msg, "repeat", msg, "source", "memberlist")
 	return len(p), nil
+}
+
+// memberlistLevel parses one of memberlist's log lines, "[LEVEL]
+// memberlist: text", into a slog level and the text. A line without a
+// level is Debug.
+func memberlistLevel(line string) (slog.Level, string) {
+	level := slog.LevelDebug
+	for _, l := range []struct {
+		prefix string
+		level  slog.Level
+	}{{"[ERR]", slog.LevelError}, {"[ERROR]", slog.LevelError}, {"[WARN]", slog.LevelWarn}, {"[INFO]", slog.LevelInfo}, {"[DEBUG]", slog.LevelDebug}, {"[TRACE]", slog.LevelDebug}} {
+		if rest, ok := strings.CutPrefix(line, l.prefix); ok {
+			level, line = l.level, rest
+			break
+		}
+	}
+	line = strings.TrimSpace(line)
+	line = strings.TrimPrefix(line, "memberlist: ")
+	return level, "memberlist: " + line
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -334,6 +335,65 @@ func TestSecretKey(t *testing.T) {
 	for _, n := range []string{"wrong", "none"} {
 		if _, ok := lookup(a, n); ok {
 			t.Errorf("a lists %s", n)
+		}
+	}
+}
+
+// TestCapacityRefreshed: a member measures its capacity again every
+// CapacityInterval and spreads what moved by 1% or more, so that the
+// others (and placement) see the free space it has now, not at start.
+func TestCapacityRefreshed(t *testing.T) {
+	var free atomic.Uint64
+	free.Store(1000)
+	cfg := LoopbackConfig("measured")
+	cfg.Capacity = 1000
+	cfg.MeasureCapacity = free.Load
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Shutdown()
+	other := start(t, "other", RoleNode, nil)
+	if _, err := other.Join(m.GossipAddr()); err != nil {
+		t.Fatal(err)
+	}
+	capacity := func(c *Cluster) uint64 {
+		mm, _ := lookup(c, "measured")
+		return mm.Capacity
+	}
+	waitFor(t, 10*time.Second, "other sees measured", func() bool { return capacity(other) == 1000 })
+
+	free.Store(400) // the disk filled
+	waitFor(t, 10*time.Second, "the new capacity spreads", func() bool { return capacity(m) == 400 && capacity(other) == 400 })
+
+	// A move under 1% is not gossiped.
+	free.Store(399)
+	time.Sleep(5 * cfg.CapacityInterval)
+	if got := capacity(m); got != 400 {
+		t.Fatalf("a 0.25%% move was spread: %d", got)
+	}
+	free.Store(0) // full: never chosen for a new stream
+	waitFor(t, 10*time.Second, "a full member spreads 0", func() bool { return capacity(other) == 0 })
+	if _, err := Place("s", 2, Candidates(other.Members())); err == nil {
+		t.Fatal("a full member was placed on")
+	}
+	// Shutdown ends the loop (no deadlock with a tick under way).
+	done := make(chan error, 1)
+	go func() { done <- m.Shutdown() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+}
+
+func TestMovedEnough(t *testing.T) {
+	for _, tc := range []struct {
+		was, now uint64
+		want     bool
+	}{{1000, 1000, false}, {1000, 995, false}, {1000, 990, true}, {1000, 1010, true}, {0, 0, false}, {0, 1, true}, {5, 0, true}, {50, 51, true}} {
+		if got := movedEnough(tc.was, tc.now); got != tc.want {
+			t.Errorf("movedEnough(%d, %d) = %v", tc.was, tc.now, got)
 		}
 	}
 }

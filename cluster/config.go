@@ -91,6 +91,15 @@ type Config struct {
 	// Capacity is the member's weight for placement (for example free
 	// bytes or region slots); 0 keeps it from being chosen for new streams.
 	Capacity uint64
+	// MeasureCapacity, if set, measures the capacity again (streamnode:
+	// the free bytes of its data directory) every CapacityInterval; a
+	// value that moved by 1% or more from the one advertised is put in the
+	// member's metadata and spread (UpdateCapacity), so that placement
+	// weighs members by what they have now, not at start. Capacity is
+	// advertised until the first measure.
+	MeasureCapacity func() uint64
+	// CapacityInterval is how often MeasureCapacity runs; 0 means 5 s.
+	CapacityInterval time.Duration
 
 	// ProbeInterval is how often a random member is probed.
 	ProbeInterval time.Duration
@@ -125,8 +134,9 @@ type Config struct {
 	// from one goroutine owned by the Cluster. It must not block for long:
 	// events queue behind it.
 	OnChange func(Event)
-	// Logger receives memberlist's log lines (at Debug level) and the
-	// Cluster's own; nil discards them.
+	// Logger receives memberlist's log lines, at the level each carries
+	// ("[WARN]": Warn; a warning repeated word for word is logged once a
+	// minute with its count), and the Cluster's own; nil discards them.
 	Logger *slog.Logger
 }
 
@@ -145,6 +155,7 @@ func DefaultConfig() Config {
 		TCPTimeout:        10 * time.Second,
 		LeaveTimeout:      5 * time.Second,
 		ReconnectInterval: 10 * time.Second,
+		CapacityInterval:  5 * time.Second,
 	}
 }
 
@@ -165,6 +176,7 @@ func LoopbackConfig(name string) Config {
 	c.TCPTimeout = time.Second
 	c.LeaveTimeout = time.Second
 	c.ReconnectInterval = 200 * time.Millisecond
+	c.CapacityInterval = 100 * time.Millisecond
 	return c
 }
 

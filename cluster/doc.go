@@ -52,10 +52,12 @@
 // # Goroutines
 //
 // memberlist runs its own goroutines (probe, gossip, push/pull, listeners)
-// from New until Shutdown. The Cluster owns two more, started by goFunc:
-// the dispatcher, which calls Config.OnChange for each membership event in
-// order, outside memberlist's locks, and the reconnect loop, which joins
-// members held dead again every Config.ReconnectInterval so that a healed
-// partition merges. Shutdown stops memberlist, closes stop and waits for
-// both.
+// from New until Shutdown. The Cluster owns up to three more, started by
+// goFunc: the dispatcher, which calls Config.OnChange for each membership
+// event in order, outside memberlist's locks; the reconnect loop, which
+// joins members held dead again every Config.ReconnectInterval so that a
+// healed partition merges; and, with Config.MeasureCapacity, the capacity
+// loop, which measures this member's capacity every
+// Config.CapacityInterval and spreads it when it moved. Shutdown stops
+// memberlist, closes stop and waits for them.
 package cluster

@@ -49,15 +49,29 @@ func startFailureCluster(t *testing.T, ctx context.Context, nodes int, backup bo
 // flags.
 func startFailureClusterArgs(t *testing.T, ctx context.Context, nodes int, backup bool, args ...string) *proccluster.Cluster {
 	t.Helper()
+	return startClusterConfig(t, ctx, proccluster.Config{Nodes: nodes, Backup: backup, Args: args})
+}
+
+// startClusterConfig starts a cluster of cfg with small regions and the
+// failure tests' checks (see startFailureCluster); Binary and Dir are
+// filled in: the streamnode named by RPSTREAM_TEST_STREAMNODE (a test
+// re-run in a network namespace gets the one its parent built) or one
+// built once.
+func startClusterConfig(t *testing.T, ctx context.Context, cfg proccluster.Config) *proccluster.Cluster {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs streamnode processes")
 	}
-	bin, err := proccluster.BuildOnce()
-	if err != nil {
-		t.Fatal(err)
+	bin := os.Getenv("RPSTREAM_TEST_STREAMNODE")
+	if bin == "" {
+		var err error
+		if bin, err = proccluster.BuildOnce(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	cl, err := proccluster.Start(ctx, proccluster.Config{Binary: bin, Dir: t.TempDir(), Nodes: nodes, Backup: backup,
-		Args: append([]string{"--region-size", "262144"}, args...), StopTimeout: 10 * time.Second})
+	cfg.Binary, cfg.Dir, cfg.StopTimeout = bin, t.TempDir(), 10*time.Second
+	cfg.Args = append([]string{"--region-size", "262144"}, cfg.Args...)
+	cl, err := proccluster.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -869,15 +883,6 @@ func TestFailureFollowerHangs(t *testing.T) {
 // the leader, says the stream is gone, so the follower removes its copy
 // at once.
 func TestFailureDeletedWhileDownLeaderAway(t *testing.T) {
-	if os.Getenv("RPSTREAM_RUN_FLAKY") == "" {
-		// Open bug, found on the last day of issue 9: in about 1 run in 8
-		// (under -race, more under load) n2's reads of the deleted stream
-		// each wait out their deadline for 30 s and its copy is never
-		// removed: both wait on the catalog's read barrier (ReadIndex) at
-		// n2, restarted while the stream's old leader, a voter, is dead.
-		// Not yet diagnosed; RPSTREAM_RUN_FLAKY=1 runs it.
-		t.Skip("known intermittent hang of the catalog read barrier on a restarted voter (open bug, see docs/design-notes.md); RPSTREAM_RUN_FLAKY=1 runs it")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cl := startFailureCluster(t, ctx, 3, false)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/rpstream/rpstream/api"
 )
@@ -35,6 +36,9 @@ type appendAnswer struct {
 	st   *stream
 	top  uint64
 	resp *api.AppendResponse
+	// With metrics: when the request arrived, its entries and bytes.
+	started        time.Time
+	entries, bytes int
 }
 
 // appendCall is the state the goroutines of one AppendStream call share.
@@ -90,6 +94,9 @@ wait:
 		}
 	}
 	aerr := <-answered
+	if err != nil || aerr != nil {
+		c.s.metrics.appended(0, 0, time.Time{}, errors.Join(err, aerr))
+	}
 	c.mu.Lock()
 	st := c.st
 	if st != nil {
@@ -144,6 +151,10 @@ var errStopped = errors.New("node: append call stopped")
 
 // store stores one request and queues its answer.
 func (c *appendCall) store(req *api.AppendRequest) error {
+	var started time.Time
+	if c.s.metrics != nil {
+		started = time.Now()
+	}
 	if err := checkAppend(req); err != nil {
 		return err
 	}
@@ -168,7 +179,12 @@ func (c *appendCall) store(req *api.AppendRequest) error {
 	}
 	// The answerer drains answers until it is closed, even after a
 	// failure, so this send does not block for ever.
-	c.answers <- appendAnswer{st: c.st, top: top, resp: resp}
+	a := appendAnswer{st: c.st, top: top, resp: resp}
+	if c.s.metrics != nil {
+		a.started = started
+		a.entries, a.bytes = reqSize(req)
+	}
+	c.answers <- a
 	return nil
 }
 
@@ -222,6 +238,10 @@ func (c *appendCall) answerAll(queue []appendAnswer, top uint64) error {
 	for _, a := range queue {
 		if werr != nil && !st.durable(a.top) {
 			return werr
+		}
+		if c.s.metrics != nil {
+			// Before Send: a client that saw its answer sees it counted.
+			c.s.metrics.appended(a.entries, a.bytes, a.started, nil)
 		}
 		if err := c.call.Send(a.resp); err != nil {
 			return err

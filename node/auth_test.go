@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,10 +15,15 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/rpstream/rpstream/acl"
+	"github.com/rpstream/rpstream/api"
 	"github.com/rpstream/rpstream/client"
 	"github.com/rpstream/rpstream/pki"
 )
@@ -274,5 +280,65 @@ func TestTLSRefusesPlaintextAndStrangers(t *testing.T) {
 	// A bearer token over plaintext is refused before it leaves.
 	if _, err := client.Dial(n.addr, client.Options{Token: "let me read"}); err == nil {
 		t.Fatal("a token without TLS was accepted by Dial")
+	}
+}
+
+// TestHealthAndProbeWithoutCredentials: under TLS and an ACL, the
+// grpc.health.v1 service and reflection answer a caller with no
+// credentials (the interceptors check only the Streams service), the
+// Streams service on the same connection refuses it, and client.Probe
+// tells the node apart when it speaks TLS and not when it does not.
+func TestHealthAndProbeWithoutCredentials(t *testing.T) {
+	n := startSecureNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cfg, err := pki.ClientConfig(filepath.Join(n.dir, "ca.crt"), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: api.Streams_ServiceDesc.ServiceName})
+		if err == nil && r.Status == healthpb.HealthCheckResponse_SERVING {
+			break
+		}
+		if c := status.Code(err); c == codes.Unauthenticated || c == codes.PermissionDenied {
+			t.Fatalf("health check refused: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health check: %v %v", r, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rc, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{ListServices: "*"}}); err != nil {
+		t.Fatal(err)
+	}
+	rr, err := rc.Recv()
+	if err != nil {
+		t.Fatalf("reflection: %v", err)
+	}
+	if len(rr.GetListServicesResponse().GetService()) == 0 {
+		t.Fatalf("reflection lists no service: %v", rr)
+	}
+	rc.CloseSend()
+	if _, err := api.NewStreamsClient(conn).Members(ctx, &api.MembersRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("Members without credentials: %v, want Unauthenticated", err)
+	}
+
+	if err := client.Probe(ctx, n.addr, cfg); err != nil {
+		t.Fatalf("Probe over TLS: %v", err)
+	}
+	if err := client.Probe(ctx, n.addr, nil); !errors.Is(err, client.ErrNotRPStream) {
+		t.Fatalf("plaintext Probe of a TLS node: %v, want ErrNotRPStream", err)
 	}
 }

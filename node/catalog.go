@@ -606,7 +606,7 @@ func (s *Server) ClusterStatus(ctx context.Context, req *api.ClusterStatusReques
 	r := &api.ClusterStatusResponse{
 		Node: s.cfg.Name, Controller: st.Controller, Term: st.Term, Commit: st.Commit, Applied: st.Applied,
 		RaftState: st.State, Voters: st.Voters, Followers: st.Followers, Streams: uint32(len(s.listInCatalog())),
-		ScrubPasses: s.scrub.passes.Load(), ScrubBytes: s.scrub.bytes.Load(), ScrubDamaged: s.scrub.damaged.Load(), ScrubRepaired: s.scrub.repaired.Load(),
+		ScrubPasses: s.scrub.passes.Load(), ScrubBytes: s.scrub.bytes.Load(), ScrubDamaged: s.scrub.damaged.Load(), ScrubRepaired: s.scrub.repaired.Load(), ScrubUnrepairable: s.scrub.unrepairable.Load(),
 	}
 	members := map[string]*api.Member{}
 	if s.cluster() != nil {

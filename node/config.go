@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/rpstream/rpstream/acl"
 	"github.com/rpstream/rpstream/catalog/catalogpb"
 	"github.com/rpstream/rpstream/catalog/controller"
@@ -95,6 +97,10 @@ type Config struct {
 	// (the caller may swap it, on SIGHUP). Nil lets every caller do
 	// everything.
 	ACL func() *acl.ACL
+	// Metrics, if set, is where the server registers its Prometheus
+	// metrics (metrics.go): a registry of this node's own, as tests run
+	// several nodes in one process. Nil: nothing is counted.
+	Metrics prometheus.Registerer
 }
 
 // DefaultConfig returns the configuration of a node keeping its data in

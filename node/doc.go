@@ -107,12 +107,21 @@
 // AppendStream's answerer takes every answer queued when it wakes, waits
 // once for the highest position among them and sends them all, in order.
 //
+// # Metrics and health
+//
+// With Config.Metrics the server registers Prometheus metrics (metrics.go):
+// counters and a latency histogram on the append path, the rest read from
+// the server's state when the registry is gathered. Ready says whether the
+// node can serve clients; the client port serves grpc.health.v1 by it and
+// gRPC server reflection.
+//
 // # Goroutines
 //
 // gRPC owns one goroutine per call; the package adds two per AppendStream
 // call (one reading and storing requests, one answering them), ended when
-// the call ends, and, with a catalog, the reconcile loop (catalog.go),
-// counted as a call. Shutdown stops them all: it refuses
+// the call ends, with a catalog, the reconcile loop (catalog.go), and the
+// health loop (metrics.go: grpc.health.v1 follows Ready), counted as
+// calls. Shutdown stops them all: it refuses
 // new calls (Unavailable), ends tails and background jobs, waits for the
 // calls in flight (appends drain: they finish and are answered; an
 // AppendStream call whose entries still wait for their copies ends

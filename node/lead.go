@@ -88,6 +88,9 @@ func (s *Server) startLeader(name string, m meta, ls *local.Stream, floor, epoch
 		},
 		Logger: s.cfg.Logger.With("stream", name),
 	}
+	if s.metrics != nil {
+		cfg.Counters = &s.metrics.rdma
+	}
 	// Not stopCtx: appends in flight at Shutdown drain before Close.
 	return replicate.StartLeader(context.Background(), cfg)
 }

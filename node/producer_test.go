@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"testing/quick"
+
+	"github.com/rpstream/rpstream/internal/validate"
 )
 
 // TestProducerAgainstModel drives a producer with random sequence numbers
@@ -127,7 +129,7 @@ func FuzzStreamName(f *testing.F) {
 		if validName(name) != nil {
 			return
 		}
-		if name == "" || len(name) > maxNameLen || name[0] == '.' || name[0] == '-' ||
+		if name == "" || len(name) > validate.MaxNameLen || name[0] == '.' || name[0] == '-' ||
 			strings.ContainsAny(name, "/\\\x00 ") || name == ".." {
 			t.Fatalf("validName accepted %q", name)
 		}

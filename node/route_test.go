@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/rpstream/rpstream/admin"
 	"github.com/rpstream/rpstream/api"
 	"github.com/rpstream/rpstream/catalog/catalogpb"
 	"github.com/rpstream/rpstream/catalog/controller"
@@ -67,7 +68,8 @@ func startClusterNodes(t *testing.T, n, backups int) []*testNode {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tn := &testNode{addr: lis.Addr().String(), served: make(chan error, 1)}
+		tn := &testNode{addr: lis.Addr().String(), served: make(chan error, 1), reg: admin.NewRegistry()}
+		cfg.Metrics = tn.reg
 		ctl, transport := startCatalog(t, name, dir, voters, cfg.Backup, tn)
 		cfg.Catalog, cfg.Control = ctl, transport.Service()
 		srv, err := New(cfg)

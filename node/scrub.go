@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -14,38 +15,52 @@ import (
 )
 
 // The scrubber: every Config.ScrubEvery the node reads each copy it holds
-// for another leader through, up to the copy's commit point, at most
-// Config.ScrubRate bytes a second, checking every entry's checksum (its
-// sealed regions too, which recovery and a leader's Tail do not read
-// again). A damaged entry below the commit point is repaired from the
+// for another leader, and each replicated stream it leads, through up to
+// the commit point, at most Config.ScrubRate bytes a second, checking
+// every entry's checksum (sealed regions too, which recovery and a
+// leader's Tail do not read again).
+//
+// A damaged entry below the commit point of a copy is repaired from the
 // leader, which holds it whole (it committed it): the copy's Target is
 // closed (the leader's connection with it), the copy is cut back to the
 // start of the damaged region (every later region freed, the highest
-// first, and that one emptied, durably), and the leader, reconnecting, finds the copy's
-// durable end there and writes the rest again. The next pass reads the
-// repaired region. Counts are kept for status (ScrubStats).
+// first, and that one emptied, durably), and the leader, reconnecting,
+// finds the copy's durable end there and writes the rest again. The next
+// pass reads the repaired region.
 //
-// Not done here: a leader's own damaged entries (a read of one answers
-// DataLoss; when the leader restarts, a takeover prefers a copy's longer
-// log to its own truncated one, and damage in its tail region is then
-// repaired by that copy's leadership), and repair of a copy from another
-// copy rather than the leader.
+// A damaged committed entry of a stream this node leads is repaired from
+// a copy that acknowledged it (repairLed): the region's bytes are read
+// from the copy's slot with one-sided rdma reads (replicate.Leader.Fetch;
+// a copy holds the same bytes at the same offsets), checked entry by
+// entry against the region's checksums, and written over the damaged
+// ones in place (local.Stream.RepairRegion). A Read that meets such an
+// entry repairs it the same way before it answers. Only when no copy
+// holds the entry whole is it DataLoss (and the rest of the stream stays
+// available). Counts are kept for status (ScrubStats).
+//
+// Not done here: repair of a copy from another copy rather than the
+// leader.
 
 // ScrubStats are the scrubber's counts since the node started.
 type ScrubStats struct {
-	Passes   uint64 // copies read through
-	Bytes    uint64 // entry bytes read
-	Damaged  uint64 // damaged entries found
-	Repaired uint64 // copies cut back for their leader to rewrite
+	Passes  uint64 // copies read through
+	Bytes   uint64 // entry bytes read
+	Damaged uint64 // damaged entries found
+	// Repaired counts copies cut back for their leader to rewrite, and
+	// regions of streams led here rewritten from a copy.
+	Repaired uint64
+	// Unrepairable counts damaged entries led here that no copy within
+	// reach held whole.
+	Unrepairable uint64
 }
 
 type scrubCounters struct {
-	passes, bytes, damaged, repaired atomic.Uint64
+	passes, bytes, damaged, repaired, unrepairable atomic.Uint64
 }
 
 // ScrubStats returns the scrubber's counts.
 func (s *Server) ScrubStats() ScrubStats {
-	return ScrubStats{Passes: s.scrub.passes.Load(), Bytes: s.scrub.bytes.Load(), Damaged: s.scrub.damaged.Load(), Repaired: s.scrub.repaired.Load()}
+	return ScrubStats{Passes: s.scrub.passes.Load(), Bytes: s.scrub.bytes.Load(), Damaged: s.scrub.damaged.Load(), Repaired: s.scrub.repaired.Load(), Unrepairable: s.scrub.unrepairable.Load()}
 }
 
 func (s *Server) scrubLoop() {
@@ -79,7 +94,98 @@ func (s *Server) scrubLoop() {
 			s.scrub.repaired.Add(1)
 			s.log.Warn("scrub: damaged copy cut back before the damage; its leader rewrites it", "stream", name, "index", at)
 		}
+		for _, name := range s.ledReplicated() {
+			if s.stopCtx.Err() != nil {
+				return
+			}
+			st := s.holdLed(name)
+			if st == nil {
+				continue
+			}
+			at, err := s.scrubRead(st.ls.Iterator(st.ls.Head()), st.committed())
+			if errors.Is(err, local.ErrCorrupt) {
+				s.scrub.damaged.Add(1)
+				s.log.Warn("scrub: damaged entry in a stream led here", "stream", name, "index", at, "err", err)
+				s.repairLed(st, at)
+			} else if err != nil {
+				s.log.Debug("scrub: stream not read", "stream", name, "err", err)
+			}
+			st.release()
+		}
 	}
+}
+
+// ledReplicated lists the open replicated streams this node leads.
+func (s *Server) ledReplicated() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for name, st := range s.streams {
+		if !st.gone && st.leader != nil {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// holdLed returns open stream name with a reference taken if this node
+// leads it replicated, else nil.
+func (s *Server) holdLed(name string) *stream {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.streams[name]
+	if st == nil || st.gone || st.leader == nil {
+		return nil
+	}
+	st.refs.Add(1)
+	return st
+}
+
+// repairOnRead repairs the damaged committed entry at of stream st, led
+// here, that a read met (err), and says whether it did.
+func (s *Server) repairOnRead(st *stream, at uint64, err error) bool {
+	if !errors.Is(err, local.ErrCorrupt) || st.leader == nil || at >= st.committed() {
+		return false
+	}
+	s.scrub.damaged.Add(1)
+	s.log.Warn("read: damaged entry in a stream led here", "stream", st.name, "index", at, "err", err)
+	return s.repairLed(st, at) == nil
+}
+
+// repairTimeout bounds one repair of a leader's damaged region.
+const repairTimeout = 5 * time.Second
+
+// repairLed repairs the region of stream st, led here, that holds the
+// damaged committed entry at, from a copy that acknowledged it. It
+// returns nil once the region's committed entries check again.
+func (s *Server) repairLed(st *stream, at uint64) error {
+	st.repairMu.Lock()
+	defer st.repairMu.Unlock()
+	span, err := st.ls.RegionOf(at)
+	if err != nil {
+		return err
+	}
+	upTo := min(span.End, st.committed())
+	if at >= upTo {
+		return fmt.Errorf("node: entry %d of %s is not committed: nothing to repair it from", at, st.name)
+	}
+	ctx, cancel := context.WithTimeout(s.stopCtx, repairTimeout)
+	defer cancel()
+	img := make([]byte, st.ls.RegionSize())
+	var diff int
+	from, n, err := st.leader.Fetch(ctx, span.Seq, 0, img, func(b []byte) error {
+		d, err := st.ls.RepairRegion(span.Seq, b, upTo)
+		diff = d
+		return err
+	})
+	if err != nil {
+		s.scrub.unrepairable.Add(1)
+		s.log.Error("repair: a damaged entry led here has no good copy within reach: reads of it answer DataLoss", "stream", st.name, "index", at, "region", span.Seq, "err", err)
+		return err
+	}
+	s.scrub.repaired.Add(1)
+	s.log.Warn("repair: damaged entries led here rewritten from a copy", "stream", st.name, "index", at, "region", span.Seq, "from", from, "read", n, "bytes_changed", diff)
+	return nil
 }
 
 // scrubCopy reads stream name's copy through up to its commit point. On
@@ -94,8 +200,13 @@ func (s *Server) scrubCopy(name string) (uint64, error) {
 		return 0, err
 	}
 	defer cp.Close()
-	end := cp.Committed()
-	it := cp.Iterator(cp.Head())
+	return s.scrubRead(cp.Iterator(cp.Head()), cp.Committed())
+}
+
+// scrubRead reads it through up to end, checking every entry, at most
+// ScrubRate bytes a second. On damage it returns the damaged entry's
+// index and an ErrCorrupt error.
+func (s *Server) scrubRead(it entryIterator, end uint64) (uint64, error) {
 	var read int
 	start := time.Now()
 	for it.Pos() < end && s.stopCtx.Err() == nil {

@@ -13,6 +13,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
 	"github.com/rpstream/rpstream/api"
@@ -64,6 +68,9 @@ type Server struct {
 	calls    sync.WaitGroup // calls in flight
 	addr     string         // listener address, once Serve runs; under mu
 
+	metrics *metrics       // nil without Config.Metrics
+	health  *health.Server // grpc.health.v1 on the client port, following Ready
+
 	hub     *remote.Hub   // serves copies on Config.PeerAddr; nil without
 	hubDone chan struct{} // closed when the hub's Serve returned
 
@@ -83,6 +90,7 @@ type stream struct {
 	// leader replicates the stream to its copies; nil for a stream of
 	// this node alone. quorumWait is Config.QuorumWait.
 	leader     *replicate.Leader
+	repairMu   sync.Mutex // one repair of its damaged entries at a time (scrub.go)
 	quorumWait time.Duration
 	opened     time.Time // when leader started
 	// app copies payloads into the stream with Config.Mover; nil copies
@@ -123,6 +131,12 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	if cfg.Metrics != nil {
+		if s.metrics, err = newMetrics(s, cfg.Metrics); err != nil {
+			s.stopHub()
+			return nil, fmt.Errorf("node: metrics: %w", err)
+		}
+	}
 	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize)}
 	refusals := &deniedLog{log: s.log}
 	if cfg.TLS != nil {
@@ -137,6 +151,13 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Control != nil {
 		catalogpb.RegisterControlServer(s.grpc, cfg.Control)
 	}
+	s.health = health.NewServer()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	s.health.SetServingStatus(api.Streams_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	healthgrpc.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	s.calls.Add(1)
+	go s.healthLoop()
 	if cfg.Catalog != nil {
 		s.calls.Add(1)
 		go s.reconcileLoop()
@@ -195,6 +216,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing = true
 	s.mu.Unlock()
 	s.stopFunc(ErrClosing)
+	// Health checks answer NOT_SERVING while the calls drain.
+	s.health.Shutdown()
 
 	drained := make(chan struct{})
 	go func() { s.calls.Wait(); close(drained) }()

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -32,6 +33,7 @@ type testNode struct {
 	conn    *grpc.ClientConn
 	c       api.StreamsClient
 	served  chan error
+	reg     *prometheus.Registry // the node's metrics (cluster nodes)
 }
 
 func startNode(t *testing.T, dir string) *testNode {

@@ -111,11 +111,18 @@ func (s *Server) ListStreams(ctx context.Context, req *api.ListStreamsRequest) (
 	return &api.ListStreamsResponse{Streams: names}, nil
 }
 
-func (s *Server) Append(ctx context.Context, req *api.AppendRequest) (*api.AppendResponse, error) {
+func (s *Server) Append(ctx context.Context, req *api.AppendRequest) (resp *api.AppendResponse, err error) {
 	if err := s.enter(); err != nil {
 		return nil, statusOf(err)
 	}
 	defer s.leave()
+	if s.metrics != nil {
+		started := time.Now()
+		defer func() {
+			n, b := reqSize(req)
+			s.metrics.appended(n, b, started, err)
+		}()
+	}
 	if err := checkAppend(req); err != nil {
 		return nil, statusOf(err)
 	}
@@ -132,6 +139,18 @@ func (s *Server) Append(ctx context.Context, req *api.AppendRequest) (*api.Appen
 		return nil, statusOf(err)
 	}
 	return resp, nil
+}
+
+// reqSize is the number of entries an append request carries and their
+// payload bytes.
+func reqSize(req *api.AppendRequest) (entries, bytes int) {
+	if len(req.Batch) == 0 {
+		return 1, len(req.Data)
+	}
+	for _, e := range req.Batch {
+		bytes += len(e)
+	}
+	return len(req.Batch), bytes
 }
 
 // Batch limits (AppendRequest.batch).
@@ -244,6 +263,11 @@ func (s *Server) Read(ctx context.Context, req *api.ReadRequest) (*api.ReadRespo
 	resp := &api.ReadResponse{Committed: st.committed(), Head: st.ls.Head()}
 	it := st.ls.Iterator(req.From)
 	resp.Entries, err = readBatch(it, resp.Committed, maxEntries, maxBytes, st.meta.Envelope)
+	if err != nil && s.repairOnRead(st, it.Pos(), err) {
+		// Damage repaired from a copy: read again.
+		it = st.ls.Iterator(req.From)
+		resp.Entries, err = readBatch(it, resp.Committed, maxEntries, maxBytes, st.meta.Envelope)
+	}
 	if err != nil {
 		return nil, statusOf(err)
 	}
@@ -314,8 +338,15 @@ func (s *Server) Tail(req *api.TailRequest, call api.Streams_TailServer) error {
 		from = st.committed()
 	}
 	it := st.ls.Iterator(from)
+	repairs := 0
 	for {
 		batch, err := readBatch(it, st.committed(), maxReadEntries, maxReadBytes, st.meta.Envelope)
+		if err != nil && repairs < 3 && s.repairOnRead(st, it.Pos(), err) {
+			// Damage repaired from a copy: go on from the entry.
+			repairs++
+			it = st.ls.Iterator(it.Pos())
+			err = nil
+		}
 		if err != nil {
 			return statusOf(err)
 		}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rpstream/rpstream/api"
+	"github.com/rpstream/rpstream/internal/validate"
 	"github.com/rpstream/rpstream/local"
 )
 
@@ -33,7 +34,6 @@ var (
 const (
 	metaFile   = "meta.json"
 	streamFile = "data.stream"
-	maxNameLen = 128
 )
 
 // meta is meta.json (see the package comment).
@@ -62,17 +62,11 @@ type meta struct {
 func (m meta) replicated() bool { return len(m.Followers) > 0 || m.Backup != "" }
 
 // validName reports whether name is 1 to 128 bytes of [A-Za-z0-9._-]
-// starting with a letter or digit: safe as a file name, never hidden.
+// starting with a letter or digit: safe as a file name, never hidden
+// (validate.Name, the rule streamcli, streamnode and the catalog check).
 func validName(name string) error {
-	if name == "" || len(name) > maxNameLen {
-		return fmt.Errorf("%w: %q: want 1 to %d bytes", ErrBadName, name, maxNameLen)
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
-			return fmt.Errorf("%w: %q: want [A-Za-z0-9._-], starting with a letter or digit", ErrBadName, name)
-		}
+	if err := validate.Name(name); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadName, err)
 	}
 	return nil
 }

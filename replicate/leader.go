@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rpstream/rpstream/internal/logrepeat"
 	"github.com/rpstream/rpstream/local"
 	"github.com/rpstream/rpstream/rdma"
 	"github.com/rpstream/rpstream/remote"
@@ -76,8 +77,14 @@ type LeaderConfig struct {
 	// ControlTimeout bounds one connect (dial, grant, header copy) or one
 	// region allocation. Zero means 10s.
 	ControlTimeout time.Duration
-	// Logger; nil means slog.Default().
+	// Logger; nil means slog.Default(). A replica that keeps failing is
+	// logged when it goes down and when it comes back, with the count of
+	// failed attempts, and once a minute meanwhile (internal/logrepeat).
 	Logger *slog.Logger
+	// Counters, if set, receives the counts of the Leader's rdma work
+	// (shared by a node's Leaders, read by its metrics); nil: counted
+	// in a private Counters.
+	Counters *Counters
 }
 
 // Leader is the I/O loop of the package comment: it drives a Replicator
@@ -87,6 +94,8 @@ type Leader struct {
 	cfg    LeaderConfig
 	s      *local.Stream
 	log    *slog.Logger
+	logs   *logrepeat.Limiter // per replica: down, up
+	count  *Counters
 	peer   rdma.Peer
 	sbMR   rdma.MR      // the leader's superblock, source of the header copy
 	zero   *rdma.Buffer // zeroSize zero bytes, the source of zeroing writes
@@ -118,6 +127,10 @@ type Leader struct {
 
 	statusMu sync.Mutex
 	status   Status
+	// logged is the Status last logged (owned by the loop): a status
+	// line is written when its summary changes, not for every replica
+	// state it passes through.
+	logged Status
 
 	// Owned by the loop goroutine.
 	rep    *Replicator
@@ -183,6 +196,9 @@ func StartLeader(ctx context.Context, cfg LeaderConfig) (*Leader, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Counters == nil {
+		cfg.Counters = new(Counters)
+	}
 	rep, err := New(cfg.Replicator, cfg.Epoch)
 	if err != nil {
 		return nil, err
@@ -200,6 +216,7 @@ func StartLeader(ctx context.Context, cfg LeaderConfig) (*Leader, error) {
 	}
 	l := &Leader{
 		cfg: cfg, s: cfg.Stream, log: cfg.Logger, peer: peer, rep: rep,
+		logs: logrepeat.New(0), count: cfg.Counters,
 		done: make(chan struct{}), obsWake: make(chan struct{}, 1),
 		in: make(chan func(), 64), compl: make(chan rdma.Completion, 1024), cq: rdma.NewCQ(),
 		persist: make(chan struct{}, 1),
@@ -247,6 +264,7 @@ func StartLeader(ctx context.Context, cfg LeaderConfig) (*Leader, error) {
 	// Status holds from the start, not from the loop's first round: a
 	// caller may wait for the copies to connect before the first append.
 	l.status = rep.Status()
+	l.logged = l.status
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.wg.Add(3)
 	go func() { defer l.wg.Done(); l.forward() }()
@@ -442,7 +460,10 @@ func (l *Leader) ready() {
 		if rd.Status.Fenced {
 			l.failAll(fmt.Errorf("%w: epoch %d", ErrFenced, l.rep.Epoch()))
 		}
-		l.log.Info("replicate: status", "underReplicated", rd.Status.UnderReplicated, "quorumLost", rd.Status.QuorumLost, "fenced", rd.Status.Fenced)
+		if s, was := rd.Status, l.logged; s.UnderReplicated != was.UnderReplicated || s.QuorumLost != was.QuorumLost || s.Fenced != was.Fenced {
+			l.log.Info("replicate: status", "underReplicated", s.UnderReplicated, "quorumLost", s.QuorumLost, "fenced", s.Fenced)
+			l.logged = *s
+		}
 	}
 }
 
@@ -489,6 +510,7 @@ func (l *Leader) startConnect(lk *link, c Connect) {
 	for seq, slot := range l.slots {
 		live[seq] = slot
 	}
+	l.count.Connects.Add(1)
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
@@ -724,8 +746,9 @@ func (l *Leader) connected(id ID, gen uint64, rc *rconn, pos Pos, err error) {
 		return
 	}
 	if err != nil {
-		l.log.Warn("replicate: replica connect failed", "replica", id, "err", err)
-		l.fail(lk, gen, err)
+		// Logged by fail, once per run of failures.
+		l.count.ConnectErrors.Add(1)
+		l.fail(lk, gen, fmt.Errorf("connect: %w", err))
 		return
 	}
 	lk.c = rc
@@ -734,7 +757,7 @@ func (l *Leader) connected(id ID, gen uint64, rc *rconn, pos Pos, err error) {
 		return
 	}
 	l.watch(id, gen, rc)
-	l.log.Info("replicate: replica connected", "replica", id, "durable", pos)
+	l.logs.Log(l.log, slog.LevelInfo, string(id), "up", "replicate: replica connected", "replica", id, "durable", pos)
 }
 
 // watch reports the loss of a replica's connection as a failure at once,
@@ -843,6 +866,8 @@ func (l *Leader) post(lk *link, o Op) {
 		}
 		oc.first = rc.conn.Write(desc, o.Off, src, o.Off, o.Len)
 		fl = rc.conn.Flush(desc, o.Off, o.Len, rdma.Persistence)
+		l.count.Writes.Add(1)
+		l.count.WriteBytes.Add(uint64(o.Len))
 	case OpCommitWord, OpSealWord:
 		off := CommitWordOffset
 		if o.Kind == OpSealWord {
@@ -852,10 +877,12 @@ func (l *Leader) post(lk *link, o Op) {
 		binary.LittleEndian.PutUint64(v[:], o.Value)
 		oc.first = rc.conn.AtomicWrite(desc, off, v)
 		fl = rc.conn.Flush(desc, off, 8, rdma.Persistence)
+		l.count.AtomicWrites.Add(1)
 	default:
 		l.fail(lk, o.Gen, fmt.Errorf("%w: op kind %d", ErrOrder, o.Kind))
 		return
 	}
+	l.count.Flushes.Add(1)
 	fl.Notify(l.cq, oc)
 }
 
@@ -871,6 +898,7 @@ func (l *Leader) completion(c rdma.Completion) {
 		err = c.Op.Err()
 	}
 	if err != nil {
+		l.count.OpErrors.Add(1)
 		l.fail(lk, oc.gen, err)
 		return
 	}
@@ -890,7 +918,8 @@ func (l *Leader) fail(lk *link, gen uint64, err error) {
 	if !errors.Is(err, ErrFenced) && (errors.Is(err, remote.ErrStaleEpoch) || errors.Is(err, remote.ErrNotWriter)) {
 		err = fmt.Errorf("%w: %w", ErrFenced, err)
 	}
-	l.log.Warn("replicate: replica failed", "replica", lk.addr.ID, "err", err)
+	l.count.ReplicaFailures.Add(1)
+	l.logs.Log(l.log, slog.LevelWarn, string(lk.addr.ID), "down", "replicate: replica failed", "replica", lk.addr.ID, "err", err)
 	l.rep.Failed(lk.addr.ID, gen, err)
 	l.drop(lk)
 }
@@ -982,6 +1011,7 @@ func (l *Leader) RemoveReplica(id ID) error {
 		}
 		l.drop(l.links[id])
 		delete(l.links, id)
+		l.logs.Forget(l.log, slog.LevelInfo, string(id), "replicate: replica removed")
 		return nil
 	})
 }

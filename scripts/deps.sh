@@ -6,6 +6,9 @@
 set -euo pipefail
 
 pkgs=(gcc make git ca-certificates libibverbs-dev librdmacm-dev protobuf-compiler iproute2)
+# The partition tests (internal/netlab): network namespaces joined by a
+# bridge, cut with nftables rules, entered with nsenter.
+pkgs+=(nftables util-linux)
 # The VM of make test-softroce and test-pmem (scripts/vm.sh): QEMU, Debian's
 # stock kernel (6.1: rdma_rxe, DAX; it is only booted inside QEMU, never on
 # this machine), a static busybox for its initramfs, and the tools the

@@ -518,3 +518,40 @@ func TestBarrier(t *testing.T) {
 		t.Fatalf("barrier took %v with a RequestTimeout of 1 s", d)
 	}
 }
+
+// TestBarrierAfterElection: a new controller's first entry (empty) and
+// configuration changes are applied entries like commands. A barrier
+// taken when the last committed entry is not a command (here the empty
+// entry of a controller elected after the old one stopped, with no
+// command after it) is answered at once on every member, and every
+// member's applied index reaches its commit index.
+func TestBarrierAfterElection(t *testing.T) {
+	tc := formCluster(t, 23, 3, 1)
+	tc.converged(5 * time.Second)
+	old := tc.leader(5 * time.Second).Name()
+	tc.stop(old)
+	lead := tc.leader(10 * time.Second)
+	for _, c := range tc.running() {
+		ctx := testCtx(t, 2*time.Second)
+		start := time.Now()
+		if err := c.Barrier(ctx); err != nil {
+			t.Fatalf("barrier on %s after %s took over: %v (%+v)", c.Name(), lead.Name(), err, c.Status())
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("barrier on %s took %v", c.Name(), d)
+		}
+	}
+	if !eventually(5*time.Second, func() bool {
+		for _, c := range tc.running() {
+			if st := c.Status(); st.Applied != st.Commit {
+				return false
+			}
+		}
+		return true
+	}) {
+		for _, c := range tc.running() {
+			t.Logf("%+v", c.Status())
+		}
+		t.Fatal("applied index short of the commit index")
+	}
+}

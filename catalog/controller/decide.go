@@ -59,6 +59,16 @@ func (t *leaseTable) renew(name string, inc uint64, now time.Time) {
 	t.seen[name] = lease{inc, now}
 }
 
+// heardAt records that incarnation inc of name was last known alive at
+// at, unless a later heartbeat says more.
+func (t *leaseTable) heardAt(name string, inc uint64, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if l, ok := t.seen[name]; !ok || l.incarnation != inc || l.at.Before(at) {
+		t.seen[name] = lease{inc, at}
+	}
+}
+
 // live says whether incarnation inc of name holds a lease at now, and
 // since when it was last heard of. A node not heard of since this member
 // became the controller is live for grace from that moment.

@@ -14,6 +14,7 @@ import (
 
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -280,6 +281,16 @@ func (t *GRPC) outgoing(ctx context.Context) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, tokenKey, t.token)
 }
 
+// reconnect is how often a connection to a member that is down tries
+// again: at least every second. gRPC's default backoff grows to two
+// minutes, and a call on a connection waiting to try again fails at
+// once: a member back after a long absence would hear nothing from the
+// leader (no entries, no answers to its read barriers) for that long.
+var reconnect = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+	MinConnectTimeout: 5 * time.Second,
+}
+
 // conn is a connection to member name's current address.
 func (t *GRPC) conn(name string) (*grpc.ClientConn, error) {
 	addr, ok := t.addrOf(name)
@@ -299,6 +310,7 @@ func (t *GRPC) conn(name string) (*grpc.ClientConn, error) {
 		creds = loggedClientCreds{credentials.NewTLS(t.tls), t.tlsLog}
 	}
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
+		grpc.WithConnectParams(reconnect),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(t.maxSize), grpc.MaxCallSendMsgSize(t.maxSize)))
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "controller: %s at %s: %v", name, addr, err)

@@ -5,14 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/rpstream/rpstream/acl"
 	"github.com/rpstream/rpstream/internal/proccluster"
 	"github.com/rpstream/rpstream/node"
+	"github.com/rpstream/rpstream/pki"
 )
 
 // TestNodeCommandsProcess runs the built streamcli against a real node in
@@ -49,7 +52,9 @@ func TestNodeCommandsProcess(t *testing.T) {
 	if out := ok(t, "", "--node", addr, "ls"); !strings.Contains(out, "s1") {
 		t.Fatalf("ls does not list s1:\n%s", out)
 	}
-	ok(t, "", "--node", addr, "status", "s1")
+	// A node without a catalog keeps one copy of the three asked for:
+	// status prints it and exits 3, under-replicated.
+	fails(t, 3, "", []string{"--node", addr, "status", "s1"}, `streamcli status: stream "s1" is under-replicated`)
 	ok(t, "", "--node", addr, "members")
 }
 
@@ -244,4 +249,148 @@ func TestChangeVoterProcess(t *testing.T) {
 	if st := clusterJSON(t, addr); fmt.Sprint(st.Voters) != "[n1 n2]" || len(st.Followers) != 0 {
 		t.Errorf("after add-voter n2: %+v", st)
 	}
+}
+
+// healthReport is what a script reads of health --output json.
+type healthReport struct {
+	Healthy         bool     `json:"healthy"`
+	Status          string   `json:"status"`
+	Controller      string   `json:"controller"`
+	VotersAlive     int      `json:"voters_alive"`
+	NodesDown       []string `json:"nodes_down"`
+	Streams         int      `json:"streams"`
+	UnderReplicated []string `json:"under_replicated"`
+}
+
+// waitHealth runs health --output json at addr until it exits with code
+// and cond holds, for at most 20 s.
+func waitHealth(t *testing.T, addr string, code int, cond func(healthReport) bool) healthReport {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r := run(t, "", "--node", addr, "health", "--output", "json", "--timeout", "2s")
+		var h healthReport
+		if r.code == code && json.Unmarshal([]byte(r.stdout), &h) == nil && cond(h) {
+			return h
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health at %s did not exit %d as awaited within 20 s; last: exit %d\n%s%s", addr, code, r.code, r.stdout, r.stderr)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestHealthProcess: health exits 0 on a whole cluster of three
+// streamnode processes, 3 once a node is killed (its stream copies
+// missing), 4 once a second voter is killed (no quorum, no controller).
+func TestHealthProcess(t *testing.T) {
+	c := startCluster(t, 3)
+	addr := c.ClientAddrs()[0]
+	ok(t, "", "--node", addr, "create", "s", "--replicas", "3")
+	h := waitHealth(t, addr, 0, func(h healthReport) bool { return h.Healthy })
+	if h.Status != "healthy" || h.Controller == "" || h.VotersAlive != 3 || h.Streams != 1 || len(h.NodesDown) != 0 {
+		t.Errorf("health of a whole cluster: %+v", h)
+	}
+	if out := ok(t, "", "--node", addr, "health"); !strings.HasPrefix(out, "healthy           yes\n") {
+		t.Errorf("health printed:\n%s", out)
+	}
+
+	if err := c.Kill(2); err != nil {
+		t.Fatal(err)
+	}
+	h = waitHealth(t, addr, 3, func(h healthReport) bool { return fmt.Sprint(h.NodesDown) == "[n3]" })
+	if h.Healthy || h.Status != "degraded" {
+		t.Errorf("health with n3 killed: %+v", h)
+	}
+	r := run(t, "", "--node", addr, "health")
+	if r.code != 3 || !strings.Contains(r.stderr, "streamcli health: unhealthy: 1 node(s) down") {
+		t.Errorf("health with n3 killed: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	if err := c.Kill(1); err != nil {
+		t.Fatal(err)
+	}
+	h = waitHealth(t, addr, 4, func(h healthReport) bool { return h.Status == "no-controller" })
+	if h.Healthy || h.Controller != "" {
+		t.Errorf("health with two voters killed: %+v", h)
+	}
+}
+
+// TestTLSNodeProcess runs the built streamcli against a node serving TLS
+// under an ACL: with the CA and a client certificate every command works
+// (the probe of each --node address speaks TLS too: it once probed in
+// plaintext and called the node not a node); without --tls-ca, or with
+// another CA, the command fails at once saying why; with the CA but no
+// credentials the node refuses it.
+func TestTLSNodeProcess(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := pki.NewCA("test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := ca.WriteFiles(dir, pki.Request{Name: "n1", Node: true, Hosts: []string{"127.0.0.1"}, Validity: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ca.WriteFiles(dir, pki.Request{Name: "admin", Validity: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	otherDir := t.TempDir()
+	other, err := pki.NewCA("another CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	of, err := other.WriteFiles(otherDir, pki.Request{Name: "x", Validity: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := pki.Load(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := acl.Parse([]byte(`{"grants": [{"identity": "admin", "streams": ["*"], "permissions": ["read", "append", "admin"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := node.DefaultConfig(t.TempDir())
+	cfg.TLS = keys.ServerConfig()
+	cfg.ACL = func() *acl.ACL { return rules }
+	srv, err := node.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		<-served
+	})
+	addr := lis.Addr().String()
+	admin := []string{"--node", addr, "--tls-ca", f.CA,
+		"--tls-cert", filepath.Join(dir, "admin.crt"), "--tls-key", filepath.Join(dir, "admin.key")}
+
+	ok(t, "", append(admin, "create", "s1")...)
+	if got := positions(t, ok(t, "", append(admin, "append", "s1", "a", "b")...)); len(got) != 2 || got[1] != 1 {
+		t.Fatalf("append printed positions %v, want [0 1]", got)
+	}
+	if out := ok(t, "", append(admin, "tail", "s1")...); out != "a\nb\n" {
+		t.Fatalf("tail printed %q", out)
+	}
+	ok(t, "", append(admin, "members")...)
+
+	start := time.Now()
+	fails(t, 1, "", []string{"--node", addr, "ls"}, "does not speak the rpstream protocol", "wants TLS")
+	fails(t, 1, "", []string{"--node", addr, "--tls-ca", of.CA, "ls"}, "TLS handshake with "+addr+" failed", "certificate")
+	if took := time.Since(start); took > 4*time.Second {
+		t.Fatalf("the refused commands took %v: they waited for --timeout instead of failing at once", took)
+	}
+	fails(t, 1, "", []string{"--node", addr, "--tls-ca", f.CA, "ls"}, "no credentials")
 }

@@ -6,11 +6,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rpstream/rpstream/internal/validate"
+	"github.com/rpstream/rpstream/local"
 )
 
 // Config is everything streamnode is configured by. Each setting comes,
@@ -92,6 +96,11 @@ type Config struct {
 	// LogLevel is debug, info, warn or error; LogFormat text or json.
 	LogLevel  string `json:"log_level"`
 	LogFormat string `json:"log_format"`
+	// AdminAddr, if set, is the HTTP admin listener's address (package
+	// admin: /metrics, /healthz, /readyz); empty, the default, means no
+	// listener and no metrics counted. Pprof adds /debug/pprof/ to it.
+	AdminAddr string `json:"admin_addr"`
+	Pprof     bool   `json:"pprof"`
 }
 
 // Duration is a time.Duration written as "10s" in JSON.
@@ -134,14 +143,12 @@ func DefaultConfig() Config {
 	}
 }
 
+// validateName checks a member name by the rule of every name in the
+// catalog (validate.Name): a name the catalog would refuse fails here,
+// before anything starts.
 func validateName(n string) error {
-	if n == "" || len(n) > 64 {
-		return fmt.Errorf("name %q: want 1 to 64 bytes", n)
-	}
-	for _, c := range n {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return fmt.Errorf("name %q: want [A-Za-z0-9._-]", n)
-		}
+	if err := validate.Name(n); err != nil {
+		return fmt.Errorf("name %w", err)
 	}
 	return nil
 }
@@ -224,8 +231,8 @@ func (c Config) Validate() error {
 	if c.Secret != "" && len(c.Secret) < 16 {
 		return fmt.Errorf("secret: want at least 16 bytes, have %d", len(c.Secret))
 	}
-	if c.RegionSize < 16<<10 || c.RegionSize > 1<<30 || c.RegionSize%4096 != 0 {
-		return fmt.Errorf("region-size %d: want a multiple of 4096 from 16 KiB to 1 GiB", c.RegionSize)
+	if c.RegionSize == 0 || (local.Options{RegionSize: c.RegionSize}).Validate() != nil {
+		return fmt.Errorf("region-size %s: want a multiple of 4KiB from 16KiB to 1GiB, such as 4MiB", validate.FormatSize(int64(c.RegionSize)))
 	}
 	if c.DrainTimeout <= 0 {
 		return fmt.Errorf("drain-timeout %v: want more than 0", time.Duration(c.DrainTimeout))
@@ -238,6 +245,18 @@ func (c Config) Validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("log-format %q: want text or json", c.LogFormat)
 	}
+	if c.AdminAddr != "" {
+		if err := validateAddr("admin-addr", c.AdminAddr); err != nil {
+			return err
+		}
+		for _, a := range []struct{ what, addr string }{{"client-addr", c.ClientAddr}, {"peer-addr", c.PeerAddr}, {"gossip-addr", c.GossipAddr}} {
+			if _, port, _ := net.SplitHostPort(a.addr); a.addr == c.AdminAddr && port != "0" {
+				return fmt.Errorf("%s and admin-addr are both %s", a.what, a.addr)
+			}
+		}
+	} else if c.Pprof {
+		return errors.New("pprof: needs --admin-addr (pprof is served on the admin listener)")
+	}
 	return nil
 }
 
@@ -247,6 +266,22 @@ type setting struct {
 	usage string
 	set   func(c *Config, v string) error
 }
+
+// boolSettings may be given without a value, which means true (--pprof).
+var boolSettings = map[string]bool{"pprof": true}
+
+// boolValue is a string flag that may be given without a value, which
+// means "true".
+type boolValue struct{ v *string }
+
+func (b boolValue) String() string {
+	if b.v == nil {
+		return ""
+	}
+	return *b.v
+}
+func (b boolValue) Set(s string) error { *b.v = s; return nil }
+func (b boolValue) IsBoolFlag() bool   { return true }
 
 func str(p func(c *Config) *string) func(*Config, string) error {
 	return func(c *Config, v string) error { *p(c) = v; return nil }
@@ -296,8 +331,8 @@ var settings = []setting{
 	{"acl", "ACL file (JSON): clients must authenticate and get only what it grants; needs TLS; SIGHUP reloads", str(func(c *Config) *string { return &c.ACL })},
 	{"rdma", "rdma provider: auto, tcp or verbs", str(func(c *Config) *string { return &c.RDMA })},
 	{"mover", "data mover for local appends: auto, sync, cpu or dsa", str(func(c *Config) *string { return &c.Mover })},
-	{"region-size", "region size of new streams, bytes", func(c *Config, v string) error {
-		n, err := strconv.Atoi(v)
+	{"region-size", "region size of new streams: bytes, or with a unit such as 64k, 4MiB, 1g (powers of 1024)", func(c *Config, v string) error {
+		n, err := validate.ParseSize(v)
 		c.RegionSize = n
 		return err
 	}},
@@ -308,27 +343,105 @@ var settings = []setting{
 	}},
 	{"log-level", "debug, info, warn or error", str(func(c *Config) *string { return &c.LogLevel })},
 	{"log-format", "text or json", str(func(c *Config) *string { return &c.LogFormat })},
+	{"admin-addr", "HTTP admin listener for /metrics, /healthz and /readyz, HOST:PORT (default: none)", str(func(c *Config) *string { return &c.AdminAddr })},
+	{"pprof", "serve net/http/pprof under /debug/pprof/ on the admin listener", func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		c.Pprof = b
+		return err
+	}},
+}
+
+// printUsage writes streamnode's usage: each flag with its default, the
+// value DefaultConfig holds under the flag's JSON key.
+func printUsage(w io.Writer, fs *flag.FlagSet) {
+	defaults := map[string]any{}
+	if b, err := json.Marshal(DefaultConfig()); err == nil {
+		json.Unmarshal(b, &defaults)
+	}
+	fmt.Fprint(w, `usage: streamnode [FLAGS]
+
+streamnode is the rpstream daemon: it serves the client service (gRPC) over
+the streams of its data directory and replicates them within its cluster.
+Each setting comes from, lowest precedence first, its default, the JSON
+config file, the environment (RPSTREAM_ and the flag's name in upper case,
+- as _) and the flag. SIGTERM or SIGINT drains and exits 0.
+
+flags:
+`)
+	fs.VisitAll(func(f *flag.Flag) {
+		kind, usage := flag.UnquoteUsage(f)
+		if kind == "string" {
+			kind = "VALUE"
+		}
+		left := "--" + f.Name
+		if kind != "" {
+			left += " " + kind
+		}
+		def := ""
+		switch v := defaults[strings.ReplaceAll(f.Name, "-", "_")].(type) {
+		case string:
+			def = v
+		case float64:
+			def = strconv.FormatFloat(v, 'f', -1, 64)
+		case []any:
+			var parts []string
+			for _, p := range v {
+				parts = append(parts, fmt.Sprint(p))
+			}
+			def = strings.Join(parts, ",")
+		}
+		if f.Name == "region-size" {
+			def = validate.FormatSize(int64(DefaultConfig().RegionSize))
+		}
+		if def != "" {
+			usage += " (default " + def + ")"
+		}
+		fmt.Fprintf(w, "  %s\n      %s\n", left, usage)
+	})
+	fmt.Fprint(w, "\nExit codes: 0 after a drain (or --help, --version), 1 a failure, 2 bad configuration.\n")
 }
 
 func envName(flagName string) string {
 	return "RPSTREAM_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
+// errVersion is returned by loadConfig for --version.
+var errVersion = errors.New("version asked")
+
 // loadConfig builds the configuration from args (without the program
-// name), the environment and the config file they name. errHelp is
-// flag.ErrHelp.
+// name), the environment and the config file they name. For --help it
+// writes the usage to usage and returns flag.ErrHelp; for --version it
+// returns errVersion; for a flag that does not parse, the error, and a
+// hint in usage.
 func loadConfig(args []string, getenv func(string) string, usage *bytes.Buffer) (Config, error) {
 	fs := flag.NewFlagSet("streamnode", flag.ContinueOnError)
-	fs.SetOutput(usage)
-	configPath := fs.String("config", "", "JSON config file (env RPSTREAM_CONFIG)")
+	// The error is reported once, by the caller; the usage only on --help.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	configPath := fs.String("config", "", "JSON config `FILE` (env RPSTREAM_CONFIG)")
+	version := fs.Bool("version", false, "print the version (build, commit, Go) and exit")
 	vals := map[string]*string{}
 	for _, s := range settings {
+		if boolSettings[s.name] {
+			vals[s.name] = new(string)
+			fs.Var(boolValue{vals[s.name]}, s.name, s.usage+" (env "+envName(s.name)+")")
+			continue
+		}
 		vals[s.name] = fs.String(s.name, "", s.usage+" (env "+envName(s.name)+")")
 	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(usage, fs)
+		} else {
+			usage.WriteString("Run streamnode --help for the flags.\n")
+		}
 		return Config{}, err
 	}
+	if *version {
+		return Config{}, errVersion
+	}
 	if fs.NArg() > 0 {
+		usage.WriteString("Run streamnode --help for the flags.\n")
 		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	cfg := DefaultConfig()

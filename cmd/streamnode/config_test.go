@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"flag"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -89,5 +91,46 @@ func TestBadConfig(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error()+usage.String(), tc.want) {
 			t.Errorf("%v %v: got %v, want an error about %s", tc.args, tc.env, err, tc.want)
 		}
+	}
+}
+
+// TestSharedValidation: streamnode reads sizes and checks names as
+// streamcli does (package validate).
+func TestSharedValidation(t *testing.T) {
+	var usage bytes.Buffer
+	cfg, err := loadConfig([]string{"--region-size", "4MiB"}, env(map[string]string{"RPSTREAM_NAME": "n1"}), &usage)
+	if err != nil || cfg.RegionSize != 4<<20 {
+		t.Fatalf("--region-size 4MiB: %d, %v", cfg.RegionSize, err)
+	}
+	if cfg, err := loadConfig(nil, env(map[string]string{"RPSTREAM_REGION_SIZE": "64k"}), &usage); err != nil || cfg.RegionSize != 64<<10 {
+		t.Fatalf("RPSTREAM_REGION_SIZE=64k: %d, %v", cfg.RegionSize, err)
+	}
+	for _, bad := range [][]string{{"--name", ".hidden"}, {"--name", "-dash"}, {"--region-size", "3k"}, {"--region-size", "0"}, {"--voters", "n1,.x"}} {
+		if _, err := loadConfig(bad, env(nil), &usage); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
+
+func TestUsage(t *testing.T) {
+	var usage bytes.Buffer
+	_, err := loadConfig([]string{"--help"}, env(nil), &usage)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v", err)
+	}
+	for _, want := range []string{"--client-addr VALUE", "(default 127.0.0.1:7420)", "(default 4MiB)", "(default rpstream-node)", "(env RPSTREAM_DATA)", "--version"} {
+		if !strings.Contains(usage.String(), want) {
+			t.Errorf("usage lacks %q:\n%s", want, usage.String())
+		}
+	}
+	// An unknown flag: the error once (the caller prints it), a hint, no
+	// usage.
+	usage.Reset()
+	_, err = loadConfig([]string{"--bogus"}, env(nil), &usage)
+	if err == nil || !strings.Contains(err.Error(), "bogus") || strings.Contains(usage.String(), "bogus") || strings.Contains(usage.String(), "--client-addr") {
+		t.Fatalf("--bogus: %v; usage %q", err, usage.String())
+	}
+	if _, err := loadConfig([]string{"--version"}, env(nil), &usage); !errors.Is(err, errVersion) {
+		t.Fatalf("--version: %v", err)
 	}
 }

@@ -29,19 +29,24 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
+	"github.com/rpstream/rpstream/admin"
 	"github.com/rpstream/rpstream/catalog"
 	"github.com/rpstream/rpstream/catalog/catalogpb"
 	"github.com/rpstream/rpstream/catalog/controller"
 	"github.com/rpstream/rpstream/cluster"
+	"github.com/rpstream/rpstream/internal/buildinfo"
 	"github.com/rpstream/rpstream/mover"
 	"github.com/rpstream/rpstream/node"
 	"github.com/rpstream/rpstream/rdma"
@@ -50,10 +55,16 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "probe" {
+		os.Exit(probe(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stderr))
 }
+
+// stdout is where --version prints.
+var stdout io.Writer = os.Stdout
 
 // run is the whole program; it returns the exit code.
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
@@ -64,6 +75,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	cfg, err := loadConfig(args, getenv, &usage)
 	if errors.Is(err, flag.ErrHelp) {
 		stderr.Write(usage.Bytes())
+		return 0
+	}
+	if errors.Is(err, errVersion) {
+		fmt.Fprintln(stdout, buildinfo.Read().String("streamnode"))
 		return 0
 	}
 	if err != nil {
@@ -112,6 +127,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return 1
 	}
 	defer lis.Close()
+	var adminLis net.Listener
+	if cfg.AdminAddr != "" {
+		if adminLis, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			log.Error("cannot listen for the admin listener", "err", err)
+			return 1
+		}
+		defer adminLis.Close()
+	}
 
 	// The catalog: this node's member of its Raft group. Its transport
 	// finds members' client addresses through memberlist, made below.
@@ -172,6 +195,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	ncfg.Provider = provider
 	ncfg.RDMA = rdma.DefaultConfig()
 	ncfg.RDMA.Secret = secret
+	// A peer silent for a lease is gone, for the rdma connections as for
+	// the controller: a leader cut off from its copies fails its
+	// appends (Unavailable, quorum lost) within about a lease instead of
+	// the provider's default 30 s, and its clients go on at the leader
+	// elected meanwhile. (A real NIC's reliable connection gives up
+	// after its retry budget, typically well under a second.)
+	ncfg.RDMA.AckTimeout = max(ctlCfg.LeaseTTL, time.Second)
+	ncfg.QuorumWait = ncfg.RDMA.AckTimeout
 	ncfg.Backup = cfg.Role == "backup"
 	ncfg.ScrubEvery = time.Duration(cfg.ScrubEvery)
 	ncfg.Catalog = ctl
@@ -191,10 +222,36 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	defer mv.Close()
 	log.Info("data mover", "mover", mv.Describe())
 	ncfg.Mover = mv
+	var reg *prometheus.Registry
+	if adminLis != nil {
+		reg = admin.NewRegistry()
+		ncfg.Metrics = reg
+	}
 	srv, err := node.New(ncfg)
 	if err != nil {
 		log.Error("cannot open the data directory", "err", err)
 		return 1
+	}
+	if adminLis != nil {
+		hs := admin.NewServer(admin.Handler(admin.Config{Gatherer: reg, Ready: srv.Ready, Pprof: cfg.Pprof}))
+		hs.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
+		log.Info("serving admin", "addr", adminLis.Addr().String(), "pprof", cfg.Pprof)
+		adminDone := make(chan struct{})
+		go func() {
+			defer close(adminDone)
+			if err := hs.Serve(adminLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("admin listener failed", "err", err)
+			}
+		}()
+		// Last to stop: /readyz says "draining" while the node drains.
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			if hs.Shutdown(sctx) != nil {
+				hs.Close()
+			}
+			<-adminDone
+		}()
 	}
 	role, _ := cluster.ParseRole(cfg.Role)
 	ccfg := cluster.DefaultConfig()
@@ -205,6 +262,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	ccfg.ClientAddr = lis.Addr().String()
 	ccfg.PeerAddr = srv.PeerAddr()
 	ccfg.Capacity = max(1, freeBytes(cfg.Data))
+	// Kept current: placement weighs members by the space they have now.
+	ccfg.MeasureCapacity = func() uint64 { return max(1, freeBytes(cfg.Data)) }
 	key := sha256.Sum256(append([]byte("rpstream gossip key\x00"), secret...))
 	ccfg.SecretKey = key[:]
 	ccfg.Logger = log.With("component", "cluster")
@@ -277,6 +336,29 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return 1
 	}
 	log.Info("stopped cleanly")
+	return 0
+}
+
+// probe is "streamnode probe URL": an HTTP GET of URL (an admin
+// listener's /readyz or /healthz), for health checks where there is no
+// curl (the FROM scratch image). It prints the answer and returns 0 for
+// 200, 1 for any other answer or no answer within 3 s, 2 for bad usage.
+func probe(args []string, stdout, stderr io.Writer) int {
+	if len(args) != 1 || !strings.HasPrefix(args[0], "http://") {
+		fmt.Fprintln(stderr, "usage: streamnode probe http://HOST:PORT/readyz")
+		return 2
+	}
+	c := &http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get(args[0])
+	if err != nil {
+		fmt.Fprintf(stderr, "streamnode probe: %v\n", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	io.Copy(stdout, io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return 1
+	}
 	return 0
 }
 

@@ -46,8 +46,8 @@ type process struct {
 	log    bytes.Buffer
 }
 
-// startProcess starts bin serving dir on a free loopback port and waits
-// until it logs that it serves clients.
+// startProcess starts bin serving dir on a free loopback port, with the
+// extra flags, and waits until it logs that it serves clients.
 func startProcess(t *testing.T, bin, dir string, extra ...string) *process {
 	t.Helper()
 	p := &process{exited: make(chan struct{})}
@@ -208,5 +208,28 @@ func TestProcessBadFlags(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 2 || !bytes.Contains(out, []byte("role")) {
 		t.Fatalf("bad --role: %v\n%s", err, out)
+	}
+}
+
+// TestVersionProcess: --version prints the build, and a release version
+// given to the linker.
+func TestVersionProcess(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "streamnode")
+	gotool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(gotool); err != nil {
+		gotool = "go"
+	}
+	out, err := exec.Command(gotool, "build", "-ldflags", "-X github.com/rpstream/rpstream/internal/buildinfo.Version=v9.8.7", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err = exec.Command(bin, "--version").Output()
+	if err != nil {
+		t.Fatalf("--version: %v", err)
+	}
+	// The commit follows when the build recorded one (not with
+	// GOFLAGS=-buildvcs=false, as on some machines, nor in a worktree).
+	if want := "streamnode v9.8.7 "; !bytes.HasPrefix(out, []byte(want)) || !bytes.Contains(out, []byte(" "+runtime.Version()+" ")) {
+		t.Fatalf("--version printed %q, want %q... and %s", out, want, runtime.Version())
 	}
 }

@@ -73,6 +73,16 @@ type Config struct {
 	// ClientOptions. ACL, if set, is passed as every member's --acl.
 	TLS bool
 	ACL string
+	// Wrap, if set, is the command prefix that runs member i (such as
+	// nsenter into a network namespace of its own; see internal/netlab).
+	// Each member must then have a host of its own (Hosts), whose ports
+	// this process cannot probe: members listen on the fixed ports
+	// 7420 (client), 7421 (peer), 7946 (gossip) and 7423 (admin) of
+	// their host.
+	Wrap func(i int) []string
+	// Admin gives every member an admin listener (--admin-addr: metrics,
+	// readiness) on a port of its own, Node.AdminAddr.
+	Admin bool
 }
 
 // Node describes one member.
@@ -84,6 +94,7 @@ type Node struct {
 	ClientAddr string
 	PeerAddr   string
 	GossipAddr string
+	AdminAddr  string // with Config.Admin
 }
 
 // member is a Node and its process, if running.
@@ -145,12 +156,23 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	// Every port of one host is picked in one call, so none is picked
 	// twice.
+	per := 3
+	if cfg.Admin {
+		per = 4
+	}
 	need := map[string]int{}
 	for i := range n {
-		need[hosts[i%len(hosts)]] += 3
+		need[hosts[i%len(hosts)]] += per
 	}
 	free := map[string][]int{}
 	for h, k := range need {
+		if cfg.Wrap != nil {
+			if k > per {
+				return nil, fmt.Errorf("proccluster: host %s given to more than one wrapped member", h)
+			}
+			free[h] = []int{7420, 7421, 7946, 7423}
+			continue
+		}
 		ports, err := freePorts(h, k)
 		if err != nil {
 			return nil, err
@@ -160,8 +182,8 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	c := &Cluster{cfg: cfg}
 	for i := range n {
 		host := hosts[i%len(hosts)]
-		ports := free[host][:3]
-		free[host] = free[host][3:]
+		ports := free[host][:per]
+		free[host] = free[host][per:]
 		m := &member{Node: Node{Name: "n" + strconv.Itoa(i+1), Role: "node"}}
 		if i == cfg.Nodes {
 			m.Name, m.Role = "backup", "backup"
@@ -171,6 +193,9 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		m.ClientAddr = net.JoinHostPort(host, strconv.Itoa(ports[0]))
 		m.PeerAddr = net.JoinHostPort(host, strconv.Itoa(ports[1]))
 		m.GossipAddr = net.JoinHostPort(host, strconv.Itoa(ports[2]))
+		if cfg.Admin {
+			m.AdminAddr = net.JoinHostPort(host, strconv.Itoa(ports[3]))
+		}
 		c.members = append(c.members, m)
 	}
 	if cfg.TLS {
@@ -357,6 +382,9 @@ func (c *Cluster) args(i int) []string {
 	if len(join) > 0 {
 		a = append(a, "--join", strings.Join(join, ","))
 	}
+	if m.AdminAddr != "" {
+		a = append(a, "--admin-addr", m.AdminAddr)
+	}
 	// The first three stream nodes vote in the catalog; timings for one
 	// machine.
 	var voters []string
@@ -382,7 +410,11 @@ func (c *Cluster) launch(i int) error {
 		return fmt.Errorf("proccluster: %w", err)
 	}
 	fmt.Fprintf(logf, "# proccluster: starting %s at %s\n", m.Name, time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(c.cfg.Binary, c.args(i)...)
+	argv := append([]string{c.cfg.Binary}, c.args(i)...)
+	if c.cfg.Wrap != nil {
+		argv = append(c.cfg.Wrap(i), argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = memberEnv()
 	cmd.SysProcAttr = sysProcAttr()

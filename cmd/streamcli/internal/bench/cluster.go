@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"os"
 	"slices"
 	"sync"
@@ -69,6 +70,10 @@ type Cluster struct {
 	// ClientOptions are the clients' TLS and credentials for a cluster
 	// given by Node (the timeouts are the benchmark's own).
 	ClientOptions client.Options
+	// Admin starts the cluster's nodes with their admin listener, so
+	// with metrics counted, and scrapes every node's /metrics once a
+	// second during the run: what metrics cost.
+	Admin bool
 	// Progress, if not nil, gets a line per phase.
 	Progress io.Writer
 }
@@ -123,6 +128,8 @@ func (c Cluster) Validate() error {
 		return errors.New("--tls starts a cluster with TLS; with --node give --tls-ca (and --tls-cert or --token-file) instead")
 	case c.Node != "" && c.Nodes != 0:
 		return errors.New("--nodes starts a cluster; it cannot go with --node")
+	case c.Node != "" && c.Admin:
+		return errors.New("--admin starts a cluster's nodes with their admin listener; it cannot go with --node")
 	case c.Node == "" && c.Replicas > c.nodes():
 		return fmt.Errorf("replicas (%d) must not exceed the nodes started (%d; see --nodes)", c.Replicas, c.nodes())
 	case c.Duration < 0 || c.Duration > time.Hour:
@@ -283,12 +290,17 @@ func (c Cluster) startCluster(ctx context.Context) (stop func(), addr string, op
 		tlsNote = ", TLS on"
 	}
 	c.say("bench cluster: starting %d streamnode process(es) (%s%s) in %s", nodes, bin, tlsNote, dir)
-	cl, err := proccluster.Start(ctx, proccluster.Config{Binary: bin, Dir: dir, Nodes: nodes, TLS: c.TLS})
+	cl, err := proccluster.Start(ctx, proccluster.Config{Binary: bin, Dir: dir, Nodes: nodes, TLS: c.TLS, Admin: c.Admin})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, "", opts, err
 	}
+	stopScraping := func() {}
+	if c.Admin {
+		stopScraping = c.scrape(cl)
+	}
 	stop = func() {
+		stopScraping()
 		for i := range cl.Len() {
 			cl.Stop(i)
 		}
@@ -296,6 +308,46 @@ func (c Cluster) startCluster(ctx context.Context) (stop func(), addr string, op
 		os.RemoveAll(dir)
 	}
 	return stop, cl.ClientAddrs()[0], cl.ClientOptions(), nil
+}
+
+// scrape fetches every member's /metrics once a second, as Prometheus
+// would (more often than its default 15 s), until the returned function
+// is called.
+func (c Cluster) scrape(cl *proccluster.Cluster) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var scrapes, failures atomic.Int64
+	hc := &http.Client{Timeout: 5 * time.Second}
+	wg.Go(func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			for i := range cl.Len() {
+				n, err := cl.Node(i)
+				if err != nil || n.AdminAddr == "" {
+					continue
+				}
+				resp, err := hc.Get("http://" + n.AdminAddr + "/metrics")
+				if err != nil {
+					failures.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				scrapes.Add(1)
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+		c.say("bench cluster: %d scrapes of /metrics, %d failed", scrapes.Load(), failures.Load())
+	}
 }
 
 // runClients has every client append its share of count entries and

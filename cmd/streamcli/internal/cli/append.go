@@ -15,7 +15,7 @@ import (
 
 var appendCmd = &command{
 	name:    "append",
-	args:    "STREAM [MESSAGE...]",
+	args:    "STREAM [MESSAGE...] [--binary] [--timeout D] [--output text|json]",
 	summary: "Append entries to a stream and print their positions.",
 	detail: `
 Each MESSAGE is one entry. Without messages, each line of standard input is
@@ -34,11 +34,19 @@ being sent ends the command with exit code 1 and the reason the node gave
 node answers so after 5 s, and the entry is sent again, with the same
 producer sequence number, until the timeout); the positions printed
 before it are durable. A leader that moves or restarts meanwhile is
-followed: the addresses of --node are asked in turn.`,
+followed: the addresses of --node are asked in turn.
+
+--output json prints one object per entry, {"position":N}, instead of
+the bare position.`,
 	flags: func(fs *flag.FlagSet) runFunc {
 		binary := fs.Bool("binary", false, "append all of standard input as one entry")
 		timeout := fs.Duration("timeout", client.DefaultTimeout, "with --node: fail when an entry is not acknowledged within `D`")
+		output := outputFlag(fs)
 		return func(ctx context.Context, c *invocation, args []string) error {
+			asJSON, err := wantJSON(*output)
+			if err != nil {
+				return err
+			}
 			if *timeout <= 0 {
 				return usagef("--timeout must be above 0")
 			}
@@ -50,9 +58,9 @@ followed: the addresses of --node are asked in turn.`,
 				return usagef("--binary reads the entry from standard input: give no messages")
 			}
 			if c.node != "" {
-				return c.remoteAppend(ctx, args[0], args[1:], *binary)
+				return c.remoteAppend(ctx, args[0], args[1:], *binary, asJSON)
 			}
-			return c.append(args[0], args[1:], *binary)
+			return c.append(args[0], args[1:], *binary, asJSON)
 		}
 	},
 }
@@ -68,15 +76,16 @@ type appender struct {
 	pending  []uint64 // appended, not yet known durable nor printed
 	printed  int
 	num      []byte
+	json     bool // print {"position":N}
 }
 
-func (c *invocation) append(name string, msgs []string, binary bool) (err error) {
+func (c *invocation) append(name string, msgs []string, binary, asJSON bool) (err error) {
 	s, err := c.data.openWriter(name)
 	if err != nil {
 		return err
 	}
 	path, _ := c.data.path(name)
-	a := &appender{c: c, s: s, name: name, path: path, maxEntry: local.MaxEntrySize(s.RegionSize())}
+	a := &appender{c: c, s: s, name: name, path: path, maxEntry: local.MaxEntrySize(s.RegionSize()), json: asJSON}
 	defer func() {
 		// Whatever happened, what was appended is made durable and printed
 		// before the error is reported.
@@ -188,11 +197,22 @@ func (a *appender) flush() error {
 		return a.c.data.explain(a.name, a.path, err)
 	}
 	for _, i := range a.pending {
-		a.num = strconv.AppendUint(a.num[:0], i, 10)
-		a.num = append(a.num, '\n')
+		a.num = positionLine(a.num[:0], i, a.json)
 		a.c.out.Write(a.num)
 	}
 	a.printed += len(a.pending)
 	a.pending = a.pending[:0]
 	return a.c.out.Flush()
+}
+
+// positionLine appends the output line of an appended entry's position
+// to b: the number, or {"position":N} for --output json.
+func positionLine(b []byte, pos uint64, json bool) []byte {
+	if json {
+		b = append(b, `{"position":`...)
+		b = strconv.AppendUint(b, pos, 10)
+		return append(b, "}\n"...)
+	}
+	b = strconv.AppendUint(b, pos, 10)
+	return append(b, '\n')
 }

@@ -23,7 +23,7 @@ var benchCmd = &command{
 var benchLocalCmd = &command{
 	graceful: true,
 	name:     "bench local",
-	args:     "--count N --size S --writers C [--dir DIR] [--region-size SIZE] [--sync=true|false] [--mover ENGINE] [--inflight N] [--prepare=true|false] [--json]",
+	args:     "--count N --size S --writers C [--dir DIR] [--region-size SIZE] [--sync=true|false] [--mover ENGINE] [--inflight N] [--prepare=true|false] [--json | --output json]",
 	summary:  "Append N entries of S bytes from C concurrent writers to a fresh stream file.",
 	detail: `
 The stream lives in a fresh temporary directory under --dir, removed
@@ -41,21 +41,27 @@ and the persistence mode; --json prints one JSON object instead.`,
 		var cfg bench.Local
 		var asJSON bool
 		fs.IntVar(&cfg.Count, "count", 1000000, "`N` entries to append in all")
-		fs.Var(sizeFlag{&cfg.Size}, "size", "`S` bytes per entry, such as 64 or 4k (default 64)")
+		fs.Var(sizeFlag(&cfg.Size), "size", "`S` bytes per entry, such as 64 or 4k (default 64)")
 		cfg.Size = 64
 		fs.IntVar(&cfg.Writers, "writers", 1, "`C` concurrent writers (goroutines)")
 		fs.StringVar(&cfg.Dir, "dir", "", "`DIR` to make the temporary stream in (default /dev/shm if it exists, else the system temporary directory)")
-		fs.Var(sizeFlag{&cfg.RegionSize}, "region-size", "`SIZE` of the stream's regions (default 4MiB)")
+		fs.Var(sizeFlag(&cfg.RegionSize), "region-size", "`SIZE` of the stream's regions (default 4MiB)")
 		cfg.Sync = true
 		fs.BoolVar(&cfg.Sync, "sync", true, "make each append durable before it returns; false: one sync at the end")
 		fs.Var(&cfg.Mover, "mover", "data mover `ENGINE`: sync, cpu, dsa or auto (default: $"+mover.EnvVar+", else sync)")
 		fs.IntVar(&cfg.InFlight, "inflight", 1, "`N` appends each writer keeps in flight (asynchronous appends when above 1)")
-		fs.BoolVar(&asJSON, "json", false, "print one JSON object")
+		fs.BoolVar(&asJSON, "json", false, "print one JSON object (the same as --output json)")
+		output := outputFlag(fs)
 		latency := fs.Bool("latency", true, "read the clock after each append for latency percentiles (false: bare throughput)")
 		prepare := fs.Bool("prepare", true, "prepare (allocate, prefault) the regions the run fills before timing; false: time their allocation too")
 		return func(ctx context.Context, c *invocation, args []string) error {
 			if len(args) != 0 {
 				return usagef("bench local takes no arguments, got %q", args)
+			}
+			if j, err := wantJSON(*output); err != nil {
+				return err
+			} else if j {
+				asJSON = true
 			}
 			cfg.NoLatency = !*latency
 			cfg.NoPrepare = !*prepare

@@ -12,14 +12,16 @@ import (
 var benchClusterCmd = &command{
 	graceful: true,
 	name:     "bench cluster",
-	args:     "--clients C --size S --count N --acks leader|quorum|all --replicas R [--node HOST:PORT | --nodes K] [--duration D] [--inflight N] [--conns K] [--calls K] [--unary] [--streamnode PATH] [--dir DIR] [--tls] [--json]",
+	args:     "--clients C --size S --count N --acks leader|quorum|all --replicas R [--node HOST:PORT | --nodes K] [--duration D] [--inflight N] [--conns K] [--calls K] [--unary] [--streamnode PATH] [--admin] [--dir DIR] [--tls] [--json | --output json]",
 	summary:  "Measure appends through streamnode: C concurrent clients append N entries of S bytes to a fresh stream.",
 	detail: `
 Without --node it starts its own cluster of K streamnode processes on
 127.0.0.1 (default 3; the binary is --streamnode, else the streamnode next
 to streamcli, else the one on PATH) with their data in a fresh directory
 under --dir (default /dev/shm, tmpfs, if it exists), and stops it and
-removes the data afterwards. With --node it uses that running node's
+removes the data afterwards; --admin starts them with their admin
+listener (metrics counted) and scrapes each one's /metrics every second,
+to measure what metrics cost. With --node it uses that running node's
 cluster and deletes the stream it made afterwards. The stream is fresh
 (bench-TIME-RANDOM), created with --replicas and --acks. After a warm-up
 (50 appends per client, untimed), C clients append N entries in all on
@@ -39,7 +41,7 @@ each append's send to its acknowledgement; --json prints one object.`,
 		var asJSON bool
 		fs.IntVar(&cfg.Clients, "clients", 1, "`C` concurrent clients")
 		cfg.Size = 128
-		fs.Var(sizeFlag{&cfg.Size}, "size", "`S` bytes per entry, such as 128 or 4k (default 128)")
+		fs.Var(sizeFlag(&cfg.Size), "size", "`S` bytes per entry, such as 128 or 4k (default 128)")
 		fs.IntVar(&cfg.Count, "count", 100000, "`N` entries to append in all")
 		fs.StringVar(&cfg.Acks, "acks", "quorum", "acknowledgement `POLICY`: leader, quorum or all")
 		fs.IntVar(&cfg.Replicas, "replicas", 3, "`R` replicas of the stream")
@@ -50,12 +52,19 @@ each append's send to its acknowledgement; --json prints one object.`,
 		fs.IntVar(&cfg.Calls, "calls", 0, "`K` AppendStream calls shared by the clients, round robin (default: clients x inflight / 64, rounded up)")
 		fs.BoolVar(&cfg.Unary, "unary", false, "one Append call per append instead of an AppendStream call per client")
 		fs.StringVar(&cfg.Streamnode, "streamnode", "", "streamnode binary `PATH` for the cluster it starts")
+		fs.BoolVar(&cfg.Admin, "admin", false, "start the nodes with --admin-addr (metrics counted) and scrape their /metrics every second")
 		fs.StringVar(&cfg.Dir, "dir", "", "`DIR` for the started cluster's data (default /dev/shm if it exists, else the system temporary directory)")
 		fs.BoolVar(&cfg.TLS, "tls", false, "start the cluster with TLS on (a development CA made for the run); with --node use --tls-ca and the other global flags")
-		fs.BoolVar(&asJSON, "json", false, "print one JSON object")
+		fs.BoolVar(&asJSON, "json", false, "print one JSON object (the same as --output json)")
+		output := outputFlag(fs)
 		return func(ctx context.Context, c *invocation, args []string) error {
 			if len(args) != 0 {
 				return usagef("bench cluster takes no arguments, got %q", args)
+			}
+			if j, err := wantJSON(*output); err != nil {
+				return err
+			} else if j {
+				asJSON = true
 			}
 			cfg.Node = c.node
 			cfg.ClientOptions = c.clientOptions()

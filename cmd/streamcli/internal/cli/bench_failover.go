@@ -13,7 +13,7 @@ import (
 var benchFailoverCmd = &command{
 	graceful: true,
 	name:     "bench failover",
-	args:     "--kills N --producers P --size S --acks leader|quorum|all --replicas R [--node HOST:PORT,... | --nodes K] [--inflight N] [--interval D] [--restart-delay D] [--lease-ttl D] [--wait D] [--streamnode PATH] [--dir DIR] [--json]",
+	args:     "--kills N --producers P --size S --acks leader|quorum|all --replicas R [--node HOST:PORT,... | --nodes K] [--inflight N] [--interval D] [--restart-delay D] [--lease-ttl D] [--wait D] [--streamnode PATH] [--dir DIR] [--json | --output json]",
 	summary:  "Kill a stream's leader (SIGKILL) N times under load and time each kill to the first acknowledged append.",
 	detail: `
 Without --node it starts its own cluster of K streamnode processes on
@@ -55,7 +55,7 @@ failed (neither acknowledged nor lost).`,
 		fs.IntVar(&cfg.Kills, "kills", 5, "`N` kills of the leader")
 		fs.IntVar(&cfg.Producers, "producers", 4, "`P` concurrent producers")
 		cfg.Size = 128
-		fs.Var(sizeFlag{&cfg.Size}, "size", "`S` bytes per entry, 32 or more (default 128)")
+		fs.Var(sizeFlag(&cfg.Size), "size", "`S` bytes per entry, 32 or more (default 128)")
 		fs.StringVar(&cfg.Acks, "acks", "quorum", "acknowledgement `POLICY`: leader, quorum or all")
 		fs.IntVar(&cfg.Replicas, "replicas", 3, "`R` replicas of the stream")
 		fs.IntVar(&cfg.Nodes, "nodes", 0, "`K` streamnode processes to start when --node is not given (default 3)")
@@ -66,10 +66,16 @@ failed (neither acknowledged nor lost).`,
 		fs.DurationVar(&cfg.Wait, "wait", 0, "give up when no append is acknowledged within `D` of a kill; the producers' client timeout (default 60s)")
 		fs.StringVar(&cfg.Streamnode, "streamnode", "", "streamnode binary `PATH` for the cluster it starts")
 		fs.StringVar(&cfg.Dir, "dir", "", "`DIR` for the started cluster's data (default /dev/shm if it exists, else the system temporary directory)")
-		fs.BoolVar(&asJSON, "json", false, "print one JSON object")
+		fs.BoolVar(&asJSON, "json", false, "print one JSON object (the same as --output json)")
+		output := outputFlag(fs)
 		return func(ctx context.Context, c *invocation, args []string) error {
 			if len(args) != 0 {
 				return usagef("bench failover takes no arguments, got %q", args)
+			}
+			if j, err := wantJSON(*output); err != nil {
+				return err
+			} else if j {
+				asJSON = true
 			}
 			cfg.Node = c.node
 			if err := cfg.Validate(); err != nil {

@@ -15,7 +15,7 @@ import (
 var benchRdmaCmd = &command{
 	graceful: true,
 	name:     "bench rdma",
-	args:     "--size S --inflight N [--duration D] [--dir DIR] [--visibility] [--provider tcp|verbs --addr IP] [--json]",
+	args:     "--size S --inflight N [--duration D] [--dir DIR] [--visibility] [--provider tcp|verbs --addr IP] [--json | --output json]",
 	summary:  "Measure write + flush round trips and throughput over an rdma provider (tcp on loopback by default).",
 	detail: `
 A target and a writer run in this process on 127.0.0.1. Each operation is an
@@ -31,17 +31,23 @@ flush is a read after the writes.`,
 	flags: func(fs *flag.FlagSet) runFunc {
 		cfg := rdmabench.DefaultConfig()
 		var asJSON bool
-		fs.Var(sizeFlag{&cfg.Size}, "size", "`S` bytes per write, such as 64 or 4k (default 4k)")
+		fs.Var(sizeFlag(&cfg.Size), "size", "`S` bytes per write, such as 64 or 4k (default 4k)")
 		fs.IntVar(&cfg.Inflight, "inflight", cfg.Inflight, "`N` operations in flight")
 		fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "`D` for each of the three measurements")
 		fs.StringVar(&cfg.Dir, "dir", "", "`DIR` for the target's memory file (default: anonymous memory)")
 		fs.BoolVar(&cfg.Visibility, "visibility", false, "flush to visibility instead of persistence")
-		fs.BoolVar(&asJSON, "json", false, "print one JSON object")
+		fs.BoolVar(&asJSON, "json", false, "print one JSON object (the same as --output json)")
+		output := outputFlag(fs)
 		provider := fs.String("provider", "tcp", "rdma `provider`: tcp, or verbs (a streamcli built with -tags verbs, an RDMA device)")
 		fs.StringVar(&cfg.Addr, "addr", "127.0.0.1", "local `IP` both ends use (for verbs, an address of the RDMA device's interface)")
 		return func(ctx context.Context, c *invocation, args []string) error {
 			if len(args) != 0 {
 				return usagef("bench rdma takes no arguments, got %q", args)
+			}
+			if j, err := wantJSON(*output); err != nil {
+				return err
+			} else if j {
+				asJSON = true
 			}
 			if cfg.Size < 1 || cfg.Size > 64<<20 {
 				return usagef("size must be from 1 byte to 64MiB, not %d", cfg.Size)

@@ -3,7 +3,9 @@
 // arguments, standard streams and a context cancelled by SIGINT/SIGTERM.
 //
 // Exit codes: 0 success, 1 an operation failed (the message says why),
-// 2 bad usage (the usage of the command follows the message).
+// 2 bad usage (the usage of the command follows the message); status and
+// health exit 3 when degraded (under-replicated) and health 4 when the
+// catalog has no controller (exitError).
 package cli
 
 import (
@@ -18,6 +20,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/rpstream/rpstream/internal/buildinfo"
 )
 
 // Env is what a command may use of the world.
@@ -105,7 +109,7 @@ func (c *invocation) securityFlag(name string) *string {
 var commands []*command
 
 func init() {
-	commands = []*command{createCmd, appendCmd, tailCmd, lsCmd, deleteCmd, statusCmd, membersCmd, clusterCmd, benchCmd}
+	commands = []*command{createCmd, appendCmd, tailCmd, lsCmd, deleteCmd, statusCmd, healthCmd, membersCmd, clusterCmd, benchCmd, versionCmd, completionCmd}
 }
 
 func lookup(name string) *command {
@@ -127,6 +131,9 @@ func Main(ctx context.Context, env Env, args []string) int {
 	if env.Getenv == nil {
 		env.Getenv = os.Getenv
 	}
+	if len(args) > 0 && args[0] == completeCommand {
+		return runComplete(env, args[1:])
+	}
 	// The command is the first argument that is neither a global flag nor
 	// its value; every other argument, before or after it, goes to the
 	// command, which knows the global flags too.
@@ -140,6 +147,10 @@ func Main(ctx context.Context, env Env, args []string) int {
 			name, hasValue := flagName(a)
 			if name == "h" || name == "help" {
 				topUsage(env.Stderr)
+				return 0
+			}
+			if name == "version" {
+				fmt.Fprintln(env.Stdout, buildinfo.Read().String("streamcli"))
 				return 0
 			}
 			if globalValueFlags[name] && !hasValue {
@@ -249,9 +260,13 @@ func run(ctx context.Context, env Env, cmd *command, args []string) int {
 		err = fmt.Errorf("write output: %w", ferr)
 	}
 	var ue *usageError
+	var xe *exitError
 	switch {
 	case err == nil:
 		return 0
+	case errors.As(err, &xe):
+		fmt.Fprintf(env.Stderr, "streamcli %s: %s\n", cmd.name, oneLine(xe.msg))
+		return xe.code
 	case errors.Is(err, errHelp):
 		commandUsage(env.Stderr, cmd)
 		return 0
@@ -293,7 +308,7 @@ usage: streamcli [--data DIR | --node HOST:PORT] COMMAND [ARGUMENTS] [FLAGS]
 commands:
 `)
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-7s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-10s  %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, `
 global flags (before or after the command):
@@ -303,7 +318,7 @@ global flags (before or after the command):
               client address of a streamnode, or of several nodes of one
               cluster (asked in turn when one is unavailable): create,
               append, tail, ls and delete go through it instead of a data
-              directory, status, members and cluster ask it, and bench
+              directory, status, health, members and cluster ask it, and bench
               cluster and bench failover measure it ($RPSTREAM_NODE)
   --tls-ca FILE, --tls-cert FILE, --tls-key FILE, --token-file FILE
               TLS and credentials for a node that runs TLS: the CA its
@@ -312,7 +327,8 @@ global flags (before or after the command):
               $RPSTREAM_TLS_KEY, $RPSTREAM_TOKEN_FILE)
 
 Flags may stand before or after the arguments; "--" ends the flags.
-Run "streamcli COMMAND --help" for the flags of a command.
+Run "streamcli COMMAND --help" for the flags of a command, "streamcli
+--version" for the build. Every command that prints takes --output json.
 `)
 }
 

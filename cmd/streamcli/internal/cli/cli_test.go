@@ -12,30 +12,6 @@ import (
 	"time"
 )
 
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int{
-		"4096": 4096, "64k": 64 << 10, "64K": 64 << 10, "64KiB": 64 << 10, "64kb": 64 << 10,
-		"4MiB": 4 << 20, "1m": 1 << 20, "1g": 1 << 30, "2GiB": 2 << 30, "0": 0, "12b": 12,
-	} {
-		if got, err := parseSize(in); err != nil || got != want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "k", "1.5m", "-1", "4 MiB MiB", "1x", "99999999999999999999g", "8589934592g"} {
-		if got, err := parseSize(in); err == nil {
-			t.Errorf("parseSize(%q) = %d, want an error", in, got)
-		}
-	}
-}
-
-func TestFormatSize(t *testing.T) {
-	for n, want := range map[int64]string{0: "0B", 512: "512B", 4096: "4KiB", 4 << 20: "4MiB", 3 << 29: "1.5GiB"} {
-		if got := formatSize(n); got != want {
-			t.Errorf("formatSize(%d) = %q, want %q", n, got, want)
-		}
-	}
-}
-
 func TestParseArgs(t *testing.T) {
 	fs := newFlagSet("t")
 	data := fs.String("data", "", "")
@@ -105,7 +81,7 @@ func TestStreamNames(t *testing.T) {
 			t.Errorf("path(%q) = %q, %v", ok, p, err)
 		}
 	}
-	for _, bad := range []string{"", ".", "..", "a/b", "../x", "a b", "é", strings.Repeat("n", 129), "x\x00"} {
+	for _, bad := range []string{"", ".", "..", ".hidden", "-dash", "a/b", "../x", "a b", "é", strings.Repeat("n", 129), "x\x00"} {
 		if _, err := d.path(bad); err == nil {
 			t.Errorf("path(%q) accepted", bad)
 		}

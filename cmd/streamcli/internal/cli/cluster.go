@@ -111,10 +111,11 @@ type clusterJSON struct {
 
 // scrubJSON is the answering node's scrubber counts.
 type scrubJSON struct {
-	Passes   uint64 `json:"passes"`
-	Bytes    uint64 `json:"bytes"`
-	Damaged  uint64 `json:"damaged"`
-	Repaired uint64 `json:"repaired"`
+	Passes       uint64 `json:"passes"`
+	Bytes        uint64 `json:"bytes"`
+	Damaged      uint64 `json:"damaged"`
+	Repaired     uint64 `json:"repaired"`
+	Unrepairable uint64 `json:"unrepairable"`
 }
 
 type clusterNodeJSON struct {
@@ -150,7 +151,7 @@ func (c *invocation) cluster(ctx context.Context, asJSON bool) error {
 			Node: st.Node, Registered: st.Registered, Controller: st.Controller, Term: st.Term, Commit: st.Commit, Applied: st.Applied,
 			RaftState: st.RaftState, Voters: append([]string{}, st.Voters...), Followers: append([]string{}, st.Followers...),
 			Streams: st.Streams, Nodes: []clusterNodeJSON{},
-			Scrub: scrubJSON{Passes: st.ScrubPasses, Bytes: st.ScrubBytes, Damaged: st.ScrubDamaged, Repaired: st.ScrubRepaired},
+			Scrub: scrubJSON{Passes: st.ScrubPasses, Bytes: st.ScrubBytes, Damaged: st.ScrubDamaged, Repaired: st.ScrubRepaired, Unrepairable: st.ScrubUnrepairable},
 		}
 		for _, n := range st.Nodes {
 			j.Nodes = append(j.Nodes, clusterNodeJSON{Name: n.Name, Incarnation: n.Incarnation, Role: roleName(n.Role),
@@ -185,7 +186,7 @@ func (c *invocation) printCluster(st *api.ClusterStatusResponse) error {
 	fmt.Fprintf(tw, "voters\t%s\n", list(st.Voters))
 	fmt.Fprintf(tw, "followers\t%s\n", list(st.Followers))
 	fmt.Fprintf(tw, "streams\t%d\n", st.Streams)
-	fmt.Fprintf(tw, "scrub\t%d copies read through (%d bytes), %d damaged entries found, %d copies repaired\n", st.ScrubPasses, st.ScrubBytes, st.ScrubDamaged, st.ScrubRepaired)
+	fmt.Fprintf(tw, "scrub\t%d copies and led streams read through (%d bytes), %d damaged entries found, %d repaired, %d beyond repair\n", st.ScrubPasses, st.ScrubBytes, st.ScrubDamaged, st.ScrubRepaired, st.ScrubUnrepairable)
 	if err := tw.Flush(); err != nil {
 		return err
 	}

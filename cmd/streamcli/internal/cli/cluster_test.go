@@ -71,7 +71,7 @@ applied     40
 voters      n1, n2, n3
 followers   -
 streams     0
-scrub       0 copies read through (0 bytes), 0 damaged entries found, 0 copies repaired
+scrub       0 copies and led streams read through (0 bytes), 0 damaged entries found, 0 repaired, 0 beyond repair
 
 NAME  ROLE    STATE    VOTER  INCARNATION       ADDRESS
 n1    node    alive    yes    00000000000000a1  127.0.0.1:7420
@@ -118,7 +118,31 @@ func TestClusterAlone(t *testing.T) {
 		t.Fatalf("add-voter on a node alone: exit %d, stderr %s", code, errs)
 	}
 	code, _, errs = streamcli(ctx, "", nil, "--node", "127.0.0.1:1", "cluster", "remove-voter", "n2")
-	if code != 1 || !strings.HasPrefix(errs, "streamcli cluster remove-voter: cannot demote n2: node 127.0.0.1:1 is unavailable: ") {
+	if code != 1 || errs != "streamcli cluster remove-voter: no rpstream node at 127.0.0.1:1: connection refused (nothing listens on that port)\n" {
 		t.Fatalf("remove-voter on no node: exit %d, stderr %s", code, errs)
+	}
+}
+
+// TestHealthNoController: health of a node that knows no controller
+// exits 4 and names what is down; the streams are not asked.
+func TestHealthNoController(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	addr := serveLeaderless(t)
+	code, out, errs := streamcli(ctx, "", nil, "--node", addr, "health")
+	want := `healthy     no (no-controller)
+controller  - (none)
+voters      n1, n2, n3 (1 of 3 alive)
+nodes       4
+nodes down  n2, n3
+streams     not asked (no controller)
+`
+	if code != 4 || out != want || errs != "streamcli health: unhealthy: no controller: 1 of 3 voters alive as node n1 sees it, 2 node(s) down\n" {
+		t.Fatalf("health without a controller: exit %d\nstdout:\n%s\nstderr: %s", code, out, errs)
+	}
+	code, out, _ = streamcli(ctx, "", nil, "--node", addr, "health", "--output", "json")
+	var h map[string]any
+	if code != 4 || json.Unmarshal([]byte(out), &h) != nil || h["status"] != "no-controller" || h["healthy"] != false || h["voters_alive"] != 1.0 {
+		t.Fatalf("health --output json without a controller: exit %d, %s", code, out)
 	}
 }

@@ -13,7 +13,7 @@ import (
 
 var deleteCmd = &command{
 	name:    "delete",
-	args:    "STREAM",
+	args:    "STREAM [--output text|json]",
 	summary: "Delete a stream and all its entries.",
 	detail: `
 Without --node: the file DIR/STREAM.stream is removed, unless another
@@ -28,23 +28,31 @@ and tails end, and every node holding a copy removes it (a node that is
 down does when it comes back).
 
 There is no undo. A stream of the same name may be created afterwards; it
-starts empty.`,
+starts empty.
+
+--output json prints one object: stream, deleted (true), and path
+(embedded) or node.`,
 	flags: func(fs *flag.FlagSet) runFunc {
+		output := outputFlag(fs)
 		return func(ctx context.Context, c *invocation, args []string) error {
 			if len(args) != 1 {
 				return usagef("delete takes one stream name, got %d arguments", len(args))
 			}
-			if c.node != "" {
-				return c.remoteDelete(ctx, args[0])
+			asJSON, err := wantJSON(*output)
+			if err != nil {
+				return err
 			}
-			return c.delete(args[0])
+			if c.node != "" {
+				return c.remoteDelete(ctx, args[0], asJSON)
+			}
+			return c.delete(args[0], asJSON)
 		}
 	},
 }
 
 // delete removes stream name's file while holding its writer lock, so
 // that a stream another process appends to is never removed under it.
-func (c *invocation) delete(name string) error {
+func (c *invocation) delete(name string, asJSON bool) error {
 	path, err := c.data.path(name)
 	if err != nil {
 		return err
@@ -69,6 +77,9 @@ func (c *invocation) delete(name string) error {
 	if err != nil {
 		return fmt.Errorf("stream %q: %w", name, err)
 	}
+	if asJSON {
+		return c.printJSON(deletedJSON{Stream: name, Deleted: true, Path: path})
+	}
 	fmt.Fprintf(c.out, "deleted stream %q (removed %s)\n", name, path)
 	return nil
 }
@@ -83,7 +94,10 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-func (c *invocation) remoteDelete(ctx context.Context, name string) error {
+func (c *invocation) remoteDelete(ctx context.Context, name string, asJSON bool) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
 	cl, err := c.dialNode()
 	if err != nil {
 		return err
@@ -91,6 +105,9 @@ func (c *invocation) remoteDelete(ctx context.Context, name string) error {
 	defer cl.Close()
 	if err := cl.Delete(ctx, name); err != nil {
 		return c.explainRemote(name, err)
+	}
+	if asJSON {
+		return c.printJSON(deletedJSON{Stream: name, Deleted: true, Node: c.node})
 	}
 	fmt.Fprintf(c.out, "deleted stream %q on node %s\n", name, c.node)
 	return nil

@@ -19,6 +19,22 @@ func usagef(format string, args ...any) error {
 	return &usageError{fmt.Sprintf(format, args...)}
 }
 
+// exitError is a command's outcome that is not a failure to run but a
+// state a script tests by exit code (status and health: 3
+// under-replicated, 4 no controller): the message, then that code.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+// Exit codes of status and health beyond 0, 1 and 2.
+const (
+	exitDegraded     = 3 // a stream under-replicated or unavailable, a node not alive
+	exitNoController = 4 // the catalog has no controller: no quorum of voters
+)
+
 // errHelp is returned for -h and --help: usage, exit code 0.
 var errHelp = flag.ErrHelp
 
@@ -104,7 +120,7 @@ func printFlags(w io.Writer, fs *flag.FlagSet) {
 		if !isBool(f) && kind != "" {
 			left += " " + kind
 		}
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && !strings.Contains(usage, "(default") {
 			usage += fmt.Sprintf(" (default %s)", f.DefValue)
 		}
 		rows = append(rows, row{left, usage})

@@ -14,7 +14,7 @@ import (
 
 var lsCmd = &command{
 	name:    "ls",
-	args:    "[STREAM]",
+	args:    "[STREAM] [--output text|json]",
 	summary: "List the streams of the data directory, or the regions of one stream.",
 	detail: `
 Without STREAM: one line per stream with its regions, the positions of its
@@ -27,21 +27,35 @@ With STREAM: the stream's details and one line per region: its sequence
 number, slot in the file, first position, entries, bytes used (header
 included) and whether it is sealed (full and durable).
 
-ls only reads: it works beside a process appending to the streams.`,
+ls only reads: it works beside a process appending to the streams.
+
+--output json prints one object: without STREAM {"streams":[...]}, each
+stream an object with stream, head, next, entries, region_size,
+region_count, under_replicated, and on_disk, file_size and persist
+(embedded) or leader, leader_addr, epoch, replicas and acks (with --node);
+with STREAM that object with its regions (seq, first, count, used,
+sealed; slot embedded), persist_detail (embedded) or persisted and copies
+(member, backup, persisted, lag; with --node).`,
 	flags: func(fs *flag.FlagSet) runFunc {
+		output := outputFlag(fs)
 		return func(ctx context.Context, c *invocation, args []string) error {
+			asJSON, err := wantJSON(*output)
+			if err != nil {
+				return err
+			}
 			if c.node != "" && len(args) <= 1 {
 				name := ""
 				if len(args) == 1 {
 					name = args[0]
 				}
-				return c.remoteLs(ctx, name)
+				_, err := c.remoteLs(ctx, name, asJSON)
+				return err
 			}
 			switch len(args) {
 			case 0:
-				return c.lsAll()
+				return c.lsAll(asJSON)
 			case 1:
-				return c.lsOne(args[0])
+				return c.lsOne(args[0], asJSON)
 			}
 			return usagef("ls takes at most one stream name, got %d arguments", len(args))
 		}
@@ -86,10 +100,45 @@ func (c *invocation) info(name string) (*streamInfo, error) {
 	return in, nil
 }
 
-func (c *invocation) lsAll() error {
+// localStreamJSON is the JSON of stream name; regions only when
+// withRegions.
+func localStreamJSON(name string, in *streamInfo, withRegions bool) streamJSON {
+	j := streamJSON{Stream: name, Head: in.head, Next: in.next, Entries: in.next - in.head, RegionSize: in.regionSize,
+		RegionCount: len(in.regions), OnDisk: in.disk, FileSize: in.size, Persist: in.mode}
+	if withRegions {
+		j.PersistDetail = in.why
+		for _, r := range in.regions {
+			j.Regions = append(j.Regions, regionJSON{Seq: r.Seq, Slot: &r.Slot, First: r.First, Count: r.Count, Used: uint64(r.Used), Sealed: r.Sealed})
+		}
+	}
+	return j
+}
+
+func (c *invocation) lsAll(asJSON bool) error {
 	names, err := c.data.names()
 	if err != nil {
 		return err
+	}
+	if asJSON {
+		list := struct {
+			Streams []streamJSON `json:"streams"`
+		}{Streams: []streamJSON{}}
+		var failed error
+		for _, n := range names {
+			in, err := c.info(n)
+			if err != nil {
+				list.Streams = append(list.Streams, streamJSON{Stream: n, Error: err.Error()})
+				if failed == nil {
+					failed = err
+				}
+				continue
+			}
+			list.Streams = append(list.Streams, localStreamJSON(n, in, false))
+		}
+		if err := c.printJSON(list); err != nil {
+			return err
+		}
+		return failed
 	}
 	if len(names) == 0 {
 		fmt.Fprintf(c.Stderr, "no streams in %s\n", c.data.dir)
@@ -116,10 +165,13 @@ func (c *invocation) lsAll() error {
 	return failed
 }
 
-func (c *invocation) lsOne(name string) error {
+func (c *invocation) lsOne(name string, asJSON bool) error {
 	in, err := c.info(name)
 	if err != nil {
 		return err
+	}
+	if asJSON {
+		return c.printJSON(localStreamJSON(name, in, true))
 	}
 	path, _ := c.data.path(name)
 	w := c.out

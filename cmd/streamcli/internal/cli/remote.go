@@ -2,11 +2,14 @@ package cli
 
 import (
 	"bufio"
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
+	"strings"
+	"sync"
 	"text/tabwriter"
 
 	"google.golang.org/grpc/codes"
@@ -23,13 +26,69 @@ import (
 // addresses are the client's seeds, asked in turn when one is
 // unavailable.
 
-// dialNode connects to the nodes named by --node.
+// dialNode connects to the nodes named by --node. An address without a
+// port gets client.DefaultPort. When no address answers as a node does
+// (connection refused, an HTTP server, another protocol), it fails at
+// once, saying so in plain words, rather than after --timeout of
+// retries; one address that answers, or one that cannot be told (no
+// answer in time), is enough to go on.
 func (c *invocation) dialNode() (*client.Client, error) {
-	cl, err := client.Dial(c.node, c.clientOptions())
+	var addrs []string
+	for _, a := range strings.Split(c.node, ",") {
+		if a = client.WithDefaultPort(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	c.node = strings.Join(addrs, ",")
+	opts := c.clientOptions()
+	tlsConfig, err := opts.TLSConfig()
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", c.node, err)
+	}
+	// Loaded once, for the probe and the client alike.
+	opts.TLS = tlsConfig
+	if err := c.probeNodes(addrs, tlsConfig); err != nil {
+		return nil, err
+	}
+	cl, err := client.Dial(c.node, opts)
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", c.node, err)
 	}
 	return cl, nil
+}
+
+// probeNodes probes addrs at once (client.Probe, at most 3 s) and
+// returns an error only when every one of them is known not to be a node.
+// When none answered as a node but some could not be told (they accepted
+// a connection and said nothing: a hung node, or a port that is not a
+// client port), it says so on stderr before the command goes on trying
+// for --timeout.
+func (c *invocation) probeNodes(addrs []string, tlsConfig *tls.Config) error {
+	errs := make([]error, len(addrs))
+	var wg sync.WaitGroup
+	for i, a := range addrs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = client.Probe(context.Background(), a, tlsConfig)
+		}()
+	}
+	wg.Wait()
+	var words []string
+	silent := false
+	for _, err := range errs {
+		if err == nil {
+			return nil
+		}
+		silent = silent || errors.Is(err, client.ErrNoAnswer)
+		words = append(words, err.Error())
+	}
+	if silent {
+		fmt.Fprintf(c.Stderr, "streamcli: %s (is it a node's client address, not its peer or gossip one?); trying for %v\n",
+			strings.Join(words, "; "), cmp.Or(c.timeout, client.DefaultTimeout))
+		return nil
+	}
+	return errors.New(strings.Join(words, "; "))
 }
 
 // explainRemote turns a status error from the node into a message.
@@ -74,13 +133,10 @@ func acksName(a api.AckPolicy) string {
 	return "quorum"
 }
 
-func (c *invocation) remoteCreate(ctx context.Context, name string, regionSize, replicas int, acks string) error {
+func (c *invocation) remoteCreate(ctx context.Context, name string, regionSize, replicas int, acks string, asJSON bool) error {
 	ap, err := parseAcks(acks)
 	if err != nil {
 		return err
-	}
-	if replicas < 0 {
-		return usagef("--replicas must be 1 or more")
 	}
 	cl, err := c.dialNode()
 	if err != nil {
@@ -90,6 +146,9 @@ func (c *invocation) remoteCreate(ctx context.Context, name string, regionSize, 
 	st, err := cl.Create(ctx, name, client.CreateOptions{Replicas: replicas, Acks: ap, RegionSize: regionSize})
 	if err != nil {
 		return c.explainRemote(name, err)
+	}
+	if asJSON {
+		return c.printJSON(createdJSON{Stream: name, Node: c.node, Leader: st.Leader, Replicas: st.Replicas, Acks: acksName(st.Acks), RegionSize: int(st.RegionSize)})
 	}
 	fmt.Fprintf(c.out, "created stream %q on node %s (leader %s, %d replicas, acks %s, region size %s)\n",
 		name, c.node, st.Leader, st.Replicas, acksName(st.Acks), formatSize(int64(st.RegionSize)))
@@ -102,7 +161,10 @@ func (c *invocation) remoteCreate(ctx context.Context, name string, regionSize, 
 // retried after a broken call without being stored twice; the input at
 // hand is sent before its positions are awaited and printed, so pipes are
 // fast and interactive lines print at once.
-func (c *invocation) remoteAppend(ctx context.Context, name string, msgs []string, binary bool) (err error) {
+func (c *invocation) remoteAppend(ctx context.Context, name string, msgs []string, binary, asJSON bool) (err error) {
+	if err := checkName(name); err != nil {
+		return err
+	}
 	cl, err := c.dialNode()
 	if err != nil {
 		return err
@@ -110,6 +172,7 @@ func (c *invocation) remoteAppend(ctx context.Context, name string, msgs []strin
 	defer cl.Close()
 	a := cl.NewAppender(ctx, name)
 	printed := 0
+	var line []byte
 	var pending []*client.Pending
 	// flush waits for the pending appends, in order, and prints them.
 	flush := func() error {
@@ -119,7 +182,8 @@ func (c *invocation) remoteAppend(ctx context.Context, name string, msgs []strin
 				pending = nil
 				return c.explainRemote(name, err)
 			}
-			c.out.WriteString(strconv.FormatUint(pos, 10) + "\n")
+			line = positionLine(line[:0], pos, asJSON)
+			c.out.Write(line)
 			printed++
 		}
 		pending = pending[:0]
@@ -191,6 +255,9 @@ func (c *invocation) remoteAppend(ctx context.Context, name string, msgs []strin
 }
 
 func (c *invocation) remoteTail(ctx context.Context, name string, start startAt, follow, json bool) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
 	cl, err := c.dialNode()
 	if err != nil {
 		return err
@@ -253,55 +320,90 @@ func (c *invocation) remoteTail(ctx context.Context, name string, start startAt,
 	return nil
 }
 
-func (c *invocation) remoteLs(ctx context.Context, name string) error {
-	cl, err := c.dialNode()
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	names := []string{name}
-	if name == "" {
-		if names, err = cl.List(ctx); err != nil {
-			return c.explainRemote("", err)
+// remoteLs lists the node's streams (name "") or describes one; for one
+// stream it also reports whether the stream is under-replicated.
+func (c *invocation) remoteLs(ctx context.Context, name string, asJSON bool) (underReplicated bool, err error) {
+	if name != "" {
+		if err := checkName(name); err != nil {
+			return false, err
 		}
 	}
-	tw := tabwriter.NewWriter(c.out, 0, 8, 2, ' ', 0)
-	if name == "" {
-		fmt.Fprintln(tw, "STREAM\tREGIONS\tHEAD\tNEXT\tENTRIES\tREGION SIZE\tREPLICAS\tACKS\tLEADER\tEPOCH")
+	cl, err := c.dialNode()
+	if err != nil {
+		return false, err
 	}
+	defer cl.Close()
+	if name != "" {
+		st, err := cl.Status(ctx, name)
+		if err != nil {
+			return false, c.explainRemote(name, err)
+		}
+		if st.Stream == "" {
+			st.Stream = name
+		}
+		if asJSON {
+			return st.UnderReplicated, c.printJSON(remoteStreamJSON(st, true))
+		}
+		return st.UnderReplicated, c.printRemoteStatus(st)
+	}
+	names, err := cl.List(ctx)
+	if err != nil {
+		return false, c.explainRemote("", err)
+	}
+	var sts []*api.StreamStatusResponse
 	for _, n := range names {
 		st, err := cl.Status(ctx, n)
 		if err != nil {
-			if name == "" && status.Code(err) == codes.NotFound {
+			if status.Code(err) == codes.NotFound {
 				continue // deleted meanwhile
 			}
-			return c.explainRemote(n, err)
+			return false, c.explainRemote(n, err)
 		}
-		if name == "" {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%d\t%s\t%s\t%d\n", n, len(st.Regions), st.Head, st.Committed,
-				st.Committed-st.Head, formatSize(int64(st.RegionSize)), st.Replicas, acksName(st.Acks), st.Leader, st.Epoch)
-			continue
+		if st.Stream == "" {
+			st.Stream = n
 		}
-		fmt.Fprintf(tw, "stream\t%s\nnode\t%s\nleader\t%s (%s), epoch %d\nreplicas\t%d, acks %s", n, c.node, st.Leader, st.LeaderAddr, st.Epoch, st.Replicas, acksName(st.Acks))
-		if st.UnderReplicated {
-			fmt.Fprint(tw, " (under-replicated)")
+		sts = append(sts, st)
+	}
+	if asJSON {
+		list := struct {
+			Streams []streamJSON `json:"streams"`
+		}{Streams: []streamJSON{}}
+		for _, st := range sts {
+			list.Streams = append(list.Streams, remoteStreamJSON(st, false))
 		}
-		fmt.Fprintf(tw, "\nhead\t%d\nnext\t%d\npersisted\t%d\nregion size\t%s\n\n", st.Head, st.Committed, st.Persisted, formatSize(int64(st.RegionSize)))
-		if len(st.ReplicaStatus) > 0 {
-			fmt.Fprintln(tw, "COPY\tKIND\tDURABLE\tLAG")
-			for _, r := range st.ReplicaStatus {
-				kind := "replica"
-				if r.Backup {
-					kind = "backup"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", r.Member, kind, r.Persisted, r.Lag)
+		return false, c.printJSON(list)
+	}
+	tw := tabwriter.NewWriter(c.out, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "STREAM\tREGIONS\tHEAD\tNEXT\tENTRIES\tREGION SIZE\tREPLICAS\tACKS\tLEADER\tEPOCH")
+	for _, st := range sts {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%d\t%s\t%s\t%d\n", st.Stream, len(st.Regions), st.Head, st.Committed,
+			st.Committed-st.Head, formatSize(int64(st.RegionSize)), st.Replicas, acksName(st.Acks), st.Leader, st.Epoch)
+	}
+	return false, tw.Flush()
+}
+
+// printRemoteStatus writes a node's status of one stream.
+func (c *invocation) printRemoteStatus(st *api.StreamStatusResponse) error {
+	tw := tabwriter.NewWriter(c.out, 0, 8, 2, ' ', 0)
+	fmt.Fprintf(tw, "stream\t%s\nnode\t%s\nleader\t%s (%s), epoch %d\nreplicas\t%d, acks %s", st.Stream, c.node, st.Leader, st.LeaderAddr, st.Epoch, st.Replicas, acksName(st.Acks))
+	if st.UnderReplicated {
+		fmt.Fprint(tw, " (under-replicated)")
+	}
+	fmt.Fprintf(tw, "\nhead\t%d\nnext\t%d\npersisted\t%d\nregion size\t%s\n\n", st.Head, st.Committed, st.Persisted, formatSize(int64(st.RegionSize)))
+	if len(st.ReplicaStatus) > 0 {
+		fmt.Fprintln(tw, "COPY\tKIND\tDURABLE\tLAG")
+		for _, r := range st.ReplicaStatus {
+			kind := "replica"
+			if r.Backup {
+				kind = "backup"
 			}
-			fmt.Fprintln(tw)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", r.Member, kind, r.Persisted, r.Lag)
 		}
-		fmt.Fprintln(tw, "SEQ\tFIRST\tENTRIES\tUSED\tSEALED")
-		for _, r := range st.Regions {
-			fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%v\n", r.Seq, r.First, r.Count, formatSize(int64(r.Used)), r.Sealed)
-		}
+		fmt.Fprintln(tw)
+	}
+	fmt.Fprintln(tw, "SEQ\tFIRST\tENTRIES\tUSED\tSEALED")
+	for _, r := range st.Regions {
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%v\n", r.Seq, r.First, r.Count, formatSize(int64(r.Used)), r.Sealed)
 	}
 	return tw.Flush()
 }

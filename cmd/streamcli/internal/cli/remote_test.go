@@ -7,6 +7,8 @@ import (
 
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -104,7 +106,17 @@ func TestNodeMode(t *testing.T) {
 	}
 	check(1, `stream "many" does not exist on node `+addr, "", "delete", "many")
 	check(1, `stream "many" does not exist on node `+addr, "", "status", "many")
-	check(0, "leader       node (127.0.0.1:", "", "status", "s")
+	// s asked for 3 copies of a node without a catalog: status exits 3.
+	check(3, "leader       node (127.0.0.1:", "", "status", "s")
+	check(3, `"under_replicated":true`, "", "status", "s", "--output", "json")
+	check(0, `{"streams":[{"stream":"s","head":0,"next":1004`, "", "ls", "--output", "json")
+	check(0, `{"members":[{"name":"node","self":true,"role":"node","state":"alive","client_addr":"`+addr, "", "members", "--output", "json")
+	check(0, `{"stream":"j","node":"`+addr+`","leader":"node","replicas":1,"acks":"quorum","region_size":65536}`, "", "create", "j", "--output", "json")
+	check(0, "{\"position\":0}\n{\"position\":1}\n", "", "append", "j", "a", "b", "--output", "json")
+	check(0, `{"stream":"j","deleted":true,"node":"`+addr+`"}`, "", "delete", "j", "--output", "json")
+	// The same rule for names as embedded: bad usage before the node is asked.
+	check(2, `invalid stream name ".hidden"`, "", "create", ".hidden")
+	check(2, "--replicas must be from 1 to 15, not 0", "", "create", "t", "--replicas", "0")
 	check(0, "node (this node)  node  alive  "+addr, "", "members")
 	check(2, "members needs --node", "", "members", "--node", "")
 
@@ -142,4 +154,92 @@ func (w *lineWatcher) Write(p []byte) (int, error) {
 		close(w.seen)
 	}
 	return n, err
+}
+
+// TestNotANode: an address where something else listens (a web server, a
+// program writing garbage) or nothing does is reported at once, in plain
+// words, not after --timeout of retries in gRPC's transport terms
+// ("http2: frame too large").
+func TestNotANode(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("<html>")) }))
+	defer web.Close()
+	webAddr := strings.TrimPrefix(web.URL, "http://")
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			c.Write(bytes.Repeat([]byte("garbage\xff"), 100))
+			c.Close()
+		}
+	}()
+	closed, _ := net.Listen("tcp", "127.0.0.1:0")
+	refused := closed.Addr().String()
+	closed.Close()
+	node := startNode(t)
+
+	for _, tc := range []struct {
+		node string
+		args []string
+		want string
+	}{
+		{webAddr, []string{"ls"}, "streamcli ls: " + webAddr + " does not speak the rpstream protocol: it answered as an HTTP/1 server\n"},
+		{lis.Addr().String(), []string{"append", "s", "x"}, "streamcli append: " + lis.Addr().String() + " does not speak the rpstream protocol: "},
+		{refused, []string{"members"}, "streamcli members: no rpstream node at " + refused + ": connection refused (nothing listens on that port)\n"},
+		{webAddr + "," + refused, []string{"health"}, "streamcli health: " + webAddr + " does not speak the rpstream protocol: it answered as an HTTP/1 server; no rpstream node at " + refused + ": connection refused"},
+		// One address that is a node is enough.
+		{refused + "," + node, []string{"ls"}, ""},
+	} {
+		start := time.Now()
+		code, _, errs := streamcli(ctx, "", nil, append([]string{"--node", tc.node}, tc.args...)...)
+		if took := time.Since(start); took > 4*time.Second {
+			t.Errorf("--node %s %v took %v", tc.node, tc.args, took)
+		}
+		if tc.want == "" {
+			if code != 0 {
+				t.Errorf("--node %s %v: exit %d: %s", tc.node, tc.args, code, errs)
+			}
+			continue
+		}
+		if code != 1 || !strings.HasPrefix(errs, tc.want) {
+			t.Errorf("--node %s %v: exit %d, %q; want exit 1, %q", tc.node, tc.args, code, errs, tc.want)
+		}
+	}
+
+	// A port that accepts and says nothing (a hung node, a peer port) cannot
+	// be told at once: streamcli says so, then tries for --timeout.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		var held []net.Conn // open and silent until the listener closes
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				for _, c := range held {
+					c.Close()
+				}
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	start := time.Now()
+	code, _, errs := streamcli(ctx, "", nil, "--node", silent.Addr().String(), "append", "s", "x", "--timeout", "1s")
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("a silent address took %v", took)
+	}
+	if code != 1 || !strings.HasPrefix(errs, "streamcli: no answer from "+silent.Addr().String()+" within 3s") || !strings.Contains(errs, "trying for 1s\nstreamcli append: unavailable") {
+		t.Errorf("a silent address: exit %d, %q", code, errs)
+	}
 }

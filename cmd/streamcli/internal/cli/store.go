@@ -6,9 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 
+	"github.com/rpstream/rpstream/internal/validate"
 	"github.com/rpstream/rpstream/local"
 	"github.com/rpstream/rpstream/pmem"
 )
@@ -20,17 +20,24 @@ import (
 // streamExt is the file name extension of a stream in a data directory.
 const streamExt = ".stream"
 
-var validName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
-
 // dataDir is where the streams of one invocation live.
 type dataDir struct{ dir string }
 
 // path returns the file of stream name, after checking the name.
 func (d dataDir) path(name string) (string, error) {
-	if !validName.MatchString(name) || name == "." || name == ".." {
-		return "", usagef("invalid stream name %q: use 1 to 128 letters, digits, '.', '_' or '-'", name)
+	if err := checkName(name); err != nil {
+		return "", err
 	}
 	return filepath.Join(d.dir, name+streamExt), nil
+}
+
+// checkName refuses (bad usage) a stream name a node would refuse: the
+// rule is validate.Name's, in embedded and node mode alike.
+func checkName(name string) error {
+	if validate.Name(name) != nil {
+		return usagef("invalid stream name %q: use %s", name, validate.NameRule)
+	}
+	return nil
 }
 
 // names lists the streams of the directory, sorted.
@@ -45,7 +52,7 @@ func (d dataDir) names() ([]string, error) {
 	var out []string
 	for _, e := range ents {
 		n, ok := strings.CutSuffix(e.Name(), streamExt)
-		if ok && e.Type().IsRegular() && validName.MatchString(n) {
+		if ok && e.Type().IsRegular() && validate.Name(n) == nil {
 			out = append(out, n)
 		}
 	}
