@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -138,7 +139,16 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("node: metrics: %w", err)
 		}
 	}
-	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize))
+	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize)}
+	refusals := &deniedLog{log: s.log}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(loggedCreds{credentials.NewTLS(cfg.TLS), refusals}))
+	}
+	if cfg.ACL != nil {
+		a := &authorizer{acl: cfg.ACL, log: refusals}
+		opts = append(opts, grpc.ChainUnaryInterceptor(a.unary), grpc.ChainStreamInterceptor(a.stream))
+	}
+	s.grpc = grpc.NewServer(opts...)
 	api.RegisterStreamsServer(s.grpc, s)
 	if cfg.Control != nil {
 		catalogpb.RegisterControlServer(s.grpc, cfg.Control)
