@@ -116,8 +116,17 @@ func (s *Server) openLed(rec *pb.Stream) (meta, takeover, error) {
 		if tk.made, err = s.realize(rec); err != nil {
 			return meta{}, tk, err
 		}
-	} else if err := s.promote(rec); err != nil {
-		return meta{}, tk, err
+	} else {
+		if r := rec.GetRestoring(); r != nil && r.Epoch == rec.Epoch && r.Node != s.cfg.Name {
+			// Restored from another node's copy: fetched and verified
+			// first (restore.go), then taken over as a promoted copy.
+			if err := s.fetchRestore(ctx, rec); err != nil {
+				return meta{}, tk, err
+			}
+		}
+		if err := s.promote(rec); err != nil {
+			return meta{}, tk, err
+		}
 	}
 	m, err := s.store.readMeta(rec.Name)
 	if errors.Is(err, ErrNoStream) || err == nil && m.StreamID != rec.Id {
@@ -485,7 +494,9 @@ func stale(rec *pb.Stream, id uint64, self string) bool {
 		return true
 	}
 	holds, _ := catalog.HolderOf(rec, self, 0)
-	return !holds
+	// The source of a restore under way keeps its copy until the new
+	// leader has fetched it and serves (restore.go).
+	return !holds && catalog.Source(rec) != self
 }
 
 // removeLed closes stream name if it is open (its calls end with
