@@ -115,7 +115,7 @@ func (c *invocation) restore(ctx context.Context, req *api.RestoreStreamRequest,
 			c.out.Write(append(b, '\n'))
 			continue
 		}
-		fmt.Fprintf(c.out, "restored %s from %s's copy (%d entries, last epoch %d): leader %s, epoch %d, copies %s\n",
+		fmt.Fprintf(c.out, "restored %s from %s's copy (%d entries, its last region of epoch %d): leader %s, epoch %d, copies %s\n",
 			r.Stream, r.Source, r.Entries, r.SourceEpoch, r.Leader, r.Epoch, strings.Join(r.Copies, ", "))
 		fmt.Fprintf(c.out, "  surveyed: %s\n", strings.Join(r.Surveyed, "; "))
 	}
