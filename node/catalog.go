@@ -108,25 +108,24 @@ func (s *Server) realize(rec *pb.Stream) (made bool, err error) {
 // log. It returns the stream's meta as it is to be opened and the
 // takeover's facts.
 func (s *Server) openLed(rec *pb.Stream) (meta, takeover, error) {
+	var tk takeover
+	if r := rec.GetRestoring(); r != nil && rec.State == pb.StreamState_STREAM_STATE_ACTIVE && r.Epoch == rec.Epoch && r.Node != s.cfg.Name {
+		// Restored from another node's copy: fetched and verified first
+		// (restore.go, bounded on its own: a copy may be large), then
+		// taken over as a promoted copy.
+		if err := s.fetchRestore(rec); err != nil {
+			return meta{}, tk, err
+		}
+	}
 	ctx, cancel := context.WithTimeout(s.stopCtx, lookupTimeout+takeoverTimeout)
 	defer cancel()
-	var tk takeover
 	if rec.State == pb.StreamState_STREAM_STATE_CREATING {
 		var err error
 		if tk.made, err = s.realize(rec); err != nil {
 			return meta{}, tk, err
 		}
-	} else {
-		if r := rec.GetRestoring(); r != nil && r.Epoch == rec.Epoch && r.Node != s.cfg.Name {
-			// Restored from another node's copy: fetched and verified
-			// first (restore.go), then taken over as a promoted copy.
-			if err := s.fetchRestore(ctx, rec); err != nil {
-				return meta{}, tk, err
-			}
-		}
-		if err := s.promote(rec); err != nil {
-			return meta{}, tk, err
-		}
+	} else if err := s.promote(rec); err != nil {
+		return meta{}, tk, err
 	}
 	m, err := s.store.readMeta(rec.Name)
 	if errors.Is(err, ErrNoStream) || err == nil && m.StreamID != rec.Id {

@@ -255,12 +255,12 @@ func (s *Server) restoredHere(rec *pb.Stream) bool {
 
 // fetchRestore makes the files of stream rec, which this node leads by a
 // restore from another node's copy, from that copy (see the top).
-func (s *Server) fetchRestore(ctx context.Context, rec *pb.Stream) error {
+func (s *Server) fetchRestore(rec *pb.Stream) error {
 	src := rec.Restoring
 	if s.restoredHere(rec) {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, restoreFetchTimeout)
+	ctx, cancel := context.WithTimeout(s.stopCtx, restoreFetchTimeout)
 	defer cancel()
 	addr, live := s.memberAddr(src.Node)
 	if !live {
