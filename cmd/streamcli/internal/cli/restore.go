@@ -42,7 +42,9 @@ a leader that only died); so is --from naming a copy shorter than another
 reachable one. --lost NODE restores every active stream NODE leads.
 
 --output json prints one object per stream restored, with the fields
-stream, source, entries, source_epoch, leader, epoch, copies, surveyed.`,
+stream, source, entries, source_epoch, leader, epoch, copies, surveyed;
+then one {"skipped": "STREAM: why"} per stream of --lost NODE left alone
+because its leader is live.`,
 	flags: func(fs *flag.FlagSet) runFunc {
 		lost := fs.String("lost", "", "restore every stream `NODE` leads (a lost node)")
 		from := fs.String("from", "", "restore from `NODE`'s copy (default: the longest reachable)")
@@ -118,6 +120,19 @@ func (c *invocation) restore(ctx context.Context, req *api.RestoreStreamRequest,
 		fmt.Fprintf(c.out, "restored %s from %s's copy (%d entries, its last region of epoch %d): leader %s, epoch %d, copies %s\n",
 			r.Stream, r.Source, r.Entries, r.SourceEpoch, r.Leader, r.Epoch, strings.Join(r.Copies, ", "))
 		fmt.Fprintf(c.out, "  surveyed: %s\n", strings.Join(r.Surveyed, "; "))
+	}
+	for _, why := range resp.Skipped {
+		if asJSON {
+			b, err := json.Marshal(struct {
+				Skipped string `json:"skipped"`
+			}{why})
+			if err != nil {
+				return err
+			}
+			c.out.Write(append(b, '\n'))
+			continue
+		}
+		fmt.Fprintf(c.out, "skipped %s\n", why)
 	}
 	return nil
 }
