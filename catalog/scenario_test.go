@@ -31,6 +31,11 @@ var rewrite = flag.Bool("rewrite", false, "rewrite testdata/*.txt with the actua
 //	dropped NAME id=N node=NODE
 //	grant NAME leader=NODE [inc=N] [id=N]
 //	                     inc defaults to the leader's registered incarnation
+//	restore NAME source=NODE copies=N1,... [backup=B] from=EPOCH [srcinc=N]
+//	        [inc=N1:I,...] [id=N]
+//	                     a RestoreStream: the new placement as create's,
+//	                     srcinc defaults to the source's registered
+//	                     incarnation
 //	forget NODE
 //	noop                 a command without an operation
 //	show                 the applied index, then every node and stream
@@ -125,6 +130,11 @@ func (e *scenarioEnv) do(cmd string) string {
 	case "floor":
 		return e.apply(&pb.Command{Op: &pb.Command_EpochStarted{EpochStarted: &pb.EpochStarted{Name: name(), StreamId: opt("id", 0),
 			Epoch: opt("epoch", 0), Index: opt("index", 0)}}})
+	case "restore":
+		src := kv["source"]
+		cs := e.create(cmd, name(), kv, num).GetCreateStream()
+		return e.apply(&pb.Command{Op: &pb.Command_RestoreStream{RestoreStream: &pb.RestoreStream{Name: cs.Name, StreamId: opt("id", 0),
+			FromEpoch: opt("from", 0), Source: &pb.RestoreSource{Node: src, Incarnation: opt("srcinc", e.incarnation(src)), Reason: kv["reason"]}, Copies: cs.Copies}}})
 	case "forget":
 		return e.apply(forgetCmd(name()))
 	case "noop":
@@ -303,6 +313,12 @@ func (e *scenarioEnv) streamLine(s *pb.Stream) string {
 	}
 	if s.Elections > 0 {
 		fmt.Fprintf(&b, " elections=%d (%s)", s.Elections, s.LastElection)
+	}
+	if s.Restores > 0 {
+		fmt.Fprintf(&b, " restores=%d", s.Restores)
+	}
+	if r := s.Restoring; r != nil {
+		fmt.Fprintf(&b, " restoring-from=%s:%d@%d", r.Node, r.Incarnation, r.Epoch)
 	}
 	if s.State == pb.StreamState_STREAM_STATE_DELETING {
 		fmt.Fprintf(&b, " deleted@%d pending=%s", s.DeletedIndex, strings.Join(s.PendingDrop, ","))

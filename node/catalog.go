@@ -108,9 +108,17 @@ func (s *Server) realize(rec *pb.Stream) (made bool, err error) {
 // log. It returns the stream's meta as it is to be opened and the
 // takeover's facts.
 func (s *Server) openLed(rec *pb.Stream) (meta, takeover, error) {
+	var tk takeover
+	if r := rec.GetRestoring(); r != nil && rec.State == pb.StreamState_STREAM_STATE_ACTIVE && r.Epoch == rec.Epoch && r.Node != s.cfg.Name {
+		// Restored from another node's copy: fetched and verified first
+		// (restore.go, bounded on its own: a copy may be large), then
+		// taken over as a promoted copy.
+		if err := s.fetchRestore(rec); err != nil {
+			return meta{}, tk, err
+		}
+	}
 	ctx, cancel := context.WithTimeout(s.stopCtx, lookupTimeout+takeoverTimeout)
 	defer cancel()
-	var tk takeover
 	if rec.State == pb.StreamState_STREAM_STATE_CREATING {
 		var err error
 		if tk.made, err = s.realize(rec); err != nil {
@@ -485,7 +493,9 @@ func stale(rec *pb.Stream, id uint64, self string) bool {
 		return true
 	}
 	holds, _ := catalog.HolderOf(rec, self, 0)
-	return !holds
+	// The source of a restore under way keeps its copy until the new
+	// leader has fetched it and serves (restore.go).
+	return !holds && catalog.Source(rec) != self
 }
 
 // removeLed closes stream name if it is open (its calls end with

@@ -150,6 +150,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.grpc = grpc.NewServer(opts...)
 	api.RegisterStreamsServer(s.grpc, s)
+	api.RegisterRestoresServer(s.grpc, &restoreService{s: s})
 	if cfg.Control != nil {
 		catalogpb.RegisterControlServer(s.grpc, cfg.Control)
 	}
@@ -485,7 +486,7 @@ func statusOf(err error) error {
 		code = codes.Unavailable
 	case errors.Is(err, local.ErrTooLarge), errors.Is(err, local.ErrNoSpace), errors.Is(err, local.ErrTooManyReservations):
 		code = codes.ResourceExhausted
-	case errors.Is(err, replicate.ErrFenced), errors.Is(err, errTakeover), errors.Is(err, catalog.ErrStale):
+	case errors.Is(err, replicate.ErrFenced), errors.Is(err, errTakeover), errors.Is(err, errRestore), errors.Is(err, catalog.ErrStale):
 		// Another leader took the stream over, or one is taking it over:
 		// the client asks again, and finds the new leader.
 		code = codes.Unavailable
@@ -500,7 +501,7 @@ func statusOf(err error) error {
 	case errors.Is(err, errLost), errors.Is(err, controller.ErrNoController), errors.Is(err, controller.ErrStopped), errors.Is(err, controller.ErrTimeout):
 		code = codes.Unavailable
 	case errors.Is(err, catalog.ErrNotLeader), errors.Is(err, controller.ErrPlacement), errors.Is(err, ErrWrongLeader), errors.Is(err, ErrStaleEpoch),
-		errors.Is(err, catalog.ErrUnknownNode), errors.Is(err, controller.ErrGroupState):
+		errors.Is(err, catalog.ErrUnknownNode), errors.Is(err, controller.ErrGroupState), errors.Is(err, controller.ErrLeaderLive):
 		code = codes.FailedPrecondition
 	case errors.Is(err, catalog.ErrInvalid):
 		code = codes.InvalidArgument

@@ -211,6 +211,8 @@ const (
 	ErrorCode_ERROR_CODE_GROUP_STATE ErrorCode = 11
 	// A decision made on a view of the stream that changed since.
 	ErrorCode_ERROR_CODE_STALE ErrorCode = 12
+	// A restore of a stream whose leader holds a lease, without force.
+	ErrorCode_ERROR_CODE_LEADER_LIVE ErrorCode = 50
 )
 
 // Enum value maps for ErrorCode.
@@ -229,6 +231,7 @@ var (
 		10: "ERROR_CODE_TIMEOUT",
 		11: "ERROR_CODE_GROUP_STATE",
 		12: "ERROR_CODE_STALE",
+		50: "ERROR_CODE_LEADER_LIVE",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_NONE":          0,
@@ -244,6 +247,7 @@ var (
 		"ERROR_CODE_TIMEOUT":       10,
 		"ERROR_CODE_GROUP_STATE":   11,
 		"ERROR_CODE_STALE":         12,
+		"ERROR_CODE_LEADER_LIVE":   50,
 	}
 )
 
@@ -294,6 +298,7 @@ type Command struct {
 	//	*Command_ForgetNode
 	//	*Command_ElectLeader
 	//	*Command_EpochStarted
+	//	*Command_RestoreStream
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -431,6 +436,15 @@ func (x *Command) GetEpochStarted() *EpochStarted {
 	return nil
 }
 
+func (x *Command) GetRestoreStream() *RestoreStream {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RestoreStream); ok {
+			return x.RestoreStream
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -471,6 +485,10 @@ type Command_EpochStarted struct {
 	EpochStarted *EpochStarted `protobuf:"bytes,18,opt,name=epoch_started,json=epochStarted,proto3,oneof"`
 }
 
+type Command_RestoreStream struct {
+	RestoreStream *RestoreStream `protobuf:"bytes,50,opt,name=restore_stream,json=restoreStream,proto3,oneof"`
+}
+
 func (*Command_RegisterNode) isCommand_Op() {}
 
 func (*Command_CreateStream) isCommand_Op() {}
@@ -488,6 +506,8 @@ func (*Command_ForgetNode) isCommand_Op() {}
 func (*Command_ElectLeader) isCommand_Op() {}
 
 func (*Command_EpochStarted) isCommand_Op() {}
+
+func (*Command_RestoreStream) isCommand_Op() {}
 
 // RegisterNode records a node's name and incarnation: the identity its
 // data directory was made with. A name held by another incarnation is
@@ -1335,8 +1355,14 @@ type Stream struct {
 	CommitFloor uint64 `protobuf:"varint,15,opt,name=commit_floor,json=commitFloor,proto3" json:"commit_floor,omitempty"`
 	// The number of leader changes by election (ElectLeader), and the last
 	// one's reason, for operators.
-	Elections     uint64 `protobuf:"varint,16,opt,name=elections,proto3" json:"elections,omitempty"`
-	LastElection  string `protobuf:"bytes,17,opt,name=last_election,json=lastElection,proto3" json:"last_election,omitempty"`
+	Elections    uint64 `protobuf:"varint,16,opt,name=elections,proto3" json:"elections,omitempty"`
+	LastElection string `protobuf:"bytes,17,opt,name=last_election,json=lastElection,proto3" json:"last_election,omitempty"`
+	// restoring is set by RestoreStream until the new leader's epoch has
+	// started (EpochStarted of restoring.epoch): the copy the leader
+	// rebuilds the stream from; its holder keeps it meanwhile even when no
+	// longer placed. restores counts the stream's restores.
+	Restoring     *RestoreSource `protobuf:"bytes,50,opt,name=restoring,proto3" json:"restoring,omitempty"`
+	Restores      uint64         `protobuf:"varint,51,opt,name=restores,proto3" json:"restores,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1490,6 +1516,177 @@ func (x *Stream) GetLastElection() string {
 	return ""
 }
 
+func (x *Stream) GetRestoring() *RestoreSource {
+	if x != nil {
+		return x.Restoring
+	}
+	return nil
+}
+
+func (x *Stream) GetRestores() uint64 {
+	if x != nil {
+		return x.Restores
+	}
+	return 0
+}
+
+// RestoreSource is the copy a restore rebuilds a stream from: node's copy,
+// made under incarnation (the node's registered one when the restore was
+// decided), for the leader under epoch.
+type RestoreSource struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Node        string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Incarnation uint64                 `protobuf:"fixed64,2,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Epoch       uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Why (recorded for operators).
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreSource) Reset() {
+	*x = RestoreSource{}
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreSource) ProtoMessage() {}
+
+func (x *RestoreSource) ProtoReflect() protoreflect.Message {
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreSource.ProtoReflect.Descriptor instead.
+func (*RestoreSource) Descriptor() ([]byte, []int) {
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RestoreSource) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RestoreSource) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *RestoreSource) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *RestoreSource) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// RestoreStream rebuilds a stream from one copy (an operator's decision,
+// when failover cannot: every stream node holding a copy was lost, or the
+// stream is to be rebuilt elsewhere): copies is the new placement (the
+// new leader's first, on a stream node, then replicas, then at most one
+// backup copy, all on nodes under their registered incarnations), the
+// leader takes the next epoch and fetches source's copy before it serves.
+// from_epoch is the epoch the decision was made on: on another it
+// changes nothing. source is a registered node under its registered
+// incarnation.
+type RestoreStream struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	StreamId      uint64                 `protobuf:"varint,2,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	FromEpoch     uint64                 `protobuf:"varint,3,opt,name=from_epoch,json=fromEpoch,proto3" json:"from_epoch,omitempty"`
+	Source        *RestoreSource         `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	Copies        []*Copy                `protobuf:"bytes,5,rep,name=copies,proto3" json:"copies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreStream) Reset() {
+	*x = RestoreStream{}
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreStream) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreStream) ProtoMessage() {}
+
+func (x *RestoreStream) ProtoReflect() protoreflect.Message {
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreStream.ProtoReflect.Descriptor instead.
+func (*RestoreStream) Descriptor() ([]byte, []int) {
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RestoreStream) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RestoreStream) GetStreamId() uint64 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *RestoreStream) GetFromEpoch() uint64 {
+	if x != nil {
+		return x.FromEpoch
+	}
+	return 0
+}
+
+func (x *RestoreStream) GetSource() *RestoreSource {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+func (x *RestoreStream) GetCopies() []*Copy {
+	if x != nil {
+		return x.Copies
+	}
+	return nil
+}
+
 type RaftBatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The sender's member name and Raft id.
@@ -1501,7 +1698,7 @@ type RaftBatch struct {
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[14]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1513,7 +1710,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[14]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1526,7 +1723,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{14}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RaftBatch) GetFrom() string {
@@ -1551,7 +1748,7 @@ type RaftAck struct {
 
 func (x *RaftAck) Reset() {
 	*x = RaftAck{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[15]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1563,7 +1760,7 @@ func (x *RaftAck) String() string {
 func (*RaftAck) ProtoMessage() {}
 
 func (x *RaftAck) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[15]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1576,7 +1773,7 @@ func (x *RaftAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAck.ProtoReflect.Descriptor instead.
 func (*RaftAck) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{15}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{17}
 }
 
 type ControlRequest struct {
@@ -1596,6 +1793,7 @@ type ControlRequest struct {
 	//	*ControlRequest_ForgetNode
 	//	*ControlRequest_ElectLeader
 	//	*ControlRequest_EpochStarted
+	//	*ControlRequest_RestoreStream
 	Req           isControlRequest_Req `protobuf_oneof:"req"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1603,7 +1801,7 @@ type ControlRequest struct {
 
 func (x *ControlRequest) Reset() {
 	*x = ControlRequest{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[16]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1813,7 @@ func (x *ControlRequest) String() string {
 func (*ControlRequest) ProtoMessage() {}
 
 func (x *ControlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[16]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1826,7 @@ func (x *ControlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlRequest.ProtoReflect.Descriptor instead.
 func (*ControlRequest) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{16}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ControlRequest) GetHops() uint32 {
@@ -1744,6 +1942,15 @@ func (x *ControlRequest) GetEpochStarted() *EpochStarted {
 	return nil
 }
 
+func (x *ControlRequest) GetRestoreStream() *RestoreStreamRequest {
+	if x != nil {
+		if x, ok := x.Req.(*ControlRequest_RestoreStream); ok {
+			return x.RestoreStream
+		}
+	}
+	return nil
+}
+
 type isControlRequest_Req interface {
 	isControlRequest_Req()
 }
@@ -1792,6 +1999,10 @@ type ControlRequest_EpochStarted struct {
 	EpochStarted *EpochStarted `protobuf:"bytes,20,opt,name=epoch_started,json=epochStarted,proto3,oneof"`
 }
 
+type ControlRequest_RestoreStream struct {
+	RestoreStream *RestoreStreamRequest `protobuf:"bytes,50,opt,name=restore_stream,json=restoreStream,proto3,oneof"`
+}
+
 func (*ControlRequest_CreateStream) isControlRequest_Req() {}
 
 func (*ControlRequest_DeleteStream) isControlRequest_Req() {}
@@ -1814,6 +2025,113 @@ func (*ControlRequest_ElectLeader) isControlRequest_Req() {}
 
 func (*ControlRequest_EpochStarted) isControlRequest_Req() {}
 
+func (*ControlRequest_RestoreStream) isControlRequest_Req() {}
+
+// RestoreStreamRequest asks the controller to restore stream name (id)
+// from source's copy (incarnation: the one the requester surveyed),
+// decided at from_epoch. leader, if set, is to lead it (a live stream
+// node), else placement chooses. Refused while the stream's leader holds
+// a lease unless force.
+type RestoreStreamRequest struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Name              string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	StreamId          uint64                 `protobuf:"varint,2,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	FromEpoch         uint64                 `protobuf:"varint,3,opt,name=from_epoch,json=fromEpoch,proto3" json:"from_epoch,omitempty"`
+	Source            string                 `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	SourceIncarnation uint64                 `protobuf:"fixed64,5,opt,name=source_incarnation,json=sourceIncarnation,proto3" json:"source_incarnation,omitempty"`
+	Leader            string                 `protobuf:"bytes,6,opt,name=leader,proto3" json:"leader,omitempty"`
+	Force             bool                   `protobuf:"varint,7,opt,name=force,proto3" json:"force,omitempty"`
+	Requester         string                 `protobuf:"bytes,8,opt,name=requester,proto3" json:"requester,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *RestoreStreamRequest) Reset() {
+	*x = RestoreStreamRequest{}
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreStreamRequest) ProtoMessage() {}
+
+func (x *RestoreStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreStreamRequest.ProtoReflect.Descriptor instead.
+func (*RestoreStreamRequest) Descriptor() ([]byte, []int) {
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RestoreStreamRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RestoreStreamRequest) GetStreamId() uint64 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *RestoreStreamRequest) GetFromEpoch() uint64 {
+	if x != nil {
+		return x.FromEpoch
+	}
+	return 0
+}
+
+func (x *RestoreStreamRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *RestoreStreamRequest) GetSourceIncarnation() uint64 {
+	if x != nil {
+		return x.SourceIncarnation
+	}
+	return 0
+}
+
+func (x *RestoreStreamRequest) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *RestoreStreamRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *RestoreStreamRequest) GetRequester() string {
+	if x != nil {
+		return x.Requester
+	}
+	return ""
+}
+
 // CreateStreamRequest asks the controller to place and create a stream;
 // requester leads it if it is a live stream node.
 type CreateStreamRequest struct {
@@ -1830,7 +2148,7 @@ type CreateStreamRequest struct {
 
 func (x *CreateStreamRequest) Reset() {
 	*x = CreateStreamRequest{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[17]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1842,7 +2160,7 @@ func (x *CreateStreamRequest) String() string {
 func (*CreateStreamRequest) ProtoMessage() {}
 
 func (x *CreateStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[17]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1855,7 +2173,7 @@ func (x *CreateStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateStreamRequest.ProtoReflect.Descriptor instead.
 func (*CreateStreamRequest) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{17}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateStreamRequest) GetName() string {
@@ -1911,7 +2229,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[18]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2241,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[18]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2254,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{18}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Heartbeat) GetName() string {
@@ -1965,7 +2283,7 @@ type VoterChange struct {
 
 func (x *VoterChange) Reset() {
 	*x = VoterChange{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[19]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1977,7 +2295,7 @@ func (x *VoterChange) String() string {
 func (*VoterChange) ProtoMessage() {}
 
 func (x *VoterChange) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[19]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1990,7 +2308,7 @@ func (x *VoterChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VoterChange.ProtoReflect.Descriptor instead.
 func (*VoterChange) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{19}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *VoterChange) GetName() string {
@@ -2025,7 +2343,7 @@ type ControlResponse struct {
 
 func (x *ControlResponse) Reset() {
 	*x = ControlResponse{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[20]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2037,7 +2355,7 @@ func (x *ControlResponse) String() string {
 func (*ControlResponse) ProtoMessage() {}
 
 func (x *ControlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[20]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2050,7 +2368,7 @@ func (x *ControlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlResponse.ProtoReflect.Descriptor instead.
 func (*ControlResponse) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{20}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ControlResponse) GetIndex() uint64 {
@@ -2099,7 +2417,7 @@ var File_catalog_catalogpb_catalog_proto protoreflect.FileDescriptor
 
 const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\n" +
-	"\x1fcatalog/catalogpb/catalog.proto\x12\x13rpstream.catalog.v1\"\xc1\x05\n" +
+	"\x1fcatalog/catalogpb/catalog.proto\x12\x13rpstream.catalog.v1\"\x8e\x06\n" +
 	"\aCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x12\n" +
 	"\x04time\x18\x02 \x01(\x03R\x04time\x12H\n" +
@@ -2114,7 +2432,8 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\vforget_node\x18\x10 \x01(\v2\x1f.rpstream.catalog.v1.ForgetNodeH\x00R\n" +
 	"forgetNode\x12E\n" +
 	"\felect_leader\x18\x11 \x01(\v2 .rpstream.catalog.v1.ElectLeaderH\x00R\velectLeader\x12H\n" +
-	"\repoch_started\x18\x12 \x01(\v2!.rpstream.catalog.v1.EpochStartedH\x00R\fepochStartedB\x04\n" +
+	"\repoch_started\x18\x12 \x01(\v2!.rpstream.catalog.v1.EpochStartedH\x00R\fepochStarted\x12K\n" +
+	"\x0erestore_stream\x182 \x01(\v2\".rpstream.catalog.v1.RestoreStreamH\x00R\rrestoreStreamB\x04\n" +
 	"\x02op\"\x8d\x01\n" +
 	"\fRegisterNode\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
@@ -2177,7 +2496,7 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\vincarnation\x18\x02 \x01(\x06R\vincarnation\x12-\n" +
 	"\x04role\x18\x03 \x01(\x0e2\x19.rpstream.catalog.v1.RoleR\x04role\x12)\n" +
 	"\x10registered_index\x18\x04 \x01(\x04R\x0fregisteredIndex\x12'\n" +
-	"\x0fregistered_time\x18\x05 \x01(\x03R\x0eregisteredTime\"\xc7\x04\n" +
+	"\x0fregistered_time\x18\x05 \x01(\x03R\x0eregisteredTime\"\xa5\x05\n" +
 	"\x06Stream\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x1a\n" +
@@ -2197,11 +2516,25 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\x0edelete_request\x18\x0e \x01(\fR\rdeleteRequest\x12!\n" +
 	"\fcommit_floor\x18\x0f \x01(\x04R\vcommitFloor\x12\x1c\n" +
 	"\telections\x18\x10 \x01(\x04R\telections\x12#\n" +
-	"\rlast_election\x18\x11 \x01(\tR\flastElection\";\n" +
+	"\rlast_election\x18\x11 \x01(\tR\flastElection\x12@\n" +
+	"\trestoring\x182 \x01(\v2\".rpstream.catalog.v1.RestoreSourceR\trestoring\x12\x1a\n" +
+	"\brestores\x183 \x01(\x04R\brestores\"s\n" +
+	"\rRestoreSource\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12 \n" +
+	"\vincarnation\x18\x02 \x01(\x06R\vincarnation\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xce\x01\n" +
+	"\rRestoreStream\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tstream_id\x18\x02 \x01(\x04R\bstreamId\x12\x1d\n" +
+	"\n" +
+	"from_epoch\x18\x03 \x01(\x04R\tfromEpoch\x12:\n" +
+	"\x06source\x18\x04 \x01(\v2\".rpstream.catalog.v1.RestoreSourceR\x06source\x121\n" +
+	"\x06copies\x18\x05 \x03(\v2\x19.rpstream.catalog.v1.CopyR\x06copies\";\n" +
 	"\tRaftBatch\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x1a\n" +
 	"\bmessages\x18\x02 \x03(\fR\bmessages\"\t\n" +
-	"\aRaftAck\"\xc7\x06\n" +
+	"\aRaftAck\"\x9b\a\n" +
 	"\x0eControlRequest\x12\x12\n" +
 	"\x04hops\x18\x01 \x01(\rR\x04hops\x12O\n" +
 	"\rcreate_stream\x18\n" +
@@ -2217,8 +2550,19 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\vforget_node\x18\x12 \x01(\v2\x1f.rpstream.catalog.v1.ForgetNodeH\x00R\n" +
 	"forgetNode\x12E\n" +
 	"\felect_leader\x18\x13 \x01(\v2 .rpstream.catalog.v1.ElectLeaderH\x00R\velectLeader\x12H\n" +
-	"\repoch_started\x18\x14 \x01(\v2!.rpstream.catalog.v1.EpochStartedH\x00R\fepochStartedB\x05\n" +
-	"\x03req\"\xd2\x01\n" +
+	"\repoch_started\x18\x14 \x01(\v2!.rpstream.catalog.v1.EpochStartedH\x00R\fepochStarted\x12R\n" +
+	"\x0erestore_stream\x182 \x01(\v2).rpstream.catalog.v1.RestoreStreamRequestH\x00R\rrestoreStreamB\x05\n" +
+	"\x03req\"\xf9\x01\n" +
+	"\x14RestoreStreamRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tstream_id\x18\x02 \x01(\x04R\bstreamId\x12\x1d\n" +
+	"\n" +
+	"from_epoch\x18\x03 \x01(\x04R\tfromEpoch\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\x12-\n" +
+	"\x12source_incarnation\x18\x05 \x01(\x06R\x11sourceIncarnation\x12\x16\n" +
+	"\x06leader\x18\x06 \x01(\tR\x06leader\x12\x14\n" +
+	"\x05force\x18\a \x01(\bR\x05force\x12\x1c\n" +
+	"\trequester\x18\b \x01(\tR\trequester\"\xd2\x01\n" +
 	"\x13CreateStreamRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\breplicas\x18\x02 \x01(\rR\breplicas\x12-\n" +
@@ -2257,7 +2601,7 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\x15STREAM_STATE_CREATING\x10\x01\x12\x17\n" +
 	"\x13STREAM_STATE_ACTIVE\x10\x02\x12\x19\n" +
 	"\x15STREAM_STATE_DELETING\x10\x03\x12\x18\n" +
-	"\x14STREAM_STATE_DELETED\x10\x04*\xd7\x02\n" +
+	"\x14STREAM_STATE_DELETED\x10\x04*\xf3\x02\n" +
 	"\tErrorCode\x12\x13\n" +
 	"\x0fERROR_CODE_NONE\x10\x00\x12\x17\n" +
 	"\x13ERROR_CODE_INTERNAL\x10\x01\x12\x15\n" +
@@ -2272,7 +2616,8 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\x12ERROR_CODE_TIMEOUT\x10\n" +
 	"\x12\x1a\n" +
 	"\x16ERROR_CODE_GROUP_STATE\x10\v\x12\x14\n" +
-	"\x10ERROR_CODE_STALE\x10\f2\xa5\x01\n" +
+	"\x10ERROR_CODE_STALE\x10\f\x12\x1a\n" +
+	"\x16ERROR_CODE_LEADER_LIVE\x1022\xa5\x01\n" +
 	"\aControl\x12D\n" +
 	"\x04Raft\x12\x1e.rpstream.catalog.v1.RaftBatch\x1a\x1c.rpstream.catalog.v1.RaftAck\x12T\n" +
 	"\aForward\x12#.rpstream.catalog.v1.ControlRequest\x1a$.rpstream.catalog.v1.ControlResponseB0Z.github.com/rpstream/rpstream/catalog/catalogpbb\x06proto3"
@@ -2290,33 +2635,36 @@ func file_catalog_catalogpb_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_catalog_catalogpb_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_catalog_catalogpb_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_catalog_catalogpb_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_catalog_catalogpb_catalog_proto_goTypes = []any{
-	(Role)(0),                   // 0: rpstream.catalog.v1.Role
-	(Acks)(0),                   // 1: rpstream.catalog.v1.Acks
-	(StreamState)(0),            // 2: rpstream.catalog.v1.StreamState
-	(ErrorCode)(0),              // 3: rpstream.catalog.v1.ErrorCode
-	(*Command)(nil),             // 4: rpstream.catalog.v1.Command
-	(*RegisterNode)(nil),        // 5: rpstream.catalog.v1.RegisterNode
-	(*CreateStream)(nil),        // 6: rpstream.catalog.v1.CreateStream
-	(*Copy)(nil),                // 7: rpstream.catalog.v1.Copy
-	(*ActivateStream)(nil),      // 8: rpstream.catalog.v1.ActivateStream
-	(*DeleteStream)(nil),        // 9: rpstream.catalog.v1.DeleteStream
-	(*CopyDropped)(nil),         // 10: rpstream.catalog.v1.CopyDropped
-	(*GrantEpoch)(nil),          // 11: rpstream.catalog.v1.GrantEpoch
-	(*ElectLeader)(nil),         // 12: rpstream.catalog.v1.ElectLeader
-	(*EpochStarted)(nil),        // 13: rpstream.catalog.v1.EpochStarted
-	(*ForgetNode)(nil),          // 14: rpstream.catalog.v1.ForgetNode
-	(*State)(nil),               // 15: rpstream.catalog.v1.State
-	(*Node)(nil),                // 16: rpstream.catalog.v1.Node
-	(*Stream)(nil),              // 17: rpstream.catalog.v1.Stream
-	(*RaftBatch)(nil),           // 18: rpstream.catalog.v1.RaftBatch
-	(*RaftAck)(nil),             // 19: rpstream.catalog.v1.RaftAck
-	(*ControlRequest)(nil),      // 20: rpstream.catalog.v1.ControlRequest
-	(*CreateStreamRequest)(nil), // 21: rpstream.catalog.v1.CreateStreamRequest
-	(*Heartbeat)(nil),           // 22: rpstream.catalog.v1.Heartbeat
-	(*VoterChange)(nil),         // 23: rpstream.catalog.v1.VoterChange
-	(*ControlResponse)(nil),     // 24: rpstream.catalog.v1.ControlResponse
+	(Role)(0),                    // 0: rpstream.catalog.v1.Role
+	(Acks)(0),                    // 1: rpstream.catalog.v1.Acks
+	(StreamState)(0),             // 2: rpstream.catalog.v1.StreamState
+	(ErrorCode)(0),               // 3: rpstream.catalog.v1.ErrorCode
+	(*Command)(nil),              // 4: rpstream.catalog.v1.Command
+	(*RegisterNode)(nil),         // 5: rpstream.catalog.v1.RegisterNode
+	(*CreateStream)(nil),         // 6: rpstream.catalog.v1.CreateStream
+	(*Copy)(nil),                 // 7: rpstream.catalog.v1.Copy
+	(*ActivateStream)(nil),       // 8: rpstream.catalog.v1.ActivateStream
+	(*DeleteStream)(nil),         // 9: rpstream.catalog.v1.DeleteStream
+	(*CopyDropped)(nil),          // 10: rpstream.catalog.v1.CopyDropped
+	(*GrantEpoch)(nil),           // 11: rpstream.catalog.v1.GrantEpoch
+	(*ElectLeader)(nil),          // 12: rpstream.catalog.v1.ElectLeader
+	(*EpochStarted)(nil),         // 13: rpstream.catalog.v1.EpochStarted
+	(*ForgetNode)(nil),           // 14: rpstream.catalog.v1.ForgetNode
+	(*State)(nil),                // 15: rpstream.catalog.v1.State
+	(*Node)(nil),                 // 16: rpstream.catalog.v1.Node
+	(*Stream)(nil),               // 17: rpstream.catalog.v1.Stream
+	(*RestoreSource)(nil),        // 18: rpstream.catalog.v1.RestoreSource
+	(*RestoreStream)(nil),        // 19: rpstream.catalog.v1.RestoreStream
+	(*RaftBatch)(nil),            // 20: rpstream.catalog.v1.RaftBatch
+	(*RaftAck)(nil),              // 21: rpstream.catalog.v1.RaftAck
+	(*ControlRequest)(nil),       // 22: rpstream.catalog.v1.ControlRequest
+	(*RestoreStreamRequest)(nil), // 23: rpstream.catalog.v1.RestoreStreamRequest
+	(*CreateStreamRequest)(nil),  // 24: rpstream.catalog.v1.CreateStreamRequest
+	(*Heartbeat)(nil),            // 25: rpstream.catalog.v1.Heartbeat
+	(*VoterChange)(nil),          // 26: rpstream.catalog.v1.VoterChange
+	(*ControlResponse)(nil),      // 27: rpstream.catalog.v1.ControlResponse
 }
 var file_catalog_catalogpb_catalog_proto_depIdxs = []int32{
 	5,  // 0: rpstream.catalog.v1.Command.register_node:type_name -> rpstream.catalog.v1.RegisterNode
@@ -2328,38 +2676,43 @@ var file_catalog_catalogpb_catalog_proto_depIdxs = []int32{
 	14, // 6: rpstream.catalog.v1.Command.forget_node:type_name -> rpstream.catalog.v1.ForgetNode
 	12, // 7: rpstream.catalog.v1.Command.elect_leader:type_name -> rpstream.catalog.v1.ElectLeader
 	13, // 8: rpstream.catalog.v1.Command.epoch_started:type_name -> rpstream.catalog.v1.EpochStarted
-	0,  // 9: rpstream.catalog.v1.RegisterNode.role:type_name -> rpstream.catalog.v1.Role
-	1,  // 10: rpstream.catalog.v1.CreateStream.acks:type_name -> rpstream.catalog.v1.Acks
-	7,  // 11: rpstream.catalog.v1.CreateStream.copies:type_name -> rpstream.catalog.v1.Copy
-	16, // 12: rpstream.catalog.v1.State.nodes:type_name -> rpstream.catalog.v1.Node
-	17, // 13: rpstream.catalog.v1.State.streams:type_name -> rpstream.catalog.v1.Stream
-	0,  // 14: rpstream.catalog.v1.Node.role:type_name -> rpstream.catalog.v1.Role
-	1,  // 15: rpstream.catalog.v1.Stream.acks:type_name -> rpstream.catalog.v1.Acks
-	2,  // 16: rpstream.catalog.v1.Stream.state:type_name -> rpstream.catalog.v1.StreamState
-	7,  // 17: rpstream.catalog.v1.Stream.copies:type_name -> rpstream.catalog.v1.Copy
-	21, // 18: rpstream.catalog.v1.ControlRequest.create_stream:type_name -> rpstream.catalog.v1.CreateStreamRequest
-	9,  // 19: rpstream.catalog.v1.ControlRequest.delete_stream:type_name -> rpstream.catalog.v1.DeleteStream
-	5,  // 20: rpstream.catalog.v1.ControlRequest.register_node:type_name -> rpstream.catalog.v1.RegisterNode
-	11, // 21: rpstream.catalog.v1.ControlRequest.grant_epoch:type_name -> rpstream.catalog.v1.GrantEpoch
-	10, // 22: rpstream.catalog.v1.ControlRequest.copy_dropped:type_name -> rpstream.catalog.v1.CopyDropped
-	8,  // 23: rpstream.catalog.v1.ControlRequest.activate_stream:type_name -> rpstream.catalog.v1.ActivateStream
-	22, // 24: rpstream.catalog.v1.ControlRequest.heartbeat:type_name -> rpstream.catalog.v1.Heartbeat
-	23, // 25: rpstream.catalog.v1.ControlRequest.voter_change:type_name -> rpstream.catalog.v1.VoterChange
-	14, // 26: rpstream.catalog.v1.ControlRequest.forget_node:type_name -> rpstream.catalog.v1.ForgetNode
-	12, // 27: rpstream.catalog.v1.ControlRequest.elect_leader:type_name -> rpstream.catalog.v1.ElectLeader
-	13, // 28: rpstream.catalog.v1.ControlRequest.epoch_started:type_name -> rpstream.catalog.v1.EpochStarted
-	1,  // 29: rpstream.catalog.v1.CreateStreamRequest.acks:type_name -> rpstream.catalog.v1.Acks
-	3,  // 30: rpstream.catalog.v1.ControlResponse.code:type_name -> rpstream.catalog.v1.ErrorCode
-	17, // 31: rpstream.catalog.v1.ControlResponse.stream:type_name -> rpstream.catalog.v1.Stream
-	18, // 32: rpstream.catalog.v1.Control.Raft:input_type -> rpstream.catalog.v1.RaftBatch
-	20, // 33: rpstream.catalog.v1.Control.Forward:input_type -> rpstream.catalog.v1.ControlRequest
-	19, // 34: rpstream.catalog.v1.Control.Raft:output_type -> rpstream.catalog.v1.RaftAck
-	24, // 35: rpstream.catalog.v1.Control.Forward:output_type -> rpstream.catalog.v1.ControlResponse
-	34, // [34:36] is the sub-list for method output_type
-	32, // [32:34] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	19, // 9: rpstream.catalog.v1.Command.restore_stream:type_name -> rpstream.catalog.v1.RestoreStream
+	0,  // 10: rpstream.catalog.v1.RegisterNode.role:type_name -> rpstream.catalog.v1.Role
+	1,  // 11: rpstream.catalog.v1.CreateStream.acks:type_name -> rpstream.catalog.v1.Acks
+	7,  // 12: rpstream.catalog.v1.CreateStream.copies:type_name -> rpstream.catalog.v1.Copy
+	16, // 13: rpstream.catalog.v1.State.nodes:type_name -> rpstream.catalog.v1.Node
+	17, // 14: rpstream.catalog.v1.State.streams:type_name -> rpstream.catalog.v1.Stream
+	0,  // 15: rpstream.catalog.v1.Node.role:type_name -> rpstream.catalog.v1.Role
+	1,  // 16: rpstream.catalog.v1.Stream.acks:type_name -> rpstream.catalog.v1.Acks
+	2,  // 17: rpstream.catalog.v1.Stream.state:type_name -> rpstream.catalog.v1.StreamState
+	7,  // 18: rpstream.catalog.v1.Stream.copies:type_name -> rpstream.catalog.v1.Copy
+	18, // 19: rpstream.catalog.v1.Stream.restoring:type_name -> rpstream.catalog.v1.RestoreSource
+	18, // 20: rpstream.catalog.v1.RestoreStream.source:type_name -> rpstream.catalog.v1.RestoreSource
+	7,  // 21: rpstream.catalog.v1.RestoreStream.copies:type_name -> rpstream.catalog.v1.Copy
+	24, // 22: rpstream.catalog.v1.ControlRequest.create_stream:type_name -> rpstream.catalog.v1.CreateStreamRequest
+	9,  // 23: rpstream.catalog.v1.ControlRequest.delete_stream:type_name -> rpstream.catalog.v1.DeleteStream
+	5,  // 24: rpstream.catalog.v1.ControlRequest.register_node:type_name -> rpstream.catalog.v1.RegisterNode
+	11, // 25: rpstream.catalog.v1.ControlRequest.grant_epoch:type_name -> rpstream.catalog.v1.GrantEpoch
+	10, // 26: rpstream.catalog.v1.ControlRequest.copy_dropped:type_name -> rpstream.catalog.v1.CopyDropped
+	8,  // 27: rpstream.catalog.v1.ControlRequest.activate_stream:type_name -> rpstream.catalog.v1.ActivateStream
+	25, // 28: rpstream.catalog.v1.ControlRequest.heartbeat:type_name -> rpstream.catalog.v1.Heartbeat
+	26, // 29: rpstream.catalog.v1.ControlRequest.voter_change:type_name -> rpstream.catalog.v1.VoterChange
+	14, // 30: rpstream.catalog.v1.ControlRequest.forget_node:type_name -> rpstream.catalog.v1.ForgetNode
+	12, // 31: rpstream.catalog.v1.ControlRequest.elect_leader:type_name -> rpstream.catalog.v1.ElectLeader
+	13, // 32: rpstream.catalog.v1.ControlRequest.epoch_started:type_name -> rpstream.catalog.v1.EpochStarted
+	23, // 33: rpstream.catalog.v1.ControlRequest.restore_stream:type_name -> rpstream.catalog.v1.RestoreStreamRequest
+	1,  // 34: rpstream.catalog.v1.CreateStreamRequest.acks:type_name -> rpstream.catalog.v1.Acks
+	3,  // 35: rpstream.catalog.v1.ControlResponse.code:type_name -> rpstream.catalog.v1.ErrorCode
+	17, // 36: rpstream.catalog.v1.ControlResponse.stream:type_name -> rpstream.catalog.v1.Stream
+	20, // 37: rpstream.catalog.v1.Control.Raft:input_type -> rpstream.catalog.v1.RaftBatch
+	22, // 38: rpstream.catalog.v1.Control.Forward:input_type -> rpstream.catalog.v1.ControlRequest
+	21, // 39: rpstream.catalog.v1.Control.Raft:output_type -> rpstream.catalog.v1.RaftAck
+	27, // 40: rpstream.catalog.v1.Control.Forward:output_type -> rpstream.catalog.v1.ControlResponse
+	39, // [39:41] is the sub-list for method output_type
+	37, // [37:39] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_catalog_catalogpb_catalog_proto_init() }
@@ -2377,8 +2730,9 @@ func file_catalog_catalogpb_catalog_proto_init() {
 		(*Command_ForgetNode)(nil),
 		(*Command_ElectLeader)(nil),
 		(*Command_EpochStarted)(nil),
+		(*Command_RestoreStream)(nil),
 	}
-	file_catalog_catalogpb_catalog_proto_msgTypes[16].OneofWrappers = []any{
+	file_catalog_catalogpb_catalog_proto_msgTypes[18].OneofWrappers = []any{
 		(*ControlRequest_CreateStream)(nil),
 		(*ControlRequest_DeleteStream)(nil),
 		(*ControlRequest_RegisterNode)(nil),
@@ -2390,6 +2744,7 @@ func file_catalog_catalogpb_catalog_proto_init() {
 		(*ControlRequest_ForgetNode)(nil),
 		(*ControlRequest_ElectLeader)(nil),
 		(*ControlRequest_EpochStarted)(nil),
+		(*ControlRequest_RestoreStream)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2397,7 +2752,7 @@ func file_catalog_catalogpb_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_catalog_catalogpb_catalog_proto_rawDesc), len(file_catalog_catalogpb_catalog_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   21,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -156,6 +156,8 @@ func (c *Controller) decide(ctx context.Context, req *pb.ControlRequest) (*pb.Co
 		return c.handOff(ctx, r.ElectLeader, now)
 	case *pb.ControlRequest_EpochStarted:
 		return c.decideCommand(ctx, &pb.Command{Op: &pb.Command_EpochStarted{EpochStarted: r.EpochStarted}})
+	case *pb.ControlRequest_RestoreStream:
+		return c.restoreStream(ctx, r.RestoreStream, now)
 	case *pb.ControlRequest_VoterChange:
 		// A change of the group may take longer than one attempt of its
 		// requester: it runs for RequestTimeout whatever the caller does.
@@ -473,6 +475,8 @@ func codeOf(err error) pb.ErrorCode {
 		return pb.ErrorCode_ERROR_CODE_TIMEOUT
 	case errors.Is(err, ErrGroupState):
 		return pb.ErrorCode_ERROR_CODE_GROUP_STATE
+	case errors.Is(err, ErrLeaderLive):
+		return pb.ErrorCode_ERROR_CODE_LEADER_LIVE
 	}
 	return pb.ErrorCode_ERROR_CODE_INTERNAL
 }
@@ -506,6 +510,8 @@ func errOf(resp *pb.ControlResponse) error {
 		base = ErrTimeout
 	case pb.ErrorCode_ERROR_CODE_GROUP_STATE:
 		base = ErrGroupState
+	case pb.ErrorCode_ERROR_CODE_LEADER_LIVE:
+		base = ErrLeaderLive
 	default:
 		return fmt.Errorf("controller: %s", resp.Error)
 	}
