@@ -51,6 +51,7 @@ func acksOf(a api.AckPolicy) pb.Acks {
 // createInCatalog creates stream req.Stream through the catalog and, when
 // this node leads it, its files; it answers with the stream's status.
 func (s *Server) createInCatalog(ctx context.Context, req *api.CreateStreamRequest, m meta) (*api.CreateStreamResponse, error) {
+	s.waitRegistered(ctx)
 	rec, err := s.cfg.Catalog.CreateStream(ctx, &pb.CreateStreamRequest{
 		Name: req.Stream, Replicas: m.Replicas, Acks: acksOf(req.Acks), RegionSize: uint64(m.RegionSize)})
 	if err != nil {
@@ -61,6 +62,25 @@ func (s *Server) createInCatalog(ctx context.Context, req *api.CreateStreamReque
 	// create's path (reconcile, woken by the catalog's change); the first
 	// append waits for that if it comes first.
 	return &api.CreateStreamResponse{Status: s.recordStatus(rec)}, nil
+}
+
+// registerWait bounds how long a create waits for this node's
+// registration in the catalog.
+const registerWait = 5 * time.Second
+
+// waitRegistered waits, at most registerWait, until this node's catalog
+// shows it registered under its incarnation: a create sent to a node that
+// has just started (it serves clients before its registration is
+// committed) would otherwise find no live stream node to place the
+// stream on, not even this one, and fail for good.
+func (s *Server) waitRegistered(ctx context.Context) {
+	deadline := time.Now().Add(registerWait)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		if n, ok := s.cfg.Catalog.Node(s.cfg.Name); ok && n.Incarnation == s.cfg.Catalog.Incarnation() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func copyNames(rec *pb.Stream) []string {
