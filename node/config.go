@@ -39,6 +39,13 @@ type Config struct {
 	// in them (see the package comment); a retry of an append older than
 	// that may be stored twice after a restart.
 	IdempotenceHorizon int
+	// MaxOpenStreams is the most streams this node keeps open at once,
+	// the streams it leads and the copies it holds for other leaders
+	// together; opening one more fails with ResourceExhausted
+	// (ErrTooManyStreams). Zero means no limit of its own: the process's
+	// address space and file descriptors are then the limit, also
+	// reported as ResourceExhausted.
+	MaxOpenStreams int
 	// MaxProducers is how many producer ids are remembered per stream; the
 	// least recently used that no append is using is forgotten beyond it.
 	MaxProducers int
@@ -131,6 +138,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxProducers < 1 {
 		return fmt.Errorf("node: MaxProducers %d < 1", c.MaxProducers)
+	}
+	if c.MaxOpenStreams < 0 {
+		return fmt.Errorf("node: MaxOpenStreams %d < 0", c.MaxOpenStreams)
 	}
 	return nil
 }

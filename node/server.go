@@ -73,6 +73,8 @@ type Server struct {
 	hub     *remote.Hub   // serves copies on Config.PeerAddr; nil without
 	hubDone chan struct{} // closed when the hub's Serve returned
 
+	leaderPeer leaderPeer // the rdma Peer this node's Leaders share (sharedpeer.go)
+
 	// membership is Config.Cluster, or what SetCluster set: read through
 	// cluster(), since the hub serves leaders (openCopy) from New on,
 	// possibly while SetCluster runs.
@@ -229,6 +231,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			err = cerr
 		}
 	}
+	if perr := s.closeSharedPeer(); perr != nil && err == nil {
+		err = perr
+	}
 	if herr := s.stopHub(); herr != nil && err == nil {
 		err = herr
 	}
@@ -276,6 +281,10 @@ func (s *Server) acquire(name string) (*stream, error) {
 			s.mu.Unlock()
 			<-ch
 			continue
+		}
+		if err := s.checkOpenLimitLocked(); err != nil {
+			s.mu.Unlock()
+			return nil, err
 		}
 		ch := make(chan struct{})
 		s.opening[name] = ch
@@ -471,7 +480,8 @@ func statusOf(err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, ErrClosing), errors.Is(err, local.ErrClosed), errors.Is(err, errQuorumLost), errors.Is(err, replicate.ErrClosed):
 		code = codes.Unavailable
-	case errors.Is(err, local.ErrTooLarge), errors.Is(err, local.ErrNoSpace), errors.Is(err, local.ErrTooManyReservations):
+	case errors.Is(err, local.ErrTooLarge), errors.Is(err, local.ErrNoSpace), errors.Is(err, local.ErrTooManyReservations),
+		errors.Is(err, ErrTooManyStreams), exhausted(err):
 		code = codes.ResourceExhausted
 	case errors.Is(err, replicate.ErrFenced), errors.Is(err, errTakeover), errors.Is(err, catalog.ErrStale):
 		// Another leader took the stream over, or one is taking it over:
