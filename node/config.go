@@ -46,6 +46,10 @@ type Config struct {
 	// address space and file descriptors are then the limit, also
 	// reported as ResourceExhausted.
 	MaxOpenStreams int
+	// IdleClose is how long a stream this node leads stays open with no
+	// call using it; it then closes, and opens again on its next use
+	// (idle.go). Zero means DefaultIdleClose; negative never closes.
+	IdleClose time.Duration
 	// MaxProducers is how many producer ids are remembered per stream; the
 	// least recently used that no append is using is forgotten beyond it.
 	MaxProducers int
@@ -164,6 +168,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ScrubRate <= 0 {
 		c.ScrubRate = 64 << 20
+	}
+	if c.IdleClose == 0 {
+		c.IdleClose = DefaultIdleClose
 	}
 	if c.QuorumWait == 0 {
 		c.QuorumWait = 5 * time.Second

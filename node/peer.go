@@ -77,6 +77,12 @@ func (s *Server) openCopy(req *remotepb.OpenRequest) (remote.RegionStore, error)
 	s.mu.Lock()
 	err := s.checkOpenLimitLocked()
 	s.mu.Unlock()
+	// Not the copies: the Hub holds its open lock while it calls this.
+	if err != nil && s.evictIdle(false) {
+		s.mu.Lock()
+		err = s.checkOpenLimitLocked()
+		s.mu.Unlock()
+	}
 	if err != nil {
 		return nil, err
 	}

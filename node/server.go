@@ -52,6 +52,8 @@ type Server struct {
 	// nothing under (it could not complete): the next attempt of this
 	// process reuses it instead of taking yet another.
 	unused map[string]uint64
+	// idle holds the streams closed for idleness and how (idle.go).
+	idle map[string]idleRecord
 	// repairing names the copies the scrubber is cutting back: their
 	// leader's connections are refused meanwhile.
 	repairing map[string]bool
@@ -105,6 +107,11 @@ type stream struct {
 	cancel context.CancelCauseFunc
 	refs   sync.WaitGroup
 	gone   bool // deleted; under Server.mu
+	// users counts holders (hold, release), and used is when a call
+	// last acquired or released it (UnixNano): idle.go closes a stream
+	// no one uses.
+	users atomic.Int32
+	used  atomic.Int64
 }
 
 // New opens the data directory cfg.Dir (creating it if needed) and
@@ -122,7 +129,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, store: st, replicas: reps, log: cfg.Logger, streams: make(map[string]*stream), opening: map[string]chan struct{}{}, unused: map[string]uint64{}, repairing: map[string]bool{}}
+	s := &Server{cfg: cfg, store: st, replicas: reps, log: cfg.Logger, streams: make(map[string]*stream), opening: map[string]chan struct{}{}, unused: map[string]uint64{}, idle: map[string]idleRecord{}, repairing: map[string]bool{}}
 	s.stopCtx, s.stopFunc = context.WithCancelCause(context.Background())
 	if cfg.Cluster != nil {
 		s.membership.Store(&cfg.Cluster)
@@ -259,6 +266,12 @@ func (s *Server) leave() { s.calls.Done() }
 // large stream waits for its recovery, and so do calls to other streams
 // opening at the same time (fine for a first version).
 func (s *Server) acquire(name string) (*stream, error) {
+	return s.acquireOpen(name, true)
+}
+
+// acquireOpen is acquire; at Config.MaxOpenStreams it closes the least
+// recently used idle stream for room if evict is set, else it fails.
+func (s *Server) acquireOpen(name string, evict bool) (*stream, error) {
 	if err := validName(name); err != nil {
 		return nil, err
 	}
@@ -273,7 +286,8 @@ func (s *Server) acquire(name string) (*stream, error) {
 			if st.gone {
 				return nil, fmt.Errorf("%w: %s", ErrNoStream, name)
 			}
-			st.refs.Add(1)
+			st.hold()
+			st.touch()
 			return st, nil
 		}
 		if ch := s.opening[name]; ch != nil {
@@ -284,6 +298,9 @@ func (s *Server) acquire(name string) (*stream, error) {
 		}
 		if err := s.checkOpenLimitLocked(); err != nil {
 			s.mu.Unlock()
+			if evict && s.evictIdle(true) {
+				continue
+			}
 			return nil, err
 		}
 		ch := make(chan struct{})
@@ -337,6 +354,10 @@ func (s *Server) open(name string) (*stream, error) {
 	if err != nil {
 		return nil, err
 	}
+	if tk.reopen {
+		// Everything it holds was committed when it closed (idle.go).
+		tk.floor = ls.Committed()
+	}
 	st := &stream{name: name, meta: m, ls: ls, prod: newProducers(s.cfg.IdempotenceWindow, s.cfg.MaxProducers), quorumWait: s.cfg.QuorumWait}
 	if m.Envelope {
 		if err := st.rebuildProducers(uint64(s.cfg.IdempotenceHorizon)); err != nil {
@@ -380,7 +401,11 @@ func (s *Server) open(name string) (*stream, error) {
 // its catalog) before a lost quorum fails them after QuorumWait.
 const connectWait = 2 * time.Second
 
-func (st *stream) release() { st.refs.Done() }
+func (st *stream) release() {
+	st.users.Add(-1)
+	st.touch()
+	st.refs.Done()
+}
 
 // close stops replicating the stream and closes it.
 func (st *stream) close() error {
