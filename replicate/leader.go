@@ -372,6 +372,7 @@ func (l *Leader) loop() {
 	defer close(l.done)
 	t := time.NewTicker(l.cfg.Tick)
 	defer t.Stop()
+	ticking := true
 	for {
 		select {
 		case <-l.ctx.Done():
@@ -399,6 +400,16 @@ func (l *Leader) loop() {
 		}
 		l.observed()
 		l.ready()
+		// Tick only while ticks do something (Replicator.Ticking):
+		// every other change comes as an event that wakes the loop.
+		if want := l.rep.Ticking(); want != ticking {
+			if want {
+				t.Reset(l.cfg.Tick)
+			} else {
+				t.Stop()
+			}
+			ticking = want
+		}
 	}
 }
 
