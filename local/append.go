@@ -46,6 +46,7 @@ func (s *Stream) reserve(n int, v *Reservation) error {
 		s.mu.Unlock()
 		return ErrTooManyReservations
 	}
+	s.armPreparerLocked()
 	tail := s.regions[len(s.regions)-1]
 	if s.tailOff+size > s.sb.regionSize {
 		r, err := s.allocRegionLocked(s.next)
@@ -91,7 +92,7 @@ func (s *Stream) commit(i uint64, end loc) {
 	s.pub.Lock()
 	c := s.committed.Load()
 	if i != c {
-		s.ring[i%MaxInFlight] = ringSlot{done: true, end: end}
+		*s.ringSlotLocked(i, c) = ringSlot{done: true, end: end}
 		s.pub.Unlock()
 		return
 	}
@@ -105,7 +106,7 @@ func (s *Stream) commit(i uint64, end loc) {
 	}
 	c++
 	for {
-		sl := &s.ring[c%MaxInFlight]
+		sl := &s.ring[c&uint64(len(s.ring)-1)]
 		if !sl.done {
 			break
 		}

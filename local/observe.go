@@ -103,7 +103,7 @@ func (s *Stream) commitObservedLocked(i uint64, end loc) uint64 {
 		}
 		prev = end
 		c++
-		sl := &s.ring[c%MaxInFlight]
+		sl := &s.ring[c&uint64(len(s.ring)-1)]
 		if !sl.done {
 			break
 		}

@@ -14,9 +14,24 @@ import (
 // shared state is s.spare and the slot lists, under s.mu. A spare slot has
 // no valid header, so a crash simply leaves it free.
 
+// startPreparer makes the stream eligible for a preparer; the goroutine
+// starts with the first reservation of this opening (armPreparerLocked),
+// so that a stream nobody writes to holds no spare region and no
+// goroutine: a node holds thousands of idle streams.
 func (s *Stream) startPreparer() {
-	if _, ok := s.mem.(*pmem.File); !ok || s.readOnly {
+	if _, ok := s.mem.(*pmem.File); !ok || s.readOnly || s.spareTarget == 0 {
 		return // simulated memories stay single-threaded and reproducible
+	}
+	s.mu.Lock()
+	s.prepEligible = true
+	s.mu.Unlock()
+}
+
+// armPreparerLocked starts the preparer if the stream is eligible and it
+// has not started. s.mu is held.
+func (s *Stream) armPreparerLocked() {
+	if !s.prepEligible || s.prepStop != nil {
+		return
 	}
 	s.prepWake = make(chan struct{}, 1)
 	s.prepStop = make(chan struct{})
@@ -34,10 +49,29 @@ func (s *Stream) wakePreparer() {
 	}
 }
 
+// stopPreparer stops the preparer, if it started, and returns the spare
+// slots' storage to the file system: a closed stream holds no spare.
 func (s *Stream) stopPreparer() {
-	if s.prepStop != nil {
-		close(s.prepStop)
-		<-s.prepDone
+	s.mu.Lock()
+	s.prepEligible = false
+	stop, done := s.prepStop, s.prepDone
+	s.mu.Unlock()
+	if stop != nil {
+		close(stop)
+		<-done
+	}
+	s.mu.Lock()
+	spares := s.spares
+	s.spares = nil
+	s.free = append(s.free, spares...)
+	sort.Ints(s.free)
+	s.mu.Unlock()
+	if d, ok := s.mem.(pmem.Discarder); ok {
+		for _, k := range spares {
+			// A spare has no valid header: freeing its blocks loses
+			// nothing, and a later use allocates them again.
+			_ = d.Discard(s.slotBase(k), s.sb.regionSize)
+		}
 	}
 }
 

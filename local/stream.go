@@ -120,7 +120,7 @@ type Stream struct {
 
 	// pub guards in-order commit.
 	pub       sync.Mutex
-	ring      []ringSlot // MaxInFlight slots, indexed by index % MaxInFlight
+	ring      []ringSlot // a power of two of slots (at most MaxInFlight), indexed by index mod len (ring.go)
 	commitLoc loc        // end of the last committed entry
 	committed atomic.Uint64
 
@@ -143,9 +143,12 @@ type Stream struct {
 
 	spares      []int // slots allocated ahead by the preparer; under mu
 	spareTarget int   // how many to keep ready; under mu
-	prepWake    chan struct{}
-	prepStop    chan struct{}
-	prepDone    chan struct{}
+	// prepEligible says the preparer may start (prepare.go); under mu,
+	// as are the channels, set when it starts.
+	prepEligible bool
+	prepWake     chan struct{}
+	prepStop     chan struct{}
+	prepDone     chan struct{}
 
 	notify notifier
 	live   *liveArea
@@ -334,7 +337,7 @@ func newStream(mem pmem.Memory, sb superblock, opts Options) *Stream {
 	ch := make(chan struct{})
 	s.roundCh.Store(&ch)
 	if !opts.ReadOnly {
-		s.ring = make([]ringSlot, MaxInFlight)
+		s.ring = make([]ringSlot, ringMin)
 	}
 	s.notify.init()
 	s.live = newLiveArea(mem)

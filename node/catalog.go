@@ -169,7 +169,14 @@ func (s *Server) openLed(rec *pb.Stream) (meta, takeover, error) {
 	epoch := rec.Epoch
 	s.mu.Lock()
 	reuse := s.unused[rec.Name] == rec.Epoch && m.Epoch == rec.Epoch
+	idle := s.idleReopenLocked(rec, m.Epoch)
 	s.mu.Unlock()
+	if idle {
+		// Closed for idleness under this very epoch (idle.go): reopened
+		// under it, the copies as they were.
+		tk.reopen = true
+		return m, tk, nil
+	}
 	if m.Epoch >= rec.Epoch && !reuse {
 		if epoch, err = s.cfg.Catalog.GrantEpoch(ctx, rec.Name, rec.Id); err != nil {
 			return meta{}, tk, fmt.Errorf("node: %s: taking a new epoch: %w", rec.Name, err)
@@ -216,6 +223,7 @@ func (s *Server) openLed(rec *pb.Stream) (meta, takeover, error) {
 
 // takeover is what openLed found.
 type takeover struct {
+	reopen bool   // reopened under the epoch it was closed for idleness under
 	made   bool   // the stream's files were made now (a new stream)
 	survey bool   // the copies were fenced and surveyed
 	floor  uint64 // the catalog's commit floor
@@ -375,6 +383,7 @@ func (s *Server) reconcileLoop() {
 			return
 		case <-s.cfg.Catalog.Changed():
 		case <-t.C:
+			s.closeIdleStreams()
 		}
 		s.reconcile(s.stopCtx, true)
 	}
@@ -390,24 +399,80 @@ func (s *Server) reconcileLoop() {
 // (Barrier); when no controller answers, it removes nothing.
 func (s *Server) reconcile(ctx context.Context, create bool) {
 	ctl := s.cfg.Catalog
-	recs := map[string]*pb.Stream{}
-	for _, rec := range ctl.Streams() {
-		recs[rec.Name] = rec
+	// One pass over the catalog's own records, without copying them and
+	// without a file operation per record: with thousands of streams,
+	// reconcile runs after every catalog change (each create is two), and
+	// a copy of every record and a meta.json read per stream each time
+	// made creates slow down as streams accumulated.
+	names, _ := s.store.list()
+	copyNames := s.replicas.list()
+	here := make(map[string]bool, len(names))
+	for _, n := range names {
+		here[n] = true
+	}
+	type led struct {
+		name  string
+		epoch uint64
+	}
+	var creating, demoting []string
+	var leading []led
+	var owed int
+	// What the loop needs of the records of this node's files, read under
+	// the catalog's lock (the records change in place).
+	type held struct {
+		id    uint64
+		live  bool
+		holds bool
+	}
+	recs := map[string]held{}
+	inCopies := make(map[string]bool, len(copyNames))
+	for _, n := range copyNames {
+		inCopies[n] = true
+	}
+	ctl.EachStream(func(rec *pb.Stream) bool {
+		if here[rec.Name] || inCopies[rec.Name] {
+			holds, _ := catalog.HolderOf(rec, s.cfg.Name, 0)
+			recs[rec.Name] = held{id: rec.Id, live: catalog.Live(rec.State), holds: holds}
+		}
+		switch rec.State {
+		case pb.StreamState_STREAM_STATE_CREATING:
+			if rec.Leader == s.cfg.Name {
+				creating = append(creating, rec.Name)
+			}
+		case pb.StreamState_STREAM_STATE_ACTIVE:
+			if rec.Leader == s.cfg.Name {
+				leading = append(leading, led{rec.Name, rec.Epoch})
+			} else if here[rec.Name] {
+				demoting = append(demoting, rec.Name)
+			}
+		case pb.StreamState_STREAM_STATE_DELETING:
+			if slices.Contains(rec.PendingDrop, s.cfg.Name) {
+				owed++
+			}
+		}
+		return true
+	})
+	// stale is the function below on what was read.
+	staleHere := func(name string, id uint64) bool {
+		h, ok := recs[name]
+		return ok && (h.id != id || !h.live || !h.holds)
 	}
 	if create {
 		// Streams this node leads that are being created: made (if the
 		// create's caller has not yet) and marked active.
-		for _, rec := range recs {
-			if rec.State == pb.StreamState_STREAM_STATE_CREATING && rec.Leader == s.cfg.Name {
-				st, err := s.acquire(rec.Name)
-				if err != nil {
-					s.log.Warn("cannot make a stream this node leads", "stream", rec.Name, "err", err)
-					continue
-				}
-				st.release()
-				if err := ctl.ActivateStream(ctx, rec.Name, rec.Id); err != nil {
-					s.log.Warn("cannot mark a stream active yet", "stream", rec.Name, "err", err)
-				}
+		for _, name := range creating {
+			rec, ok := ctl.Stream(name)
+			if !ok || rec.State != pb.StreamState_STREAM_STATE_CREATING || rec.Leader != s.cfg.Name {
+				continue
+			}
+			st, err := s.acquire(rec.Name)
+			if err != nil {
+				s.log.Warn("cannot make a stream this node leads", "stream", rec.Name, "err", err)
+				continue
+			}
+			st.release()
+			if err := ctl.ActivateStream(ctx, rec.Name, rec.Id); err != nil {
+				s.log.Warn("cannot mark a stream active yet", "stream", rec.Name, "err", err)
 			}
 		}
 	}
@@ -415,68 +480,65 @@ func (s *Server) reconcile(ctx context.Context, create bool) {
 	// copies (closed first if open: a paused or cut-off leader learns of
 	// its successor here). Streams this node leads now and has not
 	// opened: opened (a takeover), in the background.
-	for _, rec := range recs {
-		if rec.State != pb.StreamState_STREAM_STATE_ACTIVE {
+	for _, name := range demoting {
+		rec, ok := ctl.Stream(name)
+		if !ok || rec.State != pb.StreamState_STREAM_STATE_ACTIVE || rec.Leader == s.cfg.Name {
 			continue
 		}
-		if rec.Leader != s.cfg.Name {
-			if id, err := s.store.streamID(rec.Name); err == nil && id == rec.Id {
-				if holds, _ := catalog.HolderOf(rec, s.cfg.Name, 0); holds {
-					if err := s.demote(rec); err != nil {
-						s.log.Warn("cannot turn a stream led elsewhere now into a copy", "stream", rec.Name, "err", err)
-					}
+		if id, err := s.store.streamID(rec.Name); err == nil && id == rec.Id {
+			if holds, _ := catalog.HolderOf(rec, s.cfg.Name, 0); holds {
+				if err := s.demote(rec); err != nil {
+					s.log.Warn("cannot turn a stream led elsewhere now into a copy", "stream", rec.Name, "err", err)
 				}
 			}
-			continue
 		}
-		if create {
+	}
+	if create {
+		for _, l := range leading {
+			// A stream closed for idleness under the catalog's current
+			// epoch opens again on its next use, not here.
+			// Nor at the open-streams limit: a background open would
+			// push out a stream in use; its next call opens it.
 			s.mu.Lock()
-			busy := s.streams[rec.Name] != nil || s.opening[rec.Name] != nil || s.closing
+			busy := s.streams[l.name] != nil || s.opening[l.name] != nil || s.closing || s.idleUnderLocked(l.name, l.epoch) || s.checkOpenLimitLocked() != nil
 			s.mu.Unlock()
 			if !busy {
-				go s.takeOver(rec.Name)
+				go s.takeOver(l.name)
 			}
 		}
 	}
 	// What is here and should not be.
 	var goneStreams, goneCopies []string
-	names, _ := s.store.list()
 	for _, name := range names {
-		if id, err := s.store.streamID(name); err == nil && stale(recs[name], id, s.cfg.Name) {
+		if id, err := s.store.streamID(name); err == nil && staleHere(name, id) {
 			goneStreams = append(goneStreams, name)
 		}
 	}
-	for _, name := range s.replicas.list() {
-		if id, err := s.replicas.streamID(name); err == nil && stale(recs[name], id, s.cfg.Name) {
+	for _, name := range copyNames {
+		if id, err := s.replicas.streamID(name); err == nil && staleHere(name, id) {
 			goneCopies = append(goneCopies, name)
 		}
 	}
-	var owed []*pb.Stream
-	for _, rec := range recs {
-		if rec.State == pb.StreamState_STREAM_STATE_DELETING && slices.Contains(rec.PendingDrop, s.cfg.Name) {
-			owed = append(owed, rec)
-		}
-	}
-	if len(goneStreams)+len(goneCopies)+len(owed) == 0 {
+	if len(goneStreams)+len(goneCopies)+owed == 0 {
 		return
 	}
 	if err := ctl.Barrier(ctx); err != nil {
 		s.log.Debug("catalog not current; removing nothing now", "err", err)
 		return
 	}
-	recs = map[string]*pb.Stream{}
+	all := map[string]*pb.Stream{}
 	for _, rec := range ctl.Streams() {
-		recs[rec.Name] = rec
+		all[rec.Name] = rec
 	}
 	for _, name := range goneStreams {
-		if m, err := s.store.readMeta(name); err == nil && stale(recs[name], m.StreamID, s.cfg.Name) {
+		if m, err := s.store.readMeta(name); err == nil && stale(all[name], m.StreamID, s.cfg.Name) {
 			if err := s.removeLed(name); err != nil {
 				s.log.Warn("cannot remove a deleted stream", "stream", name, "err", err)
 			}
 		}
 	}
 	for _, name := range goneCopies {
-		if id, err := s.replicas.streamID(name); err == nil && stale(recs[name], id, s.cfg.Name) {
+		if id, err := s.replicas.streamID(name); err == nil && stale(all[name], id, s.cfg.Name) {
 			if err := s.dropCopy(name); err != nil && !errors.Is(err, ErrNoStream) {
 				s.log.Warn("cannot remove the copy of a deleted stream", "stream", name, "err", err)
 			} else {
@@ -484,7 +546,7 @@ func (s *Server) reconcile(ctx context.Context, create bool) {
 			}
 		}
 	}
-	for _, rec := range recs {
+	for _, rec := range all {
 		if rec.State != pb.StreamState_STREAM_STATE_DELETING || !slices.Contains(rec.PendingDrop, s.cfg.Name) {
 			continue
 		}

@@ -41,6 +41,17 @@ type Config struct {
 	// in them (see the package comment); a retry of an append older than
 	// that may be stored twice after a restart.
 	IdempotenceHorizon int
+	// MaxOpenStreams is the most streams this node keeps open at once,
+	// the streams it leads and the copies it holds for other leaders
+	// together; opening one more fails with ResourceExhausted
+	// (ErrTooManyStreams). Zero means no limit of its own: the process's
+	// address space and file descriptors are then the limit, also
+	// reported as ResourceExhausted.
+	MaxOpenStreams int
+	// IdleClose is how long a stream this node leads stays open with no
+	// call using it; it then closes, and opens again on its next use
+	// (idle.go). Zero means DefaultIdleClose; negative never closes.
+	IdleClose time.Duration
 	// MaxProducers is how many producer ids are remembered per stream; the
 	// least recently used that no append is using is forgotten beyond it.
 	MaxProducers int
@@ -143,6 +154,9 @@ func (c Config) Validate() error {
 	if c.MaxProducers < 1 {
 		return fmt.Errorf("node: MaxProducers %d < 1", c.MaxProducers)
 	}
+	if c.MaxOpenStreams < 0 {
+		return fmt.Errorf("node: MaxOpenStreams %d < 0", c.MaxOpenStreams)
+	}
 	return nil
 }
 
@@ -165,6 +179,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ScrubRate <= 0 {
 		c.ScrubRate = 64 << 20
+	}
+	if c.IdleClose == 0 {
+		c.IdleClose = DefaultIdleClose
 	}
 	if c.QuorumWait == 0 {
 		c.QuorumWait = 5 * time.Second

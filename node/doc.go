@@ -69,10 +69,12 @@
 // # Streams in memory
 //
 // A stream is opened for writing (local.Open, with recovery) by the first
-// call that needs it and stays open until DeleteStream or Shutdown. Each
-// call holds a reference on it; DeleteStream and Shutdown cancel the
-// stream's context (ending its tails), wait for the references to go and
-// then close it.
+// call that needs it and stays open until DeleteStream or Shutdown, or
+// until it has been unused for Config.IdleClose, or is the least recently
+// used idle stream when Config.MaxOpenStreams is reached; it then opens
+// again on its next call, under the same epoch (idle.go). Each call holds
+// a reference on it; DeleteStream and Shutdown cancel the stream's context
+// (ending its tails), wait for the references to go and then close it.
 //
 // # Idempotent appends
 //

@@ -59,8 +59,13 @@ func (s *Server) startLeader(name string, m meta, ls *local.Stream, floor, epoch
 	if m.Backup != "" {
 		reps = append(reps, replicate.ReplicaAddr{ID: replicate.ID(m.Backup), Addr: s.peerAddrOf(m.Backup, m), Backup: true})
 	}
+	shared, err := s.sharedPeer()
+	if err != nil {
+		return nil, err
+	}
 	regionSize, streamID := uint64(ls.RegionSize()), ls.StreamID()
 	cfg := replicate.LeaderConfig{
+		Shared:     shared,
 		Stream:     ls,
 		Writer:     s.cfg.Name,
 		Epoch:      m.Epoch,

@@ -133,7 +133,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	var open []*stream
 	for _, st := range s.streams {
 		if !st.gone {
-			st.refs.Add(1)
+			st.hold()
 			open = append(open, st)
 		}
 	}

@@ -76,6 +76,18 @@ func (s *Server) openCopy(req *remotepb.OpenRequest) (remote.RegionStore, error)
 	if _, err := s.store.readMeta(req.Stream); err == nil {
 		return nil, fmt.Errorf("%w: %s leads stream %s itself", remote.ErrMismatch, s.cfg.Name, req.Stream)
 	}
+	s.mu.Lock()
+	err := s.checkOpenLimitLocked()
+	s.mu.Unlock()
+	// Not the copies: the Hub holds its open lock while it calls this.
+	if err != nil && s.evictIdle(false) {
+		s.mu.Lock()
+		err = s.checkOpenLimitLocked()
+		s.mu.Unlock()
+	}
+	if err != nil {
+		return nil, err
+	}
 	fs, err := s.replicas.openStore(req.Stream, req.Leader, req.StreamId, int(req.RegionSize), req.Create)
 	switch {
 	case err == nil:

@@ -137,7 +137,7 @@ func (s *Server) holdLed(name string) *stream {
 	if st == nil || st.gone || st.leader == nil {
 		return nil
 	}
-	st.refs.Add(1)
+	st.hold()
 	return st
 }
 

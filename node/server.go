@@ -53,6 +53,8 @@ type Server struct {
 	// nothing under (it could not complete): the next attempt of this
 	// process reuses it instead of taking yet another.
 	unused map[string]uint64
+	// idle holds the streams closed for idleness and how (idle.go).
+	idle map[string]idleRecord
 	// repairing names the copies the scrubber is cutting back: their
 	// leader's connections are refused meanwhile.
 	repairing map[string]bool
@@ -75,6 +77,8 @@ type Server struct {
 
 	hub     *remote.Hub   // serves copies on Config.PeerAddr; nil without
 	hubDone chan struct{} // closed when the hub's Serve returned
+
+	leaderPeer leaderPeer // the rdma Peer this node's Leaders share (sharedpeer.go)
 
 	// membership is Config.Cluster, or what SetCluster set: read through
 	// cluster(), since the hub serves leaders (openCopy) from New on,
@@ -106,6 +110,11 @@ type stream struct {
 	cancel context.CancelCauseFunc
 	refs   sync.WaitGroup
 	gone   bool // deleted; under Server.mu
+	// users counts holders (hold, release), and used is when a call
+	// last acquired or released it (UnixNano): idle.go closes a stream
+	// no one uses.
+	users atomic.Int32
+	used  atomic.Int64
 }
 
 // New opens the data directory cfg.Dir (creating it if needed) and
@@ -123,7 +132,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, store: st, replicas: reps, log: cfg.Logger, streams: make(map[string]*stream), opening: map[string]chan struct{}{}, unused: map[string]uint64{}, repairing: map[string]bool{}}
+	s := &Server{cfg: cfg, store: st, replicas: reps, log: cfg.Logger, streams: make(map[string]*stream), opening: map[string]chan struct{}{}, unused: map[string]uint64{}, idle: map[string]idleRecord{}, repairing: map[string]bool{}}
 	s.stopCtx, s.stopFunc = context.WithCancelCause(context.Background())
 	if cfg.Cluster != nil {
 		s.membership.Store(&cfg.Cluster)
@@ -242,6 +251,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			err = cerr
 		}
 	}
+	if perr := s.closeSharedPeer(); perr != nil && err == nil {
+		err = perr
+	}
 	if herr := s.stopHub(); herr != nil && err == nil {
 		err = herr
 	}
@@ -267,6 +279,12 @@ func (s *Server) leave() { s.calls.Done() }
 // large stream waits for its recovery, and so do calls to other streams
 // opening at the same time (fine for a first version).
 func (s *Server) acquire(name string) (*stream, error) {
+	return s.acquireOpen(name, true)
+}
+
+// acquireOpen is acquire; at Config.MaxOpenStreams it closes the least
+// recently used idle stream for room if evict is set, else it fails.
+func (s *Server) acquireOpen(name string, evict bool) (*stream, error) {
 	if err := validName(name); err != nil {
 		return nil, err
 	}
@@ -281,7 +299,8 @@ func (s *Server) acquire(name string) (*stream, error) {
 			if st.gone {
 				return nil, fmt.Errorf("%w: %s", ErrNoStream, name)
 			}
-			st.refs.Add(1)
+			st.hold()
+			st.touch()
 			return st, nil
 		}
 		if ch := s.opening[name]; ch != nil {
@@ -289,6 +308,13 @@ func (s *Server) acquire(name string) (*stream, error) {
 			s.mu.Unlock()
 			<-ch
 			continue
+		}
+		if err := s.checkOpenLimitLocked(); err != nil {
+			s.mu.Unlock()
+			if evict && s.evictIdle(true) {
+				continue
+			}
+			return nil, err
 		}
 		ch := make(chan struct{})
 		s.opening[name] = ch
@@ -341,6 +367,10 @@ func (s *Server) open(name string) (*stream, error) {
 	if err != nil {
 		return nil, err
 	}
+	if tk.reopen {
+		// Everything it holds was committed when it closed (idle.go).
+		tk.floor = ls.Committed()
+	}
 	st := &stream{name: name, meta: m, ls: ls, prod: newProducers(s.cfg.IdempotenceWindow, s.cfg.MaxProducers), quorumWait: s.cfg.QuorumWait}
 	if m.Envelope {
 		if err := st.rebuildProducers(uint64(s.cfg.IdempotenceHorizon)); err != nil {
@@ -384,7 +414,11 @@ func (s *Server) open(name string) (*stream, error) {
 // its catalog) before a lost quorum fails them after QuorumWait.
 const connectWait = 2 * time.Second
 
-func (st *stream) release() { st.refs.Done() }
+func (st *stream) release() {
+	st.users.Add(-1)
+	st.touch()
+	st.refs.Done()
+}
 
 // close stops replicating the stream and closes it.
 func (st *stream) close() error {
@@ -484,7 +518,8 @@ func statusOf(err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, ErrClosing), errors.Is(err, local.ErrClosed), errors.Is(err, errQuorumLost), errors.Is(err, replicate.ErrClosed):
 		code = codes.Unavailable
-	case errors.Is(err, local.ErrTooLarge), errors.Is(err, local.ErrNoSpace), errors.Is(err, local.ErrTooManyReservations):
+	case errors.Is(err, local.ErrTooLarge), errors.Is(err, local.ErrNoSpace), errors.Is(err, local.ErrTooManyReservations),
+		errors.Is(err, ErrTooManyStreams), exhausted(err):
 		code = codes.ResourceExhausted
 	case errors.Is(err, replicate.ErrFenced), errors.Is(err, errTakeover), errors.Is(err, errRestore), errors.Is(err, catalog.ErrStale):
 		// Another leader took the stream over, or one is taking it over:

@@ -479,7 +479,8 @@ func (s *Server) takeOver(name string) {
 		return
 	}
 	defer s.leave()
-	st, err := s.acquire(name)
+	// A background open never pushes out a stream in use (idle.go).
+	st, err := s.acquireOpen(name, false)
 	if err != nil {
 		if !errors.Is(err, errNotHere) {
 			s.log.Info("cannot open a stream this node leads yet", "stream", name, "err", err)

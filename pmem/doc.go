@@ -18,10 +18,12 @@
 // persistent memory (cache flushes, no msync), "0" treats every mapping as an
 // ordinary file (msync).
 //
-// A mapping reserves address space for the largest size the file may grow to
-// (Options.Reserve) and never moves: slices taken from Bytes stay valid until
-// Close, and growing the file with Allocate only makes more of the
-// reservation accessible. Allocate reserves disk blocks with fallocate before
+// A mapping reserves address space sized to the file (twice its size, at
+// least MinReserve) and grows with it up to Options.Reserve, in place with
+// mremap or by a new mapping while the old one stays mapped: slices taken
+// from Bytes stay valid until Close whatever the growth (growth_linux.go).
+// When the process has no address space left, mapping or growing fails with
+// ErrAddressSpace. Allocate reserves disk blocks with fallocate before
 // any byte of the range is stored, so a full disk is an error from Allocate
 // and never a SIGBUS on a later store.
 //

@@ -14,15 +14,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultReserve is the address space reserved for a mapping when
-// Options.Reserve is zero: the largest size a file may grow to while mapped.
+// DefaultReserve is the largest size a file may grow to while mapped when
+// Options.Reserve is zero.
 const DefaultReserve = 64 << 30
 
 // Options for Create and Open.
 type Options struct {
-	// Reserve is the address space to reserve, and so the largest size the
-	// file can reach by Allocate while mapped. Zero means DefaultReserve.
-	// It is rounded up to a page.
+	// Reserve is the largest size the file can reach by Allocate while
+	// mapped. Zero means DefaultReserve. It is rounded up to a page. The
+	// address space actually reserved starts smaller and grows with the
+	// file (see growth.go).
 	Reserve int
 	// ReadOnly maps the file for reading only. Allocate, Persist and
 	// Discard then return ErrReadOnly; Mode and Describe report what a
@@ -32,8 +33,16 @@ type Options struct {
 
 // File is a Memory backed by a mapped file.
 type File struct {
-	f        *os.File
-	data     []byte // the whole reservation
+	f *os.File
+	// data is the current mapping: the whole file and more, up to
+	// len(data). It is replaced (never shortened) when the file grows
+	// past it; the mappings it replaced stay in old until Close, so that
+	// slices taken from them stay valid (growth.go).
+	data     atomic.Pointer[[]byte]
+	old      [][]byte // earlier mappings; under mu
+	limit    int      // the most data may grow to (Options.Reserve)
+	mapFlags int      // flags of the mappings (MAP_SYNC or not)
+	prot     int
 	size     atomic.Int64
 	mode     Mode
 	why      string
@@ -115,8 +124,9 @@ func mapFile(f *os.File, opts Options) (*File, error) {
 	if !opts.ReadOnly {
 		prot |= unix.PROT_WRITE
 	}
-	m := &File{f: f, readOnly: opts.ReadOnly}
+	m := &File{f: f, readOnly: opts.ReadOnly, limit: reserve, prot: prot}
 	m.size.Store(st.Size())
+	length := initialReserve(int(st.Size()), reserve)
 
 	// Real persistent memory accepts a synchronous mapping; anything else
 	// refuses it with EOPNOTSUPP (or EINVAL on old kernels). A reader maps
@@ -125,18 +135,22 @@ func mapFile(f *os.File, opts Options) (*File, error) {
 	var data []byte
 	var dax bool
 	if !opts.ReadOnly {
-		data, err = unix.Mmap(int(f.Fd()), 0, reserve, prot, unix.MAP_SHARED_VALIDATE|unix.MAP_SYNC)
+		data, err = unix.Mmap(int(f.Fd()), 0, length, prot, unix.MAP_SHARED_VALIDATE|unix.MAP_SYNC)
 		dax = err == nil
+		if dax {
+			m.mapFlags = unix.MAP_SHARED_VALIDATE | unix.MAP_SYNC
+		}
 	} else {
 		dax = mapSyncProbe(f)
 	}
 	if data == nil {
-		data, err = unix.Mmap(int(f.Fd()), 0, reserve, prot, unix.MAP_SHARED)
+		m.mapFlags = unix.MAP_SHARED
+		data, err = unix.Mmap(int(f.Fd()), 0, length, prot, m.mapFlags)
 		if err != nil {
-			return nil, fmt.Errorf("pmem: mmap %s: %w", f.Name(), err)
+			return nil, mmapError(f.Name(), length, err)
 		}
 	}
-	m.data = data
+	m.data.Store(&data)
 	m.mode, m.why = detectMode(f, dax)
 	return m, nil
 }
@@ -196,7 +210,10 @@ func eadr(f *os.File) bool {
 }
 
 // Bytes implements Memory.
-func (m *File) Bytes() []byte { return m.data[:m.size.Load():m.size.Load()] }
+func (m *File) Bytes() []byte {
+	n := m.size.Load()
+	return (*m.data.Load())[:n:n]
+}
 
 // Size implements Memory.
 func (m *File) Size() int { return int(m.size.Load()) }
@@ -217,7 +234,10 @@ func (m *File) Allocate(off, n int) error {
 	if m.closed {
 		return ErrClosed
 	}
-	if err := checkRange(off, n, len(m.data)); err != nil {
+	if err := checkRange(off, n, m.limit); err != nil {
+		return err
+	}
+	if err := m.growLocked(off + n); err != nil {
 		return err
 	}
 	if err := fallocate(m.f, off, n); err != nil {
@@ -243,10 +263,11 @@ func (m *File) prefault(off, n int) {
 	pg := os.Getpagesize()
 	start := off &^ (pg - 1)
 	end := (off + n + pg - 1) &^ (pg - 1)
-	if end > len(m.data) {
-		end = len(m.data)
+	data := *m.data.Load()
+	if end > len(data) {
+		end = len(data)
 	}
-	_ = unix.Madvise(m.data[start:end], unix.MADV_POPULATE_WRITE)
+	_ = unix.Madvise(data[start:end], unix.MADV_POPULATE_WRITE)
 }
 
 // Discard implements Discarder: it punches a hole over the whole pages of
@@ -290,7 +311,7 @@ func (m *File) Persist(off, n int) error {
 	switch m.mode {
 	case PersistFlush:
 		if n > 0 {
-			FlushLines(unsafe.Pointer(&m.data[off]), n)
+			FlushLines(unsafe.Pointer(&(*m.data.Load())[off]), n)
 		}
 		Fence()
 		return nil
@@ -304,7 +325,7 @@ func (m *File) Persist(off, n int) error {
 	pg := os.Getpagesize()
 	start := off &^ (pg - 1)
 	end := off + n
-	if err := unix.Msync(m.data[start:end], unix.MS_SYNC); err != nil {
+	if err := unix.Msync((*m.data.Load())[start:end], unix.MS_SYNC); err != nil {
 		return fmt.Errorf("pmem: msync: %w", err)
 	}
 	return nil
@@ -321,8 +342,11 @@ func (m *File) Refresh() error {
 	if err != nil {
 		return fmt.Errorf("pmem: %w", err)
 	}
-	if st.Size() > int64(len(m.data)) {
-		return fmt.Errorf("%w: file grew to %d bytes, beyond the reservation of %d", ErrOutOfRange, st.Size(), len(m.data))
+	if st.Size() > int64(m.limit) {
+		return fmt.Errorf("%w: file grew to %d bytes, beyond the reservation of %d", ErrOutOfRange, st.Size(), m.limit)
+	}
+	if err := m.growLocked(int(st.Size())); err != nil {
+		return err
 	}
 	m.size.Store(st.Size())
 	return nil
@@ -336,7 +360,13 @@ func (m *File) Close() error {
 		return ErrClosed
 	}
 	m.closed = true
-	err := unix.Munmap(m.data)
+	err := unix.Munmap(*m.data.Load())
+	for _, b := range m.old {
+		if uerr := unix.Munmap(b); err == nil {
+			err = uerr
+		}
+	}
+	m.old = nil
 	if cerr := m.f.Close(); err == nil {
 		err = cerr
 	}

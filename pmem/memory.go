@@ -45,6 +45,11 @@ var (
 	ErrNoSpace = errors.New("pmem: no space left on device")
 	// ErrClosed is returned by operations on a closed mapping.
 	ErrClosed = errors.New("pmem: mapping is closed")
+	// ErrAddressSpace is returned when the process has no address space
+	// left for a mapping or its growth (mmap failed with ENOMEM: the
+	// address space or vm.max_map_count is exhausted). It wraps
+	// syscall.ENOMEM. Closing mappings frees address space.
+	ErrAddressSpace = errors.New("pmem: out of address space for the mapping")
 )
 
 // Memory is a mapped range of persistent memory, or of a file standing in for

@@ -102,6 +102,13 @@ func (h *Hub) Streams() []string {
 	return names
 }
 
+// Len is how many streams have a Target.
+func (h *Hub) Len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.streams)
+}
+
 // Epoch is the current epoch of stream's Target (0 if it has none).
 func (h *Hub) Epoch(stream string) uint64 {
 	h.mu.Lock()

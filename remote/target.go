@@ -70,6 +70,9 @@ type Target struct {
 	mrs    map[int]rdma.MR    // registrations of the current epoch, by slot
 	conns  map[rdma.Conn]bool // connections served; true once Opened
 	closed bool
+	// unused is when the last connection detached (or the Target was
+	// made); the Hub closes Targets unused for long (CloseIdle).
+	unused time.Time
 }
 
 // NewTarget opens the rdma peer and listens. Call Serve to accept.
@@ -97,7 +100,7 @@ func NewTarget(ctx context.Context, store RegionStore, cfg Config) (*Target, err
 // owner (NewTarget or a Hub) hands it connections with attach.
 func newTarget(store RegionStore, cfg Config, peer rdma.Peer) *Target {
 	return &Target{store: store, cfg: cfg, peer: peer,
-		mrs: map[int]rdma.MR{}, conns: map[rdma.Conn]bool{}}
+		mrs: map[int]rdma.MR{}, conns: map[rdma.Conn]bool{}, unused: time.Now()}
 }
 
 // Addr is where writers dial.
@@ -154,6 +157,9 @@ func (t *Target) attach(c rdma.Conn) bool {
 func (t *Target) detach(c rdma.Conn) {
 	t.mu.Lock()
 	delete(t.conns, c)
+	if len(t.conns) == 0 {
+		t.unused = time.Now()
+	}
 	t.mu.Unlock()
 	t.wg.Done()
 }

@@ -53,6 +53,11 @@ type LeaderConfig struct {
 	// (RDMA.Secret is required).
 	Provider rdma.Provider
 	RDMA     rdma.Config
+	// Shared, if set, is the Peer (and zero source) to use instead of a
+	// Peer of the Leader's own: one per node for all its Leaders
+	// (shared.go). Provider and RDMA are then ignored, and Close leaves
+	// it open.
+	Shared *SharedPeer
 	// Replicas are the initial replicas.
 	Replicas []ReplicaAddr
 	// OnConnect, if set, runs on each new replica connection after
@@ -184,7 +189,7 @@ func StartLeader(ctx context.Context, cfg LeaderConfig) (*Leader, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if cfg.Stream == nil || cfg.Provider == nil {
+	if cfg.Stream == nil || cfg.Provider == nil && cfg.Shared == nil {
 		return nil, fmt.Errorf("%w: leader needs a Stream and an rdma Provider", ErrConfig)
 	}
 	if cfg.Tick <= 0 {
@@ -210,8 +215,10 @@ func StartLeader(ctx context.Context, cfg LeaderConfig) (*Leader, error) {
 		}
 		seen[r.ID] = true
 	}
-	peer, err := cfg.Provider.NewPeer("", cfg.RDMA)
-	if err != nil {
+	var peer rdma.Peer
+	if cfg.Shared != nil {
+		peer = cfg.Shared.peer
+	} else if peer, err = cfg.Provider.NewPeer("", cfg.RDMA); err != nil {
 		return nil, err
 	}
 	l := &Leader{
@@ -233,11 +240,15 @@ func StartLeader(ctx context.Context, cfg LeaderConfig) (*Leader, error) {
 	if l.sbMR, err = peer.Register(mem[:superblockCopy:superblockCopy], rdma.UsageWriteSrc, nil); err != nil {
 		return fail(err)
 	}
-	if l.zero, err = rdma.Alloc(zeroSize); err != nil {
-		return fail(err)
-	}
-	if l.zeroMR, err = peer.Register(l.zero.Bytes(), rdma.UsageWriteSrc, nil); err != nil {
-		return fail(err)
+	if cfg.Shared != nil {
+		l.zeroMR = cfg.Shared.zeroMR
+	} else {
+		if l.zero, err = rdma.Alloc(zeroSize); err != nil {
+			return fail(err)
+		}
+		if l.zeroMR, err = peer.Register(l.zero.Bytes(), rdma.UsageWriteSrc, nil); err != nil {
+			return fail(err)
+		}
 	}
 	st, err := l.s.SetObserver((*observer)(l))
 	if err != nil {
@@ -284,6 +295,9 @@ func (l *Leader) release() {
 	}
 	if l.sbMR != nil {
 		l.sbMR.Deregister()
+	}
+	if l.cfg.Shared != nil {
+		return // the zero source and the Peer are the node's
 	}
 	if l.zeroMR != nil {
 		l.zeroMR.Deregister()
@@ -358,6 +372,7 @@ func (l *Leader) loop() {
 	defer close(l.done)
 	t := time.NewTicker(l.cfg.Tick)
 	defer t.Stop()
+	ticking := true
 	for {
 		select {
 		case <-l.ctx.Done():
@@ -385,6 +400,16 @@ func (l *Leader) loop() {
 		}
 		l.observed()
 		l.ready()
+		// Tick only while ticks do something (Replicator.Ticking):
+		// every other change comes as an event that wakes the loop.
+		if want := l.rep.Ticking(); want != ticking {
+			if want {
+				t.Reset(l.cfg.Tick)
+			} else {
+				t.Stop()
+			}
+			ticking = want
+		}
 	}
 }
 

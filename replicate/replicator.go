@@ -397,6 +397,24 @@ func (r *Replicator) Tick() {
 	}
 }
 
+// Ticking says whether Tick would change anything now: a replica waits out
+// a retry backoff, or its published commit word lags. Otherwise the I/O
+// loop need not tick until an event changes that: a node leads thousands
+// of idle streams, and each ticking 100 times a second kept two cores busy.
+func (r *Replicator) Ticking() bool {
+	for _, p := range r.replicas {
+		switch p.state {
+		case StateRetry:
+			return true
+		case StateCatchUp, StateReplicate:
+			if p.published.Less(r.wordTarget(p)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // voter reports whether p's acknowledgements count.
 func (r *Replicator) voter(p *replica) bool { return !p.backup || r.cfg.BackupsVote }
 

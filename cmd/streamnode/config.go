@@ -90,6 +90,12 @@ type Config struct {
 	ScrubEvery Duration `json:"scrub_every"`
 	// RegionSize is the region size of streams created without one.
 	RegionSize int `json:"region_size"`
+	// MaxOpenStreams is the most streams and copies the node keeps open
+	// (node.Config.MaxOpenStreams); 0: no limit of its own.
+	MaxOpenStreams int `json:"max_open_streams"`
+	// IdleClose is how long a led stream stays open unused
+	// (node.Config.IdleClose); 0: node.DefaultIdleClose; negative: never.
+	IdleClose Duration `json:"idle_close"`
 	// DrainTimeout bounds how long SIGTERM waits for calls in flight
 	// before cutting them off.
 	DrainTimeout Duration `json:"drain_timeout"`
@@ -334,6 +340,19 @@ var settings = []setting{
 	{"region-size", "region size of new streams: bytes, or with a unit such as 64k, 4MiB, 1g (powers of 1024)", func(c *Config, v string) error {
 		n, err := validate.ParseSize(v)
 		c.RegionSize = n
+		return err
+	}},
+	{"max-open-streams", "most streams and copies kept open at once; one more is refused with ResourceExhausted (0: no limit but the process's)", func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err == nil && n < 0 {
+			err = fmt.Errorf("negative")
+		}
+		c.MaxOpenStreams = n
+		return err
+	}},
+	{"idle-close", "close a led stream unused this long; it reopens on its next use (0: 5m; negative: never)", func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		c.IdleClose = Duration(d)
 		return err
 	}},
 	{"drain-timeout", "how long SIGTERM waits for calls in flight", func(c *Config, v string) error {

@@ -190,6 +190,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	ncfg := node.DefaultConfig(cfg.Data)
 	ncfg.Name = cfg.Name
 	ncfg.RegionSize = cfg.RegionSize
+	ncfg.MaxOpenStreams = cfg.MaxOpenStreams
+	ncfg.IdleClose = time.Duration(cfg.IdleClose)
 	ncfg.Logger = log
 	ncfg.PeerAddr = cfg.PeerAddr
 	ncfg.Provider = provider

@@ -17,7 +17,7 @@ var benchCmd = &command{
 	name:    "bench",
 	args:    "KIND [FLAGS]",
 	summary: "Measure append throughput and latency.",
-	subs:    []*command{benchLocalCmd, benchRdmaCmd, benchClusterCmd, benchFailoverCmd},
+	subs:    []*command{benchLocalCmd, benchRdmaCmd, benchClusterCmd, benchFailoverCmd, benchStreamsCmd},
 }
 
 var benchLocalCmd = &command{
