@@ -81,6 +81,11 @@ type LeaderConfig struct {
 	// logged when it goes down and when it comes back, with the count of
 	// failed attempts, and once a minute meanwhile (internal/logrepeat).
 	Logger *slog.Logger
+	// Discard asks each replica, as it connects, to give back the
+	// storage of its slots that hold no live region of the leader
+	// (remote.Client.Discard; a target of an older build refuses the
+	// request, and the connect fails: leave it off for those).
+	Discard bool
 	// Counters, if set, receives the counts of the Leader's rdma work
 	// (shared by a node's Leaders, read by its metrics); nil: counted
 	// in a private Counters.
@@ -619,7 +624,7 @@ func (l *Leader) connect(ctx context.Context, id ID, addr string, epoch uint64, 
 		// they are rewritten.
 		pos = from
 	}
-	if err := l.cutBack(ctx, rc, epoch, from, end, live); err != nil {
+	if err := l.cutBack(ctx, rc, epoch, from, end, pos, live); err != nil {
 		return rc, Pos{}, err
 	}
 	if pos != (Pos{}) {
@@ -644,26 +649,41 @@ func (l *Leader) connect(ctx context.Context, id ID, addr string, epoch uint64, 
 // its entries beyond what the leader overwrites would stay valid for the
 // replica's recovery. Line 0 of every slot that holds no live region of
 // the leader is zeroed (the region is gone, as local/'s freeRegion does),
-// then the region of from (where the replica is rewritten from) from
-// there on, and the leader's last region from its end on, durably, before
-// the replica is reported Connected.
-func (l *Leader) cutBack(ctx context.Context, rc *rconn, epoch uint64, from, end Pos, live map[uint64]int) error {
+// and so is line 0 of every live slot past pos, the replica's durable
+// position (the Replicator allocates and writes those regions again; a
+// slot the leader reused after a trim may still hold an older region
+// there, which must not meet the newer regions around it); then the
+// region of from (where the replica is rewritten from) from there on, and
+// the leader's last region from its end on, durably, before the replica
+// is reported Connected. The slots without a live region are then given
+// back to the replica's system (remote's Discard: after a trim, their
+// storage).
+func (l *Leader) cutBack(ctx context.Context, rc *rconn, epoch uint64, from, end, pos Pos, live map[uint64]int) error {
 	info, err := rc.client.Info(ctx)
 	if err != nil {
 		return err
 	}
 	used := make(map[int]bool, len(live))
-	for _, slot := range live {
-		used[slot] = true
+	for seq, slot := range live {
+		// A live region the replica does not hold (pos) counts as unused
+		// here: its line 0 is zeroed too, but its storage stays.
+		used[slot] = seq < pos.Seq || seq == pos.Seq && pos.Off >= RegionHeaderSize
 	}
 	var flushes []*rdma.Op
+	var unused []int
 	for k := int(info.GetRegions()) - 1; k >= 0; k-- {
-		if used[k] {
+		inUse, isLive := used[k]
+		if inUse {
 			continue
 		}
 		reg, err := rc.client.Region(ctx, epoch, k)
 		if err != nil {
 			return fenceErr(err)
+		}
+		if isLive {
+			rc.descs[k] = reg.Desc
+		} else {
+			unused = append(unused, k)
 		}
 		rc.conn.Write(reg.Desc, 0, l.zeroMR, 0, 64)
 		flushes = append(flushes, rc.conn.Flush(reg.Desc, 0, 64, rdma.Persistence))
@@ -690,6 +710,14 @@ func (l *Leader) cutBack(ctx context.Context, rc *rconn, epoch uint64, from, end
 	for _, f := range flushes {
 		if err := f.Wait(ctx); err != nil {
 			return err
+		}
+	}
+	if len(unused) > 0 && l.cfg.Discard {
+		if _, err := rc.client.Discard(ctx, epoch, unused); err != nil {
+			return fenceErr(err)
+		}
+		for _, k := range unused {
+			delete(rc.descs, k)
 		}
 	}
 	return nil
