@@ -73,6 +73,8 @@ type Server struct {
 	hub     *remote.Hub   // serves copies on Config.PeerAddr; nil without
 	hubDone chan struct{} // closed when the hub's Serve returned
 
+	ret retentionState // retention.go
+
 	// membership is Config.Cluster, or what SetCluster set: read through
 	// cluster(), since the hub serves leaders (openCopy) from New on,
 	// possibly while SetCluster runs.
@@ -103,6 +105,9 @@ type stream struct {
 	cancel context.CancelCauseFunc
 	refs   sync.WaitGroup
 	gone   bool // deleted; under Server.mu
+	// policy is the retention policy of a stream of a node without a
+	// catalog (meta.json's); the catalog's otherwise.
+	policy atomic.Pointer[catalogpb.Retention]
 }
 
 // New opens the data directory cfg.Dir (creating it if needed) and
@@ -155,6 +160,15 @@ func New(cfg Config) (*Server, error) {
 	if s.cfg.ScrubEvery > 0 {
 		s.calls.Add(1)
 		go s.scrubLoop()
+	}
+	s.ret.kick = make(chan struct{}, 1)
+	if s.cfg.RetentionEvery > 0 {
+		s.calls.Add(1)
+		go s.retentionLoop()
+	}
+	if cfg.Catalog != nil {
+		s.calls.Add(1)
+		go s.ackLoop()
 	}
 	return s, nil
 }
@@ -329,6 +343,7 @@ func (s *Server) open(name string) (*stream, error) {
 		return nil, err
 	}
 	st := &stream{name: name, meta: m, ls: ls, prod: newProducers(s.cfg.IdempotenceWindow, s.cfg.MaxProducers), quorumWait: s.cfg.QuorumWait}
+	st.policy.Store(m.Retention.proto())
 	if m.Envelope {
 		if err := st.rebuildProducers(uint64(s.cfg.IdempotenceHorizon)); err != nil {
 			ls.Close()

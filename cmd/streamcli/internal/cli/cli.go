@@ -78,7 +78,7 @@ type invocation struct {
 var commands []*command
 
 func init() {
-	commands = []*command{createCmd, appendCmd, tailCmd, lsCmd, deleteCmd, statusCmd, healthCmd, membersCmd, clusterCmd, benchCmd, versionCmd, completionCmd}
+	commands = []*command{createCmd, appendCmd, tailCmd, lsCmd, deleteCmd, trimCmd, retentionCmd, consumerCmd, statusCmd, healthCmd, membersCmd, clusterCmd, benchCmd, versionCmd, completionCmd}
 }
 
 func lookup(name string) *command {
