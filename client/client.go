@@ -588,9 +588,9 @@ func (c *Client) timedOut(what string, last error) error {
 
 // CreateOptions are the settings of a new stream.
 type CreateOptions struct {
-	Replicas   int           // 0 means 1
-	Acks       api.AckPolicy // 0 means quorum
-	RegionSize int           // 0 means the node's default
+	Replicas   int            // 0 means 1
+	Acks       api.AckPolicy  // 0 means quorum
+	RegionSize int            // 0 means the node's default
 	Retention  *api.Retention // nil: kept until trimmed
 }
 
