@@ -162,7 +162,12 @@ type rconn struct {
 	conn   rdma.Conn
 	client *remote.Client
 	descs  map[int]rdma.Descriptor // by slot
+	hdr    rdma.Descriptor         // the replica's header (remote.HeaderSlot)
 	ctl    sync.WaitGroup          // control requests in progress on client
+	// discards are the Discard requests of trims in progress: an
+	// allocation waits for them, so that a slot is never given back
+	// while it is being reused (trim.go).
+	discards sync.WaitGroup
 }
 
 type obsEvent struct {
@@ -609,6 +614,7 @@ func (l *Leader) connect(ctx context.Context, id ID, addr string, epoch uint64, 
 	if err != nil {
 		return rc, Pos{}, fenceErr(err)
 	}
+	rc.hdr = hdr.Desc
 	conn.Write(hdr.Desc, 0, l.sbMR, 0, superblockCopy)
 	if err := conn.Flush(hdr.Desc, 0, superblockCopy, rdma.Persistence).Wait(ctx); err != nil {
 		return rc, Pos{}, err
@@ -664,29 +670,48 @@ func (l *Leader) cutBack(ctx context.Context, rc *rconn, epoch uint64, from, end
 		return err
 	}
 	used := make(map[int]bool, len(live))
+	var past []uint64 // live regions past pos, highest first
 	for seq, slot := range live {
-		// A live region the replica does not hold (pos) counts as unused
-		// here: its line 0 is zeroed too, but its storage stays.
-		used[slot] = seq < pos.Seq || seq == pos.Seq && pos.Off >= RegionHeaderSize
-	}
-	var flushes []*rdma.Op
-	var unused []int
-	for k := int(info.GetRegions()) - 1; k >= 0; k-- {
-		inUse, isLive := used[k]
-		if inUse {
-			continue
+		used[slot] = true
+		if seq > pos.Seq || seq == pos.Seq && pos.Off < RegionHeaderSize {
+			past = append(past, seq)
 		}
+	}
+	slices.Sort(past)
+	slices.Reverse(past)
+	var flushes []*rdma.Op
+	zero := func(k int) (rdma.Descriptor, error) {
 		reg, err := rc.client.Region(ctx, epoch, k)
 		if err != nil {
-			return fenceErr(err)
-		}
-		if isLive {
-			rc.descs[k] = reg.Desc
-		} else {
-			unused = append(unused, k)
+			return reg.Desc, fenceErr(err)
 		}
 		rc.conn.Write(reg.Desc, 0, l.zeroMR, 0, 64)
 		flushes = append(flushes, rc.conn.Flush(reg.Desc, 0, 64, rdma.Persistence))
+		return reg.Desc, nil
+	}
+	// Highest first, as regions are freed after a tail (one Conn's
+	// writes apply in order, so a crash of the replica meanwhile leaves
+	// a contiguous run): the live regions past pos (rewritten anyway; a
+	// slot reused after a trim may hold an older region there)...
+	for _, seq := range past {
+		d, err := zero(live[seq])
+		if err != nil {
+			return err
+		}
+		rc.descs[live[seq]] = d
+	}
+	// ...then the slots without a live region: after remote's Tail
+	// (which frees what lies after the leader's end and before the
+	// copy's head) they hold no valid region, only older bytes.
+	var unused []int
+	for k := int(info.GetRegions()) - 1; k >= 0; k-- {
+		if used[k] {
+			continue
+		}
+		if _, err := zero(k); err != nil {
+			return err
+		}
+		unused = append(unused, k)
 	}
 	cuts := []Pos{from}
 	if from.Seq != end.Seq {
@@ -829,6 +854,7 @@ func (l *Leader) startAlloc(lk *link, a Alloc) {
 		defer l.wg.Done()
 		ctx, cancel := context.WithTimeout(l.ctx, l.cfg.ControlTimeout)
 		defer cancel()
+		rc.discards.Wait()
 		reg, err := rc.client.Region(ctx, epoch, a.Slot)
 		rc.ctl.Done() // the client is not used after this
 		if err != nil {
