@@ -76,6 +76,7 @@ images-rdma: deps
 # Three nodes and a backup (docker-compose.yml); README, "A cluster with
 # docker-compose". compose-down also removes the data volumes.
 compose-up: images build
+	STREAMNODE=$(BIN)/streamnode scripts/compose-tls.sh
 	RPSTREAM_IMAGE=$(IMAGE) $(COMPOSE) -p $(COMPOSE_PROJECT) up -d
 
 compose-down:

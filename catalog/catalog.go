@@ -141,6 +141,11 @@ func (c *Catalog) Apply(index uint64, cmd *pb.Command) Result {
 		r.Stream, r.Err = c.removeConsumer(op.RemoveConsumer)
 	case *pb.Command_AckConsumers:
 		r.Stream, r.Err = c.ackConsumers(cmd.Time, op.AckConsumers)
+	case *pb.Command_RestoreStream:
+		r.Stream, r.Err = c.restore(op.RestoreStream)
+		if r.Err == nil {
+			r.Epoch = r.Stream.Epoch
+		}
 	default:
 		r.Err = fmt.Errorf("%w: no operation", ErrInvalid)
 	}
@@ -198,31 +203,8 @@ func (c *Catalog) create(index uint64, now int64, op *pb.CreateStream) (*pb.Stre
 	if op.RegionSize == 0 {
 		return nil, fmt.Errorf("%w: stream %s: region size 0", ErrInvalid, op.Name)
 	}
-	backups, reps := 0, 0
-	seen := map[string]bool{}
-	for i, cp := range op.Copies {
-		n := c.nodes[cp.Node]
-		if n == nil || n.Incarnation != cp.Incarnation {
-			return nil, fmt.Errorf("%w: copy of %s on %s (incarnation %016x)", ErrUnknownNode, op.Name, cp.Node, cp.Incarnation)
-		}
-		if seen[cp.Node] {
-			return nil, fmt.Errorf("%w: stream %s: two copies on %s", ErrInvalid, op.Name, cp.Node)
-		}
-		seen[cp.Node] = true
-		switch {
-		case cp.Backup:
-			backups++
-			if i != len(op.Copies)-1 || n.Role != pb.Role_ROLE_BACKUP {
-				return nil, fmt.Errorf("%w: stream %s: backup copy on %s must be last, on a backup target", ErrInvalid, op.Name, cp.Node)
-			}
-		case n.Role != pb.Role_ROLE_NODE:
-			return nil, fmt.Errorf("%w: stream %s: replica on %s, a backup target", ErrInvalid, op.Name, cp.Node)
-		default:
-			reps++
-		}
-	}
-	if uint32(reps) != op.Replicas || backups > 1 {
-		return nil, fmt.Errorf("%w: stream %s: %d replicas and %d backups placed for %d replicas", ErrInvalid, op.Name, reps, backups, op.Replicas)
+	if err := c.checkCopies(op.Name, op.Replicas, op.Copies); err != nil {
+		return nil, err
 	}
 	if err := validRetention(op.Name, op.Retention); err != nil {
 		return nil, err
@@ -241,6 +223,40 @@ func (c *Catalog) create(index uint64, now int64, op *pb.CreateStream) (*pb.Stre
 	}
 	c.streams[op.Name] = s
 	return s, nil
+}
+
+// checkCopies checks a placement of stream name's copies: on registered
+// nodes under their current incarnations, one per node, replicas
+// (stream nodes) first, the leader's the first of them, then at most one
+// backup copy, last, on a backup target.
+func (c *Catalog) checkCopies(name string, replicas uint32, copies []*pb.Copy) error {
+	backups, reps := 0, 0
+	seen := map[string]bool{}
+	for i, cp := range copies {
+		n := c.nodes[cp.Node]
+		if n == nil || n.Incarnation != cp.Incarnation {
+			return fmt.Errorf("%w: copy of %s on %s (incarnation %016x)", ErrUnknownNode, name, cp.Node, cp.Incarnation)
+		}
+		if seen[cp.Node] {
+			return fmt.Errorf("%w: stream %s: two copies on %s", ErrInvalid, name, cp.Node)
+		}
+		seen[cp.Node] = true
+		switch {
+		case cp.Backup:
+			backups++
+			if i != len(copies)-1 || n.Role != pb.Role_ROLE_BACKUP {
+				return fmt.Errorf("%w: stream %s: backup copy on %s must be last, on a backup target", ErrInvalid, name, cp.Node)
+			}
+		case n.Role != pb.Role_ROLE_NODE:
+			return fmt.Errorf("%w: stream %s: replica on %s, a backup target", ErrInvalid, name, cp.Node)
+		default:
+			reps++
+		}
+	}
+	if uint32(reps) != replicas || backups > 1 {
+		return fmt.Errorf("%w: stream %s: %d replicas and %d backups placed for %d replicas", ErrInvalid, name, reps, backups, replicas)
+	}
+	return nil
 }
 
 // find is the live or deleting stream name with id (any id if 0).
@@ -278,6 +294,7 @@ func (c *Catalog) delete(index uint64, op *pb.DeleteStream) (*pb.Stream, error) 
 	s.State = pb.StreamState_STREAM_STATE_DELETING
 	s.DeletedIndex = index
 	s.DeleteRequest = op.RequestId
+	s.Restoring = nil
 	s.PendingDrop = nil
 	for _, cp := range s.Copies {
 		s.PendingDrop = append(s.PendingDrop, cp.Node)
@@ -371,6 +388,11 @@ func (c *Catalog) epochStarted(op *pb.EpochStarted) (*pb.Stream, error) {
 	}
 	if op.Index > s.CommitFloor {
 		s.CommitFloor = op.Index
+	}
+	if s.Restoring != nil && op.Epoch >= s.Restoring.Epoch {
+		// The restored stream serves: its source copy is no longer
+		// needed unless placed.
+		s.Restoring = nil
 	}
 	return s, nil
 }

@@ -28,6 +28,12 @@
 //     registered incarnation, which is also the incarnation its copy was
 //     placed on (a leader that lost its data gets none); the create
 //     grants epoch 1, each GrantEpoch the next;
+//   - a restore (RestoreStream: an operator rebuilding a stream from one
+//     copy when failover cannot) places the copies anew by create's
+//     rule, gives the new leader the next epoch, resets the commit floor
+//     and records the source (Stream.restoring) until an epoch at least
+//     the restore's starts (EpochStarted); decided on another epoch it
+//     changes nothing;
 //   - a delete leaves a tombstone (DELETING) until every copy's holder
 //     has reported its copy dropped (CopyDropped), then DELETED; the name
 //     may then be created again, with a new id;

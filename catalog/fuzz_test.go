@@ -155,6 +155,21 @@ func FuzzApply(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{3, 0x52, 0x01, 0x41, 200})
 	f.Add(frame(f, &pb.Command{}))
+	// A restore of s1 (epoch 3) from the backup onto new incarnations,
+	// a stale one, and the epoch start that ends it.
+	restore := func(from uint64, src string, copies ...*pb.Copy) *pb.Command {
+		return &pb.Command{Op: &pb.Command_RestoreStream{RestoreStream: &pb.RestoreStream{Name: "s1", StreamId: 5, FromEpoch: from,
+			Source: &pb.RestoreSource{Node: src, Incarnation: 1}, Copies: copies}}}
+	}
+	f.Add(frame(f,
+		registerCmd("n1", 2, pb.Role_ROLE_NODE, true),
+		registerCmd("n2", 2, pb.Role_ROLE_NODE, true),
+		registerCmd("n3", 2, pb.Role_ROLE_NODE, true),
+		restore(3, "b1", &pb.Copy{Node: "n2", Incarnation: 2}, &pb.Copy{Node: "n1", Incarnation: 2}, &pb.Copy{Node: "n3", Incarnation: 2}, &pb.Copy{Node: "b1", Incarnation: 1, Backup: true}),
+		restore(3, "b1", &pb.Copy{Node: "n3", Incarnation: 2}),
+		&pb.Command{Op: &pb.Command_EpochStarted{EpochStarted: &pb.EpochStarted{Name: "s1", StreamId: 5, Epoch: 4, Index: 10}}},
+		deleteCmd("s1", 5),
+	))
 	f.Add(frame(f,
 		grantCmd("s1", 5, "n1", 1),
 		registerCmd("n1", 2, pb.Role_ROLE_NODE, true),

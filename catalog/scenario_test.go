@@ -37,6 +37,11 @@ var rewrite = flag.Bool("rewrite", false, "rewrite testdata/*.txt with the actua
 //	consumer-add NAME consumer=C [start=N] [hold] [id=N]
 //	consumer-rm NAME consumer=C [id=N]
 //	ack NAME acks=C1:N1,C2:N2,... [id=N]
+//	restore NAME source=NODE copies=N1,... [backup=B] from=EPOCH [srcinc=N]
+//	        [inc=N1:I,...] [id=N]
+//	                     a RestoreStream: the new placement as create's,
+//	                     srcinc defaults to the source's registered
+//	                     incarnation
 //	forget NODE
 //	noop                 a command without an operation
 //	show                 the applied index, then every node and stream
@@ -152,6 +157,11 @@ func (e *scenarioEnv) do(cmd string) string {
 			op.Acks = append(op.Acks, &pb.ConsumerAck{Consumer: k, Acked: num(n)})
 		}
 		return e.apply(&pb.Command{Op: &pb.Command_AckConsumers{AckConsumers: op}})
+	case "restore":
+		src := kv["source"]
+		cs := e.create(cmd, name(), kv, num).GetCreateStream()
+		return e.apply(&pb.Command{Op: &pb.Command_RestoreStream{RestoreStream: &pb.RestoreStream{Name: cs.Name, StreamId: opt("id", 0),
+			FromEpoch: opt("from", 0), Source: &pb.RestoreSource{Node: src, Incarnation: opt("srcinc", e.incarnation(src)), Reason: kv["reason"]}, Copies: cs.Copies}}})
 	case "forget":
 		return e.apply(forgetCmd(name()))
 	case "noop":
@@ -371,6 +381,12 @@ func (e *scenarioEnv) streamLine(s *pb.Stream) string {
 		if k.Hold {
 			b.WriteString("(hold)")
 		}
+	}
+	if s.Restores > 0 {
+		fmt.Fprintf(&b, " restores=%d", s.Restores)
+	}
+	if r := s.Restoring; r != nil {
+		fmt.Fprintf(&b, " restoring-from=%s:%d@%d", r.Node, r.Incarnation, r.Epoch)
 	}
 	if s.State == pb.StreamState_STREAM_STATE_DELETING {
 		fmt.Fprintf(&b, " deleted@%d pending=%s", s.DeletedIndex, strings.Join(s.PendingDrop, ","))

@@ -74,9 +74,11 @@ package client
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -86,10 +88,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/rpstream/rpstream/api"
+	"github.com/rpstream/rpstream/pki"
 )
 
 // MaxMessageSize is the largest gRPC message a Client sends or receives;
@@ -135,9 +139,80 @@ type Options struct {
 	// gRPC's reconnection to a node lost follows the same backoff.
 	MaxBackoff time.Duration
 	// DialOptions are passed to grpc.NewClient after the client's own
-	// (plaintext transport, message size limits, reconnection backoff).
+	// (transport, message size limits, reconnection backoff).
 	DialOptions []grpc.DialOption
+
+	// TLS, if set, makes every connection to a node TLS with this config
+	// (pki.ClientConfig makes one). Otherwise TLSCAFile, if set, turns
+	// TLS on: the nodes' certificates must chain to the CA in that PEM
+	// file and name the address dialled; TLSCertFile and TLSKeyFile, if
+	// set, are the client certificate presented (its name is the
+	// caller's identity to a node's ACL). Without either, connections are
+	// plaintext.
+	TLS         *tls.Config
+	TLSCAFile   string
+	TLSCertFile string
+	TLSKeyFile  string
+	// Token, or else the contents of TokenFile (a trailing newline is
+	// not part of it), is sent as a bearer token with every call: the
+	// caller's identity to a node's ACL. It needs TLS.
+	Token     string
+	TokenFile string
 }
+
+// TLSConfig returns the TLS config connections to nodes use: TLS, or
+// one made from TLSCAFile, TLSCertFile and TLSKeyFile; nil when
+// connections are plaintext. Probe takes it, to check an address the
+// way the client will dial it.
+func (opts Options) TLSConfig() (*tls.Config, error) {
+	if opts.TLS != nil || (opts.TLSCAFile == "" && opts.TLSCertFile == "" && opts.TLSKeyFile == "") {
+		return opts.TLS, nil
+	}
+	cfg, err := pki.ClientConfig(opts.TLSCAFile, opts.TLSCertFile, opts.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	return cfg, nil
+}
+
+// transport returns the transport credentials and the per-call
+// credentials opts describe.
+func (opts Options) transport() ([]grpc.DialOption, error) {
+	cfg, err := opts.TLSConfig()
+	if err != nil {
+		return nil, err
+	}
+	token := opts.Token
+	if token == "" && opts.TokenFile != "" {
+		b, err := os.ReadFile(opts.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("client: token file: %w", err)
+		}
+		if token = strings.TrimSpace(string(b)); token == "" {
+			return nil, fmt.Errorf("client: token file %s is empty", opts.TokenFile)
+		}
+	}
+	if cfg == nil {
+		if token != "" {
+			return nil, errors.New("client: a bearer token needs TLS (TLSCAFile or TLS): it would cross the network in clear")
+		}
+		return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, nil
+	}
+	dopts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}
+	if token != "" {
+		dopts = append(dopts, grpc.WithPerRPCCredentials(bearer(token)))
+	}
+	return dopts, nil
+}
+
+// bearer is a token sent as "authorization: Bearer TOKEN", over TLS only.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return true }
 
 // Client talks to its seeds and to the leaders they name.
 type Client struct {
@@ -218,8 +293,11 @@ func Dial(addr string, opts Options) (*Client, error) {
 	if c.timeout == 0 {
 		c.timeout = DefaultTimeout
 	}
-	c.dopts = append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	tr, err := opts.transport()
+	if err != nil {
+		return nil, err
+	}
+	c.dopts = append(tr, []grpc.DialOption{
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
 		// A restarted node is connected to again as soon as the
 		// Client's own retries would ask it (gRPC's default backoff
@@ -230,7 +308,8 @@ func Dial(addr string, opts Options) (*Client, error) {
 			Backoff:           backoff.Config{BaseDelay: c.backoff, Multiplier: 2, Jitter: 0.2, MaxDelay: c.maxBackoff},
 			MinConnectTimeout: 3 * time.Second,
 		}),
-	}, opts.DialOptions...)
+	}...)
+	c.dopts = append(c.dopts, opts.DialOptions...)
 	for _, a := range seeds {
 		cc, err := grpc.NewClient(a, c.dopts...)
 		if err != nil {

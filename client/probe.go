@@ -54,6 +54,11 @@ var (
 	// the address but does not answer as a node does (an HTTP/1 server,
 	// another protocol, a server that wants TLS from a plaintext client).
 	ErrNotRPStream = errors.New("client: the address does not speak the rpstream protocol")
+	// ErrTLSRefused is returned when a TLS server at the address
+	// completed the handshake and then closed the connection with an
+	// alert: TLS 1.3 refuses a client certificate so (one of another CA,
+	// expired, or none where one is required).
+	ErrTLSRefused = errors.New("client: the address refused this client's TLS credentials")
 	// ErrNoAnswer is returned when the address accepted a connection but
 	// sent nothing within the probe's time: a node that is hung, or a
 	// server that waits for its client to speak first. Nothing is known.
@@ -87,6 +92,7 @@ var h2Preface = append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 0, 0, 0, 4, 0
 // answers the HTTP/2 connection preface with a SETTINGS frame, as a gRPC
 // server does; ErrNoNode when the connection is refused or the host
 // cannot be reached; ErrNotRPStream when something else answers there;
+// ErrTLSRefused when a TLS server refuses the client's certificate;
 // ErrNoAnswer when nothing answered in time (inconclusive). tlsConfig,
 // if not nil, is used to speak TLS first (NextProtos h2), as a Client
 // dialled with TLS credentials does.
@@ -131,6 +137,9 @@ func Probe(ctx context.Context, addr string, tlsConfig *tls.Config) error {
 	}
 	if n == 0 && isTimeout(err) {
 		return &probeError{ErrNoAnswer, fmt.Sprintf("no answer from %s within %v: a node that is hung, or a server that is not a node", addr, probeTimeout), err}
+	}
+	if n == 0 && tlsConfig != nil && err != nil && !errors.Is(err, io.EOF) {
+		return &probeError{ErrTLSRefused, fmt.Sprintf("%s refused the TLS connection after the handshake: %v (is the client certificate one its CA issued, and valid?)", addr, err), err}
 	}
 	return &probeError{ErrNotRPStream, fmt.Sprintf("%s does not speak the rpstream protocol: %s", addr, describeAnswer(hdr[:n], conn, tlsConfig != nil)), err}
 }

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
@@ -144,4 +145,24 @@ func TestProbeTLS(t *testing.T) {
 	if err := Probe(ctx, addr, nil); !errors.Is(err, ErrNotRPStream) {
 		t.Fatalf("plaintext to a TLS server: %v", err)
 	}
+}
+
+// TestProbeTLSRefused: a TLS server that wants a client certificate
+// finishes the TLS 1.3 handshake and then refuses a client without one;
+// the probe says so (it said "closed the connection without answering").
+func TestProbeTLSRefused(t *testing.T) {
+	web := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	web.EnableHTTP2 = true
+	web.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert, MinVersion: tls.VersionTLS13}
+	web.StartTLS()
+	defer web.Close()
+	addr := strings.TrimPrefix(web.URL, "https://")
+	cfg := web.Client().Transport.(*http.Transport).TLSClientConfig
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := Probe(ctx, addr, cfg)
+	if !errors.Is(err, ErrTLSRefused) || !strings.Contains(err.Error(), addr+" refused the TLS connection") {
+		t.Fatalf("Probe without the client certificate wanted: %v, want ErrTLSRefused", err)
+	}
+	t.Log(err)
 }

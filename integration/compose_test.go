@@ -12,6 +12,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/rpstream/rpstream/client"
+	"github.com/rpstream/rpstream/pki"
 	"net"
 	"os"
 	"os/exec"
@@ -173,6 +175,36 @@ type composeCluster struct {
 	env     []string
 	net     string         // first three octets of the /24
 	ports   map[string]int // service -> client port on 127.0.0.1
+	tls     string         // the development CA and certificates (RPSTREAM_TLS_DIR)
+}
+
+// options is o with the TLS files and client certificate of the cluster.
+func (c *composeCluster) options(o client.Options) client.Options {
+	o.TLSCAFile = filepath.Join(c.tls, "ca.crt")
+	o.TLSCertFile, o.TLSKeyFile = filepath.Join(c.tls, "admin.crt"), filepath.Join(c.tls, "admin.key")
+	return o
+}
+
+// writeTLS makes the cluster's development CA and certificates (as make
+// compose-up does with scripts/compose-tls.sh) for the network c.net.
+func (c *composeCluster) writeTLS() error {
+	c.tls = c.t.TempDir()
+	var nodes, hosts []string
+	for _, s := range composeServices {
+		nodes = append(nodes, s.name)
+		hosts = append(hosts, c.ip(s.name))
+	}
+	if err := pki.WriteDevSet(pki.DevSet{Dir: c.tls, Nodes: nodes, Hosts: hosts, Clients: []string{"admin"}}); err != nil {
+		return err
+	}
+	// The containers run as 65532: the keys they read must be readable
+	// (a throwaway CA of this test only; ca.key stays private).
+	for _, n := range append(nodes, "admin") {
+		if err := os.Chmod(filepath.Join(c.tls, n+".key"), 0o644); err != nil {
+			return err
+		}
+	}
+	return os.Chmod(c.tls, 0o755)
 }
 
 func (c *composeCluster) run(timeout time.Duration, args ...string) (string, error) {
@@ -214,7 +246,11 @@ func startCompose(t *testing.T, compose []string, root, image string) *composeCl
 		b := make([]byte, 1)
 		rand.Read(b)
 		c.net = "10.213." + strconv.Itoa(100+int(b[0])%150)
-		c.env = append(os.Environ(), "RPSTREAM_IMAGE="+image, "RPSTREAM_NET="+c.net, "RPSTREAM_SECRET="+secret)
+		if err := c.writeTLS(); err != nil {
+			t.Fatal(err)
+		}
+		c.env = append(os.Environ(), "RPSTREAM_IMAGE="+image, "RPSTREAM_NET="+c.net, "RPSTREAM_SECRET="+secret, "RPSTREAM_TLS_DIR="+c.tls,
+			"RPSTREAM_TLS_CA="+filepath.Join(c.tls, "ca.crt"), "RPSTREAM_TLS_CERT="+filepath.Join(c.tls, "admin.crt"), "RPSTREAM_TLS_KEY="+filepath.Join(c.tls, "admin.key"))
 		for _, s := range composeServices {
 			c.env = append(c.env, s.portVar+"="+strconv.Itoa(c.ports[s.name]))
 		}

@@ -36,7 +36,7 @@ func TestDockerCompose(t *testing.T) {
 	t.Logf("project %s, network %s.0/24, ports %v, compose command %q", c.project, c.net, c.ports, compose)
 
 	for _, s := range composeServices {
-		waitMembers(t, c.addr(s.name), 60*time.Second)
+		waitMembers(t, c.addr(s.name), c.options(client.Options{}), 60*time.Second)
 	}
 
 	const stream = "it"
@@ -47,7 +47,7 @@ func TestDockerCompose(t *testing.T) {
 	t.Logf("%s", strings.TrimSpace(out))
 	// Append to and read from the stream's leader (n1 while streamnode is
 	// single-node); cut off a node that does not lead it, n3 if it can.
-	leader := streamLeader(t, c.addr("n1"), stream)
+	leader := streamLeader(t, c.addr("n1"), c.options(client.Options{}), stream)
 	cut := "n3"
 	if leader == cut {
 		cut = "n2"
@@ -67,7 +67,7 @@ func TestDockerCompose(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := range writers {
-		cl, err := client.Dial(c.addr(leader), client.Options{MaxAttempts: 20})
+		cl, err := client.Dial(c.addr(leader), c.options(client.Options{MaxAttempts: 20}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -105,7 +105,7 @@ func TestDockerCompose(t *testing.T) {
 	}
 	t.Logf("%s disconnected from %s", cut, netName)
 	time.Sleep(3 * time.Second)
-	t.Logf("%s's view with %s cut off: %s", leader, cut, memberStates(c.addr(leader)))
+	t.Logf("%s's view with %s cut off: %s", leader, cut, memberStates(c.addr(leader), c.options(client.Options{})))
 	if _, err := dockerRun(context.Background(), time.Minute, c.env, "docker", "network", "connect", "--ip", c.ip(cut), "--alias", cut, netName, cutID); err != nil {
 		t.Fatalf("reconnect %s: %v", cut, err)
 	}
@@ -136,15 +136,15 @@ func TestDockerCompose(t *testing.T) {
 		t.Fatalf("only %d appends acknowledged", total)
 	}
 	for _, s := range composeServices {
-		waitMembers(t, c.addr(s.name), 60*time.Second)
+		waitMembers(t, c.addr(s.name), c.options(client.Options{}), 60*time.Second)
 	}
 
 	// Read everything from position 0.
-	if now := streamLeader(t, c.addr(leader), stream); now != leader {
+	if now := streamLeader(t, c.addr(leader), c.options(client.Options{}), stream); now != leader {
 		t.Logf("the stream's leader moved from %s to %s", leader, now)
 		leader = now
 	}
-	cl, err := client.Dial(c.addr(leader), client.Options{})
+	cl, err := client.Dial(c.addr(leader), c.options(client.Options{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,9 +243,9 @@ func TestDockerCompose(t *testing.T) {
 
 // streamLeader is the name of the service leading stream, as the node at
 // addr reports it.
-func streamLeader(t *testing.T, addr, stream string) string {
+func streamLeader(t *testing.T, addr string, o client.Options, stream string) string {
 	t.Helper()
-	cl, err := client.Dial(addr, client.Options{})
+	cl, err := client.Dial(addr, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,8 +266,9 @@ func streamLeader(t *testing.T, addr, stream string) string {
 }
 
 // memberStates is the node at addr's view of its members, for the log.
-func memberStates(addr string) string {
-	cl, err := client.Dial(addr, client.Options{MaxAttempts: 1})
+func memberStates(addr string, o client.Options) string {
+	o.MaxAttempts = 1
+	cl, err := client.Dial(addr, o)
 	if err != nil {
 		return err.Error()
 	}
@@ -287,9 +288,10 @@ func memberStates(addr string) string {
 
 // waitMembers waits, at most limit, until the node at addr answers a
 // Members call listing every service of the compose file alive.
-func waitMembers(t *testing.T, addr string, limit time.Duration) {
+func waitMembers(t *testing.T, addr string, o client.Options, limit time.Duration) {
 	t.Helper()
-	cl, err := client.Dial(addr, client.Options{MaxAttempts: 1})
+	o.MaxAttempts = 1
+	cl, err := client.Dial(addr, o)
 	if err != nil {
 		t.Fatal(err)
 	}

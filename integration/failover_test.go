@@ -511,23 +511,28 @@ func TestFailoverTwiceInARow(t *testing.T) {
 }
 
 // TestRepairDamagedCommitted flips a byte of a committed entry in a
-// sealed region of a running node's file, and checks that it is repaired
-// and nothing acknowledged is lost:
+// sealed region (or the tail region) of a running node's file, and checks
+// that it is repaired and nothing acknowledged is lost:
 //   - leader/read: on the leader, scrubber idle: a Read that meets the
 //     entry repairs it from a copy (rdma reads) and answers it whole;
 //   - leader/scrub: on the leader: its scrubber finds and repairs it;
-//   - backup/scrub: on the backup's copy: its scrubber cuts the copy back
-//     and the leader rewrites it.
+//   - leader/tail/read: the leader's tail region, repaired by a Read;
+//   - follower/tail/scrub: a follower's copy, tail region: its scrubber
+//     cuts the copy back and the leader rewrites it;
+//   - backup/scrub: the same on the backup's copy, a sealed region.
 //
 // Every acknowledged entry is then read back at its position and every
 // copy ends identical to the leader's.
 func TestRepairDamagedCommitted(t *testing.T) {
 	for _, tc := range []struct {
 		name, where, scrub string
+		tail               bool // damage the tail region, not a sealed one
 	}{
-		{"leader/read", "leader", "1h"},
-		{"leader/scrub", "leader", "300ms"},
-		{"backup/scrub", "backup", "300ms"},
+		{"leader/read", "leader", "1h", false},
+		{"leader/scrub", "leader", "300ms", false},
+		{"leader/tail/read", "leader", "1h", true},
+		{"follower/tail/scrub", "follower", "300ms", true},
+		{"backup/scrub", "backup", "300ms", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -547,8 +552,12 @@ func TestRepairDamagedCommitted(t *testing.T) {
 			}
 			victim, path := leader, proccluster.LeaderFile(mustNode(cl, leader).Data, stream)
 			scan := local.Scan
-			if tc.where == "backup" {
+			switch tc.where {
+			case "backup":
 				victim = cl.Len() - 1
+				path, scan = proccluster.ReplicaFile(mustNode(cl, victim).Data, stream), local.ScanCopy
+			case "follower":
+				victim = (leader + 1) % 3
 				path, scan = proccluster.ReplicaFile(mustNode(cl, victim).Data, stream), local.ScanCopy
 			}
 			b, err := os.ReadFile(path)
@@ -560,6 +569,9 @@ func TestRepairDamagedCommitted(t *testing.T) {
 				t.Fatalf("scan of %s: %d regions, %v", path, len(sc.Regions), err)
 			}
 			r := sc.Regions[0] // sealed: later regions exist
+			if tc.tail {
+				r = sc.Regions[len(sc.Regions)-1]
+			}
 			off := int64(r.Offset + r.End/2)
 			f, err := os.OpenFile(path, os.O_RDWR, 0)
 			if err != nil {

@@ -114,6 +114,17 @@ func (c *Copy) Committed() uint64 {
 	return v.committed
 }
 
+// Stuck says whether, as of the last look, the entry at Committed is
+// covered by the leader's commit words but fails its check: damage in the
+// tail region, which Committed stops short of (Next at it reports
+// ErrCorrupt).
+func (c *Copy) Stuck() bool {
+	if v := c.view.Load(); v != nil {
+		return v.stuck
+	}
+	return false
+}
+
 // Head is the index of the oldest entry the copy holds, as of the last
 // look.
 func (c *Copy) Head() uint64 {

@@ -51,6 +51,7 @@ func acksOf(a api.AckPolicy) pb.Acks {
 // createInCatalog creates stream req.Stream through the catalog and, when
 // this node leads it, its files; it answers with the stream's status.
 func (s *Server) createInCatalog(ctx context.Context, req *api.CreateStreamRequest, m meta) (*api.CreateStreamResponse, error) {
+	s.waitRegistered(ctx)
 	rec, err := s.cfg.Catalog.CreateStream(ctx, &pb.CreateStreamRequest{
 		Name: req.Stream, Replicas: m.Replicas, Acks: acksOf(req.Acks), RegionSize: uint64(m.RegionSize), Retention: m.Retention.proto()})
 	if err != nil {
@@ -61,6 +62,25 @@ func (s *Server) createInCatalog(ctx context.Context, req *api.CreateStreamReque
 	// create's path (reconcile, woken by the catalog's change); the first
 	// append waits for that if it comes first.
 	return &api.CreateStreamResponse{Status: s.recordStatus(rec)}, nil
+}
+
+// registerWait bounds how long a create waits for this node's
+// registration in the catalog.
+const registerWait = 5 * time.Second
+
+// waitRegistered waits, at most registerWait, until this node's catalog
+// shows it registered under its incarnation: a create sent to a node that
+// has just started (it serves clients before its registration is
+// committed) would otherwise find no live stream node to place the
+// stream on, not even this one, and fail for good.
+func (s *Server) waitRegistered(ctx context.Context) {
+	deadline := time.Now().Add(registerWait)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		if n, ok := s.cfg.Catalog.Node(s.cfg.Name); ok && n.Incarnation == s.cfg.Catalog.Incarnation() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func copyNames(rec *pb.Stream) []string {
@@ -108,9 +128,17 @@ func (s *Server) realize(rec *pb.Stream) (made bool, err error) {
 // log. It returns the stream's meta as it is to be opened and the
 // takeover's facts.
 func (s *Server) openLed(rec *pb.Stream) (meta, takeover, error) {
+	var tk takeover
+	if r := rec.GetRestoring(); r != nil && rec.State == pb.StreamState_STREAM_STATE_ACTIVE && r.Epoch == rec.Epoch && r.Node != s.cfg.Name {
+		// Restored from another node's copy: fetched and verified first
+		// (restore.go, bounded on its own: a copy may be large), then
+		// taken over as a promoted copy.
+		if err := s.fetchRestore(rec); err != nil {
+			return meta{}, tk, err
+		}
+	}
 	ctx, cancel := context.WithTimeout(s.stopCtx, lookupTimeout+takeoverTimeout)
 	defer cancel()
-	var tk takeover
 	if rec.State == pb.StreamState_STREAM_STATE_CREATING {
 		var err error
 		if tk.made, err = s.realize(rec); err != nil {
@@ -486,7 +514,9 @@ func stale(rec *pb.Stream, id uint64, self string) bool {
 		return true
 	}
 	holds, _ := catalog.HolderOf(rec, self, 0)
-	return !holds
+	// The source of a restore under way keeps its copy until the new
+	// leader has fetched it and serves (restore.go).
+	return !holds && catalog.Source(rec) != self
 }
 
 // removeLed closes stream name if it is open (its calls end with

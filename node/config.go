@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rpstream/rpstream/acl"
 	"github.com/rpstream/rpstream/catalog/catalogpb"
 	"github.com/rpstream/rpstream/catalog/controller"
 	"github.com/rpstream/rpstream/local"
@@ -94,6 +96,15 @@ type Config struct {
 	// Control service (controller.GRPC.Service), separate from the
 	// client service.
 	Control catalogpb.ControlServer
+	// TLS, if set, is the client port's TLS config (pki.Keys.ServerConfig):
+	// the client service and Control are served over TLS only, and
+	// refused handshakes are logged. Nil serves plaintext.
+	TLS *tls.Config
+	// ACL, if set, turns authentication and authorisation of the client
+	// service on (auth.go): it returns the ACL in force at each call
+	// (the caller may swap it, on SIGHUP). Nil lets every caller do
+	// everything.
+	ACL func() *acl.ACL
 	// Metrics, if set, is where the server registers its Prometheus
 	// metrics (metrics.go): a registry of this node's own, as tests run
 	// several nodes in one process. Nil: nothing is counted.

@@ -37,6 +37,11 @@
 // the log holding every acknowledged entry or hand the stream to its
 // holder, open a new epoch with a marker entry); a node that finds
 // another leader named for a stream it led turns its files into a copy.
+// When no copy on a stream node survives, an operator restores the
+// stream from any copy (a backup's too; restore.go, restorecmd.go): the
+// catalog names a new leader under a new epoch, which fetches that copy
+// over gRPC, checks its SHA-256 and every entry's checksum, and takes it
+// over as a promoted copy.
 // Streams acknowledged by the leader alone are not moved. A node without
 // a catalog runs alone: its streams are its own, without copies.
 //

@@ -66,7 +66,9 @@ func (s *Server) openCopy(req *remotepb.OpenRequest) (remote.RegionStore, error)
 		}
 		if id, err := s.replicas.streamID(req.Stream); err == nil && id != req.StreamId {
 			s.log.Warn("replacing the copy of an older stream of the name", "stream", req.Stream, "old_id", id, "id", req.StreamId)
-			if err := s.dropCopy(req.Stream); err != nil {
+			// The Hub serves no Target of the name (it opens one now,
+			// holding its lock: dropCopy would wait for it for ever).
+			if err := s.replicas.remove(req.Stream); err != nil && !errors.Is(err, ErrNoStream) {
 				return nil, err
 			}
 		}

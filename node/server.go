@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -56,7 +57,9 @@ type Server struct {
 	// leader's connections are refused meanwhile.
 	repairing map[string]bool
 	// moveMu serialises promote and demote (a stream's files moving
-	// between streams/ and replicas/).
+	// between streams/ and replicas/). Lock order: the Hub's lock (held
+	// while it calls openCopy, which may demote), then moveMu; never
+	// the Hub with moveMu held.
 	moveMu  sync.Mutex
 	scrub   scrubCounters
 	closing bool
@@ -141,8 +144,18 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("node: metrics: %w", err)
 		}
 	}
-	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize))
+	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize)}
+	refusals := &deniedLog{log: s.log}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(loggedCreds{credentials.NewTLS(cfg.TLS), refusals}))
+	}
+	if cfg.ACL != nil {
+		a := &authorizer{acl: cfg.ACL, log: refusals}
+		opts = append(opts, grpc.ChainUnaryInterceptor(a.unary), grpc.ChainStreamInterceptor(a.stream))
+	}
+	s.grpc = grpc.NewServer(opts...)
 	api.RegisterStreamsServer(s.grpc, s)
+	api.RegisterRestoresServer(s.grpc, &restoreService{s: s})
 	if cfg.Control != nil {
 		catalogpb.RegisterControlServer(s.grpc, cfg.Control)
 	}
@@ -488,7 +501,7 @@ func statusOf(err error) error {
 		code = codes.Unavailable
 	case errors.Is(err, local.ErrTooLarge), errors.Is(err, local.ErrNoSpace), errors.Is(err, local.ErrTooManyReservations):
 		code = codes.ResourceExhausted
-	case errors.Is(err, replicate.ErrFenced), errors.Is(err, errTakeover), errors.Is(err, catalog.ErrStale):
+	case errors.Is(err, replicate.ErrFenced), errors.Is(err, errTakeover), errors.Is(err, errRestore), errors.Is(err, catalog.ErrStale):
 		// Another leader took the stream over, or one is taking it over:
 		// the client asks again, and finds the new leader.
 		code = codes.Unavailable
@@ -503,7 +516,7 @@ func statusOf(err error) error {
 	case errors.Is(err, errLost), errors.Is(err, controller.ErrNoController), errors.Is(err, controller.ErrStopped), errors.Is(err, controller.ErrTimeout):
 		code = codes.Unavailable
 	case errors.Is(err, catalog.ErrNotLeader), errors.Is(err, controller.ErrPlacement), errors.Is(err, ErrWrongLeader), errors.Is(err, ErrStaleEpoch),
-		errors.Is(err, catalog.ErrUnknownNode), errors.Is(err, controller.ErrGroupState):
+		errors.Is(err, catalog.ErrUnknownNode), errors.Is(err, controller.ErrGroupState), errors.Is(err, controller.ErrLeaderLive):
 		code = codes.FailedPrecondition
 	case errors.Is(err, catalog.ErrInvalid):
 		code = codes.InvalidArgument

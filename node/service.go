@@ -109,6 +109,12 @@ func (s *Server) ListStreams(ctx context.Context, req *api.ListStreamsRequest) (
 	}
 	defer s.leave()
 	if s.cfg.Catalog != nil {
+		// A current view where the group can give one (a node just
+		// restarted may not have the latest creates yet); without a
+		// controller, the view at hand after a second.
+		bctx, cancel := context.WithTimeout(ctx, time.Second)
+		s.cfg.Catalog.Barrier(bctx)
+		cancel()
 		return &api.ListStreamsResponse{Streams: s.listInCatalog()}, nil
 	}
 	names, err := s.store.list()

@@ -59,6 +59,9 @@ type meta struct {
 	// Retention is the retention policy of a stream of a node without a
 	// catalog (the catalog holds it otherwise).
 	Retention *retentionMeta `json:"retention,omitempty"`
+	// RestoredEpoch is the epoch of the restore whose fetched copy these
+	// files are (restore.go); 0 if they were not restored.
+	RestoredEpoch uint64 `json:"restored_epoch,omitempty"`
 }
 
 // replicated reports whether the stream has copies on other members.

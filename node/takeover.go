@@ -127,11 +127,20 @@ const takeoverTimeout = 5 * time.Second
 // already of rec's id (a restart, or a promotion that crashed after the
 // link: the leftover copy is removed).
 func (s *Server) promote(rec *pb.Stream) error {
+	// The copy's Target is closed first, without moveMu: the Hub calls
+	// openCopy, which may demote (moveMu), with its own lock held, so
+	// moveMu is never held while waiting for the Hub. No leader opens
+	// the copy again meanwhile: the catalog names this node the leader.
+	if s.hub != nil {
+		if err := s.hub.Drop(rec.Name); err != nil && !errors.Is(err, remote.ErrNoStream) {
+			return err
+		}
+	}
 	s.moveMu.Lock()
 	defer s.moveMu.Unlock()
 	if m, err := s.store.readMeta(rec.Name); err == nil && m.StreamID == rec.Id {
 		if id, err := s.replicas.streamID(rec.Name); err == nil && id == rec.Id {
-			if err := s.dropCopy(rec.Name); err != nil && !errors.Is(err, ErrNoStream) {
+			if err := s.replicas.remove(rec.Name); err != nil && !errors.Is(err, ErrNoStream) {
 				return err
 			}
 		}
@@ -146,11 +155,6 @@ func (s *Server) promote(rec *pb.Stream) error {
 	id, err := s.replicas.streamID(rec.Name)
 	if err != nil || id != rec.Id {
 		return fmt.Errorf("%w: %s (id %d): this node holds neither its files nor a copy", errLost, rec.Name, rec.Id)
-	}
-	if s.hub != nil {
-		if err := s.hub.Drop(rec.Name); err != nil && !errors.Is(err, remote.ErrNoStream) {
-			return err
-		}
 	}
 	path, _, err := s.replicas.copyFile(rec.Name)
 	if err != nil {

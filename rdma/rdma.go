@@ -2,6 +2,7 @@ package rdma
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"time"
@@ -202,6 +203,13 @@ type Config struct {
 	// emulation of a reliable connection's retry budget; a peer that is
 	// frozen but keeps its socket open would otherwise stall Ops forever).
 	AckTimeout time.Duration
+	// TLS, if set, makes the tcp provider run every connection inside
+	// TLS with this config (tls.Client when dialling, tls.Server when
+	// accepting; both sides' certificates are checked by the config), the
+	// Secret handshake then running inside it. The verbs provider ignores
+	// it: on a NIC the data moves by the fabric, outside any socket (see
+	// docs/design-notes.md, "Security").
+	TLS *tls.Config
 }
 
 // MinSecret is the shortest Secret accepted.

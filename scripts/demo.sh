@@ -5,9 +5,11 @@
 # It creates the stream "demo" (replacing the one an earlier run made),
 # appends, tails, follows, lists and benchmarks; then it runs a cluster of
 # three streamnodes and a backup target on loopback (ports from
-# $RPSTREAM_DEMO_PORT, default 27400, +11..+34), replicates a stream, kills
-# a replica, and benchmarks replicated appends. Each node serves its admin
-# listener (/metrics, /readyz) on 127.0.0.1, port base+41..+44.
+# $RPSTREAM_DEMO_PORT, default 27400, +11..+34) with TLS on (a development
+# CA made by `streamnode dev-ca` for the run), a cluster secret from a
+# file, and an ACL; it replicates a stream, kills a replica, and
+# benchmarks replicated appends. Each node serves its admin listener
+# (/metrics, /readyz; plain HTTP) on 127.0.0.1, port base+41..+44.
 set -euo pipefail
 
 data=${1:-./rpstream-data}
@@ -31,7 +33,7 @@ show() {
 	local line="$ streamcli" a
 	for a in "$@"; do
 		case $a in
-		*[[:space:]]*) line+=" \"$a\"" ;;
+		"" | *[[:space:]]*) line+=" \"$a\"" ;;
 		*) line+=" $a" ;;
 		esac
 	done
@@ -111,17 +113,19 @@ base=${RPSTREAM_DEMO_PORT:-27400}
 cdir=$data/cluster
 rm -rf "$cdir"
 mkdir -p "$cdir"
+tls=$cdir/tls
 join=127.0.0.1:$((base + 31)),127.0.0.1:$((base + 32)),127.0.0.1:$((base + 33)),127.0.0.1:$((base + 34))
 # start_node I starts member nI (n4 is the backup target), logging to
 # $cdir/nI.log; its PID goes to nodepids[I-1].
 start_node() {
 	local i=$1 role=node
 	[ "$i" = 4 ] && role=backup
-	printf '$ streamnode --name n%d --role %s --data %s --client-addr 127.0.0.1:%d --peer-addr 127.0.0.1:%d --gossip-addr 127.0.0.1:%d --admin-addr 127.0.0.1:%d --join %s --voters n1,n2,n3 &\n' \
-		"$i" "$role" "$cdir/n$i" $((base + 10 + i)) $((base + 20 + i)) $((base + 30 + i)) $((base + 40 + i)) "$join"
+	printf '$ streamnode --name n%d --role %s --data %s --client-addr 127.0.0.1:%d --peer-addr 127.0.0.1:%d --gossip-addr 127.0.0.1:%d --admin-addr 127.0.0.1:%d --join %s --voters n1,n2,n3 --secret-file %s --tls-ca %s --tls-cert %s --tls-key %s --acl %s &\n' \
+		"$i" "$role" "$cdir/n$i" $((base + 10 + i)) $((base + 20 + i)) $((base + 30 + i)) $((base + 40 + i)) "$join" "$cdir/secret" "$tls/ca.crt" "$tls/n$i.crt" "$tls/n$i.key" "$cdir/acl.json"
 	"$node" --name "n$i" --role "$role" --data "$cdir/n$i" --client-addr "127.0.0.1:$((base + 10 + i))" \
 		--peer-addr "127.0.0.1:$((base + 20 + i))" --gossip-addr "127.0.0.1:$((base + 30 + i))" \
-		--admin-addr "127.0.0.1:$((base + 40 + i))" --join "$join" --voters n1,n2,n3 2>>"$cdir/n$i.log" &
+		--admin-addr "127.0.0.1:$((base + 40 + i))" --join "$join" --voters n1,n2,n3 --secret-file "$cdir/secret" \
+		--tls-ca "$tls/ca.crt" --tls-cert "$tls/n$i.crt" --tls-key "$tls/n$i.key" --acl "$cdir/acl.json" 2>>"$cdir/n$i.log" &
 	nodepids[$((i - 1))]=$!
 }
 # wait_alive N waits (at most 15 s) until n1 lists N members alive and
@@ -138,7 +142,29 @@ wait_alive() {
 	return 1
 }
 
-say "A cluster on loopback: three stream nodes and a backup target (logs in $cdir)"
+say "Security: a development CA, a certificate per node and for the client \"admin\", a cluster secret in a file"
+printf '$ streamnode dev-ca --dir %s --nodes n1,n2,n3,n4 --clients admin\n' "$tls"
+"$node" dev-ca --dir "$tls" --nodes n1,n2,n3,n4 --clients admin
+(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$cdir/secret")
+echo "(the secret: 32 random bytes, hex, in $cdir/secret; never on the command line, where ps shows it)"
+say "An ACL: admin may do anything; the holder of a token may only read the stream \"orders\""
+(umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$cdir/reader.token")
+hash=$(sha256sum "$cdir/reader.token" | cut -d' ' -f1)
+cat >"$cdir/acl.json" <<ACL
+{
+  "tokens": [{"identity": "reader", "sha256": "$hash"}],
+  "grants": [
+    {"identity": "admin", "streams": ["*"], "permissions": ["read", "append", "admin"]},
+    {"identity": "reader", "streams": ["orders"], "permissions": ["read"]}
+  ]
+}
+ACL
+cat "$cdir/acl.json"
+# streamcli's network mode reaches the nodes as admin from here on.
+export RPSTREAM_TLS_CA=$tls/ca.crt RPSTREAM_TLS_CERT=$tls/admin.crt RPSTREAM_TLS_KEY=$tls/admin.key
+echo "$ export RPSTREAM_TLS_CA=$tls/ca.crt RPSTREAM_TLS_CERT=$tls/admin.crt RPSTREAM_TLS_KEY=$tls/admin.key"
+
+say "A cluster on loopback: three stream nodes and a backup target, TLS on (logs in $cdir)"
 for i in 1 2 3 4; do
 	start_node "$i"
 done
@@ -165,6 +191,11 @@ if command -v curl >/dev/null; then
 else
 	echo "(no curl here)"
 fi
+
+say "The token's holder may read orders, not append to it; without credentials, nothing"
+show --node "$n1" --tls-cert "" --tls-key "" --token-file "$cdir/reader.token" tail orders
+show --node "$n1" --tls-cert "" --tls-key "" --token-file "$cdir/reader.token" append orders "forged" || true
+show --node "$n1" --tls-cert "" --tls-key "" members || true
 
 say "Kill a replica (SIGKILL): a quorum, the leader and one copy, still acknowledges"
 victim=n1
@@ -203,7 +234,7 @@ for p in "${nodepids[@]}"; do
 done
 nodepids=()
 
-say "Benchmark: replicated appends, 128 bytes, quorum of 3, 16 clients (its own cluster on loopback)"
-show bench cluster --clients 16 --size 128 --count 40000 --acks quorum --replicas 3
+say "Benchmark: replicated appends, 128 bytes, quorum of 3, 16 clients (its own cluster on loopback, TLS on)"
+show bench cluster --clients 16 --size 128 --count 40000 --acks quorum --replicas 3 --tls
 
 say "Done. Try: $(basename "$cli") --help   (streams are in $data)"

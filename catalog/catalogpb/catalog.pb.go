@@ -215,6 +215,8 @@ const (
 	ErrorCode_ERROR_CODE_HELD ErrorCode = 30
 	// No consumer of that name.
 	ErrorCode_ERROR_CODE_NO_CONSUMER ErrorCode = 31
+	// A restore of a stream whose leader holds a lease, without force.
+	ErrorCode_ERROR_CODE_LEADER_LIVE ErrorCode = 50
 )
 
 // Enum value maps for ErrorCode.
@@ -235,6 +237,7 @@ var (
 		12: "ERROR_CODE_STALE",
 		30: "ERROR_CODE_HELD",
 		31: "ERROR_CODE_NO_CONSUMER",
+		50: "ERROR_CODE_LEADER_LIVE",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_NONE":          0,
@@ -252,6 +255,7 @@ var (
 		"ERROR_CODE_STALE":         12,
 		"ERROR_CODE_HELD":          30,
 		"ERROR_CODE_NO_CONSUMER":   31,
+		"ERROR_CODE_LEADER_LIVE":   50,
 	}
 )
 
@@ -307,6 +311,7 @@ type Command struct {
 	//	*Command_AddConsumer
 	//	*Command_RemoveConsumer
 	//	*Command_AckConsumers
+	//	*Command_RestoreStream
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -489,6 +494,15 @@ func (x *Command) GetAckConsumers() *AckConsumers {
 	return nil
 }
 
+func (x *Command) GetRestoreStream() *RestoreStream {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RestoreStream); ok {
+			return x.RestoreStream
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -549,6 +563,10 @@ type Command_AckConsumers struct {
 	AckConsumers *AckConsumers `protobuf:"bytes,34,opt,name=ack_consumers,json=ackConsumers,proto3,oneof"`
 }
 
+type Command_RestoreStream struct {
+	RestoreStream *RestoreStream `protobuf:"bytes,50,opt,name=restore_stream,json=restoreStream,proto3,oneof"`
+}
+
 func (*Command_RegisterNode) isCommand_Op() {}
 
 func (*Command_CreateStream) isCommand_Op() {}
@@ -576,6 +594,8 @@ func (*Command_AddConsumer) isCommand_Op() {}
 func (*Command_RemoveConsumer) isCommand_Op() {}
 
 func (*Command_AckConsumers) isCommand_Op() {}
+
+func (*Command_RestoreStream) isCommand_Op() {}
 
 // RegisterNode records a node's name and incarnation: the identity its
 // data directory was made with. A name held by another incarnation is
@@ -1441,7 +1461,13 @@ type Stream struct {
 	// read again. It only rises, never past a holding consumer's acked.
 	TrimHead uint64 `protobuf:"varint,31,opt,name=trim_head,json=trimHead,proto3" json:"trim_head,omitempty"`
 	// The stream's named consumers, sorted by name.
-	Consumers     []*Consumer `protobuf:"bytes,32,rep,name=consumers,proto3" json:"consumers,omitempty"`
+	Consumers []*Consumer `protobuf:"bytes,32,rep,name=consumers,proto3" json:"consumers,omitempty"`
+	// restoring is set by RestoreStream until the new leader's epoch has
+	// started (EpochStarted of restoring.epoch): the copy the leader
+	// rebuilds the stream from; its holder keeps it meanwhile even when no
+	// longer placed. restores counts the stream's restores.
+	Restoring     *RestoreSource `protobuf:"bytes,50,opt,name=restoring,proto3" json:"restoring,omitempty"`
+	Restores      uint64         `protobuf:"varint,51,opt,name=restores,proto3" json:"restores,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1614,6 +1640,20 @@ func (x *Stream) GetConsumers() []*Consumer {
 		return x.Consumers
 	}
 	return nil
+}
+
+func (x *Stream) GetRestoring() *RestoreSource {
+	if x != nil {
+		return x.Restoring
+	}
+	return nil
+}
+
+func (x *Stream) GetRestores() uint64 {
+	if x != nil {
+		return x.Restores
+	}
+	return 0
 }
 
 // Retention says what the stream's leader trims by itself. Zero fields
@@ -2144,6 +2184,163 @@ func (x *ConsumerAck) GetAcked() uint64 {
 	return 0
 }
 
+// RestoreSource is the copy a restore rebuilds a stream from: node's copy,
+// made under incarnation (the node's registered one when the restore was
+// decided), for the leader under epoch.
+type RestoreSource struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Node        string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Incarnation uint64                 `protobuf:"fixed64,2,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Epoch       uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Why (recorded for operators).
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreSource) Reset() {
+	*x = RestoreSource{}
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreSource) ProtoMessage() {}
+
+func (x *RestoreSource) ProtoReflect() protoreflect.Message {
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreSource.ProtoReflect.Descriptor instead.
+func (*RestoreSource) Descriptor() ([]byte, []int) {
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RestoreSource) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RestoreSource) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *RestoreSource) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *RestoreSource) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// RestoreStream rebuilds a stream from one copy (an operator's decision,
+// when failover cannot: every stream node holding a copy was lost, or the
+// stream is to be rebuilt elsewhere): copies is the new placement (the
+// new leader's first, on a stream node, then replicas, then at most one
+// backup copy, all on nodes under their registered incarnations), the
+// leader takes the next epoch and fetches source's copy before it serves.
+// from_epoch is the epoch the decision was made on: on another it
+// changes nothing. source is a registered node under its registered
+// incarnation.
+type RestoreStream struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	StreamId      uint64                 `protobuf:"varint,2,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	FromEpoch     uint64                 `protobuf:"varint,3,opt,name=from_epoch,json=fromEpoch,proto3" json:"from_epoch,omitempty"`
+	Source        *RestoreSource         `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	Copies        []*Copy                `protobuf:"bytes,5,rep,name=copies,proto3" json:"copies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreStream) Reset() {
+	*x = RestoreStream{}
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreStream) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreStream) ProtoMessage() {}
+
+func (x *RestoreStream) ProtoReflect() protoreflect.Message {
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreStream.ProtoReflect.Descriptor instead.
+func (*RestoreStream) Descriptor() ([]byte, []int) {
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RestoreStream) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RestoreStream) GetStreamId() uint64 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *RestoreStream) GetFromEpoch() uint64 {
+	if x != nil {
+		return x.FromEpoch
+	}
+	return 0
+}
+
+func (x *RestoreStream) GetSource() *RestoreSource {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+func (x *RestoreStream) GetCopies() []*Copy {
+	if x != nil {
+		return x.Copies
+	}
+	return nil
+}
+
 type RaftBatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The sender's member name and Raft id.
@@ -2155,7 +2352,7 @@ type RaftBatch struct {
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[22]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2167,7 +2364,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[22]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2180,7 +2377,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{22}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RaftBatch) GetFrom() string {
@@ -2205,7 +2402,7 @@ type RaftAck struct {
 
 func (x *RaftAck) Reset() {
 	*x = RaftAck{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[23]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2217,7 +2414,7 @@ func (x *RaftAck) String() string {
 func (*RaftAck) ProtoMessage() {}
 
 func (x *RaftAck) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[23]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2230,7 +2427,7 @@ func (x *RaftAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAck.ProtoReflect.Descriptor instead.
 func (*RaftAck) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{23}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{25}
 }
 
 type ControlRequest struct {
@@ -2255,6 +2452,7 @@ type ControlRequest struct {
 	//	*ControlRequest_AddConsumer
 	//	*ControlRequest_RemoveConsumer
 	//	*ControlRequest_AckConsumers
+	//	*ControlRequest_RestoreStream
 	Req           isControlRequest_Req `protobuf_oneof:"req"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2262,7 +2460,7 @@ type ControlRequest struct {
 
 func (x *ControlRequest) Reset() {
 	*x = ControlRequest{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[24]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2274,7 +2472,7 @@ func (x *ControlRequest) String() string {
 func (*ControlRequest) ProtoMessage() {}
 
 func (x *ControlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[24]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2287,7 +2485,7 @@ func (x *ControlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlRequest.ProtoReflect.Descriptor instead.
 func (*ControlRequest) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{24}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ControlRequest) GetHops() uint32 {
@@ -2448,6 +2646,15 @@ func (x *ControlRequest) GetAckConsumers() *AckConsumers {
 	return nil
 }
 
+func (x *ControlRequest) GetRestoreStream() *RestoreStreamRequest {
+	if x != nil {
+		if x, ok := x.Req.(*ControlRequest_RestoreStream); ok {
+			return x.RestoreStream
+		}
+	}
+	return nil
+}
+
 type isControlRequest_Req interface {
 	isControlRequest_Req()
 }
@@ -2516,6 +2723,10 @@ type ControlRequest_AckConsumers struct {
 	AckConsumers *AckConsumers `protobuf:"bytes,34,opt,name=ack_consumers,json=ackConsumers,proto3,oneof"`
 }
 
+type ControlRequest_RestoreStream struct {
+	RestoreStream *RestoreStreamRequest `protobuf:"bytes,50,opt,name=restore_stream,json=restoreStream,proto3,oneof"`
+}
+
 func (*ControlRequest_CreateStream) isControlRequest_Req() {}
 
 func (*ControlRequest_DeleteStream) isControlRequest_Req() {}
@@ -2548,6 +2759,113 @@ func (*ControlRequest_RemoveConsumer) isControlRequest_Req() {}
 
 func (*ControlRequest_AckConsumers) isControlRequest_Req() {}
 
+func (*ControlRequest_RestoreStream) isControlRequest_Req() {}
+
+// RestoreStreamRequest asks the controller to restore stream name (id)
+// from source's copy (incarnation: the one the requester surveyed),
+// decided at from_epoch. leader, if set, is to lead it (a live stream
+// node), else placement chooses. Refused while the stream's leader holds
+// a lease unless force.
+type RestoreStreamRequest struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Name              string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	StreamId          uint64                 `protobuf:"varint,2,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	FromEpoch         uint64                 `protobuf:"varint,3,opt,name=from_epoch,json=fromEpoch,proto3" json:"from_epoch,omitempty"`
+	Source            string                 `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	SourceIncarnation uint64                 `protobuf:"fixed64,5,opt,name=source_incarnation,json=sourceIncarnation,proto3" json:"source_incarnation,omitempty"`
+	Leader            string                 `protobuf:"bytes,6,opt,name=leader,proto3" json:"leader,omitempty"`
+	Force             bool                   `protobuf:"varint,7,opt,name=force,proto3" json:"force,omitempty"`
+	Requester         string                 `protobuf:"bytes,8,opt,name=requester,proto3" json:"requester,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *RestoreStreamRequest) Reset() {
+	*x = RestoreStreamRequest{}
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreStreamRequest) ProtoMessage() {}
+
+func (x *RestoreStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreStreamRequest.ProtoReflect.Descriptor instead.
+func (*RestoreStreamRequest) Descriptor() ([]byte, []int) {
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RestoreStreamRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RestoreStreamRequest) GetStreamId() uint64 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *RestoreStreamRequest) GetFromEpoch() uint64 {
+	if x != nil {
+		return x.FromEpoch
+	}
+	return 0
+}
+
+func (x *RestoreStreamRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *RestoreStreamRequest) GetSourceIncarnation() uint64 {
+	if x != nil {
+		return x.SourceIncarnation
+	}
+	return 0
+}
+
+func (x *RestoreStreamRequest) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *RestoreStreamRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *RestoreStreamRequest) GetRequester() string {
+	if x != nil {
+		return x.Requester
+	}
+	return ""
+}
+
 // CreateStreamRequest asks the controller to place and create a stream;
 // requester leads it if it is a live stream node.
 type CreateStreamRequest struct {
@@ -2565,7 +2883,7 @@ type CreateStreamRequest struct {
 
 func (x *CreateStreamRequest) Reset() {
 	*x = CreateStreamRequest{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[25]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2577,7 +2895,7 @@ func (x *CreateStreamRequest) String() string {
 func (*CreateStreamRequest) ProtoMessage() {}
 
 func (x *CreateStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[25]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2590,7 +2908,7 @@ func (x *CreateStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateStreamRequest.ProtoReflect.Descriptor instead.
 func (*CreateStreamRequest) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{25}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreateStreamRequest) GetName() string {
@@ -2653,7 +2971,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[26]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2665,7 +2983,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[26]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2678,7 +2996,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{26}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Heartbeat) GetName() string {
@@ -2707,7 +3025,7 @@ type VoterChange struct {
 
 func (x *VoterChange) Reset() {
 	*x = VoterChange{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[27]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2719,7 +3037,7 @@ func (x *VoterChange) String() string {
 func (*VoterChange) ProtoMessage() {}
 
 func (x *VoterChange) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[27]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2732,7 +3050,7 @@ func (x *VoterChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VoterChange.ProtoReflect.Descriptor instead.
 func (*VoterChange) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{27}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *VoterChange) GetName() string {
@@ -2767,7 +3085,7 @@ type ControlResponse struct {
 
 func (x *ControlResponse) Reset() {
 	*x = ControlResponse{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[28]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2779,7 +3097,7 @@ func (x *ControlResponse) String() string {
 func (*ControlResponse) ProtoMessage() {}
 
 func (x *ControlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[28]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2792,7 +3110,7 @@ func (x *ControlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlResponse.ProtoReflect.Descriptor instead.
 func (*ControlResponse) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{28}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ControlResponse) GetIndex() uint64 {
@@ -2841,7 +3159,7 @@ var File_catalog_catalogpb_catalog_proto protoreflect.FileDescriptor
 
 const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\n" +
-	"\x1fcatalog/catalogpb/catalog.proto\x12\x13rpstream.catalog.v1\"\xb0\b\n" +
+	"\x1fcatalog/catalogpb/catalog.proto\x12\x13rpstream.catalog.v1\"\xfd\b\n" +
 	"\aCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x12\n" +
 	"\x04time\x18\x02 \x01(\x03R\x04time\x12H\n" +
@@ -2862,7 +3180,8 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"trimStream\x12E\n" +
 	"\fadd_consumer\x18  \x01(\v2 .rpstream.catalog.v1.AddConsumerH\x00R\vaddConsumer\x12N\n" +
 	"\x0fremove_consumer\x18! \x01(\v2#.rpstream.catalog.v1.RemoveConsumerH\x00R\x0eremoveConsumer\x12H\n" +
-	"\rack_consumers\x18\" \x01(\v2!.rpstream.catalog.v1.AckConsumersH\x00R\fackConsumersB\x04\n" +
+	"\rack_consumers\x18\" \x01(\v2!.rpstream.catalog.v1.AckConsumersH\x00R\fackConsumers\x12K\n" +
+	"\x0erestore_stream\x182 \x01(\v2\".rpstream.catalog.v1.RestoreStreamH\x00R\rrestoreStreamB\x04\n" +
 	"\x02op\"\x8d\x01\n" +
 	"\fRegisterNode\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
@@ -2926,7 +3245,7 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\vincarnation\x18\x02 \x01(\x06R\vincarnation\x12-\n" +
 	"\x04role\x18\x03 \x01(\x0e2\x19.rpstream.catalog.v1.RoleR\x04role\x12)\n" +
 	"\x10registered_index\x18\x04 \x01(\x04R\x0fregisteredIndex\x12'\n" +
-	"\x0fregistered_time\x18\x05 \x01(\x03R\x0eregisteredTime\"\xdf\x05\n" +
+	"\x0fregistered_time\x18\x05 \x01(\x03R\x0eregisteredTime\"\xbd\x06\n" +
 	"\x06Stream\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x1a\n" +
@@ -2949,7 +3268,9 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\rlast_election\x18\x11 \x01(\tR\flastElection\x12<\n" +
 	"\tretention\x18\x1e \x01(\v2\x1e.rpstream.catalog.v1.RetentionR\tretention\x12\x1b\n" +
 	"\ttrim_head\x18\x1f \x01(\x04R\btrimHead\x12;\n" +
-	"\tconsumers\x18  \x03(\v2\x1d.rpstream.catalog.v1.ConsumerR\tconsumers\"g\n" +
+	"\tconsumers\x18  \x03(\v2\x1d.rpstream.catalog.v1.ConsumerR\tconsumers\x12@\n" +
+	"\trestoring\x182 \x01(\v2\".rpstream.catalog.v1.RestoreSourceR\trestoring\x12\x1a\n" +
+	"\brestores\x183 \x01(\x04R\brestores\"g\n" +
 	"\tRetention\x12\x1b\n" +
 	"\tmax_bytes\x18\x01 \x01(\x04R\bmaxBytes\x12\x1f\n" +
 	"\vmax_entries\x18\x02 \x01(\x04R\n" +
@@ -2988,11 +3309,24 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\x04acks\x18\x03 \x03(\v2 .rpstream.catalog.v1.ConsumerAckR\x04acks\"?\n" +
 	"\vConsumerAck\x12\x1a\n" +
 	"\bconsumer\x18\x01 \x01(\tR\bconsumer\x12\x14\n" +
-	"\x05acked\x18\x02 \x01(\x04R\x05acked\";\n" +
+	"\x05acked\x18\x02 \x01(\x04R\x05acked\"s\n" +
+	"\rRestoreSource\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12 \n" +
+	"\vincarnation\x18\x02 \x01(\x06R\vincarnation\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xce\x01\n" +
+	"\rRestoreStream\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tstream_id\x18\x02 \x01(\x04R\bstreamId\x12\x1d\n" +
+	"\n" +
+	"from_epoch\x18\x03 \x01(\x04R\tfromEpoch\x12:\n" +
+	"\x06source\x18\x04 \x01(\v2\".rpstream.catalog.v1.RestoreSourceR\x06source\x121\n" +
+	"\x06copies\x18\x05 \x03(\v2\x19.rpstream.catalog.v1.CopyR\x06copies\";\n" +
 	"\tRaftBatch\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x1a\n" +
 	"\bmessages\x18\x02 \x03(\fR\bmessages\"\t\n" +
-	"\aRaftAck\"\xb6\t\n" +
+	"\aRaftAck\"\x8a\n" +
+	"\n" +
 	"\x0eControlRequest\x12\x12\n" +
 	"\x04hops\x18\x01 \x01(\rR\x04hops\x12O\n" +
 	"\rcreate_stream\x18\n" +
@@ -3014,8 +3348,19 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"trimStream\x12E\n" +
 	"\fadd_consumer\x18  \x01(\v2 .rpstream.catalog.v1.AddConsumerH\x00R\vaddConsumer\x12N\n" +
 	"\x0fremove_consumer\x18! \x01(\v2#.rpstream.catalog.v1.RemoveConsumerH\x00R\x0eremoveConsumer\x12H\n" +
-	"\rack_consumers\x18\" \x01(\v2!.rpstream.catalog.v1.AckConsumersH\x00R\fackConsumersB\x05\n" +
-	"\x03req\"\x90\x02\n" +
+	"\rack_consumers\x18\" \x01(\v2!.rpstream.catalog.v1.AckConsumersH\x00R\fackConsumers\x12R\n" +
+	"\x0erestore_stream\x182 \x01(\v2).rpstream.catalog.v1.RestoreStreamRequestH\x00R\rrestoreStreamB\x05\n" +
+	"\x03req\"\xf9\x01\n" +
+	"\x14RestoreStreamRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tstream_id\x18\x02 \x01(\x04R\bstreamId\x12\x1d\n" +
+	"\n" +
+	"from_epoch\x18\x03 \x01(\x04R\tfromEpoch\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\x12-\n" +
+	"\x12source_incarnation\x18\x05 \x01(\x06R\x11sourceIncarnation\x12\x16\n" +
+	"\x06leader\x18\x06 \x01(\tR\x06leader\x12\x14\n" +
+	"\x05force\x18\a \x01(\bR\x05force\x12\x1c\n" +
+	"\trequester\x18\b \x01(\tR\trequester\"\x90\x02\n" +
 	"\x13CreateStreamRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\breplicas\x18\x02 \x01(\rR\breplicas\x12-\n" +
@@ -3055,7 +3400,7 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\x15STREAM_STATE_CREATING\x10\x01\x12\x17\n" +
 	"\x13STREAM_STATE_ACTIVE\x10\x02\x12\x19\n" +
 	"\x15STREAM_STATE_DELETING\x10\x03\x12\x18\n" +
-	"\x14STREAM_STATE_DELETED\x10\x04*\x88\x03\n" +
+	"\x14STREAM_STATE_DELETED\x10\x04*\xa4\x03\n" +
 	"\tErrorCode\x12\x13\n" +
 	"\x0fERROR_CODE_NONE\x10\x00\x12\x17\n" +
 	"\x13ERROR_CODE_INTERNAL\x10\x01\x12\x15\n" +
@@ -3072,7 +3417,8 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\x16ERROR_CODE_GROUP_STATE\x10\v\x12\x14\n" +
 	"\x10ERROR_CODE_STALE\x10\f\x12\x13\n" +
 	"\x0fERROR_CODE_HELD\x10\x1e\x12\x1a\n" +
-	"\x16ERROR_CODE_NO_CONSUMER\x10\x1f2\xa5\x01\n" +
+	"\x16ERROR_CODE_NO_CONSUMER\x10\x1f\x12\x1a\n" +
+	"\x16ERROR_CODE_LEADER_LIVE\x1022\xa5\x01\n" +
 	"\aControl\x12D\n" +
 	"\x04Raft\x12\x1e.rpstream.catalog.v1.RaftBatch\x1a\x1c.rpstream.catalog.v1.RaftAck\x12T\n" +
 	"\aForward\x12#.rpstream.catalog.v1.ControlRequest\x1a$.rpstream.catalog.v1.ControlResponseB0Z.github.com/rpstream/rpstream/catalog/catalogpbb\x06proto3"
@@ -3090,41 +3436,44 @@ func file_catalog_catalogpb_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_catalog_catalogpb_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_catalog_catalogpb_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_catalog_catalogpb_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_catalog_catalogpb_catalog_proto_goTypes = []any{
-	(Role)(0),                   // 0: rpstream.catalog.v1.Role
-	(Acks)(0),                   // 1: rpstream.catalog.v1.Acks
-	(StreamState)(0),            // 2: rpstream.catalog.v1.StreamState
-	(ErrorCode)(0),              // 3: rpstream.catalog.v1.ErrorCode
-	(*Command)(nil),             // 4: rpstream.catalog.v1.Command
-	(*RegisterNode)(nil),        // 5: rpstream.catalog.v1.RegisterNode
-	(*CreateStream)(nil),        // 6: rpstream.catalog.v1.CreateStream
-	(*Copy)(nil),                // 7: rpstream.catalog.v1.Copy
-	(*ActivateStream)(nil),      // 8: rpstream.catalog.v1.ActivateStream
-	(*DeleteStream)(nil),        // 9: rpstream.catalog.v1.DeleteStream
-	(*CopyDropped)(nil),         // 10: rpstream.catalog.v1.CopyDropped
-	(*GrantEpoch)(nil),          // 11: rpstream.catalog.v1.GrantEpoch
-	(*ElectLeader)(nil),         // 12: rpstream.catalog.v1.ElectLeader
-	(*EpochStarted)(nil),        // 13: rpstream.catalog.v1.EpochStarted
-	(*ForgetNode)(nil),          // 14: rpstream.catalog.v1.ForgetNode
-	(*State)(nil),               // 15: rpstream.catalog.v1.State
-	(*Node)(nil),                // 16: rpstream.catalog.v1.Node
-	(*Stream)(nil),              // 17: rpstream.catalog.v1.Stream
-	(*Retention)(nil),           // 18: rpstream.catalog.v1.Retention
-	(*SetRetention)(nil),        // 19: rpstream.catalog.v1.SetRetention
-	(*TrimStream)(nil),          // 20: rpstream.catalog.v1.TrimStream
-	(*Consumer)(nil),            // 21: rpstream.catalog.v1.Consumer
-	(*AddConsumer)(nil),         // 22: rpstream.catalog.v1.AddConsumer
-	(*RemoveConsumer)(nil),      // 23: rpstream.catalog.v1.RemoveConsumer
-	(*AckConsumers)(nil),        // 24: rpstream.catalog.v1.AckConsumers
-	(*ConsumerAck)(nil),         // 25: rpstream.catalog.v1.ConsumerAck
-	(*RaftBatch)(nil),           // 26: rpstream.catalog.v1.RaftBatch
-	(*RaftAck)(nil),             // 27: rpstream.catalog.v1.RaftAck
-	(*ControlRequest)(nil),      // 28: rpstream.catalog.v1.ControlRequest
-	(*CreateStreamRequest)(nil), // 29: rpstream.catalog.v1.CreateStreamRequest
-	(*Heartbeat)(nil),           // 30: rpstream.catalog.v1.Heartbeat
-	(*VoterChange)(nil),         // 31: rpstream.catalog.v1.VoterChange
-	(*ControlResponse)(nil),     // 32: rpstream.catalog.v1.ControlResponse
+	(Role)(0),                    // 0: rpstream.catalog.v1.Role
+	(Acks)(0),                    // 1: rpstream.catalog.v1.Acks
+	(StreamState)(0),             // 2: rpstream.catalog.v1.StreamState
+	(ErrorCode)(0),               // 3: rpstream.catalog.v1.ErrorCode
+	(*Command)(nil),              // 4: rpstream.catalog.v1.Command
+	(*RegisterNode)(nil),         // 5: rpstream.catalog.v1.RegisterNode
+	(*CreateStream)(nil),         // 6: rpstream.catalog.v1.CreateStream
+	(*Copy)(nil),                 // 7: rpstream.catalog.v1.Copy
+	(*ActivateStream)(nil),       // 8: rpstream.catalog.v1.ActivateStream
+	(*DeleteStream)(nil),         // 9: rpstream.catalog.v1.DeleteStream
+	(*CopyDropped)(nil),          // 10: rpstream.catalog.v1.CopyDropped
+	(*GrantEpoch)(nil),           // 11: rpstream.catalog.v1.GrantEpoch
+	(*ElectLeader)(nil),          // 12: rpstream.catalog.v1.ElectLeader
+	(*EpochStarted)(nil),         // 13: rpstream.catalog.v1.EpochStarted
+	(*ForgetNode)(nil),           // 14: rpstream.catalog.v1.ForgetNode
+	(*State)(nil),                // 15: rpstream.catalog.v1.State
+	(*Node)(nil),                 // 16: rpstream.catalog.v1.Node
+	(*Stream)(nil),               // 17: rpstream.catalog.v1.Stream
+	(*Retention)(nil),            // 18: rpstream.catalog.v1.Retention
+	(*SetRetention)(nil),         // 19: rpstream.catalog.v1.SetRetention
+	(*TrimStream)(nil),           // 20: rpstream.catalog.v1.TrimStream
+	(*Consumer)(nil),             // 21: rpstream.catalog.v1.Consumer
+	(*AddConsumer)(nil),          // 22: rpstream.catalog.v1.AddConsumer
+	(*RemoveConsumer)(nil),       // 23: rpstream.catalog.v1.RemoveConsumer
+	(*AckConsumers)(nil),         // 24: rpstream.catalog.v1.AckConsumers
+	(*ConsumerAck)(nil),          // 25: rpstream.catalog.v1.ConsumerAck
+	(*RestoreSource)(nil),        // 26: rpstream.catalog.v1.RestoreSource
+	(*RestoreStream)(nil),        // 27: rpstream.catalog.v1.RestoreStream
+	(*RaftBatch)(nil),            // 28: rpstream.catalog.v1.RaftBatch
+	(*RaftAck)(nil),              // 29: rpstream.catalog.v1.RaftAck
+	(*ControlRequest)(nil),       // 30: rpstream.catalog.v1.ControlRequest
+	(*RestoreStreamRequest)(nil), // 31: rpstream.catalog.v1.RestoreStreamRequest
+	(*CreateStreamRequest)(nil),  // 32: rpstream.catalog.v1.CreateStreamRequest
+	(*Heartbeat)(nil),            // 33: rpstream.catalog.v1.Heartbeat
+	(*VoterChange)(nil),          // 34: rpstream.catalog.v1.VoterChange
+	(*ControlResponse)(nil),      // 35: rpstream.catalog.v1.ControlResponse
 }
 var file_catalog_catalogpb_catalog_proto_depIdxs = []int32{
 	5,  // 0: rpstream.catalog.v1.Command.register_node:type_name -> rpstream.catalog.v1.RegisterNode
@@ -3141,49 +3490,54 @@ var file_catalog_catalogpb_catalog_proto_depIdxs = []int32{
 	22, // 11: rpstream.catalog.v1.Command.add_consumer:type_name -> rpstream.catalog.v1.AddConsumer
 	23, // 12: rpstream.catalog.v1.Command.remove_consumer:type_name -> rpstream.catalog.v1.RemoveConsumer
 	24, // 13: rpstream.catalog.v1.Command.ack_consumers:type_name -> rpstream.catalog.v1.AckConsumers
-	0,  // 14: rpstream.catalog.v1.RegisterNode.role:type_name -> rpstream.catalog.v1.Role
-	1,  // 15: rpstream.catalog.v1.CreateStream.acks:type_name -> rpstream.catalog.v1.Acks
-	7,  // 16: rpstream.catalog.v1.CreateStream.copies:type_name -> rpstream.catalog.v1.Copy
-	18, // 17: rpstream.catalog.v1.CreateStream.retention:type_name -> rpstream.catalog.v1.Retention
-	16, // 18: rpstream.catalog.v1.State.nodes:type_name -> rpstream.catalog.v1.Node
-	17, // 19: rpstream.catalog.v1.State.streams:type_name -> rpstream.catalog.v1.Stream
-	0,  // 20: rpstream.catalog.v1.Node.role:type_name -> rpstream.catalog.v1.Role
-	1,  // 21: rpstream.catalog.v1.Stream.acks:type_name -> rpstream.catalog.v1.Acks
-	2,  // 22: rpstream.catalog.v1.Stream.state:type_name -> rpstream.catalog.v1.StreamState
-	7,  // 23: rpstream.catalog.v1.Stream.copies:type_name -> rpstream.catalog.v1.Copy
-	18, // 24: rpstream.catalog.v1.Stream.retention:type_name -> rpstream.catalog.v1.Retention
-	21, // 25: rpstream.catalog.v1.Stream.consumers:type_name -> rpstream.catalog.v1.Consumer
-	18, // 26: rpstream.catalog.v1.SetRetention.retention:type_name -> rpstream.catalog.v1.Retention
-	25, // 27: rpstream.catalog.v1.AckConsumers.acks:type_name -> rpstream.catalog.v1.ConsumerAck
-	29, // 28: rpstream.catalog.v1.ControlRequest.create_stream:type_name -> rpstream.catalog.v1.CreateStreamRequest
-	9,  // 29: rpstream.catalog.v1.ControlRequest.delete_stream:type_name -> rpstream.catalog.v1.DeleteStream
-	5,  // 30: rpstream.catalog.v1.ControlRequest.register_node:type_name -> rpstream.catalog.v1.RegisterNode
-	11, // 31: rpstream.catalog.v1.ControlRequest.grant_epoch:type_name -> rpstream.catalog.v1.GrantEpoch
-	10, // 32: rpstream.catalog.v1.ControlRequest.copy_dropped:type_name -> rpstream.catalog.v1.CopyDropped
-	8,  // 33: rpstream.catalog.v1.ControlRequest.activate_stream:type_name -> rpstream.catalog.v1.ActivateStream
-	30, // 34: rpstream.catalog.v1.ControlRequest.heartbeat:type_name -> rpstream.catalog.v1.Heartbeat
-	31, // 35: rpstream.catalog.v1.ControlRequest.voter_change:type_name -> rpstream.catalog.v1.VoterChange
-	14, // 36: rpstream.catalog.v1.ControlRequest.forget_node:type_name -> rpstream.catalog.v1.ForgetNode
-	12, // 37: rpstream.catalog.v1.ControlRequest.elect_leader:type_name -> rpstream.catalog.v1.ElectLeader
-	13, // 38: rpstream.catalog.v1.ControlRequest.epoch_started:type_name -> rpstream.catalog.v1.EpochStarted
-	19, // 39: rpstream.catalog.v1.ControlRequest.set_retention:type_name -> rpstream.catalog.v1.SetRetention
-	20, // 40: rpstream.catalog.v1.ControlRequest.trim_stream:type_name -> rpstream.catalog.v1.TrimStream
-	22, // 41: rpstream.catalog.v1.ControlRequest.add_consumer:type_name -> rpstream.catalog.v1.AddConsumer
-	23, // 42: rpstream.catalog.v1.ControlRequest.remove_consumer:type_name -> rpstream.catalog.v1.RemoveConsumer
-	24, // 43: rpstream.catalog.v1.ControlRequest.ack_consumers:type_name -> rpstream.catalog.v1.AckConsumers
-	1,  // 44: rpstream.catalog.v1.CreateStreamRequest.acks:type_name -> rpstream.catalog.v1.Acks
-	18, // 45: rpstream.catalog.v1.CreateStreamRequest.retention:type_name -> rpstream.catalog.v1.Retention
-	3,  // 46: rpstream.catalog.v1.ControlResponse.code:type_name -> rpstream.catalog.v1.ErrorCode
-	17, // 47: rpstream.catalog.v1.ControlResponse.stream:type_name -> rpstream.catalog.v1.Stream
-	26, // 48: rpstream.catalog.v1.Control.Raft:input_type -> rpstream.catalog.v1.RaftBatch
-	28, // 49: rpstream.catalog.v1.Control.Forward:input_type -> rpstream.catalog.v1.ControlRequest
-	27, // 50: rpstream.catalog.v1.Control.Raft:output_type -> rpstream.catalog.v1.RaftAck
-	32, // 51: rpstream.catalog.v1.Control.Forward:output_type -> rpstream.catalog.v1.ControlResponse
-	50, // [50:52] is the sub-list for method output_type
-	48, // [48:50] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	27, // 14: rpstream.catalog.v1.Command.restore_stream:type_name -> rpstream.catalog.v1.RestoreStream
+	0,  // 15: rpstream.catalog.v1.RegisterNode.role:type_name -> rpstream.catalog.v1.Role
+	1,  // 16: rpstream.catalog.v1.CreateStream.acks:type_name -> rpstream.catalog.v1.Acks
+	7,  // 17: rpstream.catalog.v1.CreateStream.copies:type_name -> rpstream.catalog.v1.Copy
+	18, // 18: rpstream.catalog.v1.CreateStream.retention:type_name -> rpstream.catalog.v1.Retention
+	16, // 19: rpstream.catalog.v1.State.nodes:type_name -> rpstream.catalog.v1.Node
+	17, // 20: rpstream.catalog.v1.State.streams:type_name -> rpstream.catalog.v1.Stream
+	0,  // 21: rpstream.catalog.v1.Node.role:type_name -> rpstream.catalog.v1.Role
+	1,  // 22: rpstream.catalog.v1.Stream.acks:type_name -> rpstream.catalog.v1.Acks
+	2,  // 23: rpstream.catalog.v1.Stream.state:type_name -> rpstream.catalog.v1.StreamState
+	7,  // 24: rpstream.catalog.v1.Stream.copies:type_name -> rpstream.catalog.v1.Copy
+	18, // 25: rpstream.catalog.v1.Stream.retention:type_name -> rpstream.catalog.v1.Retention
+	21, // 26: rpstream.catalog.v1.Stream.consumers:type_name -> rpstream.catalog.v1.Consumer
+	26, // 27: rpstream.catalog.v1.Stream.restoring:type_name -> rpstream.catalog.v1.RestoreSource
+	18, // 28: rpstream.catalog.v1.SetRetention.retention:type_name -> rpstream.catalog.v1.Retention
+	25, // 29: rpstream.catalog.v1.AckConsumers.acks:type_name -> rpstream.catalog.v1.ConsumerAck
+	26, // 30: rpstream.catalog.v1.RestoreStream.source:type_name -> rpstream.catalog.v1.RestoreSource
+	7,  // 31: rpstream.catalog.v1.RestoreStream.copies:type_name -> rpstream.catalog.v1.Copy
+	32, // 32: rpstream.catalog.v1.ControlRequest.create_stream:type_name -> rpstream.catalog.v1.CreateStreamRequest
+	9,  // 33: rpstream.catalog.v1.ControlRequest.delete_stream:type_name -> rpstream.catalog.v1.DeleteStream
+	5,  // 34: rpstream.catalog.v1.ControlRequest.register_node:type_name -> rpstream.catalog.v1.RegisterNode
+	11, // 35: rpstream.catalog.v1.ControlRequest.grant_epoch:type_name -> rpstream.catalog.v1.GrantEpoch
+	10, // 36: rpstream.catalog.v1.ControlRequest.copy_dropped:type_name -> rpstream.catalog.v1.CopyDropped
+	8,  // 37: rpstream.catalog.v1.ControlRequest.activate_stream:type_name -> rpstream.catalog.v1.ActivateStream
+	33, // 38: rpstream.catalog.v1.ControlRequest.heartbeat:type_name -> rpstream.catalog.v1.Heartbeat
+	34, // 39: rpstream.catalog.v1.ControlRequest.voter_change:type_name -> rpstream.catalog.v1.VoterChange
+	14, // 40: rpstream.catalog.v1.ControlRequest.forget_node:type_name -> rpstream.catalog.v1.ForgetNode
+	12, // 41: rpstream.catalog.v1.ControlRequest.elect_leader:type_name -> rpstream.catalog.v1.ElectLeader
+	13, // 42: rpstream.catalog.v1.ControlRequest.epoch_started:type_name -> rpstream.catalog.v1.EpochStarted
+	19, // 43: rpstream.catalog.v1.ControlRequest.set_retention:type_name -> rpstream.catalog.v1.SetRetention
+	20, // 44: rpstream.catalog.v1.ControlRequest.trim_stream:type_name -> rpstream.catalog.v1.TrimStream
+	22, // 45: rpstream.catalog.v1.ControlRequest.add_consumer:type_name -> rpstream.catalog.v1.AddConsumer
+	23, // 46: rpstream.catalog.v1.ControlRequest.remove_consumer:type_name -> rpstream.catalog.v1.RemoveConsumer
+	24, // 47: rpstream.catalog.v1.ControlRequest.ack_consumers:type_name -> rpstream.catalog.v1.AckConsumers
+	31, // 48: rpstream.catalog.v1.ControlRequest.restore_stream:type_name -> rpstream.catalog.v1.RestoreStreamRequest
+	1,  // 49: rpstream.catalog.v1.CreateStreamRequest.acks:type_name -> rpstream.catalog.v1.Acks
+	18, // 50: rpstream.catalog.v1.CreateStreamRequest.retention:type_name -> rpstream.catalog.v1.Retention
+	3,  // 51: rpstream.catalog.v1.ControlResponse.code:type_name -> rpstream.catalog.v1.ErrorCode
+	17, // 52: rpstream.catalog.v1.ControlResponse.stream:type_name -> rpstream.catalog.v1.Stream
+	28, // 53: rpstream.catalog.v1.Control.Raft:input_type -> rpstream.catalog.v1.RaftBatch
+	30, // 54: rpstream.catalog.v1.Control.Forward:input_type -> rpstream.catalog.v1.ControlRequest
+	29, // 55: rpstream.catalog.v1.Control.Raft:output_type -> rpstream.catalog.v1.RaftAck
+	35, // 56: rpstream.catalog.v1.Control.Forward:output_type -> rpstream.catalog.v1.ControlResponse
+	55, // [55:57] is the sub-list for method output_type
+	53, // [53:55] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_catalog_catalogpb_catalog_proto_init() }
@@ -3206,8 +3560,9 @@ func file_catalog_catalogpb_catalog_proto_init() {
 		(*Command_AddConsumer)(nil),
 		(*Command_RemoveConsumer)(nil),
 		(*Command_AckConsumers)(nil),
+		(*Command_RestoreStream)(nil),
 	}
-	file_catalog_catalogpb_catalog_proto_msgTypes[24].OneofWrappers = []any{
+	file_catalog_catalogpb_catalog_proto_msgTypes[26].OneofWrappers = []any{
 		(*ControlRequest_CreateStream)(nil),
 		(*ControlRequest_DeleteStream)(nil),
 		(*ControlRequest_RegisterNode)(nil),
@@ -3224,6 +3579,7 @@ func file_catalog_catalogpb_catalog_proto_init() {
 		(*ControlRequest_AddConsumer)(nil),
 		(*ControlRequest_RemoveConsumer)(nil),
 		(*ControlRequest_AckConsumers)(nil),
+		(*ControlRequest_RestoreStream)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3231,7 +3587,7 @@ func file_catalog_catalogpb_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_catalog_catalogpb_catalog_proto_rawDesc), len(file_catalog_catalogpb_catalog_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   29,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

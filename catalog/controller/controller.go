@@ -67,6 +67,10 @@ type Controller struct {
 	reads   map[string]chan uint64
 
 	leases leaseTable
+	// heardLead is the Raft id of the last member this one heard from as
+	// the leader (an append or a heartbeat), at heardLeadAt; the loop's.
+	heardLead   uint64
+	heardLeadAt time.Time
 	// joining is set while a member with an empty log looks for its
 	// group (join); its Raft node does not run then.
 	joining atomic.Bool
@@ -272,6 +276,10 @@ func (c *Controller) run() {
 			if c.lostLog(m) {
 				continue
 			}
+			if t := m.GetType(); (t == raftpb.MsgApp || t == raftpb.MsgHeartbeat) && m.GetFrom() != c.id {
+				// Only a leader sends these: it was alive now.
+				c.heardLead, c.heardLeadAt = m.GetFrom(), time.Now()
+			}
 			if err := c.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) {
 				c.log.Debug("raft step", "err", err, "type", m.GetType().String(), "from", m.GetFrom())
 			}
@@ -435,6 +443,17 @@ func (c *Controller) noteState(rd raft.Ready) {
 		c.lead, c.state = rd.SoftState.Lead, rd.SoftState.RaftState
 		if !was && c.state == raft.StateLeader {
 			c.leases.becameLeader(time.Now())
+			// The controller before this one: its node is as alive as
+			// when this member last heard from it as the Raft leader,
+			// not "unheard of, live for a grace": a controller killed
+			// with its streams is replaced a Raft election later, and
+			// its streams' leaders a lease after it went silent, not a
+			// grace after this election on top.
+			if name := c.nameLocked(c.heardLead); name != "" && c.heardLead != c.id {
+				if n, ok := c.cat.Node(name); ok {
+					c.leases.heardAt(name, n.Incarnation, c.heardLeadAt)
+				}
+			}
 			c.log.Info("this node is the controller now", "term", c.term)
 		}
 	}

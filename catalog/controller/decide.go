@@ -59,6 +59,16 @@ func (t *leaseTable) renew(name string, inc uint64, now time.Time) {
 	t.seen[name] = lease{inc, now}
 }
 
+// heardAt records that incarnation inc of name was last known alive at
+// at, unless a later heartbeat says more.
+func (t *leaseTable) heardAt(name string, inc uint64, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if l, ok := t.seen[name]; !ok || l.incarnation != inc || l.at.Before(at) {
+		t.seen[name] = lease{inc, at}
+	}
+}
+
 // live says whether incarnation inc of name holds a lease at now, and
 // since when it was last heard of. A node not heard of since this member
 // became the controller is live for grace from that moment.
@@ -156,6 +166,8 @@ func (c *Controller) decide(ctx context.Context, req *pb.ControlRequest) (*pb.Co
 		return c.decideCommand(ctx, &pb.Command{Op: &pb.Command_RemoveConsumer{RemoveConsumer: r.RemoveConsumer}})
 	case *pb.ControlRequest_AckConsumers:
 		return c.decideCommand(ctx, &pb.Command{Op: &pb.Command_AckConsumers{AckConsumers: r.AckConsumers}})
+	case *pb.ControlRequest_RestoreStream:
+		return c.restoreStream(ctx, r.RestoreStream, now)
 	case *pb.ControlRequest_VoterChange:
 		// A change of the group may take longer than one attempt of its
 		// requester: it runs for RequestTimeout whatever the caller does.
@@ -479,6 +491,8 @@ func codeOf(err error) pb.ErrorCode {
 		return pb.ErrorCode_ERROR_CODE_TIMEOUT
 	case errors.Is(err, ErrGroupState):
 		return pb.ErrorCode_ERROR_CODE_GROUP_STATE
+	case errors.Is(err, ErrLeaderLive):
+		return pb.ErrorCode_ERROR_CODE_LEADER_LIVE
 	}
 	return pb.ErrorCode_ERROR_CODE_INTERNAL
 }
@@ -516,6 +530,8 @@ func errOf(resp *pb.ControlResponse) error {
 		base = ErrTimeout
 	case pb.ErrorCode_ERROR_CODE_GROUP_STATE:
 		base = ErrGroupState
+	case pb.ErrorCode_ERROR_CODE_LEADER_LIVE:
+		base = ErrLeaderLive
 	default:
 		return fmt.Errorf("controller: %s", resp.Error)
 	}

@@ -66,6 +66,11 @@ func (c *Controller) elections(now time.Time) []*pb.ElectLeader {
 		if s.State != pb.StreamState_STREAM_STATE_ACTIVE || s.Acks == pb.Acks_ACKS_LEADER || len(s.Copies) < 2 {
 			continue
 		}
+		if s.Restoring != nil {
+			// Being restored (restore.go): the other copies hold nothing
+			// until the leader has fetched the source.
+			continue
+		}
 		ln, ok := c.Node(s.Leader)
 		if ok {
 			if live, _ := c.leases.live(s.Leader, ln.Incarnation, now, c.cfg.LeaseTTL, c.cfg.LeaseTTL/2); live && ln.Incarnation == s.Copies[0].Incarnation {

@@ -81,3 +81,40 @@ func TestElection(t *testing.T) {
 	}
 	tc.net.heal()
 }
+
+// TestNewControllerCountsTheOldFromWhenHeard: a new controller counts the
+// node of the controller before it as alive from when it last heard from
+// it as the Raft leader, not as unheard of (live for a grace from the new
+// controller's election on): the old controller's streams are then moved
+// a lease after it went silent, not an election and a grace later.
+func TestNewControllerCountsTheOldFromWhenHeard(t *testing.T) {
+	tc := newTestCluster(t, 23, 3, 0)
+	tc.tune = func(c *Config) { c.LeaseTTL = 5 * time.Second }
+	tc.startAll()
+	old := tc.leader(10 * time.Second).Status().Name
+	ctx := testCtx(t, 30*time.Second)
+	tc.registerAll(ctx)
+	cut := time.Now()
+	tc.net.partition([]string{old})
+	defer tc.net.heal()
+	var nc *Controller
+	if !eventually(10*time.Second, func() bool {
+		for _, c := range tc.running() {
+			if st := c.Status(); st.Name != old && st.Controller == st.Name {
+				nc = c
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatal("no new controller after the old one was cut off")
+	}
+	n, ok := nc.Node(old)
+	if !ok {
+		t.Fatalf("%s is not in the new controller's catalog", old)
+	}
+	_, ago := nc.leases.live(old, n.Incarnation, time.Now(), nc.cfg.LeaseTTL, nc.cfg.LeaseTTL/2)
+	if elapsed := time.Since(cut); ago < elapsed-20*time.Millisecond {
+		t.Fatalf("the new controller counts %s as heard of %v ago; it was cut off %v ago", old, ago, elapsed)
+	}
+}

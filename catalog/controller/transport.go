@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -13,12 +16,15 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/rpstream/rpstream/catalog/catalogpb"
+	"github.com/rpstream/rpstream/pki"
 )
 
 // Transport carries the controller group's traffic between nodes.
@@ -49,14 +55,18 @@ type Sink interface {
 var _ Sink = (*Controller)(nil)
 
 // GRPC is the Transport over the Control gRPC service, which every node
-// serves beside its client service (Service). Calls carry a token derived
-// from the cluster's secret; a call without the right one is refused
-// (Unauthenticated).
+// serves beside its client service (Service). Without TLS, calls carry a
+// token derived from the cluster's secret; a call without the right one
+// is refused (Unauthenticated). With TLS (UseTLS), calls go over mutual
+// TLS and the caller must present a node certificate of the cluster's CA
+// (pki.NodeName); the token is not used.
 type GRPC struct {
 	self    string
 	addrOf  func(name string) (string, bool)
 	token   string
 	maxSize int
+	tls     *tls.Config // nil: plaintext and the token
+	tlsLog  *handshakeLog
 
 	mu    sync.Mutex
 	sink  Sink
@@ -82,6 +92,58 @@ func NewGRPC(self string, secret []byte, addrOf func(name string) (string, bool)
 		peers: map[string]*grpcPeer{}, conns: map[string]*grpc.ClientConn{}}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	return t
+}
+
+// UseTLS makes the transport dial with cfg (pki.Keys.PeerConfig) and
+// its service require the caller's node certificate. Call it before
+// Attach; the node's gRPC server must then serve TLS. Handshakes that
+// fail (a member whose certificate this node does not trust, or that
+// does not trust this node's) are logged to log, once per address every
+// handshakeLogEvery: the calls themselves only time out.
+func (t *GRPC) UseTLS(cfg *tls.Config, log *slog.Logger) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.tls = cfg
+	t.tlsLog = &handshakeLog{log: log, last: map[string]time.Time{}}
+}
+
+// handshakeLogEvery is the least time between two logs of failed
+// handshakes with one address.
+const handshakeLogEvery = 10 * time.Second
+
+type handshakeLog struct {
+	log  *slog.Logger
+	mu   sync.Mutex
+	last map[string]time.Time // by address
+}
+
+func (h *handshakeLog) failed(addr string, err error) {
+	h.mu.Lock()
+	if time.Since(h.last[addr]) < handshakeLogEvery {
+		h.mu.Unlock()
+		return
+	}
+	h.last[addr] = time.Now()
+	h.mu.Unlock()
+	h.log.Warn("control: TLS handshake with a member failed (is its certificate from this cluster's CA?)", "addr", addr, "err", err)
+}
+
+// loggedClientCreds logs the client handshakes that fail.
+type loggedClientCreds struct {
+	credentials.TransportCredentials
+	log *handshakeLog
+}
+
+func (c loggedClientCreds) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, info, err := c.TransportCredentials.ClientHandshake(ctx, authority, raw)
+	if err != nil && ctx.Err() == nil {
+		c.log.failed(authority, err)
+	}
+	return conn, info, err
+}
+
+func (c loggedClientCreds) Clone() credentials.TransportCredentials {
+	return loggedClientCreds{c.TransportCredentials.Clone(), c.log}
 }
 
 func (t *GRPC) Attach(s Sink) {
@@ -243,7 +305,11 @@ func (t *GRPC) conn(name string) (*grpc.ClientConn, error) {
 	if cc := t.conns[addr]; cc != nil {
 		return cc, nil
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds := insecure.NewCredentials()
+	if t.tls != nil {
+		creds = loggedClientCreds{credentials.NewTLS(t.tls), t.tlsLog}
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
 		grpc.WithConnectParams(reconnect),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(t.maxSize), grpc.MaxCallSendMsgSize(t.maxSize)))
 	if err != nil {
@@ -290,14 +356,20 @@ type controlService struct {
 }
 
 func (s *controlService) check(ctx context.Context) (Sink, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	got := md.Get(tokenKey)
-	if len(got) != 1 || subtle.ConstantTimeCompare([]byte(got[0]), []byte(s.t.token)) != 1 {
-		return nil, status.Error(codes.Unauthenticated, "control: missing or wrong cluster token (is this member started with the cluster's secret?)")
-	}
 	s.t.mu.Lock()
-	sink := s.t.sink
+	sink, useTLS := s.t.sink, s.t.tls != nil
 	s.t.mu.Unlock()
+	if useTLS {
+		if _, ok := callerNode(ctx); !ok {
+			return nil, status.Error(codes.Unauthenticated, "control: the caller presented no node certificate of this cluster's CA")
+		}
+	} else {
+		md, _ := metadata.FromIncomingContext(ctx)
+		got := md.Get(tokenKey)
+		if len(got) != 1 || subtle.ConstantTimeCompare([]byte(got[0]), []byte(s.t.token)) != 1 {
+			return nil, status.Error(codes.Unauthenticated, "control: missing or wrong cluster token (is this member started with the cluster's secret?)")
+		}
+	}
 	if sink == nil {
 		return nil, status.Error(codes.Unavailable, "control: the catalog is not started yet")
 	}
@@ -338,6 +410,20 @@ func (s *controlService) Forward(ctx context.Context, req *pb.ControlRequest) (*
 		return nil, status.Errorf(codes.InvalidArgument, "control: request forwarded %d times", req.Hops)
 	}
 	return sink.Handle(ctx, req)
+}
+
+// callerNode is the member name in the verified node certificate of a
+// call's TLS connection.
+func callerNode(ctx context.Context) (string, bool) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "", false
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return "", false
+	}
+	return pki.NodeName(ti.State)
 }
 
 // String names the transport in logs.

@@ -5,14 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/rpstream/rpstream/acl"
 	"github.com/rpstream/rpstream/internal/proccluster"
 	"github.com/rpstream/rpstream/node"
+	"github.com/rpstream/rpstream/pki"
 )
 
 // TestNodeCommandsProcess runs the built streamcli against a real node in
@@ -311,4 +314,83 @@ func TestHealthProcess(t *testing.T) {
 	if h.Healthy || h.Controller != "" {
 		t.Errorf("health with two voters killed: %+v", h)
 	}
+}
+
+// TestTLSNodeProcess runs the built streamcli against a node serving TLS
+// under an ACL: with the CA and a client certificate every command works
+// (the probe of each --node address speaks TLS too: it once probed in
+// plaintext and called the node not a node); without --tls-ca, or with
+// another CA, the command fails at once saying why; with the CA but no
+// credentials the node refuses it.
+func TestTLSNodeProcess(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := pki.NewCA("test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := ca.WriteFiles(dir, pki.Request{Name: "n1", Node: true, Hosts: []string{"127.0.0.1"}, Validity: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ca.WriteFiles(dir, pki.Request{Name: "admin", Validity: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	otherDir := t.TempDir()
+	other, err := pki.NewCA("another CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	of, err := other.WriteFiles(otherDir, pki.Request{Name: "x", Validity: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := pki.Load(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := acl.Parse([]byte(`{"grants": [{"identity": "admin", "streams": ["*"], "permissions": ["read", "append", "admin"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := node.DefaultConfig(t.TempDir())
+	cfg.TLS = keys.ServerConfig()
+	cfg.ACL = func() *acl.ACL { return rules }
+	srv, err := node.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		<-served
+	})
+	addr := lis.Addr().String()
+	admin := []string{"--node", addr, "--tls-ca", f.CA,
+		"--tls-cert", filepath.Join(dir, "admin.crt"), "--tls-key", filepath.Join(dir, "admin.key")}
+
+	ok(t, "", append(admin, "create", "s1")...)
+	if got := positions(t, ok(t, "", append(admin, "append", "s1", "a", "b")...)); len(got) != 2 || got[1] != 1 {
+		t.Fatalf("append printed positions %v, want [0 1]", got)
+	}
+	if out := ok(t, "", append(admin, "tail", "s1")...); out != "a\nb\n" {
+		t.Fatalf("tail printed %q", out)
+	}
+	ok(t, "", append(admin, "members")...)
+
+	start := time.Now()
+	fails(t, 1, "", []string{"--node", addr, "ls"}, "does not speak the rpstream protocol", "wants TLS")
+	fails(t, 1, "", []string{"--node", addr, "--tls-ca", of.CA, "ls"}, "TLS handshake with "+addr+" failed", "certificate")
+	if took := time.Since(start); took > 4*time.Second {
+		t.Fatalf("the refused commands took %v: they waited for --timeout instead of failing at once", took)
+	}
+	fails(t, 1, "", []string{"--node", addr, "--tls-ca", f.CA, "ls"}, "no credentials")
 }

@@ -44,7 +44,24 @@ type Config struct {
 	// Secret is the cluster's shared secret: it authenticates rdma
 	// connections between nodes and encrypts gossip. Every member must
 	// have the same; empty means a built-in development secret (logged).
+	// It comes from SecretFile, RPSTREAM_SECRET or the config file, never
+	// from the command line (visible in ps): --secret is refused.
 	Secret string `json:"secret"`
+	// SecretFile names a file holding the secret (a trailing newline is
+	// not part of it).
+	SecretFile string `json:"secret_file"`
+	// TLSCert and TLSKey are this node's certificate and key (PEM), TLSCA
+	// the CA certificates it trusts for other nodes and for clients'
+	// certificates. All three or none: with them the client port serves
+	// TLS 1.3 only, nodes talk to each other over mutual TLS (Control
+	// service and rdma tcp connections), and SIGHUP reloads them.
+	TLSCert string `json:"tls_cert"`
+	TLSKey  string `json:"tls_key"`
+	TLSCA   string `json:"tls_ca"`
+	// ACL names the ACL file (package acl): with it, clients must
+	// authenticate (a bearer token or a client certificate) and may do
+	// only what it grants. Needs TLS. SIGHUP reloads it.
+	ACL string `json:"acl"`
 	// RDMA is the rdma provider: auto (verbs when an RDMA device is
 	// found, else tcp), tcp or verbs.
 	RDMA string `json:"rdma"`
@@ -211,6 +228,12 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("mover %q: want auto, sync, cpu or dsa", c.Mover)
 	}
+	if (c.TLSCert != "" || c.TLSKey != "" || c.TLSCA != "") && (c.TLSCert == "" || c.TLSKey == "" || c.TLSCA == "") {
+		return errors.New("tls: --tls-cert, --tls-key and --tls-ca go together")
+	}
+	if c.ACL != "" && c.TLSCert == "" {
+		return errors.New("acl: an ACL needs TLS (--tls-cert, --tls-key, --tls-ca): tokens and client certificates would cross the network in clear")
+	}
 	if c.Secret != "" && len(c.Secret) < 16 {
 		return fmt.Errorf("secret: want at least 16 bytes, have %d", len(c.Secret))
 	}
@@ -316,7 +339,12 @@ var settings = []setting{
 		c.LeaseTTL = Duration(d)
 		return err
 	}},
-	{"secret", "cluster secret shared by every member (rdma authentication, gossip encryption); at least 16 bytes", str(func(c *Config) *string { return &c.Secret })},
+	{"secret", "refused on the command line (visible in ps): use --secret-file or RPSTREAM_SECRET", str(func(c *Config) *string { return &c.Secret })},
+	{"secret-file", "file holding the cluster secret shared by every member (rdma authentication, gossip encryption); at least 16 bytes", str(func(c *Config) *string { return &c.SecretFile })},
+	{"tls-cert", "this node's certificate, PEM (with --tls-key and --tls-ca: TLS on; SIGHUP reloads)", str(func(c *Config) *string { return &c.TLSCert })},
+	{"tls-key", "this node's private key, PEM", str(func(c *Config) *string { return &c.TLSKey })},
+	{"tls-ca", "CA certificates trusted for nodes and client certificates, PEM", str(func(c *Config) *string { return &c.TLSCA })},
+	{"acl", "ACL file (JSON): clients must authenticate and get only what it grants; needs TLS; SIGHUP reloads", str(func(c *Config) *string { return &c.ACL })},
 	{"rdma", "rdma provider: auto, tcp or verbs", str(func(c *Config) *string { return &c.RDMA })},
 	{"mover", "data mover for local appends: auto, sync, cpu or dsa", str(func(c *Config) *string { return &c.Mover })},
 	{"region-size", "region size of new streams: bytes, or with a unit such as 64k, 4MiB, 1g (powers of 1024)", func(c *Config, v string) error {
@@ -457,6 +485,9 @@ func loadConfig(args []string, getenv func(string) string, usage *bytes.Buffer) 
 	}
 	var err error
 	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "secret" && err == nil {
+			err = errors.New("--secret: refused on the command line, where ps shows it to every user: use --secret-file FILE or RPSTREAM_SECRET")
+		}
 		for _, s := range settings {
 			if s.name == f.Name && err == nil {
 				if serr := s.set(&cfg, *vals[s.name]); serr != nil {
@@ -467,6 +498,18 @@ func loadConfig(args []string, getenv func(string) string, usage *bytes.Buffer) 
 	})
 	if err != nil {
 		return cfg, err
+	}
+	if cfg.SecretFile != "" {
+		if cfg.Secret != "" {
+			return cfg, errors.New("secret-file: the secret is also set (RPSTREAM_SECRET or the config file); give one")
+		}
+		b, err := os.ReadFile(cfg.SecretFile)
+		if err != nil {
+			return cfg, fmt.Errorf("secret-file: %w", err)
+		}
+		if cfg.Secret = strings.TrimRight(string(b), "\r\n"); cfg.Secret == "" {
+			return cfg, fmt.Errorf("secret-file %s: empty", cfg.SecretFile)
+		}
 	}
 	return cfg, cfg.Validate()
 }

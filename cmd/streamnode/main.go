@@ -12,8 +12,11 @@
 // SIGTERM or SIGINT drains: new calls are refused, tails end, appends in
 // flight finish and are answered (for at most --drain-timeout), streams
 // are closed, and the process exits 0. Logs are structured (log/slog) on
-// standard error. Exit codes: 0 after a drain, 1 on a failure, 2 on bad
-// configuration.
+// standard error. SIGHUP reloads the TLS files and the ACL. Exit codes:
+// 0 after a drain, 1 on a failure, 2 on bad configuration.
+//
+// `streamnode dev-ca` writes a development CA and certificates instead
+// (security.go).
 package main
 
 import (
@@ -65,6 +68,9 @@ var stdout io.Writer = os.Stdout
 
 // run is the whole program; it returns the exit code.
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "dev-ca" {
+		return devCA(args[1:], os.Stdout, stderr)
+	}
 	var usage bytes.Buffer
 	cfg, err := loadConfig(args, getenv, &usage)
 	if errors.Is(err, flag.ErrHelp) {
@@ -88,11 +94,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	secret := []byte(cfg.Secret)
 	if len(secret) == 0 {
 		secret = []byte(devSecret)
-		log.Warn("no --secret: using the built-in development secret; anyone who knows it can join this cluster and write replicas")
+		log.Warn("no --secret-file or RPSTREAM_SECRET: using the built-in development secret; anyone who knows it can join this cluster's gossip")
 	}
+	sec, err := loadSecurity(cfg)
+	if err != nil {
+		log.Error("cannot load the TLS files or the ACL", "err", err)
+		return 2
+	}
+	stopHUP := make(chan struct{})
+	hupDone := sec.watchHUP(log, stopHUP)
+	defer func() { close(stopHUP); <-hupDone }()
 
 	provider, why := chooseProvider(cfg.RDMA)
 	log.Info("rdma provider", "provider", provider.Name(), "why", why)
+	if sec.keys != nil {
+		log.Info("TLS on: clients over TLS 1.3, nodes over mutual TLS", "cert", cfg.TLSCert, "ca", cfg.TLSCA, "acl", cfg.ACL != "")
+		if provider.Name() != "tcp" {
+			log.Warn("TLS on, but the rdma provider is verbs: replica data moves over the RDMA fabric unencrypted (the fabric must be trusted); control and client traffic are encrypted")
+		}
+	} else {
+		log.Warn("TLS off: clients and nodes talk in plaintext; see --tls-cert")
+	}
 
 	inc, err := node.Incarnation(cfg.Data)
 	if err != nil {
@@ -135,6 +157,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return "", false
 	}
 	transport := controller.NewGRPC(cfg.Name, secret, addrOf)
+	if sec.keys != nil {
+		transport.UseTLS(sec.keys.PeerConfig(), log.With("component", "catalog"))
+	}
 	ctlCfg := controller.DefaultConfig(cfg.Name)
 	if cfg.CatalogTiming == "loopback" {
 		ctlCfg = controller.LoopbackConfig(cfg.Name)
@@ -184,6 +209,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	ncfg.AckEvery = time.Duration(cfg.AckEvery)
 	ncfg.Catalog = ctl
 	ncfg.Control = transport.Service()
+	if sec.keys != nil {
+		ncfg.TLS = sec.keys.ServerConfig()
+		ncfg.RDMA.TLS = sec.keys.PeerConfig()
+	}
+	if cfg.ACL != "" {
+		ncfg.ACL = sec.acl.Load
+	}
 	mv, err := newMover(cfg.Mover)
 	if err != nil {
 		log.Error("cannot start the data mover", "mover", cfg.Mover, "err", err)

@@ -31,6 +31,7 @@ import (
 
 	"github.com/rpstream/rpstream/api"
 	"github.com/rpstream/rpstream/client"
+	"github.com/rpstream/rpstream/pki"
 )
 
 // Config describes a cluster. Binary and Dir are required.
@@ -66,6 +67,12 @@ type Config struct {
 	// member alive (gossip has converged), so that streams created next
 	// can be placed on all of them.
 	SkipMembership bool
+	// TLS runs the members with TLS on: Start writes a development CA
+	// and a certificate per member and for the client "admin" into
+	// Dir/tls (pki.WriteDevSet), and the harness's own clients use
+	// ClientOptions. ACL, if set, is passed as every member's --acl.
+	TLS bool
+	ACL string
 	// Wrap, if set, is the command prefix that runs member i (such as
 	// nsenter into a network namespace of its own; see internal/netlab).
 	// Each member must then have a host of its own (Hosts), whose ports
@@ -191,6 +198,17 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 		c.members = append(c.members, m)
 	}
+	if cfg.TLS {
+		var names []string
+		for _, m := range c.members {
+			names = append(names, m.Name)
+		}
+		if err := pki.WriteDevSet(pki.DevSet{Dir: c.TLSDir(), Nodes: names, Hosts: hosts, Clients: []string{"admin"}}); err != nil {
+			return nil, fmt.Errorf("proccluster: TLS files: %w", err)
+		}
+	} else if cfg.ACL != "" {
+		return nil, errors.New("proccluster: an ACL needs TLS")
+	}
 	// Start them all, then wait for each: members that join one another
 	// may need the others up to become ready.
 	for i := range c.members {
@@ -206,6 +224,20 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 	}
 	return c, nil
+}
+
+// TLSDir holds the TLS files of a cluster started with TLS: ca.crt,
+// NAME.crt and NAME.key per member, admin.crt and admin.key.
+func (c *Cluster) TLSDir() string { return filepath.Join(c.cfg.Dir, "tls") }
+
+// ClientOptions are the options a client of the cluster needs: the CA
+// and the "admin" client certificate when it runs with TLS, none without.
+func (c *Cluster) ClientOptions() client.Options {
+	if !c.cfg.TLS {
+		return client.Options{}
+	}
+	d := c.TLSDir()
+	return client.Options{TLSCAFile: filepath.Join(d, "ca.crt"), TLSCertFile: filepath.Join(d, "admin.crt"), TLSKeyFile: filepath.Join(d, "admin.key")}
 }
 
 // Len is the number of members, the backup included.
@@ -360,6 +392,13 @@ func (c *Cluster) args(i int) []string {
 		voters = append(voters, c.members[j].Name)
 	}
 	a = append(a, "--voters", strings.Join(voters, ","), "--catalog-timing", "loopback")
+	if c.cfg.TLS {
+		d := c.TLSDir()
+		a = append(a, "--tls-ca", filepath.Join(d, "ca.crt"), "--tls-cert", filepath.Join(d, m.Name+".crt"), "--tls-key", filepath.Join(d, m.Name+".key"))
+		if c.cfg.ACL != "" {
+			a = append(a, "--acl", c.cfg.ACL)
+		}
+	}
 	return append(a, c.cfg.Args...)
 }
 
@@ -415,7 +454,9 @@ func (c *Cluster) waitReady(ctx context.Context, i int) error {
 	c.mu.Lock()
 	exited := m.exited
 	c.mu.Unlock()
-	cl, err := client.Dial(m.ClientAddr, client.Options{MaxAttempts: 1})
+	o := c.ClientOptions()
+	o.MaxAttempts = 1
+	cl, err := client.Dial(m.ClientAddr, o)
 	if err != nil {
 		return err
 	}
@@ -535,3 +576,7 @@ func freePorts(host string, n int) ([]int, error) {
 	}
 	return ports, nil
 }
+
+// FreePorts returns n distinct free TCP ports on host (an IP address),
+// for a process a test starts beside a Cluster.
+func FreePorts(host string, n int) ([]int, error) { return freePorts(host, n) }

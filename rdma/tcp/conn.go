@@ -14,9 +14,15 @@ import (
 )
 
 type conn struct {
-	p      *peer
-	nc     net.Conn
-	br     *bufio.Reader // reader goroutine only
+	p  *peer
+	nc net.Conn
+	br *bufio.Reader // reader goroutine only
+	// bw gathers a batch's frames into few writes on a connection that
+	// is not a plain TCP socket (TLS: each Write is at least one record,
+	// so the header and payload written apart would cost a record each);
+	// nil on TCP, whose batches go out with one writev. Writer goroutine
+	// only.
+	bw     *bufio.Writer
 	remote rdma.PeerInfo
 	events chan rdma.Event
 	dead   chan struct{} // closed by fail
@@ -89,6 +95,9 @@ func newConn(p *peer, nc net.Conn, remote hs.Hello, denied bool) *conn {
 		denied: denied,
 	}
 	c.w.init(nc)
+	if _, plain := nc.(*net.TCPConn); !plain {
+		c.bw = bufio.NewWriterSize(nc, 64<<10)
+	}
 	c.lastHeard.Store(time.Now().UnixNano())
 	c.events <- rdma.Event{Kind: rdma.Established}
 	c.wg.Add(2)

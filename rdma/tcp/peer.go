@@ -3,6 +3,7 @@ package tcp
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -162,6 +163,19 @@ func (p *peer) handshake(ctx context.Context, nc net.Conn, client bool) (rdma.Co
 	nc.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
+	if p.cfg.TLS != nil {
+		var tc *tls.Conn
+		if client {
+			tc = tls.Client(nc, p.cfg.TLS)
+		} else {
+			tc = tls.Server(nc, p.cfg.TLS)
+		}
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("%w: TLS with %s: %w", rdma.ErrAuth, nc.RemoteAddr(), err)
+		}
+		nc = tc
+	}
 	mine := hs.NewHello(rdma.ProviderTCP, caps, p.cfg)
 	var (
 		remote hs.Hello

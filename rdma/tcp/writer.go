@@ -286,7 +286,19 @@ func (c *conn) writeLoop() {
 			// A peer that takes nothing for AckTimeout is gone.
 			c.nc.SetWriteDeadline(time.Now().Add(c.p.cfg.AckTimeout))
 		}
-		_, err := b.WriteTo(c.nc)
+		var err error
+		if c.bw != nil {
+			for _, p := range b {
+				if _, err = c.bw.Write(p); err != nil {
+					break
+				}
+			}
+			if err == nil {
+				err = c.bw.Flush()
+			}
+		} else {
+			_, err = b.WriteTo(c.nc)
+		}
 		for i := range batch {
 			if r := batch[i].release; r != nil {
 				r()

@@ -63,6 +63,13 @@ type Cluster struct {
 	// DefaultDir).
 	Streamnode string
 	Dir        string
+	// TLS starts the cluster with TLS on (proccluster.Config.TLS: a
+	// development CA made for the run), its clients connecting over TLS
+	// with a client certificate.
+	TLS bool
+	// ClientOptions are the clients' TLS and credentials for a cluster
+	// given by Node (the timeouts are the benchmark's own).
+	ClientOptions client.Options
 	// Admin starts the cluster's nodes with their admin listener, so
 	// with metrics counted, and scrapes every node's /metrics once a
 	// second during the run: what metrics cost.
@@ -89,6 +96,7 @@ type ClusterResult struct {
 	Calls         int     `json:"calls"` // AppendStream calls; 0 with api unary
 	API           string  `json:"api"`   // append_stream or unary
 	Warmup        int     `json:"warmup"`
+	TLS           bool    `json:"tls"` // the started cluster ran with TLS
 	Seconds       float64 `json:"seconds"`
 	EntriesPerSec float64 `json:"entries_per_sec"`
 	MBPerSec      float64 `json:"mb_per_sec"` // payload bytes, 10^6 per MB
@@ -116,6 +124,8 @@ func (c Cluster) Validate() error {
 		return fmt.Errorf("replicas must be from 1 to 16, not %d", c.Replicas)
 	case c.Nodes < 0 || c.Nodes > 16:
 		return fmt.Errorf("nodes must be from 1 to 16, not %d", c.Nodes)
+	case c.Node != "" && c.TLS:
+		return errors.New("--tls starts a cluster with TLS; with --node give --tls-ca (and --tls-cert or --token-file) instead")
 	case c.Node != "" && c.Nodes != 0:
 		return errors.New("--nodes starts a cluster; it cannot go with --node")
 	case c.Node != "" && c.Admin:
@@ -184,12 +194,13 @@ func (c Cluster) Run(ctx context.Context) (*ClusterResult, error) {
 		r.Calls = c.Calls
 	}
 	if c.Node == "" {
-		stop, addr, err := c.startCluster(ctx)
+		stop, addr, opts, err := c.startCluster(ctx)
 		if err != nil {
 			return nil, err
 		}
 		defer stop()
-		r.Node, r.Cluster = addr, "started"
+		r.Node, r.Cluster, r.TLS = addr, "started", c.TLS
+		c.ClientOptions = opts
 	}
 	var b [6]byte
 	rand.Read(b[:])
@@ -197,7 +208,9 @@ func (c Cluster) Run(ctx context.Context) (*ClusterResult, error) {
 
 	conns := make([]*client.Client, c.Conns)
 	for i := range conns {
-		cl, err := client.Dial(r.Node, client.Options{})
+		o := c.ClientOptions
+		o.Timeout, o.MaxAttempts, o.Backoff, o.MaxBackoff = 0, 0, 0, 0
+		cl, err := client.Dial(r.Node, o)
 		if err != nil {
 			return nil, err
 		}
@@ -258,10 +271,10 @@ func (c Cluster) Run(ctx context.Context) (*ClusterResult, error) {
 
 // startCluster starts the loopback cluster and returns how to stop it and
 // the client address of its first member.
-func (c Cluster) startCluster(ctx context.Context) (stop func(), addr string, err error) {
+func (c Cluster) startCluster(ctx context.Context) (stop func(), addr string, opts client.Options, err error) {
 	bin, err := proccluster.FindBinary(c.Streamnode)
 	if err != nil {
-		return nil, "", fmt.Errorf("%w (--streamnode PATH)", err)
+		return nil, "", opts, fmt.Errorf("%w (--streamnode PATH)", err)
 	}
 	parent := c.Dir
 	if parent == "" {
@@ -269,14 +282,18 @@ func (c Cluster) startCluster(ctx context.Context) (stop func(), addr string, er
 	}
 	dir, err := os.MkdirTemp(parent, "rpstream-bench-cluster-")
 	if err != nil {
-		return nil, "", err
+		return nil, "", opts, err
 	}
 	nodes := c.nodes()
-	c.say("bench cluster: starting %d streamnode process(es) (%s) in %s", nodes, bin, dir)
-	cl, err := proccluster.Start(ctx, proccluster.Config{Binary: bin, Dir: dir, Nodes: nodes, Admin: c.Admin})
+	tlsNote := ""
+	if c.TLS {
+		tlsNote = ", TLS on"
+	}
+	c.say("bench cluster: starting %d streamnode process(es) (%s%s) in %s", nodes, bin, tlsNote, dir)
+	cl, err := proccluster.Start(ctx, proccluster.Config{Binary: bin, Dir: dir, Nodes: nodes, TLS: c.TLS, Admin: c.Admin})
 	if err != nil {
 		os.RemoveAll(dir)
-		return nil, "", err
+		return nil, "", opts, err
 	}
 	stopScraping := func() {}
 	if c.Admin {
@@ -290,7 +307,7 @@ func (c Cluster) startCluster(ctx context.Context) (stop func(), addr string, er
 		cl.Close()
 		os.RemoveAll(dir)
 	}
-	return stop, cl.ClientAddrs()[0], nil
+	return stop, cl.ClientAddrs()[0], cl.ClientOptions(), nil
 }
 
 // scrape fetches every member's /metrics once a second, as Prometheus
@@ -478,6 +495,9 @@ func (r *ClusterResult) Print(w io.Writer) {
 	how := "given by --node"
 	if r.Cluster == "started" {
 		how = "started on loopback for this run"
+		if r.TLS {
+			how += ", TLS on"
+		}
 	}
 	fmt.Fprintf(w, "  cluster     %s, %d member(s), %s\n", r.Node, r.Nodes, how)
 	fmt.Fprintf(w, "  stream      %s: replicas %d, acks %s (%d warm-up appends first)\n", r.Stream, r.Replicas, r.Acks, r.Warmup)

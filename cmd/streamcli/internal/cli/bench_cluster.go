@@ -12,7 +12,7 @@ import (
 var benchClusterCmd = &command{
 	graceful: true,
 	name:     "bench cluster",
-	args:     "--clients C --size S --count N --acks leader|quorum|all --replicas R [--node HOST:PORT | --nodes K] [--duration D] [--inflight N] [--conns K] [--calls K] [--unary] [--streamnode PATH] [--admin] [--dir DIR] [--json | --output json]",
+	args:     "--clients C --size S --count N --acks leader|quorum|all --replicas R [--node HOST:PORT | --nodes K] [--duration D] [--inflight N] [--conns K] [--calls K] [--unary] [--streamnode PATH] [--admin] [--dir DIR] [--tls] [--json | --output json]",
 	summary:  "Measure appends through streamnode: C concurrent clients append N entries of S bytes to a fresh stream.",
 	detail: `
 Without --node it starts its own cluster of K streamnode processes on
@@ -54,6 +54,7 @@ each append's send to its acknowledgement; --json prints one object.`,
 		fs.StringVar(&cfg.Streamnode, "streamnode", "", "streamnode binary `PATH` for the cluster it starts")
 		fs.BoolVar(&cfg.Admin, "admin", false, "start the nodes with --admin-addr (metrics counted) and scrape their /metrics every second")
 		fs.StringVar(&cfg.Dir, "dir", "", "`DIR` for the started cluster's data (default /dev/shm if it exists, else the system temporary directory)")
+		fs.BoolVar(&cfg.TLS, "tls", false, "start the cluster with TLS on (a development CA made for the run); with --node use --tls-ca and the other global flags")
 		fs.BoolVar(&asJSON, "json", false, "print one JSON object (the same as --output json)")
 		output := outputFlag(fs)
 		return func(ctx context.Context, c *invocation, args []string) error {
@@ -66,6 +67,7 @@ each append's send to its acknowledgement; --json prints one object.`,
 				asJSON = true
 			}
 			cfg.Node = c.node
+			cfg.ClientOptions = c.clientOptions()
 			if err := cfg.Validate(); err != nil {
 				return usagef("%s", err)
 			}

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/rpstream/rpstream/client"
 	"io"
 	"maps"
 	"os"
@@ -71,14 +72,44 @@ type invocation struct {
 	// timeout bounds each call in network mode (client.Options.Timeout;
 	// zero: client.DefaultTimeout).
 	timeout time.Duration
-	out     *bufio.Writer
+	// tlsCA, tlsCert, tlsKey and tokenFile are how network mode reaches
+	// a node that runs TLS (client.Options TLSCAFile, TLSCertFile,
+	// TLSKeyFile, TokenFile).
+	tlsCA, tlsCert, tlsKey, tokenFile string
+	out                               *bufio.Writer
+}
+
+// clientOptions are the client options the global flags set.
+func (c *invocation) clientOptions() client.Options {
+	return client.Options{Timeout: c.timeout, TLSCAFile: c.tlsCA, TLSCertFile: c.tlsCert, TLSKeyFile: c.tlsKey, TokenFile: c.tokenFile}
+}
+
+// securityFlags are the global flags of network mode's TLS and
+// credentials: name, environment variable, usage.
+var securityFlags = [][3]string{
+	{"tls-ca", "RPSTREAM_TLS_CA", "`FILE`, CA certificates (PEM) the nodes' certificates must chain to: TLS on ($RPSTREAM_TLS_CA)"},
+	{"tls-cert", "RPSTREAM_TLS_CERT", "`FILE`, client certificate (PEM) presented to the nodes, with --tls-key ($RPSTREAM_TLS_CERT)"},
+	{"tls-key", "RPSTREAM_TLS_KEY", "`FILE`, the client certificate's private key (PEM) ($RPSTREAM_TLS_KEY)"},
+	{"token-file", "RPSTREAM_TOKEN_FILE", "`FILE` holding a bearer token sent to the nodes (needs --tls-ca) ($RPSTREAM_TOKEN_FILE)"},
+}
+
+func (c *invocation) securityFlag(name string) *string {
+	switch name {
+	case "tls-ca":
+		return &c.tlsCA
+	case "tls-cert":
+		return &c.tlsCert
+	case "tls-key":
+		return &c.tlsKey
+	}
+	return &c.tokenFile
 }
 
 // commands is the table of subcommands, in the order usage lists them.
 var commands []*command
 
 func init() {
-	commands = []*command{createCmd, appendCmd, tailCmd, lsCmd, deleteCmd, trimCmd, retentionCmd, consumerCmd, statusCmd, healthCmd, membersCmd, clusterCmd, benchCmd, versionCmd, completionCmd}
+	commands = []*command{createCmd, appendCmd, tailCmd, lsCmd, deleteCmd, trimCmd, retentionCmd, consumerCmd, statusCmd, healthCmd, membersCmd, clusterCmd, restoreCmd, benchCmd, versionCmd, completionCmd}
 }
 
 func lookup(name string) *command {
@@ -92,7 +123,7 @@ func lookup(name string) *command {
 
 // globalValueFlags are the global flags that take a value; Main must know
 // them to find the command name among the arguments.
-var globalValueFlags = map[string]bool{"data": true, "node": true}
+var globalValueFlags = map[string]bool{"data": true, "node": true, "tls-ca": true, "tls-cert": true, "tls-key": true, "token-file": true}
 
 // Main runs streamcli with args (without the program name) and returns the
 // exit code.
@@ -217,6 +248,9 @@ func run(ctx context.Context, env Env, cmd *command, args []string) int {
 	}
 	fs.StringVar(&inv.data.dir, "data", defDir, "`DIR`, the data directory holding the streams ($RPSTREAM_DATA)")
 	fs.StringVar(&inv.node, "node", env.Getenv("RPSTREAM_NODE"), nodeUsage)
+	for _, f := range securityFlags {
+		fs.StringVar(inv.securityFlag(f[0]), f[0], env.Getenv(f[1]), f[2])
+	}
 	runf := cmd.flags(fs)
 	pos, err := parseArgs(fs, args)
 	if err == nil {
@@ -286,6 +320,11 @@ global flags (before or after the command):
               append, tail, ls and delete go through it instead of a data
               directory, status, health, members and cluster ask it, and bench
               cluster and bench failover measure it ($RPSTREAM_NODE)
+  --tls-ca FILE, --tls-cert FILE, --tls-key FILE, --token-file FILE
+              TLS and credentials for a node that runs TLS: the CA its
+              certificate chains to, a client certificate and key, a file
+              holding a bearer token ($RPSTREAM_TLS_CA, $RPSTREAM_TLS_CERT,
+              $RPSTREAM_TLS_KEY, $RPSTREAM_TOKEN_FILE)
 
 Flags may stand before or after the arguments; "--" ends the flags.
 Run "streamcli COMMAND --help" for the flags of a command, "streamcli
@@ -311,6 +350,9 @@ func commandUsage(w io.Writer, c *command) {
 	fs := newFlagSet(c.name)
 	fs.String("data", "", "`DIR`, the data directory holding the streams (default $RPSTREAM_DATA, else ./rpstream-data)")
 	fs.String("node", "", nodeUsage)
+	for _, f := range securityFlags {
+		fs.String(f[0], "", f[2])
+	}
 	c.flags(fs)
 	fmt.Fprintf(w, "\nflags:\n")
 	printFlags(w, fs)

@@ -78,7 +78,7 @@ func (c *invocation) info(name string) (*streamInfo, error) {
 		return nil, err
 	}
 	defer s.Close()
-	path, _ := c.data.path(name)
+	path, _, _ := c.data.resolve(name)
 	in := &streamInfo{
 		head:       s.Head(),
 		next:       s.Committed(),
@@ -173,7 +173,7 @@ func (c *invocation) lsOne(name string, asJSON bool) error {
 	if asJSON {
 		return c.printJSON(localStreamJSON(name, in, true))
 	}
-	path, _ := c.data.path(name)
+	path, _, _ := c.data.resolve(name)
 	w := c.out
 	fmt.Fprintf(w, "stream      %s\n", name)
 	fmt.Fprintf(w, "file        %s (%s on disk, %s long)\n", path, formatSize(in.disk), formatSize(in.size))

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -41,10 +42,17 @@ func (c *invocation) dialNode() (*client.Client, error) {
 		}
 	}
 	c.node = strings.Join(addrs, ",")
-	if err := c.probeNodes(addrs); err != nil {
+	opts := c.clientOptions()
+	tlsConfig, err := opts.TLSConfig()
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", c.node, err)
+	}
+	// Loaded once, for the probe and the client alike.
+	opts.TLS = tlsConfig
+	if err := c.probeNodes(addrs, tlsConfig); err != nil {
 		return nil, err
 	}
-	cl, err := client.Dial(c.node, client.Options{Timeout: c.timeout})
+	cl, err := client.Dial(c.node, opts)
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", c.node, err)
 	}
@@ -57,14 +65,14 @@ func (c *invocation) dialNode() (*client.Client, error) {
 // a connection and said nothing: a hung node, or a port that is not a
 // client port), it says so on stderr before the command goes on trying
 // for --timeout.
-func (c *invocation) probeNodes(addrs []string) error {
+func (c *invocation) probeNodes(addrs []string, tlsConfig *tls.Config) error {
 	errs := make([]error, len(addrs))
 	var wg sync.WaitGroup
 	for i, a := range addrs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = client.Probe(context.Background(), a, nil)
+			errs[i] = client.Probe(context.Background(), a, tlsConfig)
 		}()
 	}
 	wg.Wait()

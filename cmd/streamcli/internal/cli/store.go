@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/rpstream/rpstream/internal/validate"
@@ -56,6 +57,13 @@ func (d dataDir) names() ([]string, error) {
 			out = append(out, n)
 		}
 	}
+	// A node's data directory: its streams and copies (nodefile.go).
+	for _, n := range d.nodeNames() {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
 	return out, nil
 }
 
@@ -66,6 +74,9 @@ func (d dataDir) openWriter(name string) (*local.Stream, error) {
 		return nil, err
 	}
 	if err := d.mustExist(name, path); err != nil {
+		if nf, ok := d.nodeFile(name); ok {
+			return nil, readOnlyNodeFile(name, nf)
+		}
 		return nil, err
 	}
 	// One command appends and exits: no region prepared ahead for it.
@@ -79,7 +90,7 @@ func (d dataDir) openWriter(name string) (*local.Stream, error) {
 // openReader opens stream name read-only. It never takes the writer lock,
 // so it works beside a writer in another process and follows it.
 func (d dataDir) openReader(name string) (*local.Stream, error) {
-	path, err := d.path(name)
+	path, _, err := d.resolve(name)
 	if err != nil {
 		return nil, err
 	}

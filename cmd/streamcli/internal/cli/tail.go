@@ -129,7 +129,7 @@ func (c *invocation) tail(ctx context.Context, name string, start startAt, follo
 		return err
 	}
 	defer s.Close()
-	path, _ := c.data.path(name)
+	path, nf, _ := c.data.resolve(name)
 	from := start.resolve(s.Head(), s.Committed())
 	if from < s.Head() {
 		return fmt.Errorf("position %d of stream %q was trimmed: the oldest entry is %d", from, name, s.Head())
@@ -138,7 +138,13 @@ func (c *invocation) tail(ctx context.Context, name string, start startAt, follo
 	var line []byte
 	for {
 		for it.Next() {
-			e := it.Entry()
+			e, skip, err := unwrapEntry(it.Entry(), nf)
+			if err != nil {
+				return err
+			}
+			if skip {
+				continue
+			}
 			line = formatEntry(line[:0], e, json)
 			if _, err := c.out.Write(line); err != nil {
 				return fmt.Errorf("write output: %w", err)
