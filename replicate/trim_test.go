@@ -1,7 +1,9 @@
 package replicate_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"sync"
 	"syscall"
@@ -148,4 +150,83 @@ func keys(m map[uint64][]byte) []uint64 {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestTrimCopyCrashImages: the images a copy can be left in by a crash
+// at any point of a trim carried to it (trim.go: the leader's superblock,
+// then line 0 of each freed region zeroed, oldest first; one Conn's
+// writes apply in order, so a crash leaves a prefix of them, the last
+// possibly torn) all recover, at the old head or the new one, never later
+// than the leader's (the catalog's head is at or after the leader's),
+// with every entry from there to the end.
+func TestTrimCopyCrashImages(t *testing.T) {
+	dir := t.TempDir()
+	s, err := local.Create(dir+"/leader", local.Options{RegionSize: testRegionSize, SpareRegions: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 300 {
+		if _, err := s.Append(payload(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyImage := append([]byte(nil), s.Memory().Bytes()...) // the copy before the trim
+	old := s.Regions()
+	if len(old) < 4 {
+		t.Fatalf("%d regions: the test needs 4", len(old))
+	}
+	head, err := s.Trim(old[3].First)
+	if err != nil || head != old[3].First {
+		t.Fatalf("trim: %d, %v", head, err)
+	}
+	sb := s.Memory().Bytes()[:2048]
+	type write struct {
+		off int
+		b   []byte
+	}
+	writes := []write{{0, sb}}
+	for _, r := range old[:3] {
+		writes = append(writes, write{r.Offset, make([]byte, 64)})
+	}
+	committed := s.Committed()
+	for n := 0; n <= len(writes); n++ {
+		for _, torn := range []bool{false, true} {
+			if torn && n == 0 {
+				continue
+			}
+			img := append([]byte(nil), copyImage...)
+			for i, w := range writes[:n] {
+				b := w.b
+				if torn && i == n-1 {
+					b = b[:len(b)/2] // the last write half done
+				}
+				copy(img[w.off:], b)
+			}
+			path := fmt.Sprintf("%s/copy-%d-%v", dir, n, torn)
+			if err := os.WriteFile(path, img, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			rs, err := local.Open(path, local.Options{})
+			if err != nil {
+				t.Fatalf("%d writes (torn %v): the copy does not recover: %v", n, torn, err)
+			}
+			h := rs.Head()
+			if h != 0 && h != head || h > head {
+				t.Errorf("%d writes (torn %v): head %d, want 0 or %d", n, torn, h, head)
+			}
+			it := rs.Iterator(h)
+			k := h
+			for it.Next() {
+				if !bytes.Equal(it.Entry().Data, payload(int(k))) {
+					t.Fatalf("%d writes: entry %d differs", n, k)
+				}
+				k++
+			}
+			rs.Close()
+			if it.Err() != nil || k != committed {
+				t.Fatalf("%d writes (torn %v): read %d..%d (%v), want to %d", n, torn, h, k, it.Err(), committed)
+			}
+		}
+	}
 }
