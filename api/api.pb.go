@@ -209,6 +209,774 @@ func (MemberState) EnumDescriptor() ([]byte, []int) {
 	return file_api_api_proto_rawDescGZIP(), []int{2}
 }
 
+// Retention says what a stream's leader trims by itself; zero fields are
+// no limit. Whole regions are freed: a stream keeps at least what the
+// policy asks, up to a region more. A consumer holding retention stops
+// every trim at its acknowledged position.
+type Retention struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Keep about this many bytes of the newest entries (whole regions).
+	MaxBytes uint64 `protobuf:"varint,1,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	// Keep this many of the newest entries.
+	MaxEntries uint64 `protobuf:"varint,2,opt,name=max_entries,json=maxEntries,proto3" json:"max_entries,omitempty"`
+	// Keep entries appended this recently (nanoseconds); needs entry
+	// timestamps (not in this build: InvalidArgument).
+	MaxAgeNs      int64 `protobuf:"varint,3,opt,name=max_age_ns,json=maxAgeNs,proto3" json:"max_age_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Retention) Reset() {
+	*x = Retention{}
+	mi := &file_api_api_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Retention) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Retention) ProtoMessage() {}
+
+func (x *Retention) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Retention.ProtoReflect.Descriptor instead.
+func (*Retention) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Retention) GetMaxBytes() uint64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+func (x *Retention) GetMaxEntries() uint64 {
+	if x != nil {
+		return x.MaxEntries
+	}
+	return 0
+}
+
+func (x *Retention) GetMaxAgeNs() int64 {
+	if x != nil {
+		return x.MaxAgeNs
+	}
+	return 0
+}
+
+type SetRetentionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stream        string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	Retention     *Retention             `protobuf:"bytes,2,opt,name=retention,proto3" json:"retention,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRetentionRequest) Reset() {
+	*x = SetRetentionRequest{}
+	mi := &file_api_api_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRetentionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRetentionRequest) ProtoMessage() {}
+
+func (x *SetRetentionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRetentionRequest.ProtoReflect.Descriptor instead.
+func (*SetRetentionRequest) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SetRetentionRequest) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *SetRetentionRequest) GetRetention() *Retention {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
+type SetRetentionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Retention     *Retention             `protobuf:"bytes,1,opt,name=retention,proto3" json:"retention,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRetentionResponse) Reset() {
+	*x = SetRetentionResponse{}
+	mi := &file_api_api_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRetentionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRetentionResponse) ProtoMessage() {}
+
+func (x *SetRetentionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRetentionResponse.ProtoReflect.Descriptor instead.
+func (*SetRetentionResponse) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SetRetentionResponse) GetRetention() *Retention {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
+type TrimStreamRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Stream string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	// Trim every entry before this position.
+	Before        uint64 `protobuf:"varint,2,opt,name=before,proto3" json:"before,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrimStreamRequest) Reset() {
+	*x = TrimStreamRequest{}
+	mi := &file_api_api_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrimStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrimStreamRequest) ProtoMessage() {}
+
+func (x *TrimStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrimStreamRequest.ProtoReflect.Descriptor instead.
+func (*TrimStreamRequest) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TrimStreamRequest) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *TrimStreamRequest) GetBefore() uint64 {
+	if x != nil {
+		return x.Before
+	}
+	return 0
+}
+
+type TrimStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The position the stream is trimmed to (the catalog's).
+	TrimHead uint64 `protobuf:"varint,1,opt,name=trim_head,json=trimHead,proto3" json:"trim_head,omitempty"`
+	// The oldest entry still held: trim_head, or earlier when the region
+	// holding trim_head has entries before it.
+	Head          uint64 `protobuf:"varint,2,opt,name=head,proto3" json:"head,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrimStreamResponse) Reset() {
+	*x = TrimStreamResponse{}
+	mi := &file_api_api_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrimStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrimStreamResponse) ProtoMessage() {}
+
+func (x *TrimStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrimStreamResponse.ProtoReflect.Descriptor instead.
+func (*TrimStreamResponse) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *TrimStreamResponse) GetTrimHead() uint64 {
+	if x != nil {
+		return x.TrimHead
+	}
+	return 0
+}
+
+func (x *TrimStreamResponse) GetHead() uint64 {
+	if x != nil {
+		return x.Head
+	}
+	return 0
+}
+
+// Consumer is a named consumer of a stream.
+type Consumer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Every entry before acked was acknowledged: the consumer resumes at
+	// acked.
+	Acked uint64 `protobuf:"varint,2,opt,name=acked,proto3" json:"acked,omitempty"`
+	// Retention never trims past acked.
+	Hold bool `protobuf:"varint,3,opt,name=hold,proto3" json:"hold,omitempty"`
+	// Committed entries not acknowledged yet.
+	Lag uint64 `protobuf:"varint,4,opt,name=lag,proto3" json:"lag,omitempty"`
+	// When acked last moved (Unix nanoseconds, 0: never).
+	AckedTime     int64 `protobuf:"varint,5,opt,name=acked_time,json=ackedTime,proto3" json:"acked_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Consumer) Reset() {
+	*x = Consumer{}
+	mi := &file_api_api_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Consumer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Consumer) ProtoMessage() {}
+
+func (x *Consumer) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Consumer.ProtoReflect.Descriptor instead.
+func (*Consumer) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Consumer) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Consumer) GetAcked() uint64 {
+	if x != nil {
+		return x.Acked
+	}
+	return 0
+}
+
+func (x *Consumer) GetHold() bool {
+	if x != nil {
+		return x.Hold
+	}
+	return false
+}
+
+func (x *Consumer) GetLag() uint64 {
+	if x != nil {
+		return x.Lag
+	}
+	return 0
+}
+
+func (x *Consumer) GetAckedTime() int64 {
+	if x != nil {
+		return x.AckedTime
+	}
+	return 0
+}
+
+type AddConsumerRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Stream   string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	Consumer string                 `protobuf:"bytes,2,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// The first position to deliver (raised to the stream's trim head).
+	Start         uint64 `protobuf:"varint,3,opt,name=start,proto3" json:"start,omitempty"`
+	Hold          bool   `protobuf:"varint,4,opt,name=hold,proto3" json:"hold,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddConsumerRequest) Reset() {
+	*x = AddConsumerRequest{}
+	mi := &file_api_api_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddConsumerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddConsumerRequest) ProtoMessage() {}
+
+func (x *AddConsumerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddConsumerRequest.ProtoReflect.Descriptor instead.
+func (*AddConsumerRequest) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AddConsumerRequest) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *AddConsumerRequest) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *AddConsumerRequest) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *AddConsumerRequest) GetHold() bool {
+	if x != nil {
+		return x.Hold
+	}
+	return false
+}
+
+type AddConsumerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Consumer      *Consumer              `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddConsumerResponse) Reset() {
+	*x = AddConsumerResponse{}
+	mi := &file_api_api_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddConsumerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddConsumerResponse) ProtoMessage() {}
+
+func (x *AddConsumerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddConsumerResponse.ProtoReflect.Descriptor instead.
+func (*AddConsumerResponse) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AddConsumerResponse) GetConsumer() *Consumer {
+	if x != nil {
+		return x.Consumer
+	}
+	return nil
+}
+
+type RemoveConsumerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stream        string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	Consumer      string                 `protobuf:"bytes,2,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveConsumerRequest) Reset() {
+	*x = RemoveConsumerRequest{}
+	mi := &file_api_api_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveConsumerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveConsumerRequest) ProtoMessage() {}
+
+func (x *RemoveConsumerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveConsumerRequest.ProtoReflect.Descriptor instead.
+func (*RemoveConsumerRequest) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RemoveConsumerRequest) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *RemoveConsumerRequest) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+type RemoveConsumerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveConsumerResponse) Reset() {
+	*x = RemoveConsumerResponse{}
+	mi := &file_api_api_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveConsumerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveConsumerResponse) ProtoMessage() {}
+
+func (x *RemoveConsumerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveConsumerResponse.ProtoReflect.Descriptor instead.
+func (*RemoveConsumerResponse) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{9}
+}
+
+type ListConsumersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stream        string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConsumersRequest) Reset() {
+	*x = ListConsumersRequest{}
+	mi := &file_api_api_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConsumersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConsumersRequest) ProtoMessage() {}
+
+func (x *ListConsumersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConsumersRequest.ProtoReflect.Descriptor instead.
+func (*ListConsumersRequest) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ListConsumersRequest) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+type ListConsumersResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Consumers []*Consumer            `protobuf:"bytes,1,rep,name=consumers,proto3" json:"consumers,omitempty"`
+	// The stream's committed position, which lag is counted from.
+	Committed     uint64 `protobuf:"varint,2,opt,name=committed,proto3" json:"committed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConsumersResponse) Reset() {
+	*x = ListConsumersResponse{}
+	mi := &file_api_api_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConsumersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConsumersResponse) ProtoMessage() {}
+
+func (x *ListConsumersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConsumersResponse.ProtoReflect.Descriptor instead.
+func (*ListConsumersResponse) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListConsumersResponse) GetConsumers() []*Consumer {
+	if x != nil {
+		return x.Consumers
+	}
+	return nil
+}
+
+func (x *ListConsumersResponse) GetCommitted() uint64 {
+	if x != nil {
+		return x.Committed
+	}
+	return 0
+}
+
+type AckConsumerRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Stream   string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	Consumer string                 `protobuf:"bytes,2,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// Every entry before position was processed.
+	Position uint64 `protobuf:"varint,3,opt,name=position,proto3" json:"position,omitempty"`
+	// Commit to the catalog before answering.
+	Sync          bool `protobuf:"varint,4,opt,name=sync,proto3" json:"sync,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckConsumerRequest) Reset() {
+	*x = AckConsumerRequest{}
+	mi := &file_api_api_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckConsumerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckConsumerRequest) ProtoMessage() {}
+
+func (x *AckConsumerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckConsumerRequest.ProtoReflect.Descriptor instead.
+func (*AckConsumerRequest) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *AckConsumerRequest) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *AckConsumerRequest) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *AckConsumerRequest) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *AckConsumerRequest) GetSync() bool {
+	if x != nil {
+		return x.Sync
+	}
+	return false
+}
+
+type AckConsumerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The consumer's committed position after this ack (with sync; else
+	// as far as this node knows).
+	Acked         uint64 `protobuf:"varint,1,opt,name=acked,proto3" json:"acked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckConsumerResponse) Reset() {
+	*x = AckConsumerResponse{}
+	mi := &file_api_api_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckConsumerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckConsumerResponse) ProtoMessage() {}
+
+func (x *AckConsumerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckConsumerResponse.ProtoReflect.Descriptor instead.
+func (*AckConsumerResponse) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *AckConsumerResponse) GetAcked() uint64 {
+	if x != nil {
+		return x.Acked
+	}
+	return 0
+}
+
 type CreateStreamRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// 1 to 128 bytes of [A-Za-z0-9._-], starting with a letter or digit.
@@ -218,14 +986,16 @@ type CreateStreamRequest struct {
 	Acks     AckPolicy `protobuf:"varint,3,opt,name=acks,proto3,enum=rpstream.api.v1.AckPolicy" json:"acks,omitempty"`
 	// Bytes per region, a multiple of 4096 from 16 KiB to 1 GiB; 0 means
 	// the node's default. The largest entry is a little under it.
-	RegionSize    uint64 `protobuf:"varint,4,opt,name=region_size,json=regionSize,proto3" json:"region_size,omitempty"`
+	RegionSize uint64 `protobuf:"varint,4,opt,name=region_size,json=regionSize,proto3" json:"region_size,omitempty"`
+	// What the leader trims by itself (none: nothing until TrimStream).
+	Retention     *Retention `protobuf:"bytes,30,opt,name=retention,proto3" json:"retention,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateStreamRequest) Reset() {
 	*x = CreateStreamRequest{}
-	mi := &file_api_api_proto_msgTypes[0]
+	mi := &file_api_api_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -237,7 +1007,7 @@ func (x *CreateStreamRequest) String() string {
 func (*CreateStreamRequest) ProtoMessage() {}
 
 func (x *CreateStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[0]
+	mi := &file_api_api_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -250,7 +1020,7 @@ func (x *CreateStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateStreamRequest.ProtoReflect.Descriptor instead.
 func (*CreateStreamRequest) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{0}
+	return file_api_api_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateStreamRequest) GetStream() string {
@@ -281,6 +1051,13 @@ func (x *CreateStreamRequest) GetRegionSize() uint64 {
 	return 0
 }
 
+func (x *CreateStreamRequest) GetRetention() *Retention {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
 type CreateStreamResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Status        *StreamStatusResponse  `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
@@ -290,7 +1067,7 @@ type CreateStreamResponse struct {
 
 func (x *CreateStreamResponse) Reset() {
 	*x = CreateStreamResponse{}
-	mi := &file_api_api_proto_msgTypes[1]
+	mi := &file_api_api_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -302,7 +1079,7 @@ func (x *CreateStreamResponse) String() string {
 func (*CreateStreamResponse) ProtoMessage() {}
 
 func (x *CreateStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[1]
+	mi := &file_api_api_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -315,7 +1092,7 @@ func (x *CreateStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateStreamResponse.ProtoReflect.Descriptor instead.
 func (*CreateStreamResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{1}
+	return file_api_api_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateStreamResponse) GetStatus() *StreamStatusResponse {
@@ -334,7 +1111,7 @@ type DeleteStreamRequest struct {
 
 func (x *DeleteStreamRequest) Reset() {
 	*x = DeleteStreamRequest{}
-	mi := &file_api_api_proto_msgTypes[2]
+	mi := &file_api_api_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -346,7 +1123,7 @@ func (x *DeleteStreamRequest) String() string {
 func (*DeleteStreamRequest) ProtoMessage() {}
 
 func (x *DeleteStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[2]
+	mi := &file_api_api_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -359,7 +1136,7 @@ func (x *DeleteStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteStreamRequest.ProtoReflect.Descriptor instead.
 func (*DeleteStreamRequest) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{2}
+	return file_api_api_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteStreamRequest) GetStream() string {
@@ -377,7 +1154,7 @@ type DeleteStreamResponse struct {
 
 func (x *DeleteStreamResponse) Reset() {
 	*x = DeleteStreamResponse{}
-	mi := &file_api_api_proto_msgTypes[3]
+	mi := &file_api_api_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -389,7 +1166,7 @@ func (x *DeleteStreamResponse) String() string {
 func (*DeleteStreamResponse) ProtoMessage() {}
 
 func (x *DeleteStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[3]
+	mi := &file_api_api_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -402,7 +1179,7 @@ func (x *DeleteStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteStreamResponse.ProtoReflect.Descriptor instead.
 func (*DeleteStreamResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{3}
+	return file_api_api_proto_rawDescGZIP(), []int{17}
 }
 
 type ListStreamsRequest struct {
@@ -413,7 +1190,7 @@ type ListStreamsRequest struct {
 
 func (x *ListStreamsRequest) Reset() {
 	*x = ListStreamsRequest{}
-	mi := &file_api_api_proto_msgTypes[4]
+	mi := &file_api_api_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -425,7 +1202,7 @@ func (x *ListStreamsRequest) String() string {
 func (*ListStreamsRequest) ProtoMessage() {}
 
 func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[4]
+	mi := &file_api_api_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -438,7 +1215,7 @@ func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsRequest.ProtoReflect.Descriptor instead.
 func (*ListStreamsRequest) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{4}
+	return file_api_api_proto_rawDescGZIP(), []int{18}
 }
 
 type ListStreamsResponse struct {
@@ -450,7 +1227,7 @@ type ListStreamsResponse struct {
 
 func (x *ListStreamsResponse) Reset() {
 	*x = ListStreamsResponse{}
-	mi := &file_api_api_proto_msgTypes[5]
+	mi := &file_api_api_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -462,7 +1239,7 @@ func (x *ListStreamsResponse) String() string {
 func (*ListStreamsResponse) ProtoMessage() {}
 
 func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[5]
+	mi := &file_api_api_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -475,7 +1252,7 @@ func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsResponse.ProtoReflect.Descriptor instead.
 func (*ListStreamsResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{5}
+	return file_api_api_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListStreamsResponse) GetStreams() []string {
@@ -516,7 +1293,7 @@ type AppendRequest struct {
 
 func (x *AppendRequest) Reset() {
 	*x = AppendRequest{}
-	mi := &file_api_api_proto_msgTypes[6]
+	mi := &file_api_api_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -528,7 +1305,7 @@ func (x *AppendRequest) String() string {
 func (*AppendRequest) ProtoMessage() {}
 
 func (x *AppendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[6]
+	mi := &file_api_api_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -541,7 +1318,7 @@ func (x *AppendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendRequest.ProtoReflect.Descriptor instead.
 func (*AppendRequest) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{6}
+	return file_api_api_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AppendRequest) GetStream() string {
@@ -596,7 +1373,7 @@ type AppendResponse struct {
 
 func (x *AppendResponse) Reset() {
 	*x = AppendResponse{}
-	mi := &file_api_api_proto_msgTypes[7]
+	mi := &file_api_api_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +1385,7 @@ func (x *AppendResponse) String() string {
 func (*AppendResponse) ProtoMessage() {}
 
 func (x *AppendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[7]
+	mi := &file_api_api_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +1398,7 @@ func (x *AppendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendResponse.ProtoReflect.Descriptor instead.
 func (*AppendResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{7}
+	return file_api_api_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AppendResponse) GetPosition() uint64 {
@@ -668,7 +1445,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_api_api_proto_msgTypes[8]
+	mi := &file_api_api_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +1457,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[8]
+	mi := &file_api_api_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +1470,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{8}
+	return file_api_api_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReadRequest) GetStream() string {
@@ -734,7 +1511,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_api_api_proto_msgTypes[9]
+	mi := &file_api_api_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +1523,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[9]
+	mi := &file_api_api_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +1536,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{9}
+	return file_api_api_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Entry) GetPosition() uint64 {
@@ -793,7 +1570,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_api_api_proto_msgTypes[10]
+	mi := &file_api_api_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -805,7 +1582,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[10]
+	mi := &file_api_api_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -818,7 +1595,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{10}
+	return file_api_api_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReadResponse) GetEntries() []*Entry {
@@ -863,7 +1640,7 @@ type TailRequest struct {
 
 func (x *TailRequest) Reset() {
 	*x = TailRequest{}
-	mi := &file_api_api_proto_msgTypes[11]
+	mi := &file_api_api_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +1652,7 @@ func (x *TailRequest) String() string {
 func (*TailRequest) ProtoMessage() {}
 
 func (x *TailRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[11]
+	mi := &file_api_api_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +1665,7 @@ func (x *TailRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailRequest.ProtoReflect.Descriptor instead.
 func (*TailRequest) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{11}
+	return file_api_api_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TailRequest) GetStream() string {
@@ -922,7 +1699,7 @@ type TailResponse struct {
 
 func (x *TailResponse) Reset() {
 	*x = TailResponse{}
-	mi := &file_api_api_proto_msgTypes[12]
+	mi := &file_api_api_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1711,7 @@ func (x *TailResponse) String() string {
 func (*TailResponse) ProtoMessage() {}
 
 func (x *TailResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[12]
+	mi := &file_api_api_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1724,7 @@ func (x *TailResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailResponse.ProtoReflect.Descriptor instead.
 func (*TailResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{12}
+	return file_api_api_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TailResponse) GetEntries() []*Entry {
@@ -966,7 +1743,7 @@ type StreamStatusRequest struct {
 
 func (x *StreamStatusRequest) Reset() {
 	*x = StreamStatusRequest{}
-	mi := &file_api_api_proto_msgTypes[13]
+	mi := &file_api_api_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -978,7 +1755,7 @@ func (x *StreamStatusRequest) String() string {
 func (*StreamStatusRequest) ProtoMessage() {}
 
 func (x *StreamStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[13]
+	mi := &file_api_api_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -991,7 +1768,7 @@ func (x *StreamStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamStatusRequest.ProtoReflect.Descriptor instead.
 func (*StreamStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{13}
+	return file_api_api_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *StreamStatusRequest) GetStream() string {
@@ -1019,7 +1796,7 @@ type Region struct {
 
 func (x *Region) Reset() {
 	*x = Region{}
-	mi := &file_api_api_proto_msgTypes[14]
+	mi := &file_api_api_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1808,7 @@ func (x *Region) String() string {
 func (*Region) ProtoMessage() {}
 
 func (x *Region) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[14]
+	mi := &file_api_api_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1821,7 @@ func (x *Region) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Region.ProtoReflect.Descriptor instead.
 func (*Region) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{14}
+	return file_api_api_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Region) GetSeq() uint64 {
@@ -1097,7 +1874,7 @@ type ReplicaStatus struct {
 
 func (x *ReplicaStatus) Reset() {
 	*x = ReplicaStatus{}
-	mi := &file_api_api_proto_msgTypes[15]
+	mi := &file_api_api_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1886,7 @@ func (x *ReplicaStatus) String() string {
 func (*ReplicaStatus) ProtoMessage() {}
 
 func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[15]
+	mi := &file_api_api_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1899,7 @@ func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStatus.ProtoReflect.Descriptor instead.
 func (*ReplicaStatus) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{15}
+	return file_api_api_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReplicaStatus) GetMember() string {
@@ -1174,14 +1951,19 @@ type StreamStatusResponse struct {
 	// Copies on other members; empty until replication exists.
 	ReplicaStatus []*ReplicaStatus `protobuf:"bytes,12,rep,name=replica_status,json=replicaStatus,proto3" json:"replica_status,omitempty"`
 	// Fewer copies hold the stream than replicas asks for.
-	UnderReplicated bool `protobuf:"varint,13,opt,name=under_replicated,json=underReplicated,proto3" json:"under_replicated,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	UnderReplicated bool       `protobuf:"varint,13,opt,name=under_replicated,json=underReplicated,proto3" json:"under_replicated,omitempty"`
+	Retention       *Retention `protobuf:"bytes,30,opt,name=retention,proto3" json:"retention,omitempty"`
+	// The position the stream was trimmed to (TrimStream or retention).
+	TrimHead uint64 `protobuf:"varint,31,opt,name=trim_head,json=trimHead,proto3" json:"trim_head,omitempty"`
+	// Its named consumers, with their lag.
+	Consumers     []*Consumer `protobuf:"bytes,32,rep,name=consumers,proto3" json:"consumers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StreamStatusResponse) Reset() {
 	*x = StreamStatusResponse{}
-	mi := &file_api_api_proto_msgTypes[16]
+	mi := &file_api_api_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1975,7 @@ func (x *StreamStatusResponse) String() string {
 func (*StreamStatusResponse) ProtoMessage() {}
 
 func (x *StreamStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[16]
+	mi := &file_api_api_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1988,7 @@ func (x *StreamStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamStatusResponse.ProtoReflect.Descriptor instead.
 func (*StreamStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{16}
+	return file_api_api_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StreamStatusResponse) GetStream() string {
@@ -1300,6 +2082,27 @@ func (x *StreamStatusResponse) GetUnderReplicated() bool {
 	return false
 }
 
+func (x *StreamStatusResponse) GetRetention() *Retention {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
+func (x *StreamStatusResponse) GetTrimHead() uint64 {
+	if x != nil {
+		return x.TrimHead
+	}
+	return 0
+}
+
+func (x *StreamStatusResponse) GetConsumers() []*Consumer {
+	if x != nil {
+		return x.Consumers
+	}
+	return nil
+}
+
 type MembersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1308,7 +2111,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_api_api_proto_msgTypes[17]
+	mi := &file_api_api_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +2123,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[17]
+	mi := &file_api_api_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +2136,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{17}
+	return file_api_api_proto_rawDescGZIP(), []int{31}
 }
 
 type Member struct {
@@ -1354,7 +2157,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_api_api_proto_msgTypes[18]
+	mi := &file_api_api_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1366,7 +2169,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[18]
+	mi := &file_api_api_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1379,7 +2182,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{18}
+	return file_api_api_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Member) GetName() string {
@@ -1447,7 +2250,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_api_api_proto_msgTypes[19]
+	mi := &file_api_api_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1459,7 +2262,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[19]
+	mi := &file_api_api_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1472,7 +2275,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{19}
+	return file_api_api_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -1495,7 +2298,7 @@ type NotLeader struct {
 
 func (x *NotLeader) Reset() {
 	*x = NotLeader{}
-	mi := &file_api_api_proto_msgTypes[20]
+	mi := &file_api_api_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1507,7 +2310,7 @@ func (x *NotLeader) String() string {
 func (*NotLeader) ProtoMessage() {}
 
 func (x *NotLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[20]
+	mi := &file_api_api_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1520,7 +2323,7 @@ func (x *NotLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotLeader.ProtoReflect.Descriptor instead.
 func (*NotLeader) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{20}
+	return file_api_api_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *NotLeader) GetLeader() string {
@@ -1552,7 +2355,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_api_api_proto_msgTypes[21]
+	mi := &file_api_api_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1564,7 +2367,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[21]
+	mi := &file_api_api_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1577,7 +2380,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{21}
+	return file_api_api_proto_rawDescGZIP(), []int{35}
 }
 
 type ClusterStatusResponse struct {
@@ -1617,7 +2420,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_api_api_proto_msgTypes[22]
+	mi := &file_api_api_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1629,7 +2432,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[22]
+	mi := &file_api_api_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1642,7 +2445,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{22}
+	return file_api_api_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ClusterStatusResponse) GetNode() string {
@@ -1774,7 +2577,7 @@ type CatalogNode struct {
 
 func (x *CatalogNode) Reset() {
 	*x = CatalogNode{}
-	mi := &file_api_api_proto_msgTypes[23]
+	mi := &file_api_api_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1786,7 +2589,7 @@ func (x *CatalogNode) String() string {
 func (*CatalogNode) ProtoMessage() {}
 
 func (x *CatalogNode) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[23]
+	mi := &file_api_api_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1799,7 +2602,7 @@ func (x *CatalogNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogNode.ProtoReflect.Descriptor instead.
 func (*CatalogNode) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{23}
+	return file_api_api_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CatalogNode) GetName() string {
@@ -1862,7 +2665,7 @@ type ChangeVoterRequest struct {
 
 func (x *ChangeVoterRequest) Reset() {
 	*x = ChangeVoterRequest{}
-	mi := &file_api_api_proto_msgTypes[24]
+	mi := &file_api_api_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1874,7 +2677,7 @@ func (x *ChangeVoterRequest) String() string {
 func (*ChangeVoterRequest) ProtoMessage() {}
 
 func (x *ChangeVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[24]
+	mi := &file_api_api_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1887,7 +2690,7 @@ func (x *ChangeVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeVoterRequest.ProtoReflect.Descriptor instead.
 func (*ChangeVoterRequest) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{24}
+	return file_api_api_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ChangeVoterRequest) GetNode() string {
@@ -1912,7 +2715,7 @@ type ChangeVoterResponse struct {
 
 func (x *ChangeVoterResponse) Reset() {
 	*x = ChangeVoterResponse{}
-	mi := &file_api_api_proto_msgTypes[25]
+	mi := &file_api_api_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1924,7 +2727,7 @@ func (x *ChangeVoterResponse) String() string {
 func (*ChangeVoterResponse) ProtoMessage() {}
 
 func (x *ChangeVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[25]
+	mi := &file_api_api_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1937,20 +2740,68 @@ func (x *ChangeVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeVoterResponse.ProtoReflect.Descriptor instead.
 func (*ChangeVoterResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{25}
+	return file_api_api_proto_rawDescGZIP(), []int{39}
 }
 
 var File_api_api_proto protoreflect.FileDescriptor
 
 const file_api_api_proto_rawDesc = "" +
 	"\n" +
-	"\rapi/api.proto\x12\x0frpstream.api.v1\"\x9a\x01\n" +
+	"\rapi/api.proto\x12\x0frpstream.api.v1\"g\n" +
+	"\tRetention\x12\x1b\n" +
+	"\tmax_bytes\x18\x01 \x01(\x04R\bmaxBytes\x12\x1f\n" +
+	"\vmax_entries\x18\x02 \x01(\x04R\n" +
+	"maxEntries\x12\x1c\n" +
+	"\n" +
+	"max_age_ns\x18\x03 \x01(\x03R\bmaxAgeNs\"g\n" +
+	"\x13SetRetentionRequest\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x128\n" +
+	"\tretention\x18\x02 \x01(\v2\x1a.rpstream.api.v1.RetentionR\tretention\"P\n" +
+	"\x14SetRetentionResponse\x128\n" +
+	"\tretention\x18\x01 \x01(\v2\x1a.rpstream.api.v1.RetentionR\tretention\"C\n" +
+	"\x11TrimStreamRequest\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x16\n" +
+	"\x06before\x18\x02 \x01(\x04R\x06before\"E\n" +
+	"\x12TrimStreamResponse\x12\x1b\n" +
+	"\ttrim_head\x18\x01 \x01(\x04R\btrimHead\x12\x12\n" +
+	"\x04head\x18\x02 \x01(\x04R\x04head\"y\n" +
+	"\bConsumer\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05acked\x18\x02 \x01(\x04R\x05acked\x12\x12\n" +
+	"\x04hold\x18\x03 \x01(\bR\x04hold\x12\x10\n" +
+	"\x03lag\x18\x04 \x01(\x04R\x03lag\x12\x1d\n" +
+	"\n" +
+	"acked_time\x18\x05 \x01(\x03R\tackedTime\"r\n" +
+	"\x12AddConsumerRequest\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x1a\n" +
+	"\bconsumer\x18\x02 \x01(\tR\bconsumer\x12\x14\n" +
+	"\x05start\x18\x03 \x01(\x04R\x05start\x12\x12\n" +
+	"\x04hold\x18\x04 \x01(\bR\x04hold\"L\n" +
+	"\x13AddConsumerResponse\x125\n" +
+	"\bconsumer\x18\x01 \x01(\v2\x19.rpstream.api.v1.ConsumerR\bconsumer\"K\n" +
+	"\x15RemoveConsumerRequest\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x1a\n" +
+	"\bconsumer\x18\x02 \x01(\tR\bconsumer\"\x18\n" +
+	"\x16RemoveConsumerResponse\".\n" +
+	"\x14ListConsumersRequest\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\"n\n" +
+	"\x15ListConsumersResponse\x127\n" +
+	"\tconsumers\x18\x01 \x03(\v2\x19.rpstream.api.v1.ConsumerR\tconsumers\x12\x1c\n" +
+	"\tcommitted\x18\x02 \x01(\x04R\tcommitted\"x\n" +
+	"\x12AckConsumerRequest\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x1a\n" +
+	"\bconsumer\x18\x02 \x01(\tR\bconsumer\x12\x1a\n" +
+	"\bposition\x18\x03 \x01(\x04R\bposition\x12\x12\n" +
+	"\x04sync\x18\x04 \x01(\bR\x04sync\"+\n" +
+	"\x13AckConsumerResponse\x12\x14\n" +
+	"\x05acked\x18\x01 \x01(\x04R\x05acked\"\xd4\x01\n" +
 	"\x13CreateStreamRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x1a\n" +
 	"\breplicas\x18\x02 \x01(\rR\breplicas\x12.\n" +
 	"\x04acks\x18\x03 \x01(\x0e2\x1a.rpstream.api.v1.AckPolicyR\x04acks\x12\x1f\n" +
 	"\vregion_size\x18\x04 \x01(\x04R\n" +
-	"regionSize\"U\n" +
+	"regionSize\x128\n" +
+	"\tretention\x18\x1e \x01(\v2\x1a.rpstream.api.v1.RetentionR\tretention\"U\n" +
 	"\x14CreateStreamResponse\x12=\n" +
 	"\x06status\x18\x01 \x01(\v2%.rpstream.api.v1.StreamStatusResponseR\x06status\"-\n" +
 	"\x13DeleteStreamRequest\x12\x16\n" +
@@ -2005,7 +2856,7 @@ const file_api_api_proto_rawDesc = "" +
 	"\x06member\x18\x01 \x01(\tR\x06member\x12\x1c\n" +
 	"\tpersisted\x18\x02 \x01(\x04R\tpersisted\x12\x10\n" +
 	"\x03lag\x18\x03 \x01(\x04R\x03lag\x12\x16\n" +
-	"\x06backup\x18\x04 \x01(\bR\x06backup\"\xdf\x03\n" +
+	"\x06backup\x18\x04 \x01(\bR\x06backup\"\xef\x04\n" +
 	"\x14StreamStatusResponse\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12\x1f\n" +
@@ -2022,7 +2873,10 @@ const file_api_api_proto_rawDesc = "" +
 	" \x01(\x04R\tpersisted\x121\n" +
 	"\aregions\x18\v \x03(\v2\x17.rpstream.api.v1.RegionR\aregions\x12E\n" +
 	"\x0ereplica_status\x18\f \x03(\v2\x1e.rpstream.api.v1.ReplicaStatusR\rreplicaStatus\x12)\n" +
-	"\x10under_replicated\x18\r \x01(\bR\x0funderReplicated\"\x10\n" +
+	"\x10under_replicated\x18\r \x01(\bR\x0funderReplicated\x128\n" +
+	"\tretention\x18\x1e \x01(\v2\x1a.rpstream.api.v1.RetentionR\tretention\x12\x1b\n" +
+	"\ttrim_head\x18\x1f \x01(\x04R\btrimHead\x127\n" +
+	"\tconsumers\x18  \x03(\v2\x19.rpstream.api.v1.ConsumerR\tconsumers\"\x10\n" +
 	"\x0eMembersRequest\"\x8a\x02\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
@@ -2094,7 +2948,7 @@ const file_api_api_proto_rawDesc = "" +
 	"\x12MEMBER_STATE_ALIVE\x10\x01\x12\x18\n" +
 	"\x14MEMBER_STATE_SUSPECT\x10\x02\x12\x15\n" +
 	"\x11MEMBER_STATE_DEAD\x10\x03\x12\x15\n" +
-	"\x11MEMBER_STATE_LEFT\x10\x042\xae\a\n" +
+	"\x11MEMBER_STATE_LEFT\x10\x042\xd9\v\n" +
 	"\aStreams\x12[\n" +
 	"\fCreateStream\x12$.rpstream.api.v1.CreateStreamRequest\x1a%.rpstream.api.v1.CreateStreamResponse\x12[\n" +
 	"\fDeleteStream\x12$.rpstream.api.v1.DeleteStreamRequest\x1a%.rpstream.api.v1.DeleteStreamResponse\x12X\n" +
@@ -2106,7 +2960,14 @@ const file_api_api_proto_rawDesc = "" +
 	"\fStreamStatus\x12$.rpstream.api.v1.StreamStatusRequest\x1a%.rpstream.api.v1.StreamStatusResponse\x12L\n" +
 	"\aMembers\x12\x1f.rpstream.api.v1.MembersRequest\x1a .rpstream.api.v1.MembersResponse\x12^\n" +
 	"\rClusterStatus\x12%.rpstream.api.v1.ClusterStatusRequest\x1a&.rpstream.api.v1.ClusterStatusResponse\x12X\n" +
-	"\vChangeVoter\x12#.rpstream.api.v1.ChangeVoterRequest\x1a$.rpstream.api.v1.ChangeVoterResponseB\"Z github.com/rpstream/rpstream/apib\x06proto3"
+	"\vChangeVoter\x12#.rpstream.api.v1.ChangeVoterRequest\x1a$.rpstream.api.v1.ChangeVoterResponse\x12[\n" +
+	"\fSetRetention\x12$.rpstream.api.v1.SetRetentionRequest\x1a%.rpstream.api.v1.SetRetentionResponse\x12U\n" +
+	"\n" +
+	"TrimStream\x12\".rpstream.api.v1.TrimStreamRequest\x1a#.rpstream.api.v1.TrimStreamResponse\x12X\n" +
+	"\vAddConsumer\x12#.rpstream.api.v1.AddConsumerRequest\x1a$.rpstream.api.v1.AddConsumerResponse\x12a\n" +
+	"\x0eRemoveConsumer\x12&.rpstream.api.v1.RemoveConsumerRequest\x1a'.rpstream.api.v1.RemoveConsumerResponse\x12^\n" +
+	"\rListConsumers\x12%.rpstream.api.v1.ListConsumersRequest\x1a&.rpstream.api.v1.ListConsumersResponse\x12X\n" +
+	"\vAckConsumer\x12#.rpstream.api.v1.AckConsumerRequest\x1a$.rpstream.api.v1.AckConsumerResponseB\"Z github.com/rpstream/rpstream/apib\x06proto3"
 
 var (
 	file_api_api_proto_rawDescOnce sync.Once
@@ -2121,79 +2982,112 @@ func file_api_api_proto_rawDescGZIP() []byte {
 }
 
 var file_api_api_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_api_api_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_api_api_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_api_api_proto_goTypes = []any{
-	(AckPolicy)(0),                // 0: rpstream.api.v1.AckPolicy
-	(Role)(0),                     // 1: rpstream.api.v1.Role
-	(MemberState)(0),              // 2: rpstream.api.v1.MemberState
-	(*CreateStreamRequest)(nil),   // 3: rpstream.api.v1.CreateStreamRequest
-	(*CreateStreamResponse)(nil),  // 4: rpstream.api.v1.CreateStreamResponse
-	(*DeleteStreamRequest)(nil),   // 5: rpstream.api.v1.DeleteStreamRequest
-	(*DeleteStreamResponse)(nil),  // 6: rpstream.api.v1.DeleteStreamResponse
-	(*ListStreamsRequest)(nil),    // 7: rpstream.api.v1.ListStreamsRequest
-	(*ListStreamsResponse)(nil),   // 8: rpstream.api.v1.ListStreamsResponse
-	(*AppendRequest)(nil),         // 9: rpstream.api.v1.AppendRequest
-	(*AppendResponse)(nil),        // 10: rpstream.api.v1.AppendResponse
-	(*ReadRequest)(nil),           // 11: rpstream.api.v1.ReadRequest
-	(*Entry)(nil),                 // 12: rpstream.api.v1.Entry
-	(*ReadResponse)(nil),          // 13: rpstream.api.v1.ReadResponse
-	(*TailRequest)(nil),           // 14: rpstream.api.v1.TailRequest
-	(*TailResponse)(nil),          // 15: rpstream.api.v1.TailResponse
-	(*StreamStatusRequest)(nil),   // 16: rpstream.api.v1.StreamStatusRequest
-	(*Region)(nil),                // 17: rpstream.api.v1.Region
-	(*ReplicaStatus)(nil),         // 18: rpstream.api.v1.ReplicaStatus
-	(*StreamStatusResponse)(nil),  // 19: rpstream.api.v1.StreamStatusResponse
-	(*MembersRequest)(nil),        // 20: rpstream.api.v1.MembersRequest
-	(*Member)(nil),                // 21: rpstream.api.v1.Member
-	(*MembersResponse)(nil),       // 22: rpstream.api.v1.MembersResponse
-	(*NotLeader)(nil),             // 23: rpstream.api.v1.NotLeader
-	(*ClusterStatusRequest)(nil),  // 24: rpstream.api.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil), // 25: rpstream.api.v1.ClusterStatusResponse
-	(*CatalogNode)(nil),           // 26: rpstream.api.v1.CatalogNode
-	(*ChangeVoterRequest)(nil),    // 27: rpstream.api.v1.ChangeVoterRequest
-	(*ChangeVoterResponse)(nil),   // 28: rpstream.api.v1.ChangeVoterResponse
+	(AckPolicy)(0),                 // 0: rpstream.api.v1.AckPolicy
+	(Role)(0),                      // 1: rpstream.api.v1.Role
+	(MemberState)(0),               // 2: rpstream.api.v1.MemberState
+	(*Retention)(nil),              // 3: rpstream.api.v1.Retention
+	(*SetRetentionRequest)(nil),    // 4: rpstream.api.v1.SetRetentionRequest
+	(*SetRetentionResponse)(nil),   // 5: rpstream.api.v1.SetRetentionResponse
+	(*TrimStreamRequest)(nil),      // 6: rpstream.api.v1.TrimStreamRequest
+	(*TrimStreamResponse)(nil),     // 7: rpstream.api.v1.TrimStreamResponse
+	(*Consumer)(nil),               // 8: rpstream.api.v1.Consumer
+	(*AddConsumerRequest)(nil),     // 9: rpstream.api.v1.AddConsumerRequest
+	(*AddConsumerResponse)(nil),    // 10: rpstream.api.v1.AddConsumerResponse
+	(*RemoveConsumerRequest)(nil),  // 11: rpstream.api.v1.RemoveConsumerRequest
+	(*RemoveConsumerResponse)(nil), // 12: rpstream.api.v1.RemoveConsumerResponse
+	(*ListConsumersRequest)(nil),   // 13: rpstream.api.v1.ListConsumersRequest
+	(*ListConsumersResponse)(nil),  // 14: rpstream.api.v1.ListConsumersResponse
+	(*AckConsumerRequest)(nil),     // 15: rpstream.api.v1.AckConsumerRequest
+	(*AckConsumerResponse)(nil),    // 16: rpstream.api.v1.AckConsumerResponse
+	(*CreateStreamRequest)(nil),    // 17: rpstream.api.v1.CreateStreamRequest
+	(*CreateStreamResponse)(nil),   // 18: rpstream.api.v1.CreateStreamResponse
+	(*DeleteStreamRequest)(nil),    // 19: rpstream.api.v1.DeleteStreamRequest
+	(*DeleteStreamResponse)(nil),   // 20: rpstream.api.v1.DeleteStreamResponse
+	(*ListStreamsRequest)(nil),     // 21: rpstream.api.v1.ListStreamsRequest
+	(*ListStreamsResponse)(nil),    // 22: rpstream.api.v1.ListStreamsResponse
+	(*AppendRequest)(nil),          // 23: rpstream.api.v1.AppendRequest
+	(*AppendResponse)(nil),         // 24: rpstream.api.v1.AppendResponse
+	(*ReadRequest)(nil),            // 25: rpstream.api.v1.ReadRequest
+	(*Entry)(nil),                  // 26: rpstream.api.v1.Entry
+	(*ReadResponse)(nil),           // 27: rpstream.api.v1.ReadResponse
+	(*TailRequest)(nil),            // 28: rpstream.api.v1.TailRequest
+	(*TailResponse)(nil),           // 29: rpstream.api.v1.TailResponse
+	(*StreamStatusRequest)(nil),    // 30: rpstream.api.v1.StreamStatusRequest
+	(*Region)(nil),                 // 31: rpstream.api.v1.Region
+	(*ReplicaStatus)(nil),          // 32: rpstream.api.v1.ReplicaStatus
+	(*StreamStatusResponse)(nil),   // 33: rpstream.api.v1.StreamStatusResponse
+	(*MembersRequest)(nil),         // 34: rpstream.api.v1.MembersRequest
+	(*Member)(nil),                 // 35: rpstream.api.v1.Member
+	(*MembersResponse)(nil),        // 36: rpstream.api.v1.MembersResponse
+	(*NotLeader)(nil),              // 37: rpstream.api.v1.NotLeader
+	(*ClusterStatusRequest)(nil),   // 38: rpstream.api.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),  // 39: rpstream.api.v1.ClusterStatusResponse
+	(*CatalogNode)(nil),            // 40: rpstream.api.v1.CatalogNode
+	(*ChangeVoterRequest)(nil),     // 41: rpstream.api.v1.ChangeVoterRequest
+	(*ChangeVoterResponse)(nil),    // 42: rpstream.api.v1.ChangeVoterResponse
 }
 var file_api_api_proto_depIdxs = []int32{
-	0,  // 0: rpstream.api.v1.CreateStreamRequest.acks:type_name -> rpstream.api.v1.AckPolicy
-	19, // 1: rpstream.api.v1.CreateStreamResponse.status:type_name -> rpstream.api.v1.StreamStatusResponse
-	12, // 2: rpstream.api.v1.ReadResponse.entries:type_name -> rpstream.api.v1.Entry
-	12, // 3: rpstream.api.v1.TailResponse.entries:type_name -> rpstream.api.v1.Entry
-	0,  // 4: rpstream.api.v1.StreamStatusResponse.acks:type_name -> rpstream.api.v1.AckPolicy
-	17, // 5: rpstream.api.v1.StreamStatusResponse.regions:type_name -> rpstream.api.v1.Region
-	18, // 6: rpstream.api.v1.StreamStatusResponse.replica_status:type_name -> rpstream.api.v1.ReplicaStatus
-	1,  // 7: rpstream.api.v1.Member.role:type_name -> rpstream.api.v1.Role
-	2,  // 8: rpstream.api.v1.Member.state:type_name -> rpstream.api.v1.MemberState
-	21, // 9: rpstream.api.v1.MembersResponse.members:type_name -> rpstream.api.v1.Member
-	26, // 10: rpstream.api.v1.ClusterStatusResponse.nodes:type_name -> rpstream.api.v1.CatalogNode
-	1,  // 11: rpstream.api.v1.CatalogNode.role:type_name -> rpstream.api.v1.Role
-	2,  // 12: rpstream.api.v1.CatalogNode.state:type_name -> rpstream.api.v1.MemberState
-	3,  // 13: rpstream.api.v1.Streams.CreateStream:input_type -> rpstream.api.v1.CreateStreamRequest
-	5,  // 14: rpstream.api.v1.Streams.DeleteStream:input_type -> rpstream.api.v1.DeleteStreamRequest
-	7,  // 15: rpstream.api.v1.Streams.ListStreams:input_type -> rpstream.api.v1.ListStreamsRequest
-	9,  // 16: rpstream.api.v1.Streams.Append:input_type -> rpstream.api.v1.AppendRequest
-	9,  // 17: rpstream.api.v1.Streams.AppendStream:input_type -> rpstream.api.v1.AppendRequest
-	11, // 18: rpstream.api.v1.Streams.Read:input_type -> rpstream.api.v1.ReadRequest
-	14, // 19: rpstream.api.v1.Streams.Tail:input_type -> rpstream.api.v1.TailRequest
-	16, // 20: rpstream.api.v1.Streams.StreamStatus:input_type -> rpstream.api.v1.StreamStatusRequest
-	20, // 21: rpstream.api.v1.Streams.Members:input_type -> rpstream.api.v1.MembersRequest
-	24, // 22: rpstream.api.v1.Streams.ClusterStatus:input_type -> rpstream.api.v1.ClusterStatusRequest
-	27, // 23: rpstream.api.v1.Streams.ChangeVoter:input_type -> rpstream.api.v1.ChangeVoterRequest
-	4,  // 24: rpstream.api.v1.Streams.CreateStream:output_type -> rpstream.api.v1.CreateStreamResponse
-	6,  // 25: rpstream.api.v1.Streams.DeleteStream:output_type -> rpstream.api.v1.DeleteStreamResponse
-	8,  // 26: rpstream.api.v1.Streams.ListStreams:output_type -> rpstream.api.v1.ListStreamsResponse
-	10, // 27: rpstream.api.v1.Streams.Append:output_type -> rpstream.api.v1.AppendResponse
-	10, // 28: rpstream.api.v1.Streams.AppendStream:output_type -> rpstream.api.v1.AppendResponse
-	13, // 29: rpstream.api.v1.Streams.Read:output_type -> rpstream.api.v1.ReadResponse
-	15, // 30: rpstream.api.v1.Streams.Tail:output_type -> rpstream.api.v1.TailResponse
-	19, // 31: rpstream.api.v1.Streams.StreamStatus:output_type -> rpstream.api.v1.StreamStatusResponse
-	22, // 32: rpstream.api.v1.Streams.Members:output_type -> rpstream.api.v1.MembersResponse
-	25, // 33: rpstream.api.v1.Streams.ClusterStatus:output_type -> rpstream.api.v1.ClusterStatusResponse
-	28, // 34: rpstream.api.v1.Streams.ChangeVoter:output_type -> rpstream.api.v1.ChangeVoterResponse
-	24, // [24:35] is the sub-list for method output_type
-	13, // [13:24] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	3,  // 0: rpstream.api.v1.SetRetentionRequest.retention:type_name -> rpstream.api.v1.Retention
+	3,  // 1: rpstream.api.v1.SetRetentionResponse.retention:type_name -> rpstream.api.v1.Retention
+	8,  // 2: rpstream.api.v1.AddConsumerResponse.consumer:type_name -> rpstream.api.v1.Consumer
+	8,  // 3: rpstream.api.v1.ListConsumersResponse.consumers:type_name -> rpstream.api.v1.Consumer
+	0,  // 4: rpstream.api.v1.CreateStreamRequest.acks:type_name -> rpstream.api.v1.AckPolicy
+	3,  // 5: rpstream.api.v1.CreateStreamRequest.retention:type_name -> rpstream.api.v1.Retention
+	33, // 6: rpstream.api.v1.CreateStreamResponse.status:type_name -> rpstream.api.v1.StreamStatusResponse
+	26, // 7: rpstream.api.v1.ReadResponse.entries:type_name -> rpstream.api.v1.Entry
+	26, // 8: rpstream.api.v1.TailResponse.entries:type_name -> rpstream.api.v1.Entry
+	0,  // 9: rpstream.api.v1.StreamStatusResponse.acks:type_name -> rpstream.api.v1.AckPolicy
+	31, // 10: rpstream.api.v1.StreamStatusResponse.regions:type_name -> rpstream.api.v1.Region
+	32, // 11: rpstream.api.v1.StreamStatusResponse.replica_status:type_name -> rpstream.api.v1.ReplicaStatus
+	3,  // 12: rpstream.api.v1.StreamStatusResponse.retention:type_name -> rpstream.api.v1.Retention
+	8,  // 13: rpstream.api.v1.StreamStatusResponse.consumers:type_name -> rpstream.api.v1.Consumer
+	1,  // 14: rpstream.api.v1.Member.role:type_name -> rpstream.api.v1.Role
+	2,  // 15: rpstream.api.v1.Member.state:type_name -> rpstream.api.v1.MemberState
+	35, // 16: rpstream.api.v1.MembersResponse.members:type_name -> rpstream.api.v1.Member
+	40, // 17: rpstream.api.v1.ClusterStatusResponse.nodes:type_name -> rpstream.api.v1.CatalogNode
+	1,  // 18: rpstream.api.v1.CatalogNode.role:type_name -> rpstream.api.v1.Role
+	2,  // 19: rpstream.api.v1.CatalogNode.state:type_name -> rpstream.api.v1.MemberState
+	17, // 20: rpstream.api.v1.Streams.CreateStream:input_type -> rpstream.api.v1.CreateStreamRequest
+	19, // 21: rpstream.api.v1.Streams.DeleteStream:input_type -> rpstream.api.v1.DeleteStreamRequest
+	21, // 22: rpstream.api.v1.Streams.ListStreams:input_type -> rpstream.api.v1.ListStreamsRequest
+	23, // 23: rpstream.api.v1.Streams.Append:input_type -> rpstream.api.v1.AppendRequest
+	23, // 24: rpstream.api.v1.Streams.AppendStream:input_type -> rpstream.api.v1.AppendRequest
+	25, // 25: rpstream.api.v1.Streams.Read:input_type -> rpstream.api.v1.ReadRequest
+	28, // 26: rpstream.api.v1.Streams.Tail:input_type -> rpstream.api.v1.TailRequest
+	30, // 27: rpstream.api.v1.Streams.StreamStatus:input_type -> rpstream.api.v1.StreamStatusRequest
+	34, // 28: rpstream.api.v1.Streams.Members:input_type -> rpstream.api.v1.MembersRequest
+	38, // 29: rpstream.api.v1.Streams.ClusterStatus:input_type -> rpstream.api.v1.ClusterStatusRequest
+	41, // 30: rpstream.api.v1.Streams.ChangeVoter:input_type -> rpstream.api.v1.ChangeVoterRequest
+	4,  // 31: rpstream.api.v1.Streams.SetRetention:input_type -> rpstream.api.v1.SetRetentionRequest
+	6,  // 32: rpstream.api.v1.Streams.TrimStream:input_type -> rpstream.api.v1.TrimStreamRequest
+	9,  // 33: rpstream.api.v1.Streams.AddConsumer:input_type -> rpstream.api.v1.AddConsumerRequest
+	11, // 34: rpstream.api.v1.Streams.RemoveConsumer:input_type -> rpstream.api.v1.RemoveConsumerRequest
+	13, // 35: rpstream.api.v1.Streams.ListConsumers:input_type -> rpstream.api.v1.ListConsumersRequest
+	15, // 36: rpstream.api.v1.Streams.AckConsumer:input_type -> rpstream.api.v1.AckConsumerRequest
+	18, // 37: rpstream.api.v1.Streams.CreateStream:output_type -> rpstream.api.v1.CreateStreamResponse
+	20, // 38: rpstream.api.v1.Streams.DeleteStream:output_type -> rpstream.api.v1.DeleteStreamResponse
+	22, // 39: rpstream.api.v1.Streams.ListStreams:output_type -> rpstream.api.v1.ListStreamsResponse
+	24, // 40: rpstream.api.v1.Streams.Append:output_type -> rpstream.api.v1.AppendResponse
+	24, // 41: rpstream.api.v1.Streams.AppendStream:output_type -> rpstream.api.v1.AppendResponse
+	27, // 42: rpstream.api.v1.Streams.Read:output_type -> rpstream.api.v1.ReadResponse
+	29, // 43: rpstream.api.v1.Streams.Tail:output_type -> rpstream.api.v1.TailResponse
+	33, // 44: rpstream.api.v1.Streams.StreamStatus:output_type -> rpstream.api.v1.StreamStatusResponse
+	36, // 45: rpstream.api.v1.Streams.Members:output_type -> rpstream.api.v1.MembersResponse
+	39, // 46: rpstream.api.v1.Streams.ClusterStatus:output_type -> rpstream.api.v1.ClusterStatusResponse
+	42, // 47: rpstream.api.v1.Streams.ChangeVoter:output_type -> rpstream.api.v1.ChangeVoterResponse
+	5,  // 48: rpstream.api.v1.Streams.SetRetention:output_type -> rpstream.api.v1.SetRetentionResponse
+	7,  // 49: rpstream.api.v1.Streams.TrimStream:output_type -> rpstream.api.v1.TrimStreamResponse
+	10, // 50: rpstream.api.v1.Streams.AddConsumer:output_type -> rpstream.api.v1.AddConsumerResponse
+	12, // 51: rpstream.api.v1.Streams.RemoveConsumer:output_type -> rpstream.api.v1.RemoveConsumerResponse
+	14, // 52: rpstream.api.v1.Streams.ListConsumers:output_type -> rpstream.api.v1.ListConsumersResponse
+	16, // 53: rpstream.api.v1.Streams.AckConsumer:output_type -> rpstream.api.v1.AckConsumerResponse
+	37, // [37:54] is the sub-list for method output_type
+	20, // [20:37] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_api_api_proto_init() }
@@ -2207,7 +3101,7 @@ func file_api_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_api_proto_rawDesc), len(file_api_api_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   26,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

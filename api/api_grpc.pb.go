@@ -43,17 +43,23 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Streams_CreateStream_FullMethodName  = "/rpstream.api.v1.Streams/CreateStream"
-	Streams_DeleteStream_FullMethodName  = "/rpstream.api.v1.Streams/DeleteStream"
-	Streams_ListStreams_FullMethodName   = "/rpstream.api.v1.Streams/ListStreams"
-	Streams_Append_FullMethodName        = "/rpstream.api.v1.Streams/Append"
-	Streams_AppendStream_FullMethodName  = "/rpstream.api.v1.Streams/AppendStream"
-	Streams_Read_FullMethodName          = "/rpstream.api.v1.Streams/Read"
-	Streams_Tail_FullMethodName          = "/rpstream.api.v1.Streams/Tail"
-	Streams_StreamStatus_FullMethodName  = "/rpstream.api.v1.Streams/StreamStatus"
-	Streams_Members_FullMethodName       = "/rpstream.api.v1.Streams/Members"
-	Streams_ClusterStatus_FullMethodName = "/rpstream.api.v1.Streams/ClusterStatus"
-	Streams_ChangeVoter_FullMethodName   = "/rpstream.api.v1.Streams/ChangeVoter"
+	Streams_CreateStream_FullMethodName   = "/rpstream.api.v1.Streams/CreateStream"
+	Streams_DeleteStream_FullMethodName   = "/rpstream.api.v1.Streams/DeleteStream"
+	Streams_ListStreams_FullMethodName    = "/rpstream.api.v1.Streams/ListStreams"
+	Streams_Append_FullMethodName         = "/rpstream.api.v1.Streams/Append"
+	Streams_AppendStream_FullMethodName   = "/rpstream.api.v1.Streams/AppendStream"
+	Streams_Read_FullMethodName           = "/rpstream.api.v1.Streams/Read"
+	Streams_Tail_FullMethodName           = "/rpstream.api.v1.Streams/Tail"
+	Streams_StreamStatus_FullMethodName   = "/rpstream.api.v1.Streams/StreamStatus"
+	Streams_Members_FullMethodName        = "/rpstream.api.v1.Streams/Members"
+	Streams_ClusterStatus_FullMethodName  = "/rpstream.api.v1.Streams/ClusterStatus"
+	Streams_ChangeVoter_FullMethodName    = "/rpstream.api.v1.Streams/ChangeVoter"
+	Streams_SetRetention_FullMethodName   = "/rpstream.api.v1.Streams/SetRetention"
+	Streams_TrimStream_FullMethodName     = "/rpstream.api.v1.Streams/TrimStream"
+	Streams_AddConsumer_FullMethodName    = "/rpstream.api.v1.Streams/AddConsumer"
+	Streams_RemoveConsumer_FullMethodName = "/rpstream.api.v1.Streams/RemoveConsumer"
+	Streams_ListConsumers_FullMethodName  = "/rpstream.api.v1.Streams/ListConsumers"
+	Streams_AckConsumer_FullMethodName    = "/rpstream.api.v1.Streams/AckConsumer"
 )
 
 // StreamsClient is the client API for Streams service.
@@ -98,6 +104,33 @@ type StreamsClient interface {
 	// when no controller answers or the change was not seen applied in
 	// time (it may still apply).
 	ChangeVoter(ctx context.Context, in *ChangeVoterRequest, opts ...grpc.CallOption) (*ChangeVoterResponse, error)
+	// SetRetention replaces a stream's retention policy (Retention); its
+	// leader applies it within RetentionEvery. Needs a catalog (a
+	// cluster) or a stream of this node alone.
+	SetRetention(ctx context.Context, in *SetRetentionRequest, opts ...grpc.CallOption) (*SetRetentionResponse, error)
+	// TrimStream trims a stream before a position (Kafka's deleteRecords):
+	// the leader records the trim in the catalog first, then frees the
+	// whole regions before it on every copy. FailedPrecondition when a
+	// consumer holding retention has not acknowledged up to it, or the
+	// position is past the committed end; answered by the leader
+	// (FailedPrecondition with NotLeader elsewhere).
+	TrimStream(ctx context.Context, in *TrimStreamRequest, opts ...grpc.CallOption) (*TrimStreamResponse, error)
+	// AddConsumer makes a named consumer: a durable cursor in the catalog.
+	// AlreadyExists for a name in use. Needs a catalog.
+	AddConsumer(ctx context.Context, in *AddConsumerRequest, opts ...grpc.CallOption) (*AddConsumerResponse, error)
+	// RemoveConsumer removes a named consumer (and its hold). NotFound if
+	// there is none.
+	RemoveConsumer(ctx context.Context, in *RemoveConsumerRequest, opts ...grpc.CallOption) (*RemoveConsumerResponse, error)
+	// ListConsumers lists a stream's consumers with their lag; answered by
+	// the leader.
+	ListConsumers(ctx context.Context, in *ListConsumersRequest, opts ...grpc.CallOption) (*ListConsumersResponse, error)
+	// AckConsumer acknowledges that a consumer processed every entry
+	// before position: the node commits the highest acknowledged position
+	// of each consumer to the catalog within AckEvery (all at once, as
+	// Kafka commits offsets), or before answering with sync set. Positions
+	// only rise. Delivery is at least once: a consumer resumes at its last
+	// committed position.
+	AckConsumer(ctx context.Context, in *AckConsumerRequest, opts ...grpc.CallOption) (*AckConsumerResponse, error)
 }
 
 type streamsClient struct {
@@ -230,6 +263,66 @@ func (c *streamsClient) ChangeVoter(ctx context.Context, in *ChangeVoterRequest,
 	return out, nil
 }
 
+func (c *streamsClient) SetRetention(ctx context.Context, in *SetRetentionRequest, opts ...grpc.CallOption) (*SetRetentionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetRetentionResponse)
+	err := c.cc.Invoke(ctx, Streams_SetRetention_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *streamsClient) TrimStream(ctx context.Context, in *TrimStreamRequest, opts ...grpc.CallOption) (*TrimStreamResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TrimStreamResponse)
+	err := c.cc.Invoke(ctx, Streams_TrimStream_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *streamsClient) AddConsumer(ctx context.Context, in *AddConsumerRequest, opts ...grpc.CallOption) (*AddConsumerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddConsumerResponse)
+	err := c.cc.Invoke(ctx, Streams_AddConsumer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *streamsClient) RemoveConsumer(ctx context.Context, in *RemoveConsumerRequest, opts ...grpc.CallOption) (*RemoveConsumerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveConsumerResponse)
+	err := c.cc.Invoke(ctx, Streams_RemoveConsumer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *streamsClient) ListConsumers(ctx context.Context, in *ListConsumersRequest, opts ...grpc.CallOption) (*ListConsumersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListConsumersResponse)
+	err := c.cc.Invoke(ctx, Streams_ListConsumers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *streamsClient) AckConsumer(ctx context.Context, in *AckConsumerRequest, opts ...grpc.CallOption) (*AckConsumerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AckConsumerResponse)
+	err := c.cc.Invoke(ctx, Streams_AckConsumer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StreamsServer is the server API for Streams service.
 // All implementations must embed UnimplementedStreamsServer
 // for forward compatibility.
@@ -272,6 +365,33 @@ type StreamsServer interface {
 	// when no controller answers or the change was not seen applied in
 	// time (it may still apply).
 	ChangeVoter(context.Context, *ChangeVoterRequest) (*ChangeVoterResponse, error)
+	// SetRetention replaces a stream's retention policy (Retention); its
+	// leader applies it within RetentionEvery. Needs a catalog (a
+	// cluster) or a stream of this node alone.
+	SetRetention(context.Context, *SetRetentionRequest) (*SetRetentionResponse, error)
+	// TrimStream trims a stream before a position (Kafka's deleteRecords):
+	// the leader records the trim in the catalog first, then frees the
+	// whole regions before it on every copy. FailedPrecondition when a
+	// consumer holding retention has not acknowledged up to it, or the
+	// position is past the committed end; answered by the leader
+	// (FailedPrecondition with NotLeader elsewhere).
+	TrimStream(context.Context, *TrimStreamRequest) (*TrimStreamResponse, error)
+	// AddConsumer makes a named consumer: a durable cursor in the catalog.
+	// AlreadyExists for a name in use. Needs a catalog.
+	AddConsumer(context.Context, *AddConsumerRequest) (*AddConsumerResponse, error)
+	// RemoveConsumer removes a named consumer (and its hold). NotFound if
+	// there is none.
+	RemoveConsumer(context.Context, *RemoveConsumerRequest) (*RemoveConsumerResponse, error)
+	// ListConsumers lists a stream's consumers with their lag; answered by
+	// the leader.
+	ListConsumers(context.Context, *ListConsumersRequest) (*ListConsumersResponse, error)
+	// AckConsumer acknowledges that a consumer processed every entry
+	// before position: the node commits the highest acknowledged position
+	// of each consumer to the catalog within AckEvery (all at once, as
+	// Kafka commits offsets), or before answering with sync set. Positions
+	// only rise. Delivery is at least once: a consumer resumes at its last
+	// committed position.
+	AckConsumer(context.Context, *AckConsumerRequest) (*AckConsumerResponse, error)
 	mustEmbedUnimplementedStreamsServer()
 }
 
@@ -314,6 +434,24 @@ func (UnimplementedStreamsServer) ClusterStatus(context.Context, *ClusterStatusR
 }
 func (UnimplementedStreamsServer) ChangeVoter(context.Context, *ChangeVoterRequest) (*ChangeVoterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ChangeVoter not implemented")
+}
+func (UnimplementedStreamsServer) SetRetention(context.Context, *SetRetentionRequest) (*SetRetentionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetRetention not implemented")
+}
+func (UnimplementedStreamsServer) TrimStream(context.Context, *TrimStreamRequest) (*TrimStreamResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TrimStream not implemented")
+}
+func (UnimplementedStreamsServer) AddConsumer(context.Context, *AddConsumerRequest) (*AddConsumerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddConsumer not implemented")
+}
+func (UnimplementedStreamsServer) RemoveConsumer(context.Context, *RemoveConsumerRequest) (*RemoveConsumerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveConsumer not implemented")
+}
+func (UnimplementedStreamsServer) ListConsumers(context.Context, *ListConsumersRequest) (*ListConsumersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListConsumers not implemented")
+}
+func (UnimplementedStreamsServer) AckConsumer(context.Context, *AckConsumerRequest) (*AckConsumerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AckConsumer not implemented")
 }
 func (UnimplementedStreamsServer) mustEmbedUnimplementedStreamsServer() {}
 func (UnimplementedStreamsServer) testEmbeddedByValue()                 {}
@@ -516,6 +654,114 @@ func _Streams_ChangeVoter_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Streams_SetRetention_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetRetentionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).SetRetention(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_SetRetention_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).SetRetention(ctx, req.(*SetRetentionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Streams_TrimStream_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TrimStreamRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).TrimStream(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_TrimStream_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).TrimStream(ctx, req.(*TrimStreamRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Streams_AddConsumer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddConsumerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).AddConsumer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_AddConsumer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).AddConsumer(ctx, req.(*AddConsumerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Streams_RemoveConsumer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveConsumerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).RemoveConsumer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_RemoveConsumer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).RemoveConsumer(ctx, req.(*RemoveConsumerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Streams_ListConsumers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListConsumersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).ListConsumers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_ListConsumers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).ListConsumers(ctx, req.(*ListConsumersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Streams_AckConsumer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AckConsumerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).AckConsumer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_AckConsumer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).AckConsumer(ctx, req.(*AckConsumerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Streams_ServiceDesc is the grpc.ServiceDesc for Streams service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -558,6 +804,30 @@ var Streams_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ChangeVoter",
 			Handler:    _Streams_ChangeVoter_Handler,
+		},
+		{
+			MethodName: "SetRetention",
+			Handler:    _Streams_SetRetention_Handler,
+		},
+		{
+			MethodName: "TrimStream",
+			Handler:    _Streams_TrimStream_Handler,
+		},
+		{
+			MethodName: "AddConsumer",
+			Handler:    _Streams_AddConsumer_Handler,
+		},
+		{
+			MethodName: "RemoveConsumer",
+			Handler:    _Streams_RemoveConsumer_Handler,
+		},
+		{
+			MethodName: "ListConsumers",
+			Handler:    _Streams_ListConsumers_Handler,
+		},
+		{
+			MethodName: "AckConsumer",
+			Handler:    _Streams_AckConsumer_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

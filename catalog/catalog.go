@@ -131,6 +131,16 @@ func (c *Catalog) Apply(index uint64, cmd *pb.Command) Result {
 		}
 	case *pb.Command_EpochStarted:
 		r.Stream, r.Err = c.epochStarted(op.EpochStarted)
+	case *pb.Command_SetRetention:
+		r.Stream, r.Err = c.setRetention(op.SetRetention)
+	case *pb.Command_TrimStream:
+		r.Stream, r.Err = c.trim(op.TrimStream)
+	case *pb.Command_AddConsumer:
+		r.Stream, r.Err = c.addConsumer(cmd.Time, op.AddConsumer)
+	case *pb.Command_RemoveConsumer:
+		r.Stream, r.Err = c.removeConsumer(op.RemoveConsumer)
+	case *pb.Command_AckConsumers:
+		r.Stream, r.Err = c.ackConsumers(cmd.Time, op.AckConsumers)
 	case *pb.Command_RestoreStream:
 		r.Stream, r.Err = c.restore(op.RestoreStream)
 		if r.Err == nil {
@@ -196,13 +206,17 @@ func (c *Catalog) create(index uint64, now int64, op *pb.CreateStream) (*pb.Stre
 	if err := c.checkCopies(op.Name, op.Replicas, op.Copies); err != nil {
 		return nil, err
 	}
+	if err := validRetention(op.Name, op.Retention); err != nil {
+		return nil, err
+	}
 	s := &pb.Stream{
 		Name: op.Name, Id: index, Replicas: op.Replicas, Acks: op.Acks, RegionSize: op.RegionSize,
 		Leader: op.Copies[0].Node, State: pb.StreamState_STREAM_STATE_CREATING, Created: now, CreateRequest: op.RequestId,
 		// The first epoch goes to the leader with the stream: the
 		// incarnation that makes its files leads under it without
 		// another command; any later opening takes the next one.
-		Epoch: 1,
+		Epoch:     1,
+		Retention: clonedRetention(op.Retention),
 	}
 	for _, cp := range op.Copies {
 		s.Copies = append(s.Copies, proto.Clone(cp).(*pb.Copy))

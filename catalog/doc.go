@@ -36,7 +36,11 @@
 //     changes nothing;
 //   - a delete leaves a tombstone (DELETING) until every copy's holder
 //     has reported its copy dropped (CopyDropped), then DELETED; the name
-//     may then be created again, with a new id.
+//     may then be created again, with a new id;
+//   - a stream's trim head (TrimStream) only rises, and never past the
+//     acknowledged position of a consumer that holds retention (ErrHeld);
+//     consumers' positions only rise (AckConsumers) and start at the trim
+//     head at the earliest (retention.go).
 //
 // The formats (catalogpb/catalog.proto) are on disk in every member's log
 // and snapshots: their field numbers never change.

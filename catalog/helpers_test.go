@@ -38,7 +38,7 @@ func forgetCmd(name string) *pb.Command {
 }
 
 // sentinels are the errors Apply and Restore return, each wrapped.
-var sentinels = []error{ErrExists, ErrNoStream, ErrNameTaken, ErrNotLeader, ErrUnknownNode, ErrInvalid, ErrCorrupt, ErrStale}
+var sentinels = []error{ErrExists, ErrNoStream, ErrNameTaken, ErrNotLeader, ErrUnknownNode, ErrInvalid, ErrCorrupt, ErrStale, ErrHeld, ErrNoConsumer, ErrConsumerExists}
 
 // errClass is the one sentinel err wraps: nil for nil, and an error of
 // its own for an error that wraps none or more than one (a broken
@@ -103,6 +103,14 @@ func checkInvariants(c *Catalog, epochs map[uint64]uint64) error {
 			seen[cp.Node] = true
 			if cp.Backup && i != len(s.Copies)-1 {
 				return fmt.Errorf("stream %s: backup copy %d of %d", s.Name, i, len(s.Copies))
+			}
+		}
+		for i, k := range s.Consumers {
+			if i > 0 && s.Consumers[i-1].Name >= k.Name {
+				return fmt.Errorf("stream %s: consumers out of order: %s then %s", s.Name, s.Consumers[i-1].Name, k.Name)
+			}
+			if k.Hold && k.Acked < s.TrimHead {
+				return fmt.Errorf("stream %s: trimmed to %d past consumer %s's hold at %d", s.Name, s.TrimHead, k.Name, k.Acked)
 			}
 		}
 		switch s.State {

@@ -32,8 +32,8 @@ func TestRandomDeterminism(t *testing.T) {
 	}
 	t.Logf("seed %d (rerun with -seed=%d)", seed, seed)
 	const runs, steps = 16, 300
-	var ok, failed [8]int // per kind of command
-	var classes [8]map[string]int
+	var ok, failed [kindCount]int // per kind of command
+	var classes [kindCount]map[string]int
 	for i := range classes {
 		classes[i] = map[string]int{}
 	}
@@ -101,13 +101,22 @@ func TestRandomDeterminism(t *testing.T) {
 			if ra.Stream != nil {
 				ra.Stream.Epoch += 100
 				ra.Stream.Copies = append(ra.Stream.Copies[:0], &pb.Copy{Node: "scribble"})
+				if len(ra.Stream.Consumers) > 0 {
+					ra.Stream.Consumers[0].Acked += 1000
+				}
+				if ra.Stream.Retention != nil {
+					ra.Stream.Retention.MaxBytes++
+				}
+			}
+			if op := cmd.GetSetRetention(); op != nil && op.Retention != nil {
+				op.Retention.MaxEntries++
 			}
 			if op := cmd.GetCreateStream(); op != nil && len(op.Copies) > 0 {
 				op.Copies[0].Node = "scribble"
 			}
 		}
 	}
-	t.Logf("succeeded/failed by kind (register create activate delete dropped grant forget noop): %v / %v", ok, failed)
+	t.Logf("succeeded/failed by kind (register create activate delete dropped grant forget noop retention): %v / %v", ok, failed)
 	t.Logf("failures by kind and class: %v", classes)
 	// The generator must mostly make commands that do something, or this
 	// test checks little.
@@ -127,6 +136,7 @@ const (
 	kindGrant
 	kindForget
 	kindNoop
+	kindRetention // trims, consumers, acks
 	kindCount
 )
 
@@ -192,10 +202,10 @@ func randomCommand(rng *rand.Rand, c *Catalog) (*pb.Command, int) {
 	}
 	// A kind of command, by weight; mostly one that has a stream to be
 	// about (a controller seldom proposes a create with no name free).
-	weights := [kindCount]int{kindRegister: 10, kindCreate: 20, kindActivate: 10, kindDelete: 8,
-		kindDropped: 25, kindGrant: 23, kindForget: 2, kindNoop: 2}
+	weights := [kindCount]int{kindRegister: 10, kindCreate: 18, kindActivate: 10, kindDelete: 7,
+		kindDropped: 20, kindGrant: 18, kindForget: 2, kindNoop: 2, kindRetention: 13}
 	wants := [kindCount][]pb.StreamState{kindCreate: {deleted}, kindActivate: {creating},
-		kindDelete: {creating, active}, kindDropped: {deleting}, kindGrant: {creating, active}}
+		kindDelete: {creating, active}, kindDropped: {deleting}, kindGrant: {creating, active}, kindRetention: {creating, active}}
 	kind := kindNoop
 	for range 4 {
 		w := rng.IntN(100)
@@ -286,6 +296,37 @@ func randomCommand(rng *rand.Rand, c *Catalog) (*pb.Command, int) {
 		return grantCmd(name, id(s), leader, inc(leader)), kind
 	case kindForget:
 		return forgetCmd(pick(randomNodes)), kind
+	case kindRetention:
+		name, s := stream(wants[kind]...)
+		consumer := pick([]string{"c1", "c2", "c3"})
+		if bad() {
+			consumer = pick([]string{"", ".c"})
+		}
+		pos := uint64(rng.IntN(200))
+		if s != nil && !bad() {
+			// Mostly near the stream's trim head and its consumers.
+			pos = s.TrimHead + uint64(rng.IntN(40))
+		}
+		switch rng.IntN(5) {
+		case 0:
+			return &pb.Command{Op: &pb.Command_TrimStream{TrimStream: &pb.TrimStream{Name: name, StreamId: id(s), Head: pos}}}, kind
+		case 1:
+			return &pb.Command{Op: &pb.Command_AddConsumer{AddConsumer: &pb.AddConsumer{Name: name, StreamId: id(s), Consumer: consumer,
+				Start: pos, Hold: rng.IntN(2) == 0}}}, kind
+		case 2:
+			return &pb.Command{Op: &pb.Command_RemoveConsumer{RemoveConsumer: &pb.RemoveConsumer{Name: name, StreamId: id(s), Consumer: consumer}}}, kind
+		case 3:
+			r := &pb.Retention{MaxBytes: uint64(rng.IntN(3)) << 20, MaxEntries: uint64(rng.IntN(3)) * 100}
+			if bad() {
+				r.MaxAgeNs = -1
+			}
+			return &pb.Command{Op: &pb.Command_SetRetention{SetRetention: &pb.SetRetention{Name: name, StreamId: id(s), Retention: r}}}, kind
+		}
+		op := &pb.AckConsumers{Name: name, StreamId: id(s)}
+		for range 1 + rng.IntN(3) {
+			op.Acks = append(op.Acks, &pb.ConsumerAck{Consumer: pick([]string{"c1", "c2", "c3", "gone"}), Acked: pos + uint64(rng.IntN(40))})
+		}
+		return &pb.Command{Op: &pb.Command_AckConsumers{AckConsumers: op}}, kind
 	}
 	return &pb.Command{}, kind
 }

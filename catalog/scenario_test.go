@@ -31,6 +31,12 @@ var rewrite = flag.Bool("rewrite", false, "rewrite testdata/*.txt with the actua
 //	dropped NAME id=N node=NODE
 //	grant NAME leader=NODE [inc=N] [id=N]
 //	                     inc defaults to the leader's registered incarnation
+//	retention NAME [id=N] [max-bytes=N] [max-entries=N] [max-age=N]
+//	                     (create takes the same max-* arguments)
+//	trim NAME head=N [id=N]
+//	consumer-add NAME consumer=C [start=N] [hold] [id=N]
+//	consumer-rm NAME consumer=C [id=N]
+//	ack NAME acks=C1:N1,C2:N2,... [id=N]
 //	restore NAME source=NODE copies=N1,... [backup=B] from=EPOCH [srcinc=N]
 //	        [inc=N1:I,...] [id=N]
 //	                     a RestoreStream: the new placement as create's,
@@ -130,6 +136,27 @@ func (e *scenarioEnv) do(cmd string) string {
 	case "floor":
 		return e.apply(&pb.Command{Op: &pb.Command_EpochStarted{EpochStarted: &pb.EpochStarted{Name: name(), StreamId: opt("id", 0),
 			Epoch: opt("epoch", 0), Index: opt("index", 0)}}})
+	case "retention":
+		return e.apply(&pb.Command{Op: &pb.Command_SetRetention{SetRetention: &pb.SetRetention{Name: name(), StreamId: opt("id", 0),
+			Retention: e.retention(cmd, kv)}}})
+	case "trim":
+		return e.apply(&pb.Command{Op: &pb.Command_TrimStream{TrimStream: &pb.TrimStream{Name: name(), StreamId: opt("id", 0), Head: opt("head", 0)}}})
+	case "consumer-add":
+		return e.apply(&pb.Command{Op: &pb.Command_AddConsumer{AddConsumer: &pb.AddConsumer{Name: name(), StreamId: opt("id", 0),
+			Consumer: expandName(kv["consumer"]), Start: opt("start", 0), Hold: slices.Contains(args, "hold")}}})
+	case "consumer-rm":
+		return e.apply(&pb.Command{Op: &pb.Command_RemoveConsumer{RemoveConsumer: &pb.RemoveConsumer{Name: name(), StreamId: opt("id", 0),
+			Consumer: kv["consumer"]}}})
+	case "ack":
+		op := &pb.AckConsumers{Name: name(), StreamId: opt("id", 0)}
+		for _, a := range strings.Split(kv["acks"], ",") {
+			k, n, ok := strings.Cut(a, ":")
+			if !ok {
+				t.Fatalf("%q: ack %q is not CONSUMER:POS", cmd, a)
+			}
+			op.Acks = append(op.Acks, &pb.ConsumerAck{Consumer: k, Acked: num(n)})
+		}
+		return e.apply(&pb.Command{Op: &pb.Command_AckConsumers{AckConsumers: op}})
 	case "restore":
 		src := kv["source"]
 		cs := e.create(cmd, name(), kv, num).GetCreateStream()
@@ -233,7 +260,36 @@ func (e *scenarioEnv) create(cmd, name string, kv map[string]string, num func(st
 	if v, ok := kv["region"]; ok {
 		region = num(v)
 	}
-	return createCmd(name, uint32(replicas), acks, region, copies...)
+	c := createCmd(name, uint32(replicas), acks, region, copies...)
+	c.GetCreateStream().Retention = e.retention(cmd, kv)
+	return c
+}
+
+// retention is the policy of the max-bytes, max-entries and max-age
+// arguments (nil if none).
+func (e *scenarioEnv) retention(cmd string, kv map[string]string) *pb.Retention {
+	var r pb.Retention
+	set := false
+	for k, p := range map[string]*uint64{"max-bytes": &r.MaxBytes, "max-entries": &r.MaxEntries} {
+		if v, ok := kv[k]; ok {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				e.t.Fatalf("%q: %s: %v", cmd, k, err)
+			}
+			*p, set = n, true
+		}
+	}
+	if v, ok := kv["max-age"]; ok {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			e.t.Fatalf("%q: max-age: %v", cmd, err)
+		}
+		r.MaxAgeNs, set = n, true
+	}
+	if !set {
+		return nil
+	}
+	return &r
 }
 
 // apply applies cmd at the next index and prints its result.
@@ -313,6 +369,18 @@ func (e *scenarioEnv) streamLine(s *pb.Stream) string {
 	}
 	if s.Elections > 0 {
 		fmt.Fprintf(&b, " elections=%d (%s)", s.Elections, s.LastElection)
+	}
+	if r := s.Retention; r != nil {
+		fmt.Fprintf(&b, " retention=bytes:%d,entries:%d,age:%d", r.MaxBytes, r.MaxEntries, r.MaxAgeNs)
+	}
+	if s.TrimHead > 0 {
+		fmt.Fprintf(&b, " trim=%d", s.TrimHead)
+	}
+	for _, k := range s.Consumers {
+		fmt.Fprintf(&b, " consumer=%s@%d", k.Name, k.Acked)
+		if k.Hold {
+			b.WriteString("(hold)")
+		}
 	}
 	if s.Restores > 0 {
 		fmt.Fprintf(&b, " restores=%d", s.Restores)

@@ -667,9 +667,10 @@ func (c *Client) timedOut(what string, last error) error {
 
 // CreateOptions are the settings of a new stream.
 type CreateOptions struct {
-	Replicas   int           // 0 means 1
-	Acks       api.AckPolicy // 0 means quorum
-	RegionSize int           // 0 means the node's default
+	Replicas   int            // 0 means 1
+	Acks       api.AckPolicy  // 0 means quorum
+	RegionSize int            // 0 means the node's default
+	Retention  *api.Retention // nil: kept until trimmed
 }
 
 // Create creates stream name and returns its status.
@@ -680,7 +681,7 @@ func (c *Client) Create(ctx context.Context, name string, o CreateOptions) (*api
 	// Not retried (a create carried out would then report
 	// AlreadyExists), but a seed found Unavailable is not asked next.
 	rpc, addr := c.home()
-	r, err := rpc.CreateStream(ctx, &api.CreateStreamRequest{Stream: name, Replicas: uint32(o.Replicas), Acks: o.Acks, RegionSize: uint64(o.RegionSize)})
+	r, err := rpc.CreateStream(ctx, &api.CreateStreamRequest{Stream: name, Replicas: uint32(o.Replicas), Acks: o.Acks, RegionSize: uint64(o.RegionSize), Retention: o.Retention})
 	if err != nil {
 		if status.Code(err) == codes.Unavailable {
 			c.unreachable("", addr)

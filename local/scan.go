@@ -41,6 +41,9 @@ type ScanResult struct {
 	Truncated []ScanRegion
 	// Next is the index after the last valid entry.
 	Next uint64
+	// Head is the head the trim records name (0 if never trimmed):
+	// regions wholly before it are freed by recovery.
+	Head uint64
 	// DirtyTo is the end of the tail region's last non-zero word after
 	// its last valid entry (its End if there is none): recovery zeroes the
 	// bytes in between.
@@ -73,7 +76,7 @@ func scanImage(mem []byte, mode scanMode) (ScanResult, error) {
 	if err != nil {
 		return ScanResult{}, err
 	}
-	res := ScanResult{StreamID: sb.streamID, RegionSize: sb.regionSize, Version: int(sb.version), Next: st.next, DirtyTo: st.dirtyTo}
+	res := ScanResult{StreamID: sb.streamID, RegionSize: sb.regionSize, Version: int(sb.version), Next: st.next, DirtyTo: st.dirtyTo, Head: st.trim.head}
 	conv := func(rs []*region, tail *region) []ScanRegion {
 		var out []ScanRegion
 		for i, r := range rs {
@@ -108,6 +111,19 @@ func scanImage(mem []byte, mode scanMode) (ScanResult, error) {
 		res.Truncated[i].Sealed = sealWord(s.regionBytes(st.truncated[i])) != 0
 	}
 	return res, nil
+}
+
+// NoRegions reports whether mem, a stream image with a valid superblock,
+// holds no valid region of its stream: a replica's copy that its leader
+// cut back to nothing (a stream file never is, once formatted: Scan calls
+// it corrupt).
+func NoRegions(mem []byte) bool {
+	sb, err := decodeSuperblock(mem)
+	if err != nil {
+		return false
+	}
+	found, _, _ := findRegions(mem, sb)
+	return len(found) == 0
 }
 
 // countEntries counts the entries of region rb that end at or before to,

@@ -53,7 +53,7 @@ func acksOf(a api.AckPolicy) pb.Acks {
 func (s *Server) createInCatalog(ctx context.Context, req *api.CreateStreamRequest, m meta) (*api.CreateStreamResponse, error) {
 	s.waitRegistered(ctx)
 	rec, err := s.cfg.Catalog.CreateStream(ctx, &pb.CreateStreamRequest{
-		Name: req.Stream, Replicas: m.Replicas, Acks: acksOf(req.Acks), RegionSize: uint64(m.RegionSize)})
+		Name: req.Stream, Replicas: m.Replicas, Acks: acksOf(req.Acks), RegionSize: uint64(m.RegionSize), Retention: m.Retention.proto()})
 	if err != nil {
 		return nil, statusOf(err)
 	}
@@ -322,6 +322,7 @@ func (s *Server) recordStatus(rec *pb.Stream) *api.StreamStatusResponse {
 	return &api.StreamStatusResponse{
 		Stream: rec.Name, Leader: rec.Leader, LeaderAddr: addr, Epoch: rec.Epoch, Replicas: rec.Replicas,
 		Acks: ackPolicy(catalog.AcksName(rec.Acks)), RegionSize: rec.RegionSize, UnderReplicated: rec.Replicas > 1,
+		Retention: apiRetention(rec.Retention), TrimHead: rec.TrimHead,
 	}
 }
 

@@ -88,6 +88,14 @@ type Config struct {
 	// ScrubRate bounds the bytes read per second (zero: 64 MiB/s).
 	ScrubEvery time.Duration
 	ScrubRate  int
+	// RetentionEvery is how often the node applies the retention policy
+	// and the catalog's trim head to the streams it leads (retention.go).
+	// Zero means 1s; negative disables it.
+	RetentionEvery time.Duration
+	// AckEvery is how often the node commits the consumers'
+	// acknowledgements it gathered to the catalog (one command per
+	// stream). Zero means 200ms.
+	AckEvery time.Duration
 	// Catalog, if set, is this node's member of the catalog's Raft group
 	// (catalog/controller): it decides which streams exist, who leads
 	// each under which epoch and where their copies are, and the node
@@ -185,6 +193,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.QuorumWait == 0 {
 		c.QuorumWait = 5 * time.Second
+	}
+	if c.RetentionEvery == 0 {
+		c.RetentionEvery = defaultRetentionEvery
+	}
+	if c.AckEvery <= 0 {
+		c.AckEvery = defaultAckEvery
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -99,6 +99,16 @@
 // envelopes (no "envelope" in meta.json) hold bare data and keep the
 // window in memory only.
 //
+// # Retention and consumers
+//
+// The leader of a stream trims it by its retention policy and applies the
+// catalog's trim head, every RetentionEvery: the head goes into the
+// catalog first, then into the leader's stream and every copy
+// (retention.go). Named consumers are cursors in the catalog; a node
+// gathers their acknowledgements and commits them in one catalog command
+// per stream every AckEvery (at-least-once delivery, as Kafka's committed
+// offsets).
+//
 // # Batches
 //
 // An AppendRequest may carry a batch (AppendRequest.batch: at most

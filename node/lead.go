@@ -92,6 +92,8 @@ func (s *Server) startLeader(name string, m meta, ls *local.Stream, floor, epoch
 			return replicate.Pos{Seq: r.Seq, Off: int(r.Off)}, nil
 		},
 		Logger: s.cfg.Logger.With("stream", name),
+		// Copies give the storage of trimmed regions back.
+		Discard: true,
 	}
 	if s.metrics != nil {
 		cfg.Counters = &s.metrics.rdma

@@ -78,7 +78,8 @@ type Server struct {
 	hub     *remote.Hub   // serves copies on Config.PeerAddr; nil without
 	hubDone chan struct{} // closed when the hub's Serve returned
 
-	leaderPeer leaderPeer // the rdma Peer this node's Leaders share (sharedpeer.go)
+	leaderPeer leaderPeer     // the rdma Peer this node's Leaders share (sharedpeer.go)
+	ret        retentionState // retention.go
 
 	// membership is Config.Cluster, or what SetCluster set: read through
 	// cluster(), since the hub serves leaders (openCopy) from New on,
@@ -115,6 +116,9 @@ type stream struct {
 	// no one uses.
 	users atomic.Int32
 	used  atomic.Int64
+	// policy is the retention policy of a stream of a node without a
+	// catalog (meta.json's); the catalog's otherwise.
+	policy atomic.Pointer[catalogpb.Retention]
 }
 
 // New opens the data directory cfg.Dir (creating it if needed) and
@@ -177,6 +181,15 @@ func New(cfg Config) (*Server, error) {
 	if s.cfg.ScrubEvery > 0 {
 		s.calls.Add(1)
 		go s.scrubLoop()
+	}
+	s.ret.kick = make(chan struct{}, 1)
+	if s.cfg.RetentionEvery > 0 {
+		s.calls.Add(1)
+		go s.retentionLoop()
+	}
+	if cfg.Catalog != nil {
+		s.calls.Add(1)
+		go s.ackLoop()
 	}
 	return s, nil
 }
@@ -372,6 +385,7 @@ func (s *Server) open(name string) (*stream, error) {
 		tk.floor = ls.Committed()
 	}
 	st := &stream{name: name, meta: m, ls: ls, prod: newProducers(s.cfg.IdempotenceWindow, s.cfg.MaxProducers), quorumWait: s.cfg.QuorumWait}
+	st.policy.Store(m.Retention.proto())
 	if m.Envelope {
 		if err := st.rebuildProducers(uint64(s.cfg.IdempotenceHorizon)); err != nil {
 			ls.Close()

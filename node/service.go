@@ -48,6 +48,13 @@ func (s *Server) CreateStream(ctx context.Context, req *api.CreateStreamRequest)
 	} else if err := (local.Options{RegionSize: m.RegionSize}).Validate(); err != nil {
 		return nil, statusOf(fmt.Errorf("%w: %v", errBadArg, err))
 	}
+	pol, err := checkRetention(req.Retention)
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	if pol != nil {
+		m.Retention = &retentionMeta{MaxBytes: pol.MaxBytes, MaxEntries: pol.MaxEntries, MaxAgeNs: pol.MaxAgeNs}
+	}
 	s.mu.Lock()
 	if st := s.streams[req.Stream]; st != nil && st.gone {
 		s.mu.Unlock()
@@ -434,6 +441,7 @@ func (s *Server) statusOfStream(st *stream) *api.StreamStatusResponse {
 	for _, ri := range st.ls.Regions() {
 		r.Regions = append(r.Regions, &api.Region{Seq: ri.Seq, First: ri.First, Count: ri.Count, Used: uint64(ri.Used), Sealed: ri.Sealed})
 	}
+	s.addRetentionStatus(r, st)
 	return r
 }
 

@@ -56,6 +56,9 @@ type meta struct {
 	// StreamID is the stream's id in the catalog (and its file's); 0 for
 	// a stream of a node without a catalog.
 	StreamID uint64 `json:"stream_id,omitempty"`
+	// Retention is the retention policy of a stream of a node without a
+	// catalog (the catalog holds it otherwise).
+	Retention *retentionMeta `json:"retention,omitempty"`
 	// RestoredEpoch is the epoch of the restore whose fetched copy these
 	// files are (restore.go); 0 if they were not restored.
 	RestoredEpoch uint64 `json:"restored_epoch,omitempty"`

@@ -64,6 +64,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"sync"
 
 	"github.com/rpstream/rpstream/pmem"
 )
@@ -154,6 +155,9 @@ type FileStore struct {
 	mem        pmem.Memory
 	regionSize int
 	maxRegions int
+
+	mu    sync.Mutex
+	holes map[int]bool // slots discarded since they were allocated
 }
 
 var _ RegionStore = (*FileStore)(nil)
@@ -214,9 +218,12 @@ func (s *FileStore) EnsureRegion(k int) error {
 	if k < 0 || k >= s.maxRegions {
 		return fmt.Errorf("%w: slot %d of at most %d", ErrNoRegion, k, s.maxRegions)
 	}
-	if k < s.Regions() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k < s.Regions() && !s.holes[k] {
 		return nil
 	}
+	delete(s.holes, k)
 	if err := s.mem.Allocate(RegionOffset(k, s.regionSize), s.regionSize); err != nil {
 		return fmt.Errorf("%w: slot %d: %w", ErrNoRegion, k, err)
 	}

@@ -75,6 +75,14 @@ func (t *Target) tail(id uint64, c rdma.Conn, q *remotepb.TailRequest) *remotepb
 	if q.Probe {
 		return t.probeLocked(id, b)
 	}
+	if local.NoRegions(b) {
+		// Cut back to nothing by a leader (after a trim that passed
+		// everything the copy held, say): it holds nothing.
+		if err := mem.Persist(0, SuperblockSize); err != nil {
+			return errResp(id, remotepb.Code_CODE_INTERNAL, err.Error())
+		}
+		return tailResp(id, 0, 0, 0)
+	}
 	sc, err := local.Scan(b)
 	if off, sealed := local.SealedTail(b); err != nil && sealed {
 		// The last region was sealed by a leader whose copy of the next
@@ -93,6 +101,16 @@ func (t *Target) tail(id uint64, c rdma.Conn, q *remotepb.TailRequest) *remotepb
 	}
 	if len(sc.Regions) == 0 {
 		return tailResp(id, 0, 0, 0)
+	}
+	if freed, err := freeBelowHead(mem, sc); err != nil {
+		return errResp(id, remotepb.Code_CODE_INTERNAL, err.Error())
+	} else if freed {
+		// The copy's superblock names a head (its leader trimmed): the
+		// regions wholly before it go first, as local's recovery
+		// finishes a trim.
+		if sc, err = local.Scan(b); err != nil {
+			return errResp(id, remotepb.Code_CODE_INTERNAL, fmt.Sprintf("replica after freeing the trimmed regions: %v", err))
+		}
 	}
 	if len(q.Runs) > 0 {
 		if r := t.cutToRunsLocked(id, b, sc, q.Runs); r != nil {
@@ -266,6 +284,24 @@ func (t *Target) cutAtLocked(id uint64, b []byte, sc local.ScanResult, k int, le
 		}
 	}
 	return nil
+}
+
+// freeBelowHead frees, oldest first and durably, the regions of sc whose
+// entries all lie before sc.Head (the trim record the leader copied into
+// the superblock), never the last: a crash meanwhile leaves a contiguous
+// run that still reaches the head. It reports whether it freed any.
+func freeBelowHead(mem pmem.Memory, sc local.ScanResult) (bool, error) {
+	b := mem.Bytes()
+	n := 0
+	for n+1 < len(sc.Regions) && sc.Regions[n+1].First <= sc.Head {
+		off := sc.Regions[n].Offset
+		clear(b[off : off+64])
+		if err := mem.Persist(off, 64); err != nil {
+			return n > 0, err
+		}
+		n++
+	}
+	return n > 0, nil
 }
 
 // freeRegions invalidates regions (in ascending sequence) durably, the

@@ -294,6 +294,11 @@ func (t *Target) Handle(c rdma.Conn, raw []byte) *remotepb.Response {
 			return errResp(req.Id, remotepb.Code_CODE_MALFORMED, "tail request without an epoch")
 		}
 		return t.tail(req.Id, c, b.Tail)
+	case *remotepb.Request_Discard:
+		if b.Discard == nil || b.Discard.Epoch == 0 {
+			return errResp(req.Id, remotepb.Code_CODE_MALFORMED, "discard request without an epoch")
+		}
+		return t.discard(req.Id, c, b.Discard)
 	}
 	return errResp(req.Id, remotepb.Code_CODE_MALFORMED, "request without a body")
 }

@@ -17,4 +17,7 @@ type Counters struct {
 	// ReplicaFailures every loss of a replica (a failed attempt or a
 	// live connection lost).
 	Connects, ConnectErrors, ReplicaFailures atomic.Uint64
+	// Trims counts trims that freed regions of a replicated stream
+	// (each brings every copy to the new head).
+	Trims atomic.Uint64
 }

@@ -176,6 +176,12 @@
 // commit point: while quorum is lost they keep waiting (until their
 // context ends); the local stream goes on accepting them meanwhile.
 //
-// Not done: Trim on a replicated stream (the replicas keep their regions
-// until a reconnect's cut-back); SetEpoch on a running Leader.
+// Trim (trim.go): Leader.Trim trims the leader's stream and, in the same
+// loop step, brings each connected copy to the new head on its Conn (the
+// superblock with its trim record first, then line 0 of each freed
+// region zeroed, oldest first, then remote's Discard gives the slots'
+// storage back); the other replicas go through the connect path, which
+// does the same. Replicator.Trim drops the regions from the log.
+//
+// Not done: SetEpoch on a running Leader.
 package replicate

@@ -86,6 +86,11 @@ type LeaderConfig struct {
 	// logged when it goes down and when it comes back, with the count of
 	// failed attempts, and once a minute meanwhile (internal/logrepeat).
 	Logger *slog.Logger
+	// Discard asks each replica, as it connects, to give back the
+	// storage of its slots that hold no live region of the leader
+	// (remote.Client.Discard; a target of an older build refuses the
+	// request, and the connect fails: leave it off for those).
+	Discard bool
 	// Counters, if set, receives the counts of the Leader's rdma work
 	// (shared by a node's Leaders, read by its metrics); nil: counted
 	// in a private Counters.
@@ -162,7 +167,12 @@ type rconn struct {
 	conn   rdma.Conn
 	client *remote.Client
 	descs  map[int]rdma.Descriptor // by slot
+	hdr    rdma.Descriptor         // the replica's header (remote.HeaderSlot)
 	ctl    sync.WaitGroup          // control requests in progress on client
+	// discards are the Discard requests of trims in progress: an
+	// allocation waits for them, so that a slot is never given back
+	// while it is being reused (trim.go).
+	discards sync.WaitGroup
 }
 
 type obsEvent struct {
@@ -629,6 +639,7 @@ func (l *Leader) connect(ctx context.Context, id ID, addr string, epoch uint64, 
 	if err != nil {
 		return rc, Pos{}, fenceErr(err)
 	}
+	rc.hdr = hdr.Desc
 	conn.Write(hdr.Desc, 0, l.sbMR, 0, superblockCopy)
 	if err := conn.Flush(hdr.Desc, 0, superblockCopy, rdma.Persistence).Wait(ctx); err != nil {
 		return rc, Pos{}, err
@@ -644,7 +655,7 @@ func (l *Leader) connect(ctx context.Context, id ID, addr string, epoch uint64, 
 		// they are rewritten.
 		pos = from
 	}
-	if err := l.cutBack(ctx, rc, epoch, from, end, live); err != nil {
+	if err := l.cutBack(ctx, rc, epoch, from, end, pos, live); err != nil {
 		return rc, Pos{}, err
 	}
 	if pos != (Pos{}) {
@@ -669,29 +680,63 @@ func (l *Leader) connect(ctx context.Context, id ID, addr string, epoch uint64, 
 // its entries beyond what the leader overwrites would stay valid for the
 // replica's recovery. Line 0 of every slot that holds no live region of
 // the leader is zeroed (the region is gone, as local/'s freeRegion does),
-// then the region of from (where the replica is rewritten from) from
-// there on, and the leader's last region from its end on, durably, before
-// the replica is reported Connected.
-func (l *Leader) cutBack(ctx context.Context, rc *rconn, epoch uint64, from, end Pos, live map[uint64]int) error {
+// and so is line 0 of every live slot past pos, the replica's durable
+// position (the Replicator allocates and writes those regions again; a
+// slot the leader reused after a trim may still hold an older region
+// there, which must not meet the newer regions around it); then the
+// region of from (where the replica is rewritten from) from there on, and
+// the leader's last region from its end on, durably, before the replica
+// is reported Connected. The slots without a live region are then given
+// back to the replica's system (remote's Discard: after a trim, their
+// storage).
+func (l *Leader) cutBack(ctx context.Context, rc *rconn, epoch uint64, from, end, pos Pos, live map[uint64]int) error {
 	info, err := rc.client.Info(ctx)
 	if err != nil {
 		return err
 	}
 	used := make(map[int]bool, len(live))
-	for _, slot := range live {
+	var past []uint64 // live regions past pos, highest first
+	for seq, slot := range live {
 		used[slot] = true
+		if seq > pos.Seq || seq == pos.Seq && pos.Off < RegionHeaderSize {
+			past = append(past, seq)
+		}
 	}
+	slices.Sort(past)
+	slices.Reverse(past)
 	var flushes []*rdma.Op
+	zero := func(k int) (rdma.Descriptor, error) {
+		reg, err := rc.client.Region(ctx, epoch, k)
+		if err != nil {
+			return reg.Desc, fenceErr(err)
+		}
+		rc.conn.Write(reg.Desc, 0, l.zeroMR, 0, 64)
+		flushes = append(flushes, rc.conn.Flush(reg.Desc, 0, 64, rdma.Persistence))
+		return reg.Desc, nil
+	}
+	// Highest first, as regions are freed after a tail (one Conn's
+	// writes apply in order, so a crash of the replica meanwhile leaves
+	// a contiguous run): the live regions past pos (rewritten anyway; a
+	// slot reused after a trim may hold an older region there)...
+	for _, seq := range past {
+		d, err := zero(live[seq])
+		if err != nil {
+			return err
+		}
+		rc.descs[live[seq]] = d
+	}
+	// ...then the slots without a live region: after remote's Tail
+	// (which frees what lies after the leader's end and before the
+	// copy's head) they hold no valid region, only older bytes.
+	var unused []int
 	for k := int(info.GetRegions()) - 1; k >= 0; k-- {
 		if used[k] {
 			continue
 		}
-		reg, err := rc.client.Region(ctx, epoch, k)
-		if err != nil {
-			return fenceErr(err)
+		if _, err := zero(k); err != nil {
+			return err
 		}
-		rc.conn.Write(reg.Desc, 0, l.zeroMR, 0, 64)
-		flushes = append(flushes, rc.conn.Flush(reg.Desc, 0, 64, rdma.Persistence))
+		unused = append(unused, k)
 	}
 	cuts := []Pos{from}
 	if from.Seq != end.Seq {
@@ -715,6 +760,14 @@ func (l *Leader) cutBack(ctx context.Context, rc *rconn, epoch uint64, from, end
 	for _, f := range flushes {
 		if err := f.Wait(ctx); err != nil {
 			return err
+		}
+	}
+	if len(unused) > 0 && l.cfg.Discard {
+		if _, err := rc.client.Discard(ctx, epoch, unused); err != nil {
+			return fenceErr(err)
+		}
+		for _, k := range unused {
+			delete(rc.descs, k)
 		}
 	}
 	return nil
@@ -826,6 +879,7 @@ func (l *Leader) startAlloc(lk *link, a Alloc) {
 		defer l.wg.Done()
 		ctx, cancel := context.WithTimeout(l.ctx, l.cfg.ControlTimeout)
 		defer cancel()
+		rc.discards.Wait()
 		reg, err := rc.client.Region(ctx, epoch, a.Slot)
 		rc.ctl.Done() // the client is not used after this
 		if err != nil {

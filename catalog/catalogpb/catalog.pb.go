@@ -211,6 +211,10 @@ const (
 	ErrorCode_ERROR_CODE_GROUP_STATE ErrorCode = 11
 	// A decision made on a view of the stream that changed since.
 	ErrorCode_ERROR_CODE_STALE ErrorCode = 12
+	// A trim past a holding consumer's acknowledged position.
+	ErrorCode_ERROR_CODE_HELD ErrorCode = 30
+	// No consumer of that name.
+	ErrorCode_ERROR_CODE_NO_CONSUMER ErrorCode = 31
 	// A restore of a stream whose leader holds a lease, without force.
 	ErrorCode_ERROR_CODE_LEADER_LIVE ErrorCode = 50
 )
@@ -231,6 +235,8 @@ var (
 		10: "ERROR_CODE_TIMEOUT",
 		11: "ERROR_CODE_GROUP_STATE",
 		12: "ERROR_CODE_STALE",
+		30: "ERROR_CODE_HELD",
+		31: "ERROR_CODE_NO_CONSUMER",
 		50: "ERROR_CODE_LEADER_LIVE",
 	}
 	ErrorCode_value = map[string]int32{
@@ -247,6 +253,8 @@ var (
 		"ERROR_CODE_TIMEOUT":       10,
 		"ERROR_CODE_GROUP_STATE":   11,
 		"ERROR_CODE_STALE":         12,
+		"ERROR_CODE_HELD":          30,
+		"ERROR_CODE_NO_CONSUMER":   31,
 		"ERROR_CODE_LEADER_LIVE":   50,
 	}
 )
@@ -298,6 +306,11 @@ type Command struct {
 	//	*Command_ForgetNode
 	//	*Command_ElectLeader
 	//	*Command_EpochStarted
+	//	*Command_SetRetention
+	//	*Command_TrimStream
+	//	*Command_AddConsumer
+	//	*Command_RemoveConsumer
+	//	*Command_AckConsumers
 	//	*Command_RestoreStream
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
@@ -436,6 +449,51 @@ func (x *Command) GetEpochStarted() *EpochStarted {
 	return nil
 }
 
+func (x *Command) GetSetRetention() *SetRetention {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetRetention); ok {
+			return x.SetRetention
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetTrimStream() *TrimStream {
+	if x != nil {
+		if x, ok := x.Op.(*Command_TrimStream); ok {
+			return x.TrimStream
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAddConsumer() *AddConsumer {
+	if x != nil {
+		if x, ok := x.Op.(*Command_AddConsumer); ok {
+			return x.AddConsumer
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRemoveConsumer() *RemoveConsumer {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RemoveConsumer); ok {
+			return x.RemoveConsumer
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAckConsumers() *AckConsumers {
+	if x != nil {
+		if x, ok := x.Op.(*Command_AckConsumers); ok {
+			return x.AckConsumers
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetRestoreStream() *RestoreStream {
 	if x != nil {
 		if x, ok := x.Op.(*Command_RestoreStream); ok {
@@ -485,6 +543,26 @@ type Command_EpochStarted struct {
 	EpochStarted *EpochStarted `protobuf:"bytes,18,opt,name=epoch_started,json=epochStarted,proto3,oneof"`
 }
 
+type Command_SetRetention struct {
+	SetRetention *SetRetention `protobuf:"bytes,30,opt,name=set_retention,json=setRetention,proto3,oneof"`
+}
+
+type Command_TrimStream struct {
+	TrimStream *TrimStream `protobuf:"bytes,31,opt,name=trim_stream,json=trimStream,proto3,oneof"`
+}
+
+type Command_AddConsumer struct {
+	AddConsumer *AddConsumer `protobuf:"bytes,32,opt,name=add_consumer,json=addConsumer,proto3,oneof"`
+}
+
+type Command_RemoveConsumer struct {
+	RemoveConsumer *RemoveConsumer `protobuf:"bytes,33,opt,name=remove_consumer,json=removeConsumer,proto3,oneof"`
+}
+
+type Command_AckConsumers struct {
+	AckConsumers *AckConsumers `protobuf:"bytes,34,opt,name=ack_consumers,json=ackConsumers,proto3,oneof"`
+}
+
 type Command_RestoreStream struct {
 	RestoreStream *RestoreStream `protobuf:"bytes,50,opt,name=restore_stream,json=restoreStream,proto3,oneof"`
 }
@@ -506,6 +584,16 @@ func (*Command_ForgetNode) isCommand_Op() {}
 func (*Command_ElectLeader) isCommand_Op() {}
 
 func (*Command_EpochStarted) isCommand_Op() {}
+
+func (*Command_SetRetention) isCommand_Op() {}
+
+func (*Command_TrimStream) isCommand_Op() {}
+
+func (*Command_AddConsumer) isCommand_Op() {}
+
+func (*Command_RemoveConsumer) isCommand_Op() {}
+
+func (*Command_AckConsumers) isCommand_Op() {}
 
 func (*Command_RestoreStream) isCommand_Op() {}
 
@@ -595,7 +683,9 @@ type CreateStream struct {
 	Copies     []*Copy                `protobuf:"bytes,5,rep,name=copies,proto3" json:"copies,omitempty"`
 	// request_id names the client's request (random): a retry of a create
 	// that did commit finds its own stream by it.
-	RequestId     []byte `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId []byte `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The stream's retention policy (none: kept until trimmed).
+	Retention     *Retention `protobuf:"bytes,30,opt,name=retention,proto3" json:"retention,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -668,6 +758,13 @@ func (x *CreateStream) GetCopies() []*Copy {
 func (x *CreateStream) GetRequestId() []byte {
 	if x != nil {
 		return x.RequestId
+	}
+	return nil
+}
+
+func (x *CreateStream) GetRetention() *Retention {
+	if x != nil {
+		return x.Retention
 	}
 	return nil
 }
@@ -1357,6 +1454,14 @@ type Stream struct {
 	// one's reason, for operators.
 	Elections    uint64 `protobuf:"varint,16,opt,name=elections,proto3" json:"elections,omitempty"`
 	LastElection string `protobuf:"bytes,17,opt,name=last_election,json=lastElection,proto3" json:"last_election,omitempty"`
+	// The retention policy its leader applies.
+	Retention *Retention `protobuf:"bytes,30,opt,name=retention,proto3" json:"retention,omitempty"`
+	// trim_head is the head the stream was trimmed to (TrimStream): every
+	// copy opens at a head no later than it, and no entry before it is
+	// read again. It only rises, never past a holding consumer's acked.
+	TrimHead uint64 `protobuf:"varint,31,opt,name=trim_head,json=trimHead,proto3" json:"trim_head,omitempty"`
+	// The stream's named consumers, sorted by name.
+	Consumers []*Consumer `protobuf:"bytes,32,rep,name=consumers,proto3" json:"consumers,omitempty"`
 	// restoring is set by RestoreStream until the new leader's epoch has
 	// started (EpochStarted of restoring.epoch): the copy the leader
 	// rebuilds the stream from; its holder keeps it meanwhile even when no
@@ -1516,6 +1621,27 @@ func (x *Stream) GetLastElection() string {
 	return ""
 }
 
+func (x *Stream) GetRetention() *Retention {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
+func (x *Stream) GetTrimHead() uint64 {
+	if x != nil {
+		return x.TrimHead
+	}
+	return 0
+}
+
+func (x *Stream) GetConsumers() []*Consumer {
+	if x != nil {
+		return x.Consumers
+	}
+	return nil
+}
+
 func (x *Stream) GetRestoring() *RestoreSource {
 	if x != nil {
 		return x.Restoring
@@ -1526,6 +1652,534 @@ func (x *Stream) GetRestoring() *RestoreSource {
 func (x *Stream) GetRestores() uint64 {
 	if x != nil {
 		return x.Restores
+	}
+	return 0
+}
+
+// Retention says what the stream's leader trims by itself. Zero fields
+// are no limit. Trimming frees whole regions: the stream keeps at least
+// what the policy asks, up to a region more.
+type Retention struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Keep at most about this many bytes of entries (whole regions).
+	MaxBytes uint64 `protobuf:"varint,1,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	// Keep at most this many of the newest entries.
+	MaxEntries uint64 `protobuf:"varint,2,opt,name=max_entries,json=maxEntries,proto3" json:"max_entries,omitempty"`
+	// Keep entries appended at most this long ago (nanoseconds); needs
+	// entry timestamps.
+	MaxAgeNs      int64 `protobuf:"varint,3,opt,name=max_age_ns,json=maxAgeNs,proto3" json:"max_age_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Retention) Reset() {
+	*x = Retention{}
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Retention) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Retention) ProtoMessage() {}
+
+func (x *Retention) ProtoReflect() protoreflect.Message {
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Retention.ProtoReflect.Descriptor instead.
+func (*Retention) Descriptor() ([]byte, []int) {
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Retention) GetMaxBytes() uint64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+func (x *Retention) GetMaxEntries() uint64 {
+	if x != nil {
+		return x.MaxEntries
+	}
+	return 0
+}
+
+func (x *Retention) GetMaxAgeNs() int64 {
+	if x != nil {
+		return x.MaxAgeNs
+	}
+	return 0
+}
+
+// SetRetention replaces a live stream's retention policy.
+type SetRetention struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	StreamId      uint64                 `protobuf:"varint,2,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	Retention     *Retention             `protobuf:"bytes,3,opt,name=retention,proto3" json:"retention,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRetention) Reset() {
+	*x = SetRetention{}
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRetention) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRetention) ProtoMessage() {}
+
+func (x *SetRetention) ProtoReflect() protoreflect.Message {
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRetention.ProtoReflect.Descriptor instead.
+func (*SetRetention) Descriptor() ([]byte, []int) {
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SetRetention) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetRetention) GetStreamId() uint64 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *SetRetention) GetRetention() *Retention {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
+// TrimStream raises a live stream's trim_head to head; a head at or
+// below it changes nothing. A head past a holding consumer's acked is
+// refused (ErrHeld). The catalog cannot know the stream's end: the
+// leader, which proposes it, checks that head is committed.
+type TrimStream struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	StreamId      uint64                 `protobuf:"varint,2,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	Head          uint64                 `protobuf:"varint,3,opt,name=head,proto3" json:"head,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrimStream) Reset() {
+	*x = TrimStream{}
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrimStream) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrimStream) ProtoMessage() {}
+
+func (x *TrimStream) ProtoReflect() protoreflect.Message {
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrimStream.ProtoReflect.Descriptor instead.
+func (*TrimStream) Descriptor() ([]byte, []int) {
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *TrimStream) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TrimStream) GetStreamId() uint64 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *TrimStream) GetHead() uint64 {
+	if x != nil {
+		return x.Head
+	}
+	return 0
+}
+
+// Consumer is a named, durable cursor of a stream: every entry before
+// acked was acknowledged (delivered and processed, at least once). With
+// hold set, the stream is never trimmed past acked.
+type Consumer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Acked uint64                 `protobuf:"varint,2,opt,name=acked,proto3" json:"acked,omitempty"`
+	Hold  bool                   `protobuf:"varint,3,opt,name=hold,proto3" json:"hold,omitempty"`
+	// Proposer times of the consumer's creation and of its last ack.
+	Created       int64 `protobuf:"varint,4,opt,name=created,proto3" json:"created,omitempty"`
+	AckedTime     int64 `protobuf:"varint,5,opt,name=acked_time,json=ackedTime,proto3" json:"acked_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Consumer) Reset() {
+	*x = Consumer{}
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Consumer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Consumer) ProtoMessage() {}
+
+func (x *Consumer) ProtoReflect() protoreflect.Message {
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Consumer.ProtoReflect.Descriptor instead.
+func (*Consumer) Descriptor() ([]byte, []int) {
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Consumer) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Consumer) GetAcked() uint64 {
+	if x != nil {
+		return x.Acked
+	}
+	return 0
+}
+
+func (x *Consumer) GetHold() bool {
+	if x != nil {
+		return x.Hold
+	}
+	return false
+}
+
+func (x *Consumer) GetCreated() int64 {
+	if x != nil {
+		return x.Created
+	}
+	return 0
+}
+
+func (x *Consumer) GetAckedTime() int64 {
+	if x != nil {
+		return x.AckedTime
+	}
+	return 0
+}
+
+// AddConsumer makes consumer on a live stream, starting at start (raised
+// to the stream's trim_head). A consumer of that name is ErrExists.
+type AddConsumer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	StreamId      uint64                 `protobuf:"varint,2,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	Consumer      string                 `protobuf:"bytes,3,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	Start         uint64                 `protobuf:"varint,4,opt,name=start,proto3" json:"start,omitempty"`
+	Hold          bool                   `protobuf:"varint,5,opt,name=hold,proto3" json:"hold,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddConsumer) Reset() {
+	*x = AddConsumer{}
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddConsumer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddConsumer) ProtoMessage() {}
+
+func (x *AddConsumer) ProtoReflect() protoreflect.Message {
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddConsumer.ProtoReflect.Descriptor instead.
+func (*AddConsumer) Descriptor() ([]byte, []int) {
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *AddConsumer) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddConsumer) GetStreamId() uint64 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *AddConsumer) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *AddConsumer) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *AddConsumer) GetHold() bool {
+	if x != nil {
+		return x.Hold
+	}
+	return false
+}
+
+// RemoveConsumer removes consumer (ErrNoConsumer if none), releasing its
+// hold.
+type RemoveConsumer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	StreamId      uint64                 `protobuf:"varint,2,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	Consumer      string                 `protobuf:"bytes,3,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveConsumer) Reset() {
+	*x = RemoveConsumer{}
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveConsumer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveConsumer) ProtoMessage() {}
+
+func (x *RemoveConsumer) ProtoReflect() protoreflect.Message {
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveConsumer.ProtoReflect.Descriptor instead.
+func (*RemoveConsumer) Descriptor() ([]byte, []int) {
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RemoveConsumer) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RemoveConsumer) GetStreamId() uint64 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *RemoveConsumer) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+// AckConsumers commits acknowledged positions of consumers of one
+// stream, batched: a node gathers acks and commits the highest per
+// consumer now and then. Positions only rise (a lower one changes
+// nothing); consumers not found (removed meanwhile) are skipped.
+type AckConsumers struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	StreamId      uint64                 `protobuf:"varint,2,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	Acks          []*ConsumerAck         `protobuf:"bytes,3,rep,name=acks,proto3" json:"acks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckConsumers) Reset() {
+	*x = AckConsumers{}
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckConsumers) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckConsumers) ProtoMessage() {}
+
+func (x *AckConsumers) ProtoReflect() protoreflect.Message {
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckConsumers.ProtoReflect.Descriptor instead.
+func (*AckConsumers) Descriptor() ([]byte, []int) {
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *AckConsumers) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AckConsumers) GetStreamId() uint64 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *AckConsumers) GetAcks() []*ConsumerAck {
+	if x != nil {
+		return x.Acks
+	}
+	return nil
+}
+
+type ConsumerAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Consumer      string                 `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	Acked         uint64                 `protobuf:"varint,2,opt,name=acked,proto3" json:"acked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerAck) Reset() {
+	*x = ConsumerAck{}
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerAck) ProtoMessage() {}
+
+func (x *ConsumerAck) ProtoReflect() protoreflect.Message {
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerAck.ProtoReflect.Descriptor instead.
+func (*ConsumerAck) Descriptor() ([]byte, []int) {
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ConsumerAck) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *ConsumerAck) GetAcked() uint64 {
+	if x != nil {
+		return x.Acked
 	}
 	return 0
 }
@@ -1546,7 +2200,7 @@ type RestoreSource struct {
 
 func (x *RestoreSource) Reset() {
 	*x = RestoreSource{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[14]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1558,7 +2212,7 @@ func (x *RestoreSource) String() string {
 func (*RestoreSource) ProtoMessage() {}
 
 func (x *RestoreSource) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[14]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1571,7 +2225,7 @@ func (x *RestoreSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSource.ProtoReflect.Descriptor instead.
 func (*RestoreSource) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{14}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RestoreSource) GetNode() string {
@@ -1624,7 +2278,7 @@ type RestoreStream struct {
 
 func (x *RestoreStream) Reset() {
 	*x = RestoreStream{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[15]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1636,7 +2290,7 @@ func (x *RestoreStream) String() string {
 func (*RestoreStream) ProtoMessage() {}
 
 func (x *RestoreStream) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[15]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1649,7 +2303,7 @@ func (x *RestoreStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreStream.ProtoReflect.Descriptor instead.
 func (*RestoreStream) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{15}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RestoreStream) GetName() string {
@@ -1698,7 +2352,7 @@ type RaftBatch struct {
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[16]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1710,7 +2364,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[16]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1723,7 +2377,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{16}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RaftBatch) GetFrom() string {
@@ -1748,7 +2402,7 @@ type RaftAck struct {
 
 func (x *RaftAck) Reset() {
 	*x = RaftAck{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[17]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1760,7 +2414,7 @@ func (x *RaftAck) String() string {
 func (*RaftAck) ProtoMessage() {}
 
 func (x *RaftAck) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[17]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1773,7 +2427,7 @@ func (x *RaftAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAck.ProtoReflect.Descriptor instead.
 func (*RaftAck) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{17}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{25}
 }
 
 type ControlRequest struct {
@@ -1793,6 +2447,11 @@ type ControlRequest struct {
 	//	*ControlRequest_ForgetNode
 	//	*ControlRequest_ElectLeader
 	//	*ControlRequest_EpochStarted
+	//	*ControlRequest_SetRetention
+	//	*ControlRequest_TrimStream
+	//	*ControlRequest_AddConsumer
+	//	*ControlRequest_RemoveConsumer
+	//	*ControlRequest_AckConsumers
 	//	*ControlRequest_RestoreStream
 	Req           isControlRequest_Req `protobuf_oneof:"req"`
 	unknownFields protoimpl.UnknownFields
@@ -1801,7 +2460,7 @@ type ControlRequest struct {
 
 func (x *ControlRequest) Reset() {
 	*x = ControlRequest{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[18]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1813,7 +2472,7 @@ func (x *ControlRequest) String() string {
 func (*ControlRequest) ProtoMessage() {}
 
 func (x *ControlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[18]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1826,7 +2485,7 @@ func (x *ControlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlRequest.ProtoReflect.Descriptor instead.
 func (*ControlRequest) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{18}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ControlRequest) GetHops() uint32 {
@@ -1942,6 +2601,51 @@ func (x *ControlRequest) GetEpochStarted() *EpochStarted {
 	return nil
 }
 
+func (x *ControlRequest) GetSetRetention() *SetRetention {
+	if x != nil {
+		if x, ok := x.Req.(*ControlRequest_SetRetention); ok {
+			return x.SetRetention
+		}
+	}
+	return nil
+}
+
+func (x *ControlRequest) GetTrimStream() *TrimStream {
+	if x != nil {
+		if x, ok := x.Req.(*ControlRequest_TrimStream); ok {
+			return x.TrimStream
+		}
+	}
+	return nil
+}
+
+func (x *ControlRequest) GetAddConsumer() *AddConsumer {
+	if x != nil {
+		if x, ok := x.Req.(*ControlRequest_AddConsumer); ok {
+			return x.AddConsumer
+		}
+	}
+	return nil
+}
+
+func (x *ControlRequest) GetRemoveConsumer() *RemoveConsumer {
+	if x != nil {
+		if x, ok := x.Req.(*ControlRequest_RemoveConsumer); ok {
+			return x.RemoveConsumer
+		}
+	}
+	return nil
+}
+
+func (x *ControlRequest) GetAckConsumers() *AckConsumers {
+	if x != nil {
+		if x, ok := x.Req.(*ControlRequest_AckConsumers); ok {
+			return x.AckConsumers
+		}
+	}
+	return nil
+}
+
 func (x *ControlRequest) GetRestoreStream() *RestoreStreamRequest {
 	if x != nil {
 		if x, ok := x.Req.(*ControlRequest_RestoreStream); ok {
@@ -1999,6 +2703,26 @@ type ControlRequest_EpochStarted struct {
 	EpochStarted *EpochStarted `protobuf:"bytes,20,opt,name=epoch_started,json=epochStarted,proto3,oneof"`
 }
 
+type ControlRequest_SetRetention struct {
+	SetRetention *SetRetention `protobuf:"bytes,30,opt,name=set_retention,json=setRetention,proto3,oneof"`
+}
+
+type ControlRequest_TrimStream struct {
+	TrimStream *TrimStream `protobuf:"bytes,31,opt,name=trim_stream,json=trimStream,proto3,oneof"`
+}
+
+type ControlRequest_AddConsumer struct {
+	AddConsumer *AddConsumer `protobuf:"bytes,32,opt,name=add_consumer,json=addConsumer,proto3,oneof"`
+}
+
+type ControlRequest_RemoveConsumer struct {
+	RemoveConsumer *RemoveConsumer `protobuf:"bytes,33,opt,name=remove_consumer,json=removeConsumer,proto3,oneof"`
+}
+
+type ControlRequest_AckConsumers struct {
+	AckConsumers *AckConsumers `protobuf:"bytes,34,opt,name=ack_consumers,json=ackConsumers,proto3,oneof"`
+}
+
 type ControlRequest_RestoreStream struct {
 	RestoreStream *RestoreStreamRequest `protobuf:"bytes,50,opt,name=restore_stream,json=restoreStream,proto3,oneof"`
 }
@@ -2025,6 +2749,16 @@ func (*ControlRequest_ElectLeader) isControlRequest_Req() {}
 
 func (*ControlRequest_EpochStarted) isControlRequest_Req() {}
 
+func (*ControlRequest_SetRetention) isControlRequest_Req() {}
+
+func (*ControlRequest_TrimStream) isControlRequest_Req() {}
+
+func (*ControlRequest_AddConsumer) isControlRequest_Req() {}
+
+func (*ControlRequest_RemoveConsumer) isControlRequest_Req() {}
+
+func (*ControlRequest_AckConsumers) isControlRequest_Req() {}
+
 func (*ControlRequest_RestoreStream) isControlRequest_Req() {}
 
 // RestoreStreamRequest asks the controller to restore stream name (id)
@@ -2048,7 +2782,7 @@ type RestoreStreamRequest struct {
 
 func (x *RestoreStreamRequest) Reset() {
 	*x = RestoreStreamRequest{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[19]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2060,7 +2794,7 @@ func (x *RestoreStreamRequest) String() string {
 func (*RestoreStreamRequest) ProtoMessage() {}
 
 func (x *RestoreStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[19]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2073,7 +2807,7 @@ func (x *RestoreStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreStreamRequest.ProtoReflect.Descriptor instead.
 func (*RestoreStreamRequest) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{19}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RestoreStreamRequest) GetName() string {
@@ -2142,13 +2876,14 @@ type CreateStreamRequest struct {
 	RegionSize    uint64                 `protobuf:"varint,4,opt,name=region_size,json=regionSize,proto3" json:"region_size,omitempty"`
 	Requester     string                 `protobuf:"bytes,5,opt,name=requester,proto3" json:"requester,omitempty"`
 	RequestId     []byte                 `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Retention     *Retention             `protobuf:"bytes,30,opt,name=retention,proto3" json:"retention,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateStreamRequest) Reset() {
 	*x = CreateStreamRequest{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[20]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2160,7 +2895,7 @@ func (x *CreateStreamRequest) String() string {
 func (*CreateStreamRequest) ProtoMessage() {}
 
 func (x *CreateStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[20]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2173,7 +2908,7 @@ func (x *CreateStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateStreamRequest.ProtoReflect.Descriptor instead.
 func (*CreateStreamRequest) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{20}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreateStreamRequest) GetName() string {
@@ -2218,6 +2953,13 @@ func (x *CreateStreamRequest) GetRequestId() []byte {
 	return nil
 }
 
+func (x *CreateStreamRequest) GetRetention() *Retention {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
 // Heartbeat renews the lease of a node's incarnation at the controller.
 type Heartbeat struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2229,7 +2971,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[21]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2241,7 +2983,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[21]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2254,7 +2996,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{21}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Heartbeat) GetName() string {
@@ -2283,7 +3025,7 @@ type VoterChange struct {
 
 func (x *VoterChange) Reset() {
 	*x = VoterChange{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[22]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2295,7 +3037,7 @@ func (x *VoterChange) String() string {
 func (*VoterChange) ProtoMessage() {}
 
 func (x *VoterChange) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[22]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2308,7 +3050,7 @@ func (x *VoterChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VoterChange.ProtoReflect.Descriptor instead.
 func (*VoterChange) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{22}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *VoterChange) GetName() string {
@@ -2343,7 +3085,7 @@ type ControlResponse struct {
 
 func (x *ControlResponse) Reset() {
 	*x = ControlResponse{}
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[23]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2355,7 +3097,7 @@ func (x *ControlResponse) String() string {
 func (*ControlResponse) ProtoMessage() {}
 
 func (x *ControlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[23]
+	mi := &file_catalog_catalogpb_catalog_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2368,7 +3110,7 @@ func (x *ControlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlResponse.ProtoReflect.Descriptor instead.
 func (*ControlResponse) Descriptor() ([]byte, []int) {
-	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{23}
+	return file_catalog_catalogpb_catalog_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ControlResponse) GetIndex() uint64 {
@@ -2417,7 +3159,7 @@ var File_catalog_catalogpb_catalog_proto protoreflect.FileDescriptor
 
 const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\n" +
-	"\x1fcatalog/catalogpb/catalog.proto\x12\x13rpstream.catalog.v1\"\x8e\x06\n" +
+	"\x1fcatalog/catalogpb/catalog.proto\x12\x13rpstream.catalog.v1\"\xfd\b\n" +
 	"\aCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x12\n" +
 	"\x04time\x18\x02 \x01(\x03R\x04time\x12H\n" +
@@ -2432,14 +3174,20 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\vforget_node\x18\x10 \x01(\v2\x1f.rpstream.catalog.v1.ForgetNodeH\x00R\n" +
 	"forgetNode\x12E\n" +
 	"\felect_leader\x18\x11 \x01(\v2 .rpstream.catalog.v1.ElectLeaderH\x00R\velectLeader\x12H\n" +
-	"\repoch_started\x18\x12 \x01(\v2!.rpstream.catalog.v1.EpochStartedH\x00R\fepochStarted\x12K\n" +
+	"\repoch_started\x18\x12 \x01(\v2!.rpstream.catalog.v1.EpochStartedH\x00R\fepochStarted\x12H\n" +
+	"\rset_retention\x18\x1e \x01(\v2!.rpstream.catalog.v1.SetRetentionH\x00R\fsetRetention\x12B\n" +
+	"\vtrim_stream\x18\x1f \x01(\v2\x1f.rpstream.catalog.v1.TrimStreamH\x00R\n" +
+	"trimStream\x12E\n" +
+	"\fadd_consumer\x18  \x01(\v2 .rpstream.catalog.v1.AddConsumerH\x00R\vaddConsumer\x12N\n" +
+	"\x0fremove_consumer\x18! \x01(\v2#.rpstream.catalog.v1.RemoveConsumerH\x00R\x0eremoveConsumer\x12H\n" +
+	"\rack_consumers\x18\" \x01(\v2!.rpstream.catalog.v1.AckConsumersH\x00R\fackConsumers\x12K\n" +
 	"\x0erestore_stream\x182 \x01(\v2\".rpstream.catalog.v1.RestoreStreamH\x00R\rrestoreStreamB\x04\n" +
 	"\x02op\"\x8d\x01\n" +
 	"\fRegisterNode\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\x06R\vincarnation\x12-\n" +
 	"\x04role\x18\x03 \x01(\x0e2\x19.rpstream.catalog.v1.RoleR\x04role\x12\x18\n" +
-	"\areplace\x18\x04 \x01(\bR\areplace\"\xe0\x01\n" +
+	"\areplace\x18\x04 \x01(\bR\areplace\"\x9e\x02\n" +
 	"\fCreateStream\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\breplicas\x18\x02 \x01(\rR\breplicas\x12-\n" +
@@ -2448,7 +3196,8 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"regionSize\x121\n" +
 	"\x06copies\x18\x05 \x03(\v2\x19.rpstream.catalog.v1.CopyR\x06copies\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x06 \x01(\fR\trequestId\"T\n" +
+	"request_id\x18\x06 \x01(\fR\trequestId\x12<\n" +
+	"\tretention\x18\x1e \x01(\v2\x1e.rpstream.catalog.v1.RetentionR\tretention\"T\n" +
 	"\x04Copy\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\x06R\vincarnation\x12\x16\n" +
@@ -2496,7 +3245,7 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\vincarnation\x18\x02 \x01(\x06R\vincarnation\x12-\n" +
 	"\x04role\x18\x03 \x01(\x0e2\x19.rpstream.catalog.v1.RoleR\x04role\x12)\n" +
 	"\x10registered_index\x18\x04 \x01(\x04R\x0fregisteredIndex\x12'\n" +
-	"\x0fregistered_time\x18\x05 \x01(\x03R\x0eregisteredTime\"\xa5\x05\n" +
+	"\x0fregistered_time\x18\x05 \x01(\x03R\x0eregisteredTime\"\xbd\x06\n" +
 	"\x06Stream\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x1a\n" +
@@ -2516,9 +3265,51 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\x0edelete_request\x18\x0e \x01(\fR\rdeleteRequest\x12!\n" +
 	"\fcommit_floor\x18\x0f \x01(\x04R\vcommitFloor\x12\x1c\n" +
 	"\telections\x18\x10 \x01(\x04R\telections\x12#\n" +
-	"\rlast_election\x18\x11 \x01(\tR\flastElection\x12@\n" +
+	"\rlast_election\x18\x11 \x01(\tR\flastElection\x12<\n" +
+	"\tretention\x18\x1e \x01(\v2\x1e.rpstream.catalog.v1.RetentionR\tretention\x12\x1b\n" +
+	"\ttrim_head\x18\x1f \x01(\x04R\btrimHead\x12;\n" +
+	"\tconsumers\x18  \x03(\v2\x1d.rpstream.catalog.v1.ConsumerR\tconsumers\x12@\n" +
 	"\trestoring\x182 \x01(\v2\".rpstream.catalog.v1.RestoreSourceR\trestoring\x12\x1a\n" +
-	"\brestores\x183 \x01(\x04R\brestores\"s\n" +
+	"\brestores\x183 \x01(\x04R\brestores\"g\n" +
+	"\tRetention\x12\x1b\n" +
+	"\tmax_bytes\x18\x01 \x01(\x04R\bmaxBytes\x12\x1f\n" +
+	"\vmax_entries\x18\x02 \x01(\x04R\n" +
+	"maxEntries\x12\x1c\n" +
+	"\n" +
+	"max_age_ns\x18\x03 \x01(\x03R\bmaxAgeNs\"}\n" +
+	"\fSetRetention\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tstream_id\x18\x02 \x01(\x04R\bstreamId\x12<\n" +
+	"\tretention\x18\x03 \x01(\v2\x1e.rpstream.catalog.v1.RetentionR\tretention\"Q\n" +
+	"\n" +
+	"TrimStream\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tstream_id\x18\x02 \x01(\x04R\bstreamId\x12\x12\n" +
+	"\x04head\x18\x03 \x01(\x04R\x04head\"\x81\x01\n" +
+	"\bConsumer\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05acked\x18\x02 \x01(\x04R\x05acked\x12\x12\n" +
+	"\x04hold\x18\x03 \x01(\bR\x04hold\x12\x18\n" +
+	"\acreated\x18\x04 \x01(\x03R\acreated\x12\x1d\n" +
+	"\n" +
+	"acked_time\x18\x05 \x01(\x03R\tackedTime\"\x84\x01\n" +
+	"\vAddConsumer\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tstream_id\x18\x02 \x01(\x04R\bstreamId\x12\x1a\n" +
+	"\bconsumer\x18\x03 \x01(\tR\bconsumer\x12\x14\n" +
+	"\x05start\x18\x04 \x01(\x04R\x05start\x12\x12\n" +
+	"\x04hold\x18\x05 \x01(\bR\x04hold\"]\n" +
+	"\x0eRemoveConsumer\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tstream_id\x18\x02 \x01(\x04R\bstreamId\x12\x1a\n" +
+	"\bconsumer\x18\x03 \x01(\tR\bconsumer\"u\n" +
+	"\fAckConsumers\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tstream_id\x18\x02 \x01(\x04R\bstreamId\x124\n" +
+	"\x04acks\x18\x03 \x03(\v2 .rpstream.catalog.v1.ConsumerAckR\x04acks\"?\n" +
+	"\vConsumerAck\x12\x1a\n" +
+	"\bconsumer\x18\x01 \x01(\tR\bconsumer\x12\x14\n" +
+	"\x05acked\x18\x02 \x01(\x04R\x05acked\"s\n" +
 	"\rRestoreSource\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\x06R\vincarnation\x12\x14\n" +
@@ -2534,7 +3325,8 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\tRaftBatch\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x1a\n" +
 	"\bmessages\x18\x02 \x03(\fR\bmessages\"\t\n" +
-	"\aRaftAck\"\x9b\a\n" +
+	"\aRaftAck\"\x8a\n" +
+	"\n" +
 	"\x0eControlRequest\x12\x12\n" +
 	"\x04hops\x18\x01 \x01(\rR\x04hops\x12O\n" +
 	"\rcreate_stream\x18\n" +
@@ -2550,7 +3342,13 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\vforget_node\x18\x12 \x01(\v2\x1f.rpstream.catalog.v1.ForgetNodeH\x00R\n" +
 	"forgetNode\x12E\n" +
 	"\felect_leader\x18\x13 \x01(\v2 .rpstream.catalog.v1.ElectLeaderH\x00R\velectLeader\x12H\n" +
-	"\repoch_started\x18\x14 \x01(\v2!.rpstream.catalog.v1.EpochStartedH\x00R\fepochStarted\x12R\n" +
+	"\repoch_started\x18\x14 \x01(\v2!.rpstream.catalog.v1.EpochStartedH\x00R\fepochStarted\x12H\n" +
+	"\rset_retention\x18\x1e \x01(\v2!.rpstream.catalog.v1.SetRetentionH\x00R\fsetRetention\x12B\n" +
+	"\vtrim_stream\x18\x1f \x01(\v2\x1f.rpstream.catalog.v1.TrimStreamH\x00R\n" +
+	"trimStream\x12E\n" +
+	"\fadd_consumer\x18  \x01(\v2 .rpstream.catalog.v1.AddConsumerH\x00R\vaddConsumer\x12N\n" +
+	"\x0fremove_consumer\x18! \x01(\v2#.rpstream.catalog.v1.RemoveConsumerH\x00R\x0eremoveConsumer\x12H\n" +
+	"\rack_consumers\x18\" \x01(\v2!.rpstream.catalog.v1.AckConsumersH\x00R\fackConsumers\x12R\n" +
 	"\x0erestore_stream\x182 \x01(\v2).rpstream.catalog.v1.RestoreStreamRequestH\x00R\rrestoreStreamB\x05\n" +
 	"\x03req\"\xf9\x01\n" +
 	"\x14RestoreStreamRequest\x12\x12\n" +
@@ -2562,7 +3360,7 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\x12source_incarnation\x18\x05 \x01(\x06R\x11sourceIncarnation\x12\x16\n" +
 	"\x06leader\x18\x06 \x01(\tR\x06leader\x12\x14\n" +
 	"\x05force\x18\a \x01(\bR\x05force\x12\x1c\n" +
-	"\trequester\x18\b \x01(\tR\trequester\"\xd2\x01\n" +
+	"\trequester\x18\b \x01(\tR\trequester\"\x90\x02\n" +
 	"\x13CreateStreamRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\breplicas\x18\x02 \x01(\rR\breplicas\x12-\n" +
@@ -2571,7 +3369,8 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"regionSize\x12\x1c\n" +
 	"\trequester\x18\x05 \x01(\tR\trequester\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x06 \x01(\fR\trequestId\"A\n" +
+	"request_id\x18\x06 \x01(\fR\trequestId\x12<\n" +
+	"\tretention\x18\x1e \x01(\v2\x1e.rpstream.catalog.v1.RetentionR\tretention\"A\n" +
 	"\tHeartbeat\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\x06R\vincarnation\"9\n" +
@@ -2601,7 +3400,7 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\x15STREAM_STATE_CREATING\x10\x01\x12\x17\n" +
 	"\x13STREAM_STATE_ACTIVE\x10\x02\x12\x19\n" +
 	"\x15STREAM_STATE_DELETING\x10\x03\x12\x18\n" +
-	"\x14STREAM_STATE_DELETED\x10\x04*\xf3\x02\n" +
+	"\x14STREAM_STATE_DELETED\x10\x04*\xa4\x03\n" +
 	"\tErrorCode\x12\x13\n" +
 	"\x0fERROR_CODE_NONE\x10\x00\x12\x17\n" +
 	"\x13ERROR_CODE_INTERNAL\x10\x01\x12\x15\n" +
@@ -2616,7 +3415,9 @@ const file_catalog_catalogpb_catalog_proto_rawDesc = "" +
 	"\x12ERROR_CODE_TIMEOUT\x10\n" +
 	"\x12\x1a\n" +
 	"\x16ERROR_CODE_GROUP_STATE\x10\v\x12\x14\n" +
-	"\x10ERROR_CODE_STALE\x10\f\x12\x1a\n" +
+	"\x10ERROR_CODE_STALE\x10\f\x12\x13\n" +
+	"\x0fERROR_CODE_HELD\x10\x1e\x12\x1a\n" +
+	"\x16ERROR_CODE_NO_CONSUMER\x10\x1f\x12\x1a\n" +
 	"\x16ERROR_CODE_LEADER_LIVE\x1022\xa5\x01\n" +
 	"\aControl\x12D\n" +
 	"\x04Raft\x12\x1e.rpstream.catalog.v1.RaftBatch\x1a\x1c.rpstream.catalog.v1.RaftAck\x12T\n" +
@@ -2635,7 +3436,7 @@ func file_catalog_catalogpb_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_catalog_catalogpb_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_catalog_catalogpb_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_catalog_catalogpb_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_catalog_catalogpb_catalog_proto_goTypes = []any{
 	(Role)(0),                    // 0: rpstream.catalog.v1.Role
 	(Acks)(0),                    // 1: rpstream.catalog.v1.Acks
@@ -2655,16 +3456,24 @@ var file_catalog_catalogpb_catalog_proto_goTypes = []any{
 	(*State)(nil),                // 15: rpstream.catalog.v1.State
 	(*Node)(nil),                 // 16: rpstream.catalog.v1.Node
 	(*Stream)(nil),               // 17: rpstream.catalog.v1.Stream
-	(*RestoreSource)(nil),        // 18: rpstream.catalog.v1.RestoreSource
-	(*RestoreStream)(nil),        // 19: rpstream.catalog.v1.RestoreStream
-	(*RaftBatch)(nil),            // 20: rpstream.catalog.v1.RaftBatch
-	(*RaftAck)(nil),              // 21: rpstream.catalog.v1.RaftAck
-	(*ControlRequest)(nil),       // 22: rpstream.catalog.v1.ControlRequest
-	(*RestoreStreamRequest)(nil), // 23: rpstream.catalog.v1.RestoreStreamRequest
-	(*CreateStreamRequest)(nil),  // 24: rpstream.catalog.v1.CreateStreamRequest
-	(*Heartbeat)(nil),            // 25: rpstream.catalog.v1.Heartbeat
-	(*VoterChange)(nil),          // 26: rpstream.catalog.v1.VoterChange
-	(*ControlResponse)(nil),      // 27: rpstream.catalog.v1.ControlResponse
+	(*Retention)(nil),            // 18: rpstream.catalog.v1.Retention
+	(*SetRetention)(nil),         // 19: rpstream.catalog.v1.SetRetention
+	(*TrimStream)(nil),           // 20: rpstream.catalog.v1.TrimStream
+	(*Consumer)(nil),             // 21: rpstream.catalog.v1.Consumer
+	(*AddConsumer)(nil),          // 22: rpstream.catalog.v1.AddConsumer
+	(*RemoveConsumer)(nil),       // 23: rpstream.catalog.v1.RemoveConsumer
+	(*AckConsumers)(nil),         // 24: rpstream.catalog.v1.AckConsumers
+	(*ConsumerAck)(nil),          // 25: rpstream.catalog.v1.ConsumerAck
+	(*RestoreSource)(nil),        // 26: rpstream.catalog.v1.RestoreSource
+	(*RestoreStream)(nil),        // 27: rpstream.catalog.v1.RestoreStream
+	(*RaftBatch)(nil),            // 28: rpstream.catalog.v1.RaftBatch
+	(*RaftAck)(nil),              // 29: rpstream.catalog.v1.RaftAck
+	(*ControlRequest)(nil),       // 30: rpstream.catalog.v1.ControlRequest
+	(*RestoreStreamRequest)(nil), // 31: rpstream.catalog.v1.RestoreStreamRequest
+	(*CreateStreamRequest)(nil),  // 32: rpstream.catalog.v1.CreateStreamRequest
+	(*Heartbeat)(nil),            // 33: rpstream.catalog.v1.Heartbeat
+	(*VoterChange)(nil),          // 34: rpstream.catalog.v1.VoterChange
+	(*ControlResponse)(nil),      // 35: rpstream.catalog.v1.ControlResponse
 }
 var file_catalog_catalogpb_catalog_proto_depIdxs = []int32{
 	5,  // 0: rpstream.catalog.v1.Command.register_node:type_name -> rpstream.catalog.v1.RegisterNode
@@ -2676,43 +3485,59 @@ var file_catalog_catalogpb_catalog_proto_depIdxs = []int32{
 	14, // 6: rpstream.catalog.v1.Command.forget_node:type_name -> rpstream.catalog.v1.ForgetNode
 	12, // 7: rpstream.catalog.v1.Command.elect_leader:type_name -> rpstream.catalog.v1.ElectLeader
 	13, // 8: rpstream.catalog.v1.Command.epoch_started:type_name -> rpstream.catalog.v1.EpochStarted
-	19, // 9: rpstream.catalog.v1.Command.restore_stream:type_name -> rpstream.catalog.v1.RestoreStream
-	0,  // 10: rpstream.catalog.v1.RegisterNode.role:type_name -> rpstream.catalog.v1.Role
-	1,  // 11: rpstream.catalog.v1.CreateStream.acks:type_name -> rpstream.catalog.v1.Acks
-	7,  // 12: rpstream.catalog.v1.CreateStream.copies:type_name -> rpstream.catalog.v1.Copy
-	16, // 13: rpstream.catalog.v1.State.nodes:type_name -> rpstream.catalog.v1.Node
-	17, // 14: rpstream.catalog.v1.State.streams:type_name -> rpstream.catalog.v1.Stream
-	0,  // 15: rpstream.catalog.v1.Node.role:type_name -> rpstream.catalog.v1.Role
-	1,  // 16: rpstream.catalog.v1.Stream.acks:type_name -> rpstream.catalog.v1.Acks
-	2,  // 17: rpstream.catalog.v1.Stream.state:type_name -> rpstream.catalog.v1.StreamState
-	7,  // 18: rpstream.catalog.v1.Stream.copies:type_name -> rpstream.catalog.v1.Copy
-	18, // 19: rpstream.catalog.v1.Stream.restoring:type_name -> rpstream.catalog.v1.RestoreSource
-	18, // 20: rpstream.catalog.v1.RestoreStream.source:type_name -> rpstream.catalog.v1.RestoreSource
-	7,  // 21: rpstream.catalog.v1.RestoreStream.copies:type_name -> rpstream.catalog.v1.Copy
-	24, // 22: rpstream.catalog.v1.ControlRequest.create_stream:type_name -> rpstream.catalog.v1.CreateStreamRequest
-	9,  // 23: rpstream.catalog.v1.ControlRequest.delete_stream:type_name -> rpstream.catalog.v1.DeleteStream
-	5,  // 24: rpstream.catalog.v1.ControlRequest.register_node:type_name -> rpstream.catalog.v1.RegisterNode
-	11, // 25: rpstream.catalog.v1.ControlRequest.grant_epoch:type_name -> rpstream.catalog.v1.GrantEpoch
-	10, // 26: rpstream.catalog.v1.ControlRequest.copy_dropped:type_name -> rpstream.catalog.v1.CopyDropped
-	8,  // 27: rpstream.catalog.v1.ControlRequest.activate_stream:type_name -> rpstream.catalog.v1.ActivateStream
-	25, // 28: rpstream.catalog.v1.ControlRequest.heartbeat:type_name -> rpstream.catalog.v1.Heartbeat
-	26, // 29: rpstream.catalog.v1.ControlRequest.voter_change:type_name -> rpstream.catalog.v1.VoterChange
-	14, // 30: rpstream.catalog.v1.ControlRequest.forget_node:type_name -> rpstream.catalog.v1.ForgetNode
-	12, // 31: rpstream.catalog.v1.ControlRequest.elect_leader:type_name -> rpstream.catalog.v1.ElectLeader
-	13, // 32: rpstream.catalog.v1.ControlRequest.epoch_started:type_name -> rpstream.catalog.v1.EpochStarted
-	23, // 33: rpstream.catalog.v1.ControlRequest.restore_stream:type_name -> rpstream.catalog.v1.RestoreStreamRequest
-	1,  // 34: rpstream.catalog.v1.CreateStreamRequest.acks:type_name -> rpstream.catalog.v1.Acks
-	3,  // 35: rpstream.catalog.v1.ControlResponse.code:type_name -> rpstream.catalog.v1.ErrorCode
-	17, // 36: rpstream.catalog.v1.ControlResponse.stream:type_name -> rpstream.catalog.v1.Stream
-	20, // 37: rpstream.catalog.v1.Control.Raft:input_type -> rpstream.catalog.v1.RaftBatch
-	22, // 38: rpstream.catalog.v1.Control.Forward:input_type -> rpstream.catalog.v1.ControlRequest
-	21, // 39: rpstream.catalog.v1.Control.Raft:output_type -> rpstream.catalog.v1.RaftAck
-	27, // 40: rpstream.catalog.v1.Control.Forward:output_type -> rpstream.catalog.v1.ControlResponse
-	39, // [39:41] is the sub-list for method output_type
-	37, // [37:39] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	19, // 9: rpstream.catalog.v1.Command.set_retention:type_name -> rpstream.catalog.v1.SetRetention
+	20, // 10: rpstream.catalog.v1.Command.trim_stream:type_name -> rpstream.catalog.v1.TrimStream
+	22, // 11: rpstream.catalog.v1.Command.add_consumer:type_name -> rpstream.catalog.v1.AddConsumer
+	23, // 12: rpstream.catalog.v1.Command.remove_consumer:type_name -> rpstream.catalog.v1.RemoveConsumer
+	24, // 13: rpstream.catalog.v1.Command.ack_consumers:type_name -> rpstream.catalog.v1.AckConsumers
+	27, // 14: rpstream.catalog.v1.Command.restore_stream:type_name -> rpstream.catalog.v1.RestoreStream
+	0,  // 15: rpstream.catalog.v1.RegisterNode.role:type_name -> rpstream.catalog.v1.Role
+	1,  // 16: rpstream.catalog.v1.CreateStream.acks:type_name -> rpstream.catalog.v1.Acks
+	7,  // 17: rpstream.catalog.v1.CreateStream.copies:type_name -> rpstream.catalog.v1.Copy
+	18, // 18: rpstream.catalog.v1.CreateStream.retention:type_name -> rpstream.catalog.v1.Retention
+	16, // 19: rpstream.catalog.v1.State.nodes:type_name -> rpstream.catalog.v1.Node
+	17, // 20: rpstream.catalog.v1.State.streams:type_name -> rpstream.catalog.v1.Stream
+	0,  // 21: rpstream.catalog.v1.Node.role:type_name -> rpstream.catalog.v1.Role
+	1,  // 22: rpstream.catalog.v1.Stream.acks:type_name -> rpstream.catalog.v1.Acks
+	2,  // 23: rpstream.catalog.v1.Stream.state:type_name -> rpstream.catalog.v1.StreamState
+	7,  // 24: rpstream.catalog.v1.Stream.copies:type_name -> rpstream.catalog.v1.Copy
+	18, // 25: rpstream.catalog.v1.Stream.retention:type_name -> rpstream.catalog.v1.Retention
+	21, // 26: rpstream.catalog.v1.Stream.consumers:type_name -> rpstream.catalog.v1.Consumer
+	26, // 27: rpstream.catalog.v1.Stream.restoring:type_name -> rpstream.catalog.v1.RestoreSource
+	18, // 28: rpstream.catalog.v1.SetRetention.retention:type_name -> rpstream.catalog.v1.Retention
+	25, // 29: rpstream.catalog.v1.AckConsumers.acks:type_name -> rpstream.catalog.v1.ConsumerAck
+	26, // 30: rpstream.catalog.v1.RestoreStream.source:type_name -> rpstream.catalog.v1.RestoreSource
+	7,  // 31: rpstream.catalog.v1.RestoreStream.copies:type_name -> rpstream.catalog.v1.Copy
+	32, // 32: rpstream.catalog.v1.ControlRequest.create_stream:type_name -> rpstream.catalog.v1.CreateStreamRequest
+	9,  // 33: rpstream.catalog.v1.ControlRequest.delete_stream:type_name -> rpstream.catalog.v1.DeleteStream
+	5,  // 34: rpstream.catalog.v1.ControlRequest.register_node:type_name -> rpstream.catalog.v1.RegisterNode
+	11, // 35: rpstream.catalog.v1.ControlRequest.grant_epoch:type_name -> rpstream.catalog.v1.GrantEpoch
+	10, // 36: rpstream.catalog.v1.ControlRequest.copy_dropped:type_name -> rpstream.catalog.v1.CopyDropped
+	8,  // 37: rpstream.catalog.v1.ControlRequest.activate_stream:type_name -> rpstream.catalog.v1.ActivateStream
+	33, // 38: rpstream.catalog.v1.ControlRequest.heartbeat:type_name -> rpstream.catalog.v1.Heartbeat
+	34, // 39: rpstream.catalog.v1.ControlRequest.voter_change:type_name -> rpstream.catalog.v1.VoterChange
+	14, // 40: rpstream.catalog.v1.ControlRequest.forget_node:type_name -> rpstream.catalog.v1.ForgetNode
+	12, // 41: rpstream.catalog.v1.ControlRequest.elect_leader:type_name -> rpstream.catalog.v1.ElectLeader
+	13, // 42: rpstream.catalog.v1.ControlRequest.epoch_started:type_name -> rpstream.catalog.v1.EpochStarted
+	19, // 43: rpstream.catalog.v1.ControlRequest.set_retention:type_name -> rpstream.catalog.v1.SetRetention
+	20, // 44: rpstream.catalog.v1.ControlRequest.trim_stream:type_name -> rpstream.catalog.v1.TrimStream
+	22, // 45: rpstream.catalog.v1.ControlRequest.add_consumer:type_name -> rpstream.catalog.v1.AddConsumer
+	23, // 46: rpstream.catalog.v1.ControlRequest.remove_consumer:type_name -> rpstream.catalog.v1.RemoveConsumer
+	24, // 47: rpstream.catalog.v1.ControlRequest.ack_consumers:type_name -> rpstream.catalog.v1.AckConsumers
+	31, // 48: rpstream.catalog.v1.ControlRequest.restore_stream:type_name -> rpstream.catalog.v1.RestoreStreamRequest
+	1,  // 49: rpstream.catalog.v1.CreateStreamRequest.acks:type_name -> rpstream.catalog.v1.Acks
+	18, // 50: rpstream.catalog.v1.CreateStreamRequest.retention:type_name -> rpstream.catalog.v1.Retention
+	3,  // 51: rpstream.catalog.v1.ControlResponse.code:type_name -> rpstream.catalog.v1.ErrorCode
+	17, // 52: rpstream.catalog.v1.ControlResponse.stream:type_name -> rpstream.catalog.v1.Stream
+	28, // 53: rpstream.catalog.v1.Control.Raft:input_type -> rpstream.catalog.v1.RaftBatch
+	30, // 54: rpstream.catalog.v1.Control.Forward:input_type -> rpstream.catalog.v1.ControlRequest
+	29, // 55: rpstream.catalog.v1.Control.Raft:output_type -> rpstream.catalog.v1.RaftAck
+	35, // 56: rpstream.catalog.v1.Control.Forward:output_type -> rpstream.catalog.v1.ControlResponse
+	55, // [55:57] is the sub-list for method output_type
+	53, // [53:55] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_catalog_catalogpb_catalog_proto_init() }
@@ -2730,9 +3555,14 @@ func file_catalog_catalogpb_catalog_proto_init() {
 		(*Command_ForgetNode)(nil),
 		(*Command_ElectLeader)(nil),
 		(*Command_EpochStarted)(nil),
+		(*Command_SetRetention)(nil),
+		(*Command_TrimStream)(nil),
+		(*Command_AddConsumer)(nil),
+		(*Command_RemoveConsumer)(nil),
+		(*Command_AckConsumers)(nil),
 		(*Command_RestoreStream)(nil),
 	}
-	file_catalog_catalogpb_catalog_proto_msgTypes[18].OneofWrappers = []any{
+	file_catalog_catalogpb_catalog_proto_msgTypes[26].OneofWrappers = []any{
 		(*ControlRequest_CreateStream)(nil),
 		(*ControlRequest_DeleteStream)(nil),
 		(*ControlRequest_RegisterNode)(nil),
@@ -2744,6 +3574,11 @@ func file_catalog_catalogpb_catalog_proto_init() {
 		(*ControlRequest_ForgetNode)(nil),
 		(*ControlRequest_ElectLeader)(nil),
 		(*ControlRequest_EpochStarted)(nil),
+		(*ControlRequest_SetRetention)(nil),
+		(*ControlRequest_TrimStream)(nil),
+		(*ControlRequest_AddConsumer)(nil),
+		(*ControlRequest_RemoveConsumer)(nil),
+		(*ControlRequest_AckConsumers)(nil),
 		(*ControlRequest_RestoreStream)(nil),
 	}
 	type x struct{}
@@ -2752,7 +3587,7 @@ func file_catalog_catalogpb_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_catalog_catalogpb_catalog_proto_rawDesc), len(file_catalog_catalogpb_catalog_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   24,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

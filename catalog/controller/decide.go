@@ -156,6 +156,16 @@ func (c *Controller) decide(ctx context.Context, req *pb.ControlRequest) (*pb.Co
 		return c.handOff(ctx, r.ElectLeader, now)
 	case *pb.ControlRequest_EpochStarted:
 		return c.decideCommand(ctx, &pb.Command{Op: &pb.Command_EpochStarted{EpochStarted: r.EpochStarted}})
+	case *pb.ControlRequest_SetRetention:
+		return c.decideCommand(ctx, &pb.Command{Op: &pb.Command_SetRetention{SetRetention: r.SetRetention}})
+	case *pb.ControlRequest_TrimStream:
+		return c.decideCommand(ctx, &pb.Command{Op: &pb.Command_TrimStream{TrimStream: r.TrimStream}})
+	case *pb.ControlRequest_AddConsumer:
+		return c.decideCommand(ctx, &pb.Command{Op: &pb.Command_AddConsumer{AddConsumer: r.AddConsumer}})
+	case *pb.ControlRequest_RemoveConsumer:
+		return c.decideCommand(ctx, &pb.Command{Op: &pb.Command_RemoveConsumer{RemoveConsumer: r.RemoveConsumer}})
+	case *pb.ControlRequest_AckConsumers:
+		return c.decideCommand(ctx, &pb.Command{Op: &pb.Command_AckConsumers{AckConsumers: r.AckConsumers}})
 	case *pb.ControlRequest_RestoreStream:
 		return c.restoreStream(ctx, r.RestoreStream, now)
 	case *pb.ControlRequest_VoterChange:
@@ -337,7 +347,7 @@ func (c *Controller) create(ctx context.Context, r *pb.CreateStreamRequest, now 
 		}
 		leader, followers = placed[0], placed[1:]
 	}
-	cs := &pb.CreateStream{Name: r.Name, Replicas: r.Replicas, Acks: r.Acks, RegionSize: r.RegionSize, RequestId: r.RequestId}
+	cs := &pb.CreateStream{Name: r.Name, Replicas: r.Replicas, Acks: r.Acks, RegionSize: r.RegionSize, RequestId: r.RequestId, Retention: r.Retention}
 	for _, n := range append([]string{leader}, followers...) {
 		cs.Copies = append(cs.Copies, &pb.Copy{Node: n, Incarnation: incs[n]})
 	}
@@ -467,6 +477,12 @@ func codeOf(err error) pb.ErrorCode {
 		return pb.ErrorCode_ERROR_CODE_INVALID
 	case errors.Is(err, catalog.ErrStale):
 		return pb.ErrorCode_ERROR_CODE_STALE
+	case errors.Is(err, catalog.ErrHeld):
+		return pb.ErrorCode_ERROR_CODE_HELD
+	case errors.Is(err, catalog.ErrNoConsumer):
+		return pb.ErrorCode_ERROR_CODE_NO_CONSUMER
+	case errors.Is(err, catalog.ErrConsumerExists):
+		return pb.ErrorCode_ERROR_CODE_EXISTS
 	case errors.Is(err, ErrPlacement):
 		return pb.ErrorCode_ERROR_CODE_PLACEMENT
 	case errors.Is(err, ErrNoController):
@@ -502,6 +518,10 @@ func errOf(resp *pb.ControlResponse) error {
 		base = catalog.ErrInvalid
 	case pb.ErrorCode_ERROR_CODE_STALE:
 		base = catalog.ErrStale
+	case pb.ErrorCode_ERROR_CODE_HELD:
+		base = catalog.ErrHeld
+	case pb.ErrorCode_ERROR_CODE_NO_CONSUMER:
+		base = catalog.ErrNoConsumer
 	case pb.ErrorCode_ERROR_CODE_PLACEMENT:
 		base = ErrPlacement
 	case pb.ErrorCode_ERROR_CODE_NO_CONTROLLER:

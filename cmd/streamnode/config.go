@@ -88,6 +88,12 @@ type Config struct {
 	// and their entries' checksums checked (a damaged copy is cut back
 	// and rewritten by its leader); negative disables it. 0: 1m.
 	ScrubEvery Duration `json:"scrub_every"`
+	// RetentionEvery is how often the streams this node leads are
+	// trimmed by their retention policy (negative: never; 0: 1s);
+	// AckEvery how often consumers' acknowledgements gathered here are
+	// committed to the catalog (0: 200ms).
+	RetentionEvery Duration `json:"retention_every"`
+	AckEvery       Duration `json:"ack_every"`
 	// RegionSize is the region size of streams created without one.
 	RegionSize int `json:"region_size"`
 	// MaxOpenStreams is the most streams and copies the node keeps open
@@ -322,6 +328,16 @@ var settings = []setting{
 	{"scrub-every", "how often the copies held here are read through and checked (negative: never; 0: 1m)", func(c *Config, v string) error {
 		d, err := time.ParseDuration(v)
 		c.ScrubEvery = Duration(d)
+		return err
+	}},
+	{"retention-every", "how often streams led here are trimmed by their retention policy (negative: never; 0: 1s)", func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		c.RetentionEvery = Duration(d)
+		return err
+	}},
+	{"ack-every", "how often consumers' acknowledgements are committed to the catalog (0: 200ms)", func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		c.AckEvery = Duration(d)
 		return err
 	}},
 	{"lease-ttl", "node lease at the controller: a leader silent this long is replaced (0: the timing preset's)", func(c *Config, v string) error {

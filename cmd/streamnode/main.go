@@ -207,6 +207,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	ncfg.QuorumWait = ncfg.RDMA.AckTimeout
 	ncfg.Backup = cfg.Role == "backup"
 	ncfg.ScrubEvery = time.Duration(cfg.ScrubEvery)
+	ncfg.RetentionEvery = time.Duration(cfg.RetentionEvery)
+	ncfg.AckEvery = time.Duration(cfg.AckEvery)
 	ncfg.Catalog = ctl
 	ncfg.Control = transport.Service()
 	if sec.keys != nil {

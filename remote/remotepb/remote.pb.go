@@ -112,6 +112,7 @@ type Request struct {
 	//	*Request_Region
 	//	*Request_Open
 	//	*Request_Tail
+	//	*Request_Discard
 	Body          isRequest_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -206,6 +207,15 @@ func (x *Request) GetTail() *TailRequest {
 	return nil
 }
 
+func (x *Request) GetDiscard() *DiscardRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Request_Discard); ok {
+			return x.Discard
+		}
+	}
+	return nil
+}
+
 type isRequest_Body interface {
 	isRequest_Body()
 }
@@ -230,6 +240,10 @@ type Request_Tail struct {
 	Tail *TailRequest `protobuf:"bytes,6,opt,name=tail,proto3,oneof"`
 }
 
+type Request_Discard struct {
+	Discard *DiscardRequest `protobuf:"bytes,30,opt,name=discard,proto3,oneof"`
+}
+
 func (*Request_Info) isRequest_Body() {}
 
 func (*Request_Grant) isRequest_Body() {}
@@ -240,6 +254,112 @@ func (*Request_Open) isRequest_Body() {}
 
 func (*Request_Tail) isRequest_Body() {}
 
+func (*Request_Discard) isRequest_Body() {}
+
+// DiscardRequest asks the target to give back the storage of region
+// slots that hold no region (line 0 zero: the writer freed them, by a
+// trim or a cut-back). The target revokes the slots' registrations
+// (the writer asks for them again before any later use) and punches
+// holes over them if its store can; a slot that holds a valid region
+// header, or does not exist, is left alone. Only the current writer may
+// ask, with the current epoch.
+type DiscardRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Slots         []uint32               `protobuf:"varint,2,rep,packed,name=slots,proto3" json:"slots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiscardRequest) Reset() {
+	*x = DiscardRequest{}
+	mi := &file_remote_remotepb_remote_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiscardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiscardRequest) ProtoMessage() {}
+
+func (x *DiscardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_remote_remotepb_remote_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiscardRequest.ProtoReflect.Descriptor instead.
+func (*DiscardRequest) Descriptor() ([]byte, []int) {
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DiscardRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *DiscardRequest) GetSlots() []uint32 {
+	if x != nil {
+		return x.Slots
+	}
+	return nil
+}
+
+// DiscardResponse names the slots whose storage was given back.
+type DiscardResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Discarded     []uint32               `protobuf:"varint,1,rep,packed,name=discarded,proto3" json:"discarded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiscardResponse) Reset() {
+	*x = DiscardResponse{}
+	mi := &file_remote_remotepb_remote_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiscardResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiscardResponse) ProtoMessage() {}
+
+func (x *DiscardResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_remote_remotepb_remote_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiscardResponse.ProtoReflect.Descriptor instead.
+func (*DiscardResponse) Descriptor() ([]byte, []int) {
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *DiscardResponse) GetDiscarded() []uint32 {
+	if x != nil {
+		return x.Discarded
+	}
+	return nil
+}
+
 // InfoRequest asks for the target's layout and current epoch.
 type InfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -249,7 +369,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[1]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -261,7 +381,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[1]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -274,7 +394,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{1}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{3}
 }
 
 // GrantRequest makes the sender the only writer for epoch. An epoch lower
@@ -295,7 +415,7 @@ type GrantRequest struct {
 
 func (x *GrantRequest) Reset() {
 	*x = GrantRequest{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[2]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -307,7 +427,7 @@ func (x *GrantRequest) String() string {
 func (*GrantRequest) ProtoMessage() {}
 
 func (x *GrantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[2]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -320,7 +440,7 @@ func (x *GrantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrantRequest.ProtoReflect.Descriptor instead.
 func (*GrantRequest) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{2}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GrantRequest) GetEpoch() uint64 {
@@ -351,7 +471,7 @@ type RegionRequest struct {
 
 func (x *RegionRequest) Reset() {
 	*x = RegionRequest{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[3]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -363,7 +483,7 @@ func (x *RegionRequest) String() string {
 func (*RegionRequest) ProtoMessage() {}
 
 func (x *RegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[3]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -376,7 +496,7 @@ func (x *RegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionRequest.ProtoReflect.Descriptor instead.
 func (*RegionRequest) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{3}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RegionRequest) GetEpoch() uint64 {
@@ -421,7 +541,7 @@ type OpenRequest struct {
 
 func (x *OpenRequest) Reset() {
 	*x = OpenRequest{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[4]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -433,7 +553,7 @@ func (x *OpenRequest) String() string {
 func (*OpenRequest) ProtoMessage() {}
 
 func (x *OpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[4]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -446,7 +566,7 @@ func (x *OpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenRequest.ProtoReflect.Descriptor instead.
 func (*OpenRequest) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{4}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *OpenRequest) GetStream() string {
@@ -527,7 +647,7 @@ type TailRequest struct {
 
 func (x *TailRequest) Reset() {
 	*x = TailRequest{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[5]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +659,7 @@ func (x *TailRequest) String() string {
 func (*TailRequest) ProtoMessage() {}
 
 func (x *TailRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[5]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,7 +672,7 @@ func (x *TailRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailRequest.ProtoReflect.Descriptor instead.
 func (*TailRequest) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{5}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TailRequest) GetEpoch() uint64 {
@@ -612,7 +732,7 @@ type EpochRun struct {
 
 func (x *EpochRun) Reset() {
 	*x = EpochRun{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[6]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +744,7 @@ func (x *EpochRun) String() string {
 func (*EpochRun) ProtoMessage() {}
 
 func (x *EpochRun) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[6]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +757,7 @@ func (x *EpochRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpochRun.ProtoReflect.Descriptor instead.
 func (*EpochRun) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{6}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *EpochRun) GetEpoch() uint64 {
@@ -681,6 +801,7 @@ type Response struct {
 	//	*Response_Region
 	//	*Response_Open
 	//	*Response_Tail
+	//	*Response_Discard
 	Body          isResponse_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -688,7 +809,7 @@ type Response struct {
 
 func (x *Response) Reset() {
 	*x = Response{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[7]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +821,7 @@ func (x *Response) String() string {
 func (*Response) ProtoMessage() {}
 
 func (x *Response) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[7]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +834,7 @@ func (x *Response) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Response.ProtoReflect.Descriptor instead.
 func (*Response) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{7}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Response) GetId() uint64 {
@@ -782,6 +903,15 @@ func (x *Response) GetTail() *TailResponse {
 	return nil
 }
 
+func (x *Response) GetDiscard() *DiscardResponse {
+	if x != nil {
+		if x, ok := x.Body.(*Response_Discard); ok {
+			return x.Discard
+		}
+	}
+	return nil
+}
+
 type isResponse_Body interface {
 	isResponse_Body()
 }
@@ -806,6 +936,10 @@ type Response_Tail struct {
 	Tail *TailResponse `protobuf:"bytes,7,opt,name=tail,proto3,oneof"`
 }
 
+type Response_Discard struct {
+	Discard *DiscardResponse `protobuf:"bytes,30,opt,name=discard,proto3,oneof"`
+}
+
 func (*Response_Info) isResponse_Body() {}
 
 func (*Response_Grant) isResponse_Body() {}
@@ -815,6 +949,8 @@ func (*Response_Region) isResponse_Body() {}
 func (*Response_Open) isResponse_Body() {}
 
 func (*Response_Tail) isResponse_Body() {}
+
+func (*Response_Discard) isResponse_Body() {}
 
 type Error struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -826,7 +962,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[8]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +974,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[8]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +987,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{8}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Error) GetCode() Code {
@@ -883,7 +1019,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[9]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +1031,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[9]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +1044,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{9}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *InfoResponse) GetSuperblockSize() uint32 {
@@ -955,7 +1091,7 @@ type GrantResponse struct {
 
 func (x *GrantResponse) Reset() {
 	*x = GrantResponse{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[10]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1103,7 @@ func (x *GrantResponse) String() string {
 func (*GrantResponse) ProtoMessage() {}
 
 func (x *GrantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[10]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1116,7 @@ func (x *GrantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrantResponse.ProtoReflect.Descriptor instead.
 func (*GrantResponse) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{10}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GrantResponse) GetEpoch() uint64 {
@@ -1005,7 +1141,7 @@ type RegionResponse struct {
 
 func (x *RegionResponse) Reset() {
 	*x = RegionResponse{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[11]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1017,7 +1153,7 @@ func (x *RegionResponse) String() string {
 func (*RegionResponse) ProtoMessage() {}
 
 func (x *RegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[11]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1030,7 +1166,7 @@ func (x *RegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionResponse.ProtoReflect.Descriptor instead.
 func (*RegionResponse) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{11}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RegionResponse) GetIndex() uint32 {
@@ -1077,7 +1213,7 @@ type OpenResponse struct {
 
 func (x *OpenResponse) Reset() {
 	*x = OpenResponse{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[12]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1089,7 +1225,7 @@ func (x *OpenResponse) String() string {
 func (*OpenResponse) ProtoMessage() {}
 
 func (x *OpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[12]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1102,7 +1238,7 @@ func (x *OpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenResponse.ProtoReflect.Descriptor instead.
 func (*OpenResponse) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{12}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *OpenResponse) GetStream() string {
@@ -1160,7 +1296,7 @@ type TailResponse struct {
 
 func (x *TailResponse) Reset() {
 	*x = TailResponse{}
-	mi := &file_remote_remotepb_remote_proto_msgTypes[13]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1172,7 +1308,7 @@ func (x *TailResponse) String() string {
 func (*TailResponse) ProtoMessage() {}
 
 func (x *TailResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_remote_remotepb_remote_proto_msgTypes[13]
+	mi := &file_remote_remotepb_remote_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1185,7 +1321,7 @@ func (x *TailResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailResponse.ProtoReflect.Descriptor instead.
 func (*TailResponse) Descriptor() ([]byte, []int) {
-	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{13}
+	return file_remote_remotepb_remote_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TailResponse) GetSeq() uint64 {
@@ -1227,15 +1363,21 @@ var File_remote_remotepb_remote_proto protoreflect.FileDescriptor
 
 const file_remote_remotepb_remote_proto_rawDesc = "" +
 	"\n" +
-	"\x1cremote/remotepb/remote.proto\x12\x12rpstream.remote.v1\"\xbd\x02\n" +
+	"\x1cremote/remotepb/remote.proto\x12\x12rpstream.remote.v1\"\xfd\x02\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x125\n" +
 	"\x04info\x18\x02 \x01(\v2\x1f.rpstream.remote.v1.InfoRequestH\x00R\x04info\x128\n" +
 	"\x05grant\x18\x03 \x01(\v2 .rpstream.remote.v1.GrantRequestH\x00R\x05grant\x12;\n" +
 	"\x06region\x18\x04 \x01(\v2!.rpstream.remote.v1.RegionRequestH\x00R\x06region\x125\n" +
 	"\x04open\x18\x05 \x01(\v2\x1f.rpstream.remote.v1.OpenRequestH\x00R\x04open\x125\n" +
-	"\x04tail\x18\x06 \x01(\v2\x1f.rpstream.remote.v1.TailRequestH\x00R\x04tailB\x06\n" +
-	"\x04body\"\r\n" +
+	"\x04tail\x18\x06 \x01(\v2\x1f.rpstream.remote.v1.TailRequestH\x00R\x04tail\x12>\n" +
+	"\adiscard\x18\x1e \x01(\v2\".rpstream.remote.v1.DiscardRequestH\x00R\adiscardB\x06\n" +
+	"\x04body\"<\n" +
+	"\x0eDiscardRequest\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x14\n" +
+	"\x05slots\x18\x02 \x03(\rR\x05slots\"/\n" +
+	"\x0fDiscardResponse\x12\x1c\n" +
+	"\tdiscarded\x18\x01 \x03(\rR\tdiscarded\"\r\n" +
 	"\vInfoRequest\"<\n" +
 	"\fGrantRequest\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x16\n" +
@@ -1266,7 +1408,7 @@ const file_remote_remotepb_remote_proto_rawDesc = "" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1b\n" +
 	"\tfirst_seq\x18\x02 \x01(\x04R\bfirstSeq\x12\x19\n" +
 	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\x12\x19\n" +
-	"\blast_end\x18\x04 \x01(\x04R\alastEnd\"\xf4\x02\n" +
+	"\blast_end\x18\x04 \x01(\x04R\alastEnd\"\xb5\x03\n" +
 	"\bResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12/\n" +
 	"\x05error\x18\x02 \x01(\v2\x19.rpstream.remote.v1.ErrorR\x05error\x126\n" +
@@ -1274,7 +1416,8 @@ const file_remote_remotepb_remote_proto_rawDesc = "" +
 	"\x05grant\x18\x04 \x01(\v2!.rpstream.remote.v1.GrantResponseH\x00R\x05grant\x12<\n" +
 	"\x06region\x18\x05 \x01(\v2\".rpstream.remote.v1.RegionResponseH\x00R\x06region\x126\n" +
 	"\x04open\x18\x06 \x01(\v2 .rpstream.remote.v1.OpenResponseH\x00R\x04open\x126\n" +
-	"\x04tail\x18\a \x01(\v2 .rpstream.remote.v1.TailResponseH\x00R\x04tailB\x06\n" +
+	"\x04tail\x18\a \x01(\v2 .rpstream.remote.v1.TailResponseH\x00R\x04tail\x12?\n" +
+	"\adiscard\x18\x1e \x01(\v2#.rpstream.remote.v1.DiscardResponseH\x00R\adiscardB\x06\n" +
 	"\x04body\"O\n" +
 	"\x05Error\x12,\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x18.rpstream.remote.v1.CodeR\x04code\x12\x18\n" +
@@ -1331,43 +1474,47 @@ func file_remote_remotepb_remote_proto_rawDescGZIP() []byte {
 }
 
 var file_remote_remotepb_remote_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_remote_remotepb_remote_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_remote_remotepb_remote_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_remote_remotepb_remote_proto_goTypes = []any{
-	(Code)(0),              // 0: rpstream.remote.v1.Code
-	(*Request)(nil),        // 1: rpstream.remote.v1.Request
-	(*InfoRequest)(nil),    // 2: rpstream.remote.v1.InfoRequest
-	(*GrantRequest)(nil),   // 3: rpstream.remote.v1.GrantRequest
-	(*RegionRequest)(nil),  // 4: rpstream.remote.v1.RegionRequest
-	(*OpenRequest)(nil),    // 5: rpstream.remote.v1.OpenRequest
-	(*TailRequest)(nil),    // 6: rpstream.remote.v1.TailRequest
-	(*EpochRun)(nil),       // 7: rpstream.remote.v1.EpochRun
-	(*Response)(nil),       // 8: rpstream.remote.v1.Response
-	(*Error)(nil),          // 9: rpstream.remote.v1.Error
-	(*InfoResponse)(nil),   // 10: rpstream.remote.v1.InfoResponse
-	(*GrantResponse)(nil),  // 11: rpstream.remote.v1.GrantResponse
-	(*RegionResponse)(nil), // 12: rpstream.remote.v1.RegionResponse
-	(*OpenResponse)(nil),   // 13: rpstream.remote.v1.OpenResponse
-	(*TailResponse)(nil),   // 14: rpstream.remote.v1.TailResponse
+	(Code)(0),               // 0: rpstream.remote.v1.Code
+	(*Request)(nil),         // 1: rpstream.remote.v1.Request
+	(*DiscardRequest)(nil),  // 2: rpstream.remote.v1.DiscardRequest
+	(*DiscardResponse)(nil), // 3: rpstream.remote.v1.DiscardResponse
+	(*InfoRequest)(nil),     // 4: rpstream.remote.v1.InfoRequest
+	(*GrantRequest)(nil),    // 5: rpstream.remote.v1.GrantRequest
+	(*RegionRequest)(nil),   // 6: rpstream.remote.v1.RegionRequest
+	(*OpenRequest)(nil),     // 7: rpstream.remote.v1.OpenRequest
+	(*TailRequest)(nil),     // 8: rpstream.remote.v1.TailRequest
+	(*EpochRun)(nil),        // 9: rpstream.remote.v1.EpochRun
+	(*Response)(nil),        // 10: rpstream.remote.v1.Response
+	(*Error)(nil),           // 11: rpstream.remote.v1.Error
+	(*InfoResponse)(nil),    // 12: rpstream.remote.v1.InfoResponse
+	(*GrantResponse)(nil),   // 13: rpstream.remote.v1.GrantResponse
+	(*RegionResponse)(nil),  // 14: rpstream.remote.v1.RegionResponse
+	(*OpenResponse)(nil),    // 15: rpstream.remote.v1.OpenResponse
+	(*TailResponse)(nil),    // 16: rpstream.remote.v1.TailResponse
 }
 var file_remote_remotepb_remote_proto_depIdxs = []int32{
-	2,  // 0: rpstream.remote.v1.Request.info:type_name -> rpstream.remote.v1.InfoRequest
-	3,  // 1: rpstream.remote.v1.Request.grant:type_name -> rpstream.remote.v1.GrantRequest
-	4,  // 2: rpstream.remote.v1.Request.region:type_name -> rpstream.remote.v1.RegionRequest
-	5,  // 3: rpstream.remote.v1.Request.open:type_name -> rpstream.remote.v1.OpenRequest
-	6,  // 4: rpstream.remote.v1.Request.tail:type_name -> rpstream.remote.v1.TailRequest
-	7,  // 5: rpstream.remote.v1.TailRequest.runs:type_name -> rpstream.remote.v1.EpochRun
-	9,  // 6: rpstream.remote.v1.Response.error:type_name -> rpstream.remote.v1.Error
-	10, // 7: rpstream.remote.v1.Response.info:type_name -> rpstream.remote.v1.InfoResponse
-	11, // 8: rpstream.remote.v1.Response.grant:type_name -> rpstream.remote.v1.GrantResponse
-	12, // 9: rpstream.remote.v1.Response.region:type_name -> rpstream.remote.v1.RegionResponse
-	13, // 10: rpstream.remote.v1.Response.open:type_name -> rpstream.remote.v1.OpenResponse
-	14, // 11: rpstream.remote.v1.Response.tail:type_name -> rpstream.remote.v1.TailResponse
-	0,  // 12: rpstream.remote.v1.Error.code:type_name -> rpstream.remote.v1.Code
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	4,  // 0: rpstream.remote.v1.Request.info:type_name -> rpstream.remote.v1.InfoRequest
+	5,  // 1: rpstream.remote.v1.Request.grant:type_name -> rpstream.remote.v1.GrantRequest
+	6,  // 2: rpstream.remote.v1.Request.region:type_name -> rpstream.remote.v1.RegionRequest
+	7,  // 3: rpstream.remote.v1.Request.open:type_name -> rpstream.remote.v1.OpenRequest
+	8,  // 4: rpstream.remote.v1.Request.tail:type_name -> rpstream.remote.v1.TailRequest
+	2,  // 5: rpstream.remote.v1.Request.discard:type_name -> rpstream.remote.v1.DiscardRequest
+	9,  // 6: rpstream.remote.v1.TailRequest.runs:type_name -> rpstream.remote.v1.EpochRun
+	11, // 7: rpstream.remote.v1.Response.error:type_name -> rpstream.remote.v1.Error
+	12, // 8: rpstream.remote.v1.Response.info:type_name -> rpstream.remote.v1.InfoResponse
+	13, // 9: rpstream.remote.v1.Response.grant:type_name -> rpstream.remote.v1.GrantResponse
+	14, // 10: rpstream.remote.v1.Response.region:type_name -> rpstream.remote.v1.RegionResponse
+	15, // 11: rpstream.remote.v1.Response.open:type_name -> rpstream.remote.v1.OpenResponse
+	16, // 12: rpstream.remote.v1.Response.tail:type_name -> rpstream.remote.v1.TailResponse
+	3,  // 13: rpstream.remote.v1.Response.discard:type_name -> rpstream.remote.v1.DiscardResponse
+	0,  // 14: rpstream.remote.v1.Error.code:type_name -> rpstream.remote.v1.Code
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_remote_remotepb_remote_proto_init() }
@@ -1381,14 +1528,16 @@ func file_remote_remotepb_remote_proto_init() {
 		(*Request_Region)(nil),
 		(*Request_Open)(nil),
 		(*Request_Tail)(nil),
+		(*Request_Discard)(nil),
 	}
-	file_remote_remotepb_remote_proto_msgTypes[5].OneofWrappers = []any{}
-	file_remote_remotepb_remote_proto_msgTypes[7].OneofWrappers = []any{
+	file_remote_remotepb_remote_proto_msgTypes[7].OneofWrappers = []any{}
+	file_remote_remotepb_remote_proto_msgTypes[9].OneofWrappers = []any{
 		(*Response_Info)(nil),
 		(*Response_Grant)(nil),
 		(*Response_Region)(nil),
 		(*Response_Open)(nil),
 		(*Response_Tail)(nil),
+		(*Response_Discard)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1396,7 +1545,7 @@ func file_remote_remotepb_remote_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_remote_remotepb_remote_proto_rawDesc), len(file_remote_remotepb_remote_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

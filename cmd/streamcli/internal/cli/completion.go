@@ -179,7 +179,7 @@ func complete(env Env, words []string) []string {
 
 // takesStream are the commands whose first argument is an existing
 // stream.
-var takesStream = map[string]bool{"append": true, "tail": true, "ls": true, "delete": true, "status": true}
+var takesStream = map[string]bool{"append": true, "tail": true, "ls": true, "delete": true, "status": true, "trim": true}
 
 func subcommand(cmd *command, name string) *command {
 	for _, s := range cmd.subs {

@@ -15,7 +15,7 @@ import (
 
 var createCmd = &command{
 	name:    "create",
-	args:    "STREAM [--region-size SIZE] [--replicas R] [--acks POLICY] [--output text|json]",
+	args:    "STREAM [--region-size SIZE] [--replicas R] [--acks POLICY] [--max-bytes SIZE] [--max-entries N] [--max-age DURATION] [--output text|json]",
 	summary: "Create an empty stream.",
 	detail: `
 The stream is the file DIR/STREAM.stream; the data directory is made if it
@@ -27,7 +27,9 @@ grows; the largest entry is a little less than a region.
 With --node the stream is created through the cluster's catalog: the node
 asked leads it if it can, and --replicas R places a copy on R-1 other live
 nodes (too few live stream nodes: an error, exit 1); --acks says how many
-copies hold an entry before its append is answered.
+copies hold an entry before its append is answered; --max-bytes,
+--max-entries and --max-age set its retention policy (see streamcli
+retention).
 
 --output json prints one object: stream, region_size, and path (embedded)
 or node, leader, replicas and acks (with --node).`,
@@ -37,6 +39,8 @@ or node, leader, replicas and acks (with --node).`,
 			formatSize(local.MinRegionSize), formatSize(local.MaxRegionSize), formatSize(local.DefaultRegionSize)))
 		replicas := fs.Int("replicas", 0, fmt.Sprintf("`R` copies of every entry, with --node: the leader's and R-1 on other live nodes the catalog places, 1 to %d (default 1)", validate.MaxReplicas))
 		acks := fs.String("acks", "", "acknowledgement `POLICY`, with --node: leader, quorum or all (default quorum)")
+		var ret retentionFlags
+		ret.define(fs)
 		output := outputFlag(fs)
 		return func(ctx context.Context, c *invocation, args []string) error {
 			if len(args) != 1 {
@@ -59,11 +63,18 @@ or node, leader, replicas and acks (with --node).`,
 					return usagef("--%s", err)
 				}
 			}
+			pol, err := ret.policy()
+			if err != nil {
+				return err
+			}
 			if c.node != "" {
-				return c.remoteCreate(ctx, args[0], regionSize, *replicas, *acks, asJSON)
+				return c.remoteCreate(ctx, args[0], regionSize, *replicas, *acks, pol, asJSON)
 			}
 			if replicasSet || *acks != "" {
 				return usagef("--replicas and --acks need --node")
+			}
+			if pol != nil {
+				return usagef("--max-bytes, --max-entries and --max-age need --node (a stream alone is trimmed with streamcli trim)")
 			}
 			return c.create(args[0], regionSize, asJSON)
 		}

@@ -81,6 +81,11 @@ type streamJSON struct {
 	UnderReplicated bool         `json:"under_replicated"`
 	Copies          []copyJSON   `json:"copies,omitempty"`
 	Regions         []regionJSON `json:"regions,omitempty"`
+	// With --node: the retention policy, the position the stream was
+	// trimmed to, and its named consumers.
+	Retention *retentionJSON `json:"retention,omitempty"`
+	TrimHead  uint64         `json:"trim_head,omitempty"`
+	Consumers []consumerJSON `json:"consumers,omitempty"`
 }
 
 type copyJSON struct {
@@ -104,7 +109,8 @@ type regionJSON struct {
 func remoteStreamJSON(st *api.StreamStatusResponse, withRegions bool) streamJSON {
 	j := streamJSON{Stream: st.Stream, Head: st.Head, Next: st.Committed, Entries: st.Committed - st.Head, RegionSize: int(st.RegionSize),
 		RegionCount: len(st.Regions), Leader: st.Leader, LeaderAddr: st.LeaderAddr, Epoch: st.Epoch, Replicas: st.Replicas,
-		Acks: acksName(st.Acks), Persisted: st.Persisted, UnderReplicated: st.UnderReplicated}
+		Acks: acksName(st.Acks), Persisted: st.Persisted, UnderReplicated: st.UnderReplicated,
+		Retention: toRetentionJSON(st.Retention), TrimHead: st.TrimHead, Consumers: consumersJSON(st.Consumers)}
 	for _, r := range st.ReplicaStatus {
 		j.Copies = append(j.Copies, copyJSON{Member: r.Member, Backup: r.Backup, Persisted: r.Persisted, Lag: r.Lag})
 	}

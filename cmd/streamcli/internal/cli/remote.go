@@ -10,7 +10,9 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"text/tabwriter"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -133,7 +135,7 @@ func acksName(a api.AckPolicy) string {
 	return "quorum"
 }
 
-func (c *invocation) remoteCreate(ctx context.Context, name string, regionSize, replicas int, acks string, asJSON bool) error {
+func (c *invocation) remoteCreate(ctx context.Context, name string, regionSize, replicas int, acks string, pol *api.Retention, asJSON bool) error {
 	ap, err := parseAcks(acks)
 	if err != nil {
 		return err
@@ -143,8 +145,11 @@ func (c *invocation) remoteCreate(ctx context.Context, name string, regionSize, 
 		return err
 	}
 	defer cl.Close()
-	st, err := cl.Create(ctx, name, client.CreateOptions{Replicas: replicas, Acks: ap, RegionSize: regionSize})
+	st, err := cl.Create(ctx, name, client.CreateOptions{Replicas: replicas, Acks: ap, RegionSize: regionSize, Retention: pol})
 	if err != nil {
+		if status.Code(err) == codes.InvalidArgument {
+			return c.explainRetention(name, err)
+		}
 		return c.explainRemote(name, err)
 	}
 	if asJSON {
@@ -254,7 +259,7 @@ func (c *invocation) remoteAppend(ctx context.Context, name string, msgs []strin
 	}
 }
 
-func (c *invocation) remoteTail(ctx context.Context, name string, start startAt, follow, json bool) error {
+func (c *invocation) remoteTail(ctx context.Context, name string, start startAt, ct *consumerTail, follow, json bool) (err error) {
 	if err := checkName(name); err != nil {
 		return err
 	}
@@ -271,8 +276,28 @@ func (c *invocation) remoteTail(ctx context.Context, name string, start startAt,
 		return c.explainRemote(name, err)
 	}
 	from := start.resolve(st.Head, st.Committed)
+	if ct != nil {
+		if from, err = c.resolveConsumer(ctx, name, *ct, st.Head); err != nil {
+			return err
+		}
+	}
 	if from < st.Head {
 		return fmt.Errorf("position %d of stream %q was trimmed: the oldest entry is %d", from, name, st.Head)
+	}
+	// printed is the position after the last entry written out (and
+	// flushed, with -f): what an automatic acknowledgement covers.
+	var printed atomic.Uint64
+	printed.Store(from)
+	if ct != nil && ct.auto {
+		stop := c.autoAck(cl, name, ct.name, &printed, from)
+		defer func() {
+			if ferr := c.out.Flush(); ferr != nil && err == nil {
+				err = fmt.Errorf("write output: %w", ferr)
+			}
+			if aerr := stop(err == nil); aerr != nil && err == nil {
+				err = aerr
+			}
+		}()
 	}
 	var line []byte
 	print := func(e client.Entry) error {
@@ -300,6 +325,7 @@ func (c *invocation) remoteTail(ctx context.Context, name string, start startAt,
 				return nil
 			}
 			from = next
+			printed.Store(from)
 		}
 		return nil
 	}
@@ -316,8 +342,52 @@ func (c *invocation) remoteTail(ctx context.Context, name string, start startAt,
 		if err := c.out.Flush(); err != nil {
 			return fmt.Errorf("write output: %w", err)
 		}
+		printed.Store(e.Position + 1)
 	}
 	return nil
+}
+
+// autoAck acknowledges *printed for consumer every 200ms (the node
+// commits within its own period) until the returned stop, which
+// acknowledges once more, committed before it returns, if final.
+func (c *invocation) autoAck(cl *client.Client, stream, consumer string, printed *atomic.Uint64, from uint64) (stop func(final bool) error) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		acked := from
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			if p := printed.Load(); p > acked {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				if _, err := cl.Ack(ctx, stream, consumer, p, false); err == nil {
+					acked = p
+				}
+				cancel()
+			}
+		}
+	}()
+	return func(final bool) error {
+		close(done)
+		wg.Wait()
+		p := printed.Load()
+		if !final || p <= from {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := cl.Ack(ctx, stream, consumer, p, true); err != nil {
+			return fmt.Errorf("consumer %q: acknowledge %d: %w", consumer, p, c.explainRetention(stream, err))
+		}
+		return nil
+	}
 }
 
 // remoteLs lists the node's streams (name "") or describes one; for one
@@ -389,7 +459,15 @@ func (c *invocation) printRemoteStatus(st *api.StreamStatusResponse) error {
 	if st.UnderReplicated {
 		fmt.Fprint(tw, " (under-replicated)")
 	}
-	fmt.Fprintf(tw, "\nhead\t%d\nnext\t%d\npersisted\t%d\nregion size\t%s\n\n", st.Head, st.Committed, st.Persisted, formatSize(int64(st.RegionSize)))
+	fmt.Fprintf(tw, "\nhead\t%d\nnext\t%d\npersisted\t%d\nregion size\t%s\n", st.Head, st.Committed, st.Persisted, formatSize(int64(st.RegionSize)))
+	fmt.Fprintf(tw, "retention\t%s\ntrimmed to\t%d\n\n", formatRetention(st.Retention), st.TrimHead)
+	if len(st.Consumers) > 0 {
+		fmt.Fprintln(tw, "CONSUMER\tACKED\tLAG\tHOLD")
+		for _, k := range st.Consumers {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%v\n", k.Name, k.Acked, k.Lag, k.Hold)
+		}
+		fmt.Fprintln(tw)
+	}
 	if len(st.ReplicaStatus) > 0 {
 		fmt.Fprintln(tw, "COPY\tKIND\tDURABLE\tLAG")
 		for _, r := range st.ReplicaStatus {

@@ -15,7 +15,7 @@ import (
 var tailCmd = &command{
 	graceful: true,
 	name:     "tail",
-	args:     "STREAM [--from POSITION] [-f] [--output text|json]",
+	args:     "STREAM [--from POSITION | --consumer NAME [--ack auto|explicit]] [-f] [--output text|json]",
 	summary:  "Print the entries of a stream, and with -f follow new ones.",
 	detail: `
 Text output prints the data of each entry as it is, followed by a newline
@@ -30,15 +30,43 @@ oldest entry.
 
 With -f, tail waits for new entries, also while another process appends,
 until it is interrupted (SIGINT or SIGTERM), and then exits with code 0.
-tail only reads: it never takes the writer lock.`,
+tail only reads: it never takes the writer lock.
+
+--consumer NAME (with --node) resumes where the named consumer
+acknowledged (streamcli consumer add makes one; at the stream's head if
+that position was trimmed). With --ack auto (the default) tail
+acknowledges what it printed: every 200ms while it runs, and once more,
+committed, when it ends; an entry printed but not acknowledged yet when
+tail is killed is printed again by the next tail --consumer (delivery is
+at least once). With --ack explicit tail acknowledges nothing: the
+consumer's processing acknowledges with streamcli consumer ack.`,
 	flags: func(fs *flag.FlagSet) runFunc {
 		from := fs.String("from", "", "first `POSITION` to print, or -N for the last N entries (default: the oldest entry)")
 		follow := fs.Bool("f", false, "follow: keep printing new entries until interrupted")
 		fs.BoolVar(follow, "follow", false, "same as -f")
 		output := fs.String("output", "text", "output `FORMAT`: text or json")
+		consumer := fs.String("consumer", "", "resume where the named consumer `NAME` acknowledged, with --node")
+		ack := fs.String("ack", "auto", "with --consumer: `MODE` auto (acknowledge what is printed) or explicit (streamcli consumer ack)")
 		return func(ctx context.Context, c *invocation, args []string) error {
 			if len(args) != 1 {
 				return usagef("tail takes one stream name, got %d arguments", len(args))
+			}
+			var ct *consumerTail
+			if *consumer != "" {
+				if *from != "" {
+					return usagef("--from and --consumer contradict each other: a consumer resumes where it acknowledged")
+				}
+				if err := checkName(*consumer); err != nil {
+					return err
+				}
+				auto, err := parseAckMode(*ack)
+				if err != nil {
+					return err
+				}
+				if c.node == "" {
+					return usagef("--consumer needs --node HOST:PORT (or $RPSTREAM_NODE): consumers live in the cluster's catalog")
+				}
+				ct = &consumerTail{name: *consumer, auto: auto}
 			}
 			if *output != "text" && *output != "json" {
 				return usagef("--output must be text or json, not %q", *output)
@@ -48,7 +76,7 @@ tail only reads: it never takes the writer lock.`,
 				return err
 			}
 			if c.node != "" {
-				return c.remoteTail(ctx, args[0], start, *follow, *output == "json")
+				return c.remoteTail(ctx, args[0], start, ct, *follow, *output == "json")
 			}
 			return c.tail(ctx, args[0], start, *follow, *output == "json")
 		}
