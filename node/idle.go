@@ -173,6 +173,14 @@ func (st *stream) hold() {
 	st.users.Add(1)
 }
 
+// unhold ends a hold taken by background work (the scrubber, retention,
+// metrics): unlike release it does not mark the stream used, so work
+// the node does by itself never keeps an idle stream open.
+func (st *stream) unhold() {
+	st.users.Add(-1)
+	st.refs.Done()
+}
+
 func (st *stream) lastUsed() time.Time { return time.Unix(0, st.used.Load()) }
 
 func (st *stream) touch() { st.used.Store(time.Now().UnixNano()) }

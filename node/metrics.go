@@ -153,7 +153,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 				gauge(descCommitLag, float64(local-min(local, p.AckedIdx)), st.name, string(p.ID))
 			}
 		}
-		st.release()
+		st.unhold()
 	}
 	gauge(descStreamsLed, float64(len(open)))
 	gauge(descUnderReplicated, float64(under))

@@ -203,7 +203,7 @@ func (s *Server) retentionLoop() {
 		var sts []*stream
 		for _, st := range s.streams {
 			if !st.gone {
-				st.refs.Add(1)
+				st.hold()
 				sts = append(sts, st)
 			}
 		}
@@ -214,7 +214,7 @@ func (s *Server) retentionLoop() {
 					s.log.Warn("retention: cannot trim", "stream", st.name, "err", err)
 				}
 			}
-			st.release()
+			st.unhold()
 		}
 	}
 }

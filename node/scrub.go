@@ -110,7 +110,7 @@ func (s *Server) scrubLoop() {
 			} else if err != nil {
 				s.log.Debug("scrub: stream not read", "stream", name, "err", err)
 			}
-			st.release()
+			st.unhold()
 		}
 	}
 }
