@@ -230,7 +230,7 @@ func Dial(addr string, opts Options) (*Client, error) {
 			Backoff:           backoff.Config{BaseDelay: c.backoff, Multiplier: 2, Jitter: 0.2, MaxDelay: c.maxBackoff},
 			MinConnectTimeout: 3 * time.Second,
 		}),
-	}, opts.DialOptions...)
+	}, append(transportOptions(), opts.DialOptions...)...)
 	for _, a := range seeds {
 		cc, err := grpc.NewClient(a, c.dopts...)
 		if err != nil {

@@ -136,7 +136,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("node: metrics: %w", err)
 		}
 	}
-	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize))
+	s.grpc = grpc.NewServer(serverOptions()...)
 	api.RegisterStreamsServer(s.grpc, s)
 	if cfg.Control != nil {
 		catalogpb.RegisterControlServer(s.grpc, cfg.Control)
