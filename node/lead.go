@@ -21,6 +21,13 @@ import (
 // copy over rdma, and appends are answered once the policy's copies hold
 // them durably.
 
+// replicaMinBatch is the Replicator's MinBatch: small appends from many
+// clients that arrive while a write to a copy is in flight go out
+// together once it completes, so that independent clients share the
+// replication's writes, acknowledgements and wake-ups as they share the
+// group commit.
+const replicaMinBatch = 64 << 10
+
 // policy is meta.Acks as a quorum policy.
 func policy(acks string) quorum.Policy {
 	switch acks {
@@ -64,7 +71,7 @@ func (s *Server) startLeader(name string, m meta, ls *local.Stream, floor, epoch
 		Stream:     ls,
 		Writer:     s.cfg.Name,
 		Epoch:      m.Epoch,
-		Replicator: replicate.Config{Policy: policy(m.Acks), Floor: floor, EpochStart: epochStart},
+		Replicator: replicate.Config{Policy: policy(m.Acks), Floor: floor, EpochStart: epochStart, MinBatch: replicaMinBatch},
 		Provider:   s.cfg.Provider,
 		RDMA:       s.cfg.RDMA,
 		Replicas:   reps,

@@ -185,6 +185,9 @@ func (r *Replicator) writes(p *replica, rd *Ready) bool {
 			p.next = Pos{reg.seq + 1, 0}
 			continue
 		}
+		if p.state == StateReplicate && len(p.inflight) > 0 && p.next.Seq == end.Seq && end.Off-p.next.Off < r.cfg.MinBatch {
+			break // accumulates until the write in flight completes (MinBatch)
+		}
 		if !r.allocate(p, reg, rd) {
 			break
 		}
