@@ -915,14 +915,26 @@ func (l *Leader) completions() {
 }
 
 // completion handles a batch's last Flush finishing: every op of the batch
-// is done then (a Flush's completion covers earlier posts).
+// is done then (a Flush's completion covers earlier posts). Should a
+// provider complete the earlier Op handles later than the last (none
+// does), the rest of the batch waits for the first one not done: nothing
+// is taken as flushed before its own handle says so.
 func (l *Leader) completion(c rdma.Completion) {
 	oc := c.Context.(*opCtx)
 	lk := l.links[oc.id]
 	if lk == nil || lk.gen != oc.gen {
 		return
 	}
-	for _, po := range oc.ops {
+	for i, po := range oc.ops {
+		if !done(po.first) || !done(po.flush) {
+			rest := &opCtx{id: oc.id, gen: oc.gen, ops: oc.ops[i:]}
+			if !done(po.first) {
+				po.first.Notify(l.cq, rest)
+			} else {
+				po.flush.Notify(l.cq, rest)
+			}
+			return
+		}
 		err := po.first.Err()
 		if err == nil {
 			err = po.flush.Err()
@@ -938,6 +950,16 @@ func (l *Leader) completion(c rdma.Completion) {
 				return
 			}
 		}
+	}
+}
+
+// done says whether op has completed.
+func done(op *rdma.Op) bool {
+	select {
+	case <-op.Done():
+		return true
+	default:
+		return false
 	}
 }
 
