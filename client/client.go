@@ -309,7 +309,7 @@ func Dial(addr string, opts Options) (*Client, error) {
 			MinConnectTimeout: 3 * time.Second,
 		}),
 	}...)
-	c.dopts = append(c.dopts, opts.DialOptions...)
+	c.dopts = append(append(c.dopts, transportOptions()...), opts.DialOptions...)
 	for _, a := range seeds {
 		cc, err := grpc.NewClient(a, c.dopts...)
 		if err != nil {

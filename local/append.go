@@ -147,6 +147,17 @@ func (s *Stream) AppendNoSync(p []byte) (uint64, error) {
 	return v.Publish()
 }
 
+// AppendNoSyncPrefixed is AppendNoSync of the entry prefix followed by p,
+// copied once into the mapping without assembling it first.
+func (s *Stream) AppendNoSyncPrefixed(prefix, p []byte) (uint64, error) {
+	var v Reservation
+	if err := s.reserve(len(prefix)+len(p), &v); err != nil {
+		return 0, err
+	}
+	copy(v.buf[copy(v.buf, prefix):], p)
+	return v.Publish()
+}
+
 // Sync returns once entry i and every entry before it are durable. It
 // waits for i to be committed first (earlier reservations to be
 // published). Goroutines syncing at the same time share one persist: one

@@ -111,7 +111,8 @@ type appendSlot struct {
 	off   int // entry offset within the region
 	crc   uint32
 	src   []byte // the caller's payload: read by the mover, and by a fallback copy
-	dst   []byte // the payload's space in the mapping
+	dst   []byte // the entry's space in the mapping: the prefix, then src's copy
+	pre   int    // bytes of dst before src's copy (StartPrefixed)
 	p     *Pending
 }
 
@@ -159,7 +160,7 @@ func (a *Appender) Fallbacks() uint64 { return a.fallbacks.Load() }
 // Append costs one allocation (the handle); Start costs none.
 func (a *Appender) Append(ctx context.Context, p []byte) (*Pending, error) {
 	pd := &Pending{s: a.s}
-	if _, err := a.start(ctx, p, pd); err != nil {
+	if _, err := a.start(ctx, nil, p, pd); err != nil {
 		return nil, err
 	}
 	return pd, nil
@@ -170,10 +171,20 @@ func (a *Appender) Append(ctx context.Context, p []byte) (*Pending, error) {
 // is free again then), from Stream.Committed, or by waiting with
 // Stream.SyncContext, which returns once it is durable.
 func (a *Appender) Start(ctx context.Context, p []byte) (uint64, error) {
-	return a.start(ctx, p, nil)
+	return a.start(ctx, nil, p, nil)
 }
 
-func (a *Appender) start(ctx context.Context, p []byte, pd *Pending) (uint64, error) {
+// StartPrefixed is Start of the entry prefix followed by p, without
+// assembling it in a buffer first: prefix (a caller's header of a few
+// bytes) is stored into the mapping on the calling goroutine and p copied
+// by the mover, under the entry's one checksum. The entry is exactly the
+// one Start(append(prefix, p...)) would store. prefix may be reused as
+// soon as StartPrefixed returns; p as Start says.
+func (a *Appender) StartPrefixed(ctx context.Context, prefix, p []byte) (uint64, error) {
+	return a.start(ctx, prefix, p, nil)
+}
+
+func (a *Appender) start(ctx context.Context, prefix, p []byte, pd *Pending) (uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -193,13 +204,14 @@ func (a *Appender) start(ctx context.Context, p []byte, pd *Pending) (uint64, er
 		return 0, ErrClosed
 	}
 	var v Reservation
-	if err := s.reserve(len(p), &v); err != nil {
+	if err := s.reserve(len(prefix)+len(p), &v); err != nil {
 		a.free <- k
 		s.copies.exit()
 		return 0, err
 	}
+	pre := copy(v.buf, prefix)
 	sl := &a.slots[k]
-	*sl = appendSlot{index: v.Index, r: v.r, off: v.off, crc: entryCRC(v.r.key, v.off, p), src: p, dst: v.buf, p: pd}
+	*sl = appendSlot{index: v.Index, r: v.r, off: v.off, crc: entryCRCParts(v.r.key, v.off, prefix, p), src: p, dst: v.buf, pre: pre, p: pd}
 	if pd != nil {
 		pd.Index = v.Index
 	}
@@ -208,10 +220,10 @@ func (a *Appender) start(ctx context.Context, p []byte, pd *Pending) (uint64, er
 		(*appendCompleter)(a).publish(k)
 		return v.Index, nil
 	}
-	r := mover.Request{Kind: mover.KindCopy, Dst: v.buf, Src: p, Flags: a.flags, Tag: uint64(k)}
+	r := mover.Request{Kind: mover.KindCopy, Dst: v.buf[pre:], Src: p, Flags: a.flags, Tag: uint64(k)}
 	if err := a.m.Submit(ctx, r, (*appendCompleter)(a)); err != nil {
 		// Never started, and the index is taken: copy it here.
-		copy(v.buf, p)
+		copy(v.buf[pre:], p)
 		a.fallbacks.Add(1)
 		(*appendCompleter)(a).publish(k)
 	}
@@ -268,7 +280,7 @@ var _ mover.Completer = (*appendCompleter)(nil)
 func (c *appendCompleter) Complete(tag uint64, err error) {
 	if err != nil {
 		sl := &c.slots[tag]
-		copy(sl.dst, sl.src)
+		copy(sl.dst[sl.pre:], sl.src)
 		c.fallbacks.Add(1)
 	}
 	c.publish(int32(tag))

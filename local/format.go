@@ -171,6 +171,13 @@ func entryCRC(key uint32, off int, payload []byte) uint32 {
 	return crc32.Update(^c, castagnoli, payload)
 }
 
+// entryCRCParts is entryCRC of the payload prefix followed by p, without
+// assembling it.
+func entryCRCParts(key uint32, off int, prefix, p []byte) uint32 {
+	c := crcWord(key, uint64(uint32(off))|uint64(uint32(len(prefix)+len(p)))<<32)
+	return crc32.Update(crc32.Update(^c, castagnoli, prefix), castagnoli, p)
+}
+
 // crcWord feeds the 8 little-endian bytes of w into a running (inverted)
 // CRC-32C.
 func crcWord(c uint32, w uint64) uint32 {

@@ -152,7 +152,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("node: metrics: %w", err)
 		}
 	}
-	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize)}
+	opts := serverOptions()
 	refusals := &deniedLog{log: s.log}
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(loggedCreds{credentials.NewTLS(cfg.TLS), refusals}))
@@ -474,13 +474,17 @@ func (st *stream) start(p []byte) (uint64, error) {
 // waitDurable waits until entry pos is acknowledged: durable here and,
 // for a replicated stream, on the copies its policy needs.
 func (st *stream) waitDurable(ctx context.Context, pos uint64) error {
-	if err := st.ls.SyncContext(ctx, pos); err != nil {
-		return err
-	}
 	if st.leader == nil {
-		return nil
+		return st.ls.SyncContext(ctx, pos)
 	}
+	// The Leader's commit point counts its own persist (its persister
+	// makes it, sharing it with everyone), so the commit point alone is
+	// waited for: one wake-up per answer, not a group commit's and then
+	// the commit's.
 	for {
+		if st.leader.Committed() > pos {
+			return nil
+		}
 		wctx, cancel := context.WithTimeout(ctx, st.quorumWait)
 		err := st.leader.WaitCommitted(wctx, pos)
 		cancel()

@@ -239,19 +239,13 @@ func (st *stream) appendNoSync(req *api.AppendRequest) (resp *api.AppendResponse
 // unless p stored it already; with p nil, always.
 func (st *stream) appendOne(p *producer, key, seq uint64, data []byte) (pos uint64, dup bool, err error) {
 	if p == nil {
-		if st.meta.Envelope {
-			data = envelope(data, false, 0, 0)
-		}
-		pos, err = st.start(data)
+		pos, err = st.startEntry(envelope(nil, false, 0, 0), data)
 		return pos, false, err
 	}
 	if pos, dup, err = p.lookup(seq); err != nil || dup {
 		return pos, dup, err
 	}
-	if st.meta.Envelope {
-		data = envelope(data, true, key, seq)
-	}
-	if pos, err = st.start(data); err != nil {
+	if pos, err = st.startEntry(envelope(nil, true, key, seq), data); err != nil {
 		return 0, false, err
 	}
 	p.record(seq, pos, st.prod.window)

@@ -157,6 +157,12 @@ func (q *CQ) push(c Completion) {
 	}
 }
 
+// Ready has a token while completions may be queued: a loop that selects
+// on it among other channels takes the token, then Polls until Poll finds
+// nothing (a completion pushed meanwhile leaves a token again). Waiting
+// on it directly saves a goroutine that only forwards completions.
+func (q *CQ) Ready() <-chan struct{} { return q.ready }
+
 // Poll returns the oldest completion, if any, without waiting.
 func (q *CQ) Poll() (Completion, bool) {
 	q.mu.Lock()

@@ -393,3 +393,15 @@ type Event struct {
 type AccessSwitcher interface {
 	SetRemoteAccess(allowed bool) error
 }
+
+// Corker is implemented by Conns that can hold posted operations back and
+// send them together: between Cork and the matching Uncork, posts (from any
+// goroutine) are only queued; the last Uncork sends everything queued at
+// once (the tcp provider: one vectored write). A batch of operations to one
+// peer then costs one system call and, since the target answers what it
+// read in one go, one acknowledgement. Cork and Uncork nest; every Cork
+// must be matched by one Uncork, soon: nothing queued meanwhile moves.
+type Corker interface {
+	Cork()
+	Uncork()
+}

@@ -24,6 +24,15 @@ type Config struct {
 	// MaxBatch bounds the bytes of one write to a replica that is keeping
 	// up: appends accumulated since its last write go out together.
 	MaxBatch int
+	// MinBatch: a replica that is keeping up is handed a write of fewer
+	// than MinBatch bytes (the whole backlog, in the tail region) only
+	// when nothing is in flight to it. Small appends that arrive while a
+	// write is out accumulate and go out together once it completes: one
+	// write, one acknowledgement and one completion per round trip
+	// instead of per append, as Kafka's followers keep one fetch in
+	// flight. A lone append never waits (nothing is in flight); larger
+	// backlogs are pipelined up to MaxInflight. Zero: no such wait.
+	MinBatch int
 	// CatchUpChunk bounds the bytes of one write to a replica catching
 	// up, and CatchUpInflight how many of them are in flight, so that a
 	// catch-up never holds the I/O loop or the link for long.
@@ -76,7 +85,7 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("%w: policy %v", ErrConfig, c.Policy)
 	}
-	if c.MaxInflight < 1 || c.MaxBatch < 8 || c.CatchUpChunk < 8 || c.CatchUpInflight < 1 ||
+	if c.MaxInflight < 1 || c.MaxBatch < 8 || c.MinBatch < 0 || c.CatchUpChunk < 8 || c.CatchUpInflight < 1 ||
 		c.CommitWordTicks < 1 || c.RetryTicks < 1 || c.MaxRetryTicks < c.RetryTicks {
 		return fmt.Errorf("%w: %+v", ErrConfig, *c)
 	}

@@ -33,7 +33,8 @@
 // are folded into acked over the contiguous run of completed writes.
 //
 // Replica states: connecting (a Connect is out) → replicate (keeping up:
-// batches of up to MaxBatch bytes, MaxInflight in flight) or catch-up
+// batches of up to MaxBatch bytes, MaxInflight in flight, a backlog under
+// MinBatch bytes held back while a write is in flight) or catch-up
 // (more than LagEntries entries could not be handed out: chunks of
 // CatchUpChunk bytes, CatchUpInflight in flight, until it has been handed
 // everything) → retry (after a failure, RetryTicks doubling up to
@@ -156,9 +157,12 @@
 //     persistence Flush; back as Allocated.
 //   - OpWrite: Write from the leader's slot (registered on first use; the
 //     mapping never moves) into the replica's slot at the same offset,
-//     then Flush(Persistence) of the range; the Flush is notified to a CQ
-//     whose completions come back to the loop as Flushed(End).
-//     OpCommitWord and OpSealWord: AtomicWrite and Flush, likewise.
+//     then Flush(Persistence) of the range. OpCommitWord and OpSealWord:
+//     AtomicWrite and Flush, likewise. A Ready's ops to one replica are
+//     posted as one batch (rdma.Corker: one write on tcp) and only its
+//     last Flush is notified to the CQ, on which the loop waits itself;
+//     that completion covers the batch, whose writes come back as
+//     Flushed(End).
 //   - Any error: Failed (remote.ErrStaleEpoch and ErrNotWriter wrapped in
 //     ErrFenced), the connection is closed; the Replicator reconnects
 //     after its backoff.

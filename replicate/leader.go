@@ -124,9 +124,8 @@ type Leader struct {
 	obsSpare []obsEvent
 	obsWake  chan struct{}
 
-	in      chan func() // inputs from helper goroutines and API calls, run by the loop
-	compl   chan rdma.Completion
-	cq      *rdma.CQ
+	in      chan func()   // inputs from helper goroutines and API calls, run by the loop
+	cq      *rdma.CQ      // the loop waits on it directly (CQ.Ready)
 	persist chan struct{} // wakes the persister
 	target  atomic.Uint64 // entries the persister should make durable
 
@@ -182,14 +181,23 @@ type obsEvent struct {
 	index  uint64
 }
 
-// opCtx is the context of a posted rdma operation pair: first (a Write or
-// an AtomicWrite) then the Flush that is notified to the CQ.
+// opCtx is the context of the rdma operations one round of the loop posted
+// to one replica: pairs of a first op (a Write or an AtomicWrite) and its
+// Flush, sent together (rdma.Corker). Only the last Flush is notified to
+// the CQ: on one connection its completion implies that every earlier post
+// completed, so a round costs the loop one completion per replica, however
+// many writes and words it carried.
 type opCtx struct {
-	id    ID
-	gen   uint64
-	first *rdma.Op
-	kind  OpKind
-	end   Pos
+	id  ID
+	gen uint64
+	ops []postedOp
+}
+
+// postedOp is one posted pair of an opCtx.
+type postedOp struct {
+	first, flush *rdma.Op
+	kind         OpKind
+	end          Pos
 }
 
 // StartLeader observes cfg.Stream, opens the rdma Peer, connects the
@@ -235,7 +243,7 @@ func StartLeader(ctx context.Context, cfg LeaderConfig) (*Leader, error) {
 		cfg: cfg, s: cfg.Stream, log: cfg.Logger, peer: peer, rep: rep,
 		logs: logrepeat.New(0), count: cfg.Counters,
 		done: make(chan struct{}), obsWake: make(chan struct{}, 1),
-		in: make(chan func(), 64), compl: make(chan rdma.Completion, 1024), cq: rdma.NewCQ(),
+		in: make(chan func(), 64), cq: rdma.NewCQ(),
 		persist: make(chan struct{}, 1),
 		links:   map[ID]*link{}, srcMRs: map[int]rdma.MR{}, slots: map[uint64]int{},
 	}
@@ -287,8 +295,7 @@ func StartLeader(ctx context.Context, cfg LeaderConfig) (*Leader, error) {
 	l.status = rep.Status()
 	l.logged = l.status
 	l.ctx, l.cancel = context.WithCancel(context.Background())
-	l.wg.Add(3)
-	go func() { defer l.wg.Done(); l.forward() }()
+	l.wg.Add(2)
 	go func() { defer l.wg.Done(); l.persister() }()
 	go func() { defer l.wg.Done(); l.loop() }()
 	if st.Committed > st.Persisted {
@@ -342,21 +349,6 @@ func (o *observer) RegionStarted(r local.ObservedRegion) { o.push(obsEvent{kind:
 func (o *observer) Committed(s local.Span)               { o.push(obsEvent{kind: 1, span: s}) }
 func (o *observer) Persisted(i uint64)                   { o.push(obsEvent{kind: 2, index: i}) }
 
-// forward moves rdma completions from the CQ to the loop.
-func (l *Leader) forward() {
-	for {
-		c, err := l.cq.Wait(l.ctx)
-		if err != nil {
-			return
-		}
-		select {
-		case l.compl <- c:
-		case <-l.ctx.Done():
-			return
-		}
-	}
-}
-
 // persister makes the leader's appends durable (Stream.Sync, which shares
 // persists with any other syncing goroutine), overlapping the remote
 // writes. The observer reports the persisted index to the loop.
@@ -389,19 +381,19 @@ func (l *Leader) loop() {
 			l.shutdown()
 			return
 		case <-l.obsWake:
-		case c := <-l.compl:
-			l.completion(c)
+		case <-l.cq.Ready():
 		case f := <-l.in:
 			f()
 		case <-t.C:
 			l.rep.Tick()
 		}
-		// Take what else is there, boundedly, then act on it at once.
+		// Take what else is there, boundedly, then act on it at once:
+		// whatever woke the loop, one round handles every completion,
+		// input and append queued meanwhile.
+		l.completions()
 	drain:
 		for k := 0; k < 256; k++ {
 			select {
-			case c := <-l.compl:
-				l.completion(c)
 			case f := <-l.in:
 				f()
 			default:
@@ -477,12 +469,15 @@ func (l *Leader) ready() {
 		}
 		l.startAlloc(lk, a)
 	}
-	for _, o := range rd.Ops {
-		lk := l.links[o.Replica]
-		if lk == nil || lk.gen != o.Gen || lk.c == nil {
-			continue
+	// The Replicator hands out each replica's ops together: each run of
+	// one replica's ops goes out as one batch.
+	for ops := rd.Ops; len(ops) > 0; {
+		n := 1
+		for n < len(ops) && ops[n].Replica == ops[0].Replica && ops[n].Gen == ops[0].Gen {
+			n++
 		}
-		l.post(lk, o)
+		l.postBatch(ops[:n])
+		ops = ops[n:]
 	}
 	if rd.CommitAdvanced {
 		l.committed.Store(rd.Commit)
@@ -925,26 +920,48 @@ func (l *Leader) srcMR(slot int) (rdma.MR, error) {
 	return mr, nil
 }
 
-// post posts one Op's rdma operations; the Flush's completion comes back
-// through the CQ.
-func (l *Leader) post(lk *link, o Op) {
+// postBatch posts ops, all of one replica's generation, as one batch: held
+// back while they are posted (rdma.Corker) and sent together; only the last
+// Flush's completion comes back, through the CQ.
+func (l *Leader) postBatch(ops []Op) {
+	lk := l.links[ops[0].Replica]
+	if lk == nil || lk.gen != ops[0].Gen || lk.c == nil {
+		return
+	}
 	rc := lk.c
+	if ck, ok := rc.conn.(rdma.Corker); ok {
+		ck.Cork()
+		defer ck.Uncork()
+	}
+	oc := &opCtx{id: ops[0].Replica, gen: ops[0].Gen, ops: make([]postedOp, 0, len(ops))}
+	for _, o := range ops {
+		po, ok := l.post(lk, rc, o)
+		if !ok {
+			return // lk failed: what was posted is dropped with it
+		}
+		oc.ops = append(oc.ops, po)
+	}
+	oc.ops[len(oc.ops)-1].flush.Notify(l.cq, oc)
+}
+
+// post posts one Op's rdma operations (the first and its Flush) on rc, lk's
+// connection; false if it failed lk instead.
+func (l *Leader) post(lk *link, rc *rconn, o Op) (postedOp, bool) {
 	desc, ok := rc.descs[o.Slot]
 	if !ok {
 		l.fail(lk, o.Gen, fmt.Errorf("%w: no descriptor of slot %d on %s", ErrNoRegion, o.Slot, o.Replica))
-		return
+		return postedOp{}, false
 	}
-	oc := &opCtx{id: o.Replica, gen: o.Gen, kind: o.Kind, end: o.End}
-	var fl *rdma.Op
+	po := postedOp{kind: o.Kind, end: o.End}
 	switch o.Kind {
 	case OpWrite:
 		src, err := l.srcMR(o.Slot)
 		if err != nil {
 			l.fail(lk, o.Gen, err)
-			return
+			return postedOp{}, false
 		}
-		oc.first = rc.conn.Write(desc, o.Off, src, o.Off, o.Len)
-		fl = rc.conn.Flush(desc, o.Off, o.Len, rdma.Persistence)
+		po.first = rc.conn.Write(desc, o.Off, src, o.Off, o.Len)
+		po.flush = rc.conn.Flush(desc, o.Off, o.Len, rdma.Persistence)
 		l.count.Writes.Add(1)
 		l.count.WriteBytes.Add(uint64(o.Len))
 	case OpCommitWord, OpSealWord:
@@ -954,37 +971,74 @@ func (l *Leader) post(lk *link, o Op) {
 		}
 		var v [8]byte
 		binary.LittleEndian.PutUint64(v[:], o.Value)
-		oc.first = rc.conn.AtomicWrite(desc, off, v)
-		fl = rc.conn.Flush(desc, off, 8, rdma.Persistence)
+		po.first = rc.conn.AtomicWrite(desc, off, v)
+		po.flush = rc.conn.Flush(desc, off, 8, rdma.Persistence)
 		l.count.AtomicWrites.Add(1)
 	default:
 		l.fail(lk, o.Gen, fmt.Errorf("%w: op kind %d", ErrOrder, o.Kind))
-		return
+		return postedOp{}, false
 	}
 	l.count.Flushes.Add(1)
-	fl.Notify(l.cq, oc)
+	return po, true
 }
 
-// completion runs on the loop: a Flush finished.
+// completions runs on the loop: it handles every completion queued.
+func (l *Leader) completions() {
+	for {
+		c, ok := l.cq.Poll()
+		if !ok {
+			return
+		}
+		l.completion(c)
+	}
+}
+
+// completion handles a batch's last Flush finishing: every op of the batch
+// is done then (a Flush's completion covers earlier posts). Should a
+// provider complete the earlier Op handles later than the last (none
+// does), the rest of the batch waits for the first one not done: nothing
+// is taken as flushed before its own handle says so.
 func (l *Leader) completion(c rdma.Completion) {
 	oc := c.Context.(*opCtx)
 	lk := l.links[oc.id]
 	if lk == nil || lk.gen != oc.gen {
 		return
 	}
-	err := oc.first.Err() // done: a Flush's completion covers earlier posts
-	if err == nil {
-		err = c.Op.Err()
-	}
-	if err != nil {
-		l.count.OpErrors.Add(1)
-		l.fail(lk, oc.gen, err)
-		return
-	}
-	if oc.kind == OpWrite {
-		if err := l.rep.Flushed(oc.id, oc.gen, oc.end); err != nil {
-			l.fail(lk, oc.gen, err)
+	for i, po := range oc.ops {
+		if !done(po.first) || !done(po.flush) {
+			rest := &opCtx{id: oc.id, gen: oc.gen, ops: oc.ops[i:]}
+			if !done(po.first) {
+				po.first.Notify(l.cq, rest)
+			} else {
+				po.flush.Notify(l.cq, rest)
+			}
+			return
 		}
+		err := po.first.Err()
+		if err == nil {
+			err = po.flush.Err()
+		}
+		if err != nil {
+			l.count.OpErrors.Add(1)
+			l.fail(lk, oc.gen, err)
+			return
+		}
+		if po.kind == OpWrite {
+			if err := l.rep.Flushed(oc.id, oc.gen, po.end); err != nil {
+				l.fail(lk, oc.gen, err)
+				return
+			}
+		}
+	}
+}
+
+// done says whether op has completed.
+func done(op *rdma.Op) bool {
+	select {
+	case <-op.Done():
+		return true
+	default:
+		return false
 	}
 }
 

@@ -185,6 +185,9 @@ func (r *Replicator) writes(p *replica, rd *Ready) bool {
 			p.next = Pos{reg.seq + 1, 0}
 			continue
 		}
+		if r.holdBack(p, end) {
+			break // accumulates until the write in flight completes (MinBatch)
+		}
 		if !r.allocate(p, reg, rd) {
 			break
 		}
@@ -216,6 +219,16 @@ func (r *Replicator) writes(p *replica, rd *Ready) bool {
 		}
 	}
 	return wrote
+}
+
+// holdBack reports whether p's backlog up to end waits for p's write in
+// flight (Config.MinBatch): p keeps up, the backlog is in the tail region,
+// under MinBatch bytes, and too few entries to count as lagging (entries
+// of a few bytes each must not turn a held-back replica into a lagging
+// one).
+func (r *Replicator) holdBack(p *replica, end Pos) bool {
+	return p.state == StateReplicate && len(p.inflight) > 0 && p.next.Seq == end.Seq &&
+		end.Off-p.next.Off < r.cfg.MinBatch && r.log.indexAt(p.next)+r.cfg.LagEntries/2 >= r.log.appended()
 }
 
 // allocate reports whether reg exists on p, asking for it if not yet.

@@ -116,7 +116,7 @@ func (e *scenarioEnv) do(cmd string) string {
 	switch f[0] {
 	case "config":
 		cfg := Config{
-			MaxInflight: opt("inflight", 0), MaxBatch: opt("batch", 0), CatchUpChunk: opt("chunk", 0),
+			MaxInflight: opt("inflight", 0), MaxBatch: opt("batch", 0), MinBatch: opt("minbatch", 0), CatchUpChunk: opt("chunk", 0),
 			LagEntries: uint64(opt("lag", 0)), CommitWordTicks: opt("words", 0),
 			RetryTicks: opt("retry", 0), MaxRetryTicks: opt("maxretry", 0),
 			BackupsVote: slices.Contains(args, "backupsvote"),

@@ -148,7 +148,7 @@ func (l *Leader) trimCopy(lk *link, slots []int) bool {
 	}
 	l.count.Writes.Add(uint64(1 + len(slots)))
 	l.count.Flushes.Add(uint64(1 + len(slots)))
-	fl.Notify(l.cq, &opCtx{id: lk.addr.ID, gen: lk.gen, first: first, kind: opTrim})
+	fl.Notify(l.cq, &opCtx{id: lk.addr.ID, gen: lk.gen, ops: []postedOp{{first: first, flush: fl, kind: opTrim}}})
 	for _, k := range slots {
 		delete(rc.descs, k) // void once given back; an Alloc asks again
 	}

@@ -73,7 +73,15 @@ type recvPost struct {
 var (
 	_ rdma.Conn           = (*conn)(nil)
 	_ rdma.AccessSwitcher = (*conn)(nil)
+	_ rdma.Corker         = (*conn)(nil)
 )
+
+// Cork implements rdma.Corker: posts queue until the matching Uncork.
+func (c *conn) Cork() { c.w.cork() }
+
+// Uncork implements rdma.Corker: the last one sends what the posts queued,
+// with one write when it is small.
+func (c *conn) Uncork() { c.w.uncork() }
 
 // SetRemoteAccess implements rdma.AccessSwitcher. It waits for a request
 // being executed to finish.
@@ -213,8 +221,11 @@ func (c *conn) post(kind rdma.OpKind, h header, payload []byte, dst []byte) *rdm
 	// the syscall. Under load the writer goroutine coalesces instead.
 	direct := kind != rdma.OpWrite && len(c.pending) <= directPending
 	c.pendMu.Unlock()
-	c.w.enqueue(item{h: h, payload: payload})
+	corked := c.w.enqueue(item{h: h, payload: payload})
 	c.postMu.Unlock()
+	if corked {
+		return op // sent by Uncork
+	}
 	if direct {
 		c.w.kick()
 	} else {

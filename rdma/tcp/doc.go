@@ -75,6 +75,9 @@
 // such an op, are written by the goroutine that produced them with one
 // non-blocking writev instead of being handed to the writer goroutine;
 // what the socket does not take goes back to the head of the queue.
+// Between Cork and Uncork (rdma.Corker) posts only queue; the last Uncork
+// sends them the same way, so that a batch of operations costs one
+// writev and, on the peer, one read and one ack.
 //
 // Timeouts (all AckTimeout): the writer's watchdog ends a Conn whose peer
 // answered nothing while Ops were pending; every vectored write must make

@@ -40,6 +40,7 @@ type writer struct {
 	readResps int           // read responses queued (bounded by the peer's in-flight limit)
 	stopped   bool          // the writer goroutine has exited: push releases at once
 	busy      bool          // a goroutine is sending; only it may write to the socket
+	corked    int           // Cork depth: posts only queue while above 0
 	wake      chan struct{} // one token while items may be non-empty
 
 	// Used only by the holder of busy in tryDirect.
@@ -67,21 +68,46 @@ func (w *writer) signal() {
 	}
 }
 
-// enqueue queues it without waking anyone; the caller then calls kick.
-func (w *writer) enqueue(it item) {
+// enqueue queues it without waking anyone; the caller then calls kick,
+// unless it reports that the writer is corked (Uncork will).
+func (w *writer) enqueue(it item) (corked bool) {
 	w.mu.Lock()
 	if w.stopped {
 		w.mu.Unlock()
 		if it.release != nil {
 			it.release()
 		}
-		return
+		return false
 	}
 	w.items = append(w.items, it)
 	if it.h.typ == frameReadResp {
 		w.readResps++
 	}
+	corked = w.corked > 0
 	w.mu.Unlock()
+	return corked
+}
+
+// cork holds posts back until the matching uncork.
+func (w *writer) cork() {
+	w.mu.Lock()
+	w.corked++
+	w.mu.Unlock()
+}
+
+// uncork ends a cork; the last one sends what is queued, directly if it
+// is small (one writev on the caller's goroutine), else by the writer
+// goroutine.
+func (w *writer) uncork() {
+	w.mu.Lock()
+	if w.corked > 0 { // an unmatched Uncork changes nothing
+		w.corked--
+	}
+	send := w.corked == 0 && len(w.items) > 0
+	w.mu.Unlock()
+	if send {
+		w.kick()
+	}
 }
 
 // push queues it for the writer goroutine.

@@ -50,7 +50,8 @@ type Cluster struct {
 	// 2 cores: about 4x the throughput, a fifth of the p50).
 	Conns int
 	// Calls is how many AppendStream calls (client.Appender) the clients
-	// share, round robin; 0 means DefaultCalls. Clients sharing a call
+	// share, round robin; 0 means DefaultCalls, or Conns if more (a call
+	// per connection at least). Clients sharing a call
 	// share its producer id and its MaxInFlight window, and their appends
 	// queued behind the call's requests in flight go out as one batch
 	// request: with many clients a few shared calls do best.
@@ -74,6 +75,12 @@ type Cluster struct {
 	// with metrics counted, and scrapes every node's /metrics once a
 	// second during the run: what metrics cost.
 	Admin bool
+	// Profile, if not empty, is the file that gets a CPU profile (pprof
+	// format) of the stream's leader during the timed run: the started
+	// cluster's nodes run with their admin listener and --pprof, and the
+	// leader is asked for /debug/pprof/profile for the run's Duration
+	// (rounded up to seconds), or DefaultProfileSeconds without one.
+	Profile string
 	// Progress, if not nil, gets a line per phase.
 	Progress io.Writer
 }
@@ -130,6 +137,8 @@ func (c Cluster) Validate() error {
 		return errors.New("--nodes starts a cluster; it cannot go with --node")
 	case c.Node != "" && c.Admin:
 		return errors.New("--admin starts a cluster's nodes with their admin listener; it cannot go with --node")
+	case c.Node != "" && c.Profile != "":
+		return errors.New("--profile starts a cluster's nodes with their admin listener and pprof; it cannot go with --node")
 	case c.Node == "" && c.Replicas > c.nodes():
 		return fmt.Errorf("replicas (%d) must not exceed the nodes started (%d; see --nodes)", c.Replicas, c.nodes())
 	case c.Duration < 0 || c.Duration > time.Hour:
@@ -184,7 +193,10 @@ func (c Cluster) Run(ctx context.Context) (*ClusterResult, error) {
 		c.Conns = 1
 	}
 	if c.Calls == 0 {
-		c.Calls = DefaultCalls(c.Clients, c.InFlight)
+		// At least a call per connection: --conns C alone measures C
+		// independent clients, each with a connection and a call of its
+		// own, as separate programs would have.
+		c.Calls = max(DefaultCalls(c.Clients, c.InFlight), c.Conns)
 	}
 	r := &ClusterResult{Kind: "cluster", Clients: c.Clients, Size: c.Size, Acks: c.Acks, Replicas: c.Replicas,
 		Node: c.Node, Cluster: "given", InFlight: c.InFlight, Conns: c.Conns, API: "append_stream"}
@@ -193,13 +205,14 @@ func (c Cluster) Run(ctx context.Context) (*ClusterResult, error) {
 	} else {
 		r.Calls = c.Calls
 	}
+	var leaderAdmin string
 	if c.Node == "" {
-		stop, addr, opts, err := c.startCluster(ctx)
+		stop, addr, admin, opts, err := c.startCluster(ctx)
 		if err != nil {
 			return nil, err
 		}
 		defer stop()
-		r.Node, r.Cluster, r.TLS = addr, "started", c.TLS
+		r.Node, r.Cluster, r.TLS, leaderAdmin = addr, "started", c.TLS, admin
 		c.ClientOptions = opts
 	}
 	var b [6]byte
@@ -255,7 +268,18 @@ func (c Cluster) Run(ctx context.Context) (*ClusterResult, error) {
 	}
 	c.say("bench cluster: %d warm-up appends done; measuring %d appends from %d client(s)", r.Warmup, c.Count, c.Clients)
 
+	var waitProfile func() error
+	if c.Profile != "" {
+		// The stream's leader is the node it was created on, the first.
+		c.say("bench cluster: profiling the leader (%s) for %d s into %s", leaderAdmin, c.profileSeconds(), c.Profile)
+		waitProfile = startProfile(ctx, leaderAdmin, c.profileSeconds(), c.Profile)
+	}
 	lat, elapsed, err := c.runClients(ctx, clients, payload, r.Stream, c.Count, c.Duration)
+	if waitProfile != nil {
+		if perr := waitProfile(); perr != nil && err == nil {
+			err = perr
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -270,11 +294,12 @@ func (c Cluster) Run(ctx context.Context) (*ClusterResult, error) {
 }
 
 // startCluster starts the loopback cluster and returns how to stop it and
-// the client address of its first member.
-func (c Cluster) startCluster(ctx context.Context) (stop func(), addr string, opts client.Options, err error) {
+// the client and admin addresses of its first member (the admin address
+// with Admin or Profile) and the options its clients need (TLS).
+func (c Cluster) startCluster(ctx context.Context) (stop func(), addr, admin string, opts client.Options, err error) {
 	bin, err := proccluster.FindBinary(c.Streamnode)
 	if err != nil {
-		return nil, "", opts, fmt.Errorf("%w (--streamnode PATH)", err)
+		return nil, "", "", opts, fmt.Errorf("%w (--streamnode PATH)", err)
 	}
 	parent := c.Dir
 	if parent == "" {
@@ -282,7 +307,7 @@ func (c Cluster) startCluster(ctx context.Context) (stop func(), addr string, op
 	}
 	dir, err := os.MkdirTemp(parent, "rpstream-bench-cluster-")
 	if err != nil {
-		return nil, "", opts, err
+		return nil, "", "", opts, err
 	}
 	nodes := c.nodes()
 	tlsNote := ""
@@ -290,10 +315,14 @@ func (c Cluster) startCluster(ctx context.Context) (stop func(), addr string, op
 		tlsNote = ", TLS on"
 	}
 	c.say("bench cluster: starting %d streamnode process(es) (%s%s) in %s", nodes, bin, tlsNote, dir)
-	cl, err := proccluster.Start(ctx, proccluster.Config{Binary: bin, Dir: dir, Nodes: nodes, TLS: c.TLS, Admin: c.Admin})
+	pc := proccluster.Config{Binary: bin, Dir: dir, Nodes: nodes, TLS: c.TLS, Admin: c.Admin || c.Profile != ""}
+	if c.Profile != "" {
+		pc.Args = []string{"--pprof"}
+	}
+	cl, err := proccluster.Start(ctx, pc)
 	if err != nil {
 		os.RemoveAll(dir)
-		return nil, "", opts, err
+		return nil, "", "", opts, err
 	}
 	stopScraping := func() {}
 	if c.Admin {
@@ -307,7 +336,12 @@ func (c Cluster) startCluster(ctx context.Context) (stop func(), addr string, op
 		cl.Close()
 		os.RemoveAll(dir)
 	}
-	return stop, cl.ClientAddrs()[0], cl.ClientOptions(), nil
+	n0, err := cl.Node(0)
+	if err != nil {
+		stop()
+		return nil, "", "", opts, err
+	}
+	return stop, n0.ClientAddr, n0.AdminAddr, cl.ClientOptions(), nil
 }
 
 // scrape fetches every member's /metrics once a second, as Prometheus

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -117,6 +118,39 @@ func TestClusterStarted(t *testing.T) {
 	}
 }
 
+// TestClusterProfile: --conns C gives every client a connection and a call
+// of its own, and --profile saves a CPU profile of the leader (gzipped
+// pprof) taken during the run.
+func TestClusterProfile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs streamnode processes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	bin, err := proccluster.BuildOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proccluster.RemoveBuilt()
+	prof := filepath.Join(t.TempDir(), "leader.pprof")
+	cfg := Cluster{Streamnode: bin, Dir: t.TempDir(), Nodes: 2, Clients: 4, Conns: 4, Size: 128, Count: 1 << 30,
+		Duration: time.Second, Acks: "quorum", Replicas: 2, Profile: prof}
+	r, err := cfg.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Conns != 4 || r.Calls != 4 || r.Count == 0 {
+		t.Fatalf("result %+v, want 4 connections, 4 calls", r)
+	}
+	b, err := os.ReadFile(prof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Fatalf("%s is not a gzipped profile: %d bytes starting %q", prof, len(b), b[:min(len(b), 16)])
+	}
+}
+
 func TestClusterValidate(t *testing.T) {
 	ok := Cluster{Clients: 1, Count: 1, Acks: "quorum", Replicas: 3}
 	if err := ok.Validate(); err != nil {
@@ -132,6 +166,7 @@ func TestClusterValidate(t *testing.T) {
 		func(c *Cluster) { c.Replicas = 4 },
 		func(c *Cluster) { c.Nodes = 2 },
 		func(c *Cluster) { c.Nodes = 3; c.Node = "127.0.0.1:1" },
+		func(c *Cluster) { c.Node = "127.0.0.1:1"; c.Profile = "p" },
 		func(c *Cluster) { c.Duration = -time.Second },
 		func(c *Cluster) { c.InFlight = client.MaxInFlight + 1 },
 		func(c *Cluster) { c.Unary = true; c.InFlight = 2 },

@@ -12,7 +12,7 @@ import (
 var benchClusterCmd = &command{
 	graceful: true,
 	name:     "bench cluster",
-	args:     "--clients C --size S --count N --acks leader|quorum|all --replicas R [--node HOST:PORT | --nodes K] [--duration D] [--inflight N] [--conns K] [--calls K] [--unary] [--streamnode PATH] [--admin] [--dir DIR] [--tls] [--json | --output json]",
+	args:     "--clients C --size S --count N --acks leader|quorum|all --replicas R [--node HOST:PORT | --nodes K] [--duration D] [--inflight N] [--conns K] [--calls K] [--unary] [--streamnode PATH] [--admin] [--profile FILE] [--dir DIR] [--tls] [--json | --output json]",
 	summary:  "Measure appends through streamnode: C concurrent clients append N entries of S bytes to a fresh stream.",
 	detail: `
 Without --node it starts its own cluster of K streamnode processes on
@@ -28,12 +28,17 @@ cluster and deletes the stream it made afterwards. The stream is fresh
 AppendStream calls (client.Appender) shared round robin, by default as
 few as hold C x --inflight appends, 64 each (one for 64 clients: the
 fastest here, as appends queued behind a call's requests in flight go out
-as one batch request; --calls K: K calls, --calls C: one each), each
-client keeping --inflight appends in flight (default 1; --unary: one
-Append call each instead), all on one
-gRPC connection (--conns K: K shared round robin; --conns C: one each;
-one shared does best here, by far, with many clients). --duration
-D ends the run after D even if fewer than N were appended. Prints
+as one batch request; --calls K: K calls, --calls C: one each), and at
+least one per connection, each client keeping --inflight appends in
+flight (default 1; --unary: one Append call each instead), all on one
+gRPC connection (--conns K: K shared round robin). --conns C measures C
+independent clients, as C separate programs would append: each with a
+connection, a call and a producer of its own, so that nothing batches
+their appends but the node. --duration D ends the run after D even if
+fewer than N were appended. --profile FILE saves a CPU profile (pprof
+format; go tool pprof FILE) of the stream's leader during the run: the
+started nodes get their admin listener and --pprof, and the leader is
+sampled for --duration, or 10 s without it. Prints
 entries/s, MB/s (payload, 10^6 bytes) and p50/p99/p99.9/max latency from
 each append's send to its acknowledgement; --json prints one object.`,
 	flags: func(fs *flag.FlagSet) runFunc {
@@ -49,10 +54,11 @@ each append's send to its acknowledgement; --json prints one object.`,
 		fs.DurationVar(&cfg.Duration, "duration", 0, "stop after `D` even if fewer than N entries were appended (default: no limit)")
 		fs.IntVar(&cfg.InFlight, "inflight", 1, "`N` appends each client keeps in flight")
 		fs.IntVar(&cfg.Conns, "conns", 0, "`K` gRPC connections shared by the clients, round robin (default 1)")
-		fs.IntVar(&cfg.Calls, "calls", 0, "`K` AppendStream calls shared by the clients, round robin (default: clients x inflight / 64, rounded up)")
+		fs.IntVar(&cfg.Calls, "calls", 0, "`K` AppendStream calls shared by the clients, round robin (default: clients x inflight / 64, rounded up, and at least --conns)")
 		fs.BoolVar(&cfg.Unary, "unary", false, "one Append call per append instead of an AppendStream call per client")
 		fs.StringVar(&cfg.Streamnode, "streamnode", "", "streamnode binary `PATH` for the cluster it starts")
 		fs.BoolVar(&cfg.Admin, "admin", false, "start the nodes with --admin-addr (metrics counted) and scrape their /metrics every second")
+		fs.StringVar(&cfg.Profile, "profile", "", "save a CPU profile of the stream's leader during the run to `FILE` (started cluster only)")
 		fs.StringVar(&cfg.Dir, "dir", "", "`DIR` for the started cluster's data (default /dev/shm if it exists, else the system temporary directory)")
 		fs.BoolVar(&cfg.TLS, "tls", false, "start the cluster with TLS on (a development CA made for the run); with --node use --tls-ca and the other global flags")
 		fs.BoolVar(&asJSON, "json", false, "print one JSON object (the same as --output json)")
