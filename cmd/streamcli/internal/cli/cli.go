@@ -109,7 +109,7 @@ func (c *invocation) securityFlag(name string) *string {
 var commands []*command
 
 func init() {
-	commands = []*command{createCmd, appendCmd, tailCmd, lsCmd, deleteCmd, trimCmd, retentionCmd, consumerCmd, statusCmd, healthCmd, membersCmd, clusterCmd, restoreCmd, benchCmd, versionCmd, completionCmd}
+	commands = []*command{createCmd, appendCmd, tailCmd, lsCmd, deleteCmd, trimCmd, retentionCmd, consumerCmd, statusCmd, healthCmd, membersCmd, clusterCmd, restoreCmd, benchCmd, versionCmd, completionCmd, manCmd}
 }
 
 func lookup(name string) *command {
