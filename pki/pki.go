@@ -142,11 +142,14 @@ func loadMaterial(f Files) (*material, error) {
 		NextProtos: []string{"h2"},
 	}
 	m.peerIn = &tls.Config{
-		MinVersion:       tls.VersionTLS13,
-		Certificates:     []tls.Certificate{cert},
-		ClientCAs:        pool,
-		ClientAuth:       tls.RequireAndVerifyClientCert,
-		VerifyConnection: requireNode,
+		MinVersion: tls.VersionTLS13,
+		// Replication streams bulk data: full-size records from the
+		// first byte (Go otherwise starts with small ones after idle).
+		DynamicRecordSizingDisabled: true,
+		Certificates:                []tls.Certificate{cert},
+		ClientCAs:                   pool,
+		ClientAuth:                  tls.RequireAndVerifyClientCert,
+		VerifyConnection:            requireNode,
 	}
 	return m, nil
 }
@@ -199,7 +202,8 @@ func (k *Keys) ServerConfig() *tls.Config {
 // package comment).
 func (k *Keys) PeerConfig() *tls.Config {
 	return &tls.Config{
-		MinVersion: tls.VersionTLS13,
+		MinVersion:                  tls.VersionTLS13,
+		DynamicRecordSizingDisabled: true, // as peerIn
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			return k.cur.Load().peerIn, nil
 		},
