@@ -9,7 +9,9 @@
 //   InvalidArgument     a bad stream name, region size or request field
 //   ResourceExhausted   an entry larger than a region, a full disk or
 //                       stream file, too many appends in flight
-//   FailedPrecondition  a position that retention has trimmed; an
+//   FailedPrecondition  a conditional append whose expected position is
+//                       not the stream's next (details carry
+//                       AppendConditionFailed); a position that retention has trimmed; an
 //                       idempotent append whose sequence is too old to
 //                       answer; this node is not the stream's leader
 //                       (details carry NotLeader); too few live nodes to
@@ -509,7 +511,20 @@ type AppendRequest struct {
 	// (MaxBatch in package node) and 60 MiB of payload in all, else
 	// InvalidArgument. The request is answered once its last entry is
 	// durable by the policy, with one position per entry.
-	Batch         [][]byte `protobuf:"bytes,5,rep,name=batch,proto3" json:"batch,omitempty"`
+	Batch [][]byte `protobuf:"bytes,5,rep,name=batch,proto3" json:"batch,omitempty"`
+	// Conditional append: when set, the request is stored only if its
+	// (first) entry would be stored at this position, i.e. the stream's
+	// next position is expected_next; otherwise FailedPrecondition with
+	// AppendConditionFailed in the details (and the actual next position
+	// in the message). Decided at the leader in the order appends are
+	// stored. Every position counts, those readers skip included (epoch
+	// markers a new leader appends, positions of a batch that failed): the
+	// next position is ReadResponse.next after reading to the end, or
+	// AppendResponse.position + 1 after one's own append. A request whose
+	// entries all repeat stored sequence numbers of their producer is
+	// answered with their positions without checking (the retry of a
+	// conditional append that was stored succeeds).
+	ExpectedNext  *uint64 `protobuf:"varint,20,opt,name=expected_next,json=expectedNext,proto3,oneof" json:"expected_next,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -579,6 +594,185 @@ func (x *AppendRequest) GetBatch() [][]byte {
 	return nil
 }
 
+func (x *AppendRequest) GetExpectedNext() uint64 {
+	if x != nil && x.ExpectedNext != nil {
+		return *x.ExpectedNext
+	}
+	return 0
+}
+
+// AppendConditionFailed rides in the details of the FailedPrecondition
+// status of a conditional append (AppendRequest.expected_next) whose
+// expected position was not the stream's next.
+type AppendConditionFailed struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ExpectedNext  uint64                 `protobuf:"varint,1,opt,name=expected_next,json=expectedNext,proto3" json:"expected_next,omitempty"`
+	ActualNext    uint64                 `protobuf:"varint,2,opt,name=actual_next,json=actualNext,proto3" json:"actual_next,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendConditionFailed) Reset() {
+	*x = AppendConditionFailed{}
+	mi := &file_api_api_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendConditionFailed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendConditionFailed) ProtoMessage() {}
+
+func (x *AppendConditionFailed) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendConditionFailed.ProtoReflect.Descriptor instead.
+func (*AppendConditionFailed) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AppendConditionFailed) GetExpectedNext() uint64 {
+	if x != nil {
+		return x.ExpectedNext
+	}
+	return 0
+}
+
+func (x *AppendConditionFailed) GetActualNext() uint64 {
+	if x != nil {
+		return x.ActualNext
+	}
+	return 0
+}
+
+type FindPositionRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Stream string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	// Unix time in nanoseconds: the first entry appended at or after it.
+	SinceUnixNano int64 `protobuf:"varint,2,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FindPositionRequest) Reset() {
+	*x = FindPositionRequest{}
+	mi := &file_api_api_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FindPositionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FindPositionRequest) ProtoMessage() {}
+
+func (x *FindPositionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FindPositionRequest.ProtoReflect.Descriptor instead.
+func (*FindPositionRequest) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *FindPositionRequest) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *FindPositionRequest) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
+}
+
+type FindPositionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The first entry appended at or after the time; the committed
+	// position (where new entries will go) if none is.
+	Position uint64 `protobuf:"varint,1,opt,name=position,proto3" json:"position,omitempty"`
+	// That entry's append time, 0 if none.
+	TimeUnixNano int64 `protobuf:"varint,2,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// The stream's committed position when the lookup ran.
+	Committed     uint64 `protobuf:"varint,3,opt,name=committed,proto3" json:"committed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FindPositionResponse) Reset() {
+	*x = FindPositionResponse{}
+	mi := &file_api_api_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FindPositionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FindPositionResponse) ProtoMessage() {}
+
+func (x *FindPositionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FindPositionResponse.ProtoReflect.Descriptor instead.
+func (*FindPositionResponse) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *FindPositionResponse) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *FindPositionResponse) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *FindPositionResponse) GetCommitted() uint64 {
+	if x != nil {
+		return x.Committed
+	}
+	return 0
+}
+
 type AppendResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The entry's position; for a batch, that of its last entry.
@@ -596,7 +790,7 @@ type AppendResponse struct {
 
 func (x *AppendResponse) Reset() {
 	*x = AppendResponse{}
-	mi := &file_api_api_proto_msgTypes[7]
+	mi := &file_api_api_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +802,7 @@ func (x *AppendResponse) String() string {
 func (*AppendResponse) ProtoMessage() {}
 
 func (x *AppendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[7]
+	mi := &file_api_api_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +815,7 @@ func (x *AppendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendResponse.ProtoReflect.Descriptor instead.
 func (*AppendResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{7}
+	return file_api_api_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AppendResponse) GetPosition() uint64 {
@@ -668,7 +862,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_api_api_proto_msgTypes[8]
+	mi := &file_api_api_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +874,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[8]
+	mi := &file_api_api_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +887,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{8}
+	return file_api_api_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ReadRequest) GetStream() string {
@@ -725,16 +919,21 @@ func (x *ReadRequest) GetMaxBytes() uint32 {
 }
 
 type Entry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Position      uint64                 `protobuf:"varint,1,opt,name=position,proto3" json:"position,omitempty"`
-	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Position uint64                 `protobuf:"varint,1,opt,name=position,proto3" json:"position,omitempty"`
+	Data     []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// When the leader appended it, in Unix nanoseconds: increasing with
+	// the position within a stream, even if the leader's clock steps back
+	// (the leader then adds 1 ns to the last time). 0 for entries stored
+	// before entries carried times.
+	TimeUnixNano  int64 `protobuf:"varint,20,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_api_api_proto_msgTypes[9]
+	mi := &file_api_api_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +945,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[9]
+	mi := &file_api_api_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +958,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{9}
+	return file_api_api_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Entry) GetPosition() uint64 {
@@ -774,6 +973,13 @@ func (x *Entry) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *Entry) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
 }
 
 type ReadResponse struct {
@@ -793,7 +999,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_api_api_proto_msgTypes[10]
+	mi := &file_api_api_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -805,7 +1011,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[10]
+	mi := &file_api_api_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -818,7 +1024,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{10}
+	return file_api_api_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReadResponse) GetEntries() []*Entry {
@@ -863,7 +1069,7 @@ type TailRequest struct {
 
 func (x *TailRequest) Reset() {
 	*x = TailRequest{}
-	mi := &file_api_api_proto_msgTypes[11]
+	mi := &file_api_api_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +1081,7 @@ func (x *TailRequest) String() string {
 func (*TailRequest) ProtoMessage() {}
 
 func (x *TailRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[11]
+	mi := &file_api_api_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +1094,7 @@ func (x *TailRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailRequest.ProtoReflect.Descriptor instead.
 func (*TailRequest) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{11}
+	return file_api_api_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TailRequest) GetStream() string {
@@ -922,7 +1128,7 @@ type TailResponse struct {
 
 func (x *TailResponse) Reset() {
 	*x = TailResponse{}
-	mi := &file_api_api_proto_msgTypes[12]
+	mi := &file_api_api_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1140,7 @@ func (x *TailResponse) String() string {
 func (*TailResponse) ProtoMessage() {}
 
 func (x *TailResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[12]
+	mi := &file_api_api_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1153,7 @@ func (x *TailResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailResponse.ProtoReflect.Descriptor instead.
 func (*TailResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{12}
+	return file_api_api_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TailResponse) GetEntries() []*Entry {
@@ -966,7 +1172,7 @@ type StreamStatusRequest struct {
 
 func (x *StreamStatusRequest) Reset() {
 	*x = StreamStatusRequest{}
-	mi := &file_api_api_proto_msgTypes[13]
+	mi := &file_api_api_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -978,7 +1184,7 @@ func (x *StreamStatusRequest) String() string {
 func (*StreamStatusRequest) ProtoMessage() {}
 
 func (x *StreamStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[13]
+	mi := &file_api_api_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -991,7 +1197,7 @@ func (x *StreamStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamStatusRequest.ProtoReflect.Descriptor instead.
 func (*StreamStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{13}
+	return file_api_api_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StreamStatusRequest) GetStream() string {
@@ -1019,7 +1225,7 @@ type Region struct {
 
 func (x *Region) Reset() {
 	*x = Region{}
-	mi := &file_api_api_proto_msgTypes[14]
+	mi := &file_api_api_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1237,7 @@ func (x *Region) String() string {
 func (*Region) ProtoMessage() {}
 
 func (x *Region) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[14]
+	mi := &file_api_api_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1250,7 @@ func (x *Region) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Region.ProtoReflect.Descriptor instead.
 func (*Region) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{14}
+	return file_api_api_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Region) GetSeq() uint64 {
@@ -1097,7 +1303,7 @@ type ReplicaStatus struct {
 
 func (x *ReplicaStatus) Reset() {
 	*x = ReplicaStatus{}
-	mi := &file_api_api_proto_msgTypes[15]
+	mi := &file_api_api_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1315,7 @@ func (x *ReplicaStatus) String() string {
 func (*ReplicaStatus) ProtoMessage() {}
 
 func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[15]
+	mi := &file_api_api_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1328,7 @@ func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStatus.ProtoReflect.Descriptor instead.
 func (*ReplicaStatus) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{15}
+	return file_api_api_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReplicaStatus) GetMember() string {
@@ -1181,7 +1387,7 @@ type StreamStatusResponse struct {
 
 func (x *StreamStatusResponse) Reset() {
 	*x = StreamStatusResponse{}
-	mi := &file_api_api_proto_msgTypes[16]
+	mi := &file_api_api_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1399,7 @@ func (x *StreamStatusResponse) String() string {
 func (*StreamStatusResponse) ProtoMessage() {}
 
 func (x *StreamStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[16]
+	mi := &file_api_api_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1412,7 @@ func (x *StreamStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamStatusResponse.ProtoReflect.Descriptor instead.
 func (*StreamStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{16}
+	return file_api_api_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StreamStatusResponse) GetStream() string {
@@ -1308,7 +1514,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_api_api_proto_msgTypes[17]
+	mi := &file_api_api_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1526,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[17]
+	mi := &file_api_api_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1539,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{17}
+	return file_api_api_proto_rawDescGZIP(), []int{20}
 }
 
 type Member struct {
@@ -1354,7 +1560,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_api_api_proto_msgTypes[18]
+	mi := &file_api_api_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1366,7 +1572,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[18]
+	mi := &file_api_api_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1379,7 +1585,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{18}
+	return file_api_api_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Member) GetName() string {
@@ -1447,7 +1653,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_api_api_proto_msgTypes[19]
+	mi := &file_api_api_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1459,7 +1665,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[19]
+	mi := &file_api_api_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1472,7 +1678,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{19}
+	return file_api_api_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -1495,7 +1701,7 @@ type NotLeader struct {
 
 func (x *NotLeader) Reset() {
 	*x = NotLeader{}
-	mi := &file_api_api_proto_msgTypes[20]
+	mi := &file_api_api_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1507,7 +1713,7 @@ func (x *NotLeader) String() string {
 func (*NotLeader) ProtoMessage() {}
 
 func (x *NotLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[20]
+	mi := &file_api_api_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1520,7 +1726,7 @@ func (x *NotLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotLeader.ProtoReflect.Descriptor instead.
 func (*NotLeader) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{20}
+	return file_api_api_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NotLeader) GetLeader() string {
@@ -1552,7 +1758,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_api_api_proto_msgTypes[21]
+	mi := &file_api_api_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1564,7 +1770,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[21]
+	mi := &file_api_api_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1577,7 +1783,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{21}
+	return file_api_api_proto_rawDescGZIP(), []int{24}
 }
 
 type ClusterStatusResponse struct {
@@ -1617,7 +1823,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_api_api_proto_msgTypes[22]
+	mi := &file_api_api_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1629,7 +1835,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[22]
+	mi := &file_api_api_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1642,7 +1848,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{22}
+	return file_api_api_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ClusterStatusResponse) GetNode() string {
@@ -1774,7 +1980,7 @@ type CatalogNode struct {
 
 func (x *CatalogNode) Reset() {
 	*x = CatalogNode{}
-	mi := &file_api_api_proto_msgTypes[23]
+	mi := &file_api_api_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1786,7 +1992,7 @@ func (x *CatalogNode) String() string {
 func (*CatalogNode) ProtoMessage() {}
 
 func (x *CatalogNode) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[23]
+	mi := &file_api_api_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1799,7 +2005,7 @@ func (x *CatalogNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogNode.ProtoReflect.Descriptor instead.
 func (*CatalogNode) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{23}
+	return file_api_api_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CatalogNode) GetName() string {
@@ -1862,7 +2068,7 @@ type ChangeVoterRequest struct {
 
 func (x *ChangeVoterRequest) Reset() {
 	*x = ChangeVoterRequest{}
-	mi := &file_api_api_proto_msgTypes[24]
+	mi := &file_api_api_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1874,7 +2080,7 @@ func (x *ChangeVoterRequest) String() string {
 func (*ChangeVoterRequest) ProtoMessage() {}
 
 func (x *ChangeVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[24]
+	mi := &file_api_api_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1887,7 +2093,7 @@ func (x *ChangeVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeVoterRequest.ProtoReflect.Descriptor instead.
 func (*ChangeVoterRequest) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{24}
+	return file_api_api_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ChangeVoterRequest) GetNode() string {
@@ -1912,7 +2118,7 @@ type ChangeVoterResponse struct {
 
 func (x *ChangeVoterResponse) Reset() {
 	*x = ChangeVoterResponse{}
-	mi := &file_api_api_proto_msgTypes[25]
+	mi := &file_api_api_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1924,7 +2130,7 @@ func (x *ChangeVoterResponse) String() string {
 func (*ChangeVoterResponse) ProtoMessage() {}
 
 func (x *ChangeVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[25]
+	mi := &file_api_api_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1937,7 +2143,7 @@ func (x *ChangeVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeVoterResponse.ProtoReflect.Descriptor instead.
 func (*ChangeVoterResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{25}
+	return file_api_api_proto_rawDescGZIP(), []int{28}
 }
 
 var File_api_api_proto protoreflect.FileDescriptor
@@ -1958,14 +2164,27 @@ const file_api_api_proto_rawDesc = "" +
 	"\x14DeleteStreamResponse\"\x14\n" +
 	"\x12ListStreamsRequest\"/\n" +
 	"\x13ListStreamsResponse\x12\x18\n" +
-	"\astreams\x18\x01 \x03(\tR\astreams\"\x8e\x01\n" +
+	"\astreams\x18\x01 \x03(\tR\astreams\"\xca\x01\n" +
 	"\rAppendRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1f\n" +
 	"\vproducer_id\x18\x03 \x01(\tR\n" +
 	"producerId\x12\x1a\n" +
 	"\bsequence\x18\x04 \x01(\x04R\bsequence\x12\x14\n" +
-	"\x05batch\x18\x05 \x03(\fR\x05batch\"\x88\x01\n" +
+	"\x05batch\x18\x05 \x03(\fR\x05batch\x12(\n" +
+	"\rexpected_next\x18\x14 \x01(\x04H\x00R\fexpectedNext\x88\x01\x01B\x10\n" +
+	"\x0e_expected_next\"]\n" +
+	"\x15AppendConditionFailed\x12#\n" +
+	"\rexpected_next\x18\x01 \x01(\x04R\fexpectedNext\x12\x1f\n" +
+	"\vactual_next\x18\x02 \x01(\x04R\n" +
+	"actualNext\"U\n" +
+	"\x13FindPositionRequest\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12&\n" +
+	"\x0fsince_unix_nano\x18\x02 \x01(\x03R\rsinceUnixNano\"v\n" +
+	"\x14FindPositionResponse\x12\x1a\n" +
+	"\bposition\x18\x01 \x01(\x04R\bposition\x12$\n" +
+	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x1c\n" +
+	"\tcommitted\x18\x03 \x01(\x04R\tcommitted\"\x88\x01\n" +
 	"\x0eAppendResponse\x12\x1a\n" +
 	"\bposition\x18\x01 \x01(\x04R\bposition\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12\x1c\n" +
@@ -1978,10 +2197,11 @@ const file_api_api_proto_rawDesc = "" +
 	"\x04from\x18\x02 \x01(\x04R\x04from\x12\x1f\n" +
 	"\vmax_entries\x18\x03 \x01(\rR\n" +
 	"maxEntries\x12\x1b\n" +
-	"\tmax_bytes\x18\x04 \x01(\rR\bmaxBytes\"7\n" +
+	"\tmax_bytes\x18\x04 \x01(\rR\bmaxBytes\"]\n" +
 	"\x05Entry\x12\x1a\n" +
 	"\bposition\x18\x01 \x01(\x04R\bposition\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\x86\x01\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12$\n" +
+	"\x0etime_unix_nano\x18\x14 \x01(\x03R\ftimeUnixNano\"\x86\x01\n" +
 	"\fReadResponse\x120\n" +
 	"\aentries\x18\x01 \x03(\v2\x16.rpstream.api.v1.EntryR\aentries\x12\x12\n" +
 	"\x04next\x18\x02 \x01(\x04R\x04next\x12\x1c\n" +
@@ -2094,7 +2314,7 @@ const file_api_api_proto_rawDesc = "" +
 	"\x12MEMBER_STATE_ALIVE\x10\x01\x12\x18\n" +
 	"\x14MEMBER_STATE_SUSPECT\x10\x02\x12\x15\n" +
 	"\x11MEMBER_STATE_DEAD\x10\x03\x12\x15\n" +
-	"\x11MEMBER_STATE_LEFT\x10\x042\xae\a\n" +
+	"\x11MEMBER_STATE_LEFT\x10\x042\x8b\b\n" +
 	"\aStreams\x12[\n" +
 	"\fCreateStream\x12$.rpstream.api.v1.CreateStreamRequest\x1a%.rpstream.api.v1.CreateStreamResponse\x12[\n" +
 	"\fDeleteStream\x12$.rpstream.api.v1.DeleteStreamRequest\x1a%.rpstream.api.v1.DeleteStreamResponse\x12X\n" +
@@ -2105,7 +2325,8 @@ const file_api_api_proto_rawDesc = "" +
 	"\x04Tail\x12\x1c.rpstream.api.v1.TailRequest\x1a\x1d.rpstream.api.v1.TailResponse0\x01\x12[\n" +
 	"\fStreamStatus\x12$.rpstream.api.v1.StreamStatusRequest\x1a%.rpstream.api.v1.StreamStatusResponse\x12L\n" +
 	"\aMembers\x12\x1f.rpstream.api.v1.MembersRequest\x1a .rpstream.api.v1.MembersResponse\x12^\n" +
-	"\rClusterStatus\x12%.rpstream.api.v1.ClusterStatusRequest\x1a&.rpstream.api.v1.ClusterStatusResponse\x12X\n" +
+	"\rClusterStatus\x12%.rpstream.api.v1.ClusterStatusRequest\x1a&.rpstream.api.v1.ClusterStatusResponse\x12[\n" +
+	"\fFindPosition\x12$.rpstream.api.v1.FindPositionRequest\x1a%.rpstream.api.v1.FindPositionResponse\x12X\n" +
 	"\vChangeVoter\x12#.rpstream.api.v1.ChangeVoterRequest\x1a$.rpstream.api.v1.ChangeVoterResponseB\"Z github.com/rpstream/rpstream/apib\x06proto3"
 
 var (
@@ -2121,7 +2342,7 @@ func file_api_api_proto_rawDescGZIP() []byte {
 }
 
 var file_api_api_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_api_api_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_api_api_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_api_api_proto_goTypes = []any{
 	(AckPolicy)(0),                // 0: rpstream.api.v1.AckPolicy
 	(Role)(0),                     // 1: rpstream.api.v1.Role
@@ -2133,38 +2354,41 @@ var file_api_api_proto_goTypes = []any{
 	(*ListStreamsRequest)(nil),    // 7: rpstream.api.v1.ListStreamsRequest
 	(*ListStreamsResponse)(nil),   // 8: rpstream.api.v1.ListStreamsResponse
 	(*AppendRequest)(nil),         // 9: rpstream.api.v1.AppendRequest
-	(*AppendResponse)(nil),        // 10: rpstream.api.v1.AppendResponse
-	(*ReadRequest)(nil),           // 11: rpstream.api.v1.ReadRequest
-	(*Entry)(nil),                 // 12: rpstream.api.v1.Entry
-	(*ReadResponse)(nil),          // 13: rpstream.api.v1.ReadResponse
-	(*TailRequest)(nil),           // 14: rpstream.api.v1.TailRequest
-	(*TailResponse)(nil),          // 15: rpstream.api.v1.TailResponse
-	(*StreamStatusRequest)(nil),   // 16: rpstream.api.v1.StreamStatusRequest
-	(*Region)(nil),                // 17: rpstream.api.v1.Region
-	(*ReplicaStatus)(nil),         // 18: rpstream.api.v1.ReplicaStatus
-	(*StreamStatusResponse)(nil),  // 19: rpstream.api.v1.StreamStatusResponse
-	(*MembersRequest)(nil),        // 20: rpstream.api.v1.MembersRequest
-	(*Member)(nil),                // 21: rpstream.api.v1.Member
-	(*MembersResponse)(nil),       // 22: rpstream.api.v1.MembersResponse
-	(*NotLeader)(nil),             // 23: rpstream.api.v1.NotLeader
-	(*ClusterStatusRequest)(nil),  // 24: rpstream.api.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil), // 25: rpstream.api.v1.ClusterStatusResponse
-	(*CatalogNode)(nil),           // 26: rpstream.api.v1.CatalogNode
-	(*ChangeVoterRequest)(nil),    // 27: rpstream.api.v1.ChangeVoterRequest
-	(*ChangeVoterResponse)(nil),   // 28: rpstream.api.v1.ChangeVoterResponse
+	(*AppendConditionFailed)(nil), // 10: rpstream.api.v1.AppendConditionFailed
+	(*FindPositionRequest)(nil),   // 11: rpstream.api.v1.FindPositionRequest
+	(*FindPositionResponse)(nil),  // 12: rpstream.api.v1.FindPositionResponse
+	(*AppendResponse)(nil),        // 13: rpstream.api.v1.AppendResponse
+	(*ReadRequest)(nil),           // 14: rpstream.api.v1.ReadRequest
+	(*Entry)(nil),                 // 15: rpstream.api.v1.Entry
+	(*ReadResponse)(nil),          // 16: rpstream.api.v1.ReadResponse
+	(*TailRequest)(nil),           // 17: rpstream.api.v1.TailRequest
+	(*TailResponse)(nil),          // 18: rpstream.api.v1.TailResponse
+	(*StreamStatusRequest)(nil),   // 19: rpstream.api.v1.StreamStatusRequest
+	(*Region)(nil),                // 20: rpstream.api.v1.Region
+	(*ReplicaStatus)(nil),         // 21: rpstream.api.v1.ReplicaStatus
+	(*StreamStatusResponse)(nil),  // 22: rpstream.api.v1.StreamStatusResponse
+	(*MembersRequest)(nil),        // 23: rpstream.api.v1.MembersRequest
+	(*Member)(nil),                // 24: rpstream.api.v1.Member
+	(*MembersResponse)(nil),       // 25: rpstream.api.v1.MembersResponse
+	(*NotLeader)(nil),             // 26: rpstream.api.v1.NotLeader
+	(*ClusterStatusRequest)(nil),  // 27: rpstream.api.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil), // 28: rpstream.api.v1.ClusterStatusResponse
+	(*CatalogNode)(nil),           // 29: rpstream.api.v1.CatalogNode
+	(*ChangeVoterRequest)(nil),    // 30: rpstream.api.v1.ChangeVoterRequest
+	(*ChangeVoterResponse)(nil),   // 31: rpstream.api.v1.ChangeVoterResponse
 }
 var file_api_api_proto_depIdxs = []int32{
 	0,  // 0: rpstream.api.v1.CreateStreamRequest.acks:type_name -> rpstream.api.v1.AckPolicy
-	19, // 1: rpstream.api.v1.CreateStreamResponse.status:type_name -> rpstream.api.v1.StreamStatusResponse
-	12, // 2: rpstream.api.v1.ReadResponse.entries:type_name -> rpstream.api.v1.Entry
-	12, // 3: rpstream.api.v1.TailResponse.entries:type_name -> rpstream.api.v1.Entry
+	22, // 1: rpstream.api.v1.CreateStreamResponse.status:type_name -> rpstream.api.v1.StreamStatusResponse
+	15, // 2: rpstream.api.v1.ReadResponse.entries:type_name -> rpstream.api.v1.Entry
+	15, // 3: rpstream.api.v1.TailResponse.entries:type_name -> rpstream.api.v1.Entry
 	0,  // 4: rpstream.api.v1.StreamStatusResponse.acks:type_name -> rpstream.api.v1.AckPolicy
-	17, // 5: rpstream.api.v1.StreamStatusResponse.regions:type_name -> rpstream.api.v1.Region
-	18, // 6: rpstream.api.v1.StreamStatusResponse.replica_status:type_name -> rpstream.api.v1.ReplicaStatus
+	20, // 5: rpstream.api.v1.StreamStatusResponse.regions:type_name -> rpstream.api.v1.Region
+	21, // 6: rpstream.api.v1.StreamStatusResponse.replica_status:type_name -> rpstream.api.v1.ReplicaStatus
 	1,  // 7: rpstream.api.v1.Member.role:type_name -> rpstream.api.v1.Role
 	2,  // 8: rpstream.api.v1.Member.state:type_name -> rpstream.api.v1.MemberState
-	21, // 9: rpstream.api.v1.MembersResponse.members:type_name -> rpstream.api.v1.Member
-	26, // 10: rpstream.api.v1.ClusterStatusResponse.nodes:type_name -> rpstream.api.v1.CatalogNode
+	24, // 9: rpstream.api.v1.MembersResponse.members:type_name -> rpstream.api.v1.Member
+	29, // 10: rpstream.api.v1.ClusterStatusResponse.nodes:type_name -> rpstream.api.v1.CatalogNode
 	1,  // 11: rpstream.api.v1.CatalogNode.role:type_name -> rpstream.api.v1.Role
 	2,  // 12: rpstream.api.v1.CatalogNode.state:type_name -> rpstream.api.v1.MemberState
 	3,  // 13: rpstream.api.v1.Streams.CreateStream:input_type -> rpstream.api.v1.CreateStreamRequest
@@ -2172,25 +2396,27 @@ var file_api_api_proto_depIdxs = []int32{
 	7,  // 15: rpstream.api.v1.Streams.ListStreams:input_type -> rpstream.api.v1.ListStreamsRequest
 	9,  // 16: rpstream.api.v1.Streams.Append:input_type -> rpstream.api.v1.AppendRequest
 	9,  // 17: rpstream.api.v1.Streams.AppendStream:input_type -> rpstream.api.v1.AppendRequest
-	11, // 18: rpstream.api.v1.Streams.Read:input_type -> rpstream.api.v1.ReadRequest
-	14, // 19: rpstream.api.v1.Streams.Tail:input_type -> rpstream.api.v1.TailRequest
-	16, // 20: rpstream.api.v1.Streams.StreamStatus:input_type -> rpstream.api.v1.StreamStatusRequest
-	20, // 21: rpstream.api.v1.Streams.Members:input_type -> rpstream.api.v1.MembersRequest
-	24, // 22: rpstream.api.v1.Streams.ClusterStatus:input_type -> rpstream.api.v1.ClusterStatusRequest
-	27, // 23: rpstream.api.v1.Streams.ChangeVoter:input_type -> rpstream.api.v1.ChangeVoterRequest
-	4,  // 24: rpstream.api.v1.Streams.CreateStream:output_type -> rpstream.api.v1.CreateStreamResponse
-	6,  // 25: rpstream.api.v1.Streams.DeleteStream:output_type -> rpstream.api.v1.DeleteStreamResponse
-	8,  // 26: rpstream.api.v1.Streams.ListStreams:output_type -> rpstream.api.v1.ListStreamsResponse
-	10, // 27: rpstream.api.v1.Streams.Append:output_type -> rpstream.api.v1.AppendResponse
-	10, // 28: rpstream.api.v1.Streams.AppendStream:output_type -> rpstream.api.v1.AppendResponse
-	13, // 29: rpstream.api.v1.Streams.Read:output_type -> rpstream.api.v1.ReadResponse
-	15, // 30: rpstream.api.v1.Streams.Tail:output_type -> rpstream.api.v1.TailResponse
-	19, // 31: rpstream.api.v1.Streams.StreamStatus:output_type -> rpstream.api.v1.StreamStatusResponse
-	22, // 32: rpstream.api.v1.Streams.Members:output_type -> rpstream.api.v1.MembersResponse
-	25, // 33: rpstream.api.v1.Streams.ClusterStatus:output_type -> rpstream.api.v1.ClusterStatusResponse
-	28, // 34: rpstream.api.v1.Streams.ChangeVoter:output_type -> rpstream.api.v1.ChangeVoterResponse
-	24, // [24:35] is the sub-list for method output_type
-	13, // [13:24] is the sub-list for method input_type
+	14, // 18: rpstream.api.v1.Streams.Read:input_type -> rpstream.api.v1.ReadRequest
+	17, // 19: rpstream.api.v1.Streams.Tail:input_type -> rpstream.api.v1.TailRequest
+	19, // 20: rpstream.api.v1.Streams.StreamStatus:input_type -> rpstream.api.v1.StreamStatusRequest
+	23, // 21: rpstream.api.v1.Streams.Members:input_type -> rpstream.api.v1.MembersRequest
+	27, // 22: rpstream.api.v1.Streams.ClusterStatus:input_type -> rpstream.api.v1.ClusterStatusRequest
+	11, // 23: rpstream.api.v1.Streams.FindPosition:input_type -> rpstream.api.v1.FindPositionRequest
+	30, // 24: rpstream.api.v1.Streams.ChangeVoter:input_type -> rpstream.api.v1.ChangeVoterRequest
+	4,  // 25: rpstream.api.v1.Streams.CreateStream:output_type -> rpstream.api.v1.CreateStreamResponse
+	6,  // 26: rpstream.api.v1.Streams.DeleteStream:output_type -> rpstream.api.v1.DeleteStreamResponse
+	8,  // 27: rpstream.api.v1.Streams.ListStreams:output_type -> rpstream.api.v1.ListStreamsResponse
+	13, // 28: rpstream.api.v1.Streams.Append:output_type -> rpstream.api.v1.AppendResponse
+	13, // 29: rpstream.api.v1.Streams.AppendStream:output_type -> rpstream.api.v1.AppendResponse
+	16, // 30: rpstream.api.v1.Streams.Read:output_type -> rpstream.api.v1.ReadResponse
+	18, // 31: rpstream.api.v1.Streams.Tail:output_type -> rpstream.api.v1.TailResponse
+	22, // 32: rpstream.api.v1.Streams.StreamStatus:output_type -> rpstream.api.v1.StreamStatusResponse
+	25, // 33: rpstream.api.v1.Streams.Members:output_type -> rpstream.api.v1.MembersResponse
+	28, // 34: rpstream.api.v1.Streams.ClusterStatus:output_type -> rpstream.api.v1.ClusterStatusResponse
+	12, // 35: rpstream.api.v1.Streams.FindPosition:output_type -> rpstream.api.v1.FindPositionResponse
+	31, // 36: rpstream.api.v1.Streams.ChangeVoter:output_type -> rpstream.api.v1.ChangeVoterResponse
+	25, // [25:37] is the sub-list for method output_type
+	13, // [13:25] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
 	13, // [13:13] is the sub-list for extension extendee
 	0,  // [0:13] is the sub-list for field type_name
@@ -2201,13 +2427,14 @@ func file_api_api_proto_init() {
 	if File_api_api_proto != nil {
 		return
 	}
+	file_api_api_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_api_proto_rawDesc), len(file_api_api_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   26,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/rpstream/rpstream/local"
 )
@@ -15,14 +16,23 @@ import (
 var tailCmd = &command{
 	graceful: true,
 	name:     "tail",
-	args:     "STREAM [--from POSITION] [-f] [--output text|json]",
+	args:     "STREAM [--from POSITION | --since TIME] [-f] [--output text|json]",
 	summary:  "Print the entries of a stream, and with -f follow new ones.",
 	detail: `
 Text output prints the data of each entry as it is, followed by a newline
 (an entry that holds newlines or binary bytes is printed raw: use
 --output json to read such entries unambiguously). JSON output prints one
 object per line: {"position":N,"size":BYTES,"data":"BASE64"}, data in
-standard base64.
+standard base64, and "time" (RFC 3339, nanoseconds) when the entry
+carries the time its leader appended it (entries a node stored; not those
+streamcli appends to a data directory).
+
+--since TIME (needs --node) starts at the first entry appended at or
+after TIME: a duration back from now (10m, 1h30m, 36h) or an RFC 3339
+time (2026-01-02T15:04:05Z, with nanoseconds and a zone offset too). The
+node finds that position by binary search over the stream's regions; when
+no entry is that recent, tail starts at the end (with -f it waits for new
+entries).
 
 --from is a position (the first is 0; positions freed by retention are
 gone) or -N for the last N entries. Without --from, tail starts at the
@@ -36,6 +46,7 @@ tail only reads: it never takes the writer lock.`,
 		follow := fs.Bool("f", false, "follow: keep printing new entries until interrupted")
 		fs.BoolVar(follow, "follow", false, "same as -f")
 		output := fs.String("output", "text", "output `FORMAT`: text or json")
+		since := fs.String("since", "", "with --node: start at the first entry appended at or after `TIME` (10m, or RFC 3339)")
 		return func(ctx context.Context, c *invocation, args []string) error {
 			if len(args) != 1 {
 				return usagef("tail takes one stream name, got %d arguments", len(args))
@@ -47,6 +58,17 @@ tail only reads: it never takes the writer lock.`,
 			if err := start.parse(*from); err != nil {
 				return err
 			}
+			if *since != "" {
+				if *from != "" {
+					return usagef("give --from or --since, not both")
+				}
+				if err := start.parseSince(*since, time.Now()); err != nil {
+					return err
+				}
+				if c.node == "" {
+					return usagef("--since needs --node: entries streamcli appends to a data directory carry no time")
+				}
+			}
 			if c.node != "" {
 				return c.remoteTail(ctx, args[0], start, *follow, *output == "json")
 			}
@@ -55,12 +77,32 @@ tail only reads: it never takes the writer lock.`,
 	},
 }
 
-// startAt is where tail starts: the oldest entry, a position, or the last
-// n entries.
+// startAt is where tail starts: the oldest entry, a position, the last
+// n entries, or the first entry appended at or after a time (hasSince).
 type startAt struct {
-	set  bool
-	last bool
-	n    uint64
+	set      bool
+	last     bool
+	n        uint64
+	hasSince bool
+	since    time.Time
+}
+
+// parseSince sets the start to the time s names: a duration back from
+// now, or an RFC 3339 time.
+func (p *startAt) parseSince(s string, now time.Time) error {
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			return usagef("--since takes a duration back from now (10m) or an RFC 3339 time, not %q", s)
+		}
+		p.hasSince, p.since = true, now.Add(-d)
+		return nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return usagef("--since must be a duration (10m, 1h30m) or an RFC 3339 time (2026-01-02T15:04:05Z), not %q", s)
+	}
+	p.hasSince, p.since = true, t
+	return nil
 }
 
 func (p *startAt) parse(s string) error {
@@ -111,7 +153,7 @@ func (c *invocation) tail(ctx context.Context, name string, start startAt, follo
 	for {
 		for it.Next() {
 			e := it.Entry()
-			line = formatEntry(line[:0], e, json)
+			line = formatEntry(line[:0], e, 0, json)
 			if _, err := c.out.Write(line); err != nil {
 				return fmt.Errorf("write output: %w", err)
 			}
@@ -137,8 +179,9 @@ func (c *invocation) tail(ctx context.Context, name string, start startAt, follo
 	}
 }
 
-// formatEntry appends the output line of e to b.
-func formatEntry(b []byte, e local.Entry, json bool) []byte {
+// formatEntry appends the output line of e, appended at time t (Unix ns,
+// 0 if unknown), to b.
+func formatEntry(b []byte, e local.Entry, t int64, json bool) []byte {
 	if !json {
 		b = append(b, e.Data...)
 		return append(b, '\n')
@@ -149,5 +192,9 @@ func formatEntry(b []byte, e local.Entry, json bool) []byte {
 	b = strconv.AppendInt(b, int64(len(e.Data)), 10)
 	b = append(b, `,"data":"`...)
 	b = base64.StdEncoding.AppendEncode(b, e.Data)
+	if t != 0 {
+		b = append(b, `","time":"`...)
+		b = time.Unix(0, t).UTC().AppendFormat(b, time.RFC3339Nano)
+	}
 	return append(b, "\"}\n"...)
 }

@@ -1,0 +1,247 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rpstream/rpstream/api"
+	"github.com/rpstream/rpstream/local"
+)
+
+// The append path: which of a request's entries are new (idempotence,
+// producer.go), then, under the stream's appendMu, the conditional
+// append's check, the time stamp and the reservation of positions, so
+// that the position checked is the position taken, times increase with
+// positions, and a batch's entries take consecutive positions. appendMu
+// is taken after the producer's lock and held only while positions are
+// reserved (the payload copies of a mover complete after it is released).
+
+// errCondition is the class of conditional appends refused because the
+// stream's next position was not the one expected (conditionError).
+var errCondition = errors.New("node: expected next position is not the stream's next")
+
+// conditionError is a conditional append's refusal: FailedPrecondition
+// with api.AppendConditionFailed in its details.
+type conditionError struct {
+	stream           string
+	expected, actual uint64
+}
+
+func (e *conditionError) Error() string {
+	return fmt.Sprintf("stream %s: expected next position %d, but the stream's next position is %d", e.stream, e.expected, e.actual)
+}
+
+func (e *conditionError) Is(target error) bool { return target == errCondition }
+
+func (e *conditionError) GRPCStatus() *status.Status {
+	st := status.New(codes.FailedPrecondition, e.Error())
+	if d, err := st.WithDetails(&api.AppendConditionFailed{ExpectedNext: e.expected, ActualNext: e.actual}); err == nil {
+		return d
+	}
+	return st
+}
+
+// appendNoSync stores req's entries (its data, or each entry of its
+// batch), except those repeating a stored sequence number of their
+// producer, and returns the answer and the highest position in it; the
+// caller makes that durable (waitDurable) before answering, duplicates
+// included. The entries stored are stored atomically (a batch record:
+// batchenv.go) at consecutive positions, under the producer's lock; if
+// req.ExpectedNext is set, only if the first of them would be stored
+// there (a request of duplicates only is answered without the check). On
+// an error nothing of the request is visible to readers. req must have
+// passed checkAppend.
+func (st *stream) appendNoSync(req *api.AppendRequest) (resp *api.AppendResponse, top uint64, err error) {
+	var p *producer
+	key := producerKey(req.ProducerId)
+	if req.ProducerId != "" {
+		p = st.prod.lock(key)
+		defer st.prod.unlock(p)
+	}
+	if len(req.Batch) == 0 {
+		if p != nil {
+			pos, dup, err := p.lookup(req.Sequence)
+			if err != nil {
+				return nil, 0, err
+			}
+			if dup {
+				return &api.AppendResponse{Position: pos, Duplicate: true}, pos, nil
+			}
+		}
+		one := [1][]byte{req.Data}
+		pos, err := st.store(req.ExpectedNext, p != nil, key, req.Sequence, one[:], nil)
+		if err != nil {
+			return nil, 0, err
+		}
+		if p != nil {
+			p.record(req.Sequence, pos, st.prod.window)
+		}
+		return &api.AppendResponse{Position: pos}, pos, nil
+	}
+	n := len(req.Batch)
+	resp = &api.AppendResponse{Positions: make([]uint64, n), Duplicates: make([]bool, n)}
+	var fresh []int // the entries to store, by index in the batch
+	for j := range req.Batch {
+		if p != nil {
+			pos, dup, err := p.lookup(req.Sequence + uint64(j))
+			if err != nil {
+				return nil, 0, err
+			}
+			if dup {
+				resp.Positions[j], resp.Duplicates[j] = pos, true
+				top = max(top, pos)
+				continue
+			}
+		}
+		fresh = append(fresh, j)
+	}
+	if len(fresh) > 0 {
+		entries := req.Batch
+		if len(fresh) < n {
+			entries = make([][]byte, len(fresh))
+			for k, j := range fresh {
+				entries[k] = req.Batch[j]
+			}
+		} else {
+			fresh = nil // all of them: seqs follow req.Sequence
+		}
+		first, err := st.store(req.ExpectedNext, p != nil, key, req.Sequence, entries, fresh)
+		if err != nil {
+			return nil, 0, err
+		}
+		for k := range entries {
+			j := k
+			if fresh != nil {
+				j = fresh[k]
+			}
+			resp.Positions[j] = first + uint64(k)
+			if p != nil {
+				p.record(req.Sequence+uint64(j), first+uint64(k), st.prod.window)
+			}
+		}
+		top = max(top, first+uint64(len(entries))-1)
+	}
+	resp.Position, resp.Duplicate = resp.Positions[n-1], resp.Duplicates[n-1]
+	return resp, top, nil
+}
+
+// store appends entries (at least one) at consecutive positions and
+// returns the first: as one entry with its time, or as a batch (slots
+// and a record) stored atomically. Entry k has sequence number seq0+k,
+// or seq0+idx[k] when idx is not nil. With expected set, it stores
+// nothing unless the first position is *expected. A stream without
+// envelopes (made before them) stores bare entries, without times, one
+// by one.
+func (st *stream) store(expected *uint64, hasProducer bool, key, seq0 uint64, entries [][]byte, idx []int) (uint64, error) {
+	if st.leader != nil {
+		if err := st.leader.Err(); err != nil {
+			return 0, err
+		}
+	}
+	seq := func(k int) uint64 {
+		if idx != nil {
+			return seq0 + uint64(idx[k])
+		}
+		return seq0 + uint64(k)
+	}
+	var rec []byte
+	if st.meta.Envelope && len(entries) > 1 {
+		// Built before the lock; stamped under it.
+		seqs := make([]uint64, len(entries))
+		for k := range seqs {
+			seqs[k] = seq(k)
+		}
+		rec = batchRecord(entries, 0, hasProducer, key, seqs)
+		if max := maxBatchRecord(st.ls.RegionSize()); len(rec) > max {
+			return 0, fmt.Errorf("%w: a batch is stored as one record, here of %d bytes, more than the %d a region of %d bytes holds (%w)",
+				local.ErrTooLarge, len(rec), max, st.ls.RegionSize(), errBatchTooLarge)
+		}
+	}
+	st.appendMu.Lock()
+	defer st.appendMu.Unlock()
+	if expected != nil {
+		if next := st.ls.Next(); next != *expected {
+			return 0, &conditionError{stream: st.name, expected: *expected, actual: next}
+		}
+	}
+	if !st.meta.Envelope {
+		var first uint64
+		for k, e := range entries {
+			pos, err := st.start(e)
+			if err != nil {
+				return 0, err
+			}
+			if k == 0 {
+				first = pos
+			}
+		}
+		return first, nil
+	}
+	t := st.stamp()
+	if rec == nil {
+		return st.start(timedEntry(entries[0], t, hasProducer, key, seq(0)))
+	}
+	le64.PutUint64(rec[1:], uint64(t))
+	var first uint64
+	for k := 0; k < len(entries)-1; k++ {
+		pos, err := st.ls.AppendNoSync(batchSlot)
+		if err != nil {
+			// The slots stored are positions readers skip.
+			return 0, err
+		}
+		if k == 0 {
+			first = pos
+		}
+	}
+	last, err := st.start(rec)
+	if err != nil {
+		return 0, err
+	}
+	if want := first + uint64(len(entries)-1); last != want {
+		// appendMu orders every append of the node to the stream.
+		return 0, fmt.Errorf("node: stream %s: batch record at %d, not %d after its slots", st.name, last, want)
+	}
+	return first, nil
+}
+
+// stamp is the time of an entry appended now: the clock's, or 1 ns after
+// the last time stamped if the clock is not ahead of it (it stepped
+// back, or ticks coarsely), so that times increase with positions, also
+// across restarts and leaders (latestTime). Called with appendMu held.
+func (st *stream) stamp() int64 {
+	t := st.clock().UnixNano()
+	if t <= st.lastTime {
+		t = st.lastTime + 1
+	}
+	st.lastTime = t
+	return t
+}
+
+// latestTime is the time of the stream's last entry that carries one (0
+// if none does), read when the stream is opened.
+func (st *stream) latestTime() (int64, error) {
+	regions := st.ls.Regions()
+	end, head := st.ls.Committed(), st.ls.Head()
+	for k := len(regions) - 1; k >= 0 && end > head; k-- {
+		from := max(regions[k].First, head)
+		var last int64
+		found := false
+		_, err := st.ls.Walk(from, end, func(_ uint64, b []byte) bool {
+			if t, ok := storedTime(b); ok {
+				last, found = t, true
+			}
+			return true
+		})
+		if err != nil {
+			return 0, fmt.Errorf("node: stream %s: %w", st.name, err)
+		}
+		if found {
+			return last, nil
+		}
+		end = min(end, from)
+	}
+	return 0, nil
+}
