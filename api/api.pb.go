@@ -503,14 +503,16 @@ type AppendRequest struct {
 	// is stored.
 	ProducerId string `protobuf:"bytes,3,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
 	Sequence   uint64 `protobuf:"varint,4,opt,name=sequence,proto3" json:"sequence,omitempty"`
-	// Several entries in one request, stored as consecutive entries of the
-	// stream when no other append runs at the same time (others may come
-	// between them otherwise), in order, with sequence numbers sequence,
-	// sequence+1, ... (each idempotent as above). data must be empty when
-	// batch is used (InvalidArgument otherwise). At most 4096 entries
-	// (MaxBatch in package node) and 60 MiB of payload in all, else
-	// InvalidArgument. The request is answered once its last entry is
-	// durable by the policy, with one position per entry.
+	// Several entries in one request, stored atomically: all at
+	// consecutive positions, in order, or none (readers never see part of
+	// a batch, and recovery never keeps part of one), with sequence numbers
+	// sequence, sequence+1, ... (each idempotent as above: a retry stores
+	// only the entries not stored yet, again atomically). data must be
+	// empty when batch is used (InvalidArgument otherwise). At most 4096
+	// entries (MaxBatch in package node) and 60 MiB of payload in all, else
+	// InvalidArgument; the batch is stored as one record, which must fit in
+	// a region (ResourceExhausted otherwise). The request is answered once
+	// its last entry is durable by the policy, with one position per entry.
 	Batch [][]byte `protobuf:"bytes,5,rep,name=batch,proto3" json:"batch,omitempty"`
 	// Conditional append: when set, the request is stored only if its
 	// (first) entry would be stored at this position, i.e. the stream's
@@ -524,7 +526,12 @@ type AppendRequest struct {
 	// entries all repeat stored sequence numbers of their producer is
 	// answered with their positions without checking (the retry of a
 	// conditional append that was stored succeeds).
-	ExpectedNext  *uint64 `protobuf:"varint,20,opt,name=expected_next,json=expectedNext,proto3,oneof" json:"expected_next,omitempty"`
+	ExpectedNext *uint64 `protobuf:"varint,20,opt,name=expected_next,json=expectedNext,proto3,oneof" json:"expected_next,omitempty"`
+	// The batch is appends coalesced by the sender (client.Appender), not
+	// one unit: each entry, or each run of entries, may be stored apart
+	// (in records that fit a region), still at consecutive positions and
+	// in order. A batch too large for one record is then not refused.
+	Coalesced     bool `protobuf:"varint,21,opt,name=coalesced,proto3" json:"coalesced,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -599,6 +606,13 @@ func (x *AppendRequest) GetExpectedNext() uint64 {
 		return *x.ExpectedNext
 	}
 	return 0
+}
+
+func (x *AppendRequest) GetCoalesced() bool {
+	if x != nil {
+		return x.Coalesced
+	}
+	return false
 }
 
 // AppendConditionFailed rides in the details of the FailedPrecondition
@@ -2164,7 +2178,7 @@ const file_api_api_proto_rawDesc = "" +
 	"\x14DeleteStreamResponse\"\x14\n" +
 	"\x12ListStreamsRequest\"/\n" +
 	"\x13ListStreamsResponse\x12\x18\n" +
-	"\astreams\x18\x01 \x03(\tR\astreams\"\xca\x01\n" +
+	"\astreams\x18\x01 \x03(\tR\astreams\"\xe8\x01\n" +
 	"\rAppendRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1f\n" +
@@ -2172,7 +2186,8 @@ const file_api_api_proto_rawDesc = "" +
 	"producerId\x12\x1a\n" +
 	"\bsequence\x18\x04 \x01(\x04R\bsequence\x12\x14\n" +
 	"\x05batch\x18\x05 \x03(\fR\x05batch\x12(\n" +
-	"\rexpected_next\x18\x14 \x01(\x04H\x00R\fexpectedNext\x88\x01\x01B\x10\n" +
+	"\rexpected_next\x18\x14 \x01(\x04H\x00R\fexpectedNext\x88\x01\x01\x12\x1c\n" +
+	"\tcoalesced\x18\x15 \x01(\bR\tcoalescedB\x10\n" +
 	"\x0e_expected_next\"]\n" +
 	"\x15AppendConditionFailed\x12#\n" +
 	"\rexpected_next\x18\x01 \x01(\x04R\fexpectedNext\x12\x1f\n" +

@@ -72,7 +72,7 @@ func (st *stream) appendNoSync(req *api.AppendRequest) (resp *api.AppendResponse
 			}
 		}
 		one := [1][]byte{req.Data}
-		pos, err := st.store(req.ExpectedNext, p != nil, key, req.Sequence, one[:], nil)
+		pos, err := st.store(req.ExpectedNext, false, p != nil, key, req.Sequence, one[:], nil)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -108,7 +108,7 @@ func (st *stream) appendNoSync(req *api.AppendRequest) (resp *api.AppendResponse
 		} else {
 			fresh = nil // all of them: seqs follow req.Sequence
 		}
-		first, err := st.store(req.ExpectedNext, p != nil, key, req.Sequence, entries, fresh)
+		first, err := st.store(req.ExpectedNext, req.Coalesced, p != nil, key, req.Sequence, entries, fresh)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -130,12 +130,12 @@ func (st *stream) appendNoSync(req *api.AppendRequest) (resp *api.AppendResponse
 
 // store appends entries (at least one) at consecutive positions and
 // returns the first: as one entry with its time, or as a batch (slots
-// and a record) stored atomically. Entry k has sequence number seq0+k,
-// or seq0+idx[k] when idx is not nil. With expected set, it stores
-// nothing unless the first position is *expected. A stream without
-// envelopes (made before them) stores bare entries, without times, one
-// by one.
-func (st *stream) store(expected *uint64, hasProducer bool, key, seq0 uint64, entries [][]byte, idx []int) (uint64, error) {
+// and a record) stored atomically; a coalesced batch as runs that each
+// fit a record. Entry k has sequence number seq0+k, or seq0+idx[k] when
+// idx is not nil. With expected set, it stores nothing unless the first
+// position is *expected. A stream without envelopes (made before them)
+// stores bare entries, without times, one by one.
+func (st *stream) store(expected *uint64, coalesced, hasProducer bool, key, seq0 uint64, entries [][]byte, idx []int) (uint64, error) {
 	if st.leader != nil {
 		if err := st.leader.Err(); err != nil {
 			return 0, err
@@ -147,17 +147,11 @@ func (st *stream) store(expected *uint64, hasProducer bool, key, seq0 uint64, en
 		}
 		return seq0 + uint64(k)
 	}
-	var rec []byte
-	if st.meta.Envelope && len(entries) > 1 {
-		// Built before the lock; stamped under it.
-		seqs := make([]uint64, len(entries))
-		for k := range seqs {
-			seqs[k] = seq(k)
-		}
-		rec = batchRecord(entries, 0, hasProducer, key, seqs)
-		if max := maxBatchRecord(st.ls.RegionSize()); len(rec) > max {
-			return 0, fmt.Errorf("%w: a batch is stored as one record, here of %d bytes, more than the %d a region of %d bytes holds (%w)",
-				local.ErrTooLarge, len(rec), max, st.ls.RegionSize(), errBatchTooLarge)
+	var runs []batchRun
+	if st.meta.Envelope {
+		var err error
+		if runs, err = st.batchRuns(entries, coalesced, hasProducer, key, seq); err != nil {
+			return 0, err
 		}
 	}
 	st.appendMu.Lock()
@@ -181,12 +175,85 @@ func (st *stream) store(expected *uint64, hasProducer bool, key, seq0 uint64, en
 		return first, nil
 	}
 	t := st.stamp()
-	if rec == nil {
-		return st.start(timedEntry(entries[0], t, hasProducer, key, seq(0)))
+	var first uint64
+	for k, r := range runs {
+		var at uint64
+		var err error
+		if r.rec == nil {
+			at, err = st.start(timedEntry(entries[r.lo], t, hasProducer, key, seq(r.lo)))
+		} else {
+			at, err = st.storeBatch(r.rec, r.hi-r.lo, t)
+		}
+		if err != nil {
+			return 0, err
+		}
+		if k == 0 {
+			first = at
+		} else if at != first+uint64(r.lo) {
+			// appendMu orders every append of the node to the stream.
+			return 0, fmt.Errorf("node: stream %s: entries at %d, not %d after the request's first", st.name, at, first+uint64(r.lo))
+		}
 	}
+	return first, nil
+}
+
+// batchRun is entries [lo, hi) of a request, stored as one entry (rec nil)
+// or as one batch record (rec, its time still to stamp).
+type batchRun struct {
+	lo, hi int
+	rec    []byte
+}
+
+// batchRuns splits entries into what is stored as one: all of them
+// (one entry, or one record: ErrTooLarge if it does not fit in a region),
+// or for a coalesced batch runs that each fit.
+func (st *stream) batchRuns(entries [][]byte, coalesced, hasProducer bool, key uint64, seq func(int) uint64) ([]batchRun, error) {
+	if len(entries) == 1 {
+		return []batchRun{{0, 1, nil}}, nil
+	}
+	maxRec := maxBatchRecord(st.ls.RegionSize())
+	var runs []batchRun
+	if !coalesced {
+		runs = []batchRun{{0, len(entries), nil}}
+	} else {
+		lo, size := 0, batchRecHeader
+		for k, e := range entries {
+			add := 4 + len(e)
+			if hasProducer {
+				add += 8
+			}
+			if k > lo && size+add > maxRec {
+				runs = append(runs, batchRun{lo: lo, hi: k})
+				lo, size = k, batchRecHeader
+			}
+			size += add
+		}
+		runs = append(runs, batchRun{lo: lo, hi: len(entries)})
+	}
+	for i, r := range runs {
+		if r.hi-r.lo == 1 {
+			continue
+		}
+		seqs := make([]uint64, r.hi-r.lo)
+		for k := range seqs {
+			seqs[k] = seq(r.lo + k)
+		}
+		rec := batchRecord(entries[r.lo:r.hi], 0, hasProducer, key, seqs)
+		if len(rec) > maxRec {
+			return nil, fmt.Errorf("%w: a batch is stored as one record, here of %d bytes, more than the %d a region of %d bytes holds (%w)",
+				local.ErrTooLarge, len(rec), maxRec, st.ls.RegionSize(), errBatchTooLarge)
+		}
+		runs[i].rec = rec
+	}
+	return runs, nil
+}
+
+// storeBatch stores the record rec of n entries, stamped t, after n-1
+// slots, and returns the first slot's position. Called with appendMu held.
+func (st *stream) storeBatch(rec []byte, n int, t int64) (uint64, error) {
 	le64.PutUint64(rec[1:], uint64(t))
 	var first uint64
-	for k := 0; k < len(entries)-1; k++ {
+	for k := 0; k < n-1; k++ {
 		pos, err := st.ls.AppendNoSync(batchSlot)
 		if err != nil {
 			// The slots stored are positions readers skip.
@@ -200,8 +267,7 @@ func (st *stream) store(expected *uint64, hasProducer bool, key, seq0 uint64, en
 	if err != nil {
 		return 0, err
 	}
-	if want := first + uint64(len(entries)-1); last != want {
-		// appendMu orders every append of the node to the stream.
+	if want := first + uint64(n-1); last != want {
 		return 0, fmt.Errorf("node: stream %s: batch record at %d, not %d after its slots", st.name, last, want)
 	}
 	return first, nil

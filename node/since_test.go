@@ -86,11 +86,11 @@ func TestFindSinceMatchesScan(t *testing.T) {
 						}
 					}
 				case x < 20:
-					if _, err := st.store(nil, false, 0, 0, batchOf("b", 0, 2+rng.IntN(30)), nil); err != nil {
+					if _, err := st.store(nil, false, false, 0, 0, batchOf("b", 0, 2+rng.IntN(30)), nil); err != nil {
 						t.Fatal(err)
 					}
 				default:
-					if _, err := st.store(nil, true, 1, uint64(x), [][]byte{make([]byte, rng.IntN(200))}, nil); err != nil {
+					if _, err := st.store(nil, false, true, 1, uint64(x), [][]byte{make([]byte, rng.IntN(200))}, nil); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -189,7 +189,7 @@ func BenchmarkFindSince10M(b *testing.B) {
 	st := bareStream(ls, func() time.Time { now = now.Add(time.Millisecond); return now })
 	payload := make([]byte, 16)
 	for i := range entries {
-		if _, err := st.store(nil, false, 0, 0, [][]byte{payload}, nil); err != nil {
+		if _, err := st.store(nil, false, false, 0, 0, [][]byte{payload}, nil); err != nil {
 			b.Fatal(err)
 		}
 		if i%(1<<20) == 0 {
