@@ -72,7 +72,7 @@ func (st *stream) appendNoSync(req *api.AppendRequest) (resp *api.AppendResponse
 			}
 		}
 		one := [1][]byte{req.Data}
-		pos, err := st.store(req.ExpectedNext, false, p != nil, key, req.Sequence, one[:], nil)
+		pos, _, err := st.store(req.ExpectedNext, false, p != nil, key, req.Sequence, one[:], nil)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -108,8 +108,20 @@ func (st *stream) appendNoSync(req *api.AppendRequest) (resp *api.AppendResponse
 		} else {
 			fresh = nil // all of them: seqs follow req.Sequence
 		}
-		first, err := st.store(req.ExpectedNext, req.Coalesced, p != nil, key, req.Sequence, entries, fresh)
+		first, stored, err := st.store(req.ExpectedNext, req.Coalesced, p != nil, key, req.Sequence, entries, fresh)
 		if err != nil {
+			// The runs of a coalesced batch stored before the error
+			// are remembered: their retry is answered, not stored
+			// again.
+			for k := range stored {
+				j := k
+				if fresh != nil {
+					j = fresh[k]
+				}
+				if p != nil {
+					p.record(req.Sequence+uint64(j), first+uint64(k), st.prod.window)
+				}
+			}
 			return nil, 0, err
 		}
 		for k := range entries {
@@ -134,11 +146,18 @@ func (st *stream) appendNoSync(req *api.AppendRequest) (resp *api.AppendResponse
 // fit a record. Entry k has sequence number seq0+k, or seq0+idx[k] when
 // idx is not nil. With expected set, it stores nothing unless the first
 // position is *expected. A stream without envelopes (made before them)
-// stores bare entries, without times, one by one.
-func (st *stream) store(expected *uint64, coalesced, hasProducer bool, key, seq0 uint64, entries [][]byte, idx []int) (uint64, error) {
+// stores bare entries, without times, one by one. On an error, stored
+// says how many of the entries, from the first, were stored (runs of a
+// coalesced batch, entries of a stream without envelopes).
+//
+// Under appendMu only positions are reserved (and times stamped): the
+// entries are written into their reservations and published after it is
+// released, so appenders copy in parallel, and a record is written
+// straight into the mapping.
+func (st *stream) store(expected *uint64, coalesced, hasProducer bool, key, seq0 uint64, entries [][]byte, idx []int) (first uint64, stored int, err error) {
 	if st.leader != nil {
 		if err := st.leader.Err(); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
 	seq := func(k int) uint64 {
@@ -147,128 +166,196 @@ func (st *stream) store(expected *uint64, coalesced, hasProducer bool, key, seq0
 		}
 		return seq0 + uint64(k)
 	}
-	var runs []batchRun
-	if st.meta.Envelope {
-		var err error
-		if runs, err = st.batchRuns(entries, coalesced, hasProducer, key, seq); err != nil {
-			return 0, err
+	if !st.meta.Envelope {
+		return st.storeBare(expected, entries)
+	}
+	runs, err := st.batchRuns(entries, coalesced, hasProducer)
+	if err != nil {
+		return 0, 0, err
+	}
+	var fills []*local.Reservation // one per run, for the synchronous path
+	var t int64
+	err = func() error {
+		st.appendMu.Lock()
+		defer st.appendMu.Unlock()
+		if expected != nil {
+			if next := st.ls.Next(); next != *expected {
+				return &conditionError{stream: st.name, expected: *expected, actual: next}
+			}
+		}
+		t = st.stamp()
+		for k, r := range runs {
+			var at uint64
+			var err error
+			switch {
+			case st.app != nil:
+				// The mover copies from a buffer of ours.
+				at, err = st.startRun(r, entries, t, hasProducer, key, seq)
+			default:
+				var v *local.Reservation
+				if at, v, err = st.reserveRun(r); v != nil {
+					fills = append(fills, v)
+				}
+			}
+			if err != nil {
+				return err
+			}
+			if k == 0 {
+				first = at
+			} else if at != first+uint64(r.lo) {
+				// appendMu orders every append of the node to the stream.
+				return fmt.Errorf("node: stream %s: entries at %d, not %d after the request's first", st.name, at, first+uint64(r.lo))
+			}
+			stored = r.hi
+		}
+		return nil
+	}()
+	// Every reservation taken is filled and published, even after an
+	// error: until it is, no later entry can commit.
+	for k, v := range fills {
+		r := runs[k]
+		if r.hi-r.lo == 1 {
+			putTimed(v.Bytes(), entries[r.lo], t, hasProducer, key, seq(r.lo))
+		} else {
+			putBatchRecord(v.Bytes(), entries[r.lo:r.hi], t, hasProducer, key, r.lo, seq)
+		}
+		if _, perr := v.Publish(); perr != nil && err == nil {
+			err, stored = perr, r.lo
 		}
 	}
+	if err != nil {
+		return first, stored, err
+	}
+	return first, len(entries), nil
+}
+
+// storeBare stores entries one by one, bare (a stream made before
+// envelopes): no times, no atomic batches.
+func (st *stream) storeBare(expected *uint64, entries [][]byte) (first uint64, stored int, err error) {
 	st.appendMu.Lock()
 	defer st.appendMu.Unlock()
 	if expected != nil {
 		if next := st.ls.Next(); next != *expected {
-			return 0, &conditionError{stream: st.name, expected: *expected, actual: next}
+			return 0, 0, &conditionError{stream: st.name, expected: *expected, actual: next}
 		}
 	}
-	if !st.meta.Envelope {
-		var first uint64
-		for k, e := range entries {
-			pos, err := st.start(e)
-			if err != nil {
-				return 0, err
-			}
-			if k == 0 {
-				first = pos
-			}
-		}
-		return first, nil
-	}
-	t := st.stamp()
-	var first uint64
-	for k, r := range runs {
-		var at uint64
-		var err error
-		if r.rec == nil {
-			at, err = st.start(timedEntry(entries[r.lo], t, hasProducer, key, seq(r.lo)))
-		} else {
-			at, err = st.storeBatch(r.rec, r.hi-r.lo, t)
-		}
+	for k, e := range entries {
+		pos, err := st.start(e)
 		if err != nil {
-			return 0, err
-		}
-		if k == 0 {
-			first = at
-		} else if at != first+uint64(r.lo) {
-			// appendMu orders every append of the node to the stream.
-			return 0, fmt.Errorf("node: stream %s: entries at %d, not %d after the request's first", st.name, at, first+uint64(r.lo))
-		}
-	}
-	return first, nil
-}
-
-// batchRun is entries [lo, hi) of a request, stored as one entry (rec nil)
-// or as one batch record (rec, its time still to stamp).
-type batchRun struct {
-	lo, hi int
-	rec    []byte
-}
-
-// batchRuns splits entries into what is stored as one: all of them
-// (one entry, or one record: ErrTooLarge if it does not fit in a region),
-// or for a coalesced batch runs that each fit.
-func (st *stream) batchRuns(entries [][]byte, coalesced, hasProducer bool, key uint64, seq func(int) uint64) ([]batchRun, error) {
-	if len(entries) == 1 {
-		return []batchRun{{0, 1, nil}}, nil
-	}
-	maxRec := maxBatchRecord(st.ls.RegionSize())
-	var runs []batchRun
-	if !coalesced {
-		runs = []batchRun{{0, len(entries), nil}}
-	} else {
-		lo, size := 0, batchRecHeader
-		for k, e := range entries {
-			add := 4 + len(e)
-			if hasProducer {
-				add += 8
-			}
-			if k > lo && size+add > maxRec {
-				runs = append(runs, batchRun{lo: lo, hi: k})
-				lo, size = k, batchRecHeader
-			}
-			size += add
-		}
-		runs = append(runs, batchRun{lo: lo, hi: len(entries)})
-	}
-	for i, r := range runs {
-		if r.hi-r.lo == 1 {
-			continue
-		}
-		seqs := make([]uint64, r.hi-r.lo)
-		for k := range seqs {
-			seqs[k] = seq(r.lo + k)
-		}
-		rec := batchRecord(entries[r.lo:r.hi], 0, hasProducer, key, seqs)
-		if len(rec) > maxRec {
-			return nil, fmt.Errorf("%w: a batch is stored as one record, here of %d bytes, more than the %d a region of %d bytes holds (%w)",
-				local.ErrTooLarge, len(rec), maxRec, st.ls.RegionSize(), errBatchTooLarge)
-		}
-		runs[i].rec = rec
-	}
-	return runs, nil
-}
-
-// storeBatch stores the record rec of n entries, stamped t, after n-1
-// slots, and returns the first slot's position. Called with appendMu held.
-func (st *stream) storeBatch(rec []byte, n int, t int64) (uint64, error) {
-	le64.PutUint64(rec[1:], uint64(t))
-	var first uint64
-	for k := 0; k < n-1; k++ {
-		pos, err := st.ls.AppendNoSync(batchSlot)
-		if err != nil {
-			// The slots stored are positions readers skip.
-			return 0, err
+			return first, k, err
 		}
 		if k == 0 {
 			first = pos
 		}
 	}
-	last, err := st.start(rec)
+	return first, len(entries), nil
+}
+
+// batchRun is entries [lo, hi) of a request, stored as one entry (one
+// entry in the run) or as slots and one batch record of size bytes.
+type batchRun struct {
+	lo, hi int
+	size   int // the stored entry's bytes, envelope included
+}
+
+// batchRuns splits entries into what is stored as one: all of them
+// (one entry, or one record: ErrTooLarge if it does not fit in a region),
+// or for a coalesced batch runs that each fit.
+func (st *stream) batchRuns(entries [][]byte, coalesced, hasProducer bool) ([]batchRun, error) {
+	if len(entries) == 1 {
+		return []batchRun{{0, 1, timedSize(len(entries[0]), hasProducer)}}, nil
+	}
+	maxRec := maxBatchRecord(st.ls.RegionSize())
+	var runs []batchRun
+	if !coalesced {
+		runs = []batchRun{{0, len(entries), batchRecordSize(entries, hasProducer)}}
+	} else {
+		lo, size := 0, batchRecHeader
+		for k, e := range entries {
+			add := batchEntrySize(len(e), hasProducer)
+			if k > lo && size+add > maxRec {
+				runs = append(runs, batchRun{lo: lo, hi: k, size: size})
+				lo, size = k, batchRecHeader
+			}
+			size += add
+		}
+		runs = append(runs, batchRun{lo: lo, hi: len(entries), size: size})
+	}
+	for i, r := range runs {
+		if r.hi-r.lo == 1 {
+			runs[i].size = timedSize(len(entries[r.lo]), hasProducer)
+		} else if r.size > maxRec {
+			return nil, fmt.Errorf("%w: a batch is stored as one record, here of %d bytes, more than the %d a region of %d bytes holds (%w)",
+				local.ErrTooLarge, r.size, maxRec, st.ls.RegionSize(), errBatchTooLarge)
+		}
+	}
+	return runs, nil
+}
+
+// reserveRun takes the positions of run r (its slots stored, the
+// reservation of its entry or record returned for the caller to fill and
+// publish, also with an error) and returns the first. Called with
+// appendMu held.
+func (st *stream) reserveRun(r batchRun) (uint64, *local.Reservation, error) {
+	first, err := st.storeSlots(r.hi - r.lo - 1)
+	if err != nil {
+		return 0, nil, err
+	}
+	v, err := st.ls.Reserve(r.size)
+	if err != nil {
+		return 0, nil, err
+	}
+	if r.hi-r.lo == 1 {
+		first = v.Index
+	} else if want := first + uint64(r.hi-r.lo-1); v.Index != want {
+		// appendMu orders every append of the node to the stream, so
+		// this is a bug; the record is still written (a reservation
+		// must be published).
+		return first, v, fmt.Errorf("node: stream %s: batch record at %d, not %d after its slots", st.name, v.Index, want)
+	}
+	return first, v, nil
+}
+
+// startRun stores run r through the stream's mover (Appender) and
+// returns its first position. Called with appendMu held.
+func (st *stream) startRun(r batchRun, entries [][]byte, t int64, hasProducer bool, key uint64, seq func(int) uint64) (uint64, error) {
+	if r.hi-r.lo == 1 {
+		b := make([]byte, r.size)
+		putTimed(b, entries[r.lo], t, hasProducer, key, seq(r.lo))
+		return st.start(b)
+	}
+	b := make([]byte, r.size)
+	putBatchRecord(b, entries[r.lo:r.hi], t, hasProducer, key, r.lo, seq)
+	first, err := st.storeSlots(r.hi - r.lo - 1)
 	if err != nil {
 		return 0, err
 	}
-	if want := first + uint64(n-1); last != want {
+	last, err := st.start(b)
+	if err != nil {
+		return 0, err
+	}
+	if want := first + uint64(r.hi-r.lo-1); last != want {
 		return 0, fmt.Errorf("node: stream %s: batch record at %d, not %d after its slots", st.name, last, want)
+	}
+	return first, nil
+}
+
+// storeSlots stores n batch slots and returns the first's position (the
+// next position if n is 0). Slots stored before an error are positions
+// readers skip.
+func (st *stream) storeSlots(n int) (uint64, error) {
+	if n == 0 {
+		return 0, nil
+	}
+	var first uint64
+	for k := 0; k < n; k++ {
+		pos, err := st.ls.AppendNoSync(batchSlot)
+		if err != nil {
+			return 0, err
+		}
+		if k == 0 {
+			first = pos
+		}
 	}
 	return first, nil
 }

@@ -112,7 +112,7 @@ func batchCrashSeed(t *testing.T, seed uint64) {
 			entries[j] = batchEntry(rng, b, j, k)
 			contents[fmt.Sprintf("%d/%d", b, j)] = entries[j]
 		}
-		if _, err := st.store(nil, false, true, 1, uint64(b)*100, entries, nil); err != nil {
+		if _, err := storeIn(st, nil, false, true, 1, uint64(b)*100, entries, nil); err != nil {
 			t.Fatal(err)
 		}
 		pending = append(pending, b)
@@ -158,7 +158,7 @@ func checkBatchImage(im batchImage, contents map[string][]byte, opts local.Optio
 	}
 	// Appends go on: a batch after recovery is whole.
 	entries := [][]byte{[]byte("-1/0/2/"), []byte("-1/1/2/")}
-	if _, err := st.store(nil, false, false, 0, 0, entries, nil); err != nil {
+	if _, err := storeIn(st, nil, false, false, 0, 0, entries, nil); err != nil {
 		return fmt.Errorf("%s: a batch after recovery: %w", im.label, err)
 	}
 	shown2, err := readBatches(st)

@@ -150,22 +150,34 @@ func (s stored) eachEntry(f func(j int, seq uint64, data []byte) error) error {
 	return nil
 }
 
-// timedEntry returns data wrapped with its append time t, and with its
-// producer's key and seq when hasProducer.
-func timedEntry(data []byte, t int64, hasProducer bool, key, seq uint64) []byte {
-	if !hasProducer {
-		b := make([]byte, timedHeader+len(data))
-		b[0] = envTimed
-		le64.PutUint64(b[1:], uint64(t))
-		copy(b[timedHeader:], data)
-		return b
+// timedSize is the bytes of a timed entry of n data bytes.
+func timedSize(n int, hasProducer bool) int {
+	if hasProducer {
+		return timedProdHdr + n
 	}
-	b := make([]byte, timedProdHdr+len(data))
-	b[0] = envTimedProducer
+	return timedHeader + n
+}
+
+// putTimed writes data wrapped with its append time t, and with its
+// producer's key and seq when hasProducer, into b, of
+// timedSize(len(data), hasProducer) bytes.
+func putTimed(b, data []byte, t int64, hasProducer bool, key, seq uint64) {
 	le64.PutUint64(b[1:], uint64(t))
+	if !hasProducer {
+		b[0] = envTimed
+		copy(b[timedHeader:], data)
+		return
+	}
+	b[0] = envTimedProducer
 	le64.PutUint64(b[9:], key)
 	le64.PutUint64(b[17:], seq)
 	copy(b[timedProdHdr:], data)
+}
+
+// timedEntry returns data wrapped as putTimed does.
+func timedEntry(data []byte, t int64, hasProducer bool, key, seq uint64) []byte {
+	b := make([]byte, timedSize(len(data), hasProducer))
+	putTimed(b, data, t, hasProducer, key, seq)
 	return b
 }
 
@@ -175,39 +187,47 @@ var batchSlot = []byte{envBatchSlot}
 // errBatchTooLarge says a batch does not fit in one record.
 var errBatchTooLarge = errors.New("node: batch larger than a record")
 
+// batchEntrySize is the bytes an entry of n data bytes takes in a record.
+func batchEntrySize(n int, hasProducer bool) int {
+	if hasProducer {
+		return 12 + n
+	}
+	return 4 + n
+}
+
 // batchRecordSize is the bytes of the record of entries, with sequence
 // numbers if hasProducer.
 func batchRecordSize(entries [][]byte, hasProducer bool) int {
 	n := batchRecHeader
 	for _, e := range entries {
-		n += 4 + len(e)
-		if hasProducer {
-			n += 8
-		}
+		n += batchEntrySize(len(e), hasProducer)
 	}
 	return n
 }
 
-// batchRecord returns the record of entries (at least one), appended at
-// time t; with hasProducer, entry j carries sequence number seqs[j].
-func batchRecord(entries [][]byte, t int64, hasProducer bool, key uint64, seqs []uint64) []byte {
-	b := make([]byte, batchRecHeader, batchRecordSize(entries, hasProducer))
+// putBatchRecord writes the record of entries (at least one), appended
+// at time t, into b, of batchRecordSize bytes; with hasProducer, entry j
+// carries sequence number seq(lo+j).
+func putBatchRecord(b []byte, entries [][]byte, t int64, hasProducer bool, key uint64, lo int, seq func(int) uint64) {
+	clear(b[:batchRecHeader])
 	b[0] = envBatchRecord
 	le64.PutUint64(b[1:], uint64(t))
 	if hasProducer {
 		b[9] = batchFlagProducer
 		le64.PutUint64(b[10:], key)
-		le64.PutUint64(b[18:], seqs[0])
+		le64.PutUint64(b[18:], seq(lo))
 	}
 	binary.LittleEndian.PutUint32(b[26:], uint32(len(entries)))
+	off := batchRecHeader
 	for j, e := range entries {
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(e)))
+		binary.LittleEndian.PutUint32(b[off:], uint32(len(e)))
+		off += 4
 		if hasProducer {
-			b = le64.AppendUint64(b, seqs[j])
+			le64.PutUint64(b[off:], seq(lo+j))
+			off += 8
 		}
-		b = append(b, e...)
+		off += copy(b[off:], e)
 	}
-	return b
 }
 
 // storedTime is the append time in a stored entry's first bytes, read

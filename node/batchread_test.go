@@ -39,13 +39,13 @@ func TestEntryReaderBatches(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	must(st.store(nil, false, false, 0, 0, [][]byte{[]byte("a")}, nil))  // 0
-	must(st.store(nil, false, false, 0, 0, batchOf("b", 0, 4), nil))     // 1..4
-	must(ls.AppendNoSync(batchSlot))                                     // 5: a failed batch's slots
-	must(ls.AppendNoSync(batchSlot))                                     // 6
-	must(ls.AppendNoSync(marker(3)))                                     // 7
-	must(st.store(nil, false, true, 9, 100, [][]byte{[]byte("c")}, nil)) // 8
-	must(st.store(nil, false, true, 9, 101, batchOf("d", 0, 3), nil))    // 9..11
+	must(storeIn(st, nil, false, false, 0, 0, [][]byte{[]byte("a")}, nil))  // 0
+	must(storeIn(st, nil, false, false, 0, 0, batchOf("b", 0, 4), nil))     // 1..4
+	must(ls.AppendNoSync(batchSlot))                                        // 5: a failed batch's slots
+	must(ls.AppendNoSync(batchSlot))                                        // 6
+	must(ls.AppendNoSync(marker(3)))                                        // 7
+	must(storeIn(st, nil, false, true, 9, 100, [][]byte{[]byte("c")}, nil)) // 8
+	must(storeIn(st, nil, false, true, 9, 101, batchOf("d", 0, 3), nil))    // 9..11
 	read := func(from, limit uint64, maxEntries int) ([]string, uint64) {
 		t.Helper()
 		r := newEntryReader(ls.Iterator(from), from, true)

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rpstream/rpstream/api"
+	"github.com/rpstream/rpstream/mover"
 )
 
 // conditionOf returns the AppendConditionFailed details of err, failing
@@ -98,10 +99,26 @@ func TestConditionalAppend(t *testing.T) {
 // TestConditionalAppendCompeting: clients on connections of their own
 // append with the same expected position in each round, at once; exactly
 // one wins each round, and every loser is told the position the winner
-// left next, which is where the next round expects.
+// left next, which is where the next round expects. Entries are copied
+// on the appending goroutine, or by the cpu mover (local.Appender).
 func TestConditionalAppendCompeting(t *testing.T) {
+	t.Run("direct", func(t *testing.T) { conditionalCompeting(t) })
+	t.Run("mover", func(t *testing.T) {
+		mcfg := mover.DefaultConfig()
+		mcfg.Engine = mover.EngineCPU
+		mv, err := mover.New(mcfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mv.Close()
+		conditionalCompeting(t, func(c *Config) { c.Mover = mv })
+	})
+}
+
+func conditionalCompeting(t *testing.T, opts ...func(*Config)) {
 	ctx := testCtx(t)
-	n := startNode(t, t.TempDir())
+	n := startNode(t, t.TempDir(), opts...)
+	defer n.stop(t)
 	if _, err := n.c.CreateStream(ctx, &api.CreateStreamRequest{Stream: "s"}); err != nil {
 		t.Fatal(err)
 	}

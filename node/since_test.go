@@ -86,11 +86,11 @@ func TestFindSinceMatchesScan(t *testing.T) {
 						}
 					}
 				case x < 20:
-					if _, err := st.store(nil, false, false, 0, 0, batchOf("b", 0, 2+rng.IntN(30)), nil); err != nil {
+					if _, err := storeIn(st, nil, false, false, 0, 0, batchOf("b", 0, 2+rng.IntN(30)), nil); err != nil {
 						t.Fatal(err)
 					}
 				default:
-					if _, err := st.store(nil, false, true, 1, uint64(x), [][]byte{make([]byte, rng.IntN(200))}, nil); err != nil {
+					if _, err := storeIn(st, nil, false, true, 1, uint64(x), [][]byte{make([]byte, rng.IntN(200))}, nil); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -189,7 +189,7 @@ func BenchmarkFindSince10M(b *testing.B) {
 	st := bareStream(ls, func() time.Time { now = now.Add(time.Millisecond); return now })
 	payload := make([]byte, 16)
 	for i := range entries {
-		if _, err := st.store(nil, false, false, 0, 0, [][]byte{payload}, nil); err != nil {
+		if _, err := storeIn(st, nil, false, false, 0, 0, [][]byte{payload}, nil); err != nil {
 			b.Fatal(err)
 		}
 		if i%(1<<20) == 0 {
@@ -208,4 +208,10 @@ func BenchmarkFindSince10M(b *testing.B) {
 			b.Fatalf("entry %d found at %d, %v", k, pos, err)
 		}
 	}
+}
+
+// storeIn is st.store without the count of entries stored on an error.
+func storeIn(st *stream, expected *uint64, coalesced, hasProducer bool, key, seq0 uint64, entries [][]byte, idx []int) (uint64, error) {
+	first, _, err := st.store(expected, coalesced, hasProducer, key, seq0, entries, idx)
+	return first, err
 }
