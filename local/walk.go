@@ -22,8 +22,11 @@ func (s *Stream) Next() uint64 {
 // in place, without copying them and without checking their checksums, so
 // a payload is a hint and belongs to the mapping: f must not keep it or
 // write to it, and an answer found with it is checked by reading the
-// entry with an Iterator. Walking costs one step per entry from the start
-// of from's region (as an Iterator's seek does) and no allocation. An
+// entry with an Iterator. Walking costs one step per entry from the
+// entry from is in, or in a full region whose entries are all committed
+// from the last of every WalkStride entries before it: the first walk
+// into such a region steps over all its entries once to note where they
+// are (a few dozen offsets, kept with the region). An
 // entry whose header runs off its region is ErrCorrupt (ErrTrimmed if its
 // region was freed meanwhile); a position before the head is ErrTrimmed.
 func (s *Stream) Walk(from, to uint64, f func(index uint64, payload []byte) bool) (uint64, error) {
@@ -39,6 +42,13 @@ func (s *Stream) Walk(from, to uint64, f func(index uint64, payload []byte) bool
 		return from, err
 	}
 	i, off := r.first, RegionHeaderSize
+	if k := (from - r.first) / WalkStride; k > 0 {
+		if marks, err := s.walkMarks(r); err != nil {
+			return from, err
+		} else if k < uint64(len(marks)) {
+			i, off = r.first+k*WalkStride, int(marks[k])
+		}
+	}
 	for i < to {
 		stop := to
 		if nx := r.next.Load(); nx != nil {
@@ -66,6 +76,44 @@ func (s *Stream) Walk(from, to uint64, f func(index uint64, payload []byte) bool
 		}
 	}
 	return i, nil
+}
+
+// WalkStride is how many entries apart the offsets Walk notes in a full
+// region are: a walk from entry first+k*WalkStride of such a region
+// starts there at once, one from any other entry steps over fewer than
+// WalkStride entries before it.
+const WalkStride = 1024
+
+// walkMarks returns the offsets of entries 0, WalkStride, ... of r if
+// r is full and all its entries committed (noting them on first use),
+// else nil.
+func (s *Stream) walkMarks(r *region) ([]int32, error) {
+	if m := r.marks.Load(); m != nil {
+		return *m, nil
+	}
+	nx := r.next.Load()
+	if nx == nil || s.Committed() < nx.first {
+		return nil, nil
+	}
+	count := nx.first - r.first
+	rb := s.regionBytes(r)
+	marks := make([]int32, 0, count/WalkStride+1)
+	off := RegionHeaderSize
+	for i := uint64(0); i < count; i++ {
+		if i%WalkStride == 0 {
+			marks = append(marks, int32(off))
+		}
+		if off+EntryHeaderSize > len(rb) {
+			return nil, s.walkDamage(r, r.first+i, "entry walks off the region")
+		}
+		n := int(le.Uint32(rb[off:]))
+		if n > len(rb)-off-EntryHeaderSize {
+			return nil, s.walkDamage(r, r.first+i, fmt.Sprintf("length %d runs off the region", n))
+		}
+		off += entrySize(n)
+	}
+	r.marks.Store(&marks)
+	return marks, nil
 }
 
 // walkDamage reports bad bytes met by Walk at entry i of r.

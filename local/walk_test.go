@@ -2,8 +2,10 @@ package local_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"testing"
 
@@ -66,5 +68,40 @@ func TestWalk(t *testing.T) {
 	}
 	if _, err := s.Walk(s.Head()-1, 600, func(uint64, []byte) bool { return true }); !errors.Is(err, local.ErrTrimmed) {
 		t.Fatalf("walk from a trimmed position: %v", err)
+	}
+}
+
+// TestWalkStride: walks from any entry of regions of thousands of
+// entries, full ones (started at a noted WalkStride-th entry) and the
+// tail, see every entry from there, in order, whatever walked before.
+func TestWalkStride(t *testing.T) {
+	s, err := local.Create(filepath.Join(t.TempDir(), "s"), local.Options{RegionSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const n = 15000
+	for i := range n {
+		if _, err := s.AppendNoSync(binary.LittleEndian.AppendUint64(nil, uint64(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(s.Regions()) < 3 || s.Regions()[0].Count <= 2*local.WalkStride {
+		t.Fatalf("regions %+v: want several of more than %d entries", s.Regions(), 2*local.WalkStride)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 300 {
+		from := uint64(rng.IntN(n))
+		want := from
+		end, err := s.Walk(from, from+uint64(rng.IntN(3000)), func(i uint64, p []byte) bool {
+			if i != want || binary.LittleEndian.Uint64(p) != i {
+				t.Fatalf("from %d: entry %d holds %d, want entry %d", from, i, binary.LittleEndian.Uint64(p), want)
+			}
+			want++
+			return true
+		})
+		if err != nil || end != want {
+			t.Fatalf("from %d: ended at %d after %d, %v", from, end, want, err)
+		}
 	}
 }
