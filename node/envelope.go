@@ -60,22 +60,6 @@ func producerKey(id string) uint64 {
 	return h.Sum64()
 }
 
-// envelope returns data wrapped for storing: with the producer's key and
-// seq when hasProducer.
-func envelope(data []byte, hasProducer bool, key, seq uint64) []byte {
-	if !hasProducer {
-		b := make([]byte, 1+len(data))
-		copy(b[1:], data)
-		return b
-	}
-	b := make([]byte, envHeader+len(data))
-	b[0] = envProducer
-	binary.LittleEndian.PutUint64(b[1:], key)
-	binary.LittleEndian.PutUint64(b[9:], seq)
-	copy(b[envHeader:], data)
-	return b
-}
-
 // marker returns an epoch marker's entry.
 func marker(epoch uint64) []byte {
 	b := make([]byte, markerSize)

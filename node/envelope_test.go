@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"testing"
 
@@ -35,4 +36,20 @@ func TestProducerKeyIsStable(t *testing.T) {
 			t.Errorf("producerKey(%q) = %#x, want %#x", id, k, want)
 		}
 	}
+}
+
+// envelope wraps data as nodes did before times (kinds 0 and 1), with the
+// producer's key and seq when hasProducer: tests make older streams with it.
+func envelope(data []byte, hasProducer bool, key, seq uint64) []byte {
+	if !hasProducer {
+		b := make([]byte, 1+len(data))
+		copy(b[1:], data)
+		return b
+	}
+	b := make([]byte, envHeader+len(data))
+	b[0] = envProducer
+	binary.LittleEndian.PutUint64(b[1:], key)
+	binary.LittleEndian.PutUint64(b[9:], seq)
+	copy(b[envHeader:], data)
+	return b
 }
