@@ -9,7 +9,9 @@
 //   InvalidArgument     a bad stream name, region size or request field
 //   ResourceExhausted   an entry larger than a region, a full disk or
 //                       stream file, too many appends in flight
-//   FailedPrecondition  a position that retention has trimmed; an
+//   FailedPrecondition  a conditional append whose expected position is
+//                       not the stream's next (details carry
+//                       AppendConditionFailed); a position that retention has trimmed; an
 //                       idempotent append whose sequence is too old to
 //                       answer; this node is not the stream's leader
 //                       (details carry NotLeader); too few live nodes to
@@ -1278,15 +1280,35 @@ type AppendRequest struct {
 	// is stored.
 	ProducerId string `protobuf:"bytes,3,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
 	Sequence   uint64 `protobuf:"varint,4,opt,name=sequence,proto3" json:"sequence,omitempty"`
-	// Several entries in one request, stored as consecutive entries of the
-	// stream when no other append runs at the same time (others may come
-	// between them otherwise), in order, with sequence numbers sequence,
-	// sequence+1, ... (each idempotent as above). data must be empty when
-	// batch is used (InvalidArgument otherwise). At most 4096 entries
-	// (MaxBatch in package node) and 60 MiB of payload in all, else
-	// InvalidArgument. The request is answered once its last entry is
-	// durable by the policy, with one position per entry.
-	Batch         [][]byte `protobuf:"bytes,5,rep,name=batch,proto3" json:"batch,omitempty"`
+	// Several entries in one request, stored atomically: all at
+	// consecutive positions, in order, or none (readers never see part of
+	// a batch, and recovery never keeps part of one), with sequence numbers
+	// sequence, sequence+1, ... (each idempotent as above: a retry stores
+	// only the entries not stored yet, again atomically). data must be
+	// empty when batch is used (InvalidArgument otherwise). At most 4096
+	// entries (MaxBatch in package node) and 60 MiB of payload in all, else
+	// InvalidArgument; the batch is stored as one record, which must fit in
+	// a region (ResourceExhausted otherwise). The request is answered once
+	// its last entry is durable by the policy, with one position per entry.
+	Batch [][]byte `protobuf:"bytes,5,rep,name=batch,proto3" json:"batch,omitempty"`
+	// Conditional append: when set, the request is stored only if its
+	// (first) entry would be stored at this position, i.e. the stream's
+	// next position is expected_next; otherwise FailedPrecondition with
+	// AppendConditionFailed in the details (and the actual next position
+	// in the message). Decided at the leader in the order appends are
+	// stored. Every position counts, those readers skip included (epoch
+	// markers a new leader appends, positions of a batch that failed): the
+	// next position is ReadResponse.next after reading to the end, or
+	// AppendResponse.position + 1 after one's own append. A request whose
+	// entries all repeat stored sequence numbers of their producer is
+	// answered with their positions without checking (the retry of a
+	// conditional append that was stored succeeds).
+	ExpectedNext *uint64 `protobuf:"varint,20,opt,name=expected_next,json=expectedNext,proto3,oneof" json:"expected_next,omitempty"`
+	// The batch is appends coalesced by the sender (client.Appender), not
+	// one unit: each entry, or each run of entries, may be stored apart
+	// (in records that fit a region), still at consecutive positions and
+	// in order. A batch too large for one record is then not refused.
+	Coalesced     bool `protobuf:"varint,21,opt,name=coalesced,proto3" json:"coalesced,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1356,6 +1378,192 @@ func (x *AppendRequest) GetBatch() [][]byte {
 	return nil
 }
 
+func (x *AppendRequest) GetExpectedNext() uint64 {
+	if x != nil && x.ExpectedNext != nil {
+		return *x.ExpectedNext
+	}
+	return 0
+}
+
+func (x *AppendRequest) GetCoalesced() bool {
+	if x != nil {
+		return x.Coalesced
+	}
+	return false
+}
+
+// AppendConditionFailed rides in the details of the FailedPrecondition
+// status of a conditional append (AppendRequest.expected_next) whose
+// expected position was not the stream's next.
+type AppendConditionFailed struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ExpectedNext  uint64                 `protobuf:"varint,1,opt,name=expected_next,json=expectedNext,proto3" json:"expected_next,omitempty"`
+	ActualNext    uint64                 `protobuf:"varint,2,opt,name=actual_next,json=actualNext,proto3" json:"actual_next,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendConditionFailed) Reset() {
+	*x = AppendConditionFailed{}
+	mi := &file_api_api_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendConditionFailed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendConditionFailed) ProtoMessage() {}
+
+func (x *AppendConditionFailed) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendConditionFailed.ProtoReflect.Descriptor instead.
+func (*AppendConditionFailed) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *AppendConditionFailed) GetExpectedNext() uint64 {
+	if x != nil {
+		return x.ExpectedNext
+	}
+	return 0
+}
+
+func (x *AppendConditionFailed) GetActualNext() uint64 {
+	if x != nil {
+		return x.ActualNext
+	}
+	return 0
+}
+
+type FindPositionRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Stream string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	// Unix time in nanoseconds: the first entry appended at or after it.
+	SinceUnixNano int64 `protobuf:"varint,2,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FindPositionRequest) Reset() {
+	*x = FindPositionRequest{}
+	mi := &file_api_api_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FindPositionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FindPositionRequest) ProtoMessage() {}
+
+func (x *FindPositionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FindPositionRequest.ProtoReflect.Descriptor instead.
+func (*FindPositionRequest) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *FindPositionRequest) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *FindPositionRequest) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
+}
+
+type FindPositionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The first entry appended at or after the time; the committed
+	// position (where new entries will go) if none is.
+	Position uint64 `protobuf:"varint,1,opt,name=position,proto3" json:"position,omitempty"`
+	// That entry's append time, 0 if none.
+	TimeUnixNano int64 `protobuf:"varint,2,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// The stream's committed position when the lookup ran.
+	Committed     uint64 `protobuf:"varint,3,opt,name=committed,proto3" json:"committed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FindPositionResponse) Reset() {
+	*x = FindPositionResponse{}
+	mi := &file_api_api_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FindPositionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FindPositionResponse) ProtoMessage() {}
+
+func (x *FindPositionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_api_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FindPositionResponse.ProtoReflect.Descriptor instead.
+func (*FindPositionResponse) Descriptor() ([]byte, []int) {
+	return file_api_api_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *FindPositionResponse) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *FindPositionResponse) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *FindPositionResponse) GetCommitted() uint64 {
+	if x != nil {
+		return x.Committed
+	}
+	return 0
+}
+
 type AppendResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The entry's position; for a batch, that of its last entry.
@@ -1373,7 +1581,7 @@ type AppendResponse struct {
 
 func (x *AppendResponse) Reset() {
 	*x = AppendResponse{}
-	mi := &file_api_api_proto_msgTypes[21]
+	mi := &file_api_api_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1385,7 +1593,7 @@ func (x *AppendResponse) String() string {
 func (*AppendResponse) ProtoMessage() {}
 
 func (x *AppendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[21]
+	mi := &file_api_api_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1398,7 +1606,7 @@ func (x *AppendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendResponse.ProtoReflect.Descriptor instead.
 func (*AppendResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{21}
+	return file_api_api_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AppendResponse) GetPosition() uint64 {
@@ -1445,7 +1653,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_api_api_proto_msgTypes[22]
+	mi := &file_api_api_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +1665,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[22]
+	mi := &file_api_api_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,7 +1678,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{22}
+	return file_api_api_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReadRequest) GetStream() string {
@@ -1502,16 +1710,21 @@ func (x *ReadRequest) GetMaxBytes() uint32 {
 }
 
 type Entry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Position      uint64                 `protobuf:"varint,1,opt,name=position,proto3" json:"position,omitempty"`
-	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Position uint64                 `protobuf:"varint,1,opt,name=position,proto3" json:"position,omitempty"`
+	Data     []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// When the leader appended it, in Unix nanoseconds: increasing with
+	// the position within a stream, even if the leader's clock steps back
+	// (the leader then adds 1 ns to the last time). 0 for entries stored
+	// before entries carried times.
+	TimeUnixNano  int64 `protobuf:"varint,20,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_api_api_proto_msgTypes[23]
+	mi := &file_api_api_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1523,7 +1736,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[23]
+	mi := &file_api_api_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1536,7 +1749,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{23}
+	return file_api_api_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Entry) GetPosition() uint64 {
@@ -1551,6 +1764,13 @@ func (x *Entry) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *Entry) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
 }
 
 type ReadResponse struct {
@@ -1570,7 +1790,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_api_api_proto_msgTypes[24]
+	mi := &file_api_api_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1582,7 +1802,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[24]
+	mi := &file_api_api_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1595,7 +1815,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{24}
+	return file_api_api_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReadResponse) GetEntries() []*Entry {
@@ -1640,7 +1860,7 @@ type TailRequest struct {
 
 func (x *TailRequest) Reset() {
 	*x = TailRequest{}
-	mi := &file_api_api_proto_msgTypes[25]
+	mi := &file_api_api_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1652,7 +1872,7 @@ func (x *TailRequest) String() string {
 func (*TailRequest) ProtoMessage() {}
 
 func (x *TailRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[25]
+	mi := &file_api_api_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1665,7 +1885,7 @@ func (x *TailRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailRequest.ProtoReflect.Descriptor instead.
 func (*TailRequest) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{25}
+	return file_api_api_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TailRequest) GetStream() string {
@@ -1699,7 +1919,7 @@ type TailResponse struct {
 
 func (x *TailResponse) Reset() {
 	*x = TailResponse{}
-	mi := &file_api_api_proto_msgTypes[26]
+	mi := &file_api_api_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1711,7 +1931,7 @@ func (x *TailResponse) String() string {
 func (*TailResponse) ProtoMessage() {}
 
 func (x *TailResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[26]
+	mi := &file_api_api_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1724,7 +1944,7 @@ func (x *TailResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailResponse.ProtoReflect.Descriptor instead.
 func (*TailResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{26}
+	return file_api_api_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TailResponse) GetEntries() []*Entry {
@@ -1743,7 +1963,7 @@ type StreamStatusRequest struct {
 
 func (x *StreamStatusRequest) Reset() {
 	*x = StreamStatusRequest{}
-	mi := &file_api_api_proto_msgTypes[27]
+	mi := &file_api_api_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1755,7 +1975,7 @@ func (x *StreamStatusRequest) String() string {
 func (*StreamStatusRequest) ProtoMessage() {}
 
 func (x *StreamStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[27]
+	mi := &file_api_api_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1768,7 +1988,7 @@ func (x *StreamStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamStatusRequest.ProtoReflect.Descriptor instead.
 func (*StreamStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{27}
+	return file_api_api_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StreamStatusRequest) GetStream() string {
@@ -1796,7 +2016,7 @@ type Region struct {
 
 func (x *Region) Reset() {
 	*x = Region{}
-	mi := &file_api_api_proto_msgTypes[28]
+	mi := &file_api_api_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1808,7 +2028,7 @@ func (x *Region) String() string {
 func (*Region) ProtoMessage() {}
 
 func (x *Region) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[28]
+	mi := &file_api_api_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1821,7 +2041,7 @@ func (x *Region) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Region.ProtoReflect.Descriptor instead.
 func (*Region) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{28}
+	return file_api_api_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Region) GetSeq() uint64 {
@@ -1874,7 +2094,7 @@ type ReplicaStatus struct {
 
 func (x *ReplicaStatus) Reset() {
 	*x = ReplicaStatus{}
-	mi := &file_api_api_proto_msgTypes[29]
+	mi := &file_api_api_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +2106,7 @@ func (x *ReplicaStatus) String() string {
 func (*ReplicaStatus) ProtoMessage() {}
 
 func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[29]
+	mi := &file_api_api_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +2119,7 @@ func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStatus.ProtoReflect.Descriptor instead.
 func (*ReplicaStatus) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{29}
+	return file_api_api_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ReplicaStatus) GetMember() string {
@@ -1963,7 +2183,7 @@ type StreamStatusResponse struct {
 
 func (x *StreamStatusResponse) Reset() {
 	*x = StreamStatusResponse{}
-	mi := &file_api_api_proto_msgTypes[30]
+	mi := &file_api_api_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1975,7 +2195,7 @@ func (x *StreamStatusResponse) String() string {
 func (*StreamStatusResponse) ProtoMessage() {}
 
 func (x *StreamStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[30]
+	mi := &file_api_api_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1988,7 +2208,7 @@ func (x *StreamStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamStatusResponse.ProtoReflect.Descriptor instead.
 func (*StreamStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{30}
+	return file_api_api_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *StreamStatusResponse) GetStream() string {
@@ -2111,7 +2331,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_api_api_proto_msgTypes[31]
+	mi := &file_api_api_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2123,7 +2343,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[31]
+	mi := &file_api_api_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2136,7 +2356,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{31}
+	return file_api_api_proto_rawDescGZIP(), []int{34}
 }
 
 type Member struct {
@@ -2157,7 +2377,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_api_api_proto_msgTypes[32]
+	mi := &file_api_api_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2169,7 +2389,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[32]
+	mi := &file_api_api_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2182,7 +2402,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{32}
+	return file_api_api_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Member) GetName() string {
@@ -2250,7 +2470,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_api_api_proto_msgTypes[33]
+	mi := &file_api_api_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2262,7 +2482,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[33]
+	mi := &file_api_api_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2275,7 +2495,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{33}
+	return file_api_api_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -2298,7 +2518,7 @@ type NotLeader struct {
 
 func (x *NotLeader) Reset() {
 	*x = NotLeader{}
-	mi := &file_api_api_proto_msgTypes[34]
+	mi := &file_api_api_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2310,7 +2530,7 @@ func (x *NotLeader) String() string {
 func (*NotLeader) ProtoMessage() {}
 
 func (x *NotLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[34]
+	mi := &file_api_api_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2323,7 +2543,7 @@ func (x *NotLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotLeader.ProtoReflect.Descriptor instead.
 func (*NotLeader) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{34}
+	return file_api_api_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *NotLeader) GetLeader() string {
@@ -2355,7 +2575,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_api_api_proto_msgTypes[35]
+	mi := &file_api_api_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2367,7 +2587,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[35]
+	mi := &file_api_api_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2380,7 +2600,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{35}
+	return file_api_api_proto_rawDescGZIP(), []int{38}
 }
 
 type ClusterStatusResponse struct {
@@ -2420,7 +2640,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_api_api_proto_msgTypes[36]
+	mi := &file_api_api_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2432,7 +2652,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[36]
+	mi := &file_api_api_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2445,7 +2665,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{36}
+	return file_api_api_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ClusterStatusResponse) GetNode() string {
@@ -2577,7 +2797,7 @@ type CatalogNode struct {
 
 func (x *CatalogNode) Reset() {
 	*x = CatalogNode{}
-	mi := &file_api_api_proto_msgTypes[37]
+	mi := &file_api_api_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2589,7 +2809,7 @@ func (x *CatalogNode) String() string {
 func (*CatalogNode) ProtoMessage() {}
 
 func (x *CatalogNode) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[37]
+	mi := &file_api_api_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2602,7 +2822,7 @@ func (x *CatalogNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogNode.ProtoReflect.Descriptor instead.
 func (*CatalogNode) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{37}
+	return file_api_api_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CatalogNode) GetName() string {
@@ -2665,7 +2885,7 @@ type ChangeVoterRequest struct {
 
 func (x *ChangeVoterRequest) Reset() {
 	*x = ChangeVoterRequest{}
-	mi := &file_api_api_proto_msgTypes[38]
+	mi := &file_api_api_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2677,7 +2897,7 @@ func (x *ChangeVoterRequest) String() string {
 func (*ChangeVoterRequest) ProtoMessage() {}
 
 func (x *ChangeVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[38]
+	mi := &file_api_api_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2690,7 +2910,7 @@ func (x *ChangeVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeVoterRequest.ProtoReflect.Descriptor instead.
 func (*ChangeVoterRequest) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{38}
+	return file_api_api_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ChangeVoterRequest) GetNode() string {
@@ -2715,7 +2935,7 @@ type ChangeVoterResponse struct {
 
 func (x *ChangeVoterResponse) Reset() {
 	*x = ChangeVoterResponse{}
-	mi := &file_api_api_proto_msgTypes[39]
+	mi := &file_api_api_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2727,7 +2947,7 @@ func (x *ChangeVoterResponse) String() string {
 func (*ChangeVoterResponse) ProtoMessage() {}
 
 func (x *ChangeVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_api_proto_msgTypes[39]
+	mi := &file_api_api_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2740,7 +2960,7 @@ func (x *ChangeVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeVoterResponse.ProtoReflect.Descriptor instead.
 func (*ChangeVoterResponse) Descriptor() ([]byte, []int) {
-	return file_api_api_proto_rawDescGZIP(), []int{39}
+	return file_api_api_proto_rawDescGZIP(), []int{42}
 }
 
 var File_api_api_proto protoreflect.FileDescriptor
@@ -2809,14 +3029,28 @@ const file_api_api_proto_rawDesc = "" +
 	"\x14DeleteStreamResponse\"\x14\n" +
 	"\x12ListStreamsRequest\"/\n" +
 	"\x13ListStreamsResponse\x12\x18\n" +
-	"\astreams\x18\x01 \x03(\tR\astreams\"\x8e\x01\n" +
+	"\astreams\x18\x01 \x03(\tR\astreams\"\xe8\x01\n" +
 	"\rAppendRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1f\n" +
 	"\vproducer_id\x18\x03 \x01(\tR\n" +
 	"producerId\x12\x1a\n" +
 	"\bsequence\x18\x04 \x01(\x04R\bsequence\x12\x14\n" +
-	"\x05batch\x18\x05 \x03(\fR\x05batch\"\x88\x01\n" +
+	"\x05batch\x18\x05 \x03(\fR\x05batch\x12(\n" +
+	"\rexpected_next\x18\x14 \x01(\x04H\x00R\fexpectedNext\x88\x01\x01\x12\x1c\n" +
+	"\tcoalesced\x18\x15 \x01(\bR\tcoalescedB\x10\n" +
+	"\x0e_expected_next\"]\n" +
+	"\x15AppendConditionFailed\x12#\n" +
+	"\rexpected_next\x18\x01 \x01(\x04R\fexpectedNext\x12\x1f\n" +
+	"\vactual_next\x18\x02 \x01(\x04R\n" +
+	"actualNext\"U\n" +
+	"\x13FindPositionRequest\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12&\n" +
+	"\x0fsince_unix_nano\x18\x02 \x01(\x03R\rsinceUnixNano\"v\n" +
+	"\x14FindPositionResponse\x12\x1a\n" +
+	"\bposition\x18\x01 \x01(\x04R\bposition\x12$\n" +
+	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x1c\n" +
+	"\tcommitted\x18\x03 \x01(\x04R\tcommitted\"\x88\x01\n" +
 	"\x0eAppendResponse\x12\x1a\n" +
 	"\bposition\x18\x01 \x01(\x04R\bposition\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12\x1c\n" +
@@ -2829,10 +3063,11 @@ const file_api_api_proto_rawDesc = "" +
 	"\x04from\x18\x02 \x01(\x04R\x04from\x12\x1f\n" +
 	"\vmax_entries\x18\x03 \x01(\rR\n" +
 	"maxEntries\x12\x1b\n" +
-	"\tmax_bytes\x18\x04 \x01(\rR\bmaxBytes\"7\n" +
+	"\tmax_bytes\x18\x04 \x01(\rR\bmaxBytes\"]\n" +
 	"\x05Entry\x12\x1a\n" +
 	"\bposition\x18\x01 \x01(\x04R\bposition\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\x86\x01\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12$\n" +
+	"\x0etime_unix_nano\x18\x14 \x01(\x03R\ftimeUnixNano\"\x86\x01\n" +
 	"\fReadResponse\x120\n" +
 	"\aentries\x18\x01 \x03(\v2\x16.rpstream.api.v1.EntryR\aentries\x12\x12\n" +
 	"\x04next\x18\x02 \x01(\x04R\x04next\x12\x1c\n" +
@@ -2948,7 +3183,7 @@ const file_api_api_proto_rawDesc = "" +
 	"\x12MEMBER_STATE_ALIVE\x10\x01\x12\x18\n" +
 	"\x14MEMBER_STATE_SUSPECT\x10\x02\x12\x15\n" +
 	"\x11MEMBER_STATE_DEAD\x10\x03\x12\x15\n" +
-	"\x11MEMBER_STATE_LEFT\x10\x042\xd9\v\n" +
+	"\x11MEMBER_STATE_LEFT\x10\x042\xb6\f\n" +
 	"\aStreams\x12[\n" +
 	"\fCreateStream\x12$.rpstream.api.v1.CreateStreamRequest\x1a%.rpstream.api.v1.CreateStreamResponse\x12[\n" +
 	"\fDeleteStream\x12$.rpstream.api.v1.DeleteStreamRequest\x1a%.rpstream.api.v1.DeleteStreamResponse\x12X\n" +
@@ -2959,7 +3194,8 @@ const file_api_api_proto_rawDesc = "" +
 	"\x04Tail\x12\x1c.rpstream.api.v1.TailRequest\x1a\x1d.rpstream.api.v1.TailResponse0\x01\x12[\n" +
 	"\fStreamStatus\x12$.rpstream.api.v1.StreamStatusRequest\x1a%.rpstream.api.v1.StreamStatusResponse\x12L\n" +
 	"\aMembers\x12\x1f.rpstream.api.v1.MembersRequest\x1a .rpstream.api.v1.MembersResponse\x12^\n" +
-	"\rClusterStatus\x12%.rpstream.api.v1.ClusterStatusRequest\x1a&.rpstream.api.v1.ClusterStatusResponse\x12X\n" +
+	"\rClusterStatus\x12%.rpstream.api.v1.ClusterStatusRequest\x1a&.rpstream.api.v1.ClusterStatusResponse\x12[\n" +
+	"\fFindPosition\x12$.rpstream.api.v1.FindPositionRequest\x1a%.rpstream.api.v1.FindPositionResponse\x12X\n" +
 	"\vChangeVoter\x12#.rpstream.api.v1.ChangeVoterRequest\x1a$.rpstream.api.v1.ChangeVoterResponse\x12[\n" +
 	"\fSetRetention\x12$.rpstream.api.v1.SetRetentionRequest\x1a%.rpstream.api.v1.SetRetentionResponse\x12U\n" +
 	"\n" +
@@ -2982,7 +3218,7 @@ func file_api_api_proto_rawDescGZIP() []byte {
 }
 
 var file_api_api_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_api_api_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_api_api_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_api_api_proto_goTypes = []any{
 	(AckPolicy)(0),                 // 0: rpstream.api.v1.AckPolicy
 	(Role)(0),                      // 1: rpstream.api.v1.Role
@@ -3008,25 +3244,28 @@ var file_api_api_proto_goTypes = []any{
 	(*ListStreamsRequest)(nil),     // 21: rpstream.api.v1.ListStreamsRequest
 	(*ListStreamsResponse)(nil),    // 22: rpstream.api.v1.ListStreamsResponse
 	(*AppendRequest)(nil),          // 23: rpstream.api.v1.AppendRequest
-	(*AppendResponse)(nil),         // 24: rpstream.api.v1.AppendResponse
-	(*ReadRequest)(nil),            // 25: rpstream.api.v1.ReadRequest
-	(*Entry)(nil),                  // 26: rpstream.api.v1.Entry
-	(*ReadResponse)(nil),           // 27: rpstream.api.v1.ReadResponse
-	(*TailRequest)(nil),            // 28: rpstream.api.v1.TailRequest
-	(*TailResponse)(nil),           // 29: rpstream.api.v1.TailResponse
-	(*StreamStatusRequest)(nil),    // 30: rpstream.api.v1.StreamStatusRequest
-	(*Region)(nil),                 // 31: rpstream.api.v1.Region
-	(*ReplicaStatus)(nil),          // 32: rpstream.api.v1.ReplicaStatus
-	(*StreamStatusResponse)(nil),   // 33: rpstream.api.v1.StreamStatusResponse
-	(*MembersRequest)(nil),         // 34: rpstream.api.v1.MembersRequest
-	(*Member)(nil),                 // 35: rpstream.api.v1.Member
-	(*MembersResponse)(nil),        // 36: rpstream.api.v1.MembersResponse
-	(*NotLeader)(nil),              // 37: rpstream.api.v1.NotLeader
-	(*ClusterStatusRequest)(nil),   // 38: rpstream.api.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),  // 39: rpstream.api.v1.ClusterStatusResponse
-	(*CatalogNode)(nil),            // 40: rpstream.api.v1.CatalogNode
-	(*ChangeVoterRequest)(nil),     // 41: rpstream.api.v1.ChangeVoterRequest
-	(*ChangeVoterResponse)(nil),    // 42: rpstream.api.v1.ChangeVoterResponse
+	(*AppendConditionFailed)(nil),  // 24: rpstream.api.v1.AppendConditionFailed
+	(*FindPositionRequest)(nil),    // 25: rpstream.api.v1.FindPositionRequest
+	(*FindPositionResponse)(nil),   // 26: rpstream.api.v1.FindPositionResponse
+	(*AppendResponse)(nil),         // 27: rpstream.api.v1.AppendResponse
+	(*ReadRequest)(nil),            // 28: rpstream.api.v1.ReadRequest
+	(*Entry)(nil),                  // 29: rpstream.api.v1.Entry
+	(*ReadResponse)(nil),           // 30: rpstream.api.v1.ReadResponse
+	(*TailRequest)(nil),            // 31: rpstream.api.v1.TailRequest
+	(*TailResponse)(nil),           // 32: rpstream.api.v1.TailResponse
+	(*StreamStatusRequest)(nil),    // 33: rpstream.api.v1.StreamStatusRequest
+	(*Region)(nil),                 // 34: rpstream.api.v1.Region
+	(*ReplicaStatus)(nil),          // 35: rpstream.api.v1.ReplicaStatus
+	(*StreamStatusResponse)(nil),   // 36: rpstream.api.v1.StreamStatusResponse
+	(*MembersRequest)(nil),         // 37: rpstream.api.v1.MembersRequest
+	(*Member)(nil),                 // 38: rpstream.api.v1.Member
+	(*MembersResponse)(nil),        // 39: rpstream.api.v1.MembersResponse
+	(*NotLeader)(nil),              // 40: rpstream.api.v1.NotLeader
+	(*ClusterStatusRequest)(nil),   // 41: rpstream.api.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),  // 42: rpstream.api.v1.ClusterStatusResponse
+	(*CatalogNode)(nil),            // 43: rpstream.api.v1.CatalogNode
+	(*ChangeVoterRequest)(nil),     // 44: rpstream.api.v1.ChangeVoterRequest
+	(*ChangeVoterResponse)(nil),    // 45: rpstream.api.v1.ChangeVoterResponse
 }
 var file_api_api_proto_depIdxs = []int32{
 	3,  // 0: rpstream.api.v1.SetRetentionRequest.retention:type_name -> rpstream.api.v1.Retention
@@ -3035,18 +3274,18 @@ var file_api_api_proto_depIdxs = []int32{
 	8,  // 3: rpstream.api.v1.ListConsumersResponse.consumers:type_name -> rpstream.api.v1.Consumer
 	0,  // 4: rpstream.api.v1.CreateStreamRequest.acks:type_name -> rpstream.api.v1.AckPolicy
 	3,  // 5: rpstream.api.v1.CreateStreamRequest.retention:type_name -> rpstream.api.v1.Retention
-	33, // 6: rpstream.api.v1.CreateStreamResponse.status:type_name -> rpstream.api.v1.StreamStatusResponse
-	26, // 7: rpstream.api.v1.ReadResponse.entries:type_name -> rpstream.api.v1.Entry
-	26, // 8: rpstream.api.v1.TailResponse.entries:type_name -> rpstream.api.v1.Entry
+	36, // 6: rpstream.api.v1.CreateStreamResponse.status:type_name -> rpstream.api.v1.StreamStatusResponse
+	29, // 7: rpstream.api.v1.ReadResponse.entries:type_name -> rpstream.api.v1.Entry
+	29, // 8: rpstream.api.v1.TailResponse.entries:type_name -> rpstream.api.v1.Entry
 	0,  // 9: rpstream.api.v1.StreamStatusResponse.acks:type_name -> rpstream.api.v1.AckPolicy
-	31, // 10: rpstream.api.v1.StreamStatusResponse.regions:type_name -> rpstream.api.v1.Region
-	32, // 11: rpstream.api.v1.StreamStatusResponse.replica_status:type_name -> rpstream.api.v1.ReplicaStatus
+	34, // 10: rpstream.api.v1.StreamStatusResponse.regions:type_name -> rpstream.api.v1.Region
+	35, // 11: rpstream.api.v1.StreamStatusResponse.replica_status:type_name -> rpstream.api.v1.ReplicaStatus
 	3,  // 12: rpstream.api.v1.StreamStatusResponse.retention:type_name -> rpstream.api.v1.Retention
 	8,  // 13: rpstream.api.v1.StreamStatusResponse.consumers:type_name -> rpstream.api.v1.Consumer
 	1,  // 14: rpstream.api.v1.Member.role:type_name -> rpstream.api.v1.Role
 	2,  // 15: rpstream.api.v1.Member.state:type_name -> rpstream.api.v1.MemberState
-	35, // 16: rpstream.api.v1.MembersResponse.members:type_name -> rpstream.api.v1.Member
-	40, // 17: rpstream.api.v1.ClusterStatusResponse.nodes:type_name -> rpstream.api.v1.CatalogNode
+	38, // 16: rpstream.api.v1.MembersResponse.members:type_name -> rpstream.api.v1.Member
+	43, // 17: rpstream.api.v1.ClusterStatusResponse.nodes:type_name -> rpstream.api.v1.CatalogNode
 	1,  // 18: rpstream.api.v1.CatalogNode.role:type_name -> rpstream.api.v1.Role
 	2,  // 19: rpstream.api.v1.CatalogNode.state:type_name -> rpstream.api.v1.MemberState
 	17, // 20: rpstream.api.v1.Streams.CreateStream:input_type -> rpstream.api.v1.CreateStreamRequest
@@ -3054,37 +3293,39 @@ var file_api_api_proto_depIdxs = []int32{
 	21, // 22: rpstream.api.v1.Streams.ListStreams:input_type -> rpstream.api.v1.ListStreamsRequest
 	23, // 23: rpstream.api.v1.Streams.Append:input_type -> rpstream.api.v1.AppendRequest
 	23, // 24: rpstream.api.v1.Streams.AppendStream:input_type -> rpstream.api.v1.AppendRequest
-	25, // 25: rpstream.api.v1.Streams.Read:input_type -> rpstream.api.v1.ReadRequest
-	28, // 26: rpstream.api.v1.Streams.Tail:input_type -> rpstream.api.v1.TailRequest
-	30, // 27: rpstream.api.v1.Streams.StreamStatus:input_type -> rpstream.api.v1.StreamStatusRequest
-	34, // 28: rpstream.api.v1.Streams.Members:input_type -> rpstream.api.v1.MembersRequest
-	38, // 29: rpstream.api.v1.Streams.ClusterStatus:input_type -> rpstream.api.v1.ClusterStatusRequest
-	41, // 30: rpstream.api.v1.Streams.ChangeVoter:input_type -> rpstream.api.v1.ChangeVoterRequest
-	4,  // 31: rpstream.api.v1.Streams.SetRetention:input_type -> rpstream.api.v1.SetRetentionRequest
-	6,  // 32: rpstream.api.v1.Streams.TrimStream:input_type -> rpstream.api.v1.TrimStreamRequest
-	9,  // 33: rpstream.api.v1.Streams.AddConsumer:input_type -> rpstream.api.v1.AddConsumerRequest
-	11, // 34: rpstream.api.v1.Streams.RemoveConsumer:input_type -> rpstream.api.v1.RemoveConsumerRequest
-	13, // 35: rpstream.api.v1.Streams.ListConsumers:input_type -> rpstream.api.v1.ListConsumersRequest
-	15, // 36: rpstream.api.v1.Streams.AckConsumer:input_type -> rpstream.api.v1.AckConsumerRequest
-	18, // 37: rpstream.api.v1.Streams.CreateStream:output_type -> rpstream.api.v1.CreateStreamResponse
-	20, // 38: rpstream.api.v1.Streams.DeleteStream:output_type -> rpstream.api.v1.DeleteStreamResponse
-	22, // 39: rpstream.api.v1.Streams.ListStreams:output_type -> rpstream.api.v1.ListStreamsResponse
-	24, // 40: rpstream.api.v1.Streams.Append:output_type -> rpstream.api.v1.AppendResponse
-	24, // 41: rpstream.api.v1.Streams.AppendStream:output_type -> rpstream.api.v1.AppendResponse
-	27, // 42: rpstream.api.v1.Streams.Read:output_type -> rpstream.api.v1.ReadResponse
-	29, // 43: rpstream.api.v1.Streams.Tail:output_type -> rpstream.api.v1.TailResponse
-	33, // 44: rpstream.api.v1.Streams.StreamStatus:output_type -> rpstream.api.v1.StreamStatusResponse
-	36, // 45: rpstream.api.v1.Streams.Members:output_type -> rpstream.api.v1.MembersResponse
-	39, // 46: rpstream.api.v1.Streams.ClusterStatus:output_type -> rpstream.api.v1.ClusterStatusResponse
-	42, // 47: rpstream.api.v1.Streams.ChangeVoter:output_type -> rpstream.api.v1.ChangeVoterResponse
-	5,  // 48: rpstream.api.v1.Streams.SetRetention:output_type -> rpstream.api.v1.SetRetentionResponse
-	7,  // 49: rpstream.api.v1.Streams.TrimStream:output_type -> rpstream.api.v1.TrimStreamResponse
-	10, // 50: rpstream.api.v1.Streams.AddConsumer:output_type -> rpstream.api.v1.AddConsumerResponse
-	12, // 51: rpstream.api.v1.Streams.RemoveConsumer:output_type -> rpstream.api.v1.RemoveConsumerResponse
-	14, // 52: rpstream.api.v1.Streams.ListConsumers:output_type -> rpstream.api.v1.ListConsumersResponse
-	16, // 53: rpstream.api.v1.Streams.AckConsumer:output_type -> rpstream.api.v1.AckConsumerResponse
-	37, // [37:54] is the sub-list for method output_type
-	20, // [20:37] is the sub-list for method input_type
+	28, // 25: rpstream.api.v1.Streams.Read:input_type -> rpstream.api.v1.ReadRequest
+	31, // 26: rpstream.api.v1.Streams.Tail:input_type -> rpstream.api.v1.TailRequest
+	33, // 27: rpstream.api.v1.Streams.StreamStatus:input_type -> rpstream.api.v1.StreamStatusRequest
+	37, // 28: rpstream.api.v1.Streams.Members:input_type -> rpstream.api.v1.MembersRequest
+	41, // 29: rpstream.api.v1.Streams.ClusterStatus:input_type -> rpstream.api.v1.ClusterStatusRequest
+	25, // 30: rpstream.api.v1.Streams.FindPosition:input_type -> rpstream.api.v1.FindPositionRequest
+	44, // 31: rpstream.api.v1.Streams.ChangeVoter:input_type -> rpstream.api.v1.ChangeVoterRequest
+	4,  // 32: rpstream.api.v1.Streams.SetRetention:input_type -> rpstream.api.v1.SetRetentionRequest
+	6,  // 33: rpstream.api.v1.Streams.TrimStream:input_type -> rpstream.api.v1.TrimStreamRequest
+	9,  // 34: rpstream.api.v1.Streams.AddConsumer:input_type -> rpstream.api.v1.AddConsumerRequest
+	11, // 35: rpstream.api.v1.Streams.RemoveConsumer:input_type -> rpstream.api.v1.RemoveConsumerRequest
+	13, // 36: rpstream.api.v1.Streams.ListConsumers:input_type -> rpstream.api.v1.ListConsumersRequest
+	15, // 37: rpstream.api.v1.Streams.AckConsumer:input_type -> rpstream.api.v1.AckConsumerRequest
+	18, // 38: rpstream.api.v1.Streams.CreateStream:output_type -> rpstream.api.v1.CreateStreamResponse
+	20, // 39: rpstream.api.v1.Streams.DeleteStream:output_type -> rpstream.api.v1.DeleteStreamResponse
+	22, // 40: rpstream.api.v1.Streams.ListStreams:output_type -> rpstream.api.v1.ListStreamsResponse
+	27, // 41: rpstream.api.v1.Streams.Append:output_type -> rpstream.api.v1.AppendResponse
+	27, // 42: rpstream.api.v1.Streams.AppendStream:output_type -> rpstream.api.v1.AppendResponse
+	30, // 43: rpstream.api.v1.Streams.Read:output_type -> rpstream.api.v1.ReadResponse
+	32, // 44: rpstream.api.v1.Streams.Tail:output_type -> rpstream.api.v1.TailResponse
+	36, // 45: rpstream.api.v1.Streams.StreamStatus:output_type -> rpstream.api.v1.StreamStatusResponse
+	39, // 46: rpstream.api.v1.Streams.Members:output_type -> rpstream.api.v1.MembersResponse
+	42, // 47: rpstream.api.v1.Streams.ClusterStatus:output_type -> rpstream.api.v1.ClusterStatusResponse
+	26, // 48: rpstream.api.v1.Streams.FindPosition:output_type -> rpstream.api.v1.FindPositionResponse
+	45, // 49: rpstream.api.v1.Streams.ChangeVoter:output_type -> rpstream.api.v1.ChangeVoterResponse
+	5,  // 50: rpstream.api.v1.Streams.SetRetention:output_type -> rpstream.api.v1.SetRetentionResponse
+	7,  // 51: rpstream.api.v1.Streams.TrimStream:output_type -> rpstream.api.v1.TrimStreamResponse
+	10, // 52: rpstream.api.v1.Streams.AddConsumer:output_type -> rpstream.api.v1.AddConsumerResponse
+	12, // 53: rpstream.api.v1.Streams.RemoveConsumer:output_type -> rpstream.api.v1.RemoveConsumerResponse
+	14, // 54: rpstream.api.v1.Streams.ListConsumers:output_type -> rpstream.api.v1.ListConsumersResponse
+	16, // 55: rpstream.api.v1.Streams.AckConsumer:output_type -> rpstream.api.v1.AckConsumerResponse
+	38, // [38:56] is the sub-list for method output_type
+	20, // [20:38] is the sub-list for method input_type
 	20, // [20:20] is the sub-list for extension type_name
 	20, // [20:20] is the sub-list for extension extendee
 	0,  // [0:20] is the sub-list for field type_name
@@ -3095,13 +3336,14 @@ func file_api_api_proto_init() {
 	if File_api_api_proto != nil {
 		return
 	}
+	file_api_api_proto_msgTypes[20].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_api_proto_rawDesc), len(file_api_api_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   40,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

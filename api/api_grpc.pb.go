@@ -9,7 +9,9 @@
 //   InvalidArgument     a bad stream name, region size or request field
 //   ResourceExhausted   an entry larger than a region, a full disk or
 //                       stream file, too many appends in flight
-//   FailedPrecondition  a position that retention has trimmed; an
+//   FailedPrecondition  a conditional append whose expected position is
+//                       not the stream's next (details carry
+//                       AppendConditionFailed); a position that retention has trimmed; an
 //                       idempotent append whose sequence is too old to
 //                       answer; this node is not the stream's leader
 //                       (details carry NotLeader); too few live nodes to
@@ -53,6 +55,7 @@ const (
 	Streams_StreamStatus_FullMethodName   = "/rpstream.api.v1.Streams/StreamStatus"
 	Streams_Members_FullMethodName        = "/rpstream.api.v1.Streams/Members"
 	Streams_ClusterStatus_FullMethodName  = "/rpstream.api.v1.Streams/ClusterStatus"
+	Streams_FindPosition_FullMethodName   = "/rpstream.api.v1.Streams/FindPosition"
 	Streams_ChangeVoter_FullMethodName    = "/rpstream.api.v1.Streams/ChangeVoter"
 	Streams_SetRetention_FullMethodName   = "/rpstream.api.v1.Streams/SetRetention"
 	Streams_TrimStream_FullMethodName     = "/rpstream.api.v1.Streams/TrimStream"
@@ -96,6 +99,10 @@ type StreamsClient interface {
 	// ClusterStatus describes the catalog's controller group and the nodes
 	// the catalog knows, as the answering node sees them.
 	ClusterStatus(ctx context.Context, in *ClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatusResponse, error)
+	// FindPosition finds the first entry appended at or after a time (the
+	// leader's append time, api.Entry.time_unix_nano) by binary search over
+	// the stream's regions, not a scan: where a tail --since starts.
+	FindPosition(ctx context.Context, in *FindPositionRequest, opts ...grpc.CallOption) (*FindPositionResponse, error)
 	// ChangeVoter promotes a node following the catalog to a controller
 	// voter, or demotes a voter to a follower without a vote (an
 	// operator's command). InvalidArgument for a bad name;
@@ -253,6 +260,16 @@ func (c *streamsClient) ClusterStatus(ctx context.Context, in *ClusterStatusRequ
 	return out, nil
 }
 
+func (c *streamsClient) FindPosition(ctx context.Context, in *FindPositionRequest, opts ...grpc.CallOption) (*FindPositionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FindPositionResponse)
+	err := c.cc.Invoke(ctx, Streams_FindPosition_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *streamsClient) ChangeVoter(ctx context.Context, in *ChangeVoterRequest, opts ...grpc.CallOption) (*ChangeVoterResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ChangeVoterResponse)
@@ -357,6 +374,10 @@ type StreamsServer interface {
 	// ClusterStatus describes the catalog's controller group and the nodes
 	// the catalog knows, as the answering node sees them.
 	ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error)
+	// FindPosition finds the first entry appended at or after a time (the
+	// leader's append time, api.Entry.time_unix_nano) by binary search over
+	// the stream's regions, not a scan: where a tail --since starts.
+	FindPosition(context.Context, *FindPositionRequest) (*FindPositionResponse, error)
 	// ChangeVoter promotes a node following the catalog to a controller
 	// voter, or demotes a voter to a follower without a vote (an
 	// operator's command). InvalidArgument for a bad name;
@@ -431,6 +452,9 @@ func (UnimplementedStreamsServer) Members(context.Context, *MembersRequest) (*Me
 }
 func (UnimplementedStreamsServer) ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ClusterStatus not implemented")
+}
+func (UnimplementedStreamsServer) FindPosition(context.Context, *FindPositionRequest) (*FindPositionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FindPosition not implemented")
 }
 func (UnimplementedStreamsServer) ChangeVoter(context.Context, *ChangeVoterRequest) (*ChangeVoterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ChangeVoter not implemented")
@@ -636,6 +660,24 @@ func _Streams_ClusterStatus_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Streams_FindPosition_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FindPositionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).FindPosition(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_FindPosition_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).FindPosition(ctx, req.(*FindPositionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Streams_ChangeVoter_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ChangeVoterRequest)
 	if err := dec(in); err != nil {
@@ -800,6 +842,10 @@ var Streams_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ClusterStatus",
 			Handler:    _Streams_ClusterStatus_Handler,
+		},
+		{
+			MethodName: "FindPosition",
+			Handler:    _Streams_FindPosition_Handler,
 		},
 		{
 			MethodName: "ChangeVoter",

@@ -253,7 +253,8 @@ func batchRequest(ps []*Pending) *api.AppendRequest {
 		return ps[0].req
 	}
 	r := ps[0].req
-	b := &api.AppendRequest{Stream: r.Stream, ProducerId: r.ProducerId, Sequence: r.Sequence, Batch: make([][]byte, len(ps))}
+	// Coalesced: appends made one by one need not be stored as a unit.
+	b := &api.AppendRequest{Stream: r.Stream, ProducerId: r.ProducerId, Sequence: r.Sequence, Batch: make([][]byte, len(ps)), Coalesced: true}
 	for i, p := range ps {
 		b.Batch[i] = p.req.Data
 	}

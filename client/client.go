@@ -261,6 +261,9 @@ const learnEvery = 2 * time.Second
 type Entry struct {
 	Position uint64
 	Data     []byte
+	// Time is when the leader appended the entry (increasing with
+	// positions); zero for entries stored before entries carried times.
+	Time time.Time
 }
 
 // Dial returns a client of the cluster whose node's client address is
@@ -776,7 +779,7 @@ func (c *Client) Read(ctx context.Context, stream string, from uint64, max int) 
 	}
 	out := make([]Entry, len(r.Entries))
 	for i, e := range r.Entries {
-		out[i] = Entry{Position: e.Position, Data: e.Data}
+		out[i] = entryOf(e)
 	}
 	return out, r.Next, nil
 }

@@ -58,7 +58,7 @@ func (c *Client) Tail(ctx context.Context, stream string, from uint64) iter.Seq2
 				b.reset(c)
 				for _, e := range r.Entries {
 					next = e.Position + 1
-					if !yield(Entry{Position: e.Position, Data: e.Data}, nil) {
+					if !yield(entryOf(e), nil) {
 						return
 					}
 				}

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -1068,9 +1069,9 @@ func TestFailureLeaderLosesUnacknowledged(t *testing.T) {
 	leader := indexOf(t, cl, st.Leader)
 	stopped, holder := (leader+1)%3, (leader+2)%3
 	addr := mustNode(cl, leader).ClientAddr
-	// Payloads "cC-NNNNNN" of 9 bytes, stored with a producer's 17-byte
-	// envelope (node.EntryData): entries of 8+32 bytes.
-	const first, extra, entry = 200, 50, 40
+	// Payloads "cC-NNNNNN" of 9 bytes, stored one by one or in batches
+	// (slots and records: node/batchenv.go).
+	const first, extra = 200, 50
 	acked := load(t, ctx, addr, stream, 0, 1, first, 8, nil)
 	if t.Failed() {
 		return
@@ -1133,7 +1134,13 @@ func TestFailureLeaderLosesUnacknowledged(t *testing.T) {
 		t.Fatalf("leader's file before the loss: %+v, %v; want one region of %d entries", sc, err, first+extra)
 	}
 	r := sc.Regions[0]
-	from, to := r.Offset+local.RegionHeaderSize+first*entry, r.Offset+r.End
+	// Entry first starts after first entries, each a length word, a
+	// checksum and the payload padded to local.EntryAlign.
+	from, to := r.Offset+local.RegionHeaderSize, r.Offset+r.End
+	for range first {
+		n := int(binary.LittleEndian.Uint32(b[from:]))
+		from += local.EntryHeaderSize + (n+local.EntryAlign-1)&^(local.EntryAlign-1)
+	}
 	if _, err := f.WriteAt(make([]byte, to-from), int64(from)); err != nil {
 		t.Fatal(err)
 	}

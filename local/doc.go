@@ -133,6 +133,15 @@
 // the commit point is ErrCorrupt. CopyIterator.Wait polls the words every
 // CopyPollInterval, since nothing notifies the copy's node of a write.
 //
+// # Walking entries for lookups
+//
+// Stream.Walk (walk.go) hands a function each committed entry's payload
+// in place, unchecked and uncopied, for lookups that need a few bytes of
+// many entries (the node finds an entry by the time in its envelope).
+// It starts at any WalkStride-th entry of a full region whose entries
+// are all committed without stepping over those before it: the offsets
+// are noted, in memory only, the first time a walk needs them.
+//
 // # Observing commits
 //
 // Stream.SetObserver (observe.go) installs an Observer that is told, in

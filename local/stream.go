@@ -177,6 +177,10 @@ type region struct {
 	// exists (the region is full); -1 while it is the tail.
 	end    atomic.Int64
 	sealed atomic.Bool
+	// marks are the offsets of every WalkStride-th entry, once a walk
+	// has needed them (walk.go); only for a full region whose entries are
+	// all committed, which never change.
+	marks atomic.Pointer[[]int32]
 }
 
 // loc is a position in the file: the end of an entry in a region.

@@ -120,6 +120,10 @@ type Config struct {
 	// metrics (metrics.go): a registry of this node's own, as tests run
 	// several nodes in one process. Nil: nothing is counted.
 	Metrics prometheus.Registerer
+	// Clock, if set, is the time the node stamps on the entries it
+	// appends (api.Entry.time_unix_nano); nil means time.Now. Times
+	// increase with positions even when it steps back (append.go).
+	Clock func() time.Time
 }
 
 // DefaultConfig returns the configuration of a node keeping its data in
@@ -202,6 +206,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
 	}
 	return c
 }

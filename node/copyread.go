@@ -54,12 +54,13 @@ func (s *Server) readableCopy(stream string, err error) (*local.Copy, bool) {
 func readCopy(cp *local.Copy, req *api.ReadRequest, maxEntries, maxBytes int) (*api.ReadResponse, error) {
 	defer cp.Close()
 	it := cp.Iterator(req.From)
-	ents, err := readBatch(it, ^uint64(0), maxEntries, maxBytes, true)
+	r := newEntryReader(it, req.From, true)
+	ents, err := r.read(^uint64(0), maxEntries, maxBytes)
 	if err != nil {
 		return nil, statusOf(err)
 	}
 	// Committed is looked at after the read: it covers every entry read.
-	return &api.ReadResponse{Entries: ents, Next: it.Pos(), Committed: max(cp.Committed(), it.Pos()), Head: cp.Head()}, nil
+	return &api.ReadResponse{Entries: ents, Next: r.next(), Committed: max(cp.Committed(), it.Pos()), Head: cp.Head()}, nil
 }
 
 // tailCopy answers a Tail from the copy cp, which it closes, following
@@ -75,8 +76,9 @@ func (s *Server) tailCopy(req *api.TailRequest, call api.Streams_TailServer, cp 
 		from = cp.Committed()
 	}
 	it := cp.Iterator(from)
+	r := newEntryReader(it, from, true)
 	for {
-		batch, err := readBatch(it, ^uint64(0), maxReadEntries, maxReadBytes, true)
+		batch, err := r.read(^uint64(0), maxReadEntries, maxReadBytes)
 		if err != nil {
 			return statusOf(err)
 		}

@@ -87,9 +87,10 @@
 // appends in flight at once may arrive in any order.
 //
 // The state survives restarts, crashes included: each entry carries an
-// envelope (envelope.go: a kind byte, and for a producer's entry the
-// 64-bit FNV-1a hash of its id and the sequence number, 17 bytes in all)
-// written, persisted and replicated with it, and a stream being opened
+// envelope (envelope.go: a kind byte, the leader's append time, and for
+// a producer's entry the 64-bit FNV-1a hash of its id and the sequence
+// number, 25 bytes in all; 17 without the time in entries stored before
+// times) written, persisted and replicated with it, and a stream being opened
 // reads the envelopes of its last IdempotenceHorizon entries (100,000 by
 // default) to remember what was stored, as Kafka keeps producer ids and
 // sequence numbers in its record batches and NATS JetStream rebuilds its
@@ -115,14 +116,37 @@
 // MaxBatch entries and MaxBatchBytes of payload, never with data; else
 // InvalidArgument), in Append and AppendStream alike. Its entries take
 // the producer's sequence numbers sequence, sequence+1, ..., each
-// idempotent as above, and are stored in order under one acquisition of
-// the producer's lock (so at consecutive positions unless another
-// producer appends at the same time); the request is answered once, when
-// its highest position is acknowledged, with every entry's position and
-// duplicate flag. A batch that fails part way may have stored a prefix of
-// its entries: a retry with the same numbers finds them as duplicates.
-// AppendStream's answerer takes every answer queued when it wakes, waits
-// once for the highest position among them and sends them all, in order.
+// idempotent as above; those not stored yet are stored atomically at
+// consecutive positions (append.go): as batch slots and one record
+// holding them all (envelope.go), which local writes, recovers and
+// replicates whole or not at all, and which readers show only once they
+// have read it (batchread.go). A batch must fit in one record, a little
+// under a region (else ResourceExhausted). The request is answered once,
+// when its highest position is acknowledged, with every entry's position
+// and duplicate flag. AppendStream's answerer takes every answer queued
+// when it wakes, waits once for the highest position among them and
+// sends them all, in order. Streams made before envelopes store a batch
+// entry by entry (a failure may leave a prefix).
+//
+// # Conditional appends and times
+//
+// AppendRequest.expected_next makes an append conditional: the node
+// takes a stream's positions, checks the expected one and stamps the time
+// under one lock per stream (stream.appendMu), so of competing appends
+// expecting the same position exactly one is stored; the others get
+// FailedPrecondition with api.AppendConditionFailed (the actual next
+// position). Duplicates are answered before the check. Every position
+// counts, those readers skip (epoch markers, slots of a batch that
+// failed) included: the next position is the stream's, as Read's next
+// reports it, so the check is exact across a failover (the new leader's
+// marker takes a position, which a client learns from the refusal).
+//
+// Each entry carries the time the leader stamped (Config.Clock), Unix
+// nanoseconds, increasing with positions: the clock's time, or 1 ns
+// after the last if the clock is not ahead of it; a stream being opened
+// takes the last time from its log (latestTime). FindPosition (since.go)
+// finds the first entry at or after a time by binary search over the
+// regions, then a walk of one region.
 //
 // # Metrics and health
 //

@@ -2,25 +2,45 @@ package node
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/fnv"
-
-	"github.com/rpstream/rpstream/local"
 )
 
 // Entries of the streams a node makes carry a small envelope before the
 // client's data, so that which producer stored an entry, and under which
 // sequence number, is as durable as the entry itself, is replicated with
 // it, and lets a leader that restarts (after a crash too) remember the
-// sequence numbers it stored instead of storing a retry twice:
+// sequence numbers it stored instead of storing a retry twice; and so
+// that each entry carries the time the leader appended it (Unix
+// nanoseconds, increasing with the position: see stamp in append.go):
 //
-//	kind 0:  [0x00] data
+//	kind 0:  [0x00] data                                  (before times)
 //	kind 1:  [0x01] producer key (8 bytes, little-endian) sequence (8 bytes) data
 //	kind 2:  [0x02] epoch (8 bytes): an epoch marker, no data
+//	kind 3:  [0x03] time (8 bytes) data
+//	kind 4:  [0x04] time key sequence data
+//	kind 5:  [0x05]: a batch slot, no data
+//	kind 6:  [0x06] time, flags (1 byte: 1 = with sequence numbers), key,
+//	         sequence of the first entry (8 bytes each), count (u32),
+//	         then count entries: length (u32) [sequence (8 bytes)] data
 //
-// An epoch marker is the first entry a leader appends under a new epoch
-// (takeover.go); it takes a position like any entry, and reads skip it,
-// as Kafka's consumers skip control records.
+// Kinds 0 and 1 are what nodes wrote before times; they are read as
+// ever, with no time. An epoch marker is the first entry a leader appends
+// under a new epoch (takeover.go); it takes a position like any entry,
+// and reads skip it, as Kafka's consumers skip control records.
+//
+// A batch of n entries is stored atomically as n-1 slots followed by one
+// record holding all n entries (a batch of one is a kind 3 or 4 entry):
+// its entries take the positions of the slots and of the record, the
+// last being the record's. A local entry is written whole or not at all
+// (local/'s checksums, recovery and replication all work per entry), so
+// the batch is: slots without their record (a crash, or a record that
+// could not be stored) are positions readers skip, as they skip markers,
+// and a reader shows a batch's entries only once it has read its record
+// (batchread.go). docs/design-notes.md says why this and not a commit
+// marker.
+//
 // The producer key is the 64-bit FNV-1a hash of the producer id. Reads
 // strip the envelope. Streams made before envelopes (meta.json without
 // "envelope") hold bare data and are read as such; copies held for other
@@ -40,22 +60,6 @@ func producerKey(id string) uint64 {
 	return h.Sum64()
 }
 
-// envelope returns data wrapped for storing: with the producer's key and
-// seq when hasProducer.
-func envelope(data []byte, hasProducer bool, key, seq uint64) []byte {
-	if !hasProducer {
-		b := make([]byte, 1+len(data))
-		copy(b[1:], data)
-		return b
-	}
-	b := make([]byte, envHeader+len(data))
-	b[0] = envProducer
-	binary.LittleEndian.PutUint64(b[1:], key)
-	binary.LittleEndian.PutUint64(b[9:], seq)
-	copy(b[envHeader:], data)
-	return b
-}
-
 // marker returns an epoch marker's entry.
 func marker(epoch uint64) []byte {
 	b := make([]byte, markerSize)
@@ -67,27 +71,23 @@ func marker(epoch uint64) []byte {
 // isMarker says whether stored entry b is an epoch marker.
 func isMarker(b []byte) bool { return len(b) == markerSize && b[0] == envMarker }
 
-// unwrap parses a stored entry's envelope.
+// unwrap parses a stored entry's envelope: the data of a single entry
+// (none for a marker or a batch slot). A batch record holds several:
+// decodeStored.
 func unwrap(b []byte) (data []byte, hasProducer bool, key, seq uint64, err error) {
-	if len(b) == 0 {
-		return nil, false, 0, 0, fmt.Errorf("%w: an entry without its envelope", local.ErrCorrupt)
+	st, err := decodeStored(b)
+	if err != nil {
+		return nil, false, 0, 0, err
 	}
-	switch b[0] {
-	case envPlain:
-		return b[1:], false, 0, 0, nil
-	case envMarker:
-		if len(b) != markerSize {
-			return nil, false, 0, 0, fmt.Errorf("%w: an epoch marker of %d bytes", local.ErrCorrupt, len(b))
-		}
-		return nil, false, 0, 0, nil
-	case envProducer:
-		if len(b) < envHeader {
-			return nil, false, 0, 0, fmt.Errorf("%w: a producer's entry of %d bytes, shorter than its envelope", local.ErrCorrupt, len(b))
-		}
-		return b[envHeader:], true, binary.LittleEndian.Uint64(b[1:]), binary.LittleEndian.Uint64(b[9:]), nil
+	if st.kind == envBatchRecord {
+		return nil, false, 0, 0, fmt.Errorf("%w (%d)", errBatchRecord, st.count)
 	}
-	return nil, false, 0, 0, fmt.Errorf("%w: an entry with envelope kind %d", local.ErrCorrupt, b[0])
+	return st.data, st.producer, st.key, st.seq, nil
 }
+
+// errBatchRecord is unwrap's error for a batch record, which holds
+// several entries.
+var errBatchRecord = errors.New("node: a batch record holds several entries")
 
 // rebuildProducers remembers the sequence numbers stored by producers in
 // the last horizon entries of a stream with envelopes, oldest first, as
@@ -99,19 +99,22 @@ func (st *stream) rebuildProducers(horizon uint64) error {
 		from = end - horizon
 	}
 	it := st.ls.Iterator(from)
-	n := 0
 	for it.Pos() < end && it.Next() {
 		e := it.Entry()
-		_, ok, key, seq, err := unwrap(e.Data)
+		d, err := decodeStored(e.Data)
 		if err != nil {
 			return fmt.Errorf("node: stream %s, entry %d: %w", st.name, e.Index, err)
 		}
-		if ok {
-			p := st.prod.lock(key)
-			p.record(seq, e.Index, st.prod.window)
-			st.prod.unlock(p)
-			n++
+		if !d.producer {
+			continue
 		}
+		p := st.prod.lock(d.key)
+		first := e.Index + 1 - uint64(d.visible())
+		_ = d.eachEntry(func(j int, seq uint64, _ []byte) error {
+			p.record(seq, first+uint64(j), st.prod.window)
+			return nil
+		})
+		st.prod.unlock(p)
 	}
 	return it.Err()
 }

@@ -21,8 +21,8 @@ import (
 // catalog's (a node alone keeps its streams' policies in meta.json). Its
 // leader enforces them: every RetentionEvery it works out the head the
 // policy allows (at most MaxEntries of the newest entries, about
-// MaxBytes of the newest regions; MaxAge has a hook, firstYoungerThan,
-// that needs entry timestamps), never past the committed end nor a
+// MaxBytes of the newest regions, the entries younger than MaxAge by
+// their append times: firstYoungerThan), never past the committed end nor a
 // holding consumer's acknowledged position, and rounded down to a region
 // boundary (only whole regions are freed). Then, in this order:
 //
@@ -49,9 +49,6 @@ const (
 	defaultAckEvery       = 200 * time.Millisecond
 )
 
-// errNoTimestamps refuses a max-age policy: entries carry no time yet.
-var errNoTimestamps = fmt.Errorf("%w: a max age needs entry timestamps, which this build's entries do not carry", errBadArg)
-
 // retentionMeta is a stream's policy in meta.json, for a node without a
 // catalog.
 type retentionMeta struct {
@@ -75,9 +72,6 @@ func checkRetention(r *api.Retention) (*pb.Retention, error) {
 	}
 	if r.MaxAgeNs < 0 {
 		return nil, fmt.Errorf("%w: negative max age", errBadArg)
-	}
-	if r.MaxAgeNs > 0 {
-		return nil, errNoTimestamps
 	}
 	return &pb.Retention{MaxBytes: r.MaxBytes, MaxEntries: r.MaxEntries, MaxAgeNs: r.MaxAgeNs}, nil
 }
@@ -304,13 +298,23 @@ func policyHead(st *stream, pol *pb.Retention, committed uint64) uint64 {
 	return head
 }
 
-// firstYoungerThan is the hook of max-age retention: the position of the
-// first entry of st appended less than age ago. Entries carry no time in
-// this build, so it knows none (ok false) and SetRetention refuses a max
-// age; with entry timestamps it is a binary search over the regions'
-// first entries.
+// firstYoungerThan is max-age retention's head: the position of the
+// first committed entry of st appended less than age ago by its append
+// time (binary search over the regions, as FindPosition). A stream made
+// before entries carried times has none (ok false).
 func firstYoungerThan(st *stream, age time.Duration) (pos uint64, ok bool) {
-	return 0, false
+	if !st.meta.Envelope {
+		return 0, false
+	}
+	now := time.Now
+	if st.clock != nil {
+		now = st.clock
+	}
+	pos, _, err := findSince(st.ls, st.committed(), now().Add(-age).UnixNano())
+	if err != nil {
+		return 0, false
+	}
+	return pos, true
 }
 
 // regionFloor is the first index of the newest region of st that starts

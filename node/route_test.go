@@ -390,11 +390,22 @@ func TestReplicatedStream(t *testing.T) {
 		}
 		it := rs.Iterator(0)
 		i := 0
-		for ; it.Next(); i++ {
-			data, ok, key, seq, err := unwrap(it.Entry().Data)
-			if err != nil || !ok || key != producerKey(c.ProducerID()) || !bytes.Equal(data, want[i]) {
-				t.Fatalf("%s: entry %d differs (producer %v %x, seq %d, %v)", path, i, ok, key, seq, err)
+		for it.Next() {
+			// The Appender's batches are batch records (and slots).
+			d, err := decodeStored(it.Entry().Data)
+			if err != nil {
+				t.Fatalf("%s: entry %d: %v", path, it.Entry().Index, err)
 			}
+			if d.kind == envMarker || d.kind == envBatchSlot {
+				continue
+			}
+			d.eachEntry(func(_ int, seq uint64, data []byte) error {
+				if !d.producer || d.key != producerKey(c.ProducerID()) || i >= n || !bytes.Equal(data, want[i]) || d.time == 0 {
+					t.Fatalf("%s: entry %d differs (producer %v %x, seq %d, time %d)", path, i, d.producer, d.key, seq, d.time)
+				}
+				i++
+				return nil
+			})
 		}
 		rs.Close()
 		if it.Err() != nil || i != n {

@@ -104,6 +104,12 @@ type stream struct {
 	// them on the appending goroutine.
 	app  *local.Appender
 	prod *producers
+	// appendMu orders the node's appends to the stream: positions are
+	// taken, a conditional append's expected position checked and times
+	// stamped under it (append.go). lastTime is the last time stamped.
+	appendMu sync.Mutex
+	clock    func() time.Time
+	lastTime int64
 	// ctx ends when the stream is deleted or the server stops: tails
 	// watch it. Its cause (context.Cause) says which: ErrNoStream or
 	// ErrClosing.
@@ -384,10 +390,14 @@ func (s *Server) open(name string) (*stream, error) {
 		// Everything it holds was committed when it closed (idle.go).
 		tk.floor = ls.Committed()
 	}
-	st := &stream{name: name, meta: m, ls: ls, prod: newProducers(s.cfg.IdempotenceWindow, s.cfg.MaxProducers), quorumWait: s.cfg.QuorumWait}
+	st := &stream{name: name, meta: m, ls: ls, prod: newProducers(s.cfg.IdempotenceWindow, s.cfg.MaxProducers), quorumWait: s.cfg.QuorumWait, clock: s.cfg.Clock}
 	st.policy.Store(m.Retention.proto())
 	if m.Envelope {
 		if err := st.rebuildProducers(uint64(s.cfg.IdempotenceHorizon)); err != nil {
+			ls.Close()
+			return nil, err
+		}
+		if st.lastTime, err = st.latestTime(); err != nil {
 			ls.Close()
 			return nil, err
 		}

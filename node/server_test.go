@@ -36,12 +36,15 @@ type testNode struct {
 	reg     *prometheus.Registry // the node's metrics (cluster nodes)
 }
 
-func startNode(t *testing.T, dir string) *testNode {
+func startNode(t *testing.T, dir string, opts ...func(*Config)) *testNode {
 	t.Helper()
 	cfg := DefaultConfig(dir)
 	cfg.RegionSize = 64 << 10
 	cfg.MaxStreamSize = 64 << 20
 	cfg.Logger = slog.New(slog.DiscardHandler)
+	for _, o := range opts {
+		o(&cfg)
+	}
 	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -200,58 +200,6 @@ func checkAppend(req *api.AppendRequest) error {
 	return nil
 }
 
-// appendNoSync stores req's entries (its data, or each entry of its
-// batch), except those repeating a stored sequence number of their
-// producer, and returns the answer and the highest position in it; the
-// caller makes that durable (waitDurable) before answering, duplicates
-// included. A batch is stored under one acquisition of its producer's
-// lock. On an error, a prefix of the batch may have been stored (a retry
-// with the same sequence numbers finds those as duplicates). req must
-// have passed checkAppend.
-func (st *stream) appendNoSync(req *api.AppendRequest) (resp *api.AppendResponse, top uint64, err error) {
-	var p *producer
-	key := producerKey(req.ProducerId)
-	if req.ProducerId != "" {
-		p = st.prod.lock(producerKey(req.ProducerId))
-		defer st.prod.unlock(p)
-	}
-	if len(req.Batch) == 0 {
-		pos, dup, err := st.appendOne(p, key, req.Sequence, req.Data)
-		if err != nil {
-			return nil, 0, err
-		}
-		return &api.AppendResponse{Position: pos, Duplicate: dup}, pos, nil
-	}
-	resp = &api.AppendResponse{Positions: make([]uint64, len(req.Batch)), Duplicates: make([]bool, len(req.Batch))}
-	for i, data := range req.Batch {
-		pos, dup, err := st.appendOne(p, key, req.Sequence+uint64(i), data)
-		if err != nil {
-			return nil, 0, err
-		}
-		resp.Positions[i], resp.Duplicates[i] = pos, dup
-		top = max(top, pos)
-	}
-	resp.Position, resp.Duplicate = resp.Positions[len(req.Batch)-1], resp.Duplicates[len(req.Batch)-1]
-	return resp, top, nil
-}
-
-// appendOne stores data as sequence number seq of producer p (locked),
-// unless p stored it already; with p nil, always.
-func (st *stream) appendOne(p *producer, key, seq uint64, data []byte) (pos uint64, dup bool, err error) {
-	if p == nil {
-		pos, err = st.startEntry(envelope(nil, false, 0, 0), data)
-		return pos, false, err
-	}
-	if pos, dup, err = p.lookup(seq); err != nil || dup {
-		return pos, dup, err
-	}
-	if pos, err = st.startEntry(envelope(nil, true, key, seq), data); err != nil {
-		return 0, false, err
-	}
-	p.record(seq, pos, st.prod.window)
-	return pos, false, nil
-}
-
 func (s *Server) Read(ctx context.Context, req *api.ReadRequest) (*api.ReadResponse, error) {
 	if err := s.enter(); err != nil {
 		return nil, statusOf(err)
@@ -268,17 +216,17 @@ func (s *Server) Read(ctx context.Context, req *api.ReadRequest) (*api.ReadRespo
 	defer st.release()
 	maxEntries, maxBytes := readLimits(req)
 	resp := &api.ReadResponse{Committed: st.committed(), Head: st.ls.Head()}
-	it := st.ls.Iterator(req.From)
-	resp.Entries, err = readBatch(it, resp.Committed, maxEntries, maxBytes, st.meta.Envelope)
-	if err != nil && s.repairOnRead(st, it.Pos(), err) {
+	r := newEntryReader(st.ls.Iterator(req.From), req.From, st.meta.Envelope)
+	resp.Entries, err = r.read(resp.Committed, maxEntries, maxBytes)
+	if err != nil && s.repairOnRead(st, r.it.Pos(), err) {
 		// Damage repaired from a copy: read again.
-		it = st.ls.Iterator(req.From)
-		resp.Entries, err = readBatch(it, resp.Committed, maxEntries, maxBytes, st.meta.Envelope)
+		r = newEntryReader(st.ls.Iterator(req.From), req.From, st.meta.Envelope)
+		resp.Entries, err = r.read(resp.Committed, maxEntries, maxBytes)
 	}
 	if err != nil {
 		return nil, statusOf(err)
 	}
-	resp.Next = it.Pos()
+	resp.Next = r.next()
 	return resp, nil
 }
 
@@ -294,33 +242,6 @@ func readLimits(req *api.ReadRequest) (maxEntries, maxBytes int) {
 		maxBytes = maxReadBytes
 	}
 	return maxEntries, maxBytes
-}
-
-// readBatch reads up to maxEntries committed entries before index limit
-// and about maxBytes payload bytes (the first entry whatever its size)
-// from it, without their envelopes if env.
-func readBatch(it entryIterator, limit uint64, maxEntries, maxBytes int, env bool) ([]*api.Entry, error) {
-	var out []*api.Entry
-	size := 0
-	for len(out) < maxEntries && it.Pos() < limit && it.Next() {
-		e := it.Entry()
-		data := e.Data
-		if env && isMarker(data) {
-			continue // an epoch marker: not the clients'
-		}
-		if env {
-			var err error
-			if data, _, _, _, err = unwrap(data); err != nil {
-				return out, fmt.Errorf("entry %d: %w", e.Index, err)
-			}
-		}
-		out = append(out, &api.Entry{Position: e.Index, Data: append([]byte(nil), data...)})
-		size += len(e.Data) + 16
-		if size >= maxBytes {
-			break
-		}
-	}
-	return out, it.Err()
 }
 
 func (s *Server) Tail(req *api.TailRequest, call api.Streams_TailServer) error {
@@ -345,13 +266,17 @@ func (s *Server) Tail(req *api.TailRequest, call api.Streams_TailServer) error {
 		from = st.committed()
 	}
 	it := st.ls.Iterator(from)
+	r := newEntryReader(it, from, st.meta.Envelope)
 	repairs := 0
 	for {
-		batch, err := readBatch(it, st.committed(), maxReadEntries, maxReadBytes, st.meta.Envelope)
-		if err != nil && repairs < 3 && s.repairOnRead(st, it.Pos(), err) {
-			// Damage repaired from a copy: go on from the entry.
+		batch, err := r.read(st.committed(), maxReadEntries, maxReadBytes)
+		if err != nil && repairs < 3 && s.repairOnRead(st, r.it.Pos(), err) {
+			// Damage repaired from a copy: go on from the entry (or
+			// the batch) not shown yet.
 			repairs++
-			it = st.ls.Iterator(it.Pos())
+			next := r.next()
+			it = st.ls.Iterator(next)
+			r = newEntryReader(it, next, st.meta.Envelope)
 			err = nil
 		}
 		if err != nil {

@@ -15,7 +15,7 @@ import (
 
 var appendCmd = &command{
 	name:    "append",
-	args:    "STREAM [MESSAGE...] [--binary] [--timeout D] [--output text|json]",
+	args:    "STREAM [MESSAGE...] [--binary] [--expect N] [--timeout D] [--output text|json]",
 	summary: "Append entries to a stream and print their positions.",
 	detail: `
 Each MESSAGE is one entry. Without messages, each line of standard input is
@@ -36,12 +36,26 @@ producer sequence number, until the timeout); the positions printed
 before it are durable. A leader that moves or restarts meanwhile is
 followed: the addresses of --node are asked in turn.
 
+With --expect N the append is conditional (optimistic concurrency, as
+JetStream's expected last sequence): all the entries (the messages, the
+lines of standard input, or all of it with --binary) are appended as one
+batch, at positions N, N+1, ..., only if the stream's next position is N;
+otherwise nothing is appended and streamcli exits with code 5, saying the
+stream's next position. Every position counts, also those tail does not
+show (a new leader's epoch marker, a failed batch's positions): the next
+position is the one after the last entry appended, or tail --output json's
+last "position" + 1 when nothing is appended meanwhile, or the "next" of
+ls STREAM. With --node the leader decides, in the order it stores
+appends, and a batch is stored whole or not at all; in a data directory
+the check is made holding the stream's writer lock.
+
 --output json prints one object per entry, {"position":N}, instead of
 the bare position.`,
 	flags: func(fs *flag.FlagSet) runFunc {
 		binary := fs.Bool("binary", false, "append all of standard input as one entry")
 		timeout := fs.Duration("timeout", client.DefaultTimeout, "with --node: fail when an entry is not acknowledged within `D`")
 		output := outputFlag(fs)
+		expectFlag := fs.String("expect", "", "append only if the stream's next position is `N` (exit 5 if not)")
 		return func(ctx context.Context, c *invocation, args []string) error {
 			asJSON, err := wantJSON(*output)
 			if err != nil {
@@ -56,6 +70,13 @@ the bare position.`,
 			}
 			if *binary && len(args) > 1 {
 				return usagef("--binary reads the entry from standard input: give no messages")
+			}
+			if *expectFlag != "" {
+				n, err := strconv.ParseUint(*expectFlag, 10, 64)
+				if err != nil {
+					return usagef("--expect must be a position (0, 1, ...), not %q", *expectFlag)
+				}
+				return c.appendExpect(ctx, args[0], args[1:], *binary, n, asJSON)
 			}
 			if c.node != "" {
 				return c.remoteAppend(ctx, args[0], args[1:], *binary, asJSON)

@@ -29,10 +29,11 @@ type exitError struct {
 
 func (e *exitError) Error() string { return e.msg }
 
-// Exit codes of status and health beyond 0, 1 and 2.
+// Exit codes of status, health and append beyond 0, 1 and 2.
 const (
 	exitDegraded     = 3 // a stream under-replicated or unavailable, a node not alive
 	exitNoController = 4 // the catalog has no controller: no quorum of voters
+	exitConflict     = 5 // append --expect N: the stream's next position is not N
 )
 
 // errHelp is returned for -h and --help: usage, exit code 0.

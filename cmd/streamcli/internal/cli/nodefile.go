@@ -101,16 +101,21 @@ func readOnlyNodeFile(name string, nf nodeFile) error {
 	return fmt.Errorf("stream %q here is a node's %s (%s): embedded mode only reads it; append through the node (--node HOST:PORT)", name, nf.what, nf.path)
 }
 
-// unwrapEntry turns an entry of a node's file into what a reader is
-// shown: its data without the envelope, or skip for an epoch marker.
-func unwrapEntry(e local.Entry, nf nodeFile) (local.Entry, bool, error) {
+// unwrapEntries turns an entry of a node's file into what a reader is
+// shown: its data without the envelope; none for an epoch marker or a
+// batch slot; the entries of a batch record, at the positions of its
+// slots and its own.
+func unwrapEntries(e local.Entry, nf nodeFile) ([]local.Entry, error) {
 	if !nf.envelope {
-		return e, false, nil
+		return []local.Entry{e}, nil
 	}
-	data, skip, err := node.StoredEntry(e.Data)
+	datas, err := node.Entries(e.Data)
 	if err != nil {
-		return e, false, fmt.Errorf("entry %d of %s: %w", e.Index, nf.path, err)
+		return nil, fmt.Errorf("entry %d of %s: %w", e.Index, nf.path, err)
 	}
-	e.Data = data
-	return e, skip, nil
+	out := make([]local.Entry, len(datas))
+	for j, d := range datas {
+		out[j] = local.Entry{Index: e.Index + 1 - uint64(len(datas)) + uint64(j), Data: d}
+	}
+	return out, nil
 }

@@ -280,6 +280,14 @@ func (c *invocation) remoteTail(ctx context.Context, name string, start startAt,
 		if from, err = c.resolveConsumer(ctx, name, *ct, st.Head); err != nil {
 			return err
 		}
+	} else if start.hasSince {
+		if from, err = cl.FindPosition(ctx, name, start.since); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return c.explainRemote(name, err)
+		}
+		from = max(from, st.Head)
 	}
 	if from < st.Head {
 		return fmt.Errorf("position %d of stream %q was trimmed: the oldest entry is %d", from, name, st.Head)
@@ -301,7 +309,11 @@ func (c *invocation) remoteTail(ctx context.Context, name string, start startAt,
 	}
 	var line []byte
 	print := func(e client.Entry) error {
-		line = formatEntry(line[:0], local.Entry{Index: e.Position, Data: e.Data}, json)
+		var t int64
+		if !e.Time.IsZero() {
+			t = e.Time.UnixNano()
+		}
+		line = formatEntry(line[:0], local.Entry{Index: e.Position, Data: e.Data}, t, json)
 		if _, err := c.out.Write(line); err != nil {
 			return fmt.Errorf("write output: %w", err)
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"regexp"
 
 	"log/slog"
 	"net"
@@ -78,7 +79,10 @@ func TestNodeMode(t *testing.T) {
 	if out := check(0, "", "", "tail", "s"); out != "one\ntwo\nthree\nfour\n" {
 		t.Fatalf("tail printed %q", out)
 	}
-	if out := check(0, "", "", "tail", "s", "--from", "-2", "--output", "json"); out != `{"position":2,"size":5,"data":"dGhyZWU="}`+"\n"+`{"position":3,"size":4,"data":"Zm91cg=="}`+"\n" {
+	// Each entry carries the time its leader appended it.
+	timeField := regexp.MustCompile(`,"time":"[0-9T:.Z-]+"`)
+	if out := check(0, "", "", "tail", "s", "--from", "-2", "--output", "json"); len(timeField.FindAllString(out, -1)) != 2 ||
+		timeField.ReplaceAllString(out, "") != `{"position":2,"size":5,"data":"dGhyZWU="}`+"\n"+`{"position":3,"size":4,"data":"Zm91cg=="}`+"\n" {
 		t.Fatalf("tail --from -2 printed %q", out)
 	}
 	check(0, "s       1        0     4     4        64KiB        3         all   node    1", "", "ls")

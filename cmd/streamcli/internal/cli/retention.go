@@ -29,7 +29,7 @@ type retentionFlags struct {
 func (r *retentionFlags) define(fs *flag.FlagSet) {
 	fs.Var(sizeFlag(&r.maxBytes), "max-bytes", "keep about `SIZE` of the newest entries (whole regions), such as 64m or 10GiB, with --node")
 	fs.Uint64Var(&r.maxEntries, "max-entries", 0, "keep the `N` newest entries, with --node")
-	fs.DurationVar(&r.maxAge, "max-age", 0, "keep entries appended within `DURATION`, with --node (needs entry timestamps)")
+	fs.DurationVar(&r.maxAge, "max-age", 0, "keep entries appended within `DURATION` (by the times their leader stamped), with --node")
 }
 
 // set reports whether any of the flags was given.

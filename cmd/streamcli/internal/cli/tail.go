@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/rpstream/rpstream/local"
 )
@@ -15,14 +16,23 @@ import (
 var tailCmd = &command{
 	graceful: true,
 	name:     "tail",
-	args:     "STREAM [--from POSITION | --consumer NAME [--ack auto|explicit]] [-f] [--output text|json]",
+	args:     "STREAM [--from POSITION | --since TIME | --consumer NAME [--ack auto|explicit]] [-f] [--output text|json]",
 	summary:  "Print the entries of a stream, and with -f follow new ones.",
 	detail: `
 Text output prints the data of each entry as it is, followed by a newline
 (an entry that holds newlines or binary bytes is printed raw: use
 --output json to read such entries unambiguously). JSON output prints one
 object per line: {"position":N,"size":BYTES,"data":"BASE64"}, data in
-standard base64.
+standard base64, and "time" (RFC 3339, nanoseconds) when the entry
+carries the time its leader appended it (entries a node stored; not those
+streamcli appends to a data directory).
+
+--since TIME (needs --node) starts at the first entry appended at or
+after TIME: a duration back from now (10m, 1h30m, 36h) or an RFC 3339
+time (2026-01-02T15:04:05Z, with nanoseconds and a zone offset too). The
+node finds that position by binary search over the stream's regions; when
+no entry is that recent, tail starts at the end (with -f it waits for new
+entries).
 
 --from is a position (the first is 0; positions freed by retention are
 gone) or -N for the last N entries. Without --from, tail starts at the
@@ -45,6 +55,7 @@ consumer's processing acknowledges with streamcli consumer ack.`,
 		follow := fs.Bool("f", false, "follow: keep printing new entries until interrupted")
 		fs.BoolVar(follow, "follow", false, "same as -f")
 		output := fs.String("output", "text", "output `FORMAT`: text or json")
+		since := fs.String("since", "", "with --node: start at the first entry appended at or after `TIME` (10m, or RFC 3339)")
 		consumer := fs.String("consumer", "", "resume where the named consumer `NAME` acknowledged, with --node")
 		ack := fs.String("ack", "auto", "with --consumer: `MODE` auto (acknowledge what is printed) or explicit (streamcli consumer ack)")
 		return func(ctx context.Context, c *invocation, args []string) error {
@@ -53,8 +64,8 @@ consumer's processing acknowledges with streamcli consumer ack.`,
 			}
 			var ct *consumerTail
 			if *consumer != "" {
-				if *from != "" {
-					return usagef("--from and --consumer contradict each other: a consumer resumes where it acknowledged")
+				if *from != "" || *since != "" {
+					return usagef("--from or --since and --consumer contradict each other: a consumer resumes where it acknowledged")
 				}
 				if err := checkName(*consumer); err != nil {
 					return err
@@ -75,6 +86,17 @@ consumer's processing acknowledges with streamcli consumer ack.`,
 			if err := start.parse(*from); err != nil {
 				return err
 			}
+			if *since != "" {
+				if *from != "" {
+					return usagef("give --from or --since, not both")
+				}
+				if err := start.parseSince(*since, time.Now()); err != nil {
+					return err
+				}
+				if c.node == "" {
+					return usagef("--since needs --node: entries streamcli appends to a data directory carry no time")
+				}
+			}
 			if c.node != "" {
 				return c.remoteTail(ctx, args[0], start, ct, *follow, *output == "json")
 			}
@@ -83,12 +105,32 @@ consumer's processing acknowledges with streamcli consumer ack.`,
 	},
 }
 
-// startAt is where tail starts: the oldest entry, a position, or the last
-// n entries.
+// startAt is where tail starts: the oldest entry, a position, the last
+// n entries, or the first entry appended at or after a time (hasSince).
 type startAt struct {
-	set  bool
-	last bool
-	n    uint64
+	set      bool
+	last     bool
+	n        uint64
+	hasSince bool
+	since    time.Time
+}
+
+// parseSince sets the start to the time s names: a duration back from
+// now, or an RFC 3339 time.
+func (p *startAt) parseSince(s string, now time.Time) error {
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			return usagef("--since takes a duration back from now (10m) or an RFC 3339 time, not %q", s)
+		}
+		p.hasSince, p.since = true, now.Add(-d)
+		return nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return usagef("--since must be a duration (10m, 1h30m) or an RFC 3339 time (2026-01-02T15:04:05Z), not %q", s)
+	}
+	p.hasSince, p.since = true, t
+	return nil
 }
 
 func (p *startAt) parse(s string) error {
@@ -138,16 +180,15 @@ func (c *invocation) tail(ctx context.Context, name string, start startAt, follo
 	var line []byte
 	for {
 		for it.Next() {
-			e, skip, err := unwrapEntry(it.Entry(), nf)
+			es, err := unwrapEntries(it.Entry(), nf)
 			if err != nil {
 				return err
 			}
-			if skip {
-				continue
-			}
-			line = formatEntry(line[:0], e, json)
-			if _, err := c.out.Write(line); err != nil {
-				return fmt.Errorf("write output: %w", err)
+			for _, e := range es {
+				line = formatEntry(line[:0], e, 0, json)
+				if _, err := c.out.Write(line); err != nil {
+					return fmt.Errorf("write output: %w", err)
+				}
 			}
 		}
 		if err := it.Err(); err != nil {
@@ -171,8 +212,9 @@ func (c *invocation) tail(ctx context.Context, name string, start startAt, follo
 	}
 }
 
-// formatEntry appends the output line of e to b.
-func formatEntry(b []byte, e local.Entry, json bool) []byte {
+// formatEntry appends the output line of e, appended at time t (Unix ns,
+// 0 if unknown), to b.
+func formatEntry(b []byte, e local.Entry, t int64, json bool) []byte {
 	if !json {
 		b = append(b, e.Data...)
 		return append(b, '\n')
@@ -183,5 +225,9 @@ func formatEntry(b []byte, e local.Entry, json bool) []byte {
 	b = strconv.AppendInt(b, int64(len(e.Data)), 10)
 	b = append(b, `,"data":"`...)
 	b = base64.StdEncoding.AppendEncode(b, e.Data)
+	if t != 0 {
+		b = append(b, `","time":"`...)
+		b = time.Unix(0, t).UTC().AppendFormat(b, time.RFC3339Nano)
+	}
 	return append(b, "\"}\n"...)
 }
