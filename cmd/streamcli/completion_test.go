@@ -41,7 +41,7 @@ t streamcli bench cluster --ac
 		t.Fatalf("bash: %v\n%s", err, out)
 	}
 	want := []string{
-		"create append tail ls delete trim retention consumer status health members cluster restore bench version completion help",
+		"create append tail ls delete trim retention consumer status health members cluster restore bench version completion man help",
 		"delete",
 		"orders other",
 		"orders",

@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -101,6 +102,10 @@ func runScript(t *testing.T, file string) {
 		t.Fatal(err)
 	}
 	steps, trailing := parseScript(t, string(text))
+	// A script that says so compares files' sizes on disk loosely: the
+	// blocks a file system gives a file that was trimmed (holes punched)
+	// vary by a page from run to run.
+	loose := strings.Contains(string(text), "# on-disk sizes vary")
 	data := t.TempDir()
 	var out strings.Builder
 	for _, s := range steps {
@@ -116,7 +121,7 @@ func runScript(t *testing.T, file string) {
 			out.WriteString(got + "\n")
 		}
 		out.WriteString("\n")
-		if !*rewrite && got != s.want {
+		if !*rewrite && got != s.want && !(loose && onDisk.ReplaceAllString(got, "(_ on disk") == onDisk.ReplaceAllString(s.want, "(_ on disk")) {
 			t.Errorf("%s: $ %s\ngot:\n%s\nwant:\n%s", file, s.cmdline, got, s.want)
 		}
 	}
@@ -129,6 +134,9 @@ func runScript(t *testing.T, file string) {
 		}
 	}
 }
+
+// onDisk matches a size on disk as ls prints it.
+var onDisk = regexp.MustCompile(`\(\d+(\.\d+)?[KMGT]?i?B on disk`)
 
 func runStep(t *testing.T, data string, s *step) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
