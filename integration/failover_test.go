@@ -560,17 +560,28 @@ func TestRepairDamagedCommitted(t *testing.T) {
 				victim = (leader + 1) % 3
 				path, scan = proccluster.ReplicaFile(mustNode(cl, victim).Data, stream), local.ScanCopy
 			}
-			b, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sc, err := scan(b)
-			if err != nil || len(sc.Regions) < 2 {
-				t.Fatalf("scan of %s: %d regions, %v", path, len(sc.Regions), err)
-			}
-			r := sc.Regions[0] // sealed: later regions exist
-			if tc.tail {
-				r = sc.Regions[len(sc.Regions)-1]
+			// A copy's tail region is committed, as far as the copy
+			// knows, up to the commit word its leader publishes lazily
+			// (after its next write, or a few ticks once idle): damage
+			// is looked for there only. Wait (bounded) until the word
+			// covers every entry, then damage the middle.
+			var b []byte
+			var sc local.ScanResult
+			var r local.ScanRegion
+			if !waitFor(ctx, 15*time.Second, func() bool {
+				if b, err = os.ReadFile(path); err != nil {
+					return false
+				}
+				if sc, err = scan(b); err != nil || len(sc.Regions) < 2 {
+					return false
+				}
+				r = sc.Regions[0] // sealed: later regions exist
+				if tc.tail {
+					r = sc.Regions[len(sc.Regions)-1]
+				}
+				return tc.where == "leader" || !tc.tail || r.Commit >= uint64(r.End)
+			}) {
+				t.Fatalf("scan of %s: %d regions (%v); tail region %+v: the leader's commit word does not cover its entries", path, len(sc.Regions), err, r)
 			}
 			off := int64(r.Offset + r.End/2)
 			f, err := os.OpenFile(path, os.O_RDWR, 0)
