@@ -171,7 +171,50 @@ type rconn struct {
 	// discards are the Discard requests of trims in progress: an
 	// allocation waits for them, so that a slot is never given back
 	// while it is being reused (trim.go).
-	discards sync.WaitGroup
+	discards gate
+}
+
+// gate counts requests in progress and lets others wait, bounded, until
+// none is. Unlike a sync.WaitGroup, a request may start while someone
+// waits (a trim's Discard while an allocation waits for an earlier one).
+type gate struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to 0
+}
+
+func (g *gate) add() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.n == 0 {
+		g.idle = make(chan struct{})
+	}
+	g.n++
+}
+
+func (g *gate) done() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.n--; g.n == 0 {
+		close(g.idle)
+	}
+}
+
+// wait returns once no request is in progress, or ctx's error.
+func (g *gate) wait(ctx context.Context) error {
+	g.mu.Lock()
+	if g.n == 0 {
+		g.mu.Unlock()
+		return nil
+	}
+	idle := g.idle
+	g.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 type obsEvent struct {
@@ -874,8 +917,11 @@ func (l *Leader) startAlloc(lk *link, a Alloc) {
 		defer l.wg.Done()
 		ctx, cancel := context.WithTimeout(l.ctx, l.cfg.ControlTimeout)
 		defer cancel()
-		rc.discards.Wait()
-		reg, err := rc.client.Region(ctx, epoch, a.Slot)
+		var reg remote.Region
+		err := rc.discards.wait(ctx)
+		if err == nil {
+			reg, err = rc.client.Region(ctx, epoch, a.Slot)
+		}
 		rc.ctl.Done() // the client is not used after this
 		if err != nil {
 			err = fenceErr(err)

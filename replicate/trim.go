@@ -157,14 +157,14 @@ func (l *Leader) trimCopy(lk *link, slots []int) bool {
 		// writes on the Conn); allocations on this connection wait.
 		id, gen, epoch := lk.addr.ID, lk.gen, l.rep.Epoch()
 		rc.ctl.Add(1)
-		rc.discards.Add(1)
+		rc.discards.add()
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
 			ctx, cancel := context.WithTimeout(l.ctx, l.cfg.ControlTimeout)
 			_, err := rc.client.Discard(ctx, epoch, slots)
 			cancel()
-			rc.discards.Done()
+			rc.discards.done()
 			rc.ctl.Done()
 			if err != nil {
 				l.send(func() {
