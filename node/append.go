@@ -320,9 +320,12 @@ func (st *stream) reserveRun(r batchRun) (uint64, *local.Reservation, error) {
 // returns its first position. Called with appendMu held.
 func (st *stream) startRun(r batchRun, entries [][]byte, t int64, hasProducer bool, key uint64, seq func(int) uint64) (uint64, error) {
 	if r.hi-r.lo == 1 {
-		b := make([]byte, r.size)
-		putTimed(b, entries[r.lo], t, hasProducer, key, seq(r.lo))
-		return st.start(b)
+		// The header alone is built here; the payload is copied once,
+		// into the mapping beside it (startEntry).
+		var hdr [timedProdHdr]byte
+		h := hdr[:timedSize(0, hasProducer)]
+		putTimed(h, nil, t, hasProducer, key, seq(r.lo))
+		return st.startEntry(h, entries[r.lo])
 	}
 	b := make([]byte, r.size)
 	putBatchRecord(b, entries[r.lo:r.hi], t, hasProducer, key, r.lo, seq)
@@ -340,8 +343,8 @@ func (st *stream) startRun(r batchRun, entries [][]byte, t int64, hasProducer bo
 	return first, nil
 }
 
-// storeSlots stores n batch slots and returns the first's position (the
-// next position if n is 0). Slots stored before an error are positions
+// storeSlots stores n batch slots and returns the first's position (0 if
+// n is 0: the caller takes the record's). Slots stored before an error are positions
 // readers skip.
 func (st *stream) storeSlots(n int) (uint64, error) {
 	if n == 0 {

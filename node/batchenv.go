@@ -174,13 +174,6 @@ func putTimed(b, data []byte, t int64, hasProducer bool, key, seq uint64) {
 	copy(b[timedProdHdr:], data)
 }
 
-// timedEntry returns data wrapped as putTimed does.
-func timedEntry(data []byte, t int64, hasProducer bool, key, seq uint64) []byte {
-	b := make([]byte, timedSize(len(data), hasProducer))
-	putTimed(b, data, t, hasProducer, key, seq)
-	return b
-}
-
 // batchSlot is the stored entry of a batch slot.
 var batchSlot = []byte{envBatchSlot}
 

@@ -52,3 +52,10 @@ func FuzzBatchRecord(f *testing.F) {
 		}
 	})
 }
+
+// timedEntry returns data wrapped as putTimed does.
+func timedEntry(data []byte, t int64, hasProducer bool, key, seq uint64) []byte {
+	b := make([]byte, timedSize(len(data), hasProducer))
+	putTimed(b, data, t, hasProducer, key, seq)
+	return b
+}

@@ -5,7 +5,7 @@ import (
 	"errors"
 )
 
-// startEntry appends data with its envelope header hdr (envelope(nil, ...))
+// startEntry appends data with its envelope header hdr (putTimed's, data left out)
 // without waiting for it to be durable. The header and the payload are
 // copied once, side by side, into the stream's mapping (the mover copies
 // the payload): the entry is never assembled in a buffer of its own, which
