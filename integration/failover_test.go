@@ -113,7 +113,11 @@ func TestFailoverLeaderKilled(t *testing.T) {
 				faultErr <- ctx.Err()
 				return
 			}
-			i := indexOf(t, cl, leader)
+			i, err := memberIndex(cl, leader)
+			if err != nil {
+				faultErr <- err
+				return
+			}
 			if err := cl.Kill(i); err != nil {
 				faultErr <- err
 				return
@@ -223,12 +227,7 @@ func TestFailoverLeaderPaused(t *testing.T) {
 	if aerr == nil && final == st.Leader {
 		t.Logf("the old leader leads again (elected back): its append was legitimate")
 	}
-	if dups := checkTail(t, ctx, mustNode(cl, li).ClientAddr, stream, acked, 5); dups != 0 {
-		t.Errorf("%d entries stored twice", dups)
-	}
-	if copies := compareCopies(t, cl, li, stream, len(acked)); copies != 2 {
-		t.Errorf("%d copies compared, want 2", copies)
-	}
+	checkHistory(t, ctx, cl, li, stream, acked, 5, 2)
 }
 
 // TestFailoverAllKilled: every node is SIGKILLed at once under load and
@@ -277,12 +276,7 @@ func TestFailoverAllKilled(t *testing.T) {
 	}
 	final, _ = leaderOf(t, ctx, cl, stream, "")
 	li = indexOf(t, cl, final)
-	if dups := checkTail(t, ctx, mustNode(cl, li).ClientAddr, stream, acked, 3); dups != 0 {
-		t.Errorf("%d entries stored twice", dups)
-	}
-	if copies := compareCopies(t, cl, li, stream, len(acked)); copies != 2 {
-		t.Errorf("%d copies compared, want 2", copies)
-	}
+	checkHistory(t, ctx, cl, li, stream, acked, 3, 2)
 }
 
 // TestFailoverLeaderDamaged is the first symptom: ten entries
@@ -345,11 +339,20 @@ func TestFailoverLeaderDamaged(t *testing.T) {
 	}
 	final, _ = leaderOf(t, ctx, cl, stream, "")
 	li = indexOf(t, cl, final)
-	if dups := checkTail(t, ctx, mustNode(cl, li).ClientAddr, stream, acked, 2); dups != 0 {
+	checkHistory(t, ctx, cl, li, stream, acked, 2, 2)
+}
+
+// checkHistory is the end of a failure test: every acknowledged append
+// read back at stream's leader (member li) exactly once at its position,
+// each of the clients' in order, and wantCopies copies identical to the
+// leader's.
+func checkHistory(t *testing.T, ctx context.Context, cl *proccluster.Cluster, li int, stream string, acked map[uint64]string, clients, wantCopies int) {
+	t.Helper()
+	if dups := checkTail(t, ctx, mustNode(cl, li).ClientAddr, stream, acked, clients); dups != 0 {
 		t.Errorf("%d entries stored twice", dups)
 	}
-	if copies := compareCopies(t, cl, li, stream, len(acked)); copies != 2 {
-		t.Errorf("%d copies compared, want 2", copies)
+	if copies := compareCopies(t, cl, li, stream, len(acked)); copies != wantCopies {
+		t.Errorf("%d copies compared, want %d", copies, wantCopies)
 	}
 }
 
@@ -364,71 +367,6 @@ func waitFor(ctx context.Context, d time.Duration, cond func() bool) bool {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return false
-}
-
-// TestScrubRepairsCopy: bytes of a committed entry in a sealed region of
-// a follower's copy are flipped while it runs (recovery and a leader's
-// Tail never read a sealed region again). The follower's scrubber finds
-// the damage, cuts its copy back before it, and the leader rewrites the
-// rest: the node's status counts the damage and the repair, and every
-// copy ends identical to the leader's.
-func TestScrubRepairsCopy(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cl := startFailureClusterArgs(t, ctx, 3, false, "--scrub-every", "300ms")
-	const stream = "scrubbed"
-	admin := dial(t, cl.ClientAddrs()[0], client.Options{})
-	st, err := admin.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_ALL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	leader := indexOf(t, cl, st.Leader)
-	follower := (leader + 1) % 3
-	// Entries of about 1 KiB in regions of 256 KiB: three regions.
-	acked := loadPadded(t, ctx, mustNode(cl, leader).ClientAddr, stream, 0, 1, 600, 8, 1000, nil)
-	if t.Failed() {
-		return
-	}
-	path := proccluster.ReplicaFile(mustNode(cl, follower).Data, stream)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc, err := local.ScanCopy(b)
-	if err != nil || len(sc.Regions) < 2 {
-		t.Fatalf("scan of the copy: %d regions, %v", len(sc.Regions), err)
-	}
-	r := sc.Regions[0] // sealed: later regions exist
-	off := int64(r.Offset + r.End/2)
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt([]byte{b[off] ^ 0x10}, off); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	fc := dial(t, mustNode(cl, follower).ClientAddr, client.Options{})
-	var cs *api.ClusterStatusResponse
-	if !waitFor(ctx, 20*time.Second, func() bool {
-		cs, err = fc.ClusterStatus(ctx)
-		return err == nil && cs.ScrubRepaired > 0
-	}) {
-		t.Fatalf("the damaged copy was not repaired: %v, %v", cs, err)
-	}
-	t.Logf("scrub on %s: %d passes, %d bytes, %d damaged, %d repaired", cs.Node, cs.ScrubPasses, cs.ScrubBytes, cs.ScrubDamaged, cs.ScrubRepaired)
-	for p, d := range loadPadded(t, ctx, mustNode(cl, leader).ClientAddr, stream, 1, 1, 100, 8, 1000, nil) {
-		acked[p] = d
-	}
-	if t.Failed() {
-		return
-	}
-	if dups := checkTail(t, ctx, mustNode(cl, leader).ClientAddr, stream, acked, 2); dups != 0 {
-		t.Errorf("%d entries stored twice", dups)
-	}
-	if copies := compareCopies(t, cl, leader, stream, len(acked)); copies != 2 {
-		t.Errorf("%d copies compared, want 2", copies)
-	}
 }
 
 // TestFailoverTwiceInARow: the leader is SIGKILLed under load, and so is
@@ -468,7 +406,10 @@ func TestFailoverTwiceInARow(t *testing.T) {
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-			first := indexOf(t, cl, st.Leader)
+			first, err := memberIndex(cl, st.Leader)
+			if err != nil {
+				return err
+			}
 			if err := cl.Kill(first); err != nil {
 				return err
 			}
@@ -477,7 +418,10 @@ func TestFailoverTwiceInARow(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			si := indexOf(t, cl, second)
+			si, err := memberIndex(cl, second)
+			if err != nil {
+				return err
+			}
 			if err := cl.Kill(si); err != nil {
 				return err
 			}
@@ -502,12 +446,7 @@ func TestFailoverTwiceInARow(t *testing.T) {
 	}
 	final, _ := leaderOf(t, ctx, cl, stream, "")
 	li := indexOf(t, cl, final)
-	if dups := checkTail(t, ctx, mustNode(cl, li).ClientAddr, stream, acked, clients); dups != 0 {
-		t.Errorf("%d entries stored twice", dups)
-	}
-	if copies := compareCopies(t, cl, li, stream, len(acked)); copies != 2 {
-		t.Errorf("%d copies compared, want 2", copies)
-	}
+	checkHistory(t, ctx, cl, li, stream, acked, clients, 2)
 }
 
 // TestRepairDamagedCommitted flips a byte of a committed entry in a
@@ -517,8 +456,10 @@ func TestFailoverTwiceInARow(t *testing.T) {
 //     entry repairs it from a copy (rdma reads) and answers it whole;
 //   - leader/scrub: on the leader: its scrubber finds and repairs it;
 //   - leader/tail/read: the leader's tail region, repaired by a Read;
-//   - follower/tail/scrub: a follower's copy, tail region: its scrubber
-//     cuts the copy back and the leader rewrites it;
+//   - follower/scrub: a follower's copy, a sealed region (recovery and a
+//     leader's Tail never read it again): its scrubber cuts the copy back
+//     before the damage and the leader rewrites the rest;
+//   - follower/tail/scrub: the same in the copy's tail region;
 //   - backup/scrub: the same on the backup's copy, a sealed region.
 //
 // Every acknowledged entry is then read back at its position and every
@@ -531,6 +472,7 @@ func TestRepairDamagedCommitted(t *testing.T) {
 		{"leader/read", "leader", "1h", false},
 		{"leader/scrub", "leader", "300ms", false},
 		{"leader/tail/read", "leader", "1h", true},
+		{"follower/scrub", "follower", "300ms", false},
 		{"follower/tail/scrub", "follower", "300ms", true},
 		{"backup/scrub", "backup", "300ms", false},
 	} {

@@ -106,13 +106,21 @@ func dial(t *testing.T, addr string, o client.Options) *client.Client {
 
 func indexOf(t *testing.T, cl *proccluster.Cluster, name string) int {
 	t.Helper()
+	i, err := memberIndex(cl, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return i
+}
+
+// memberIndex is indexOf for goroutines other than the test's.
+func memberIndex(cl *proccluster.Cluster, name string) (int, error) {
 	for i := range cl.Len() {
 		if mustNode(cl, i).Name == name {
-			return i
+			return i, nil
 		}
 	}
-	t.Fatalf("no member %q", name)
-	return -1
+	return -1, fmt.Errorf("no member %q", name)
 }
 
 // load appends each payload "cC-NNNNNN" (first <= C < first+clients, N < each) through

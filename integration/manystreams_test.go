@@ -47,7 +47,7 @@ func TestManyStreamsIdleCloseReopen(t *testing.T) {
 	const n = 200
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
-	bin, err := proccluster.Build(ctx, t.TempDir())
+	bin, err := proccluster.BuildOnce()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestOpenStreamLimit(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	bin, err := proccluster.Build(ctx, t.TempDir())
+	bin, err := proccluster.BuildOnce()
 	if err != nil {
 		t.Fatal(err)
 	}

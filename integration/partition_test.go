@@ -164,12 +164,7 @@ func TestFailoverLeaderPartitioned(t *testing.T) {
 	}
 	final, _ := leaderOf(t, ctx, cl, stream, "")
 	li := indexOf(t, cl, final)
-	if dups := checkTail(t, ctx, mustNode(cl, li).ClientAddr, stream, acked, clients); dups != 0 {
-		t.Errorf("%d entries stored twice", dups)
-	}
-	if copies := compareCopies(t, cl, li, stream, len(acked)); copies != 2 {
-		t.Errorf("%d copies compared, want 2", copies)
-	}
+	checkHistory(t, ctx, cl, li, stream, acked, clients, 2)
 	t.Logf("%d acknowledged; %s led after the cut, %s at the end; copies identical", len(acked), next, final)
 }
 
@@ -252,11 +247,6 @@ func TestFailoverFollowerPartitioned(t *testing.T) {
 	}
 	final, epoch := leaderOf(t, ctx, cl, stream, "")
 	li := indexOf(t, cl, final)
-	if dups := checkTail(t, ctx, mustNode(cl, li).ClientAddr, stream, acked, clients); dups != 0 {
-		t.Errorf("%d entries stored twice", dups)
-	}
-	if copies := compareCopies(t, cl, li, stream, len(acked)); copies != 2 {
-		t.Errorf("%d copies compared, want 2", copies)
-	}
+	checkHistory(t, ctx, cl, li, stream, acked, clients, 2)
 	t.Logf("%d acknowledged with %s cut off for 3 s; %s leads (epoch %d); copies identical", len(acked), mustNode(cl, victim).Name, final, epoch)
 }
