@@ -203,10 +203,12 @@ type Config struct {
 	// emulation of a reliable connection's retry budget; a peer that is
 	// frozen but keeps its socket open would otherwise stall Ops forever).
 	AckTimeout time.Duration
-	// TLS, if set, makes the tcp provider run every connection inside
-	// TLS with this config (tls.Client when dialling, tls.Server when
-	// accepting; both sides' certificates are checked by the config), the
-	// Secret handshake then running inside it. The verbs provider ignores
+	// TLS, if set, makes the tcp provider start every connection with a
+	// TLS 1.3 handshake with this config (tls.Client when dialling,
+	// tls.Server when accepting; both sides' certificates are checked by
+	// the config), run the Secret handshake inside it, and then carry
+	// the frames in records sealed under keys exported from that TLS
+	// session (rdma/tcp's seal.go). The verbs provider ignores
 	// it: on a NIC the data moves by the fabric, outside any socket (see
 	// docs/design-notes.md, "Security").
 	TLS *tls.Config

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -14,15 +15,9 @@ import (
 )
 
 type conn struct {
-	p  *peer
-	nc net.Conn
-	br *bufio.Reader // reader goroutine only
-	// bw gathers a batch's frames into few writes on a connection that
-	// is not a plain TCP socket (TLS: each Write is at least one record,
-	// so the header and payload written apart would cost a record each);
-	// nil on TCP, whose batches go out with one writev. Writer goroutine
-	// only.
-	bw     *bufio.Writer
+	p      *peer
+	nc     net.Conn
+	br     *bufio.Reader // reader goroutine only; over an opener when sealed
 	remote rdma.PeerInfo
 	events chan rdma.Event
 	dead   chan struct{} // closed by fail
@@ -92,20 +87,23 @@ func (c *conn) SetRemoteAccess(allowed bool) error {
 	return nil
 }
 
-func newConn(p *peer, nc net.Conn, remote hs.Hello, denied bool) *conn {
+// newConn starts a Conn on nc after the handshake. With send and recv
+// (TLS) the frames travel in sealed records (seal.go), else as they are.
+func newConn(p *peer, nc net.Conn, remote hs.Hello, denied bool, send, recv *aeadState) *conn {
+	var src io.Reader = nc
+	if recv != nil {
+		src = newOpener(recv, nc)
+	}
 	c := &conn{
 		p: p, nc: nc,
-		br:     bufio.NewReaderSize(nc, 64<<10),
+		br:     bufio.NewReaderSize(src, 64<<10),
 		remote: remote.Info("tcp"),
 		events: make(chan rdma.Event, 4),
 		dead:   make(chan struct{}),
 		slots:  make(chan struct{}, p.cfg.MaxInflight),
 		denied: denied,
 	}
-	c.w.init(nc)
-	if _, plain := nc.(*net.TCPConn); !plain {
-		c.bw = bufio.NewWriterSize(nc, 64<<10)
-	}
+	c.w.init(nc, send)
 	c.lastHeard.Store(time.Now().UnixNano())
 	c.events <- rdma.Event{Kind: rdma.Established}
 	c.wg.Add(2)

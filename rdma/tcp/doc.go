@@ -53,6 +53,17 @@
 //
 // This format must never change; a new one gets a new rdma.ProtocolVersion.
 //
+// # TLS
+//
+// With rdma.Config.TLS a connection starts with a mutual TLS 1.3
+// handshake, the hello runs inside the TLS session, and then the frames
+// above, unchanged, travel in records sealed with AES-128-GCM under keys
+// exported from the session, one per direction (seal.go has the record
+// format). Leaving crypto/tls after the hello is what lets a sealed batch
+// still go out with one non-blocking write on the producing goroutine (the
+// latency path below); a record that fails authentication ends the
+// connection like any other protocol violation.
+//
 // # Goroutines
 //
 // Each Listener owns an accept loop and one goroutine per handshake in

@@ -198,7 +198,7 @@ func (tg *target) pipeAttack(t *testing.T, b []byte) {
 	cli, srv := net.Pipe()
 	cfg := rdma.LoopbackConfig(secret)
 	cfg.MaxInflight = 16
-	c := newConn(tg.p.(*peer), srv, hs.NewHello(rdma.ProviderTCP, 0, cfg), false)
+	c := newConn(tg.p.(*peer), srv, hs.NewHello(rdma.ProviderTCP, 0, cfg), false, nil, nil)
 	done := make(chan struct{})
 	go func() { io.Copy(io.Discard, cli); close(done) }()
 	cli.SetWriteDeadline(time.Now().Add(5 * time.Second))

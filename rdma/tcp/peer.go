@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -163,18 +164,26 @@ func (p *peer) handshake(ctx context.Context, nc net.Conn, client bool) (rdma.Co
 	nc.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
+	// With TLS, the hello goes inside the TLS session and the frames
+	// after it in records sealed under keys exported from it (seal.go);
+	// hc is what the hello runs over.
+	var (
+		hc         io.ReadWriter = nc
+		tc         *tls.Conn
+		send, recv *aeadState
+	)
 	if p.cfg.TLS != nil {
-		var tc *tls.Conn
+		rr := &recordReader{Conn: nc}
 		if client {
-			tc = tls.Client(nc, p.cfg.TLS)
+			tc = tls.Client(rr, p.cfg.TLS)
 		} else {
-			tc = tls.Server(nc, p.cfg.TLS)
+			tc = tls.Server(rr, p.cfg.TLS)
 		}
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
 			return nil, fmt.Errorf("%w: TLS with %s: %w", rdma.ErrAuth, nc.RemoteAddr(), err)
 		}
-		nc = tc
+		hc = tc
 	}
 	mine := hs.NewHello(rdma.ProviderTCP, caps, p.cfg)
 	var (
@@ -182,12 +191,17 @@ func (p *peer) handshake(ctx context.Context, nc net.Conn, client bool) (rdma.Co
 		err    error
 	)
 	if client {
-		remote, err = hs.Client(nc, p.cfg.Secret, mine)
+		remote, err = hs.Client(hc, p.cfg.Secret, mine)
 	} else {
-		remote, err = hs.Server(nc, p.cfg.Secret, mine)
+		remote, err = hs.Server(hc, p.cfg.Secret, mine)
 	}
 	if err == nil && remote.Provider != rdma.ProviderTCP {
 		err = fmt.Errorf("%w: peer runs provider %d", rdma.ErrHandshake, remote.Provider)
+	}
+	if err == nil && tc != nil {
+		if send, recv, err = sealKeys(tc, client); err != nil {
+			err = fmt.Errorf("%w: TLS with %s: %w", rdma.ErrAuth, nc.RemoteAddr(), err)
+		}
 	}
 	if err == nil && !stop() {
 		err = fmt.Errorf("%w: %w", rdma.ErrHandshake, ctx.Err())
@@ -197,7 +211,7 @@ func (p *peer) handshake(ctx context.Context, nc net.Conn, client bool) (rdma.Co
 		return nil, err
 	}
 	nc.SetDeadline(time.Time{})
-	c := newConn(p, nc, remote, !client && p.cfg.DenyOnAccept)
+	c := newConn(p, nc, remote, !client && p.cfg.DenyOnAccept, send, recv)
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()

@@ -1,8 +1,12 @@
 package tcp_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -191,4 +195,172 @@ func itoa(n int) string {
 		b = append([]byte{byte('0' + n%10)}, b...)
 	}
 	return string(b)
+}
+
+// tamperProxy forwards one TCP connection to target, keeping a copy of
+// every byte in both directions; once tamper is set it flips a bit of the
+// next chunk from the dialer.
+type tamperProxy struct {
+	ln     net.Listener
+	mu     sync.Mutex
+	seen   []byte
+	tamper atomic.Bool
+	wg     sync.WaitGroup
+}
+
+func startTamperProxy(t *testing.T, target string) *tamperProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tamperProxy{ln: ln}
+	p.wg.Go(func() {
+		a, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		b, err := net.Dial("tcp", target)
+		if err != nil {
+			a.Close()
+			return
+		}
+		pipe := func(dst, src net.Conn, fromDialer bool) {
+			defer dst.Close()
+			defer src.Close()
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := src.Read(buf)
+				if n > 0 {
+					p.mu.Lock()
+					p.seen = append(p.seen, buf[:n]...)
+					p.mu.Unlock()
+					if fromDialer && p.tamper.CompareAndSwap(true, false) {
+						buf[n/2] ^= 0x10
+					}
+					if _, err := dst.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}
+		p.wg.Go(func() { pipe(b, a, true) })
+		pipe(a, b, false)
+	})
+	t.Cleanup(func() { ln.Close(); p.wg.Wait() })
+	return p
+}
+
+func (p *tamperProxy) captured() []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return bytes.Clone(p.seen)
+}
+
+// TestTLSWireSealed: with TLS, nothing written or read crosses the
+// network in clear (the frames after the handshake are sealed records),
+// and a record altered on the way ends the connection with an error on
+// both sides instead of storing what it carried.
+func TestTLSWireSealed(t *testing.T) {
+	ca := newCA(t)
+	pa, err := tcp.Provider{}.NewPeer("", *tlsConfig(nodeKeys(t, ca, "a")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pa.Close()
+	pb, err := tcp.Provider{}.NewPeer("", *tlsConfig(nodeKeys(t, ca, "b")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ln, err := pb.Listen(ctx, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	proxy := startTamperProxy(t, ln.Addr())
+	acc := make(chan rdma.Conn, 1)
+	go func() {
+		c, err := ln.Accept(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		acc <- c
+	}()
+	a, err := pa.Dial(ctx, proxy.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b := <-acc
+	if b == nil {
+		t.FailNow()
+	}
+	defer b.Close()
+
+	const n = 200 << 10
+	src := make([]byte, n)
+	for i := range src {
+		src[i] = "the quick brown fox jumps over the lazy dog "[i%44]
+	}
+	dst := make([]byte, n)
+	back := make([]byte, n)
+	smr := rdmatest.Register(t, pa, src, rdma.UsageWriteSrc|rdma.UsageReadDst, nil)
+	bmr := rdmatest.Register(t, pa, back, rdma.UsageReadDst, nil)
+	dmr := rdmatest.Register(t, pb, dst, rdma.UsageWriteDst|rdma.UsageReadSrc|rdma.UsageFlushVisibility, nil)
+	if err := a.Write(dmr.Descriptor(), 0, smr, 0, n).Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Read(bmr, 0, dmr.Descriptor(), 0, n).Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(dst, src) || !bytes.Equal(back, src) {
+		t.Fatal("data differs after a write and a read back")
+	}
+	if wire := proxy.captured(); bytes.Contains(wire, []byte("over the lazy dog")) {
+		t.Fatalf("the data crossed the network in clear (%d bytes seen)", len(wire))
+	}
+
+	// One bit flipped on the way: the target refuses the record, the
+	// write is not stored, and both sides end the connection.
+	clear(src[:64])
+	copy(src, "ALTERED")
+	proxy.tamper.Store(true)
+	err = a.Write(dmr.Descriptor(), 0, smr, 0, 64).Wait(ctx)
+	if err == nil {
+		err = a.Flush(dmr.Descriptor(), 0, 64, rdma.Visibility).Wait(ctx)
+	}
+	if err == nil {
+		t.Fatal("a write altered on the way was acknowledged")
+	}
+	if bytes.HasPrefix(dst, []byte("ALTERED")) {
+		t.Fatal("the target stored what an altered record carried")
+	}
+	for _, c := range []rdma.Conn{a, b} {
+		select {
+		case ev := <-waitEnd(c):
+			t.Logf("%s: %v", c.RemoteAddr(), ev.Err)
+		case <-ctx.Done():
+			t.Fatalf("%s: still up after an altered record", c.RemoteAddr())
+		}
+	}
+}
+
+// waitEnd delivers c's first event that ends it.
+func waitEnd(c rdma.Conn) <-chan rdma.Event {
+	ch := make(chan rdma.Event, 1)
+	go func() {
+		for ev := range c.Events() {
+			if ev.Kind == rdma.Lost || ev.Kind == rdma.Closed {
+				ch <- ev
+				return
+			}
+		}
+	}()
+	return ch
 }

@@ -48,17 +48,44 @@ type writer struct {
 	directHdrs [][hdrSize]byte
 	directIov  [][]byte
 	rc         syscall.RawConn
+	// seal, when not nil, seals what is sent into records (seal.go);
+	// used only by the holder of busy.
+	seal *sealer
 }
+
+// sealedWrite is about the most a sealed connection's writer goroutine
+// writes at once (more when one frame is bigger).
+const sealedWrite = 1 << 20
 
 // directMax bounds a direct write: bigger batches go to the writer
 // goroutine, which may block on a full socket.
 const directMax = 16 << 10
 
-func (w *writer) init(nc net.Conn) {
+func (w *writer) init(nc net.Conn, send *aeadState) {
 	w.wake = make(chan struct{}, 1)
 	if sc, ok := nc.(syscall.Conn); ok {
 		w.rc, _ = sc.SyscallConn()
 	}
+	if send != nil {
+		w.seal = newSealer(send)
+	}
+}
+
+// sealBatch puts batch's frames, sealed, in w.seal's output and returns
+// it: a raw item's bytes as they are (sealed already), every other frame
+// into records. hdrs has room for a header per item.
+func (w *writer) sealBatch(batch []item, hdrs [][hdrSize]byte) []byte {
+	w.seal.reset()
+	for i := range batch {
+		if batch[i].raw != nil {
+			w.seal.raw(batch[i].raw)
+			continue
+		}
+		batch[i].h.put(&hdrs[i])
+		w.seal.add(hdrs[i][:])
+		w.seal.add(batch[i].payload)
+	}
+	return w.seal.bytes()
 }
 
 func (w *writer) signal() {
@@ -177,15 +204,20 @@ func (w *writer) tryDirect() bool {
 	}
 	hdrs := w.directHdrs[:len(batch)]
 	iov := w.directIov[:0]
-	for i := range batch {
-		if batch[i].raw != nil {
-			iov = append(iov, batch[i].raw)
-			continue
-		}
-		batch[i].h.put(&hdrs[i])
-		iov = append(iov, hdrs[i][:])
-		if len(batch[i].payload) > 0 {
-			iov = append(iov, batch[i].payload)
+	if w.seal != nil {
+		out := w.sealBatch(batch, hdrs)
+		iov, total = append(iov, out), len(out)
+	} else {
+		for i := range batch {
+			if batch[i].raw != nil {
+				iov = append(iov, batch[i].raw)
+				continue
+			}
+			batch[i].h.put(&hdrs[i])
+			iov = append(iov, hdrs[i][:])
+			if len(batch[i].payload) > 0 {
+				iov = append(iov, batch[i].payload)
+			}
 		}
 	}
 	var (
@@ -295,6 +327,30 @@ func (c *conn) writeLoop() {
 			hdrs = make([][hdrSize]byte, len(batch))
 		}
 		hdrs = hdrs[:len(batch)]
+		if !stopping {
+			// A peer that takes nothing for AckTimeout is gone.
+			c.nc.SetWriteDeadline(time.Now().Add(c.p.cfg.AckTimeout))
+		}
+		if c.w.seal != nil {
+			// Sealed, in writes of about sealedWrite bytes, so that a
+			// batch of large frames does not grow the buffer to its size.
+			var err error
+			for i := 0; i < len(batch) && err == nil; {
+				j := i
+				for n := 0; j < len(batch) && (j == i || n+batch[j].size() <= sealedWrite); j++ {
+					n += batch[j].size()
+				}
+				_, err = c.nc.Write(c.w.sealBatch(batch[i:j], hdrs[i:j]))
+				i = j
+			}
+			for i := range batch {
+				if r := batch[i].release; r != nil {
+					r()
+				}
+				batch[i] = item{}
+			}
+			return err
+		}
 		bufs = bufs[:0]
 		for i := range batch {
 			if batch[i].raw != nil {
@@ -308,23 +364,7 @@ func (c *conn) writeLoop() {
 			}
 		}
 		b := bufs // WriteTo consumes its receiver
-		if !stopping {
-			// A peer that takes nothing for AckTimeout is gone.
-			c.nc.SetWriteDeadline(time.Now().Add(c.p.cfg.AckTimeout))
-		}
-		var err error
-		if c.bw != nil {
-			for _, p := range b {
-				if _, err = c.bw.Write(p); err != nil {
-					break
-				}
-			}
-			if err == nil {
-				err = c.bw.Flush()
-			}
-		} else {
-			_, err = b.WriteTo(c.nc)
-		}
+		_, err := b.WriteTo(c.nc)
 		for i := range batch {
 			if r := batch[i].release; r != nil {
 				r()

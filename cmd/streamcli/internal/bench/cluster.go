@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rpstream/rpstream/api"
@@ -111,6 +112,15 @@ type ClusterResult struct {
 	P99us         float64 `json:"p99_us"`
 	P999us        float64 `json:"p999_us"`
 	MaxUs         float64 `json:"max_us"`
+	// CPU used during the timed run, in seconds and in microseconds per
+	// appended entry: by the started cluster's nodes (all of them, from
+	// /proc; 0 with a given cluster) and by this process (its clients).
+	// On a saturated machine what a change costs shows here more steadily
+	// than in the throughput.
+	NodesCPUSeconds     float64 `json:"nodes_cpu_s"`
+	NodesCPUUsPerEntry  float64 `json:"nodes_cpu_us_per_entry"`
+	ClientCPUSeconds    float64 `json:"client_cpu_s"`
+	ClientCPUUsPerEntry float64 `json:"client_cpu_us_per_entry"`
 }
 
 // MaxClusterSize is the largest --size: well below the gRPC message limit.
@@ -206,12 +216,14 @@ func (c Cluster) Run(ctx context.Context) (*ClusterResult, error) {
 		r.Calls = c.Calls
 	}
 	var leaderAdmin string
+	var nodesCPU func() (time.Duration, error)
 	if c.Node == "" {
-		stop, addr, admin, opts, err := c.startCluster(ctx)
+		stop, addr, admin, opts, cpu, err := c.startCluster(ctx)
 		if err != nil {
 			return nil, err
 		}
 		defer stop()
+		nodesCPU = cpu
 		r.Node, r.Cluster, r.TLS, leaderAdmin = addr, "started", c.TLS, admin
 		c.ClientOptions = opts
 	}
@@ -274,7 +286,19 @@ func (c Cluster) Run(ctx context.Context) (*ClusterResult, error) {
 		c.say("bench cluster: profiling the leader (%s) for %d s into %s", leaderAdmin, c.profileSeconds(), c.Profile)
 		waitProfile = startProfile(ctx, leaderAdmin, c.profileSeconds(), c.Profile)
 	}
+	var nodes0 time.Duration
+	if nodesCPU != nil {
+		if nodes0, err = nodesCPU(); err != nil {
+			return nil, err
+		}
+	}
+	self0 := selfCPU()
 	lat, elapsed, err := c.runClients(ctx, clients, payload, r.Stream, c.Count, c.Duration)
+	self1 := selfCPU()
+	var nodes1 time.Duration
+	if nodesCPU != nil && err == nil {
+		nodes1, err = nodesCPU()
+	}
 	if waitProfile != nil {
 		if perr := waitProfile(); perr != nil && err == nil {
 			err = perr
@@ -290,16 +314,32 @@ func (c Cluster) Run(ctx context.Context) (*ClusterResult, error) {
 	r.Count = len(all)
 	r.Seconds = elapsed.Seconds()
 	fillCluster(r, all)
+	r.ClientCPUSeconds = round3((self1 - self0).Seconds())
+	r.NodesCPUSeconds = round3((nodes1 - nodes0).Seconds())
+	if r.Count > 0 {
+		r.ClientCPUUsPerEntry = round3(float64((self1 - self0).Nanoseconds()) / 1e3 / float64(r.Count))
+		r.NodesCPUUsPerEntry = round3(float64((nodes1 - nodes0).Nanoseconds()) / 1e3 / float64(r.Count))
+	}
 	return r, nil
 }
 
-// startCluster starts the loopback cluster and returns how to stop it and
+// selfCPU is the CPU time this process has used (user and system).
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// startCluster starts the loopback cluster and returns how to stop it,
 // the client and admin addresses of its first member (the admin address
-// with Admin or Profile) and the options its clients need (TLS).
-func (c Cluster) startCluster(ctx context.Context) (stop func(), addr, admin string, opts client.Options, err error) {
+// with Admin or Profile), the options its clients need (TLS) and how to
+// read the CPU time its members have used.
+func (c Cluster) startCluster(ctx context.Context) (stop func(), addr, admin string, opts client.Options, cpu func() (time.Duration, error), err error) {
 	bin, err := proccluster.FindBinary(c.Streamnode)
 	if err != nil {
-		return nil, "", "", opts, fmt.Errorf("%w (--streamnode PATH)", err)
+		return nil, "", "", opts, nil, fmt.Errorf("%w (--streamnode PATH)", err)
 	}
 	parent := c.Dir
 	if parent == "" {
@@ -307,7 +347,7 @@ func (c Cluster) startCluster(ctx context.Context) (stop func(), addr, admin str
 	}
 	dir, err := os.MkdirTemp(parent, "rpstream-bench-cluster-")
 	if err != nil {
-		return nil, "", "", opts, err
+		return nil, "", "", opts, nil, err
 	}
 	nodes := c.nodes()
 	tlsNote := ""
@@ -322,7 +362,7 @@ func (c Cluster) startCluster(ctx context.Context) (stop func(), addr, admin str
 	cl, err := proccluster.Start(ctx, pc)
 	if err != nil {
 		os.RemoveAll(dir)
-		return nil, "", "", opts, err
+		return nil, "", "", opts, nil, err
 	}
 	stopScraping := func() {}
 	if c.Admin {
@@ -339,9 +379,9 @@ func (c Cluster) startCluster(ctx context.Context) (stop func(), addr, admin str
 	n0, err := cl.Node(0)
 	if err != nil {
 		stop()
-		return nil, "", "", opts, err
+		return nil, "", "", opts, nil, err
 	}
-	return stop, n0.ClientAddr, n0.AdminAddr, cl.ClientOptions(), nil
+	return stop, n0.ClientAddr, n0.AdminAddr, cl.ClientOptions(), cl.CPUTime, nil
 }
 
 // scrape fetches every member's /metrics once a second, as Prometheus
@@ -538,4 +578,9 @@ func (r *ClusterResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "  time        %.3f s\n", r.Seconds)
 	fmt.Fprintf(w, "  throughput  %.0f entries/s, %.1f MB/s\n", r.EntriesPerSec, r.MBPerSec)
 	fmt.Fprintf(w, "  latency     p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.0f us (send to acknowledgement)\n", r.P50us, r.P99us, r.P999us, r.MaxUs)
+	if r.Cluster == "started" {
+		fmt.Fprintf(w, "  cpu         nodes %.2f us/entry (%.2f s), clients %.2f us/entry (%.2f s)\n", r.NodesCPUUsPerEntry, r.NodesCPUSeconds, r.ClientCPUUsPerEntry, r.ClientCPUSeconds)
+	} else {
+		fmt.Fprintf(w, "  cpu         clients %.2f us/entry (%.2f s)\n", r.ClientCPUUsPerEntry, r.ClientCPUSeconds)
+	}
 }
