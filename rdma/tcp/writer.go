@@ -55,7 +55,7 @@ type writer struct {
 
 // sealedWrite is about the most a sealed connection's writer goroutine
 // writes at once (more when one frame is bigger).
-const sealedWrite = 1 << 20
+const sealedWrite = 64 << 10
 
 // directMax bounds a direct write: bigger batches go to the writer
 // goroutine, which may block on a full socket.
