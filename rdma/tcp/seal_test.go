@@ -178,17 +178,7 @@ func TestRecordReaderStopsAtRecordEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := func(name string) *pki.Keys {
-		f, err := ca.WriteFiles(t.TempDir(), pki.Request{Name: name, Node: true, Validity: time.Hour})
-		if err != nil {
-			t.Fatal(err)
-		}
-		k, err := pki.Load(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
+	keys := func(name string) *pki.Keys { return testNodeKeys(t, ca, name) }
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -243,4 +233,19 @@ func TestRecordReaderStopsAtRecordEnd(t *testing.T) {
 	if err := <-dialed; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// testNodeKeys issues a node certificate for name from ca into a fresh
+// directory and loads it (the external tests use it as NodeKeys).
+func testNodeKeys(t testing.TB, ca *pki.CA, name string) *pki.Keys {
+	t.Helper()
+	f, err := ca.WriteFiles(t.TempDir(), pki.Request{Name: name, Node: true, Validity: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := pki.Load(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

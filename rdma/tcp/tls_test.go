@@ -16,20 +16,8 @@ import (
 	"github.com/rpstream/rpstream/rdma/tcp"
 )
 
-// nodeKeys issues a node certificate for name from ca into a fresh
-// directory and loads it.
-func nodeKeys(t testing.TB, ca *pki.CA, name string) *pki.Keys {
-	t.Helper()
-	f, err := ca.WriteFiles(t.TempDir(), pki.Request{Name: name, Node: true, Validity: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := pki.Load(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
+// nodeKeys issues a node certificate for name from ca and loads it.
+var nodeKeys = tcp.NodeKeys
 
 func tlsConfig(k *pki.Keys) *rdma.Config {
 	c := rdma.LoopbackConfig(rdmatest.Secret)
@@ -98,27 +86,35 @@ func TestTLSOtherCARefused(t *testing.T) {
 	}
 }
 
+// peersListening makes a peer of each config, closed at the test's end,
+// and a listener of the second, closed with ctx's test too.
+func peersListening(t *testing.T, ctx context.Context, a, b *rdma.Config) (pa, pb rdma.Peer, ln rdma.Listener) {
+	t.Helper()
+	pa, err := tcp.Provider{}.NewPeer("", *a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pa.Close() })
+	pb, err = tcp.Provider{}.NewPeer("", *b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pb.Close() })
+	ln, err = pb.Listen(ctx, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return pa, pb, ln
+}
+
 // connectErr dials a listener of target from dialer and returns the
 // dialling side's error, or the accepting side's if the dial succeeded.
 func connectErr(t *testing.T, dialer, target *rdma.Config) error {
 	t.Helper()
-	pa, err := tcp.Provider{}.NewPeer("", *dialer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pa.Close()
-	pb, err := tcp.Provider{}.NewPeer("", *target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pb.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ln, err := pb.Listen(ctx, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	pa, _, ln := peersListening(t, ctx, dialer, target)
 	acc := make(chan error, 1)
 	go func() {
 		c, err := ln.Accept(ctx)
@@ -266,23 +262,9 @@ func (p *tamperProxy) captured() []byte {
 // both sides instead of storing what it carried.
 func TestTLSWireSealed(t *testing.T) {
 	ca := newCA(t)
-	pa, err := tcp.Provider{}.NewPeer("", *tlsConfig(nodeKeys(t, ca, "a")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pa.Close()
-	pb, err := tcp.Provider{}.NewPeer("", *tlsConfig(nodeKeys(t, ca, "b")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pb.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	ln, err := pb.Listen(ctx, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	pa, pb, ln := peersListening(t, ctx, tlsConfig(nodeKeys(t, ca, "a")), tlsConfig(nodeKeys(t, ca, "b")))
 	proxy := startTamperProxy(t, ln.Addr())
 	acc := make(chan rdma.Conn, 1)
 	go func() {

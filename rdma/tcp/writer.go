@@ -71,6 +71,24 @@ func (w *writer) init(nc net.Conn, send *aeadState) {
 	}
 }
 
+// appendFrames appends to iov the pieces of batch's frames as they go on a
+// connection in clear: a raw item's bytes, else its header (encoded into
+// hdrs, a header per item) and payload.
+func appendFrames(iov [][]byte, batch []item, hdrs [][hdrSize]byte) [][]byte {
+	for i := range batch {
+		if batch[i].raw != nil {
+			iov = append(iov, batch[i].raw)
+			continue
+		}
+		batch[i].h.put(&hdrs[i])
+		iov = append(iov, hdrs[i][:])
+		if len(batch[i].payload) > 0 {
+			iov = append(iov, batch[i].payload)
+		}
+	}
+	return iov
+}
+
 // sealBatch puts batch's frames, sealed, in w.seal's output and returns
 // it: a raw item's bytes as they are (sealed already), every other frame
 // into records. hdrs has room for a header per item.
@@ -208,17 +226,7 @@ func (w *writer) tryDirect() bool {
 		out := w.sealBatch(batch, hdrs)
 		iov, total = append(iov, out), len(out)
 	} else {
-		for i := range batch {
-			if batch[i].raw != nil {
-				iov = append(iov, batch[i].raw)
-				continue
-			}
-			batch[i].h.put(&hdrs[i])
-			iov = append(iov, hdrs[i][:])
-			if len(batch[i].payload) > 0 {
-				iov = append(iov, batch[i].payload)
-			}
-		}
+		iov = appendFrames(iov, batch, hdrs)
 	}
 	var (
 		n    int
@@ -351,18 +359,7 @@ func (c *conn) writeLoop() {
 			}
 			return err
 		}
-		bufs = bufs[:0]
-		for i := range batch {
-			if batch[i].raw != nil {
-				bufs = append(bufs, batch[i].raw)
-				continue
-			}
-			batch[i].h.put(&hdrs[i])
-			bufs = append(bufs, hdrs[i][:])
-			if len(batch[i].payload) > 0 {
-				bufs = append(bufs, batch[i].payload)
-			}
-		}
+		bufs = appendFrames(bufs[:0], batch, hdrs)
 		b := bufs // WriteTo consumes its receiver
 		_, err := b.WriteTo(c.nc)
 		for i := range batch {
