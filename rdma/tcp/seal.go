@@ -128,10 +128,17 @@ func newSealer(st *aeadState) *sealer {
 	return &sealer{st: st, start: -1}
 }
 
-// reset starts an empty output.
+// reset starts an empty output. A buffer grown past keepSealed by a large
+// frame is let go rather than kept for the connection's life.
 func (s *sealer) reset() {
+	if cap(s.out) > keepSealed {
+		s.out = nil
+	}
 	s.out, s.start = s.out[:0], -1
 }
+
+// keepSealed is the largest output buffer a sealer keeps between batches.
+const keepSealed = 1 << 20
 
 // add appends p to the open record (opening one if none is), closing it
 // and opening another each time it reaches maxPlain.
