@@ -112,7 +112,7 @@ type Stream struct {
 
 	// mu guards the reservation state and the region list.
 	mu      sync.Mutex
-	regions []*region // live regions by sequence number, head first
+	regions []*region // live regions by sequence number, head first; empty until the first reservation
 	free    []int     // free slots, ascending
 	nslots  int
 	tailOff int    // next free offset in the tail region
@@ -121,7 +121,7 @@ type Stream struct {
 	// pub guards in-order commit.
 	pub       sync.Mutex
 	ring      []ringSlot // a power of two of slots (at most MaxInFlight), indexed by index mod len (ring.go)
-	commitLoc loc        // end of the last committed entry
+	commitLoc loc        // end of the last committed entry; r is nil while there is no region
 	committed atomic.Uint64
 
 	// persistMu is held by the goroutine persisting on behalf of everyone
@@ -194,8 +194,10 @@ type ringSlot struct {
 	end  loc
 }
 
-// Create makes a new stream file at path (it must not exist), with its
-// first region allocated, and opens it for writing.
+// Create makes a new stream file at path (it must not exist), holding
+// only its superblock, and opens it for writing. The first region is
+// allocated by the first append (or Reserve, StartEpoch does not), so an
+// empty stream costs one page of storage.
 func Create(path string, opts Options) (*Stream, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -318,14 +320,10 @@ func format(mem pmem.Memory, regionSize int, opts Options) (*Stream, error) {
 	for k := 0; k < s.nslots; k++ {
 		s.free = append(s.free, k)
 	}
-	r, err := s.allocRegionLocked(0)
-	if err != nil {
-		return nil, err
-	}
-	s.regions = []*region{r}
+	// No region yet: the first is allocated by the first reservation
+	// (firstRegionLocked), so a stream nobody writes to holds only its
+	// superblock's page.
 	s.tailOff = RegionHeaderSize
-	s.commitLoc = loc{r, RegionHeaderSize}
-	s.persistLoc = s.commitLoc
 	s.live.reset(0)
 	return s, nil
 }

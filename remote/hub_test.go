@@ -241,6 +241,9 @@ func TestHubOpenErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := ls.StreamID()
+	if _, err := ls.Append([]byte("one")); err != nil { // its first region
+		t.Fatal(err)
+	}
 	ls.Close()
 	o := openReq("real", false)
 	o.StreamId = id + 1
