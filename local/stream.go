@@ -104,8 +104,7 @@ func (o Options) Validate() error {
 
 // Stream is one stream file, open for writing (one process) or reading.
 type Stream struct {
-	mem      pmem.Memory
-	lockFile *os.File // holds the writer's flock; nil when read-only or in memory
+	mem      pmem.Memory // a writer's flock is on its descriptor (pmem.File.TryLock)
 	sb       superblock
 	readOnly bool
 	epoch    uint64 // the opener's (Options.Epoch, StartEpoch); under mu
@@ -213,8 +212,7 @@ func Create(path string, opts Options) (*Stream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("local: create %s: %w", path, err)
 	}
-	lf, err := lockWriter(path)
-	if err != nil {
+	if err := lockWriter(mem, path); err != nil {
 		mem.Close()
 		os.Remove(path)
 		return nil, err
@@ -222,11 +220,9 @@ func Create(path string, opts Options) (*Stream, error) {
 	s, err := format(mem, rs, opts)
 	if err != nil {
 		mem.Close()
-		lf.Close()
 		os.Remove(path)
 		return nil, fmt.Errorf("local: create %s: %w", path, err)
 	}
-	s.lockFile = lf
 	s.startPreparer()
 	return s, nil
 }
@@ -237,47 +233,36 @@ func Open(path string, opts Options) (*Stream, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	var lf *os.File
-	if !opts.ReadOnly {
-		var err error
-		if lf, err = lockWriter(path); err != nil {
-			return nil, err
-		}
-	}
 	mem, err := pmem.Open(path, pmem.Options{Reserve: opts.MaxSize, ReadOnly: opts.ReadOnly})
 	if err != nil {
-		if lf != nil {
-			lf.Close()
-		}
 		return nil, fmt.Errorf("local: open %s: %w", path, err)
+	}
+	if !opts.ReadOnly {
+		// Before recovery, which writes.
+		if err := lockWriter(mem, path); err != nil {
+			mem.Close()
+			return nil, err
+		}
 	}
 	s, err := OpenOn(mem, opts)
 	if err != nil {
 		mem.Close()
-		if lf != nil {
-			lf.Close()
-		}
 		return nil, fmt.Errorf("local: open %s: %w", path, err)
 	}
-	s.lockFile = lf
 	s.startPreparer()
 	return s, nil
 }
 
-// lockWriter takes the exclusive writer lock of the file at path.
-func lockWriter(path string) (*os.File, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("local: open %s: %w", path, err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
+// lockWriter takes the exclusive writer lock of the file at path, mapped
+// as mem, on mem's own descriptor (released when mem closes).
+func lockWriter(mem *pmem.File, path string) error {
+	if err := mem.TryLock(); err != nil {
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+			return fmt.Errorf("%w: %s", ErrLocked, path)
 		}
-		return nil, fmt.Errorf("local: lock %s: %w", path, err)
+		return fmt.Errorf("local: %w", err)
 	}
-	return f, nil
+	return nil
 }
 
 // CreateOn formats mem (its current contents are ignored) as a new stream.
@@ -393,9 +378,6 @@ func (s *Stream) Close() error {
 	}
 	if cerr := s.mem.Close(); err == nil && !errors.Is(cerr, pmem.ErrClosed) {
 		err = cerr
-	}
-	if s.lockFile != nil {
-		s.lockFile.Close()
 	}
 	if s.probe != nil {
 		s.probe.Close()
