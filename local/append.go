@@ -23,7 +23,8 @@ type Reservation struct {
 func (v *Reservation) Bytes() []byte { return v.buf }
 
 // Reserve hands out space for an entry of n payload bytes at the tail,
-// allocating a new region when the tail region is full. It does not wait
+// allocating a new region when the tail region is full (or the stream has
+// none yet). It does not wait
 // for earlier reservations.
 func (s *Stream) Reserve(n int) (*Reservation, error) {
 	v := &Reservation{}
@@ -45,6 +46,12 @@ func (s *Stream) reserve(n int, v *Reservation) error {
 	if s.next-s.committed.Load() >= MaxInFlight {
 		s.mu.Unlock()
 		return ErrTooManyReservations
+	}
+	if len(s.regions) == 0 {
+		if _, err := s.firstRegionLocked(); err != nil {
+			s.mu.Unlock()
+			return err
+		}
 	}
 	s.armPreparerLocked()
 	tail := s.regions[len(s.regions)-1]
@@ -239,7 +246,8 @@ func (s *Stream) persistCommittedLeader() error {
 	persisted := s.persisted.Load()
 	if target <= persisted && end.r == s.persistLoc.r {
 		// Nothing to persist, and no region to seal: the commit point
-		// moves into a region without entries only by StartEpoch.
+		// moves into a region without entries only by StartEpoch (or
+		// the first region's allocation, which moves this one too).
 		return nil
 	}
 	from := s.persistLoc

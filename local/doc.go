@@ -16,7 +16,10 @@
 //
 //	file:    [ superblock 4096 B ][ slot 0 ][ slot 1 ] ... [ slot n-1 ]
 //	         slot k starts at 4096 + k*RegionSize; the file grows by whole
-//	         slots, with blocks reserved (fallocate) before use.
+//	         slots, with blocks reserved (fallocate) before use. A stream
+//	         nothing was appended to has no slot: the first append
+//	         allocates slot 0 for region 1, so an idle empty stream costs
+//	         one page.
 //
 //	superblock (offset 0):
 //	    0  magic        "rpstream"

@@ -43,6 +43,16 @@ func (s *Stream) StartEpoch(ctx context.Context, epoch uint64) error {
 		return err
 	}
 	s.mu.Lock()
+	if len(s.regions) == 0 {
+		// Nothing appended: the first region, when an append
+		// allocates it, is of epoch.
+		defer s.mu.Unlock()
+		if epoch < s.epoch {
+			return fmt.Errorf("%w: epoch %d, the opener's is %d", ErrEpoch, epoch, s.epoch)
+		}
+		s.epoch = epoch
+		return nil
+	}
 	tail := s.regions[len(s.regions)-1]
 	if epoch < tail.epoch || epoch < s.epoch {
 		s.mu.Unlock()

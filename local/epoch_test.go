@@ -440,8 +440,20 @@ func checkEpochImage(im image, before local.RegionInfo, started bool) error {
 	}
 	defer s.Close()
 	rs := s.Regions()
+	if len(rs) == 0 {
+		// Nothing was appended: the stream has no region, before
+		// StartEpoch or after, and the first append makes one of epoch 2.
+		if before.Seq != 0 {
+			return fmt.Errorf("no region after StartEpoch from %+v", before)
+		}
+		rs = []local.RegionInfo{{Epoch: 2}}
+	}
 	tail := rs[len(rs)-1]
 	switch {
+	case before.Seq == 0:
+		if len(rs) != 1 || rs[0].Seq != 0 {
+			return fmt.Errorf("regions %+v after StartEpoch of a stream without one", rs)
+		}
 	case tail.Epoch == 1 && !started:
 		// The start did not happen; entries not yet durable may be
 		// lost, and with them whole regions.

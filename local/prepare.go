@@ -28,9 +28,11 @@ func (s *Stream) startPreparer() {
 }
 
 // armPreparerLocked starts the preparer if the stream is eligible and it
-// has not started. s.mu is held.
+// has not started. s.mu is held. Not before the stream has a region: a
+// file with no region holds at most the first region's slot (recovery
+// counts on it).
 func (s *Stream) armPreparerLocked() {
-	if !s.prepEligible || s.prepStop != nil {
+	if !s.prepEligible || s.prepStop != nil || len(s.regions) == 0 {
 		return
 	}
 	s.prepWake = make(chan struct{}, 1)
@@ -123,11 +125,21 @@ func (s *Stream) prepareOne() error {
 // regions run at memory speed: without it, the first touch of every page
 // of a new region is a page fault (about 2 µs a page on our machines),
 // paid by the appender that fills the tail unless the background preparer
-// got there first. A full disk gives ErrNoSpace; what was prepared stays.
+// got there first. A stream with no region yet gets its first region
+// allocated, then n spares. A full disk gives ErrNoSpace; what was
+// prepared stays.
 func (s *Stream) Prepare(n int) error {
 	if err := s.writable(); err != nil {
 		return err
 	}
+	s.mu.Lock()
+	if len(s.regions) == 0 {
+		if _, err := s.firstRegionLocked(); err != nil {
+			s.mu.Unlock()
+			return err
+		}
+	}
+	s.mu.Unlock()
 	for {
 		s.mu.Lock()
 		have := len(s.spares)

@@ -107,8 +107,9 @@ func (s *Stream) scan(mode scanMode) (*scanState, error) {
 	st := &scanState{free: free, nslots: nslots}
 	st.trim = decodeTrimRecords(s.mem.Bytes())
 	if len(found) == 0 {
-		// Only a crash between formatting and the first region's header
-		// leaves no region; anything else lost every region.
+		// A stream nothing was appended to has no region (the first
+		// append allocates slot 0), nor has one a crash interrupted
+		// during that allocation; anything else lost every region.
 		if st.trim.gen != 0 || nslots > 1 {
 			return nil, fmt.Errorf("%w: no valid region in %d slots", ErrCorrupt, nslots)
 		}
@@ -192,8 +193,8 @@ func lastNonZero(rb []byte, from int) int {
 }
 
 // repair makes the recovered state durable: frees the regions after the
-// tail (last first), zeroes what lies after the tail, and allocates a first
-// region if there is none.
+// tail (last first) and zeroes what lies after the tail. A stream with no
+// region stays without one until its first append.
 func (s *Stream) repair(st *scanState) error {
 	s.nslots, s.free = st.nslots, st.free
 	for i := len(st.truncated) - 1; i >= 0; i-- {
@@ -210,11 +211,7 @@ func (s *Stream) repair(st *scanState) error {
 	}
 	st.regions, st.free = s.regions, s.free
 	if len(st.regions) == 0 {
-		r, err := s.allocRegionLocked(0)
-		if err != nil {
-			return err
-		}
-		st.regions, st.tailEnd, st.next, st.nslots, st.free = []*region{r}, RegionHeaderSize, 0, s.nslots, s.free
+		st.tailEnd = RegionHeaderSize
 		return nil
 	}
 	tail := st.regions[len(st.regions)-1]
@@ -233,7 +230,13 @@ func (s *Stream) install(st *scanState) {
 	s.nslots, s.free = st.nslots, st.free
 	s.regions = st.regions
 	if len(s.regions) == 0 {
-		return // read-only view of a stream with no region yet
+		// Nothing appended yet (scan checked that nothing was
+		// trimmed): the first reservation allocates a region.
+		s.tailOff = RegionHeaderSize
+		if !s.readOnly {
+			s.live.reset(0)
+		}
+		return
 	}
 	tail := s.regions[len(s.regions)-1]
 	s.tailOff, s.next = st.tailEnd, st.next

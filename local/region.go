@@ -58,6 +58,32 @@ func (s *Stream) allocRegionLocked(first uint64) (*region, error) {
 	return r, nil
 }
 
+// firstRegionLocked allocates the first region of a stream that has none
+// (a new stream, or one recovered before anything was appended), and
+// moves the commit and persist points to its start: an observer hears of
+// it as of any region the commit point enters. s.mu is held; the stream
+// has no region, so nothing is committed and no slot but the first
+// exists (the preparer starts only once a region does).
+func (s *Stream) firstRegionLocked() (*region, error) {
+	r, err := s.allocRegionLocked(s.next)
+	if err != nil {
+		return nil, err
+	}
+	s.regions = []*region{r}
+	s.tailOff = RegionHeaderSize
+	at := loc{r, RegionHeaderSize}
+	s.persistMu.Lock()
+	s.persistLoc = at
+	s.persistMu.Unlock()
+	s.pub.Lock()
+	s.commitLoc = at
+	if s.obs != nil {
+		s.obs.RegionStarted(observed(r))
+	}
+	s.pub.Unlock()
+	return r, nil
+}
+
 // freeRegion invalidates r's header durably and gives its storage back.
 // The caller has removed r from s.regions (or never added it).
 func (s *Stream) freeRegion(r *region) error {

@@ -104,15 +104,14 @@ func (o Options) Validate() error {
 
 // Stream is one stream file, open for writing (one process) or reading.
 type Stream struct {
-	mem      pmem.Memory
-	lockFile *os.File // holds the writer's flock; nil when read-only or in memory
+	mem      pmem.Memory // a writer's flock is on its descriptor (pmem.File.TryLock)
 	sb       superblock
 	readOnly bool
 	epoch    uint64 // the opener's (Options.Epoch, StartEpoch); under mu
 
 	// mu guards the reservation state and the region list.
 	mu      sync.Mutex
-	regions []*region // live regions by sequence number, head first
+	regions []*region // live regions by sequence number, head first; empty until the first reservation
 	free    []int     // free slots, ascending
 	nslots  int
 	tailOff int    // next free offset in the tail region
@@ -121,7 +120,7 @@ type Stream struct {
 	// pub guards in-order commit.
 	pub       sync.Mutex
 	ring      []ringSlot // a power of two of slots (at most MaxInFlight), indexed by index mod len (ring.go)
-	commitLoc loc        // end of the last committed entry
+	commitLoc loc        // end of the last committed entry; r is nil while there is no region
 	committed atomic.Uint64
 
 	// persistMu is held by the goroutine persisting on behalf of everyone
@@ -194,8 +193,10 @@ type ringSlot struct {
 	end  loc
 }
 
-// Create makes a new stream file at path (it must not exist), with its
-// first region allocated, and opens it for writing.
+// Create makes a new stream file at path (it must not exist), holding
+// only its superblock, and opens it for writing. The first region is
+// allocated by the first append (or Reserve, StartEpoch does not), so an
+// empty stream costs one page of storage.
 func Create(path string, opts Options) (*Stream, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -211,8 +212,7 @@ func Create(path string, opts Options) (*Stream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("local: create %s: %w", path, err)
 	}
-	lf, err := lockWriter(path)
-	if err != nil {
+	if err := lockWriter(mem, path); err != nil {
 		mem.Close()
 		os.Remove(path)
 		return nil, err
@@ -220,11 +220,9 @@ func Create(path string, opts Options) (*Stream, error) {
 	s, err := format(mem, rs, opts)
 	if err != nil {
 		mem.Close()
-		lf.Close()
 		os.Remove(path)
 		return nil, fmt.Errorf("local: create %s: %w", path, err)
 	}
-	s.lockFile = lf
 	s.startPreparer()
 	return s, nil
 }
@@ -235,47 +233,36 @@ func Open(path string, opts Options) (*Stream, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	var lf *os.File
-	if !opts.ReadOnly {
-		var err error
-		if lf, err = lockWriter(path); err != nil {
-			return nil, err
-		}
-	}
 	mem, err := pmem.Open(path, pmem.Options{Reserve: opts.MaxSize, ReadOnly: opts.ReadOnly})
 	if err != nil {
-		if lf != nil {
-			lf.Close()
-		}
 		return nil, fmt.Errorf("local: open %s: %w", path, err)
+	}
+	if !opts.ReadOnly {
+		// Before recovery, which writes.
+		if err := lockWriter(mem, path); err != nil {
+			mem.Close()
+			return nil, err
+		}
 	}
 	s, err := OpenOn(mem, opts)
 	if err != nil {
 		mem.Close()
-		if lf != nil {
-			lf.Close()
-		}
 		return nil, fmt.Errorf("local: open %s: %w", path, err)
 	}
-	s.lockFile = lf
 	s.startPreparer()
 	return s, nil
 }
 
-// lockWriter takes the exclusive writer lock of the file at path.
-func lockWriter(path string) (*os.File, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("local: open %s: %w", path, err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
+// lockWriter takes the exclusive writer lock of the file at path, mapped
+// as mem, on mem's own descriptor (released when mem closes).
+func lockWriter(mem *pmem.File, path string) error {
+	if err := mem.TryLock(); err != nil {
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+			return fmt.Errorf("%w: %s", ErrLocked, path)
 		}
-		return nil, fmt.Errorf("local: lock %s: %w", path, err)
+		return fmt.Errorf("local: %w", err)
 	}
-	return f, nil
+	return nil
 }
 
 // CreateOn formats mem (its current contents are ignored) as a new stream.
@@ -318,14 +305,10 @@ func format(mem pmem.Memory, regionSize int, opts Options) (*Stream, error) {
 	for k := 0; k < s.nslots; k++ {
 		s.free = append(s.free, k)
 	}
-	r, err := s.allocRegionLocked(0)
-	if err != nil {
-		return nil, err
-	}
-	s.regions = []*region{r}
+	// No region yet: the first is allocated by the first reservation
+	// (firstRegionLocked), so a stream nobody writes to holds only its
+	// superblock's page.
 	s.tailOff = RegionHeaderSize
-	s.commitLoc = loc{r, RegionHeaderSize}
-	s.persistLoc = s.commitLoc
 	s.live.reset(0)
 	return s, nil
 }
@@ -395,9 +378,6 @@ func (s *Stream) Close() error {
 	}
 	if cerr := s.mem.Close(); err == nil && !errors.Is(cerr, pmem.ErrClosed) {
 		err = cerr
-	}
-	if s.lockFile != nil {
-		s.lockFile.Close()
 	}
 	if s.probe != nil {
 		s.probe.Close()

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -386,9 +387,34 @@ func (s *Server) reconcileLoop() {
 		case <-t.C:
 			s.closeIdleStreams()
 		}
+		start := time.Now()
 		s.reconcile(s.stopCtx, true)
+		// A pass reads every record and lists the stream directories:
+		// with thousands of streams it takes milliseconds, and creates
+		// change the catalog hundreds of times a second. Passes back to
+		// back then took most of a core and slowed the making of the
+		// streams they were for; a pause of reconcileGapFactor times the
+		// pass (at most reconcileGapMax) lets the changes of many
+		// creates gather for the next one.
+		gap := min(time.Since(start)*reconcileGapFactor, reconcileGapMax)
+		select {
+		case <-s.stopCtx.Done():
+			return
+		case <-time.After(gap):
+		}
 	}
 }
+
+// reconcileGapFactor and reconcileGapMax bound how much of a core
+// reconciling takes (about 1/(1+reconcileGapFactor)) and how long a
+// change waits for it.
+const (
+	reconcileGapFactor = 3
+	reconcileGapMax    = 200 * time.Millisecond
+)
+
+// makeParallel is how many streams being created reconcile makes at once.
+const makeParallel = 4
 
 // reconcile makes this node's files agree with the catalog: streams it
 // leads that are still being created are made; its streams and copies of
@@ -460,22 +486,32 @@ func (s *Server) reconcile(ctx context.Context, create bool) {
 	}
 	if create {
 		// Streams this node leads that are being created: made (if the
-		// create's caller has not yet) and marked active.
+		// create's caller has not yet) and marked active, makeParallel
+		// at a time: each waits for file work and a Raft commit, and
+		// one at a time made streams more slowly than clients created
+		// them.
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, makeParallel)
 		for _, name := range creating {
 			rec, ok := ctl.Stream(name)
 			if !ok || rec.State != pb.StreamState_STREAM_STATE_CREATING || rec.Leader != s.cfg.Name {
 				continue
 			}
-			st, err := s.acquire(rec.Name)
-			if err != nil {
-				s.log.Warn("cannot make a stream this node leads", "stream", rec.Name, "err", err)
-				continue
-			}
-			st.release()
-			if err := ctl.ActivateStream(ctx, rec.Name, rec.Id); err != nil {
-				s.log.Warn("cannot mark a stream active yet", "stream", rec.Name, "err", err)
-			}
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				st, err := s.acquire(rec.Name)
+				if err != nil {
+					s.log.Warn("cannot make a stream this node leads", "stream", rec.Name, "err", err)
+					return
+				}
+				st.release()
+				if err := ctl.ActivateStream(ctx, rec.Name, rec.Id); err != nil {
+					s.log.Warn("cannot mark a stream active yet", "stream", rec.Name, "err", err)
+				}
+			})
 		}
+		wg.Wait()
 	}
 	// Streams this node led that another node leads now: demoted to
 	// copies (closed first if open: a paused or cut-off leader learns of

@@ -44,9 +44,10 @@ type Config struct {
 	// MaxOpenStreams is the most streams this node keeps open at once,
 	// the streams it leads and the copies it holds for other leaders
 	// together; opening one more fails with ResourceExhausted
-	// (ErrTooManyStreams). Zero means no limit of its own: the process's
-	// address space and file descriptors are then the limit, also
-	// reported as ResourceExhausted.
+	// (ErrTooManyStreams) unless an idle one can be closed for room (see
+	// the package comment). Zero means as many as the process's file
+	// descriptor limit fits (DefaultMaxOpenStreams: about 5,800 for
+	// 20,000 descriptors).
 	MaxOpenStreams int
 	// IdleClose is how long a stream this node leads stays open with no
 	// call using it; it then closes, and opens again on its next use
@@ -194,6 +195,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.IdleClose == 0 {
 		c.IdleClose = DefaultIdleClose
+	}
+	if c.MaxOpenStreams == 0 {
+		c.MaxOpenStreams = processMaxOpenStreams()
 	}
 	if c.QuorumWait == 0 {
 		c.QuorumWait = 5 * time.Second

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/rpstream/rpstream/pmem"
 )
 
@@ -20,6 +22,43 @@ func (s *Server) openCountLocked() int {
 		n += s.hub.Len()
 	}
 	return n
+}
+
+// Descriptors, for the default of Config.MaxOpenStreams. An open stream
+// this node leads holds its file (whose descriptor also holds the writer's
+// lock) and a connection to each copy: three with three copies. A copy
+// holds its file and its leader's connection: two. fdsPerOpen is the
+// larger; fdReserveMin, or an eighth of the limit if more, is left for
+// the rest (the catalog's Raft log and connections, gossip, clients,
+// connections being accepted).
+const (
+	fdsPerOpen   = 3
+	fdReserveMin = 256
+)
+
+// DefaultMaxOpenStreams is the default of Config.MaxOpenStreams for a
+// process allowed nofile descriptors (RLIMIT_NOFILE): as many streams and
+// copies as their descriptors fit in, so that the limit is met with
+// ResourceExhausted and idle streams closed to make room, never with
+// "too many open files" in the catalog, gossip or the copies' connections.
+// Zero (no limit of the node's own) for a limit too small or unknown.
+func DefaultMaxOpenStreams(nofile uint64) int {
+	n := int(min(nofile, 1<<24))
+	reserve := max(fdReserveMin, n/8)
+	if n <= reserve+fdsPerOpen {
+		return 0
+	}
+	return (n - reserve) / fdsPerOpen
+}
+
+// processMaxOpenStreams is DefaultMaxOpenStreams of this process's
+// descriptor limit (Go raises the soft limit to the hard one at start).
+func processMaxOpenStreams() int {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == unix.RLIM_INFINITY {
+		return 0
+	}
+	return DefaultMaxOpenStreams(rl.Cur)
 }
 
 // checkOpenLimitLocked refuses one more open stream at the limit. s.mu is

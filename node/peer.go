@@ -86,7 +86,9 @@ func (s *Server) openCopy(req *remotepb.OpenRequest) (remote.RegionStore, error)
 		s.mu.Unlock()
 	}
 	if err != nil {
-		return nil, err
+		// The Hub closes the copies no leader is connected to and asks
+		// again.
+		return nil, fmt.Errorf("%w: %w", remote.ErrFull, err)
 	}
 	fs, err := s.replicas.openStore(req.Stream, req.Leader, req.StreamId, int(req.RegionSize), req.Create)
 	switch {
@@ -97,6 +99,8 @@ func (s *Server) openCopy(req *remotepb.OpenRequest) (remote.RegionStore, error)
 		return nil, fmt.Errorf("%w: %v", remote.ErrNoStream, err)
 	case errors.Is(err, ErrWrongLeader), errors.Is(err, errBadArg), errors.Is(err, ErrBadName):
 		return nil, fmt.Errorf("%w: %v", remote.ErrMismatch, err)
+	case exhausted(err):
+		return nil, fmt.Errorf("%w: %w", remote.ErrFull, err)
 	}
 	return nil, err
 }

@@ -26,7 +26,9 @@ type HubConfig struct {
 	// time a connection opens it (the owner decides where files go and
 	// checks the name). Wrap ErrNoStream for a stream it does not have and
 	// must not create (req.Create false), ErrMismatch for one that cannot
-	// serve req; other errors answer CODE_INTERNAL. The Hub owns the store
+	// serve req, ErrFull at the owner's limit of open copies (the Hub
+	// closes its idle ones and asks again, once); other errors answer
+	// CODE_INTERNAL. The Hub owns the store
 	// from then on: Drop and Close close it if it is an io.Closer. Calls
 	// are serialised with each other and with Drop. Required.
 	Open func(req *remotepb.OpenRequest) (RegionStore, error)
@@ -203,6 +205,13 @@ func (h *Hub) first(c rdma.Conn, raw []byte) (*remotepb.Response, *Target) {
 	created := t == nil
 	if created {
 		store, err := h.cfg.Open(o.Open)
+		if errors.Is(err, ErrFull) {
+			// Room is made from the copies no writer is connected to
+			// (openMu is held, as CloseIdle would take it), once.
+			if n, _ := h.closeIdleOpenLocked(0); n > 0 {
+				store, err = h.cfg.Open(o.Open)
+			}
+		}
 		if err != nil {
 			code := remotepb.Code_CODE_INTERNAL
 			switch {

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -29,6 +30,9 @@ type hubEnv struct {
 	dir  string
 	mu   sync.Mutex
 	auth []string // "stream epoch writer" of every Authorize call
+	// full, if set, makes Open refuse with ErrFull while the Hub holds
+	// that many streams (a node at its open-streams limit).
+	full int
 }
 
 func newHubEnv(t *testing.T) *hubEnv {
@@ -36,6 +40,9 @@ func newHubEnv(t *testing.T) *hubEnv {
 	e := &hubEnv{dir: t.TempDir()}
 	cfg := HubConfig{Provider: tcp.Provider{}, RDMA: rdma.LoopbackConfig(secret), Addr: "127.0.0.1:0",
 		Open: func(req *remotepb.OpenRequest) (RegionStore, error) {
+			if e.full > 0 && e.hub.Len() >= e.full {
+				return nil, fmt.Errorf("%w: %d open", ErrFull, e.hub.Len())
+			}
 			path := filepath.Join(e.dir, req.Stream)
 			if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) && !req.Create {
 				return nil, fmt.Errorf("%w: %s", ErrNoStream, req.Stream)
@@ -241,6 +248,9 @@ func TestHubOpenErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := ls.StreamID()
+	if _, err := ls.Append([]byte("one")); err != nil { // its first region
+		t.Fatal(err)
+	}
 	ls.Close()
 	o := openReq("real", false)
 	o.StreamId = id + 1
@@ -368,4 +378,39 @@ func FuzzHubFirst(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestHubFullClosesIdle: when the owner refuses an Open for its limit of
+// open copies, the Hub closes the copies no writer is connected to and
+// opens again; with none idle the Open fails and the open copy stays.
+func TestHubFullClosesIdle(t *testing.T) {
+	e := newHubEnv(t)
+	e.full = 1
+	a := dialAddr(t, e.hub.Addr())
+	if _, err := a.cl.Open(ctx(t), openReq("s1", true)); err != nil {
+		t.Fatal(err)
+	}
+	b := dialAddr(t, e.hub.Addr())
+	if resp, err := b.cl.Open(ctx(t), openReq("s2", true)); err == nil {
+		t.Fatalf("an open past the limit, with the only copy connected, succeeded: %v; streams %v", resp, e.hub.Streams())
+	}
+	if got := e.hub.Streams(); !reflect.DeepEqual(got, []string{"s1"}) {
+		t.Fatalf("streams %v after a refused open", got)
+	}
+	a.conn.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c := dialAddr(t, e.hub.Addr())
+		_, err := c.cl.Open(ctx(t), openReq("s2", true))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("open of s2 once s1 has no writer: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond) // the Hub sees a's close
+	}
+	if got := e.hub.Streams(); !reflect.DeepEqual(got, []string{"s2"}) {
+		t.Fatalf("streams %v, want s1 closed for s2", got)
+	}
 }

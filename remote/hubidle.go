@@ -5,13 +5,13 @@ import (
 	"time"
 )
 
-// idleFor is how long the Target has had no connection (0 while it has
-// one).
+// idleFor is how long the Target has had no connection (negative while
+// it has one: CloseIdle(0) must not close a copy a writer is using).
 func (t *Target) idleFor(now time.Time) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.conns) > 0 {
-		return 0
+		return -1
 	}
 	return now.Sub(t.unused)
 }
@@ -27,6 +27,11 @@ func (h *Hub) CloseIdle(d time.Duration) (int, error) {
 	// openMu keeps connections from binding to a Target being closed.
 	h.openMu.Lock()
 	defer h.openMu.Unlock()
+	return h.closeIdleOpenLocked(d)
+}
+
+// closeIdleOpenLocked is CloseIdle with h.openMu held.
+func (h *Hub) closeIdleOpenLocked(d time.Duration) (int, error) {
 	now := time.Now()
 	h.mu.Lock()
 	var idle []*Target

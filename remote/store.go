@@ -146,6 +146,11 @@ var (
 	ErrMismatch = errors.New("remote: replica does not match the writer")
 	// ErrConfig is returned for an invalid Config.
 	ErrConfig = errors.New("remote: invalid config")
+	// ErrFull is what a HubConfig.Open callback wraps when the node holds
+	// as many open streams and copies as it may: the Hub then closes the
+	// copies no writer is connected to (as CloseIdle) and calls Open
+	// once more.
+	ErrFull = errors.New("remote: too many open copies")
 )
 
 // FileStore is a RegionStore over a pmem mapping, for a backup target

@@ -34,8 +34,13 @@ func (r *Replicator) verify() {
 }
 
 // sameByte reports whether a, before b, is the end of a's region and b the
-// start of the next: the same point of the stream.
+// start of the next, or a lies before the log's first region and b is its
+// start (a stream that had no region when its leader started): the same
+// point of the stream.
 func (r *Replicator) sameByte(a, b Pos) bool {
+	if first := r.log.first(); b == first && a.Less(first) && r.log.region(a.Seq) == nil {
+		return true
+	}
 	reg := r.log.region(a.Seq)
 	return reg != nil && b.Seq == a.Seq+1 && b.Off == 0 && a.Off == reg.tail
 }

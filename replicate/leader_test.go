@@ -981,3 +981,23 @@ func TestLeaderSameEpochRefusalIsNotAFence(t *testing.T) {
 	}
 	appendAll(t, l1, 2, 20) // the holder goes on
 }
+
+// A stream with no region yet (nothing appended: its first region is
+// allocated by the first append): the replicas connect holding nothing,
+// allocate region 1 when the leader's first append makes it, and end up
+// with every entry.
+func TestLeaderStartsOnAStreamWithoutARegion(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 3)
+	if rs := c.stream.Regions(); len(rs) != 0 {
+		t.Fatalf("a new stream has regions %+v", rs)
+	}
+	l := c.leader(quorum.Majority, 1, c.stream, "leader")
+	eventually(t, "the replicas connected", func() bool {
+		s := l.Status()
+		return !s.UnderReplicated && !s.QuorumLost
+	})
+	want := appendAll(t, l, 2, 50)
+	eventually(t, "every replica caught up", func() bool { return caughtUp(l, c.stream) })
+	l.Close()
+	c.checkReplicas(want)
+}

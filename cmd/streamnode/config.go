@@ -97,7 +97,8 @@ type Config struct {
 	// RegionSize is the region size of streams created without one.
 	RegionSize int `json:"region_size"`
 	// MaxOpenStreams is the most streams and copies the node keeps open
-	// (node.Config.MaxOpenStreams); 0: no limit of its own.
+	// (node.Config.MaxOpenStreams); 0: as many as the process's file
+	// descriptor limit fits.
 	MaxOpenStreams int `json:"max_open_streams"`
 	// IdleClose is how long a led stream stays open unused
 	// (node.Config.IdleClose); 0: node.DefaultIdleClose; negative: never.
@@ -358,7 +359,7 @@ var settings = []setting{
 		c.RegionSize = n
 		return err
 	}},
-	{"max-open-streams", "most streams and copies kept open at once; one more is refused with ResourceExhausted (0: no limit but the process's)", func(c *Config, v string) error {
+	{"max-open-streams", "most streams and copies kept open at once; idle ones close for room, else one more is refused with ResourceExhausted (0: as many as the file descriptor limit fits)", func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
 		if err == nil && n < 0 {
 			err = fmt.Errorf("negative")

@@ -7,7 +7,9 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +43,10 @@ type Streams struct {
 	// Settle is how long the run waits after the creates (and appends)
 	// before it measures memory: the streams go idle. 0 means 3s.
 	Settle time.Duration
+	// MadeWait bounds the wait, after the creates, for every stream's
+	// files and copies to be made on the nodes (StreamsResult.Made). 0
+	// means 5 minutes.
+	MadeWait time.Duration
 	// Profile, if set, is a file to write a CPU profile of the first
 	// node to, taken over the creates (the nodes then run with their
 	// admin listener and pprof).
@@ -71,13 +77,25 @@ type StreamsResult struct {
 	LastP50ms float64 `json:"create_last_tenth_p50_ms"`
 	// Before and After are the cluster's memory before the creates and
 	// once the streams are idle; PerCopyKiB is the growth divided by the
-	// copies made (Created x Replicas).
+	// copies the nodes hold (Made + Copies; Created x Replicas once every
+	// one is made).
 	Before     Memory  `json:"before"`
 	After      Memory  `json:"after"`
 	PerCopyKiB float64 `json:"per_copy_kib"`
 	// Err is the first create that failed, if one did (the run stops
 	// creating there).
 	Err string `json:"error,omitempty"`
+	// A create returns once the catalog holds the stream; its leader
+	// makes the files and its copies' holders theirs after (the node's
+	// reconcile). Made and Copies count the streams' files and copy
+	// files on the nodes' disks when the run stopped waiting for them
+	// (every one made, or MadeWait passed); MadeSeconds is from the
+	// first create until then, and MadePS the streams made per second
+	// over it: the rate the cluster really makes streams at.
+	Made        int     `json:"made"`
+	Copies      int     `json:"copies"`
+	MadeSeconds float64 `json:"made_seconds"`
+	MadePS      float64 `json:"made_per_sec"`
 }
 
 // Memory is what a cluster's nodes hold (proccluster.Memory).
@@ -100,6 +118,8 @@ func (s Streams) Validate() error {
 		return fmt.Errorf("nodes must be from 1 to 9, not %d", s.Nodes)
 	case s.Settle < 0 || s.Settle > time.Hour:
 		return fmt.Errorf("settle must be from 0 to 1h, not %v", s.Settle)
+	case s.MadeWait < 0 || s.MadeWait > time.Hour:
+		return fmt.Errorf("made-wait must be from 0 to 1h, not %v", s.MadeWait)
 	}
 	return nil
 }
@@ -121,6 +141,9 @@ func (s Streams) Run(ctx context.Context) (*StreamsResult, error) {
 	}
 	if s.Settle == 0 {
 		s.Settle = 3 * time.Second
+	}
+	if s.MadeWait == 0 {
+		s.MadeWait = 5 * time.Minute
 	}
 	bin, err := proccluster.FindBinary(s.Streamnode)
 	if err != nil {
@@ -241,6 +264,21 @@ func (s Streams) Run(ctx context.Context) (*StreamsResult, error) {
 		}
 		s.say("bench streams: CPU profile of %s written to %s", "n1", s.Profile)
 	}
+	if r.Created > 0 {
+		want := r.Created * (s.Replicas - 1)
+		deadline := time.Now().Add(s.MadeWait)
+		for {
+			r.Made, r.Copies = countMade(dir, s.Nodes)
+			if r.Made >= r.Created && r.Copies >= want || time.Now().After(deadline) || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		made := time.Since(start)
+		r.MadeSeconds = math.Round(made.Seconds()*1000) / 1000
+		r.MadePS = math.Round(float64(r.Made) / made.Seconds())
+		s.say("bench streams: %d streams and %d copies made on the nodes after %.1fs", r.Made, r.Copies, r.MadeSeconds)
+	}
 	if s.Append && r.Created > 0 {
 		if err := appendEach(ctx, conns, r.Created, s.Clients); err != nil {
 			return r, err
@@ -264,10 +302,33 @@ func (s Streams) Run(ctx context.Context) (*StreamsResult, error) {
 			return r, fmt.Errorf("heap profile: %w", err)
 		}
 	}
-	if r.Created > 0 {
-		r.PerCopyKiB = math.Round(float64(r.After.TotalKiB-r.Before.TotalKiB)/float64(r.Created*s.Replicas)*10) / 10
+	if n := r.Made + r.Copies; n > 0 {
+		r.PerCopyKiB = math.Round(float64(r.After.TotalKiB-r.Before.TotalKiB)/float64(n)*10) / 10
 	}
 	return r, nil
+}
+
+// countMade counts the streams the run made (StreamName's) whose files
+// exist on the nodes of the cluster in dir: leaders' streams and copies,
+// by the node's data layout (node/doc.go: DIR/streams/NAME,
+// DIR/replicas/NAME; a stream is made under a hidden name and renamed).
+func countMade(dir string, nodes int) (streams, copies int) {
+	count := func(d string) int {
+		es, _ := os.ReadDir(d)
+		n := 0
+		for _, e := range es {
+			if strings.HasPrefix(e.Name(), streamPrefix) {
+				n++
+			}
+		}
+		return n
+	}
+	for i := 1; i <= nodes; i++ {
+		node := filepath.Join(dir, fmt.Sprintf("n%d", i))
+		streams += count(filepath.Join(node, "streams"))
+		copies += count(filepath.Join(node, "replicas"))
+	}
+	return streams, copies
 }
 
 // fetchProfile writes a CPU profile of secs seconds from the node whose
@@ -302,7 +363,9 @@ func fetchPprof(ctx context.Context, url, path string) error {
 }
 
 // StreamName is the name of the bench's i-th stream.
-func StreamName(i int) string { return fmt.Sprintf("many-%06d", i) }
+func StreamName(i int) string { return fmt.Sprintf(streamPrefix+"%06d", i) }
+
+const streamPrefix = "many-"
 
 // appendEach appends one entry to each of the first n streams.
 func appendEach(ctx context.Context, conns []*client.Client, n, clients int) error {
@@ -342,7 +405,8 @@ func (r *StreamsResult) Print(w io.Writer) {
 		fmt.Fprintf(w, "  stopped at  %s\n", r.Err)
 	}
 	fmt.Fprintf(w, "  creates     %.0f/s over %.1fs; p50 %.1f ms, p99 %.1f ms, max %.1f ms; last tenth p50 %.1f ms\n", r.CreatesPS, r.Seconds, r.P50ms, r.P99ms, r.MaxMs, r.LastP50ms)
+	fmt.Fprintf(w, "  made        %d streams and %d copies on the nodes' disks after %.1fs: %.0f streams/s\n", r.Made, r.Copies, r.MadeSeconds, r.MadePS)
 	fmt.Fprintf(w, "  memory      before %d KiB, after %d KiB (anon %d, page tables %d, data %d; file/shmem rss %d not added)\n",
 		r.Before.TotalKiB, r.After.TotalKiB, r.After.RssAnonKiB, r.After.PTEKiB, r.After.DataKiB, r.After.FileRssKiB)
-	fmt.Fprintf(w, "  per copy    %.1f KiB (growth / (streams x replicas)); open file descriptors %d before, %d after\n", r.PerCopyKiB, r.Before.FDs, r.After.FDs)
+	fmt.Fprintf(w, "  per copy    %.1f KiB (growth / (streams + copies made)); open file descriptors %d before, %d after\n", r.PerCopyKiB, r.Before.FDs, r.After.FDs)
 }

@@ -14,17 +14,21 @@ import (
 var benchStreamsCmd = &command{
 	graceful: true,
 	name:     "bench streams",
-	args:     "--count N [--replicas R] [--clients C] [--append] [--region-size SIZE] [--nodes K] [--node-args ARGS] [--settle D] [--profile FILE] [--keep] [--streamnode PATH] [--dir DIR] [--json | --output json]",
+	args:     "--count N [--replicas R] [--clients C] [--append] [--region-size SIZE] [--nodes K] [--node-args ARGS] [--made-wait D] [--settle D] [--profile FILE] [--keep] [--streamnode PATH] [--dir DIR] [--json | --output json]",
 	summary:  "Create N replicated streams on a loopback cluster; measure creates/s and memory per idle stream and copy.",
 	detail: `
 Starts K streamnode processes on 127.0.0.1 (default 3) with their data in a
 fresh directory under --dir (default /dev/shm, tmpfs, so that the files'
 blocks are memory), creates N streams (many-000000, ...) with --replicas
-copies, C creates at a time spread over the nodes, and with --append
-appends one entry to each. After --settle (default 3s) it measures the
-memory of the cluster: every node's anonymous resident memory and page
-tables plus the blocks of its data directory, and divides the growth
-since before the creates by N x R. --node-args passes extra streamnode
+copies, C creates at a time spread over the nodes. A create returns once
+the catalog holds the stream; the nodes make its files and copies after,
+so the run then waits (at most --made-wait, default 5m) until every
+stream's files and copies exist on the nodes' disks, and reports the
+streams made per second. With --append it appends one entry to each.
+After --settle (default 3s) it measures the memory of the cluster: every
+node's anonymous resident memory and page tables plus the blocks of its
+data directory, and divides the growth since before the creates by the
+streams and copies made (N x R once all are). --node-args passes extra streamnode
 flags (such as "--max-open-streams 500"). Stops the cluster and removes
 its data afterwards. A create that fails ends the run; the result says
 which and how many were made.`,
@@ -40,6 +44,7 @@ which and how many were made.`,
 		fs.IntVar(&cfg.Nodes, "nodes", 0, "`K` streamnode processes to start (default 3)")
 		fs.StringVar(&nodeArgs, "node-args", "", "extra streamnode `ARGS`, separated by spaces")
 		fs.DurationVar(&cfg.Settle, "settle", 0, "wait `D` after the creates before measuring memory (default 3s)")
+		fs.DurationVar(&cfg.MadeWait, "made-wait", 0, "wait at most `D` after the creates for every stream's files and copies to be made on the nodes (default 5m)")
 		fs.StringVar(&cfg.Streamnode, "streamnode", "", "streamnode binary `PATH`")
 		fs.BoolVar(&cfg.Keep, "keep", false, "keep the cluster's data directory and logs")
 		fs.StringVar(&cfg.Profile, "profile", "", "write a CPU profile of the first node over the creates to `FILE`, and its heap profile after to FILE.heap")
