@@ -19,7 +19,9 @@
 # 10 to 50 times slower. ROUNDS (default 3) rounds. Prints one line per
 # run: "row ROW provider P round K sent_pkts N JSON", N being rxe0's
 # packets sent during the run (0 for tcp, many for verbs), JSON bench
-# cluster's result, whose "rdma" is the provider the members logged.
+# cluster's result, whose "rdma" is the provider the members logged. The
+# members' logs of each run are kept in $VM_RUN/logs/ROW-P-K (the VM's run
+# directory under bin/vm/, which the host sees), their data removed.
 #
 # On the host (builds with the verbs tags, then one VM):
 #   go build -tags "$(scripts/verbs-tags.sh)" -o bin/ ./cmd/streamcli ./cmd/streamnode
@@ -44,8 +46,15 @@ for k in $(seq 1 "$rounds"); do
 			before="$(cat "$pkts")"
 			# shellcheck disable=SC2086 # args are words
 			out="$(bin/streamcli bench cluster $args --replicas 3 --acks quorum --duration "$dur" \
-				--hosts "$hosts" --node-args "--rdma $p --catalog-timing default --lease-ttl 10s" --json)"
+				--hosts "$hosts" --node-args "--rdma $p --catalog-timing default --lease-ttl 10s" --keep --json)"
 			after="$(cat "$pkts")"
+			kept="$(printf '%s' "$out" | sed -n 's/.*"kept":"\([^"]*\)".*/\1/p')"
+			if [ -n "$kept" ] && [ -d "$kept" ]; then
+				logs="${VM_RUN:-/tmp}/logs/$name-$p-$k"
+				mkdir -p "$logs"
+				cp "$kept"/*.log "$logs"/
+				rm -rf "$kept"
+			fi
 			echo "row $name provider $p round $k sent_pkts $((after - before)) $out"
 		done
 	done

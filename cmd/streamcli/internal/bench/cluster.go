@@ -143,6 +143,9 @@ type ClusterResult struct {
 	// it (such as "--rdma verbs"); empty with a given cluster.
 	RDMA    string `json:"rdma,omitempty"`
 	RDMAWhy string `json:"rdma_why,omitempty"`
+	// Kept is the directory of the started cluster's data and logs,
+	// left in place with Keep.
+	Kept string `json:"kept,omitempty"`
 }
 
 // MaxClusterSize is the largest --size: well below the gRPC message limit.
@@ -266,6 +269,9 @@ func (c Cluster) Run(ctx context.Context) (*ClusterResult, error) {
 		nodesCPU = st.cpu
 		r.Node, r.Cluster, r.TLS, leaderAdmin = st.addr, "started", c.TLS, st.admin
 		r.RDMA, r.RDMAWhy = st.rdma, st.rdmaWhy
+		if c.Keep {
+			r.Kept = st.dir
+		}
 		c.ClientOptions = st.opts
 	}
 	var b [6]byte
@@ -380,6 +386,7 @@ type started struct {
 	admin string         // admin address of its first member, with Admin or Profile
 	opts  client.Options // what its clients need (TLS)
 	cpu   func() (time.Duration, error)
+	dir   string // its data and logs
 	// rdma and rdmaWhy are the provider its members logged (see
 	// ClusterResult.RDMA).
 	rdma, rdmaWhy string
@@ -443,7 +450,7 @@ func (c Cluster) startCluster(ctx context.Context) (*started, error) {
 		} else {
 			os.RemoveAll(dir)
 		}
-	}, opts: cl.ClientOptions(), cpu: cl.CPUTime}
+	}, opts: cl.ClientOptions(), cpu: cl.CPUTime, dir: dir}
 	n0, err := cl.Node(0)
 	if err != nil {
 		st.stop()

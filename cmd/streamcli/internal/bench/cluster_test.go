@@ -154,8 +154,8 @@ func TestClusterHostsArgs(t *testing.T) {
 	// Kept: one cluster directory, with both members' logs, each member
 	// on its host and started with every extra flag.
 	runs, err := filepath.Glob(filepath.Join(dir, "rpstream-bench-cluster-*"))
-	if err != nil || len(runs) != 1 {
-		t.Fatalf("kept: %v %v", runs, err)
+	if err != nil || len(runs) != 1 || r.Kept != runs[0] {
+		t.Fatalf("kept %q: %v %v", r.Kept, runs, err)
 	}
 	for i, host := range cfg.Hosts {
 		b, err := os.ReadFile(filepath.Join(runs[0], fmt.Sprintf("n%d.log", i+1)))
