@@ -460,6 +460,7 @@ func (c Cluster) startCluster(ctx context.Context) (*started, error) {
 	// What the members say they use, so that a run meant for verbs
 	// cannot quietly measure tcp.
 	var each []string
+	same := true
 	for i := range cl.Len() {
 		p, why, err := cl.RDMAProvider(i)
 		if err != nil {
@@ -470,11 +471,10 @@ func (c Cluster) startCluster(ctx context.Context) (*started, error) {
 		each = append(each, n.Name+"="+p)
 		if i == 0 {
 			st.rdma, st.rdmaWhy = p, why
-		} else if p != st.rdma {
-			st.rdma = ""
 		}
+		same = same && p == st.rdma
 	}
-	if st.rdma == "" {
+	if !same {
 		st.rdma = strings.Join(each, ",")
 	}
 	c.say("bench cluster: rdma provider %s (%s)", st.rdma, st.rdmaWhy)
