@@ -2,10 +2,13 @@
 // for integration tests and for "streamcli bench cluster".
 //
 // Start picks free ports (client, peer, gossip) on 127.0.0.1, or on the
-// Config's Hosts, for every member, starts each as its own streamnode process (--name nK --data
-// DIR/nK, the others' gossip addresses in --join, --role node or backup,
-// JSON logs appended to DIR/nK.log) and waits, bounded, until each
-// answers the client service and lists every running member alive. Members keep their ports and data
+// Config's Hosts, for every member, starts each as its own streamnode
+// process (--name nK --data DIR/nK, the others' gossip addresses in
+// --join, --role node or backup, then the Config's Args; JSON logs
+// appended to DIR/nK.log, each start headed by its command line) and
+// waits, bounded, until each answers the client service and lists every
+// running member alive. RDMAProvider reads back from a member's log the
+// rdma provider it chose. Members keep their ports and data
 // directories across Kill/Stop and Start, so a restarted member is the
 // same member. Close kills, by PID, every process the Cluster started;
 // call it in every path (t.Cleanup, defer).
@@ -48,7 +51,8 @@ type Config struct {
 	// Backup adds one member with --role backup, named "backup", last.
 	Backup bool
 	// Args are passed to every member after the harness's own flags
-	// (such as --region-size 1048576).
+	// (such as --region-size 1048576); none may be one of those (see
+	// OwnFlag).
 	Args []string
 	// StartTimeout bounds the wait for a member to answer after it is
 	// started; zero means 30 s.
@@ -134,6 +138,11 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	if cfg.Nodes == 0 {
 		cfg.Nodes = 3
+	}
+	for _, a := range cfg.Args {
+		if OwnFlag(a) {
+			return nil, fmt.Errorf("proccluster: argument %q: the harness sets that flag itself", a)
+		}
 	}
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = 30 * time.Second
@@ -368,6 +377,29 @@ func (c *Cluster) running(i int) (*member, error) {
 	return c.members[i], nil
 }
 
+// ownFlags are the streamnode flags by which the harness knows its
+// members (args): their name, data, addresses, role, the JSON log it
+// reads and the TLS material it made. A second one in Config.Args would
+// override it behind the harness's back. (--voters and --catalog-timing
+// are defaults that Args may override.)
+var ownFlags = map[string]bool{"name": true, "data": true, "client-addr": true, "peer-addr": true,
+	"gossip-addr": true, "role": true, "log-format": true, "join": true, "admin-addr": true,
+	"tls-ca": true, "tls-cert": true, "tls-key": true}
+
+// OwnFlag reports whether arg (such as "--data" or "-name=x") is a
+// streamnode flag the harness sets for every member, which Config.Args
+// must not repeat.
+func OwnFlag(arg string) bool {
+	if !strings.HasPrefix(arg, "-") {
+		return false
+	}
+	name := strings.TrimLeft(arg, "-")
+	if k := strings.IndexByte(name, '='); k >= 0 {
+		name = name[:k]
+	}
+	return ownFlags[name]
+}
+
 // args are member i's command line.
 func (c *Cluster) args(i int) []string {
 	m := c.members[i]
@@ -409,11 +441,11 @@ func (c *Cluster) launch(i int) error {
 	if err != nil {
 		return fmt.Errorf("proccluster: %w", err)
 	}
-	fmt.Fprintf(logf, "# proccluster: starting %s at %s\n", m.Name, time.Now().Format(time.RFC3339Nano))
 	argv := append([]string{c.cfg.Binary}, c.args(i)...)
 	if c.cfg.Wrap != nil {
 		argv = append(c.cfg.Wrap(i), argv...)
 	}
+	fmt.Fprintf(logf, "# proccluster: starting %s at %s: %s\n", m.Name, time.Now().Format(time.RFC3339Nano), strings.Join(argv, " "))
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = memberEnv()

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -24,8 +26,9 @@ import (
 // Cluster is "bench cluster": Count entries of Size bytes appended by
 // Clients concurrent clients through the client service to a fresh stream
 // with Replicas replicas and the Acks policy, on the cluster at Node or,
-// without Node, on a loopback cluster of Nodes streamnode processes that
-// the run starts and stops (package proccluster).
+// without Node, on a cluster of Nodes streamnode processes (on loopback,
+// or on Hosts, with Args) that the run starts and stops (package
+// proccluster).
 type Cluster struct {
 	Clients  int
 	Size     int
@@ -65,6 +68,18 @@ type Cluster struct {
 	// DefaultDir).
 	Streamnode string
 	Dir        string
+	// Hosts, if set, are the IP addresses the started cluster's members
+	// listen on, member i on Hosts[i%len(Hosts)] (proccluster.Config.Hosts:
+	// for instance SoftRoCE's addresses inside the VM); empty means
+	// 127.0.0.1.
+	Hosts []string
+	// Args are extra streamnode flags for every member of the started
+	// cluster (such as --rdma verbs); not the ones the harness sets
+	// itself (proccluster.OwnFlag).
+	Args []string
+	// Keep leaves the started cluster's data directory and the members'
+	// logs in place (the run says where).
+	Keep bool
 	// TLS starts the cluster with TLS on (proccluster.Config.TLS: a
 	// development CA made for the run), its clients connecting over TLS
 	// with a client certificate.
@@ -96,7 +111,7 @@ type ClusterResult struct {
 	Acks          string  `json:"acks"`
 	Replicas      int     `json:"replicas"`
 	Nodes         int     `json:"nodes"`   // members the node reported
-	Cluster       string  `json:"cluster"` // "started" (own loopback cluster) or "given" (--node)
+	Cluster       string  `json:"cluster"` // "started" (own cluster) or "given" (--node)
 	Node          string  `json:"node"`    // address the clients used
 	Stream        string  `json:"stream"`
 	InFlight      int     `json:"inflight"`
@@ -121,6 +136,16 @@ type ClusterResult struct {
 	NodesCPUUsPerEntry  float64 `json:"nodes_cpu_us_per_entry"`
 	ClientCPUSeconds    float64 `json:"client_cpu_s"`
 	ClientCPUUsPerEntry float64 `json:"client_cpu_us_per_entry"`
+
+	// RDMA is the rdma provider the started cluster's members logged
+	// that they use ("tcp", "verbs"; members that differ are listed
+	// "n1=tcp,n2=verbs,..."), and RDMAWhy why, as the first member logged
+	// it (such as "--rdma verbs"); empty with a given cluster.
+	RDMA    string `json:"rdma,omitempty"`
+	RDMAWhy string `json:"rdma_why,omitempty"`
+	// Kept is the directory of the started cluster's data and logs,
+	// left in place with Keep.
+	Kept string `json:"kept,omitempty"`
 }
 
 // MaxClusterSize is the largest --size: well below the gRPC message limit.
@@ -149,6 +174,14 @@ func (c Cluster) Validate() error {
 		return errors.New("--admin starts a cluster's nodes with their admin listener; it cannot go with --node")
 	case c.Node != "" && c.Profile != "":
 		return errors.New("--profile starts a cluster's nodes with their admin listener and pprof; it cannot go with --node")
+	case c.Node != "" && len(c.Hosts) > 0:
+		return errors.New("--hosts places the members of the cluster it starts; it cannot go with --node")
+	case c.Node != "" && c.Keep:
+		return errors.New("--keep keeps the data of the cluster it starts; it cannot go with --node")
+	case c.Node != "" && len(c.Args) > 0:
+		return errors.New("--node-args passes flags to the streamnodes it starts; it cannot go with --node")
+	case len(c.Hosts) > c.nodes():
+		return fmt.Errorf("%d hosts for %d nodes: give at most one per node", len(c.Hosts), c.nodes())
 	case c.Node == "" && c.Replicas > c.nodes():
 		return fmt.Errorf("replicas (%d) must not exceed the nodes started (%d; see --nodes)", c.Replicas, c.nodes())
 	case c.Duration < 0 || c.Duration > time.Hour:
@@ -163,6 +196,16 @@ func (c Cluster) Validate() error {
 		return errors.New("--unary makes no AppendStream calls: it cannot go with --calls")
 	case c.Conns < 0 || c.Conns > c.Clients:
 		return fmt.Errorf("conns must be from 1 to the number of clients (%d), not %d", c.Clients, c.Conns)
+	}
+	for _, h := range c.Hosts {
+		if net.ParseIP(h) == nil {
+			return fmt.Errorf("host %q is not an IP address", h)
+		}
+	}
+	for _, a := range c.Args {
+		if proccluster.OwnFlag(a) {
+			return fmt.Errorf("node argument %q: bench cluster sets that streamnode flag itself", a)
+		}
 	}
 	return nil
 }
@@ -218,14 +261,18 @@ func (c Cluster) Run(ctx context.Context) (*ClusterResult, error) {
 	var leaderAdmin string
 	var nodesCPU func() (time.Duration, error)
 	if c.Node == "" {
-		stop, addr, admin, opts, cpu, err := c.startCluster(ctx)
+		st, err := c.startCluster(ctx)
 		if err != nil {
 			return nil, err
 		}
-		defer stop()
-		nodesCPU = cpu
-		r.Node, r.Cluster, r.TLS, leaderAdmin = addr, "started", c.TLS, admin
-		c.ClientOptions = opts
+		defer st.stop()
+		nodesCPU = st.cpu
+		r.Node, r.Cluster, r.TLS, leaderAdmin = st.addr, "started", c.TLS, st.admin
+		r.RDMA, r.RDMAWhy = st.rdma, st.rdmaWhy
+		if c.Keep {
+			r.Kept = st.dir
+		}
+		c.ClientOptions = st.opts
 	}
 	var b [6]byte
 	rand.Read(b[:])
@@ -332,14 +379,25 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// startCluster starts the loopback cluster and returns how to stop it,
-// the client and admin addresses of its first member (the admin address
-// with Admin or Profile), the options its clients need (TLS) and how to
-// read the CPU time its members have used.
-func (c Cluster) startCluster(ctx context.Context) (stop func(), addr, admin string, opts client.Options, cpu func() (time.Duration, error), err error) {
+// started is a cluster startCluster started.
+type started struct {
+	stop  func()         // stops it and removes its data
+	addr  string         // client address of its first member
+	admin string         // admin address of its first member, with Admin or Profile
+	opts  client.Options // what its clients need (TLS)
+	cpu   func() (time.Duration, error)
+	dir   string // its data and logs
+	// rdma and rdmaWhy are the provider its members logged (see
+	// ClusterResult.RDMA).
+	rdma, rdmaWhy string
+}
+
+// startCluster starts the cluster (on loopback, or on Hosts) and says
+// how to use and stop it.
+func (c Cluster) startCluster(ctx context.Context) (*started, error) {
 	bin, err := proccluster.FindBinary(c.Streamnode)
 	if err != nil {
-		return nil, "", "", opts, nil, fmt.Errorf("%w (--streamnode PATH)", err)
+		return nil, fmt.Errorf("%w (--streamnode PATH)", err)
 	}
 	parent := c.Dir
 	if parent == "" {
@@ -347,41 +405,80 @@ func (c Cluster) startCluster(ctx context.Context) (stop func(), addr, admin str
 	}
 	dir, err := os.MkdirTemp(parent, "rpstream-bench-cluster-")
 	if err != nil {
-		return nil, "", "", opts, nil, err
+		return nil, err
 	}
 	nodes := c.nodes()
 	tlsNote := ""
 	if c.TLS {
 		tlsNote = ", TLS on"
 	}
-	c.say("bench cluster: starting %d streamnode process(es) (%s%s) in %s", nodes, bin, tlsNote, dir)
-	pc := proccluster.Config{Binary: bin, Dir: dir, Nodes: nodes, TLS: c.TLS, Admin: c.Admin || c.Profile != ""}
+	where := "127.0.0.1"
+	if len(c.Hosts) > 0 {
+		where = strings.Join(c.Hosts, ",")
+	}
+	argsNote := ""
+	if len(c.Args) > 0 {
+		argsNote = ", with " + strings.Join(c.Args, " ")
+	}
+	c.say("bench cluster: starting %d streamnode process(es) (%s%s%s) on %s in %s", nodes, bin, tlsNote, argsNote, where, dir)
+	pc := proccluster.Config{Binary: bin, Dir: dir, Nodes: nodes, TLS: c.TLS, Admin: c.Admin || c.Profile != "",
+		Hosts: c.Hosts, Args: slices.Clone(c.Args)}
 	if c.Profile != "" {
-		pc.Args = []string{"--pprof"}
+		pc.Args = append(pc.Args, "--pprof")
 	}
 	cl, err := proccluster.Start(ctx, pc)
 	if err != nil {
-		os.RemoveAll(dir)
-		return nil, "", "", opts, nil, err
+		if c.Keep {
+			c.say("bench cluster: data and logs kept in %s", dir)
+		} else {
+			os.RemoveAll(dir)
+		}
+		return nil, err
 	}
 	stopScraping := func() {}
 	if c.Admin {
 		stopScraping = c.scrape(cl)
 	}
-	stop = func() {
+	st := &started{stop: func() {
 		stopScraping()
 		for i := range cl.Len() {
 			cl.Stop(i)
 		}
 		cl.Close()
-		os.RemoveAll(dir)
-	}
+		if c.Keep {
+			c.say("bench cluster: data and logs kept in %s", dir)
+		} else {
+			os.RemoveAll(dir)
+		}
+	}, opts: cl.ClientOptions(), cpu: cl.CPUTime, dir: dir}
 	n0, err := cl.Node(0)
 	if err != nil {
-		stop()
-		return nil, "", "", opts, nil, err
+		st.stop()
+		return nil, err
 	}
-	return stop, n0.ClientAddr, n0.AdminAddr, cl.ClientOptions(), cl.CPUTime, nil
+	st.addr, st.admin = n0.ClientAddr, n0.AdminAddr
+	// What the members say they use, so that a run meant for verbs
+	// cannot quietly measure tcp.
+	var each []string
+	same := true
+	for i := range cl.Len() {
+		p, why, err := cl.RDMAProvider(i)
+		if err != nil {
+			st.stop()
+			return nil, err
+		}
+		n, _ := cl.Node(i)
+		each = append(each, n.Name+"="+p)
+		if i == 0 {
+			st.rdma, st.rdmaWhy = p, why
+		}
+		same = same && p == st.rdma
+	}
+	if !same {
+		st.rdma = strings.Join(each, ",")
+	}
+	c.say("bench cluster: rdma provider %s (%s)", st.rdma, st.rdmaWhy)
+	return st, nil
 }
 
 // scrape fetches every member's /metrics once a second, as Prometheus
@@ -568,9 +665,12 @@ func (r *ClusterResult) Print(w io.Writer) {
 		r.Count, r.Size, r.Clients, r.Conns, calls, r.InFlight, r.API)
 	how := "given by --node"
 	if r.Cluster == "started" {
-		how = "started on loopback for this run"
+		how = "started for this run"
 		if r.TLS {
 			how += ", TLS on"
+		}
+		if r.RDMA != "" {
+			how += fmt.Sprintf(", rdma provider %s (%s)", r.RDMA, r.RDMAWhy)
 		}
 	}
 	fmt.Fprintf(w, "  cluster     %s, %d member(s), %s\n", r.Node, r.Nodes, how)

@@ -2,10 +2,12 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,12 +111,61 @@ func TestClusterStarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkResult(t, r, cfg.Count)
-	if r.Cluster != "started" || r.Nodes < 1 {
+	// Without --rdma the members chose (auto); on this machine's kernel,
+	// with no RDMA device, tcp.
+	if r.Cluster != "started" || r.Nodes < 1 || r.RDMA == "" || !strings.HasPrefix(r.RDMAWhy, "auto") {
 		t.Fatalf("result %+v", r)
 	}
 	// The cluster's processes and data are gone.
 	if es, err := os.ReadDir(dir); err != nil || len(es) != 0 {
 		t.Fatalf("left in %s: %v %v", dir, es, err)
+	}
+}
+
+// TestClusterHostsArgs: --hosts puts the members on the addresses given
+// (127.0.0.2 and .3 are loopback too), --node-args reaches every member
+// (each logs the provider --rdma named, and why), and --keep leaves the
+// members' data and logs.
+func TestClusterHostsArgs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs streamnode processes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	bin, err := proccluster.BuildOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proccluster.RemoveBuilt()
+	dir := t.TempDir()
+	cfg := Cluster{Streamnode: bin, Dir: dir, Nodes: 2, Clients: 2, Size: 64, Count: 200, Acks: "all", Replicas: 2,
+		Hosts: []string{"127.0.0.2", "127.0.0.3"}, Args: []string{"--rdma", "tcp", "--lease-ttl", "7s"}, Keep: true}
+	r, err := cfg.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResult(t, r, cfg.Count)
+	if host, _, err := net.SplitHostPort(r.Node); err != nil || host != "127.0.0.2" {
+		t.Fatalf("clients used %q, want the first host 127.0.0.2", r.Node)
+	}
+	if r.RDMA != "tcp" || r.RDMAWhy != "--rdma tcp" {
+		t.Fatalf("provider %q (%q), want tcp (--rdma tcp)", r.RDMA, r.RDMAWhy)
+	}
+	// Kept: one cluster directory, with both members' logs, each member
+	// on its host and started with every extra flag.
+	runs, err := filepath.Glob(filepath.Join(dir, "rpstream-bench-cluster-*"))
+	if err != nil || len(runs) != 1 || r.Kept != runs[0] {
+		t.Fatalf("kept %q: %v %v", r.Kept, runs, err)
+	}
+	for i, host := range cfg.Hosts {
+		b, err := os.ReadFile(filepath.Join(runs[0], fmt.Sprintf("n%d.log", i+1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		log := string(b)
+		if !strings.Contains(log, `"client_addr":"`+host+`:`) || !strings.Contains(log, "--lease-ttl 7s") {
+			t.Fatalf("n%d's log does not show %s and --lease-ttl 7s:\n%s", i+1, host, log)
+		}
 	}
 }
 
@@ -156,6 +207,11 @@ func TestClusterValidate(t *testing.T) {
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	good := ok
+	good.Hosts, good.Args = []string{"10.77.0.1", "10.77.0.2", "::1"}, []string{"--rdma", "verbs", "--voters", "n1"}
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
 	for _, bad := range []func(*Cluster){
 		func(c *Cluster) { c.Clients = 0 },
 		func(c *Cluster) { c.Size = -1 },
@@ -174,6 +230,13 @@ func TestClusterValidate(t *testing.T) {
 		func(c *Cluster) { c.Calls = 2 },
 		func(c *Cluster) { c.Calls = -1 },
 		func(c *Cluster) { c.Clients = 2; c.Count = 2; c.Unary = true; c.Calls = 1 },
+		func(c *Cluster) { c.Hosts = []string{"127.0.0.2", "localhost"} },
+		func(c *Cluster) { c.Hosts = []string{"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"} },
+		func(c *Cluster) { c.Node = "127.0.0.1:1"; c.Hosts = []string{"127.0.0.2"} },
+		func(c *Cluster) { c.Node = "127.0.0.1:1"; c.Args = []string{"--rdma", "tcp"} },
+		func(c *Cluster) { c.Node = "127.0.0.1:1"; c.Keep = true },
+		func(c *Cluster) { c.Args = []string{"--data", "/tmp/x"} },
+		func(c *Cluster) { c.Args = []string{"--client-addr=127.0.0.1:1"} },
 	} {
 		c := ok
 		bad(&c)

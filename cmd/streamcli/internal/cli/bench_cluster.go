@@ -3,23 +3,30 @@ package cli
 import (
 	"context"
 	"flag"
+	"strings"
 
 	"github.com/rpstream/rpstream/cmd/streamcli/internal/bench"
 )
 
 // benchClusterCmd is "bench cluster": appends through the client service
-// of a cluster, started on loopback for the run or given by --node.
+// of a cluster, started for the run (on loopback or --hosts) or given by
+// --node.
 var benchClusterCmd = &command{
 	graceful: true,
 	name:     "bench cluster",
-	args:     "--clients C --size S --count N --acks leader|quorum|all --replicas R [--node HOST:PORT | --nodes K] [--duration D] [--inflight N] [--conns K] [--calls K] [--unary] [--streamnode PATH] [--admin] [--profile FILE] [--dir DIR] [--tls] [--json | --output json]",
+	args:     "--clients C --size S --count N --acks leader|quorum|all --replicas R [--node HOST:PORT | --nodes K] [--duration D] [--inflight N] [--conns K] [--calls K] [--unary] [--streamnode PATH] [--hosts ADDR[,ADDR...]] [--node-args ARGS] [--keep] [--admin] [--profile FILE] [--dir DIR] [--tls] [--json | --output json]",
 	summary:  "Measure appends through streamnode: C concurrent clients append N entries of S bytes to a fresh stream.",
 	detail: `
 Without --node it starts its own cluster of K streamnode processes on
 127.0.0.1 (default 3; the binary is --streamnode, else the streamnode next
 to streamcli, else the one on PATH) with their data in a fresh directory
 under --dir (default /dev/shm, tmpfs, if it exists), and stops it and
-removes the data afterwards; --admin starts them with their admin
+removes the data afterwards. --hosts puts member i on the i-th address
+given, round robin (such as SoftRoCE's 10.77.0.1,10.77.0.2,10.77.0.3
+inside the VM), and --node-args passes extra streamnode flags to every
+member (such as "--rdma verbs"); the result names the rdma provider the
+members logged that they use; --keep leaves their data and logs in the
+directory it names. --admin starts them with their admin
 listener (metrics counted) and scrapes each one's /metrics every second,
 to measure what metrics cost. With --node it uses that running node's
 cluster and deletes the stream it made afterwards. The stream is fresh
@@ -57,6 +64,10 @@ each append's send to its acknowledgement; --json prints one object.`,
 		fs.IntVar(&cfg.Calls, "calls", 0, "`K` AppendStream calls shared by the clients, round robin (default: clients x inflight / 64, rounded up, and at least --conns)")
 		fs.BoolVar(&cfg.Unary, "unary", false, "one Append call per append instead of an AppendStream call per client")
 		fs.StringVar(&cfg.Streamnode, "streamnode", "", "streamnode binary `PATH` for the cluster it starts")
+		var hosts, nodeArgs string
+		fs.StringVar(&hosts, "hosts", "", "IP `ADDR`s, comma-separated, the started members listen on, member i on the i-th, round robin (default 127.0.0.1)")
+		fs.StringVar(&nodeArgs, "node-args", "", "extra streamnode `ARGS` for every started member, separated by spaces")
+		fs.BoolVar(&cfg.Keep, "keep", false, "keep the started cluster's data directory and logs")
 		fs.BoolVar(&cfg.Admin, "admin", false, "start the nodes with --admin-addr (metrics counted) and scrape their /metrics every second")
 		fs.StringVar(&cfg.Profile, "profile", "", "save a CPU profile of the stream's leader during the run to `FILE` (started cluster only)")
 		fs.StringVar(&cfg.Dir, "dir", "", "`DIR` for the started cluster's data (default /dev/shm if it exists, else the system temporary directory)")
@@ -73,6 +84,12 @@ each append's send to its acknowledgement; --json prints one object.`,
 				asJSON = true
 			}
 			cfg.Node = c.node
+			if hosts != "" {
+				for _, h := range strings.Split(hosts, ",") {
+					cfg.Hosts = append(cfg.Hosts, strings.TrimSpace(h))
+				}
+			}
+			cfg.Args = strings.Fields(nodeArgs)
 			cfg.ClientOptions = c.clientOptions()
 			if err := cfg.Validate(); err != nil {
 				return usagef("%s", err)
