@@ -13,8 +13,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"github.com/rpstream/rpstream/client"
+	"github.com/rpstream/rpstream/internal/proccluster"
 	"github.com/rpstream/rpstream/pki"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -99,23 +99,13 @@ func randomHex(t *testing.T, n int) string {
 	return hex.EncodeToString(b)
 }
 
-// freePorts returns n distinct ports free on 127.0.0.1 a moment ago.
+// freePorts returns n distinct ports free on 127.0.0.1 a moment ago
+// (proccluster.FreePorts: below the ephemeral range).
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	ports, err := proccluster.FreePorts("127.0.0.1", n)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return ports
 }

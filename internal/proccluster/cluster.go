@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -577,6 +578,14 @@ func LogTail(path string, n int) string {
 // freePorts returns n distinct ports of host free for TCP and UDP (the
 // gossip port takes both) when asked. Another process may take one before
 // the member binds it; Start then reports the member's failure.
+//
+// The ports are drawn at random from below the kernel's ephemeral range
+// (ip_local_port_range), not asked of it with port 0: a member killed and
+// started again must bind its port again, and a port of the ephemeral
+// range may meanwhile have become the local end of any process's
+// outgoing connection (then the restart fails with "address already in
+// use"); ports below the range are never handed out that way. Where the
+// range leaves too little room below it, the kernel picks.
 func freePorts(host string, n int) ([]int, error) {
 	var held []net.Listener
 	var heldUDP []net.PacketConn
@@ -588,13 +597,24 @@ func freePorts(host string, n int) ([]int, error) {
 			p.Close()
 		}
 	}()
+	lo, hi := 0, 0 // draw from [lo, hi); 0: ask the kernel
+	if eph := ephemeralLow(); eph-minDrawnPort >= 4096 {
+		lo, hi = minDrawnPort, eph
+	}
 	var ports []int
 	for tries := 0; len(ports) < n; tries++ {
-		if tries > 20*n {
+		if tries > 50*n {
 			return nil, fmt.Errorf("proccluster: cannot find free ports on %s", host)
 		}
-		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		want := 0
+		if hi > lo {
+			want = lo + rand.IntN(hi-lo)
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(want)))
 		if err != nil {
+			if want != 0 {
+				continue // taken: draw again
+			}
 			return nil, fmt.Errorf("proccluster: %w", err)
 		}
 		held = append(held, l)
@@ -607,6 +627,28 @@ func freePorts(host string, n int) ([]int, error) {
 		ports = append(ports, port)
 	}
 	return ports, nil
+}
+
+// minDrawnPort is the lowest port freePorts draws: above the well-known
+// and most registered services' ports.
+const minDrawnPort = 10000
+
+// ephemeralLow is the first port of the kernel's ephemeral range, or 0
+// when it cannot be read (not Linux).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0
+	}
+	lo, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 0
+	}
+	return lo
 }
 
 // FreePorts returns n distinct free TCP ports on host (an IP address),

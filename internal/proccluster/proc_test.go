@@ -1,7 +1,9 @@
 package proccluster
 
 import (
+	"net"
 	"os"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -45,5 +47,35 @@ func TestProcCPUTime(t *testing.T) {
 	}
 	if _, err := ProcCPUTime(1 << 30); err == nil {
 		t.Error("ProcCPUTime of a pid that cannot exist: no error")
+	}
+}
+
+// TestFreePortsBelowEphemeral: the ports handed out are distinct, free
+// for TCP and UDP, and below the kernel's ephemeral range, so that a
+// member restarted on its port cannot find it taken by some process's
+// outgoing connection.
+func TestFreePortsBelowEphemeral(t *testing.T) {
+	eph := ephemeralLow()
+	ports, err := FreePorts("127.0.0.1", 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for _, p := range ports {
+		if seen[p] {
+			t.Fatalf("port %d handed out twice", p)
+		}
+		seen[p] = true
+		if eph-minDrawnPort >= 4096 && (p < minDrawnPort || p >= eph) {
+			t.Errorf("port %d is outside [%d, %d)", p, minDrawnPort, eph)
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			t.Fatalf("port %d: %v", p, err)
+		}
+		l.Close()
+	}
+	if eph == 0 {
+		t.Log("no ephemeral range readable: the kernel picked the ports")
 	}
 }
