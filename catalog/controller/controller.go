@@ -81,7 +81,7 @@ type Controller struct {
 	registered atomic.Bool
 
 	ops      chan func() // run on the loop goroutine
-	recvc    chan *raftpb.Message
+	recvc    chan received
 	stop     chan struct{}
 	stopOnce sync.Once
 	stopErr  error
@@ -116,7 +116,7 @@ func Start(cfg Config) (*Controller, error) {
 		cat: catalog.New(), conf: &raftpb.ConfState{},
 		appliedCh: make(chan struct{}), changed: make(chan struct{}, 1),
 		waiters: map[string]chan applied{}, reads: map[string]chan uint64{},
-		ops: make(chan func(), 256), recvc: make(chan *raftpb.Message, 4096), stop: make(chan struct{}),
+		ops: make(chan func(), 256), recvc: make(chan received, 4096), stop: make(chan struct{}),
 	}
 	c.leases.init()
 	empty := rl.Empty()
@@ -272,13 +272,15 @@ func (c *Controller) run() {
 			return
 		case <-t.C:
 			c.rn.Tick()
-		case m := <-c.recvc:
+		case r := <-c.recvc:
+			m := r.m
 			if c.lostLog(m) {
 				continue
 			}
 			if t := m.GetType(); (t == raftpb.MsgApp || t == raftpb.MsgHeartbeat) && m.GetFrom() != c.id {
-				// Only a leader sends these: it was alive now.
-				c.heardLead, c.heardLeadAt = m.GetFrom(), time.Now()
+				// Only a leader sends these: it was alive when the
+				// message arrived (not when this busy loop got to it).
+				c.heardLead, c.heardLeadAt = m.GetFrom(), r.at
 			}
 			if err := c.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) {
 				c.log.Debug("raft step", "err", err, "type", m.GetType().String(), "from", m.GetFrom())
@@ -452,6 +454,10 @@ func (c *Controller) noteState(rd raft.Ready) {
 			if name := c.nameLocked(c.heardLead); name != "" && c.heardLead != c.id {
 				if n, ok := c.cat.Node(name); ok {
 					c.leases.heardAt(name, n.Incarnation, c.heardLeadAt)
+				} else {
+					// Its registration is in this member's log but not
+					// applied yet (the new term's entry commits first).
+					c.leases.heardNamed(name, c.heardLeadAt)
 				}
 			}
 			c.log.Info("this node is the controller now", "term", c.term)
@@ -730,9 +736,10 @@ func (c *Controller) Receive(ctx context.Context, from string, msgs []*raftpb.Me
 			return fmt.Errorf("controller: local Raft message type %v from %s", m.GetType(), from)
 		}
 	}
+	at := time.Now()
 	for _, m := range msgs {
 		select {
-		case c.recvc <- m:
+		case c.recvc <- received{m, at}:
 		case <-c.stop:
 			return ErrStopped
 		case <-ctx.Done():
@@ -740,6 +747,12 @@ func (c *Controller) Receive(ctx context.Context, from string, msgs []*raftpb.Me
 		}
 	}
 	return nil
+}
+
+// received is a Raft message and when it arrived.
+type received struct {
+	m  *raftpb.Message
+	at time.Time
 }
 
 // ReportUnreachable tells Raft that a message to id was not delivered.

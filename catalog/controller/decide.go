@@ -37,6 +37,12 @@ type leaseTable struct {
 	mu    sync.Mutex
 	since time.Time // when this member last became the controller
 	seen  map[string]lease
+	// heard is when a node, by name, was last heard of as the Raft
+	// leader before this member became the controller, for a node whose
+	// registration this member had not applied yet at its election (its
+	// incarnation unknown then): live counts such a node from then, not
+	// from the election, until it is seen.
+	heard map[string]time.Time
 }
 
 type lease struct {
@@ -44,13 +50,22 @@ type lease struct {
 	at          time.Time
 }
 
-func (t *leaseTable) init() { t.seen = map[string]lease{} }
+func (t *leaseTable) init() { t.seen, t.heard = map[string]lease{}, map[string]time.Time{} }
 
 func (t *leaseTable) becameLeader(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.since = now
 	t.seen = map[string]lease{}
+	t.heard = map[string]time.Time{}
+}
+
+// heardNamed records that name, whose incarnation is not known yet, was
+// alive at at.
+func (t *leaseTable) heardNamed(name string, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.heard[name] = at
 }
 
 func (t *leaseTable) renew(name string, inc uint64, now time.Time) {
@@ -77,6 +92,8 @@ func (t *leaseTable) live(name string, inc uint64, now time.Time, ttl, grace tim
 	defer t.mu.Unlock()
 	if l, ok := t.seen[name]; ok && l.incarnation == inc {
 		return now.Sub(l.at) < ttl, now.Sub(l.at)
+	} else if at, heard := t.heard[name]; heard && !ok {
+		return now.Sub(at) < ttl, now.Sub(at)
 	}
 	return now.Sub(t.since) < grace, now.Sub(t.since)
 }
