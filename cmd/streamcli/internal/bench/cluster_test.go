@@ -93,17 +93,25 @@ func TestClusterDuration(t *testing.T) {
 	}
 }
 
-func TestClusterStarted(t *testing.T) {
+// processTest skips under -short, else builds streamnode once (removed
+// at the test's end) and returns it with a context bounded by d.
+func processTest(t *testing.T, d time.Duration) (context.Context, string) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs streamnode processes")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
 	bin, err := proccluster.BuildOnce()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer proccluster.RemoveBuilt()
+	t.Cleanup(proccluster.RemoveBuilt)
+	return ctx, bin
+}
+
+func TestClusterStarted(t *testing.T) {
+	ctx, bin := processTest(t, 2*time.Minute)
 	dir := t.TempDir()
 	cfg := Cluster{Streamnode: bin, Dir: dir, Nodes: 2, Clients: 4, Size: 128, Count: 800, Acks: "quorum", Replicas: 2}
 	r, err := cfg.Run(ctx)
@@ -127,16 +135,7 @@ func TestClusterStarted(t *testing.T) {
 // (each logs the provider --rdma named, and why), and --keep leaves the
 // members' data and logs.
 func TestClusterHostsArgs(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs streamnode processes")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	bin, err := proccluster.BuildOnce()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proccluster.RemoveBuilt()
+	ctx, bin := processTest(t, 2*time.Minute)
 	dir := t.TempDir()
 	cfg := Cluster{Streamnode: bin, Dir: dir, Nodes: 2, Clients: 2, Size: 64, Count: 200, Acks: "all", Replicas: 2,
 		Hosts: []string{"127.0.0.2", "127.0.0.3"}, Args: []string{"--rdma", "tcp", "--lease-ttl", "7s"}, Keep: true}
@@ -173,16 +172,7 @@ func TestClusterHostsArgs(t *testing.T) {
 // of its own, and --profile saves a CPU profile of the leader (gzipped
 // pprof) taken during the run.
 func TestClusterProfile(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs streamnode processes")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	bin, err := proccluster.BuildOnce()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proccluster.RemoveBuilt()
+	ctx, bin := processTest(t, 2*time.Minute)
 	prof := filepath.Join(t.TempDir(), "leader.pprof")
 	cfg := Cluster{Streamnode: bin, Dir: t.TempDir(), Nodes: 2, Clients: 4, Conns: 4, Size: 128, Count: 1 << 30,
 		Duration: time.Second, Acks: "quorum", Replicas: 2, Profile: prof}

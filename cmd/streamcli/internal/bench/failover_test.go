@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"context"
 	"os"
 	"strings"
 	"syscall"
@@ -41,16 +40,7 @@ func checkFailover(t *testing.T, r *FailoverResult, kills int) {
 // kills and starts again itself (the test ends the last one it started
 // by pid).
 func TestFailoverBench(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs streamnode processes")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	bin, err := proccluster.BuildOnce()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proccluster.RemoveBuilt()
+	ctx, bin := processTest(t, 4*time.Minute)
 
 	dir := t.TempDir()
 	cfg := Failover{Streamnode: bin, Dir: dir, Kills: 2, Producers: 3, InFlight: 2, Size: 64, Acks: "quorum", Replicas: 3,
