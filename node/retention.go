@@ -434,8 +434,12 @@ func (s *Server) consumersOf(rec *pb.Stream, committed uint64) []*api.Consumer {
 	return out
 }
 
-// needCatalog refuses a consumer call on a node without a catalog.
-func (s *Server) needCatalog() error {
+// consumerCall checks a consumer call's stream name and refuses it on a
+// node without a catalog.
+func (s *Server) consumerCall(stream string) error {
+	if err := validName(stream); err != nil {
+		return statusOf(err)
+	}
 	if s.cfg.Catalog == nil {
 		return status.Error(codes.FailedPrecondition, "named consumers are kept in the catalog: this node runs without one (start it in a cluster)")
 	}
@@ -447,10 +451,7 @@ func (s *Server) AddConsumer(ctx context.Context, req *api.AddConsumerRequest) (
 		return nil, statusOf(err)
 	}
 	defer s.leave()
-	if err := validName(req.Stream); err != nil {
-		return nil, statusOf(err)
-	}
-	if err := s.needCatalog(); err != nil {
+	if err := s.consumerCall(req.Stream); err != nil {
 		return nil, err
 	}
 	rec, err := s.cfg.Catalog.AddConsumer(ctx, req.Stream, req.Consumer, req.Start, req.Hold)
@@ -467,10 +468,7 @@ func (s *Server) RemoveConsumer(ctx context.Context, req *api.RemoveConsumerRequ
 		return nil, statusOf(err)
 	}
 	defer s.leave()
-	if err := validName(req.Stream); err != nil {
-		return nil, statusOf(err)
-	}
-	if err := s.needCatalog(); err != nil {
+	if err := s.consumerCall(req.Stream); err != nil {
 		return nil, err
 	}
 	if _, err := s.cfg.Catalog.RemoveConsumer(ctx, req.Stream, req.Consumer); err != nil {
@@ -486,7 +484,7 @@ func (s *Server) ListConsumers(ctx context.Context, req *api.ListConsumersReques
 		return nil, statusOf(err)
 	}
 	defer s.leave()
-	if err := s.needCatalog(); err != nil {
+	if err := s.consumerCall(req.Stream); err != nil {
 		return nil, err
 	}
 	st, err := s.acquire(req.Stream)
@@ -507,10 +505,7 @@ func (s *Server) AckConsumer(ctx context.Context, req *api.AckConsumerRequest) (
 		return nil, statusOf(err)
 	}
 	defer s.leave()
-	if err := validName(req.Stream); err != nil {
-		return nil, statusOf(err)
-	}
-	if err := s.needCatalog(); err != nil {
+	if err := s.consumerCall(req.Stream); err != nil {
 		return nil, err
 	}
 	rec, ok := s.cfg.Catalog.Stream(req.Stream)

@@ -9,7 +9,8 @@
 // the error state). Payload bytes of a Write go from the socket straight
 // into the registered memory (io.ReadFull into the registered slice, after
 // the bounds check; only what the 64 KiB read buffer already holds is
-// copied from it). A persistence Flush is acknowledged only after the
+// copied from it; with TLS, each sealed record is decrypted straight into
+// the slice when it fits whole). A persistence Flush is acknowledged only after the
 // target called the registration's Persister on the range. Requests are
 // executed in arrival order by one goroutine, which gives the ordering
 // rdma promises: a Flush or AtomicWrite follows every earlier Write.
