@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -30,25 +28,7 @@ func TestExpectAndSinceProcess(t *testing.T) {
 		stamps++
 		return start.Add(time.Duration(stamps) * time.Minute)
 	}
-	srv, err := node.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		<-served
-	})
-	addr := lis.Addr().String()
+	addr := serveNode(t, cfg)
 
 	ok(t, "", "--node", addr, "create", "s")
 	// One batch at 0..2, stamped start+1m.

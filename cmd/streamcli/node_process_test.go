@@ -22,25 +22,7 @@ import (
 // network mode: commands that do not watch their context must still have
 // a live one for their calls (main once cancelled it before running them).
 func TestNodeCommandsProcess(t *testing.T) {
-	srv, err := node.New(node.DefaultConfig(t.TempDir()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		<-served
-	})
-	addr := lis.Addr().String()
+	addr := serveNode(t, node.DefaultConfig(t.TempDir()))
 
 	ok(t, "", "--node", addr, "create", "s1", "--replicas", "3", "--acks", "quorum")
 	if got := positions(t, ok(t, "", "--node", addr, "append", "s1", "a", "b")); len(got) != 2 || got[0] != 0 || got[1] != 1 {
@@ -355,25 +337,7 @@ func TestTLSNodeProcess(t *testing.T) {
 	cfg := node.DefaultConfig(t.TempDir())
 	cfg.TLS = keys.ServerConfig()
 	cfg.ACL = func() *acl.ACL { return rules }
-	srv, err := node.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		<-served
-	})
-	addr := lis.Addr().String()
+	addr := serveNode(t, cfg)
 	admin := []string{"--node", addr, "--tls-ca", f.CA,
 		"--tls-cert", filepath.Join(dir, "admin.crt"), "--tls-key", filepath.Join(dir, "admin.key")}
 
@@ -393,4 +357,29 @@ func TestTLSNodeProcess(t *testing.T) {
 		t.Fatalf("the refused commands took %v: they waited for --timeout instead of failing at once", took)
 	}
 	fails(t, 1, "", []string{"--node", addr, "--tls-ca", f.CA, "ls"}, "no credentials")
+}
+
+// serveNode serves a node of cfg on a free loopback port until the test
+// ends (then shuts it down, bounded) and returns its address.
+func serveNode(t *testing.T, cfg node.Config) string {
+	t.Helper()
+	srv, err := node.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		<-served
+	})
+	return lis.Addr().String()
 }
