@@ -9,4 +9,6 @@
 // (server streaming, following the stream) and status; cluster members.
 // api.proto documents the meaning of positions and the gRPC status code
 // of every error. The node package serves it; the client package calls it.
+// transport.go (hand-written) holds the limits and flow-control windows
+// of the client port's transport, which both use.
 package api

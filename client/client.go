@@ -96,9 +96,9 @@ import (
 	"github.com/rpstream/rpstream/pki"
 )
 
-// MaxMessageSize is the largest gRPC message a Client sends or receives;
-// it matches the node's limit.
-const MaxMessageSize = 64 << 20
+// MaxMessageSize is the largest gRPC message a Client sends or receives
+// (api.MaxMessageSize, the node's limit too).
+const MaxMessageSize = api.MaxMessageSize
 
 // DefaultTimeout is Options.Timeout when it is zero: three of a node's
 // default QuorumWait (5 s), so that an append is tried at least twice

@@ -109,9 +109,10 @@ type Cluster struct {
 	meta   Meta // our metadata; guarded by lifeMu and mu (written with both)
 
 	mu      sync.Mutex
-	view    map[string]Member // by name: alive, dead and left members
-	suspect map[string]bool   // members our own probes found unanswering
-	queue   []Event           // for the dispatcher
+	view    map[string]Member    // by name: alive, dead and left members
+	suspect map[string]bool      // members our own probes found unanswering
+	left    map[string]time.Time // members held left, and since when
+	queue   []Event              // for the dispatcher
 
 	wake chan struct{}  // cap 1: queue is not empty
 	stop chan struct{}  // closed by Shutdown
@@ -131,6 +132,7 @@ func New(cfg Config) (*Cluster, error) {
 		meta:    Meta{Role: cfg.Role, Capacity: cfg.Capacity, ClientAddr: cfg.ClientAddr, PeerAddr: cfg.PeerAddr},
 		view:    map[string]Member{},
 		suspect: map[string]bool{},
+		left:    map[string]time.Time{},
 		wake:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 	}
@@ -392,6 +394,7 @@ func (c *Cluster) Forget(name string) error {
 	}
 	delete(c.view, name)
 	delete(c.suspect, name)
+	delete(c.left, name)
 	return nil
 }
 
@@ -451,8 +454,6 @@ func (d *delegate) NodeMeta(limit int) []byte {
 
 func (d *delegate) NotifyMsg([]byte)                           {}
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (d *delegate) LocalState(join bool) []byte                { return nil }
-func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
 
 func (d *delegate) NotifyJoin(n *memberlist.Node)   { d.note(EventJoin, n) }
 func (d *delegate) NotifyUpdate(n *memberlist.Node) { d.note(EventUpdate, n) }
@@ -496,6 +497,10 @@ func (d *delegate) note(k EventKind, n *memberlist.Node) {
 		}
 	}
 	delete(d.suspect, m.Name)
+	delete(d.left, m.Name)
+	if m.State == StateLeft {
+		d.left[m.Name] = time.Now()
+	}
 	d.view[m.Name] = m
 	(*Cluster)(d).emitLocked(Event{Kind: k, Member: m})
 }

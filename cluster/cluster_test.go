@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"slices"
 	"sync"
@@ -54,6 +55,9 @@ func start(t *testing.T, name string, role Role, events *eventLog) *Cluster {
 	if events != nil {
 		cfg.OnChange = events.add
 	}
+	w := &testWriter{t: t, name: name}
+	t.Cleanup(w.close) // runs after Shutdown; memberlist may log later still
+	cfg.Logger = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	c, err := New(cfg)
 	if err != nil {
 		t.Fatalf("start %s: %v", name, err)
@@ -62,12 +66,39 @@ func start(t *testing.T, name string, role Role, events *eventLog) *Cluster {
 	return c
 }
 
+// testWriter sends a member's warnings to the test's log until the test
+// ends.
+type testWriter struct {
+	t      *testing.T
+	name   string
+	mu     sync.Mutex
+	closed bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.t.Logf("%s: %s", w.name, p)
+	}
+	return len(p), nil
+}
+
+func (w *testWriter) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+}
+
 // waitFor polls cond until it holds or d passes; no fixed sleeps.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool, state ...func() string) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
+			for _, s := range state {
+				what += "; " + s()
+			}
 			t.Fatalf("after %v: %s", d, what)
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -159,6 +190,8 @@ func TestMembership(t *testing.T) {
 	c.Shutdown()
 	waitFor(t, 15*time.Second, "ccc is left everywhere", func() bool {
 		return stateOf(a, "ccc") == StateLeft && stateOf(b, "ccc") == StateLeft && stateOf(d, "ccc") == StateLeft
+	}, func() string {
+		return fmt.Sprintf("a sees %v, bb %v, dddd %v", stateOf(a, "ccc"), stateOf(b, "ccc"), stateOf(d, "ccc"))
 	})
 	if _, err := c.Join(a.GossipAddr()); !errors.Is(err, ErrClosed) {
 		t.Errorf("join after shutdown: %v", err)

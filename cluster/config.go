@@ -174,7 +174,6 @@ func LoopbackConfig(name string) Config {
 	c.PushPullInterval = time.Second
 	c.SuspicionMult = 4
 	c.TCPTimeout = time.Second
-	c.LeaveTimeout = time.Second
 	c.ReconnectInterval = 200 * time.Millisecond
 	c.CapacityInterval = 100 * time.Millisecond
 	return c

@@ -32,7 +32,11 @@
 //   - Left from NotifyLeave of a member whose last metadata had the leaving
 //     flag: Leave publishes that flag (and waits for it to spread) before
 //     memberlist's own leave message, as serf does with its leave intent.
-//     Dead from NotifyLeave otherwise.
+//     Dead from NotifyLeave otherwise. The leave message cancels what is
+//     left of the flag's broadcast, so on a loaded machine a member may get
+//     it first and hold dead a member that left; every member gossips the
+//     names it holds left in its push/pull state, and a member that holds
+//     one of them dead at the same address marks it left (leftstate.go).
 //   - Suspect when this member's own probe of it fails: memberlist reports
 //     that only as the log line "Suspect NAME has failed, no acks
 //     received", which the Cluster's log writer watches (the line is pinned

@@ -315,8 +315,7 @@ func TestFailoverLeaderDamaged(t *testing.T) {
 	if err != nil || len(sc.Regions) == 0 {
 		t.Fatalf("scan of the leader's file: %+v, %v", sc, err)
 	}
-	r := sc.Regions[len(sc.Regions)-1]
-	off := int64(r.Offset + r.End/2)
+	off := midPayload(t, b, sc.Regions[len(sc.Regions)-1])
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -525,7 +524,7 @@ func TestRepairDamagedCommitted(t *testing.T) {
 			}) {
 				t.Fatalf("scan of %s: %d regions (%v); tail region %+v: the leader's commit word does not cover its entries", path, len(sc.Regions), err, r)
 			}
-			off := int64(r.Offset + r.End/2)
+			off := midPayload(t, b, r)
 			f, err := os.OpenFile(path, os.O_RDWR, 0)
 			if err != nil {
 				t.Fatal(err)

@@ -90,6 +90,24 @@ func startClusterConfig(t *testing.T, ctx context.Context, cfg proccluster.Confi
 	return cl
 }
 
+// hang stops member i (SIGSTOP: alive to TCP, answering nothing) and
+// returns what continues it; that runs once, at the latest when the test
+// ends, before the cluster is stopped.
+func hang(t *testing.T, cl *proccluster.Cluster, i int) (cont func()) {
+	t.Helper()
+	pid := cl.PID(i)
+	if pid <= 0 {
+		t.Fatalf("no process for member %d", i)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	cont = func() { once.Do(func() { syscall.Kill(pid, syscall.SIGCONT) }) }
+	t.Cleanup(cont)
+	return cont
+}
+
 func hasPanic(log string) bool {
 	return strings.Contains(log, "panic:") || strings.Contains(log, "fatal error:") || strings.Contains(log, "DATA RACE")
 }
@@ -128,6 +146,26 @@ func memberIndex(cl *proccluster.Cluster, name string) (int, error) {
 // after each acknowledgement. It returns the acknowledged positions.
 func load(t *testing.T, ctx context.Context, addr, stream string, first, clients, each, window int, progress func()) map[uint64]string {
 	return loadPadded(t, ctx, addr, stream, first, clients, each, window, 0, progress)
+}
+
+// midPayload is the file offset of a byte of data of the entry at the
+// middle of region r in the stream image b: a byte its checksum covers.
+// The middle byte itself may be padding after an entry, which nothing
+// checks (and, with coalesced appends stored as batch slots and records,
+// which entry lies there depends on timing).
+func midPayload(t *testing.T, b []byte, r local.ScanRegion) int64 {
+	t.Helper()
+	off, mid := r.Offset+local.RegionHeaderSize, r.Offset+r.End/2
+	for off < r.Offset+r.End {
+		n := int(binary.LittleEndian.Uint32(b[off:]))
+		size := local.EntryHeaderSize + (n+local.EntryAlign-1)&^(local.EntryAlign-1)
+		if off+size > mid && n > 0 {
+			return int64(off + local.EntryHeaderSize + n/2)
+		}
+		off += size
+	}
+	t.Fatalf("region %+v: no entry at or after its middle", r)
+	return 0
 }
 
 // loadPadded is load with pad bytes after a '/' in each payload.
@@ -468,7 +506,7 @@ func TestFailureDeletedWhileDown(t *testing.T) {
 		newLeader int
 	}{{"other leader", 2}, {"same leader", 0}} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Second)
 			defer cancel()
 			cl := startFailureCluster(t, ctx, 3, false)
 			const stream = "reborn"
@@ -508,12 +546,15 @@ func TestFailureDeletedWhileDown(t *testing.T) {
 			}
 			// The same name again: replicas 3 places the two others,
 			// n2 among them.
-			// The tombstone holds the name until n2's drop is recorded,
-			// just after its file went.
+			// The tombstone holds the name until every holder's drop is
+			// recorded, n2's just after its file went. (A leader's drop
+			// once went unrecorded for good in about one run of five:
+			// its two reconcile passes raced and one cached the removed
+			// stream's id, node TestStoreRemoveRacesReads.)
 			c := dial(t, cl.ClientAddrs()[tc.newLeader], client.Options{})
 			var st *api.StreamStatusResponse
 			var err error
-			waitFor(ctx, 10*time.Second, func() bool {
+			waitFor(ctx, 20*time.Second, func() bool {
 				st, err = c.Create(ctx, stream, client.CreateOptions{Replicas: 3, Acks: api.AckPolicy_ACK_POLICY_ALL})
 				return status.Code(err) != codes.AlreadyExists || !strings.Contains(err.Error(), "deleting")
 			})
@@ -837,18 +878,7 @@ func TestFailureFollowerHangs(t *testing.T) {
 	follower := (leader + 1) % 3
 	addr := mustNode(cl, leader).ClientAddr
 	acked := load(t, ctx, addr, stream, 0, 1, 200, 8, nil)
-	pid := cl.PID(follower)
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	stopped := true
-	cont := func() {
-		if stopped {
-			syscall.Kill(pid, syscall.SIGCONT)
-			stopped = false
-		}
-	}
-	defer cont()
+	cont := hang(t, cl, follower)
 	// With the follower hung: 2 clients, 1500 appends of 4 KiB each,
 	// some 12 MiB: more than the hung connection's socket buffers hold.
 	lctx, lcancel := context.WithTimeout(ctx, 12*time.Second)
@@ -979,8 +1009,7 @@ func TestFailureFollowerCopyDamaged(t *testing.T) {
 				if err != nil || len(sc.Regions) == 0 {
 					t.Fatalf("scan of the copy before damage: %v, %v", sc, err)
 				}
-				r := sc.Regions[len(sc.Regions)-1]
-				off = int64(r.Offset + r.End/2)
+				off = midPayload(t, b, sc.Regions[len(sc.Regions)-1])
 			}
 			if _, err := f.WriteAt([]byte{b[off] ^ 0xff, b[off+1] ^ 0x55}, off); err != nil {
 				t.Fatal(err)
@@ -1084,12 +1113,7 @@ func TestFailureLeaderLosesUnacknowledged(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	pid := cl.PID(stopped)
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	cont := func() { syscall.Kill(pid, syscall.SIGCONT) }
-	defer cont()
+	cont := hang(t, cl, stopped)
 	// The appends to be lost ("c9-..."), from a client that gives up.
 	lctx, lcancel := context.WithCancel(ctx)
 	defer lcancel()

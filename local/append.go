@@ -53,7 +53,9 @@ func (s *Stream) reserve(n int, v *Reservation) error {
 			return err
 		}
 	}
-	s.armPreparerLocked()
+	if len(s.regions) > 1 || s.tailOff+size > s.sb.regionSize/prepareFrom {
+		s.armPreparerLocked()
+	}
 	tail := s.regions[len(s.regions)-1]
 	if s.tailOff+size > s.sb.regionSize {
 		r, err := s.allocRegionLocked(s.next)

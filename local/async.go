@@ -3,6 +3,7 @@ package local
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/rpstream/rpstream/mover"
@@ -94,8 +95,16 @@ type Appender struct {
 	flags mover.Flags
 	opts  AppenderOptions
 
-	slots     []appendSlot // one per append in flight, by tag
-	free      chan int32   // tags of free slots: the window
+	// The window: a slot per append in flight, by tag. Tags (and their
+	// slots, in chunks) are made when an append finds none free, up to
+	// MaxInFlight, so that an Appender of a stream that is written one
+	// entry at a time (or not at all: a node leads thousands) holds one
+	// chunk, not MaxInFlight slots.
+	chunks []atomic.Pointer[slotChunk]
+	growMu sync.Mutex // guards made
+	made   int32      // tags made: 0 .. made-1
+	free   chan int32 // tags of free slots
+
 	last      atomic.Uint64
 	started   atomic.Bool
 	fallbacks atomic.Uint64
@@ -116,6 +125,32 @@ type appendSlot struct {
 	p     *Pending
 }
 
+// slotChunkLen is how many slots are made at a time.
+const slotChunkLen = 32
+
+type slotChunk [slotChunkLen]appendSlot
+
+// slot is tag k's slot.
+func (a *Appender) slot(k int32) *appendSlot {
+	return &a.chunks[k/slotChunkLen].Load()[k%slotChunkLen]
+}
+
+// newTag makes a tag (and its chunk of slots if it is the first of one),
+// or reports that MaxInFlight are made.
+func (a *Appender) newTag() (int32, bool) {
+	a.growMu.Lock()
+	defer a.growMu.Unlock()
+	if int(a.made) >= a.opts.MaxInFlight {
+		return 0, false
+	}
+	k := a.made
+	if k%slotChunkLen == 0 {
+		a.chunks[k/slotChunkLen].Store(new(slotChunk))
+	}
+	a.made++
+	return k, true
+}
+
 // NewAppender returns an Appender of s whose copies go to m. The caller
 // keeps m open while appends are in flight and closes it after.
 func NewAppender(s *Stream, m mover.Mover, opts AppenderOptions) (*Appender, error) {
@@ -133,11 +168,8 @@ func NewAppender(s *Stream, m mover.Mover, opts AppenderOptions) (*Appender, err
 		f = mover.NoFlush
 	}
 	a := &Appender{s: s, m: m, flags: f, opts: opts,
-		slots: make([]appendSlot, opts.MaxInFlight),
-		free:  make(chan int32, opts.MaxInFlight)}
-	for k := range opts.MaxInFlight {
-		a.free <- int32(k)
-	}
+		chunks: make([]atomic.Pointer[slotChunk], (opts.MaxInFlight+slotChunkLen-1)/slotChunkLen),
+		free:   make(chan int32, opts.MaxInFlight)}
 	return a, nil
 }
 
@@ -192,10 +224,13 @@ func (a *Appender) start(ctx context.Context, prefix, p []byte, pd *Pending) (ui
 	select {
 	case k = <-a.free:
 	default:
-		select {
-		case k = <-a.free:
-		case <-ctx.Done():
-			return 0, ctx.Err()
+		var made bool
+		if k, made = a.newTag(); !made {
+			select {
+			case k = <-a.free:
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
 		}
 	}
 	s := a.s
@@ -210,7 +245,7 @@ func (a *Appender) start(ctx context.Context, prefix, p []byte, pd *Pending) (ui
 		return 0, err
 	}
 	pre := copy(v.buf, prefix)
-	sl := &a.slots[k]
+	sl := a.slot(k)
 	*sl = appendSlot{index: v.Index, r: v.r, off: v.off, crc: entryCRCParts(v.r.key, v.off, prefix, p), src: p, dst: v.buf, pre: pre, p: pd}
 	if pd != nil {
 		pd.Index = v.Index
@@ -248,14 +283,22 @@ func (a *Appender) noteStarted(i uint64) {
 // appending goroutines are done (or pause them). ctx bounds the waiting,
 // not a persist already under way.
 func (a *Appender) Flush(ctx context.Context) error {
-	// Holding every tag means no copy of a is in flight.
-	taken := make([]int32, 0, len(a.slots))
+	// Holding every tag means no copy of a is in flight; making the
+	// rest first means none can be made meanwhile.
+	taken := make([]int32, 0, a.opts.MaxInFlight)
 	defer func() {
 		for _, k := range taken {
 			a.free <- k
 		}
 	}()
-	for len(taken) < len(a.slots) {
+	for {
+		k, made := a.newTag()
+		if !made {
+			break
+		}
+		taken = append(taken, k)
+	}
+	for len(taken) < a.opts.MaxInFlight {
 		select {
 		case k := <-a.free:
 			taken = append(taken, k)
@@ -279,7 +322,7 @@ var _ mover.Completer = (*appendCompleter)(nil)
 // is copied again on the CPU first: see the comment at the top of the file.
 func (c *appendCompleter) Complete(tag uint64, err error) {
 	if err != nil {
-		sl := &c.slots[tag]
+		sl := (*Appender)(c).slot(int32(tag))
 		copy(sl.dst[sl.pre:], sl.src)
 		c.fallbacks.Add(1)
 	}
@@ -290,7 +333,7 @@ func (c *appendCompleter) Complete(tag uint64, err error) {
 // and tells whoever waits. It runs once per append, after its copy.
 func (c *appendCompleter) publish(k int32) {
 	s := c.s
-	sl := &c.slots[k]
+	sl := (*Appender)(c).slot(k)
 	i, r, off, n, pd := sl.index, sl.r, sl.off, len(sl.dst), sl.p
 	b := s.regionBytes(r)
 	if checkInvariants {

@@ -325,3 +325,57 @@ func testEngines(t *testing.T) []engine {
 }
 
 func (e engine) String() string { return fmt.Sprintf("%s (%s)", e.name, e.m.Describe()) }
+
+// An Appender makes its window's slots only as appends need them: none
+// for a stream nobody writes, as many as were ever in flight at once
+// otherwise (a node holds thousands of Appenders with a window of 1,024).
+func TestAsyncWindowGrowsOnDemand(t *testing.T) {
+	mem := simpmem.New(SuperAndSlots(4))
+	defer mem.Release()
+	s, err := local.CreateOn(mem, crashOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	m := &heldMover{}
+	a, err := local.NewAppender(s, m, local.AppenderOptions{MaxInFlight: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := a.SlotsMade(); n != 0 {
+		t.Fatalf("%d slots before any append", n)
+	}
+	ctx := context.Background()
+	for k := range 40 { // 40 in flight at once
+		if _, err := a.Start(ctx, []byte{byte(k)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for m.pending() > 0 {
+		m.complete(0, false, nil)
+	}
+	if n := a.SlotsMade(); n != 40 {
+		t.Fatalf("%d slots after 40 appends in flight", n)
+	}
+	for k := range 100 { // one at a time: the free slots serve
+		pd, err := a.Append(ctx, []byte{byte(k)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.complete(0, false, nil)
+		<-pd.Done()
+	}
+	if n := a.SlotsMade(); n != 40 {
+		t.Fatalf("%d slots after 100 appends one at a time, want 40", n)
+	}
+	if err := a.Flush(ctx); err != nil || s.Committed() != 140 {
+		t.Fatalf("flush: %v, committed %d", err, s.Committed())
+	}
+	if _, err := a.Start(ctx, []byte("after flush")); err != nil {
+		t.Fatal(err)
+	}
+	m.complete(0, false, nil)
+	if err := a.Flush(ctx); err != nil || s.Committed() != 141 {
+		t.Fatalf("second flush: %v, committed %d", err, s.Committed())
+	}
+}

@@ -492,6 +492,103 @@ func checkEpochImage(im image, before local.RegionInfo, started bool) error {
 	return nil
 }
 
+// A takeover retried under the epoch it took (node: the same process,
+// the catalog still granting it) reopens the stream with that epoch,
+// calls StartEpoch with it again and appends another marker: no region
+// is allocated, and a crash anywhere in it recovers a prefix whose tail
+// is still the region the first start allocated.
+func TestStartEpochAgainAfterReopenCrash(t *testing.T) {
+	n := 40
+	if testing.Short() {
+		n = 8
+	}
+	for _, seed := range seeds(t, n) {
+		rng := rand.New(rand.NewPCG(seed, 0xa9a1))
+		mem := simpmem.New(SuperAndSlots(16))
+		s, err := local.CreateOn(mem, local.Options{RegionSize: crashRegion, Epoch: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		contents := map[uint64][]byte{}
+		for k, n := 0, 1+rng.IntN(12); k < n; k++ {
+			p := make([]byte, rng.IntN(3000))
+			for j := range p {
+				p[j] = byte(rng.Uint32())
+			}
+			i, err := s.Append(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			contents[i] = p
+		}
+		// The first attempt: its region and its marker, durable.
+		if err := s.StartEpoch(bg, 2); err != nil {
+			t.Fatal(err)
+		}
+		i, err := s.Append([]byte("marker 2"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		contents[i] = []byte("marker 2")
+		started := s.TailRegion()
+		s.Close()
+		mem2 := simpmem.FromImage(mem.Media(), len(mem.Media())+8*crashRegion)
+		mem.Release()
+
+		// The retry: reopened under 2, started again, a second marker.
+		s, err = local.OpenOn(mem2, local.Options{Epoch: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		synced := s.Committed()
+		var images []image
+		mem2.BeforePersist = func(m *simpmem.Memory) {
+			for k := 0; k < 3; k++ {
+				acked := synced
+				images = append(images, image{
+					img:   m.Crash(rng, simpmem.Granularity(k%2), []float64{0, 1, rng.Float64()}[k]),
+					label: fmt.Sprintf("seed %d: crash at persist %d of the retried start", seed, m.Persists()),
+					acked: func(i uint64) bool { return i < acked }, reserved: synced + 1,
+				})
+			}
+		}
+		if err := s.StartEpoch(bg, 2); err != nil {
+			t.Fatal(err)
+		}
+		if i, err = s.Append([]byte("marker 2 again")); err != nil {
+			t.Fatal(err)
+		}
+		contents[i] = []byte("marker 2 again")
+		mem2.BeforePersist = nil
+		if len(images) == 0 {
+			t.Fatalf("seed %d: the retried start persisted nothing", seed)
+		}
+		images = append(images, image{img: mem2.Crash(rng, simpmem.Lines, 0), label: fmt.Sprintf("seed %d: crash after the retried start", seed),
+			acked: func(j uint64) bool { return j <= i }, reserved: i + 1})
+		if rs := s.Regions(); len(rs) != int(started.Seq) || rs[len(rs)-1].Seq != started.Seq || rs[len(rs)-1].Count != 2 {
+			t.Fatalf("seed %d: regions %+v after the retried start, the first made %+v", seed, rs, started)
+		}
+		s.Close()
+		mem2.Release()
+		look := func(i uint64) ([]byte, bool) { p, ok := contents[i]; return p, ok }
+		for _, im := range images {
+			if err := checkImage(im, look, rng); err != nil {
+				t.Fatal(err)
+			}
+			m := simpmem.FromImage(im.img, len(im.img)+8*crashRegion)
+			r, err := local.OpenOn(m, local.Options{Epoch: 2})
+			if err != nil {
+				t.Fatalf("%s: %v", im.label, err)
+			}
+			if tail := r.TailRegion(); tail.Seq != started.Seq || tail.Epoch != 2 || tail.First != started.First || tail.Count < 1 {
+				t.Errorf("%s: tail region %+v, the first start made %+v", im.label, tail, started)
+			}
+			r.Close()
+			m.Release()
+		}
+	}
+}
+
 // StartEpoch waits for entries reserved before it; if its context ends
 // first, the new region stands, and a second call finishes the start.
 func TestStartEpochWaitsForReservations(t *testing.T) {

@@ -8,3 +8,10 @@ func CreateV1On(mem pmem.Memory, opts Options) (*Stream, error) {
 	opts.formatVersion = FormatVersion1
 	return CreateOn(mem, opts)
 }
+
+// SlotsMade is how many window slots a has made so far.
+func (a *Appender) SlotsMade() int {
+	a.growMu.Lock()
+	defer a.growMu.Unlock()
+	return int(a.made)
+}

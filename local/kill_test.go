@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rpstream/rpstream/internal/testutil"
 	"github.com/rpstream/rpstream/local"
 )
 
@@ -110,7 +111,7 @@ func TestKill9(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var stderr lockedBuffer
+			var stderr testutil.Buffer
 			cmd.Stderr = &stderr
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -187,25 +188,6 @@ func TestKill9(t *testing.T) {
 			t.Fatalf("%s: %d kills and no entry acknowledged: nothing was tested", dir, kills)
 		}
 	}
-}
-
-// lockedBuffer collects a child's stderr.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	return len(p), nil
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
 }
 
 func shmDir(t *testing.T) string {

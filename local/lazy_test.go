@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rpstream/rpstream/local"
 	"github.com/rpstream/rpstream/pmem/simpmem"
@@ -124,5 +125,47 @@ func TestCrashAroundFirstAppend(t *testing.T) {
 		}
 		r.Close()
 		m.Release()
+	}
+}
+
+// A stream holding a few small entries has no spare region; once its
+// tail region is a quarter used, the preparer makes one. A node keeps
+// thousands of lightly written streams open, and each spare is a region
+// of memory on tmpfs that Close must give back.
+func TestSpareOnlyOnceTheTailFills(t *testing.T) {
+	const rs = 64 << 10
+	path := filepath.Join(t.TempDir(), "s")
+	s, err := local.Create(path, local.Options{RegionSize: rs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for range 10 {
+		if _, err := s.Append(make([]byte, 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if size, _ := fileUse(t, path); size != local.SuperblockSize+rs {
+		t.Fatalf("after 10 small entries: file of %d bytes, want the superblock and one region (%d)", size, local.SuperblockSize+rs)
+	}
+	// Past a quarter of the region: a spare follows, boundedly.
+	for range rs / 4 / 1024 {
+		if _, err := s.Append(make([]byte, 1000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		size, _ := fileUse(t, path)
+		if size == local.SuperblockSize+2*rs {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tail region a quarter used: file of %d bytes after 10 s, want a spare (%d)", size, local.SuperblockSize+2*rs)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if rs := s.Regions(); len(rs) != 1 {
+		t.Fatalf("regions %+v, want the first only (the spare has no header)", rs)
 	}
 }

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,26 +23,9 @@ import (
 	"github.com/rpstream/rpstream/acl"
 	"github.com/rpstream/rpstream/api"
 	"github.com/rpstream/rpstream/client"
+	"github.com/rpstream/rpstream/internal/testutil"
 	"github.com/rpstream/rpstream/pki"
 )
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // secureNode is a single node serving TLS, with an ACL, and the files
 // clients need to reach it.
@@ -52,7 +33,7 @@ type secureNode struct {
 	addr  string
 	dir   string // certificates: ca.crt, NAME.crt, NAME.key
 	other string // a client certificate of another CA: other/intruder.*
-	log   *syncBuffer
+	log   *testutil.Buffer
 }
 
 const testACL = `{
@@ -66,7 +47,7 @@ const testACL = `{
 
 func startSecureNode(t *testing.T) *secureNode {
 	t.Helper()
-	n := &secureNode{dir: t.TempDir(), other: t.TempDir(), log: &syncBuffer{}}
+	n := &secureNode{dir: t.TempDir(), other: t.TempDir(), log: &testutil.Buffer{}}
 	ca, err := pki.NewCA("test CA", time.Hour)
 	if err != nil {
 		t.Fatal(err)

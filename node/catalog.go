@@ -165,11 +165,20 @@ func (s *Server) openLed(rec *pb.Stream) (meta, takeover, error) {
 	}
 	// The epoch: the one the catalog granted this node (by the create or
 	// an election) if this node never opened the stream under it (its
-	// meta.json records the last it did), else the next one. It is
-	// recorded before anything is written under it.
+	// meta.json records the last it did), or if this process holds it
+	// (Server.held: a takeover retried, after one that could not
+	// complete or whose Leader could not start), else the next one. It
+	// is recorded before anything is written under it. An epoch a
+	// process opened under is reused only by that process: only its
+	// writes are under it, and its file holds them all (no crash since,
+	// and closeTakenOver checked they are durable), so its log, surveyed
+	// again, supersedes every copy's under that epoch. A new epoch would
+	// also cost a region (local.StartEpoch): a takeover retried a
+	// thousand times would allocate a thousand regions of markers on the
+	// leader and then on each copy.
 	epoch := rec.Epoch
 	s.mu.Lock()
-	reuse := s.unused[rec.Name] == rec.Epoch && m.Epoch == rec.Epoch
+	reuse := s.held[rec.Name] == rec.Epoch && m.Epoch == rec.Epoch
 	idle := s.idleReopenLocked(rec, m.Epoch)
 	s.mu.Unlock()
 	if idle {
@@ -191,7 +200,7 @@ func (s *Server) openLed(rec *pb.Stream) (meta, takeover, error) {
 		return m, tk, nil
 	}
 	s.mu.Lock()
-	s.unused[rec.Name] = epoch
+	s.held[rec.Name] = epoch
 	s.mu.Unlock()
 	// Fence and survey: the copies reached, this node's counted, must
 	// meet every acknowledgement quorum.
@@ -629,6 +638,7 @@ func (s *Server) removeLed(name string) error {
 	if st != nil {
 		st.gone = true
 	}
+	delete(s.held, name) // a stream made again under the name starts afresh
 	s.mu.Unlock()
 	if st != nil {
 		st.cancel(fmt.Errorf("%w: %s deleted", ErrNoStream, name))

@@ -46,8 +46,8 @@ type Config struct {
 	// together; opening one more fails with ResourceExhausted
 	// (ErrTooManyStreams) unless an idle one can be closed for room (see
 	// the package comment). Zero means as many as the process's file
-	// descriptor limit fits (DefaultMaxOpenStreams: about 5,800 for
-	// 20,000 descriptors).
+	// descriptor limit fits (DefaultMaxOpenStreams: 17,500 for 20,000
+	// descriptors with the tcp provider, about 5,800 with verbs).
 	MaxOpenStreams int
 	// IdleClose is how long a stream this node leads stays open with no
 	// call using it; it then closes, and opens again on its next use
@@ -197,7 +197,9 @@ func (c Config) withDefaults() Config {
 		c.IdleClose = DefaultIdleClose
 	}
 	if c.MaxOpenStreams == 0 {
-		c.MaxOpenStreams = processMaxOpenStreams()
+		// Without a Provider the node holds no copies and dials no one:
+		// its open streams take a descriptor each.
+		c.MaxOpenStreams = processMaxOpenStreams(c.Provider == nil || c.Provider.Name() == "tcp")
 	}
 	if c.QuorumWait == 0 {
 		c.QuorumWait = 5 * time.Second

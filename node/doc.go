@@ -15,7 +15,9 @@
 // create is answered once the asked node's catalog shows it; the leader
 // makes the stream's files, opens it under the epoch the create granted
 // and marks it active, off that path. Each later time the leader opens
-// the stream it takes the next epoch from the catalog, and a
+// the stream it takes the next epoch from the catalog (unless it reopens
+// it for idleness, or retries a takeover, under the one this process
+// holds: idle.go, catalog.go openLed), and a
 // copy's holder lets a writer in only under the epoch and leader the
 // catalog names (it catches its view up first if the writer is ahead), so
 // an old incarnation of a leader, a replaced node or a restarted one is
@@ -167,6 +169,6 @@
 // calls in flight (appends drain: they finish and are answered; an
 // AppendStream call whose entries still wait for their copies ends
 // Unavailable, and a retry by sequence number finds them), then stops the
-// gRPC server and closes the streams. An append cut by Shutdown or
+// gRPC server and closes the streams (several at a time). An append cut by Shutdown or
 // DeleteStream is Unavailable or NotFound, never Canceled.
 package node

@@ -139,7 +139,7 @@ func (s *Server) closeIdle(name string, minIdle time.Duration) bool {
 	delete(s.streams, name)
 	s.mu.Unlock()
 	st.cancel(errIdle)
-	err := st.close()
+	err := s.closeOpen(st)
 	s.mu.Lock()
 	if err == nil && s.cfg.Catalog != nil {
 		if rec, ok := s.cfg.Catalog.Stream(name); ok && rec.Leader == s.cfg.Name && rec.Epoch == st.meta.Epoch {

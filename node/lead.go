@@ -134,8 +134,13 @@ func (s *Server) MemberChanged(ev cluster.Event) {
 	// A member restarted before the others saw it die shows as an update
 	// (a new incarnation), not a join: the leaders writing to it reconnect at once rather than
 	// after their retry backoff (a needless reconnect costs one
-	// connection setup).
-	if ev.Kind != cluster.EventJoin && (ev.Kind != cluster.EventUpdate || ev.Member.Leaving) {
+	// connection setup). An update that changes only the member's
+	// capacity (spread whenever its free space moves by 1 %) is not one:
+	// thousands of leaders all reconnecting to it at once, for nothing,
+	// starved the catalog's controller into a new election in the
+	// 10,000-stream runs. (A restart that changes nothing else is then
+	// noticed by its broken connections, and retried after the backoff.)
+	if !s.memberRestarted(ev) {
 		return
 	}
 	s.mu.Lock()
@@ -149,4 +154,27 @@ func (s *Server) MemberChanged(ev cluster.Event) {
 	for _, l := range leaders {
 		l.Restarted(replicate.ID(ev.Member.Name))
 	}
+}
+
+// memberRestarted records ev's member's metadata and says whether ev
+// may be the member coming back (a join, or an update that changes more
+// than its capacity), for which the leaders writing to it reconnect.
+func (s *Server) memberRestarted(ev cluster.Event) bool {
+	if ev.Kind != cluster.EventJoin && (ev.Kind != cluster.EventUpdate || ev.Member.Leaving) {
+		return false
+	}
+	s.mu.Lock()
+	prev, known := s.members[ev.Member.Name]
+	if s.members == nil {
+		s.members = map[string]cluster.Meta{}
+	}
+	s.members[ev.Member.Name] = ev.Member.Meta
+	s.mu.Unlock()
+	return ev.Kind == cluster.EventJoin || !known || !capacityOnly(prev, ev.Member.Meta)
+}
+
+// capacityOnly says whether b differs from a in its capacity alone.
+func capacityOnly(a, b cluster.Meta) bool {
+	a.Capacity = b.Capacity
+	return a == b
 }

@@ -26,14 +26,18 @@ func (s *Server) openCountLocked() int {
 
 // Descriptors, for the default of Config.MaxOpenStreams. An open stream
 // this node leads holds its file (whose descriptor also holds the writer's
-// lock) and a connection to each copy: three with three copies. A copy
-// holds its file and its leader's connection: two. fdsPerOpen is the
-// larger; fdReserveMin, or an eighth of the limit if more, is left for
-// the rest (the catalog's Raft log and connections, gossip, clients,
+// lock), a copy its file. Their rdma connections cost nothing more with
+// the tcp provider, which carries every connection to a peer on one
+// socket (rdma/tcp, link.go): fdsPerOpenShared. The verbs provider gives
+// each connection its own event channel, so there a led stream holds
+// three with three copies and a copy two: fdsPerOpen. fdReserveMin, or
+// an eighth of the limit if more, is left for the rest (the catalog's
+// Raft log and connections, gossip, clients, the sockets to peers,
 // connections being accepted).
 const (
-	fdsPerOpen   = 3
-	fdReserveMin = 256
+	fdsPerOpen       = 3
+	fdsPerOpenShared = 1
+	fdReserveMin     = 256
 )
 
 // DefaultMaxOpenStreams is the default of Config.MaxOpenStreams for a
@@ -42,23 +46,29 @@ const (
 // ResourceExhausted and idle streams closed to make room, never with
 // "too many open files" in the catalog, gossip or the copies' connections.
 // Zero (no limit of the node's own) for a limit too small or unknown.
-func DefaultMaxOpenStreams(nofile uint64) int {
+// shared says the rdma provider carries a node's connections to a peer on
+// one descriptor (tcp), so that an open stream or copy takes one.
+func DefaultMaxOpenStreams(nofile uint64, shared bool) int {
+	per := fdsPerOpen
+	if shared {
+		per = fdsPerOpenShared
+	}
 	n := int(min(nofile, 1<<24))
 	reserve := max(fdReserveMin, n/8)
-	if n <= reserve+fdsPerOpen {
+	if n <= reserve+per {
 		return 0
 	}
-	return (n - reserve) / fdsPerOpen
+	return (n - reserve) / per
 }
 
 // processMaxOpenStreams is DefaultMaxOpenStreams of this process's
 // descriptor limit (Go raises the soft limit to the hard one at start).
-func processMaxOpenStreams() int {
+func processMaxOpenStreams(shared bool) int {
 	var rl unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == unix.RLIM_INFINITY {
 		return 0
 	}
-	return DefaultMaxOpenStreams(rl.Cur)
+	return DefaultMaxOpenStreams(rl.Cur, shared)
 }
 
 // checkOpenLimitLocked refuses one more open stream at the limit. s.mu is

@@ -106,7 +106,12 @@ type store struct {
 
 	// mu guards ids: the catalog id of each stream whose meta.json was
 	// read or written, so that comparing the directory with the catalog
-	// (reconcile) reads no file per stream.
+	// (reconcile) reads no file per stream. A read of meta.json and the
+	// rename of a remove each hold it throughout, so a read's id cannot
+	// land in ids after a remove cleared it. (Read outside it, one read
+	// began before a remove and cached the id after it: the node then
+	// took the files as still there and never recorded its copy dropped,
+	// so the deleted name stayed taken.)
 	mu  sync.Mutex
 	ids map[string]uint64
 }
@@ -194,6 +199,8 @@ func (st *store) create(name string, m meta) error {
 // readMeta reads stream name's meta.json; ErrNoStream if there is none.
 func (st *store) readMeta(name string) (meta, error) {
 	var m meta
+	st.mu.Lock()
+	defer st.mu.Unlock()
 	b, err := os.ReadFile(filepath.Join(st.path(name), metaFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return m, fmt.Errorf("%w: %s", ErrNoStream, name)
@@ -204,9 +211,7 @@ func (st *store) readMeta(name string) (meta, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return m, fmt.Errorf("node: %s: %w: meta.json: %v", name, local.ErrCorrupt, err)
 	}
-	st.mu.Lock()
 	st.ids[name] = m.StreamID
-	st.mu.Unlock()
 	return m, nil
 }
 
@@ -250,9 +255,10 @@ func (st *store) open(name string, m meta) (*local.Stream, error) {
 func (st *store) remove(name string) error {
 	gone := filepath.Join(st.dir, hiddenName(name, "del"))
 	st.mu.Lock()
+	err := os.Rename(st.path(name), gone)
 	delete(st.ids, name)
 	st.mu.Unlock()
-	if err := os.Rename(st.path(name), gone); err != nil {
+	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("%w: %s", ErrNoStream, name)
 		}

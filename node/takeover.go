@@ -208,7 +208,7 @@ func (s *Server) closeLed(name string, cause error) {
 	s.mu.Unlock()
 	st.cancel(cause)
 	st.refs.Wait()
-	if err := st.close(); err != nil {
+	if err := s.closeOpen(st); err != nil {
 		s.log.Warn("closing a stream led elsewhere now", "stream", name, "err", err)
 	}
 	s.mu.Lock()

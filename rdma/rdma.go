@@ -11,7 +11,7 @@ import (
 // ProtocolVersion is the version of the handshake and of every provider's
 // wire protocol spoken by this package. Peers with different versions do
 // not connect (ErrVersion).
-const ProtocolVersion = 1
+const ProtocolVersion = 2
 
 // Errors returned by this package and by its providers. Match them with
 // errors.Is; the text after the prefix is for people.

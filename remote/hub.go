@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/rpstream/rpstream/internal/parallel"
 	"github.com/rpstream/rpstream/rdma"
 	"github.com/rpstream/rpstream/remote/remotepb"
 )
@@ -304,9 +305,16 @@ func (h *Hub) Close() error {
 	h.streams = map[string]*Target{}
 	h.mu.Unlock()
 	h.openMu.Unlock()
-	var err error
-	for _, t := range streams {
-		err = errors.Join(err, closeTarget(t))
-	}
-	return errors.Join(err, h.peer.Close())
+	return errors.Join(closeTargets(streams), h.peer.Close())
+}
+
+// closeParallel bounds how many Targets Close closes at once: each close
+// is mostly the kernel's (persisting the copy, undoing its mapping),
+// shares nothing with the others, and one after another they made a node
+// holding thousands of copies slow to stop.
+const closeParallel = 8
+
+// closeTargets closes targets, closeParallel at a time.
+func closeTargets(targets map[string]*Target) error {
+	return parallel.Each(targets, closeParallel, closeTarget)
 }

@@ -417,7 +417,7 @@ func (l *Leader) loop() {
 	defer close(l.done)
 	t := time.NewTicker(l.cfg.Tick)
 	defer t.Stop()
-	ticking := true
+	period := 1 // ticks per firing of t; 0 while stopped
 	for {
 		select {
 		case <-l.ctx.Done():
@@ -428,7 +428,7 @@ func (l *Leader) loop() {
 		case f := <-l.in:
 			f()
 		case <-t.C:
-			l.rep.Tick()
+			l.rep.TickN(period)
 		}
 		// Take what else is there, boundedly, then act on it at once:
 		// whatever woke the loop, one round handles every completion,
@@ -445,15 +445,16 @@ func (l *Leader) loop() {
 		}
 		l.observed()
 		l.ready()
-		// Tick only while ticks do something (Replicator.Ticking):
-		// every other change comes as an event that wakes the loop.
-		if want := l.rep.Ticking(); want != ticking {
-			if want {
-				t.Reset(l.cfg.Tick)
+		// Tick only while ticks do something, and then only when one
+		// is due (Replicator.TicksToNext): every other change comes as
+		// an event that wakes the loop.
+		if want := l.rep.TicksToNext(); want != period {
+			if want > 0 {
+				t.Reset(time.Duration(want) * l.cfg.Tick)
 			} else {
 				t.Stop()
 			}
-			ticking = want
+			period = want
 		}
 	}
 }

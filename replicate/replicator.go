@@ -380,18 +380,22 @@ func (r *Replicator) SetEpoch(epoch uint64) error {
 
 // Tick advances logical time: backoffs run down and commit words waiting
 // for a data write to ride on age.
-func (r *Replicator) Tick() {
+func (r *Replicator) Tick() { r.TickN(1) }
+
+// TickN advances logical time by n ticks at once: what n calls of Tick
+// would do.
+func (r *Replicator) TickN(n int) {
 	for _, p := range r.replicas {
 		switch p.state {
 		case StateRetry:
-			if p.backoff--; p.backoff <= 0 {
+			if p.backoff -= n; p.backoff <= 0 {
 				r.gens++
 				p.gen = r.gens
 				p.state, p.connect = StateConnecting, true
 			}
 		case StateCatchUp, StateReplicate:
 			if p.published.Less(r.wordTarget(p)) {
-				p.wordAge++
+				p.wordAge += n
 			}
 		}
 	}
@@ -401,18 +405,30 @@ func (r *Replicator) Tick() {
 // a retry backoff, or its published commit word lags. Otherwise the I/O
 // loop need not tick until an event changes that: a node leads thousands
 // of idle streams, and each ticking 100 times a second kept two cores busy.
-func (r *Replicator) Ticking() bool {
+func (r *Replicator) Ticking() bool { return r.TicksToNext() > 0 }
+
+// TicksToNext is how many ticks can pass before ticking changes anything
+// but counters (a backoff ends, a lagging commit word is due), or 0 if
+// no tick would ever: the I/O loop then sleeps that long and calls TickN
+// once. When thousands of streams wait out a retry backoff (a peer node
+// lost), a tick every Tick for each of them was the cost of the wait.
+func (r *Replicator) TicksToNext() int {
+	next := 0
 	for _, p := range r.replicas {
+		k := 0
 		switch p.state {
 		case StateRetry:
-			return true
+			k = max(p.backoff, 1)
 		case StateCatchUp, StateReplicate:
 			if p.published.Less(r.wordTarget(p)) {
-				return true
+				k = max(r.cfg.CommitWordTicks-p.wordAge, 1)
 			}
 		}
+		if k > 0 && (next == 0 || k < next) {
+			next = k
+		}
 	}
-	return false
+	return next
 }
 
 // voter reports whether p's acknowledgements count.

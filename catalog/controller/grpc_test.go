@@ -3,7 +3,9 @@ package controller
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,6 +21,7 @@ import (
 
 	pb "github.com/rpstream/rpstream/catalog/catalogpb"
 	"github.com/rpstream/rpstream/cluster"
+	"github.com/rpstream/rpstream/internal/testutil"
 )
 
 var testSecret = []byte("controller tests' cluster secret")
@@ -312,5 +315,72 @@ func TestGRPCSendNeverBlocks(t *testing.T) {
 	}
 	if sink.unreachable.Load() == 0 {
 		t.Fatal("the message that did not fit was not reported unreachable")
+	}
+}
+
+// acceptSink takes every Raft message.
+type acceptSink struct{ blockingSink }
+
+func (s *acceptSink) Receive(context.Context, string, []*raftpb.Message) error { return nil }
+
+// TestGRPCLogsUndelivered: Raft messages that do not reach a member for
+// seconds are logged with the reason (Raft itself only marks the member
+// unreachable, and a member that never catches up showed nothing in any
+// log), and so is their reaching it again.
+func TestGRPCLogsUndelivered(t *testing.T) {
+	// An address that refuses connections, and then a member that serves.
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := closed.Addr().String()
+	closed.Close()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := NewGRPC("peer", testSecret, func(string) (string, bool) { return "", false })
+	peer.Attach(&acceptSink{})
+	srv := grpc.NewServer()
+	pb.RegisterControlServer(srv, peer.Service())
+	go srv.Serve(lis)
+	defer srv.Stop()
+	defer peer.Close()
+
+	var mu sync.Mutex
+	addr := refused
+	tr := NewGRPC("self", testSecret, func(string) (string, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		return addr, true
+	})
+	var out testutil.Buffer
+	tr.UseLogger(slog.New(slog.NewTextHandler(&out, nil)))
+	sink := &blockingSink{release: make(chan struct{})}
+	tr.Attach(sink)
+	defer tr.Close()
+	msg := &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), To: new(RaftID("peer")), From: new(RaftID("self")), Term: new(uint64(1))}
+	waitLog := func(what string) {
+		t.Helper()
+		for deadline := time.Now().Add(undeliveredAfter + 10*time.Second); !strings.Contains(out.String(), what); time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no log %q; the log:\n%s", what, out.String())
+			}
+			tr.Send([]*raftpb.Message{msg})
+		}
+	}
+	waitLog("do not reach a member")
+	if s := out.String(); !strings.Contains(s, "member=peer") || !strings.Contains(s, "connection refused") {
+		t.Fatalf("the log names neither the member nor the reason:\n%s", s)
+	}
+	if sink.unreachable.Load() == 0 {
+		t.Fatal("the undelivered messages were not reported unreachable to Raft")
+	}
+	mu.Lock()
+	addr = lis.Addr().String()
+	mu.Unlock()
+	waitLog("reach the member again")
+	if n := strings.Count(out.String(), "do not reach a member"); n != 1 {
+		t.Fatalf("%d logs of the same failure, want 1 (at most one every %v):\n%s", n, undeliveredLogEvery, out.String())
 	}
 }

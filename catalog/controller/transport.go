@@ -67,6 +67,7 @@ type GRPC struct {
 	maxSize int
 	tls     *tls.Config // nil: plaintext and the token
 	tlsLog  *handshakeLog
+	log     *slog.Logger // where undelivered Raft messages are told (UseLogger)
 
 	mu    sync.Mutex
 	sink  Sink
@@ -89,6 +90,7 @@ const tokenKey = "rpstream-control-token"
 func NewGRPC(self string, secret []byte, addrOf func(name string) (string, bool)) *GRPC {
 	sum := sha256.Sum256(append([]byte("rpstream control token\x00"), secret...))
 	t := &GRPC{self: self, addrOf: addrOf, token: hex.EncodeToString(sum[:]), maxSize: 64 << 20,
+		log:   slog.New(slog.DiscardHandler),
 		peers: map[string]*grpcPeer{}, conns: map[string]*grpc.ClientConn{}}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	return t
@@ -106,6 +108,26 @@ func (t *GRPC) UseTLS(cfg *tls.Config, log *slog.Logger) {
 	t.tls = cfg
 	t.tlsLog = &handshakeLog{log: log, last: map[string]time.Time{}}
 }
+
+// UseLogger makes the transport log, to log, a member its Raft messages
+// have not reached for undeliveredAfter (once every undeliveredLogEvery
+// while that lasts, with the last error), and when they reach it again.
+// Call it before Attach. Without it nothing is logged: Raft only sees
+// the member as unreachable, and an operator would see a member that
+// never catches up without a reason.
+func (t *GRPC) UseLogger(log *slog.Logger) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.log = log
+}
+
+// undeliveredAfter is how long sends to a member fail before it is
+// logged (a member starting or restarting refuses connections for a
+// moment); undeliveredLogEvery the least time between two such logs.
+const (
+	undeliveredAfter    = 3 * time.Second
+	undeliveredLogEvery = 30 * time.Second
+)
 
 // handshakeLogEvery is the least time between two logs of failed
 // handshakes with one address.
@@ -158,6 +180,30 @@ type grpcPeer struct {
 	name string
 	q    chan *raftpb.Message
 	stop chan struct{}
+	// failingSince is when the sends began to fail (zero: the last one
+	// got through), logged when the last log of it was; the send loop's.
+	failingSince, logged time.Time
+}
+
+// noteSend logs, per UseLogger, what a send to p says of p's reach.
+func (t *GRPC) noteSend(p *grpcPeer, n int, err error) {
+	now := time.Now()
+	t.mu.Lock()
+	log, done := t.log, t.done
+	t.mu.Unlock()
+	switch {
+	case err == nil:
+		if !p.logged.IsZero() {
+			log.Info("control: Raft messages reach the member again", "member", p.name, "after", now.Sub(p.failingSince).Round(time.Millisecond))
+		}
+		p.failingSince, p.logged = time.Time{}, time.Time{}
+	case done || t.ctx.Err() != nil:
+	case p.failingSince.IsZero():
+		p.failingSince = now
+	case now.Sub(p.failingSince) >= undeliveredAfter && now.Sub(p.logged) >= undeliveredLogEvery:
+		p.logged = now
+		log.Warn("control: Raft messages do not reach a member (it does not follow the catalog meanwhile)", "member", p.name, "for", now.Sub(p.failingSince).Round(time.Millisecond), "last_batch", n, "err", err)
+	}
 }
 
 func (t *GRPC) Send(msgs []*raftpb.Message) {
@@ -243,6 +289,7 @@ func (t *GRPC) sendLoop(p *grpcPeer) {
 			}
 		}
 		err := t.sendBatch(p.name, batch)
+		t.noteSend(p, len(batch), err)
 		t.mu.Lock()
 		sink := t.sink
 		t.mu.Unlock()

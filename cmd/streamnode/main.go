@@ -157,6 +157,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return "", false
 	}
 	transport := controller.NewGRPC(cfg.Name, secret, addrOf)
+	transport.UseLogger(log.With("component", "catalog"))
 	if sec.keys != nil {
 		transport.UseTLS(sec.keys.PeerConfig(), log.With("component", "catalog"))
 	}

@@ -178,6 +178,7 @@ func Run(t *testing.T, p rdma.Provider, addr string) {
 		{"Sizes", testSizes},
 		{"OrderingBeforeAtomicWrite", testOrderingAtomic},
 		{"OrderingBeforeFlush", testOrderingFlush},
+		{"ManyConns", testManyConns},
 		{"PersistenceFlush", testPersistence},
 		{"PersistenceRefused", testPersistenceRefused},
 		{"ArgumentErrorsDoNotPoison", testArgumentErrors},

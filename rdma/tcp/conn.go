@@ -1,31 +1,38 @@
 package tcp
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/rpstream/rpstream/rdma"
-	"github.com/rpstream/rpstream/rdma/internal/hs"
 )
 
+// conn is one rdma.Conn: a channel of a link (link.go). It numbers its
+// own requests and serves the peer's requests on its channel; the link's
+// goroutines read and write for it.
 type conn struct {
+	l      *link
 	p      *peer
-	nc     net.Conn
-	br     *bufio.Reader // reader goroutine only; over an opener when sealed
-	remote rdma.PeerInfo
+	ch     uint16
 	events chan rdma.Event
 	dead   chan struct{} // closed by fail
 	slots  chan struct{} // one token per pending initiator Op
-	w      writer
-	wg     sync.WaitGroup // reader and writer
+	gone   atomic.Bool   // set by fail: the writer drops this channel's payloads
 
-	postMu sync.Mutex // orders id assignment with queueing
+	// payloads counts this channel's frames with a payload (callers'
+	// memory, or a registration's for a read response) in the writer's
+	// hands; drained gets a token when it falls to zero after fail.
+	payloads atomic.Int32
+	drained  chan struct{}
+
+	// lastHeard is when a frame of this channel last arrived (unix
+	// nanoseconds); the writer's watchdog compares it with AckTimeout.
+	lastHeard atomic.Int64
+
+	postMu sync.Mutex // orders id assignment with queueing, and every frame of the channel before its close
 	nextID uint64     // guarded by postMu
 
 	pendMu  sync.Mutex // guards the fields below
@@ -37,19 +44,20 @@ type conn struct {
 	failed  bool
 	err     error
 
+	// sentClose and gotClose record the channel's close frames; guarded
+	// by the link's mu.
+	sentClose, gotClose bool
+
 	// target state, reader goroutine only
-	lastReq    uint64 // id of the peer's last request
-	owedAck    uint64 // highest request served but not yet acknowledged
-	owedUrgent bool   // a request other than a plain write is among them
+	lastReq    uint64       // id of the peer's last request
+	owedAck    uint64       // highest request served but not yet acknowledged
+	owedUrgent bool         // a request other than a plain write is among them
+	readResps  atomic.Int32 // read responses queued and not yet sent
 
 	// access is read-locked while the reader executes a one-sided request
-	// of the peer; SetRemoteAccess write-locks it to switch denied.
+	// of the peer; SetRemoteAccess and Close write-lock it.
 	access sync.RWMutex
 	denied bool // guarded by access
-
-	// lastHeard is when a frame last arrived (unix nanoseconds); the
-	// writer's watchdog compares it with AckTimeout.
-	lastHeard atomic.Int64
 }
 
 // pend is an initiator Op waiting for its response.
@@ -71,12 +79,13 @@ var (
 	_ rdma.Corker         = (*conn)(nil)
 )
 
-// Cork implements rdma.Corker: posts queue until the matching Uncork.
-func (c *conn) Cork() { c.w.cork() }
+// Cork implements rdma.Corker: posts queue until the matching Uncork. The
+// connection's other channels are held back too (they share its writer).
+func (c *conn) Cork() { c.l.w.cork() }
 
 // Uncork implements rdma.Corker: the last one sends what the posts queued,
 // with one write when it is small.
-func (c *conn) Uncork() { c.w.uncork() }
+func (c *conn) Uncork() { c.l.w.uncork() }
 
 // SetRemoteAccess implements rdma.AccessSwitcher. It waits for a request
 // being executed to finish.
@@ -87,33 +96,23 @@ func (c *conn) SetRemoteAccess(allowed bool) error {
 	return nil
 }
 
-// newConn starts a Conn on nc after the handshake. With send and recv
-// (TLS) the frames travel in sealed records (seal.go), else as they are.
-func newConn(p *peer, nc net.Conn, remote hs.Hello, denied bool, send, recv *aeadState) *conn {
-	var src io.Reader = nc
-	if recv != nil {
-		src = newOpener(recv, nc)
-	}
+// newConn makes channel ch of l; the caller adds it to l.chans.
+func newConn(l *link, ch uint16, denied bool) *conn {
 	c := &conn{
-		p: p, nc: nc,
-		br:     bufio.NewReaderSize(src, 64<<10),
-		remote: remote.Info("tcp"),
-		events: make(chan rdma.Event, 4),
-		dead:   make(chan struct{}),
-		slots:  make(chan struct{}, p.cfg.MaxInflight),
-		denied: denied,
+		l: l, p: l.p, ch: ch,
+		events:  make(chan rdma.Event, 4),
+		dead:    make(chan struct{}),
+		slots:   make(chan struct{}, l.p.cfg.MaxInflight),
+		drained: make(chan struct{}, 1),
+		denied:  denied,
 	}
-	c.w.init(nc, send)
 	c.lastHeard.Store(time.Now().UnixNano())
 	c.events <- rdma.Event{Kind: rdma.Established}
-	c.wg.Add(2)
-	go func() { defer c.wg.Done(); c.readLoop() }()
-	go func() { defer c.wg.Done(); c.writeLoop() }()
 	return c
 }
 
-func (c *conn) Remote() rdma.PeerInfo     { return c.remote }
-func (c *conn) RemoteAddr() string        { return c.nc.RemoteAddr().String() }
+func (c *conn) Remote() rdma.PeerInfo     { return c.l.remote }
+func (c *conn) RemoteAddr() string        { return c.l.nc.RemoteAddr().String() }
 func (c *conn) Events() <-chan rdma.Event { return c.events }
 
 func (c *conn) Err() error {
@@ -122,31 +121,92 @@ func (c *conn) Err() error {
 	return c.err
 }
 
+// Close fails the channel and waits for a request of the peer being
+// executed on it to finish (none is executed after it returns) and for
+// the writer to be done with the payloads of its posts (the caller may
+// unmap them once it returns): at most about AckTimeout, after which a
+// peer that does not read has lost the connection anyway.
 func (c *conn) Close() error {
-	c.fail(rdma.ErrClosed)
-	c.wg.Wait()
-	c.p.forget(c)
+	c.fail(rdma.ErrClosed, true)
+	c.access.Lock()
+	c.access.Unlock()
+	// The writer's own deadline (AckTimeout per write) bounds the wait:
+	// it writes, or the connection fails and it drops what it holds.
+	if !c.awaitPayloads(c.p.cfg.AckTimeout + 2*lingerTimeout) {
+		c.l.fail(fmt.Errorf("%w: the writer held a closed channel's data for %v", rdma.ErrConnLost, c.p.cfg.AckTimeout+2*lingerTimeout))
+		c.awaitPayloads(2 * lingerTimeout)
+	}
 	return nil
+}
+
+// awaitPayloads waits at most d for the writer to be done with the
+// channel's payloads; false if it is not.
+func (c *conn) awaitPayloads(d time.Duration) bool {
+	if c.payloads.Load() == 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for c.payloads.Load() > 0 {
+		select {
+		case <-c.drained:
+		case <-t.C:
+			return c.payloads.Load() == 0
+		}
+	}
+	return true
+}
+
+// queue queues it, a frame of this channel that is not a post (an ack,
+// an error, a read response), unless the channel has failed: then its
+// close may be queued already, and it is dropped.
+func (c *conn) queue(it item) bool {
+	c.postMu.Lock()
+	defer c.postMu.Unlock()
+	if c.gone.Load() {
+		it.finish()
+		return false
+	}
+	c.l.w.enqueue(it)
+	return true
+}
+
+// payloadDone counts one of the channel's payloads out of the writer.
+func (c *conn) payloadDone() {
+	if c.payloads.Add(-1) == 0 && c.gone.Load() {
+		select {
+		case c.drained <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // fail puts the Conn in the error state: the first cause wins. Every
 // pending Op completes (ErrClosed for a local close, else ErrPoisoned
-// wrapping cause), the writer flushes what is queued (an error frame) and
-// closes the socket, which stops the reader.
-func (c *conn) fail(cause error) {
+// wrapping cause). With sendClose (the link lives on) the channel's close
+// frame is queued behind whatever it already queued (an error frame).
+func (c *conn) fail(cause error, sendClose bool) {
 	c.pendMu.Lock()
 	if c.failed {
 		c.pendMu.Unlock()
 		return
 	}
 	c.failed, c.err = true, cause
+	c.gone.Store(true)
 	pending, posted, inRead := c.pending, c.posted, c.inRead
 	c.pending, c.posted, c.early = nil, nil, nil
 	c.pendMu.Unlock()
 	close(c.dead)
-	// A writer blocked on a peer that does not read must give up soon, so
-	// that the socket gets closed and Close returns.
-	c.nc.SetWriteDeadline(time.Now().Add(lingerTimeout))
+	if sendClose {
+		// Under postMu: a post, ack, error or read response of this
+		// channel that saw it alive is queued before its close, never
+		// after (a frame after the close ends the peer's connection).
+		c.postMu.Lock()
+		c.l.w.enqueue(item{h: header{typ: frameClose, ch: c.ch}})
+		c.postMu.Unlock()
+		c.l.w.kick()
+		c.l.closeSent(c)
+	}
 	opErr := cause
 	if !errors.Is(cause, rdma.ErrClosed) {
 		opErr = fmt.Errorf("%w: %w", rdma.ErrPoisoned, cause)
@@ -168,13 +228,11 @@ func (c *conn) fail(cause error) {
 	c.events <- ev
 }
 
-// stalled reports whether Ops have waited longer than AckTimeout without
-// any frame from the peer.
-func (c *conn) stalled(now time.Time) bool {
+// waiting reports whether Ops are pending.
+func (c *conn) waiting() bool {
 	c.pendMu.Lock()
-	waiting := len(c.pending) > 0
-	c.pendMu.Unlock()
-	return waiting && now.Sub(time.Unix(0, c.lastHeard.Load())) > c.p.cfg.AckTimeout
+	defer c.pendMu.Unlock()
+	return len(c.pending) > 0
 }
 
 // failedErr is the error for an Op posted after fail.
@@ -219,18 +277,29 @@ func (c *conn) post(kind rdma.OpKind, h header, payload []byte, dst []byte) *rdm
 	// the syscall. Under load the writer goroutine coalesces instead.
 	direct := kind != rdma.OpWrite && len(c.pending) <= directPending
 	c.pendMu.Unlock()
-	corked := c.w.enqueue(item{h: h, payload: payload})
+	if testHookPost != nil {
+		testHookPost(c)
+	}
+	h.ch = c.ch
+	if payload != nil {
+		c.payloads.Add(1)
+	}
+	corked := c.l.w.enqueue(item{h: h, payload: payload, c: c})
 	c.postMu.Unlock()
 	if corked {
 		return op // sent by Uncork
 	}
 	if direct {
-		c.w.kick()
+		c.l.w.kick()
 	} else {
-		c.w.signal()
+		c.l.w.signal()
 	}
 	return op
 }
+
+// testHookPost, set by tests only, runs in post between the check that
+// the channel is alive and the queueing of its frame.
+var testHookPost func(*conn)
 
 // directPending is the most pending Ops (this one included) for which a
 // post writes directly.
@@ -263,7 +332,7 @@ func (c *conn) AtomicWrite(dst rdma.Descriptor, dstOff int, v [8]byte) *rdma.Op 
 }
 
 func (c *conn) Flush(dst rdma.Descriptor, off, n int, t rdma.FlushType) *rdma.Op {
-	if err := rdma.CheckFlush(dst, rdma.ProviderTCP, c.remote, off, n, t); err != nil {
+	if err := rdma.CheckFlush(dst, rdma.ProviderTCP, c.l.remote, off, n, t); err != nil {
 		return rdma.FailedOp(rdma.OpFlush, err)
 	}
 	if n > c.p.cfg.MaxTransfer {
@@ -276,8 +345,8 @@ func (c *conn) Send(src rdma.MR, off, n int) *rdma.Op {
 	if err := rdma.CheckLocal(src, off, n, rdma.UsageSend); err != nil {
 		return rdma.FailedOp(rdma.OpSend, err)
 	}
-	if n > c.remote.MaxMessage {
-		return rdma.FailedOp(rdma.OpSend, fmt.Errorf("%w: message of %d bytes, peer takes %d", rdma.ErrTooLarge, n, c.remote.MaxMessage))
+	if n > c.l.remote.MaxMessage {
+		return rdma.FailedOp(rdma.OpSend, fmt.Errorf("%w: message of %d bytes, peer takes %d", rdma.ErrTooLarge, n, c.l.remote.MaxMessage))
 	}
 	return c.post(rdma.OpSend, header{typ: frameSend, n: uint32(n)}, src.Bytes()[off:off+n], nil)
 }
@@ -301,7 +370,7 @@ func (c *conn) Recv(dst rdma.MR, off, n int) *rdma.Op {
 		if len(msg) > n {
 			err := fmt.Errorf("%w: message of %d bytes for a %d-byte receive", rdma.ErrTooLarge, len(msg), n)
 			complete(0, err)
-			c.fail(err)
+			c.fail(err, true)
 			return op
 		}
 		complete(copy(buf, msg), nil)

@@ -321,6 +321,7 @@ func TestTricklingWriter(t *testing.T) {
 	if _, err := hs.Client(nc, cfg.Secret, hs.NewHello(rdma.ProviderTCP, 0, cfg)); err != nil {
 		t.Fatal(err)
 	}
+	nc.Write(openFrame())
 	c := <-accepted
 	if c == nil {
 		t.Fatal("accept failed")

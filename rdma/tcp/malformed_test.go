@@ -66,11 +66,18 @@ func (tg *target) close() {
 	tg.buf.Free()
 }
 
+// frame encodes a frame; on channel 1 unless h names another.
 func frame(h header, payload ...byte) []byte {
+	if h.ch == 0 {
+		h.ch = 1
+	}
 	var b [hdrSize]byte
 	h.put(&b)
 	return append(b[:], payload...)
 }
+
+// openFrame opens channel 1.
+func openFrame() []byte { return frame(header{typ: frameOpen}) }
 
 // TestMalformedFrames sends one bad frame after a valid handshake and
 // checks that the target tears the connection down with a clear error,
@@ -85,7 +92,9 @@ func TestMalformedFrames(t *testing.T) {
 		want  error
 	}{
 		{"unknown type", frame(header{typ: 99, id: 1}), rdma.ErrProtocol},
-		{"reserved bits", frame(header{typ: frameWrite, rsv: 1, id: 1, key: key, n: 1}, 0), rdma.ErrProtocol},
+		{"channel not open", frame(header{typ: frameWrite, ch: 7, id: 1, key: key, n: 1}, 0), rdma.ErrProtocol},
+		{"channel opened twice", openFrame(), rdma.ErrProtocol},
+		{"close with fields", frame(header{typ: frameClose, id: 3}), rdma.ErrProtocol},
 		{"arg on write", frame(header{typ: frameWrite, arg: 1, id: 1, key: key, n: 1}, 0), rdma.ErrProtocol},
 		{"id gap", frame(header{typ: frameWrite, id: 5, key: key, n: 1}, 0), rdma.ErrProtocol},
 		{"id zero", frame(header{typ: frameFlush, arg: 1, id: 0, key: key}), rdma.ErrProtocol},
@@ -145,6 +154,7 @@ func (tg *target) attack(t testing.TB, b []byte) rdma.Event {
 	if _, err := hs.Client(nc, cfg.Secret, hs.NewHello(rdma.ProviderTCP, 0, cfg)); err != nil {
 		t.Fatal(err)
 	}
+	nc.Write(openFrame())
 	c := <-accepted
 	if c == nil {
 		t.Fatal("accept failed")
@@ -169,43 +179,55 @@ func (tg *target) attack(t testing.TB, b []byte) rdma.Event {
 // handshake: it must never panic, hang, or write outside the registration.
 func FuzzTargetFrames(f *testing.F) {
 	key := uint64(0) // the seeds use key 0; the fuzzer finds others rarely
-	f.Add(frame(header{typ: frameWrite, id: 1, key: key, n: 4}, 1, 2, 3, 4))
-	f.Add(frame(header{typ: frameRead, id: 1, key: key, n: 4}))
-	f.Add(frame(header{typ: frameSend, id: 1, n: 2}, 1, 2))
-	f.Add(frame(header{typ: frameAck, id: 1}))
-	f.Add(frame(header{typ: frameFlush, arg: 2, id: 1, n: 8}))
+	open := openFrame()
+	cat := func(b ...[]byte) []byte { return bytes.Join(b, nil) }
+	f.Add(cat(open, frame(header{typ: frameWrite, id: 1, key: key, n: 4}, 1, 2, 3, 4)))
+	f.Add(cat(open, frame(header{typ: frameRead, id: 1, key: key, n: 4})))
+	f.Add(cat(open, frame(header{typ: frameSend, id: 1, n: 2}, 1, 2)))
+	f.Add(cat(open, frame(header{typ: frameAck, id: 1})))
+	f.Add(cat(open, frame(header{typ: frameFlush, arg: 2, id: 1, n: 8})))
+	f.Add(cat(open, frame(header{typ: frameWrite, id: 1, key: 1, n: 4}, 1, 2, 3, 4), frame(header{typ: frameWrite, id: 2, n: 1}, 9), frame(header{typ: frameClose})))
+	f.Add(cat(open, frame(header{typ: frameClose}), open, frame(header{typ: frameWrite, id: 1, n: 4}, 1, 2, 3, 4)))
 	tg := newTarget(f)
 	defer tg.close()
 	f.Fuzz(func(t *testing.T, b []byte) {
-		// Make the seeds hit the real key: a zero key field means "the key".
-		if len(b) >= hdrSize && bytes.Equal(b[16:24], make([]byte, 8)) {
+		// Make the seeds hit the real key: a zero key field of a write,
+		// read or flush in the second frame means "the key".
+		if len(b) >= 2*hdrSize && b[hdrSize] >= frameWrite && b[hdrSize] <= frameFlush &&
+			bytes.Equal(b[hdrSize+16:hdrSize+24], make([]byte, 8)) {
 			b = bytes.Clone(b)
 			var h [hdrSize]byte
-			copy(h[:], b)
+			copy(h[:], b[hdrSize:])
 			hd := parseHeader(&h)
 			hd.key = tg.mr.Descriptor().Key
 			hd.put(&h)
-			copy(b, h[:])
+			copy(b[hdrSize:], h[:])
 		}
 		tg.pipeAttack(t, b)
 		tg.checkGuards(t)
 	})
 }
 
-// pipeAttack runs b through a target Conn over net.Pipe (no sockets, so
-// the fuzzer runs fast).
+// pipeAttack runs b through an accepted link over net.Pipe (no sockets,
+// so the fuzzer runs fast): b opens channels and sends them frames.
 func (tg *target) pipeAttack(t *testing.T, b []byte) {
 	cli, srv := net.Pipe()
 	cfg := rdma.LoopbackConfig(secret)
 	cfg.MaxInflight = 16
-	c := newConn(tg.p.(*peer), srv, hs.NewHello(rdma.ProviderTCP, 0, cfg), false, nil, nil)
+	p := tg.p.(*peer)
+	ln := &listener{p: p, notify: make(chan struct{}, 1)}
+	l := newLink(p, srv, hs.NewHello(rdma.ProviderTCP, 0, cfg), nil, nil, ln)
 	done := make(chan struct{})
 	go func() { io.Copy(io.Discard, cli); close(done) }()
 	cli.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	cli.Write(b)
-	// Hang up: the target must finish what it read and stop; Close
-	// waits for its goroutines, so a hang fails the fuzzer by timeout.
+	// Hang up: the target must finish what it read and stop; a hang
+	// fails the fuzzer by timeout.
 	cli.Close()
-	c.Close()
+	l.fail(rdma.ErrClosed)
+	<-l.done
 	<-done
+	for _, a := range ln.queue {
+		a.c.Close()
+	}
 }

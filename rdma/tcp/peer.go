@@ -30,20 +30,34 @@ func (Provider) NewPeer(addr string, cfg rdma.Config) (rdma.Peer, error) {
 		return nil, err
 	}
 	cfg.Secret = append([]byte(nil), cfg.Secret...)
-	return &peer{cfg: cfg, mrs: map[uint64]*mr{}, conns: map[*conn]struct{}{}, lns: map[*listener]struct{}{}}, nil
+	return &peer{cfg: cfg, mrs: map[uint64]*mr{}, links: map[string]*link{}, dialing: map[string]*dialing{},
+		all: map[*link]struct{}{}, lns: map[*listener]struct{}{}}, nil
 }
 
 // caps is what a tcp peer declares: its CPU runs the persister.
 const caps = rdma.CapPersistOnFlush
 
+// A peer keeps one link (one TCP connection and its handshake) per
+// address it dials, and carries every Conn to that address on it, each on
+// a channel of its own (link.go): a node replicating thousands of streams
+// to another holds one socket to it, not one per stream.
 type peer struct {
 	cfg rdma.Config
 
-	mu     sync.Mutex // guards the fields below
-	mrs    map[uint64]*mr
-	conns  map[*conn]struct{}
-	lns    map[*listener]struct{}
-	closed bool
+	mu      sync.Mutex // guards the fields below
+	mrs     map[uint64]*mr
+	links   map[string]*link    // dialled links in use, by address
+	dialing map[string]*dialing // handshakes in progress, by address
+	all     map[*link]struct{}  // every link whose goroutines run
+	lns     map[*listener]struct{}
+	closed  bool
+}
+
+// dialing is a link being dialled; Dials to the same address wait for it.
+type dialing struct {
+	done chan struct{}
+	l    *link
+	err  error
 }
 
 var _ rdma.Peer = (*peer)(nil)
@@ -132,7 +146,7 @@ func (p *peer) Listen(ctx context.Context, addr string) (rdma.Listener, error) {
 		return nil, fmt.Errorf("rdma/tcp: listen: %w", err)
 	}
 	l := &listener{p: p, ln: ln.(*net.TCPListener),
-		ready: make(chan accepted, maxHandshakes), slots: make(chan struct{}, maxHandshakes)}
+		slots: make(chan struct{}, maxHandshakes), notify: make(chan struct{}, 1)}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	p.mu.Lock()
 	if p.closed {
@@ -147,16 +161,92 @@ func (p *peer) Listen(ctx context.Context, addr string) (rdma.Listener, error) {
 	return l, nil
 }
 
+// Dial opens a Conn to addr: a new channel on the link to addr, dialled
+// (with its handshake) if there is none. Concurrent Dials to an address
+// share one handshake.
 func (p *peer) Dial(ctx context.Context, addr string) (rdma.Conn, error) {
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	for range 3 {
+		l, err := p.link(ctx, addr)
+		if err != nil {
+			return nil, err
+		}
+		c, err := l.open()
+		if err == errLinkGone {
+			continue // it closed meanwhile: dial a new one
+		}
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	return nil, fmt.Errorf("%w: connection to %s kept closing while opening a channel", rdma.ErrConnLost, addr)
+}
+
+// link returns the link to addr, dialling it if there is none.
+func (p *peer) link(ctx context.Context, addr string) (*link, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, rdma.ErrClosed
+	}
+	if l := p.links[addr]; l != nil {
+		p.mu.Unlock()
+		return l, nil
+	}
+	if d := p.dialing[addr]; d != nil {
+		p.mu.Unlock()
+		select {
+		case <-d.done:
+			return d.l, d.err
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %w", rdma.ErrHandshake, ctx.Err())
+		}
+	}
+	d := &dialing{done: make(chan struct{})}
+	p.dialing[addr] = d
+	p.mu.Unlock()
+	d.l, d.err = p.dial(ctx, addr)
+	p.mu.Lock()
+	delete(p.dialing, addr)
+	if d.err == nil {
+		d.l.addr = addr
+		p.links[addr] = d.l
+	}
+	p.mu.Unlock()
+	close(d.done)
+	return d.l, d.err
+}
+
+func (p *peer) dial(ctx context.Context, addr string) (*link, error) {
+	var dd net.Dialer
+	nc, err := dd.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("rdma/tcp: dial: %w", err)
 	}
-	return p.handshake(ctx, nc, true)
+	return p.handshake(ctx, nc, nil)
 }
 
-func (p *peer) handshake(ctx context.Context, nc net.Conn, client bool) (rdma.Conn, error) {
+// dropLink forgets l as the link to its address (it is closing): the
+// next Dial to the address dials a new one.
+func (p *peer) dropLink(l *link) {
+	p.mu.Lock()
+	if l.addr != "" && p.links[l.addr] == l {
+		delete(p.links, l.addr)
+	}
+	p.mu.Unlock()
+}
+
+// linkDone forgets l once its goroutines have exited.
+func (p *peer) linkDone(l *link) {
+	p.mu.Lock()
+	delete(p.all, l)
+	p.mu.Unlock()
+}
+
+// handshake runs the handshake on nc and starts a link on it: the
+// dialling side's when ln is nil, else one accepted by ln.
+func (p *peer) handshake(ctx context.Context, nc net.Conn, ln *listener) (*link, error) {
+	client := ln == nil
 	deadline := time.Now().Add(p.cfg.HandshakeTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -211,22 +301,16 @@ func (p *peer) handshake(ctx context.Context, nc net.Conn, client bool) (rdma.Co
 		return nil, err
 	}
 	nc.SetDeadline(time.Time{})
-	c := newConn(p, nc, remote, !client && p.cfg.DenyOnAccept, send, recv)
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		c.Close()
+		nc.Close()
 		return nil, rdma.ErrClosed
 	}
-	p.conns[c] = struct{}{}
+	l := newLink(p, nc, remote, send, recv, ln)
+	p.all[l] = struct{}{}
 	p.mu.Unlock()
-	return c, nil
-}
-
-func (p *peer) forget(c *conn) {
-	p.mu.Lock()
-	delete(p.conns, c)
-	p.mu.Unlock()
+	return l, nil
 }
 
 func (p *peer) Close() error {
@@ -236,14 +320,21 @@ func (p *peer) Close() error {
 		return rdma.ErrClosed
 	}
 	p.closed = true
-	conns, lns, mrs := p.conns, p.lns, p.mrs
-	p.conns, p.lns = map[*conn]struct{}{}, map[*listener]struct{}{}
+	lns, mrs := p.lns, p.mrs
+	p.lns = map[*listener]struct{}{}
+	all := make([]*link, 0, len(p.all))
+	for l := range p.all {
+		all = append(all, l)
+	}
 	p.mu.Unlock()
 	for l := range lns {
 		l.Close()
 	}
-	for c := range conns {
-		c.Close()
+	for _, l := range all {
+		l.fail(rdma.ErrClosed)
+	}
+	for _, l := range all {
+		<-l.done
 	}
 	for _, m := range mrs {
 		m.Deregister()
@@ -251,32 +342,69 @@ func (p *peer) Close() error {
 	return nil
 }
 
-// maxHandshakes bounds the handshakes a listener runs at once, and the
-// connections it holds for Accept.
+// maxHandshakes bounds the handshakes a listener runs at once.
 const maxHandshakes = 64
+
+// maxQueued bounds the handshake failures a listener keeps for Accept
+// (later ones are dropped: a flood of bad peers must not grow memory).
+const maxQueued = 1024
 
 // listener owns an accept-loop goroutine and one goroutine per handshake
 // in progress (at most maxHandshakes), so that a peer that connects and
-// stays silent delays no one but itself. Close stops and waits for them.
+// stays silent delays no one but itself. Each handshake makes a link; the
+// channels its dialler opens on it are queued for Accept. Close stops and
+// waits for the goroutines.
 type listener struct {
 	p      *peer
 	ln     *net.TCPListener
-	ready  chan accepted // handshakes done, for Accept
-	slots  chan struct{} // one token per handshake or ready result
+	slots  chan struct{} // one token per handshake in progress
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
+
+	mu     sync.Mutex // guards the fields below
+	queue  []accepted // channels opened and handshake failures, for Accept
+	failed int        // handshake failures in queue
+	closed bool
+	notify chan struct{} // one token while queue may be non-empty
 }
 
 type accepted struct {
-	c   rdma.Conn
+	c   *conn
 	err error
 }
 
 var _ rdma.Listener = (*listener)(nil)
 
 func (l *listener) Addr() string { return l.ln.Addr().String() }
+
+// push queues a for Accept; false if the listener is closed.
+func (l *listener) push(a accepted) bool {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return false
+	}
+	if a.err != nil {
+		if l.failed >= maxQueued {
+			l.mu.Unlock()
+			return true
+		}
+		l.failed++
+	}
+	l.queue = append(l.queue, a)
+	l.mu.Unlock()
+	select {
+	case l.notify <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// deliver queues a channel a peer opened for Accept; false if the
+// listener is closed (the caller closes the channel).
+func (l *listener) deliver(c *conn) bool { return l.push(accepted{c: c}) }
 
 func (l *listener) acceptLoop() {
 	for {
@@ -302,35 +430,53 @@ func (l *listener) acceptLoop() {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			c, err := l.p.handshake(l.ctx, nc, false)
-			select {
-			case l.ready <- accepted{c, err}:
-			case <-l.ctx.Done():
-				if c != nil {
-					c.Close()
-				}
-				<-l.slots
+			defer func() { <-l.slots }()
+			if _, err := l.p.handshake(l.ctx, nc, l); err != nil {
+				l.push(accepted{err: err})
 			}
 		}()
 	}
 }
 
-// Accept implements rdma.Listener: it returns the next connection whose
-// handshake finished, or the next handshake failure.
+// Accept implements rdma.Listener: it returns the next channel a peer
+// opened, or the next handshake failure.
 func (l *listener) Accept(ctx context.Context) (rdma.Conn, error) {
-	select {
-	case a := <-l.ready:
-		<-l.slots
-		return a.c, a.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-l.ctx.Done():
-		return nil, rdma.ErrClosed
+	for {
+		l.mu.Lock()
+		if len(l.queue) > 0 {
+			a := l.queue[0]
+			l.queue[0] = accepted{}
+			l.queue = l.queue[1:]
+			if a.err != nil {
+				l.failed--
+			}
+			more := len(l.queue) > 0
+			l.mu.Unlock()
+			if more {
+				select {
+				case l.notify <- struct{}{}:
+				default:
+				}
+			}
+			if a.err != nil {
+				return nil, a.err
+			}
+			return a.c, nil
+		}
+		l.mu.Unlock()
+		select {
+		case <-l.notify:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-l.ctx.Done():
+			return nil, rdma.ErrClosed
+		}
 	}
 }
 
-// Close stops accepting, closes the connections not yet returned by
-// Accept and waits for the listener's goroutines. Accepted Conns stay open.
+// Close stops accepting, closes the channels not yet returned by Accept
+// and waits for the listener's goroutines. Accepted Conns stay open;
+// links it accepted refuse new channels.
 func (l *listener) Close() error {
 	l.once.Do(func() {
 		l.p.mu.Lock()
@@ -339,16 +485,15 @@ func (l *listener) Close() error {
 		l.cancel()
 		l.ln.Close()
 		l.wg.Wait()
-		for {
-			select {
-			case a := <-l.ready:
-				if a.c != nil {
-					a.c.Close()
-				}
-				continue
-			default:
+		l.mu.Lock()
+		l.closed = true
+		queue := l.queue
+		l.queue = nil
+		l.mu.Unlock()
+		for _, a := range queue {
+			if a.c != nil {
+				a.c.Close()
 			}
-			break
 		}
 	})
 	return nil

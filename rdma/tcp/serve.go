@@ -1,7 +1,6 @@
 package tcp
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"sync/atomic"
@@ -13,47 +12,8 @@ import (
 	"github.com/rpstream/rpstream/rdma"
 )
 
-func lostErr(err error) error {
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("%w: peer closed the connection", rdma.ErrConnLost)
-	}
-	return fmt.Errorf("%w: %v", rdma.ErrConnLost, err)
-}
-
-// readLoop is the reader goroutine. It runs until the first error, which
-// it hands to fail.
-func (c *conn) readLoop() {
-	var hb [hdrSize]byte
-	for {
-		if _, err := io.ReadFull(c.br, hb[:]); err != nil {
-			c.fail(lostErr(err))
-			return
-		}
-		c.lastHeard.Store(time.Now().UnixNano())
-		h := parseHeader(&hb)
-		if err := c.handle(&h); err != nil {
-			c.fail(err)
-			return
-		}
-		// Acknowledge the peer's requests once no further frame header is
-		// already buffered (whatever kind the frames in between were). The
-		// ack of a flush, atomic write, read or send is what a caller waits
-		// for: send it now. Acks of plain writes only go through the writer
-		// goroutine, which coalesces them under load.
-		if c.owedAck != 0 && c.br.Buffered() < hdrSize {
-			c.w.enqueueAck(c.owedAck)
-			if c.owedUrgent {
-				c.w.kick()
-			} else {
-				c.w.signal()
-			}
-			c.owedAck, c.owedUrgent = 0, false
-		}
-	}
-}
-
 func (c *conn) handle(h *header) error {
-	if h.rsv != 0 || (h.arg != 0 && h.typ != frameFlush && h.typ != frameError) {
+	if h.arg != 0 && h.typ != frameFlush && h.typ != frameError {
 		return c.violate(h.id, codeProtocol, "reserved header bytes set")
 	}
 	switch h.typ {
@@ -64,6 +24,9 @@ func (c *conn) handle(h *header) error {
 		c.lastReq = h.id
 		if err := c.serve(h); err != nil {
 			return err
+		}
+		if c.owedAck == 0 {
+			c.l.owed = append(c.l.owed, c)
 		}
 		c.owedAck = h.id
 		c.owedUrgent = c.owedUrgent || h.typ != frameWrite
@@ -78,7 +41,7 @@ func (c *conn) handle(h *header) error {
 	case frameError:
 		return c.remoteError(h)
 	}
-	return c.violate(h.id, codeProtocol, fmt.Sprintf("unknown frame type %d", h.typ))
+	return fatal(protoErr(fmt.Sprintf("unknown frame type %d", h.typ)))
 }
 
 func protoErr(what string) error { return fmt.Errorf("%w: %s", rdma.ErrProtocol, what) }
@@ -86,7 +49,9 @@ func protoErr(what string) error { return fmt.Errorf("%w: %s", rdma.ErrProtocol,
 // violate queues an error frame for the peer's request id and returns the
 // error that poisons this side; the writer sends the frame and closes.
 func (c *conn) violate(id uint64, code uint8, detail string) error {
-	c.w.push(item{h: header{typ: frameError, arg: code, id: id}})
+	if c.queue(item{h: header{typ: frameError, arg: code, ch: c.ch, id: id}}) {
+		c.l.w.signal()
+	}
 	err := fmt.Errorf("%w: peer's request %d: %s", rdma.ErrProtocol, id, codeText[code])
 	if code != codeProtocol && code != codeInflight {
 		err = fmt.Errorf("%w: peer's request %d: %s", rdma.ErrRemoteAccess, id, codeText[code])
@@ -108,8 +73,8 @@ func (c *conn) serve(h *header) error {
 		if h.n != 8 {
 			return c.violate(h.id, codeProtocol, "atomic write length")
 		}
-		if _, err := io.ReadFull(c.br, v[:]); err != nil {
-			return lostErr(err)
+		if err := c.readPayload(v[:]); err != nil {
+			return err
 		}
 	case frameFlush:
 		if h.arg != uint8(rdma.Visibility) && h.arg != uint8(rdma.Persistence) {
@@ -121,6 +86,9 @@ func (c *conn) serve(h *header) error {
 	}
 	c.access.RLock()
 	defer c.access.RUnlock()
+	if c.gone.Load() {
+		return c.l.skip(h) // closed while the frame was on its way
+	}
 	if c.denied {
 		return c.violate(h.id, codeAccess, "remote access to this connection is switched off")
 	}
@@ -156,10 +124,16 @@ func (c *conn) serve(h *header) error {
 			return err
 		}
 	case frameRead:
-		if c.w.queuedReadResps() >= c.remote.MaxInflight {
+		if int(c.readResps.Load()) >= c.l.remote.MaxInflight {
 			return c.violate(h.id, codeInflight, "")
 		}
-		c.w.push(item{h: header{typ: frameReadResp, n: h.n, id: h.id}, payload: dst, release: release})
+		c.readResps.Add(1)
+		c.payloads.Add(1)
+		unlock := release
+		if c.queue(item{h: header{typ: frameReadResp, ch: c.ch, n: h.n, id: h.id}, payload: dst, c: c,
+			release: func() { c.readResps.Add(-1); unlock() }}) {
+			c.l.w.signal()
+		}
 		release = nil // the writer releases it
 	case frameAtomic:
 		p := unsafe.Pointer(unsafe.SliceData(dst))
@@ -188,13 +162,15 @@ func (c *conn) serve(h *header) error {
 // a peer trickling bytes must not hold the registration, and so
 // Deregister, forever.
 func (c *conn) readPayload(dst []byte) error {
-	if c.br.Buffered() < len(dst) {
+	l := c.l
+	if l.br.Buffered() < len(dst) {
 		allow := c.p.cfg.AckTimeout + time.Duration(len(dst)>>26)*time.Second
-		c.nc.SetReadDeadline(time.Now().Add(allow))
-		defer c.nc.SetReadDeadline(time.Time{})
+		l.nc.SetReadDeadline(time.Now().Add(allow))
+		defer l.nc.SetReadDeadline(time.Time{})
 	}
-	if _, err := io.ReadFull(c.br, dst); err != nil {
-		return lostErr(err)
+	l.payloadRead = true
+	if _, err := io.ReadFull(l.br, dst); err != nil {
+		return fatal(lostErr(err))
 	}
 	return nil
 }
@@ -230,8 +206,8 @@ func (c *conn) serveSend(h *header) error {
 		return c.violate(h.id, codeNoRecv, "")
 	}
 	msg := make([]byte, h.n) // bounded by MaxMessage, RecvQueue times
-	if _, err := io.ReadFull(c.br, msg); err != nil {
-		return lostErr(err)
+	if err := c.readPayload(msg); err != nil {
+		return err
 	}
 	c.pendMu.Lock()
 	if len(c.posted) > 0 {
@@ -309,7 +285,7 @@ func (c *conn) readResponse(h *header) error {
 	rd := *p
 	c.inRead = h.id // fail leaves this Op to us: its buffer is being filled
 	c.pendMu.Unlock()
-	_, err := io.ReadFull(c.br, rd.dst)
+	err := c.readPayload(rd.dst)
 	c.pendMu.Lock()
 	c.inRead = 0
 	if c.failed {
@@ -322,7 +298,7 @@ func (c *conn) readResponse(h *header) error {
 	}
 	if err != nil {
 		c.pendMu.Unlock()
-		return lostErr(err) // fail completes the Op
+		return err // the link's fail completes the Op
 	}
 	done, err := c.takeUpToLocked(h.id, true)
 	c.pendMu.Unlock()

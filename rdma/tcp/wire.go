@@ -14,10 +14,16 @@ const (
 	frameFlush    = 3
 	frameAtomic   = 4
 	frameSend     = 5
+	frameOpen     = 6
 	frameAck      = 16
 	frameReadResp = 17
 	frameError    = 18
+	frameClose    = 19
 )
+
+// maxChannels is how many channels (Conns) one connection carries at
+// once; channel 0 is never used.
+const maxChannels = 1<<16 - 1
 
 const hdrSize = 32
 
@@ -65,7 +71,7 @@ func remoteErr(code uint8) error {
 
 type header struct {
 	typ, arg uint8
-	rsv      uint16
+	ch       uint16 // the channel (Conn) the frame belongs to
 	n        uint32
 	id       uint64
 	key      uint64
@@ -74,7 +80,7 @@ type header struct {
 
 func (h *header) put(b *[hdrSize]byte) {
 	b[0], b[1] = h.typ, h.arg
-	binary.LittleEndian.PutUint16(b[2:], h.rsv)
+	binary.LittleEndian.PutUint16(b[2:], h.ch)
 	binary.LittleEndian.PutUint32(b[4:], h.n)
 	binary.LittleEndian.PutUint64(b[8:], h.id)
 	binary.LittleEndian.PutUint64(b[16:], h.key)
@@ -84,7 +90,7 @@ func (h *header) put(b *[hdrSize]byte) {
 func parseHeader(b *[hdrSize]byte) header {
 	return header{
 		typ: b[0], arg: b[1],
-		rsv: binary.LittleEndian.Uint16(b[2:]),
+		ch:  binary.LittleEndian.Uint16(b[2:]),
 		n:   binary.LittleEndian.Uint32(b[4:]),
 		id:  binary.LittleEndian.Uint64(b[8:]),
 		key: binary.LittleEndian.Uint64(b[16:]),

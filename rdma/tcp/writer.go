@@ -20,6 +20,41 @@ type item struct {
 	payload []byte
 	raw     []byte // if set, already-encoded bytes (the unsent tail of a direct write), sent instead of h and payload
 	release func() // called once the frame is written or dropped
+	c       *conn  // the channel whose payload this is; a failed channel's payloads are dropped
+}
+
+// finish ends the writer's use of it (sent or dropped): its release
+// runs, and its channel learns that one payload fewer is in the writer's
+// hands (conn.Close waits for none).
+func (it *item) finish() {
+	if it.release != nil {
+		it.release()
+	}
+	if it.c != nil && it.payload != nil && it.raw == nil {
+		it.c.payloadDone()
+	}
+}
+
+// stale reports whether it carries a payload of a channel that failed
+// since it was queued: the caller's buffer is no longer the frame's to
+// send (the Op completed with an error) and the peer drops the channel's
+// frames anyway.
+func (it *item) stale() bool {
+	return it.c != nil && it.raw == nil && it.c.gone.Load()
+}
+
+// dropStale removes the stale items of batch, releasing them.
+func dropStale(batch []item) []item {
+	keep := batch[:0]
+	for _, it := range batch {
+		if it.stale() {
+			it.finish()
+			continue
+		}
+		keep = append(keep, it)
+	}
+	clear(batch[len(keep):])
+	return keep
 }
 
 func (it *item) size() int {
@@ -35,13 +70,12 @@ func (it *item) size() int {
 // clears busy re-signals the writer goroutine if frames are queued, so no
 // frame is left behind.
 type writer struct {
-	mu        sync.Mutex // guards the fields below
-	items     []item
-	readResps int           // read responses queued (bounded by the peer's in-flight limit)
-	stopped   bool          // the writer goroutine has exited: push releases at once
-	busy      bool          // a goroutine is sending; only it may write to the socket
-	corked    int           // Cork depth: posts only queue while above 0
-	wake      chan struct{} // one token while items may be non-empty
+	mu      sync.Mutex // guards the fields below
+	items   []item
+	stopped bool          // the writer goroutine has exited: push releases at once
+	busy    bool          // a goroutine is sending; only it may write to the socket
+	corked  int           // Cork depth: posts only queue while above 0
+	wake    chan struct{} // one token while items may be non-empty
 
 	// Used only by the holder of busy in tryDirect.
 	direct     []item
@@ -119,15 +153,10 @@ func (w *writer) enqueue(it item) (corked bool) {
 	w.mu.Lock()
 	if w.stopped {
 		w.mu.Unlock()
-		if it.release != nil {
-			it.release()
-		}
+		it.finish()
 		return false
 	}
 	w.items = append(w.items, it)
-	if it.h.typ == frameReadResp {
-		w.readResps++
-	}
 	corked = w.corked > 0
 	w.mu.Unlock()
 	return corked
@@ -161,19 +190,20 @@ func (w *writer) push(it item) {
 	w.signal()
 }
 
-// enqueueAck queues an ack of id, merging it into a queued ack that
-// nothing follows (acks are cumulative). The caller then calls kick.
-func (w *writer) enqueueAck(id uint64) {
+// enqueueAck queues an ack of id on channel ch, merging it into a queued
+// ack of the channel that nothing follows (acks are cumulative). The
+// caller then calls kick.
+func (w *writer) enqueueAck(ch uint16, id uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.stopped {
 		return
 	}
-	if n := len(w.items); n > 0 && w.items[n-1].h.typ == frameAck && w.items[n-1].raw == nil {
+	if n := len(w.items); n > 0 && w.items[n-1].h.typ == frameAck && w.items[n-1].h.ch == ch && w.items[n-1].raw == nil {
 		w.items[n-1].h.id = id
 		return
 	}
-	w.items = append(w.items, item{h: header{typ: frameAck, id: id}})
+	w.items = append(w.items, item{h: header{typ: frameAck, ch: ch, id: id}})
 }
 
 // kick gets what is queued on its way: written at once by the calling
@@ -212,10 +242,14 @@ func (w *writer) tryDirect() bool {
 		return false
 	}
 	w.busy = true
-	batch := append(w.direct[:0], w.items...)
+	batch := dropStale(append(w.direct[:0], w.items...))
 	clear(w.items)
 	w.items = w.items[:0]
 	w.mu.Unlock()
+	total = 0
+	for i := range batch {
+		total += batch[i].size()
+	}
 
 	if cap(w.directHdrs) < len(batch) {
 		w.directHdrs = make([][hdrSize]byte, len(batch))
@@ -252,6 +286,9 @@ func (w *writer) tryDirect() bool {
 			skip = 0
 		}
 	}
+	for i := range batch {
+		batch[i].finish() // what the socket did not take was copied into rest
+	}
 	clear(batch)
 	clear(iov)
 	w.direct, w.directIov = batch[:0], iov[:0]
@@ -268,12 +305,6 @@ func (w *writer) tryDirect() bool {
 		w.signal()
 	}
 	return true
-}
-
-func (w *writer) queuedReadResps() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.readResps
 }
 
 // take returns the queued frames for the writer goroutine, marking it
@@ -298,9 +329,8 @@ func (w *writer) take(spare []item, stop bool) []item {
 		return nil
 	}
 	w.busy = true
-	batch := w.items
+	batch := dropStale(w.items)
 	w.items = spare[:0]
-	w.readResps = 0
 	return batch
 }
 
@@ -320,10 +350,11 @@ func (w *writer) done() {
 const lingerTimeout = time.Second
 
 // writeLoop is the writer goroutine: it sends every queued frame in one
-// vectored write per batch until the Conn fails, then sends what is still
-// queued (an error frame for the peer) within lingerTimeout and closes the
-// socket. Its watchdog fails the Conn when the peer stops answering.
-func (c *conn) writeLoop() {
+// vectored write per batch until the link fails, then sends what is still
+// queued (error and close frames for the peer) within lingerTimeout and
+// closes the socket. Its watchdog fails a channel when the peer stops
+// answering a channel's Ops.
+func (l *link) writeLoop() {
 	var (
 		spare    []item
 		hdrs     [][hdrSize]byte
@@ -337,9 +368,9 @@ func (c *conn) writeLoop() {
 		hdrs = hdrs[:len(batch)]
 		if !stopping {
 			// A peer that takes nothing for AckTimeout is gone.
-			c.nc.SetWriteDeadline(time.Now().Add(c.p.cfg.AckTimeout))
+			l.nc.SetWriteDeadline(time.Now().Add(l.p.cfg.AckTimeout))
 		}
-		if c.w.seal != nil {
+		if l.w.seal != nil {
 			// Sealed, in writes of about sealedWrite bytes, so that a
 			// batch of large frames does not grow the buffer to its size.
 			var err error
@@ -348,62 +379,56 @@ func (c *conn) writeLoop() {
 				for n := 0; j < len(batch) && (j == i || n+batch[j].size() <= sealedWrite); j++ {
 					n += batch[j].size()
 				}
-				_, err = c.nc.Write(c.w.sealBatch(batch[i:j], hdrs[i:j]))
+				_, err = l.nc.Write(l.w.sealBatch(batch[i:j], hdrs[i:j]))
 				i = j
 			}
 			for i := range batch {
-				if r := batch[i].release; r != nil {
-					r()
-				}
+				batch[i].finish()
 				batch[i] = item{}
 			}
 			return err
 		}
 		bufs = appendFrames(bufs[:0], batch, hdrs)
 		b := bufs // WriteTo consumes its receiver
-		_, err := b.WriteTo(c.nc)
+		_, err := b.WriteTo(l.nc)
 		for i := range batch {
-			if r := batch[i].release; r != nil {
-				r()
-			}
+			batch[i].finish()
 			batch[i] = item{}
 		}
 		clear(bufs)
 		return err
 	}
-	watchdog := time.NewTicker(max(c.p.cfg.AckTimeout/4, time.Millisecond))
+	watchdog := time.NewTicker(max(l.p.cfg.AckTimeout/4, time.Millisecond))
 	defer watchdog.Stop()
 	for {
 		select {
 		case now := <-watchdog.C:
-			if c.stalled(now) {
-				c.fail(fmt.Errorf("%w: no response from the peer in %v", rdma.ErrConnLost, c.p.cfg.AckTimeout))
+			for _, c := range l.stalled(now) {
+				c.fail(fmt.Errorf("%w: no response from the peer in %v", rdma.ErrConnLost, l.p.cfg.AckTimeout), true)
 			}
-		case <-c.w.wake:
-			batch := c.w.take(spare, false)
+		case <-l.w.wake:
+			batch := l.w.take(spare, false)
 			if batch == nil {
 				continue
 			}
 			err := send(batch)
 			spare = batch
-			c.w.done()
+			l.w.done()
 			if err != nil && !errors.Is(err, net.ErrClosed) {
-				c.fail(lostErr(err))
+				l.fail(lostErr(err))
 			}
-		case <-c.dead:
+		case <-l.dead:
 			// Send what tells the peer why (an error frame), but no payload:
 			// fail has handed the callers' buffers back, and a read
 			// response's memory may be deregistered. Whole frames are
 			// dropped, so the stream stays parseable.
 			stopping = true
-			c.nc.SetWriteDeadline(time.Now().Add(lingerTimeout))
-			if batch := c.w.take(spare, true); batch != nil {
+			l.nc.SetWriteDeadline(time.Now().Add(lingerTimeout))
+			if batch := l.w.take(spare, true); batch != nil {
 				keep := batch[:0]
 				for _, it := range batch {
 					if it.payload != nil {
-						if it.release != nil {
-							it.release()
-						}
+						it.finish()
 						continue
 					}
 					keep = append(keep, it)
@@ -411,7 +436,7 @@ func (c *conn) writeLoop() {
 				clear(batch[len(keep):])
 				send(keep)
 			}
-			c.nc.Close()
+			l.nc.Close()
 			return
 		}
 	}

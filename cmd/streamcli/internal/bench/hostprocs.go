@@ -122,8 +122,35 @@ func (h *hostProcs) restart(ctx context.Context, addr string) (int, error) {
 	}
 	// Reaped if it exits while this process runs; it outlives it
 	// otherwise.
-	go cmd.Wait()
-	return cmd.Process.Pid, waitAnswers(ctx, addr, h.wait)
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	if err := waitAnswers(ctx, addr, h.wait); err != nil {
+		// Say whether it died, and what it last wrote.
+		select {
+		case werr := <-waited:
+			err = fmt.Errorf("%w; the restarted process (pid %d) exited: %v", err, cmd.Process.Pid, werr)
+		default:
+			err = fmt.Errorf("%w; the restarted process (pid %d) still runs", err, cmd.Process.Pid)
+		}
+		if tail := logTail(spec.stderr, 10); tail != "" {
+			err = fmt.Errorf("%w; the last lines of %s:\n%s", err, spec.stderr, tail)
+		}
+		return cmd.Process.Pid, err
+	}
+	return cmd.Process.Pid, nil
+}
+
+// logTail is the last n lines of the file at path, or "".
+func logTail(path string, n int) string {
+	if path == "" {
+		return ""
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // waitAnswers polls the node at addr until it is registered in its
