@@ -55,7 +55,8 @@ type conn struct {
 	readResps  atomic.Int32 // read responses queued and not yet sent
 
 	// access is read-locked while the reader executes a one-sided request
-	// of the peer; SetRemoteAccess and Close write-lock it.
+	// of the peer or fills local memory of this channel (a posted receive,
+	// a read's destination); SetRemoteAccess and Close write-lock it.
 	access sync.RWMutex
 	denied bool // guarded by access
 }
@@ -122,7 +123,8 @@ func (c *conn) Err() error {
 }
 
 // Close fails the channel and waits for a request of the peer being
-// executed on it to finish (none is executed after it returns) and for
+// executed on it, or a receive or read being filled, to finish (none is
+// executed and no local memory is written after it returns) and for
 // the writer to be done with the payloads of its posts (the caller may
 // unmap them once it returns): at most about AckTimeout, after which a
 // peer that does not read has lost the connection anyway.

@@ -106,7 +106,8 @@
 //     posted by callers, acks and read responses from the reader) into one
 //     vectored write (net.Buffers, writev), so many small operations share
 //     a syscall. A Conn's Close waits for a request of the peer being
-//     executed on its channel and for the writer to be done with its
+//     executed on its channel, for a receive or read response being read
+//     into the channel's memory, and for the writer to be done with its
 //     posts' payloads (at most about AckTimeout, the writer's own
 //     deadline); no goroutine is its own.
 //

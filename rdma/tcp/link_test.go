@@ -1,11 +1,13 @@
 package tcp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -491,5 +493,96 @@ func TestCloseRacesPosts(t *testing.T) {
 	defer first.mu.Unlock()
 	if first.failed {
 		t.Fatalf("the connection failed: %v", first.err)
+	}
+}
+
+// TestCloseWaitsForLocalFill: a Conn's Close returns only once the
+// link's reader is done filling local memory of the channel, a posted
+// receive or a read's destination (the caller may unmap it then; the
+// reader outlives the channel, and wrote into freed memory before:
+// replicate's TestLeaderCloseWhileHelpersRun died of a fault in it). The
+// peer sends half of a message or read response, Close starts, and the
+// rest arrives a while later: Close must not return before it has.
+func TestCloseWaitsForLocalFill(t *testing.T) {
+	const size = 4096
+	cases := []struct {
+		name  string
+		typ   uint8
+		usage rdma.Usage
+		post  func(c rdma.Conn, mr rdma.MR) *rdma.Op
+		taken func(c *conn) bool // the reader is filling the buffer
+	}{
+		{"receive", frameSend, rdma.UsageRecv,
+			func(c rdma.Conn, mr rdma.MR) *rdma.Op { return c.Recv(mr, 0, size) },
+			func(c *conn) bool { return len(c.posted) == 0 }},
+		{"read", frameReadResp, rdma.UsageReadDst,
+			func(c rdma.Conn, mr rdma.MR) *rdma.Op {
+				src := rdma.Descriptor{Provider: rdma.ProviderTCP, Usage: rdma.RemoteUsage, Len: size, Key: 7}
+				return c.Read(mr, 0, src, 0, size)
+			},
+			func(c *conn) bool { return c.inRead != 0 }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			msg := make([]byte, size)
+			for i := range msg {
+				msg[i] = byte(i*7 + 1)
+			}
+			start, half, closing := make(chan struct{}), make(chan struct{}), make(chan struct{})
+			var restSent atomic.Bool
+			pa, addr := rawPeer(t, rdma.LoopbackConfig(secret), func(nc net.Conn) {
+				<-start
+				b := append(frame(header{typ: tc.typ, n: size, id: 1}), msg[:size/2]...)
+				if _, err := nc.Write(b); err != nil {
+					return
+				}
+				close(half)
+				<-closing
+				time.Sleep(200 * time.Millisecond) // Close would have returned by now
+				restSent.Store(true)
+				if _, err := nc.Write(msg[size/2:]); err != nil {
+					return
+				}
+				io.Copy(io.Discard, nc)
+			})
+			c, err := pa.Dial(ctx, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf, _ := rdma.Alloc(size)
+			defer buf.Free()
+			mr, err := pa.Register(buf.Bytes(), tc.usage, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			op := tc.post(c, mr)
+			close(start)
+			<-half
+			cc := c.(*conn)
+			taken := false
+			for deadline := time.Now().Add(5 * time.Second); !taken && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				cc.pendMu.Lock()
+				taken = tc.taken(cc)
+				cc.pendMu.Unlock()
+			}
+			if !taken {
+				t.Fatal("the reader did not start filling the buffer: the test proves nothing")
+			}
+			close(closing)
+			c.Close()
+			if !restSent.Load() {
+				t.Fatal("Close returned while the reader was still filling the buffer")
+			}
+			if !bytes.Equal(buf.Bytes(), msg) {
+				t.Fatal("the buffer being filled at Close does not hold the whole message")
+			}
+			// The Op ends either way (a receive filled before the close
+			// counts; a read completes with the close).
+			if err := op.Wait(ctx); err != nil && !errors.Is(err, rdma.ErrClosed) {
+				t.Fatalf("the Op being filled at Close: %v", err)
+			}
+		})
 	}
 }

@@ -182,6 +182,14 @@ func (c *conn) serveSend(h *header) error {
 	if int(h.n) > c.p.cfg.MaxMessage {
 		return c.violate(h.id, codeTooLarge, "")
 	}
+	// Held while a posted receive's buffer is filled: Close waits for it,
+	// so that its caller may unmap the buffer once Close returns (the
+	// link's reader outlives the channel).
+	c.access.RLock()
+	defer c.access.RUnlock()
+	if c.gone.Load() {
+		return c.l.skip(h) // closed while the frame was on its way
+	}
 	c.pendMu.Lock()
 	if len(c.posted) > 0 {
 		r := c.posted[0]
@@ -269,6 +277,13 @@ func (c *conn) takeUpToLocked(id uint64, uptoRead bool) ([]pend, error) {
 func (c *conn) readResponse(h *header) error {
 	if h.key != 0 || h.off != 0 {
 		return protoErr("read response with key or offset")
+	}
+	// Held while the read's destination is filled: Close waits for it (see
+	// serveSend).
+	c.access.RLock()
+	defer c.access.RUnlock()
+	if c.gone.Load() {
+		return c.l.skip(h)
 	}
 	c.pendMu.Lock()
 	var p *pend
