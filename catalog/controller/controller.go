@@ -522,7 +522,12 @@ func (c *Controller) propose(ctx context.Context, cmd *pb.Command) (applied, err
 	}()
 	perr := make(chan error, 1)
 	if err := c.do(ctx, func() { perr <- c.rn.Propose(data) }); err != nil {
-		return applied{}, err
+		if errors.Is(err, ErrStopped) {
+			return applied{}, err
+		}
+		// The loop's queue stayed full (a starved or swamped loop): as
+		// for a proposal not applied in time, the requester asks again.
+		return applied{}, fmt.Errorf("%w: the Raft loop did not take the proposal: %v", ErrTimeout, err)
 	}
 	select {
 	case err := <-perr:

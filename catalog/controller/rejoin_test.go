@@ -317,3 +317,42 @@ func TestCatchUpBySnapshot(t *testing.T) {
 	tc.start("n0")
 	tc.converged(10 * time.Second)
 }
+
+// TestRequestRetriedWhileLoopSwamped: a request whose proposal cannot
+// even be queued on the Raft loop (its queue full for the attempt's
+// time: a starved or swamped loop) is asked again, like one not applied
+// in time, and succeeds once the loop moves. It failed at once with an
+// internal "context deadline exceeded" (TestCatchUpBySnapshot's grants,
+// beside two busy loops).
+func TestRequestRetriedWhileLoopSwamped(t *testing.T) {
+	tc := formCluster(t, 17, 1, 0)
+	ctx := testCtx(t, 30*time.Second)
+	c := tc.ctl("v0")
+	s, err := c.CreateStream(ctx, createReq("s", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Hold the loop, then fill its queue.
+	held, release := make(chan struct{}), make(chan struct{})
+	if err := c.do(ctx, func() { close(held); <-release }); err != nil {
+		t.Fatal(err)
+	}
+	<-held
+	for len(c.ops) < cap(c.ops) {
+		if err := c.do(ctx, func() {}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	attempt := c.cfg.Tick * time.Duration(2*c.cfg.ElectionTicks)
+	go func() {
+		time.Sleep(3 * attempt) // past the first attempts
+		close(release)
+	}()
+	epoch, err := c.GrantEpoch(ctx, "s", s.Id)
+	if err != nil {
+		t.Fatalf("a grant while the loop's queue was full: %v", err)
+	}
+	if epoch <= s.Epoch {
+		t.Fatalf("granted epoch %d after %d", epoch, s.Epoch)
+	}
+}
