@@ -105,7 +105,9 @@ func TestWipedVoter(t *testing.T) {
 		t.Fatal("wipe kept the incarnation")
 	}
 	// It joins (after the old lease expires) and is registered anew.
-	if !eventually(10*time.Second, func() bool {
+	// (20 s: beside two busy loops under the race detector one run took
+	// more than 10.)
+	if !eventually(20*time.Second, func() bool {
 		for _, o := range tc.running() {
 			if n, ok := o.Node(wiped); !ok || n.Incarnation != c.Incarnation() {
 				return false
@@ -113,7 +115,11 @@ func TestWipedVoter(t *testing.T) {
 		}
 		return true
 	}) {
-		t.Fatalf("%s's new incarnation is not registered everywhere; it sees %v", wiped, c.Status())
+		for _, o := range tc.running() {
+			n, ok := o.Node(wiped)
+			t.Logf("%s: status %v; holds %s: %v, incarnation %016x", o.Name(), o.Status(), wiped, ok, n.GetIncarnation())
+		}
+		t.Fatalf("%s's new incarnation %016x is not registered everywhere", wiped, c.Incarnation())
 	}
 	tc.waitGroup(10*time.Second, tc.voters, []string{"n0"})
 	tc.converged(10 * time.Second)
