@@ -273,21 +273,17 @@ func (c *Controller) run() {
 		case <-t.C:
 			c.rn.Tick()
 		case r := <-c.recvc:
-			m := r.m
-			if c.lostLog(m) {
-				continue
-			}
-			if t := m.GetType(); (t == raftpb.MsgApp || t == raftpb.MsgHeartbeat) && m.GetFrom() != c.id {
-				// Only a leader sends these: it was alive when the
-				// message arrived (not when this busy loop got to it).
-				c.heardLead, c.heardLeadAt = m.GetFrom(), r.at
-			}
-			if err := c.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) {
-				c.log.Debug("raft step", "err", err, "type", m.GetType().String(), "from", m.GetFrom())
-			}
+			c.step(r)
 		case f := <-c.ops:
 			f()
 		}
+		// What else is queued goes into the same Ready: proposals and
+		// messages that arrived together share one Save (one sync of
+		// the log) and one send. With a Ready per event, a loop behind
+		// on a loaded machine paid a sync per proposal and fell further
+		// behind (1,120 concurrent grants beside two busy loops: none
+		// queued for 5 s).
+		c.drain(maxDrain)
 		if err := c.ready(); err != nil {
 			// The log could not be made durable: this member must not
 			// send or apply anything more. Stop serving the catalog.
@@ -316,6 +312,41 @@ func (c *Controller) lostLog(m *raftpb.Message) bool {
 	}
 	c.log.Debug("dropped a heartbeat for a log this member does not hold", "from", m.GetFrom(), "commit", m.GetCommit(), "last", last)
 	return true
+}
+
+// maxDrain bounds the events the loop takes into one Ready beside the
+// one it woke for, so that ticks still come through.
+const maxDrain = 256
+
+// drain handles up to n received messages and operations already queued,
+// without waiting.
+func (c *Controller) drain(n int) {
+	for range n {
+		select {
+		case r := <-c.recvc:
+			c.step(r)
+		case f := <-c.ops:
+			f()
+		default:
+			return
+		}
+	}
+}
+
+// step hands a received message to Raft.
+func (c *Controller) step(r received) {
+	m := r.m
+	if c.lostLog(m) {
+		return
+	}
+	if t := m.GetType(); (t == raftpb.MsgApp || t == raftpb.MsgHeartbeat) && m.GetFrom() != c.id {
+		// Only a leader sends these: it was alive when the message
+		// arrived (not when this busy loop got to it).
+		c.heardLead, c.heardLeadAt = m.GetFrom(), r.at
+	}
+	if err := c.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) {
+		c.log.Debug("raft step", "err", err, "type", m.GetType().String(), "from", m.GetFrom())
+	}
 }
 
 // ready handles every Ready the RawNode has.
