@@ -474,11 +474,7 @@ func (s *Server) open(name string) (*stream, error) {
 // same offset on a copy.
 func (s *Server) closeTakenOver(name string, ls *local.Stream) {
 	durable := ls.Persisted() == ls.Next()
-	if err := ls.Close(); err != nil || !durable {
-		s.mu.Lock()
-		delete(s.held, name)
-		s.mu.Unlock()
-	}
+	s.settleHeld(name, ls.Close(), durable)
 }
 
 // closeOpen closes st, an open stream no call uses any more, and forgets
@@ -486,12 +482,19 @@ func (s *Server) closeTakenOver(name string, ls *local.Stream) {
 // durable in its file (as closeTakenOver).
 func (s *Server) closeOpen(st *stream) error {
 	err := st.close()
-	if err != nil || st.ls.Persisted() != st.ls.Next() {
-		s.mu.Lock()
-		delete(s.held, st.name)
-		s.mu.Unlock()
-	}
+	s.settleHeld(st.name, err, st.ls.Persisted() == st.ls.Next())
 	return err
+}
+
+// settleHeld forgets the epoch held for stream name unless its stream
+// closed cleanly (closeErr nil) with everything appended durable.
+func (s *Server) settleHeld(name string, closeErr error, durable bool) {
+	if closeErr == nil && durable {
+		return
+	}
+	s.mu.Lock()
+	delete(s.held, name)
+	s.mu.Unlock()
 }
 
 // connectWait is how long after a replicated stream is opened appends

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"slices"
@@ -18,12 +19,7 @@ import (
 // latency beside ns/op; the goal is a p50 under 10 ms on
 // loopback.
 func BenchmarkCreate(b *testing.B) {
-	tc := newTestCluster(b, 1, 3, 0)
-	tc.tune = func(c *Config) { *c = withTiming(*c, LoopbackConfig(c.Name)) }
-	tc.startAll()
-	lead := tc.leader(10 * time.Second)
-	ctx := testCtx(b, 10*time.Minute)
-	tc.registerAll(ctx)
+	tc, lead, ctx := benchCluster(b, 1)
 	var from *Controller
 	for _, c := range tc.running() {
 		if c != lead {
@@ -47,6 +43,19 @@ func BenchmarkCreate(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
 	b.ReportMetric(float64(lat[len(lat)-1].Nanoseconds()), "max-ns")
 	b.ReportMetric(float64(worst+1), "max-at-create")
+}
+
+// benchCluster starts three in-memory voters with LoopbackConfig's Raft
+// timing, logs on the benchmark's temporary directory, and registers
+// them; it returns the cluster, its controller and a context for the run.
+func benchCluster(b *testing.B, seed uint64) (*testCluster, *Controller, context.Context) {
+	tc := newTestCluster(b, seed, 3, 0)
+	tc.tune = func(c *Config) { *c = withTiming(*c, LoopbackConfig(c.Name)) }
+	tc.startAll()
+	lead := tc.leader(10 * time.Second)
+	ctx := testCtx(b, 10*time.Minute)
+	tc.registerAll(ctx)
+	return tc, lead, ctx
 }
 
 // withTiming is c with the Raft timing of t.
@@ -123,12 +132,7 @@ func BenchmarkRestore10k(b *testing.B) {
 // per second. The loop takes what is queued into one Ready, so that
 // concurrent proposals share a sync of the log.
 func BenchmarkGrantConcurrent(b *testing.B) {
-	tc := newTestCluster(b, 2, 3, 0)
-	tc.tune = func(c *Config) { *c = withTiming(*c, LoopbackConfig(c.Name)) }
-	tc.startAll()
-	lead := tc.leader(10 * time.Second)
-	ctx := testCtx(b, 10*time.Minute)
-	tc.registerAll(ctx)
+	tc, lead, ctx := benchCluster(b, 2)
 	s, err := lead.CreateStream(ctx, createReq("busy", 3))
 	if err != nil {
 		b.Fatal(err)
